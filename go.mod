@@ -1,0 +1,14 @@
+module github.com/req-mtls/req-mtls
+
+go 1.26.0
+
+require (
+	github.com/refraction-networking/utls v1.8.2
+	golang.org/x/crypto v0.58.0
+)
+
+require (
+	github.com/andybalholm/brotli v1.0.6 // indirect
+	github.com/klauspost/compress v1.17.4 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+)

@@ -1,0 +1,150 @@
+package clienthello
+
+import (
+	"bytes"
+	"path/filepath"
+	"testing"
+)
+
+func addSeeds(f *testing.F) {
+	names, err := filepath.Glob("testdata/*.hex")
+	if err != nil || len(names) == 0 {
+		f.Fatalf("no seeds in testdata: %v", err)
+	}
+	for _, name := range names {
+		data := readSeed(f, filepath.Base(name))
+		f.Add(data, uint8(0))
+		f.Add(data, uint8(1))
+		f.Add(data, uint8(97))
+	}
+	f.Add(records(buildHello(tls13, ext{0xfe01, []byte{1, 0}}), 3), uint8(2))
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"), uint8(0))
+}
+
+// FuzzConn feeds arbitrary input, in reads of arbitrary size, through
+// inspection: no panic, never more than MaxBuffered bytes held, and either
+// the input is replayed unchanged or the connection is refused with an alert.
+func FuzzConn(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte, chunk uint8) {
+		var chunks []int
+		if chunk > 0 {
+			chunks = []int{int(chunk)}
+		}
+		sc := &scriptConn{data: append([]byte(nil), data...), chunks: chunks}
+		c := NewConn(sc)
+		first := make([]byte, 1)
+		n, err := c.Read(first)
+		if cap(c.pending) > MaxBuffered || cap(c.msg) > MaxBuffered {
+			t.Fatalf("holds %d bytes", cap(c.pending))
+		}
+		if c.fatal != nil {
+			if sc.written.Len() != 7 || !sc.closed {
+				t.Fatalf("refused without an alert: wrote %x", sc.written.Bytes())
+			}
+			return
+		}
+		var out bytes.Buffer
+		out.Write(first[:n])
+		buf := make([]byte, 512)
+		for err == nil {
+			n, err = c.Read(buf)
+			out.Write(buf[:n])
+		}
+		if !bytes.Equal(out.Bytes(), data) {
+			t.Fatalf("replayed %x, want %x", out.Bytes(), data)
+		}
+		if sc.written.Len() != 0 {
+			t.Fatalf("wrote %x on a connection it did not refuse", sc.written.Bytes())
+		}
+		if c.HelloSeen() && c.Summary() == nil {
+			t.Fatal("inspected hello does not summarize")
+		}
+	})
+}
+
+// FuzzSummarize checks that the full parser agrees with inspection: what
+// inspection accepts, Summarize accepts with the same flags.
+func FuzzSummarize(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte, _ uint8) {
+		// Use the stream's first record payload as a message, or the
+		// input itself.
+		msg := data
+		if len(data) > 5 && data[0] == recordTypeHandshake {
+			msg = data[5:]
+		}
+		h, err := parseHello(msg)
+		if err != nil {
+			return
+		}
+		fi, ferr := inspectFlags(h)
+		s, serr := Summarize(msg)
+		if (ferr == nil) != (serr == nil) {
+			t.Fatalf("inspect err %v, summarize err %v", ferr, serr)
+		}
+		if serr == nil && (s.Flags != fi.flags || s.FlagsCodepoint != fi.codepoint) {
+			t.Fatalf("flags disagree: %v/%x vs %v/%x", s.Flags, s.FlagsCodepoint, fi.flags, fi.codepoint)
+		}
+	})
+}
+
+// BenchmarkInspect measures the whole per-connection inspection of a 1.5 KB
+// ClientHello with flag 80: wrapping, buffering, parsing, and replaying it.
+func BenchmarkInspect(b *testing.B) {
+	data := readSeed(b, "utls-flag80.hex")
+	sc := &scriptConn{}
+	buf := make([]byte, 4096)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		sc.data = data
+		c := NewConn(sc)
+		n := 0
+		for n < len(data) {
+			m, err := c.Read(buf)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n += m
+		}
+		if !c.Flags().Has(80) {
+			b.Fatal("flag 80 not seen")
+		}
+	}
+}
+
+// BenchmarkInspectFragmented is the same hello in records of 100 bytes,
+// delivered in 50-byte reads.
+func BenchmarkInspectFragmented(b *testing.B) {
+	msg := readSeed(b, "utls-flag80.hex")[5:]
+	data := records(msg, 100)
+	sc := &scriptConn{chunks: []int{50}}
+	buf := make([]byte, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		sc.data = data
+		c := NewConn(sc)
+		n := 0
+		for n < len(data) {
+			m, err := c.Read(buf)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n += m
+		}
+		if !c.Flags().Has(80) {
+			b.Fatal("flag 80 not seen")
+		}
+	}
+}
+
+func BenchmarkSummarize(b *testing.B) {
+	msg := readSeed(b, "utls-flag80.hex")[5:]
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Summarize(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
