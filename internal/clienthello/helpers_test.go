@@ -81,10 +81,10 @@ func (c *scriptConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (c *scriptConn) Write(p []byte) (int, error)       { return c.written.Write(p) }
-func (c *scriptConn) Close() error                      { c.closed = true; return nil }
-func (c *scriptConn) LocalAddr() net.Addr               { return &net.TCPAddr{} }
-func (c *scriptConn) RemoteAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *scriptConn) Write(p []byte) (int, error)      { return c.written.Write(p) }
+func (c *scriptConn) Close() error                     { c.closed = true; return nil }
+func (c *scriptConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *scriptConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
 func (c *scriptConn) SetDeadline(time.Time) error      { return nil }
 func (c *scriptConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *scriptConn) SetWriteDeadline(time.Time) error { return nil }

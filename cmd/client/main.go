@@ -1,0 +1,337 @@
+// Command client makes HTTPS requests whose ClientHello carries TLS flags,
+// such as the request-mTLS flag 80, and presents a client certificate when
+// the server asks for one.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/req-mtls/req-mtls/internal/client"
+	"github.com/req-mtls/req-mtls/internal/server"
+	"github.com/req-mtls/req-mtls/internal/tlsflags"
+)
+
+const usage = `usage: client [options]
+
+Sends an HTTPS request (HTTP/2 when the server offers it, else HTTP/1.1) and
+prints the response body on stdout. With -tlsflags 80 the ClientHello carries
+the request-mTLS flag: "I hold a client certificate; ask me for it". The
+certificate (-cert, -key) is sent whenever the server asks for one.
+
+Connection:
+  -connect URL              URL to request (default https://localhost:8775/)
+  -tlsflags LIST            TLS flags to send, comma separated, decimal or 0x
+                            hex: 80, 0x50, 8,170,12 (default: none, and no
+                            tls_flags extension)
+  -tlsflags-codepoint N     extension codepoint: 0xfe01 (default) or 62
+  -cert FILE, -key FILE     client certificate and key (PEM); re-read when
+                            they change between requests
+  -server-cacert FILE       roots for the server certificate (default: the
+                            system roots)
+  -timeout D                limit for each request, handshake included
+                            (default 30s)
+
+Request:
+  -X METHOD                 method (default GET, or POST with -d)
+  -d DATA                   request body; -d @FILE reads it from FILE
+  -H 'Name: value'          add a header (repeatable)
+  -o FILE                   write the body to FILE instead of stdout
+
+Reporting:
+  -v                        print a handshake summary on stderr
+  -json                     print the handshake summary, status and body as
+                            JSON on stdout (with -n: the load summary)
+
+Load (for operators):
+  -n N                      send N requests (default 1) and print a summary
+  -c N                      with N concurrent workers (default 1)
+  -keepalive                reuse each worker's connection (default: a new
+                            connection for every request)
+  -resume                   resume TLS sessions on new connections
+
+Environment:
+  SSLKEYLOGFILE             append TLS secrets to this file (for Wireshark)
+
+Exit status: 0 on success; 1 when the request fails or the status is 400 or
+more (the body is still printed); 2 on a usage error.
+
+Examples:
+  client -tlsflags 80 -cert client.crt -key client.key \
+         -server-cacert rootCA.crt -connect https://localhost:8775/debug
+  client -tlsflags 80 -cert client.crt -key client.key \
+         -connect https://req-mtls.research.cloudflare.com/debug
+  client -n 200 -c 2 -resume -tlsflags 80 -cert client.crt -key client.key \
+         -server-cacert rootCA.crt -connect https://localhost:8775/debug
+`
+
+type headerList []string
+
+func (h *headerList) String() string { return strings.Join(*h, "; ") }
+func (h *headerList) Set(v string) error {
+	name, _, ok := strings.Cut(v, ":")
+	if !ok || strings.TrimSpace(name) == "" || strings.ContainsAny(name, " \t") {
+		return fmt.Errorf("header %q is not 'Name: value'", v)
+	}
+	*h = append(*h, v)
+	return nil
+}
+
+// cli is one run of the command, with its output streams.
+type cli struct {
+	stdout, stderr io.Writer
+}
+
+func (c *cli) errorf(format string, a ...any) {
+	fmt.Fprintf(c.stderr, "client: error: "+format+"\n", a...)
+}
+func (c *cli) hintf(format string, a ...any) {
+	fmt.Fprintf(c.stderr, "client: hint: "+format+"\n", a...)
+}
+func (c *cli) warnf(format string, a ...any) {
+	fmt.Fprintf(c.stderr, "client: warning: "+format+"\n", a...)
+}
+
+func (c *cli) misuse(format string, a ...any) int {
+	fmt.Fprintf(c.stderr, "client: "+format+"\n", a...)
+	fmt.Fprint(c.stderr, "run 'client -h' for usage\n")
+	return 2
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	os.Exit((&cli{stdout: os.Stdout, stderr: os.Stderr}).run(ctx, os.Args[1:]))
+}
+
+func (c *cli) run(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("client", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var headers headerList
+	var (
+		connect   = fs.String("connect", "https://localhost:8775/", "")
+		flagList  = fs.String("tlsflags", "", "")
+		codepoint = fs.String("tlsflags-codepoint", "0xfe01", "")
+		certFile  = fs.String("cert", "", "")
+		keyFile   = fs.String("key", "", "")
+		serverCA  = fs.String("server-cacert", "", "")
+		timeout   = fs.Duration("timeout", 30*time.Second, "")
+		method    = fs.String("X", "", "")
+		data      = fs.String("d", "", "")
+		outFile   = fs.String("o", "", "")
+		verbose   = fs.Bool("v", false, "")
+		asJSON    = fs.Bool("json", false, "")
+		n         = fs.Int("n", 1, "")
+		conc      = fs.Int("c", 1, "")
+		keepalive = fs.Bool("keepalive", false, "")
+		resume    = fs.Bool("resume", false, "")
+	)
+	fs.Var(&headers, "H", "")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(c.stdout, usage)
+			return 0
+		}
+		return c.misuse("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return c.misuse("unexpected argument %q (the URL goes after -connect)", fs.Arg(0))
+	}
+	cfg := client.Config{Timeout: *timeout, Resume: *resume, CertFile: *certFile, KeyFile: *keyFile, Warn: c.warnf}
+	if *flagList != "" {
+		flags, err := tlsflags.ParseList(*flagList)
+		if err != nil {
+			return c.misuse("-tlsflags: %v", strings.TrimPrefix(err.Error(), "tlsflags: "))
+		}
+		cfg.Flags = flags
+	}
+	cp, err := strconv.ParseUint(*codepoint, 0, 16)
+	if err != nil || (uint16(cp) != tlsflags.CodepointExperimental && uint16(cp) != tlsflags.CodepointBoringSSL) {
+		return c.misuse("-tlsflags-codepoint must be 0xfe01 or 62, not %q", *codepoint)
+	}
+	cfg.Codepoint = uint16(cp)
+	u, err := url.Parse(*connect)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return c.misuse("-connect %q is not an https:// URL", *connect)
+	}
+	if *timeout <= 0 {
+		return c.misuse("-timeout must be positive")
+	}
+	if *n < 1 || *conc < 1 {
+		return c.misuse("-n and -c must be at least 1")
+	}
+	if (*certFile == "") != (*keyFile == "") {
+		return c.misuse("-cert and -key go together")
+	}
+	req := &client.Request{URL: u, Method: *method, Header: http.Header{}}
+	for _, h := range headers {
+		name, value, _ := strings.Cut(h, ":")
+		req.Header.Add(textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(name)), strings.TrimSpace(value))
+	}
+	if *data != "" {
+		if name, ok := strings.CutPrefix(*data, "@"); ok {
+			if req.Body, err = os.ReadFile(name); err != nil {
+				c.errorf("read -d file: %v", err)
+				return 1
+			}
+		} else {
+			req.Body = []byte(*data)
+		}
+		if req.Method == "" {
+			req.Method = http.MethodPost
+		}
+		if req.Header.Get("Content-Type") == "" {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+	}
+	if req.Method == "" {
+		req.Method = http.MethodGet
+	}
+	if *serverCA != "" {
+		if cfg.RootCAs, err = server.LoadPool(*serverCA); err != nil {
+			c.errorf("-server-cacert: %v", err)
+			return 1
+		}
+	}
+	if name := os.Getenv("SSLKEYLOGFILE"); name != "" {
+		f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			c.errorf("open SSLKEYLOGFILE: %v", err)
+			return 1
+		}
+		defer f.Close()
+		cfg.KeyLog = f
+	}
+	cl, err := client.New(cfg)
+	if err != nil {
+		c.errorf("%v", err)
+		return 1
+	}
+	if cfg.Flags.Has(tlsflags.RequestMTLS) && !cl.HasCertificate() {
+		c.hintf("flag 80 tells the server you hold a client certificate, but no -cert/-key was given: none will be sent")
+	}
+	if *n > 1 {
+		return c.load(ctx, cl, req, client.Load{N: *n, Concurrency: *conc, KeepAlive: *keepalive, MaxBody: 64 << 20}, *asJSON)
+	}
+	return c.single(ctx, cl, req, *outFile, *verbose, *asJSON)
+}
+
+func (c *cli) single(ctx context.Context, cl *client.Client, r *client.Request, outFile string, verbose, asJSON bool) int {
+	cn, err := cl.Dial(ctx, r.URL)
+	if err != nil {
+		c.report(err)
+		return 1
+	}
+	defer cn.Close()
+	if verbose {
+		c.printHandshake(cn.Handshake)
+	}
+	req, err := client.BuildRequest(r)
+	if err != nil {
+		c.errorf("%v", err)
+		return 1
+	}
+	resp, body, err := cl.Do(ctx, cn, req, 256<<20)
+	if err != nil {
+		c.report(err)
+		return 1
+	}
+	if verbose {
+		fmt.Fprintf(c.stderr, "* %s %d %s\n", resp.Proto, resp.StatusCode, http.StatusText(resp.StatusCode))
+	}
+	switch {
+	case asJSON:
+		out, _ := json.MarshalIndent(struct {
+			Handshake client.Handshake `json:"handshake"`
+			Status    int              `json:"status"`
+			Proto     string           `json:"proto"`
+			Body      string           `json:"body"`
+		}{cn.Handshake, resp.StatusCode, resp.Proto, string(body)}, "", "  ")
+		fmt.Fprintf(c.stdout, "%s\n", out)
+	case outFile != "":
+		if err := os.WriteFile(outFile, body, 0o644); err != nil {
+			c.errorf("write -o file: %v", err)
+			return 1
+		}
+	default:
+		// As the reference client: the body, then a newline.
+		fmt.Fprintf(c.stdout, "%s\n", body)
+	}
+	if resp.StatusCode >= 400 {
+		c.errorf("server answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+		return 1
+	}
+	return 0
+}
+
+func (c *cli) load(ctx context.Context, cl *client.Client, r *client.Request, l client.Load, asJSON bool) int {
+	st := cl.Run(ctx, r, l)
+	if asJSON {
+		out, _ := json.MarshalIndent(st, "", "  ")
+		fmt.Fprintf(c.stdout, "%s\n", out)
+	} else {
+		st.WriteText(c.stdout)
+	}
+	if st.Errors > 0 {
+		c.errorf("%d of %d requests failed", st.Errors, st.Requests)
+		return 1
+	}
+	return 0
+}
+
+func (c *cli) report(err error) {
+	var e *client.Error
+	if errors.As(err, &e) {
+		c.errorf("%s", e.Msg)
+		if e.Hint != "" {
+			c.hintf("%s", e.Hint)
+		}
+		return
+	}
+	c.errorf("%v", err)
+}
+
+func (c *cli) printHandshake(h client.Handshake) {
+	w := c.stderr
+	fmt.Fprintf(w, "* TLS %s, %s, ALPN %q, handshake %.2fms\n", strings.TrimPrefix(h.Version, "TLS "), h.CipherSuite, h.ALPN, float64(h.Duration)/1e6)
+	if h.FlagsSent.IsEmpty() {
+		fmt.Fprintf(w, "* TLS flags sent: none\n")
+	} else {
+		fmt.Fprintf(w, "* TLS flags sent: %v (extension %s)\n", h.FlagsSent, h.Codepoint)
+	}
+	if h.CertRequested {
+		fmt.Fprintf(w, "* CertificateRequest received, CA names: %s\n", strings.Join(nonEmpty(h.RequestedCAs), "; "))
+	} else {
+		fmt.Fprintf(w, "* no CertificateRequest\n")
+	}
+	switch {
+	case h.CertSent && h.CASMatch != nil && !*h.CASMatch:
+		fmt.Fprintf(w, "* client certificate sent (its issuer is not among the CA names; sent anyway, as the server asked)\n")
+	case h.CertSent:
+		fmt.Fprintf(w, "* client certificate sent\n")
+	case h.CertRequested:
+		fmt.Fprintf(w, "* no client certificate to send\n")
+	default:
+		fmt.Fprintf(w, "* client certificate not sent\n")
+	}
+	fmt.Fprintf(w, "* session resumed: %t\n", h.Resumed)
+}
+
+func nonEmpty(s []string) []string {
+	if len(s) == 0 {
+		return []string{"(none)"}
+	}
+	return s
+}

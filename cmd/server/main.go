@@ -1,0 +1,190 @@
+// Command server is the request-mTLS test server: HTTPS with HTTP/2 that asks
+// for a client certificate only when the client sets the request-mTLS flag,
+// and reports what it saw at /debug.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/req-mtls/req-mtls/internal/server"
+)
+
+const usage = `usage: server -cert FILE -key FILE [-client-cacert FILE] [options]
+
+Serves HTTPS (HTTP/2 and HTTP/1.1) on -listen-addr. A client that sets the
+request-mTLS flag (TLS flag 80) is sent a CertificateRequest; no one else is,
+unless -client-auth always. GET /debug reports what the server saw of the
+connection (add ?format=json for everything); GET / explains it in a browser.
+
+Certificate files are reloaded when they change, and on SIGHUP; a bad file
+keeps the last good state. SIGINT or SIGTERM shuts down gracefully.
+
+Options:
+  -cert FILE                server certificate chain (PEM)
+  -key FILE                 server private key (PEM)
+  -client-cacert FILE       roots for client certificates (PEM bundle)
+  -bot-cacert FILE          roots for flagged clients only, kept apart from
+                            -client-cacert (default: use -client-cacert)
+  -listen-addr ADDR         address to listen on (default localhost:8775)
+  -client-auth POLICY       request: ask flagged clients, report validity (default)
+                            verify:  ask flagged clients, reject invalid certificates
+                            require: flagged clients must present a valid certificate
+                            always:  classic mTLS, every client must present one
+  -handshake-timeout D      TLS handshake time limit (default 10s)
+  -read-header-timeout D    HTTP request header time limit (default 10s)
+  -idle-timeout D           keep-alive idle limit (default 2m)
+  -shutdown-timeout D       grace period for requests at shutdown (default 10s)
+  -log-format text|json     log format on stderr (default text)
+  -v                        log debug messages too
+
+Environment:
+  SSLKEYLOGFILE             append TLS secrets to this file (for Wireshark)
+
+Exit status: 0 after a clean shutdown, 1 when the server cannot start,
+2 on a usage error.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var (
+		certFile   = fs.String("cert", "", "")
+		keyFile    = fs.String("key", "", "")
+		clientCA   = fs.String("client-cacert", "", "")
+		botCA      = fs.String("bot-cacert", "", "")
+		addr       = fs.String("listen-addr", "localhost:8775", "")
+		policyName = fs.String("client-auth", "request", "")
+		hsTimeout  = fs.Duration("handshake-timeout", 10*time.Second, "")
+		rhTimeout  = fs.Duration("read-header-timeout", 10*time.Second, "")
+		idle       = fs.Duration("idle-timeout", 2*time.Minute, "")
+		grace      = fs.Duration("shutdown-timeout", 10*time.Second, "")
+		logFormat  = fs.String("log-format", "text", "")
+		verbose    = fs.Bool("v", false, "")
+	)
+	misuse := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "server: "+format+"\n", a...)
+		fmt.Fprint(stderr, "run 'server -h' for usage\n")
+		return 2
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stderr, usage)
+			return 0
+		}
+		return misuse("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return misuse("unexpected argument %q", fs.Arg(0))
+	}
+	if *certFile == "" || *keyFile == "" {
+		return misuse("-cert and -key are required")
+	}
+	policy, err := server.ParsePolicy(*policyName)
+	if err != nil {
+		return misuse("-client-auth: %v", err)
+	}
+	if policy != server.PolicyRequest && *clientCA == "" && *botCA == "" {
+		return misuse("-client-auth %s needs -client-cacert or -bot-cacert", policy)
+	}
+	if policy == server.PolicyAlways && *clientCA == "" {
+		return misuse("-client-auth always needs -client-cacert (for clients that send no flag)")
+	}
+	for name, d := range map[string]time.Duration{"-handshake-timeout": *hsTimeout, "-read-header-timeout": *rhTimeout, "-idle-timeout": *idle, "-shutdown-timeout": *grace} {
+		if d <= 0 {
+			return misuse("%s must be positive, not %v", name, d)
+		}
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	var handler slog.Handler
+	switch *logFormat {
+	case "text":
+		handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
+	case "json":
+		handler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
+	default:
+		return misuse("-log-format must be text or json, not %q", *logFormat)
+	}
+	log := slog.New(handler)
+
+	cfg := server.Config{
+		Files:             server.Files{Cert: *certFile, Key: *keyFile, ClientCA: *clientCA, BotCA: *botCA},
+		Policy:            policy,
+		HandshakeTimeout:  *hsTimeout,
+		ReadHeaderTimeout: *rhTimeout,
+		IdleTimeout:       *idle,
+		Logger:            log,
+	}
+	if name := os.Getenv("SSLKEYLOGFILE"); name != "" {
+		f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			log.Error("cannot open SSLKEYLOGFILE", "file", name, "err", err)
+			return 1
+		}
+		defer f.Close()
+		cfg.KeyLog = f
+		log.Warn("writing TLS secrets to SSLKEYLOGFILE: anyone with this file can decrypt the traffic", "file", name)
+	}
+	srv, err := server.New(cfg)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		log.Error("cannot listen", "addr", *addr, "err", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		if err := srv.Watch(ctx); err != nil {
+			log.Warn("not watching certificate files", "err", err)
+		}
+	}()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			srv.Reload("SIGHUP")
+		}
+	}()
+	log.Info("listening", "addr", ln.Addr().String(), "client_auth", policy.String())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			log.Error("serve failed", "err", err)
+			return 1
+		}
+		return 0
+	case <-ctx.Done():
+	}
+	stop()
+	log.Info("shutting down", "grace", grace.String())
+	sctx, cancel := context.WithTimeout(context.Background(), *grace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown cut requests short", "err", err)
+	}
+	<-errc
+	log.Info("stopped")
+	return 0
+}

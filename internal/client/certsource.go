@@ -1,0 +1,67 @@
+package client
+
+import (
+	"crypto/tls"
+	"fmt"
+	"os"
+	"sync"
+
+	utls "github.com/refraction-networking/utls"
+)
+
+// certSource holds the client certificate and reloads it when its files
+// change, keeping the last good pair when a reload fails.
+type certSource struct {
+	certFile, keyFile string
+	warn              func(format string, a ...any)
+
+	mu       sync.Mutex
+	stamp    string // size and mtime of both files at the last load
+	cert     *utls.Certificate
+	lastWarn string
+}
+
+func fileStamp(name string) string {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return "missing"
+	}
+	return fmt.Sprintf("%d/%d", fi.Size(), fi.ModTime().UnixNano())
+}
+
+// load reads the pair now; it is an error if that fails.
+func (s *certSource) load() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reloadLocked()
+}
+
+func (s *certSource) reloadLocked() error {
+	stamp := fileStamp(s.certFile) + " " + fileStamp(s.keyFile)
+	c, err := tls.LoadX509KeyPair(s.certFile, s.keyFile)
+	if err != nil {
+		return fmt.Errorf("load client certificate %q and key %q: %w", s.certFile, s.keyFile, err)
+	}
+	s.cert = &utls.Certificate{Certificate: c.Certificate, PrivateKey: c.PrivateKey, Leaf: c.Leaf}
+	s.stamp = stamp
+	return nil
+}
+
+// current returns the pair, re-read first when the files changed since the
+// last load. A failed re-read keeps the last good pair and warns once per
+// distinct failure.
+func (s *certSource) current() *utls.Certificate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if fileStamp(s.certFile)+" "+fileStamp(s.keyFile) != s.stamp {
+		if err := s.reloadLocked(); err != nil {
+			if msg := err.Error(); msg != s.lastWarn && s.warn != nil {
+				s.warn("keeping the last good client certificate: %v", err)
+				s.lastWarn = msg
+			}
+		} else {
+			s.lastWarn = ""
+		}
+	}
+	return s.cert
+}

@@ -1,0 +1,245 @@
+// Package client is the request-mTLS client: HTTPS requests whose
+// ClientHello carries TLS flags (draft-ietf-tls-tlsflags), by default the
+// request-mTLS flag 80 of draft-jhoyla-req-mtls-flag-02, sending a client
+// certificate when the server asks for one.
+package client
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	utls "github.com/refraction-networking/utls"
+	"golang.org/x/net/http2"
+
+	"github.com/req-mtls/req-mtls/internal/tlsclient"
+	"github.com/req-mtls/req-mtls/internal/tlsflags"
+)
+
+// Config configures a Client.
+type Config struct {
+	// Flags to send in the ClientHello; empty sends no tls_flags extension.
+	Flags tlsflags.Set
+	// Codepoint of the tls_flags extension (default 0xfe01).
+	Codepoint uint16
+	// CertFile and KeyFile hold the client certificate, sent when the
+	// server asks. Both empty means no certificate. The files are re-read
+	// when they change between connections.
+	CertFile, KeyFile string
+	// RootCAs verifies the server; nil means the system roots.
+	RootCAs *x509.CertPool
+	// Timeout bounds each request, connection and handshake included
+	// (default 30 s).
+	Timeout time.Duration
+	// Resume keeps a session cache so that new connections resume.
+	Resume bool
+	// KeyLog receives TLS secrets in NSS key log format.
+	KeyLog io.Writer
+	// Warn receives warnings meant for a person (a failed certificate
+	// reload, say). May be nil.
+	Warn func(format string, a ...any)
+}
+
+// A Client makes requests. Requests made with the same Conn reuse its
+// connection; Dial opens a new one each time.
+type Client struct {
+	cfg   Config
+	certs *certSource
+	cache utls.ClientSessionCache
+}
+
+// New checks cfg and loads the client certificate, if any.
+func New(cfg Config) (*Client, error) {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	c := &Client{cfg: cfg}
+	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
+		return nil, errors.New("a client certificate needs both -cert and -key")
+	}
+	if cfg.CertFile != "" {
+		c.certs = &certSource{certFile: cfg.CertFile, keyFile: cfg.KeyFile, warn: cfg.Warn}
+		if err := c.certs.load(); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Resume {
+		c.cache = utls.NewLRUClientSessionCache(64)
+	}
+	return c, nil
+}
+
+// HasCertificate reports whether a client certificate is configured.
+func (c *Client) HasCertificate() bool { return c.certs != nil }
+
+// Handshake describes one TLS handshake, for -v and -json.
+type Handshake struct {
+	Version       string        `json:"tls_version"`
+	CipherSuite   string        `json:"cipher_suite"`
+	ALPN          string        `json:"alpn"`
+	FlagsSent     tlsflags.Set  `json:"tls_flags_sent"`
+	Codepoint     string        `json:"tls_flags_codepoint,omitempty"`
+	CertRequested bool          `json:"cert_requested"`
+	RequestedCAs  []string      `json:"cert_request_cas,omitempty"`
+	CertSent      bool          `json:"cert_sent"`
+	CASMatch      *bool         `json:"cert_issuer_listed,omitempty"`
+	Resumed       bool          `json:"resumed"`
+	ServerName    string        `json:"server_name"`
+	Duration      time.Duration `json:"handshake_ns"`
+}
+
+// Conn is one connection to a server, over HTTP/2 or HTTP/1.1.
+type Conn struct {
+	tc        *tlsclient.Conn
+	h2        *http2.ClientConn
+	br        *bufio.Reader
+	Handshake Handshake
+}
+
+// Dial connects to the host of u and completes a TLS handshake.
+func (c *Client) Dial(ctx context.Context, u *url.URL) (*Conn, error) {
+	if u.Scheme != "https" {
+		return nil, fmt.Errorf("URL %q: only https is supported", u.String())
+	}
+	host := u.Hostname()
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(host, "443")
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+
+	hs := Handshake{FlagsSent: c.cfg.Flags, ServerName: host}
+	if !c.cfg.Flags.IsEmpty() {
+		cp := c.cfg.Codepoint
+		if cp == 0 {
+			cp = tlsflags.CodepointExperimental
+		}
+		hs.Codepoint = fmt.Sprintf("0x%04x", cp)
+	}
+	var mu sync.Mutex // GetClientCertificate runs on the handshake goroutine
+	ucfg := &utls.Config{
+		RootCAs:            c.cfg.RootCAs,
+		ServerName:         host,
+		NextProtos:         []string{"h2", "http/1.1"},
+		KeyLogWriter:       c.cfg.KeyLog,
+		ClientSessionCache: c.cache,
+		GetClientCertificate: func(cri *utls.CertificateRequestInfo) (*utls.Certificate, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			hs.CertRequested = true
+			for _, raw := range cri.AcceptableCAs {
+				hs.RequestedCAs = append(hs.RequestedCAs, dnString(raw))
+			}
+			if c.certs == nil {
+				return &utls.Certificate{}, nil
+			}
+			cert := c.certs.current()
+			// Send the certificate even when the server's list does not
+			// name its issuer: with request mTLS the server asked
+			// because our flag said we hold one.
+			if len(cri.AcceptableCAs) > 0 && cert.Leaf != nil {
+				listed := false
+				for _, raw := range cri.AcceptableCAs {
+					if string(raw) == string(cert.Leaf.RawIssuer) {
+						listed = true
+					}
+				}
+				hs.CASMatch = &listed
+			}
+			hs.CertSent = true
+			return cert, nil
+		},
+	}
+	hello := tlsclient.Hello{
+		Flags:      c.cfg.Flags,
+		Codepoint:  c.cfg.Codepoint,
+		NextProtos: ucfg.NextProtos,
+		Resumable:  c.cfg.Resume,
+	}
+	start := time.Now()
+	tc, err := hello.Dial(ctx, &net.Dialer{}, "tcp", addr, ucfg)
+	if err != nil {
+		return nil, explain(err, "connect to "+addr)
+	}
+	st := tc.ConnectionState()
+	mu.Lock()
+	hs.Duration = time.Since(start)
+	hs.Version = tls.VersionName(st.Version)
+	hs.CipherSuite = tls.CipherSuiteName(st.CipherSuite)
+	hs.ALPN = st.NegotiatedProtocol
+	hs.Resumed = st.DidResume
+	conn := &Conn{tc: tc, Handshake: hs}
+	mu.Unlock()
+	if st.NegotiatedProtocol == "h2" {
+		conn.h2, err = (&http2.Transport{}).NewClientConn(tc)
+		if err != nil {
+			tc.Close()
+			return nil, fmt.Errorf("start HTTP/2: %w", err)
+		}
+	} else {
+		conn.br = bufio.NewReader(tc)
+	}
+	return conn, nil
+}
+
+// Close closes the connection.
+func (cn *Conn) Close() error {
+	if cn.h2 != nil {
+		cn.h2.Close()
+	}
+	return cn.tc.Close()
+}
+
+// Do sends req on the connection and returns the response with its body
+// read (at most maxBody bytes).
+func (c *Client) Do(ctx context.Context, cn *Conn, req *http.Request, maxBody int64) (*http.Response, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	req = req.WithContext(ctx)
+	var resp *http.Response
+	var err error
+	if cn.h2 != nil {
+		resp, err = cn.h2.RoundTrip(req)
+	} else {
+		stop := context.AfterFunc(ctx, func() { cn.tc.SetDeadline(time.Unix(1, 0)) })
+		defer stop()
+		if err = req.Write(cn.tc); err == nil {
+			resp, err = http.ReadResponse(cn.br, req)
+		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (after %v)", context.DeadlineExceeded, c.cfg.Timeout)
+		}
+		return nil, nil, explain(err, "request")
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return resp, body, explain(err, "read response")
+	}
+	return resp, body, nil
+}
+
+// dnString formats a DER distinguished name from a CertificateRequest.
+func dnString(raw []byte) string {
+	var rdn pkix.RDNSequence
+	if rest, err := asn1.Unmarshal(raw, &rdn); err != nil || len(rest) > 0 {
+		return fmt.Sprintf("(unparsable name %x)", raw)
+	}
+	var n pkix.Name
+	n.FillFromRDNSequence(&rdn)
+	return n.String()
+}
