@@ -42,8 +42,13 @@ type Config struct {
 	// Timeout bounds each request, connection and handshake included
 	// (default 30 s).
 	Timeout time.Duration
+	// TLS12Only offers TLS 1.2 alone (no flags can be sent then).
+	TLS12Only bool
 	// Resume keeps a session cache so that new connections resume.
 	Resume bool
+	// SessionCache is the cache used with Resume (default: a new one for
+	// this Client). Clients may share one.
+	SessionCache utls.ClientSessionCache
 	// KeyLog receives TLS secrets in NSS key log format.
 	KeyLog io.Writer
 	// Warn receives warnings meant for a person (a failed certificate
@@ -75,7 +80,10 @@ func New(cfg Config) (*Client, error) {
 		}
 	}
 	if cfg.Resume {
-		c.cache = utls.NewLRUClientSessionCache(64)
+		c.cache = cfg.SessionCache
+		if c.cache == nil {
+			c.cache = utls.NewLRUClientSessionCache(64)
+		}
 	}
 	return c, nil
 }
@@ -167,6 +175,7 @@ func (c *Client) Dial(ctx context.Context, u *url.URL) (*Conn, error) {
 		Codepoint:  c.cfg.Codepoint,
 		NextProtos: ucfg.NextProtos,
 		Resumable:  c.cfg.Resume,
+		TLS12Only:  c.cfg.TLS12Only,
 	}
 	start := time.Now()
 	tc, err := hello.Dial(ctx, &net.Dialer{}, "tcp", addr, ucfg)
@@ -185,8 +194,9 @@ func (c *Client) Dial(ctx context.Context, u *url.URL) (*Conn, error) {
 	if st.NegotiatedProtocol == "h2" {
 		conn.h2, err = (&http2.Transport{}).NewClientConn(tc)
 		if err != nil {
+			err = conn.alertOr(err)
 			tc.Close()
-			return nil, fmt.Errorf("start HTTP/2: %w", err)
+			return nil, explain(err, "start HTTP/2")
 		}
 	} else {
 		conn.br = bufio.NewReader(tc)
@@ -223,7 +233,7 @@ func (c *Client) Do(ctx context.Context, cn *Conn, req *http.Request, maxBody in
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (after %v)", context.DeadlineExceeded, c.cfg.Timeout)
 		}
-		return nil, nil, explain(err, "request")
+		return nil, nil, explain(cn.alertOr(err), "request")
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
@@ -231,6 +241,22 @@ func (c *Client) Do(ctx context.Context, cn *Conn, req *http.Request, maxBody in
 		return resp, body, explain(err, "read response")
 	}
 	return resp, body, nil
+}
+
+// alertOr returns the TLS alert the server sent, if it sent one, or err. In
+// TLS 1.3 the server judges the client certificate after the client's
+// handshake is complete, so a refusal surfaces on the first read or write of
+// the request; the alert itself is what explains it.
+func (cn *Conn) alertOr(err error) error {
+	if _, ok := remoteAlert(err); ok {
+		return err
+	}
+	cn.tc.SetReadDeadline(time.Now().Add(time.Second))
+	_, rerr := cn.tc.Read(make([]byte, 1))
+	if _, ok := remoteAlert(rerr); ok {
+		return rerr
+	}
+	return err
 }
 
 // dnString formats a DER distinguished name from a CertificateRequest.

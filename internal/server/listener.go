@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -75,7 +76,7 @@ func (l *handshakeListener) handshake(c net.Conn) {
 			attrs = append(attrs, "tls_flags", hc.Flags().String())
 		}
 		l.log.Warn("tls handshake failed", attrs...)
-		c.Close()
+		lingerClose(c)
 		return
 	}
 	c.SetDeadline(time.Time{})
@@ -104,3 +105,26 @@ func (l *handshakeListener) Close() error {
 }
 
 func (l *handshakeListener) Addr() net.Addr { return l.inner.Addr() }
+
+// lingerClose closes c after a failed handshake so that the client reads the
+// alert crypto/tls sent: closing a socket with unread input makes the kernel
+// send a reset, which can destroy the alert before the client reads it (a
+// TLS 1.3 client has usually sent its first request by the time it learns
+// its certificate was refused). So: send FIN, read and discard for a moment,
+// then close.
+func lingerClose(c net.Conn) {
+	defer c.Close()
+	inner := c
+	if hc, ok := c.(*clienthello.Conn); ok {
+		inner = hc.Conn
+	}
+	tcp, ok := inner.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	if tcp.CloseWrite() != nil {
+		return
+	}
+	tcp.SetReadDeadline(time.Now().Add(time.Second))
+	io.Copy(io.Discard, io.LimitReader(tcp, 1<<16))
+}
