@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"syscall"
 	"time"
 
 	utls "github.com/refraction-networking/utls"
@@ -233,7 +234,12 @@ func (c *Client) Do(ctx context.Context, cn *Conn, req *http.Request, maxBody in
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (after %v)", context.DeadlineExceeded, c.cfg.Timeout)
 		}
-		return nil, nil, explain(cn.alertOr(err), "request")
+		err = cn.alertOr(err)
+		if _, isAlert := remoteAlert(err); !isAlert && cn.Handshake.CertRequested && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
+			return nil, nil, &Error{Err: err, Msg: "request: the server closed the connection right after the handshake",
+				Hint: "it asked for a client certificate and probably refused the one sent (or the lack of one); its alert was lost"}
+		}
+		return nil, nil, explain(err, "request")
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))

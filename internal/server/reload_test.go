@@ -92,7 +92,9 @@ func TestReloadByRename(t *testing.T) {
 	if got := ts.state.Load().cert.Leaf; !bytes.Equal(got.Raw, mustPEM(t, p2.ServerCert)) {
 		t.Fatalf("serving %v, want the new certificate", got.Subject)
 	}
-	waitFor(t, "a reload log line", func() bool { return strings.Contains(ts.logs.String(), `msg="reloaded certificates" trigger="file change"`) })
+	waitFor(t, "a reload log line", func() bool {
+		return strings.Contains(ts.logs.String(), `msg="reloaded certificates" trigger="file change"`)
+	})
 }
 
 func mustPEM(t *testing.T, name string) []byte {
@@ -110,7 +112,7 @@ func TestReloadKeepsLastGood(t *testing.T) {
 	ts := startServer(t, p, Config{Files: files})
 	good := ts.state.Load()
 	for _, tc := range []struct {
-		name  string
+		name   string
 		break_ func()
 	}{
 		{"Truncated", func() { os.WriteFile(files.Cert, []byte("-----BEGIN CERTIFICATE-----\nMIIB"), 0o600) }},
