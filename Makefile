@@ -1,28 +1,80 @@
 # req-mtls: request mTLS client and server on the stock Go toolchain.
-# `make` alone prints this help.
+# `make` alone prints this help. Everything runs natively with Go and make;
+# the docker-* targets do the same inside Docker.
 
-GO       ?= go
-BIN      ?= bin
-FUZZTIME ?= 1m
+GO        ?= go
+BIN       ?= bin
+CERTS_DIR ?= testdata/certs
+CA_KEY    ?=
+FUZZTIME  ?= 1m
+DEMO_URL  ?= https://req-mtls.research.cloudflare.com/debug
+LDFLAGS   := -s -w
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build test fuzz bench
+.PHONY: help build test fuzz bench demo gen-cert start-test-server \
+	client-request-local client-request artefacts capture \
+	docker-build docker-start-test-server docker-client-request-local docker-client-request
 
 help: ## print this help
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
+	@echo "usage: make TARGET"
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-30s %s\n", $$1, $$2}'
 
-build: ## build the binaries into bin/
+build: ## build client, server and gencert into bin/
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 test: ## run every test (unit, handshake, end to end)
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 
+demo: build ## start a local server, then flagged and unflagged requests
+	BIN=$(BIN) ./scripts/demo.sh
+
+gen-cert: build ## write certificates into CERTS_DIR (CA_KEY=file signs with that CA key)
+	$(BIN)/gencert -dir $(CERTS_DIR) $(if $(CA_KEY),-ca-key $(CA_KEY)) $(if $(FORCE),-force)
+
+start-test-server: build ## run the server on localhost:8775 with the CERTS_DIR certificates
+	@test -f $(CERTS_DIR)/server.crt || { echo "no certificates in $(CERTS_DIR): run 'make gen-cert' first" >&2; exit 1; }
+	$(BIN)/server -cert $(CERTS_DIR)/server.crt -key $(CERTS_DIR)/server.key -client-cacert $(CERTS_DIR)/rootCA.crt
+
+client-request-local: build ## flag 80 to https://localhost:8775/debug
+	$(BIN)/client -cert $(CERTS_DIR)/client.crt -key $(CERTS_DIR)/client.key \
+		-server-cacert $(CERTS_DIR)/rootCA.crt -tlsflags 80 --connect https://localhost:8775/debug
+
+client-request: build ## flag 80 to the public demo server (needs a demo-compatible client.crt)
+	@$(BIN)/gencert -check-demo $(CERTS_DIR)/client.crt || { \
+		echo "make client-request needs a client certificate that chains to the public demo's root."; \
+		echo "That root's key is RFC 9500's testRSA4096 (RFC 9500, Section 2.1), a public test key"; \
+		echo "this project does not ship. Save it as testRSA4096.key, then:"; \
+		echo "  make gen-cert CA_KEY=testRSA4096.key CERTS_DIR=$(CERTS_DIR) FORCE=1"; exit 1; } >&2
+	$(BIN)/client -cert $(CERTS_DIR)/client.crt -key $(CERTS_DIR)/client.key -tlsflags 80 --connect $(DEMO_URL)
+
+artefacts: ## static binaries for linux/amd64 and linux/arm64 in bin/
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-amd64/ ./cmd/...
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm64/ ./cmd/...
+	@ls -l $(BIN)/linux-amd64 $(BIN)/linux-arm64
+
+capture: build ## record a flagged exchange with tshark into assets/demonstration-capture.pcapng
+	BIN=$(BIN) ./scripts/capture.sh assets/demonstration-capture.pcapng
+
 fuzz: ## run each fuzz target for FUZZTIME (default 1m)
 	$(GO) test -run XXX -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/tlsflags
-	$(GO) test -run XXX -fuzz '^FuzzConn$$' -fuzztime $(FUZZTIME) ./internal/clienthello
-	$(GO) test -run XXX -fuzz '^FuzzSummarize$$' -fuzztime $(FUZZTIME) ./internal/clienthello
+	$(GO) test -run XXX -fuzz '^FuzzConn$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 20x ./internal/clienthello
+	$(GO) test -run XXX -fuzz '^FuzzSummarize$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 20x ./internal/clienthello
 
 bench: ## run the Go microbenchmarks
 	$(GO) test -run XXX -bench . -benchmem ./internal/...
+
+docker-build: ## build the server and client images
+	docker compose build
+
+docker-start-test-server: ## the server in Docker, on localhost:8775
+	docker compose up server
+
+docker-client-request-local: ## flag 80 from the client container to the server container
+	docker compose run --rm client -cert /testdata/certs/client.crt -key /testdata/certs/client.key \
+		-server-cacert /testdata/certs/rootCA.crt -tlsflags 80 --connect https://server:8775/debug
+
+docker-client-request: ## flag 80 from the client container to the public demo
+	docker compose run --rm client -cert /testdata/certs/client.crt -key /testdata/certs/client.key \
+		-tlsflags 80 --connect $(DEMO_URL)

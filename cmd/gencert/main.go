@@ -34,6 +34,8 @@ Options:
                     never for real use) the root takes the public demo's exact
                     subject, so client.crt chains to the demo server's root.
   -force            overwrite existing files
+  -check-demo FILE  only check that the certificate in FILE is issued under the
+                    public demo's root subject; exit 0 if so, 1 if not
 `
 
 type hostList []string
@@ -59,6 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	clientName := fs.String("client-name", "client.example", "")
 	caKeyFile := fs.String("ca-key", "", "")
 	force := fs.Bool("force", false, "")
+	checkDemo := fs.String("check-demo", "", "")
 	fs.Var(&hosts, "host", "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -71,6 +74,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "gencert: unexpected argument %q\nrun 'gencert -h' for usage\n", fs.Arg(0))
 		return 2
+	}
+	if *checkDemo != "" {
+		c, err := certs.LoadCertificate(*checkDemo)
+		if err != nil {
+			fmt.Fprintf(stderr, "gencert: error: %v\n", err)
+			return 1
+		}
+		if !certs.ChainsToDemoRoot(c) {
+			fmt.Fprintf(stderr, "gencert: %s is issued by %q, not under the public demo's root\n", *checkDemo, c.Issuer.String())
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s is issued under the public demo's root subject\n", *checkDemo)
+		return 0
 	}
 	opts := certs.Options{Dir: *dir, Hosts: hosts, ClientName: *clientName, Force: *force}
 	if *caKeyFile != "" {

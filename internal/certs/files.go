@@ -29,6 +29,16 @@ var DemoRootSubject = mustHex("305c310b30090603550406130255533113301106035504080
 // demo's root. It recognises the key; the key itself is never shipped here.
 const TestRSA4096SPKISHA256 = "96465ea5dc9bb2da7b351d808a7196e5761f2412a5040131c68d719aaba28fb9"
 
+// demoKeyHash is TestRSA4096SPKISHA256; tests point it at a key of their own.
+var demoKeyHash = TestRSA4096SPKISHA256
+
+// ChainsToDemoRoot reports whether cert was issued under the public demo's
+// root subject (its issuer is exactly DemoRootSubject). It does not check the
+// signature: that takes the demo's root certificate.
+func ChainsToDemoRoot(cert *x509.Certificate) bool {
+	return string(cert.RawIssuer) == string(DemoRootSubject)
+}
+
 func mustHex(s string) []byte {
 	b, err := hex.DecodeString(s)
 	if err != nil {
@@ -149,7 +159,7 @@ func WriteSet(o Options) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if h == TestRSA4096SPKISHA256 {
+		if h == demoKeyHash {
 			rawSubject, res.DemoRoot = DemoRootSubject, true
 		}
 	}
@@ -230,4 +240,24 @@ func writeFileAtomic(name string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(f.Name(), name)
+}
+
+// LoadCertificate reads the first certificate of a PEM file.
+func LoadCertificate(name string) (*x509.Certificate, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("load certificate: %w", err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, fmt.Errorf("load certificate %q: no PEM block found", name)
+	}
+	if block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("load certificate %q: PEM block is %q, not CERTIFICATE", name, block.Type)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("load certificate %q: %w", name, err)
+	}
+	return c, nil
 }
