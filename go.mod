@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/fsnotify/fsnotify v1.9.0
 	github.com/refraction-networking/utls v1.8.2
+	github.com/rogpeppe/go-internal v1.14.1
 	golang.org/x/crypto v0.58.0
 	golang.org/x/net v0.62.0
 )
@@ -14,4 +15,5 @@ require (
 	github.com/klauspost/compress v1.17.4 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
+	golang.org/x/tools v0.51.0 // indirect
 )
