@@ -66,14 +66,14 @@ bench: ## run the Go microbenchmarks
 	$(GO) test -run XXX -bench . -benchmem ./internal/...
 
 docker-build: ## build the server and client images
-	docker compose build
+	docker compose --profile client build
 
 docker-start-test-server: ## the server in Docker, on localhost:8775
 	docker compose up server
 
 docker-client-request-local: ## flag 80 from the client container to the server container
 	docker compose run --rm client -cert /testdata/certs/client.crt -key /testdata/certs/client.key \
-		-server-cacert /testdata/certs/rootCA.crt -tlsflags 80 --connect https://server:8775/debug
+		-server-cacert /testdata/certs/rootCA.crt -tlsflags 80 --connect https://localhost:8775/debug
 
 docker-client-request: ## flag 80 from the client container to the public demo
 	docker compose run --rm client -cert /testdata/certs/client.crt -key /testdata/certs/client.key \
