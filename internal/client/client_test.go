@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -124,7 +125,7 @@ func plainServer(t *testing.T, p *testpki.PKI, auth tls.ClientAuthType, h1 bool)
 	}
 	states := make(chan tls.ConnectionState, 16)
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: auth, ClientCAs: rootPool(p)}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := &http.Server{ErrorLog: log.New(io.Discard, "", 0), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		states <- *r.TLS
 		fmt.Fprintf(w, "%s certs=%d", r.Proto, len(r.TLS.PeerCertificates))
 	})}
