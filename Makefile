@@ -23,9 +23,12 @@ help: ## print this help
 build: ## build client, server and gencert into bin/
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-test: ## run every test (unit, handshake, end to end)
+PEER_TESTS := ^(TestCurl|TestOpenSSLClient|TestOpenSSLServer|TestTshark|TestChromium)$$
+
+test: ## run every test (unit, handshake, end to end; peer tests verbose)
 	$(GO) vet ./...
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -skip '$(PEER_TESTS)' ./...
+	$(GO) test -count=1 -v -run '$(PEER_TESTS)' ./e2e
 
 demo: build ## start a local server, then flagged and unflagged requests
 	BIN=$(BIN) ./scripts/demo.sh
