@@ -60,10 +60,8 @@ artefacts: ## static binaries for linux/amd64 and linux/arm64 in bin/
 capture: build ## record a flagged exchange with tshark into assets/demonstration-capture.pcapng
 	BIN=$(BIN) ./scripts/capture.sh assets/demonstration-capture.pcapng
 
-fuzz: ## run each fuzz target for FUZZTIME (default 1m)
-	$(GO) test -run XXX -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/tlsflags
-	$(GO) test -run XXX -fuzz '^FuzzConn$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 20x ./internal/clienthello
-	$(GO) test -run XXX -fuzz '^FuzzSummarize$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 20x ./internal/clienthello
+fuzz: ## run every fuzz target for FUZZTIME (default 1m), keep corpora in testdata/fuzz
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
 bench: ## run the Go microbenchmarks
 	$(GO) test -run XXX -bench . -benchmem ./internal/...
