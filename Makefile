@@ -12,7 +12,7 @@ LDFLAGS   := -s -w
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build test fuzz bench demo gen-cert start-test-server \
+.PHONY: help build test race lint fuzz bench demo gen-cert start-test-server \
 	client-request-local client-request artefacts capture \
 	docker-build docker-start-test-server docker-client-request-local docker-client-request
 
@@ -29,6 +29,16 @@ test: ## run every test (unit, handshake, end to end; peer tests verbose)
 	$(GO) vet ./...
 	$(GO) test -count=1 -skip '$(PEER_TESTS)' ./...
 	$(GO) test -count=1 -v -run '$(PEER_TESTS)' ./e2e
+
+race: ## the tests under the race detector (peer tests left to make test)
+	$(GO) test -race -count=1 -skip '$(PEER_TESTS)' ./...
+
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.7.0
+
+lint: ## go vet, gofmt and staticcheck (pinned version, fetched by go run)
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting" >&2; exit 1; }
+	$(GO) run $(STATICCHECK) ./...
 
 demo: build ## start a local server, then flagged and unflagged requests
 	BIN=$(BIN) ./scripts/demo.sh

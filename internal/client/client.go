@@ -110,7 +110,8 @@ type Handshake struct {
 
 // Conn is one connection to a server, over HTTP/2 or HTTP/1.1.
 type Conn struct {
-	tc        *tlsclient.Conn
+	tc *tlsclient.Conn
+	//lint:ignore SA1019 net/http's replacement (Transport.NewClientConn) dials for itself and cannot take an established uTLS connection; x/net/http2 can.
 	h2        *http2.ClientConn
 	br        *bufio.Reader
 	Handshake Handshake
@@ -193,6 +194,7 @@ func (c *Client) Dial(ctx context.Context, u *url.URL) (*Conn, error) {
 	conn := &Conn{tc: tc, Handshake: hs}
 	mu.Unlock()
 	if st.NegotiatedProtocol == "h2" {
+		//lint:ignore SA1019 see Conn.h2
 		conn.h2, err = (&http2.Transport{}).NewClientConn(tc)
 		if err != nil {
 			err = conn.alertOr(err)
