@@ -63,6 +63,7 @@ type Client struct {
 	cfg   Config
 	certs *certSource
 	cache utls.ClientSessionCache
+	h2    *http2.Transport
 }
 
 // New checks cfg and loads the client certificate, if any.
@@ -70,7 +71,11 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
-	c := &Client{cfg: cfg}
+	// x/net/http2 keeps a closed connection that served a single request
+	// reachable for up to IdleConnTimeout (5 s when unset), which under
+	// -n load holds tens of megabytes; 1 s bounds that, and only closes
+	// kept-alive connections idle for that long.
+	c := &Client{cfg: cfg, h2: &http2.Transport{IdleConnTimeout: time.Second}}
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 		return nil, errors.New("a client certificate needs both -cert and -key")
 	}
@@ -195,7 +200,7 @@ func (c *Client) Dial(ctx context.Context, u *url.URL) (*Conn, error) {
 	mu.Unlock()
 	if st.NegotiatedProtocol == "h2" {
 		//lint:ignore SA1019 see Conn.h2
-		conn.h2, err = (&http2.Transport{}).NewClientConn(tc)
+		conn.h2, err = c.h2.NewClientConn(tc)
 		if err != nil {
 			err = conn.alertOr(err)
 			tc.Close()
