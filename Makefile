@@ -73,8 +73,11 @@ capture: build ## record a flagged exchange with tshark into assets/demonstratio
 fuzz: ## run every fuzz target for FUZZTIME (default 1m), keep corpora in testdata/fuzz
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
-bench: ## run the Go microbenchmarks
-	$(GO) test -run XXX -bench . -benchmem ./internal/...
+BENCH_ROUNDS ?= 7
+
+bench: build ## server CPU per handshake vs stock crypto/tls, throughput, microbenchmarks; writes assets/bench.*
+	$(GO) run ./tools/bench -bin $(BIN) -out assets -rounds $(BENCH_ROUNDS)
+	$(GO) test -run XXX -bench . -benchmem ./internal/tlsflags ./internal/clienthello | tee assets/bench-micro.txt
 
 docker-build: ## build the server and client images
 	docker compose --profile client build

@@ -27,6 +27,10 @@ type Hello struct {
 	// TLS12Only offers TLS 1.2 alone (and so sends no flags, which mean
 	// nothing under TLS 1.2).
 	TLS12Only bool
+	// Groups overrides the supported groups; the key share is then sent
+	// for the first one only (and X25519 beside X25519MLKEM768). Empty means Go's defaults, with key shares
+	// for X25519MLKEM768 and X25519.
+	Groups []utls.CurveID
 	// Resumable adds what session resumption needs (session_ticket,
 	// psk_key_exchange_modes and pre_shared_key), as Go does when a
 	// ClientSessionCache is configured. Set the cache on the Config too.
@@ -80,6 +84,16 @@ func (h Hello) Spec() (*utls.ClientHelloSpec, error) {
 	if h.TLS12Only {
 		versions, suites = versions[1:], suites[:len(tls12Suites)]
 	}
+	supported := groups
+	shares := []utls.KeyShare{{Group: utls.X25519MLKEM768}, {Group: utls.X25519}}
+	if len(h.Groups) > 0 {
+		supported, shares = h.Groups, []utls.KeyShare{{Group: h.Groups[0]}}
+		if h.Groups[0] == utls.X25519MLKEM768 {
+			// uTLS builds the hybrid share on an X25519 share of its own,
+			// and fails without one (Go sends both as well).
+			shares = append(shares, utls.KeyShare{Group: utls.X25519})
+		}
+	}
 	// The extension order follows Go's clientHelloMsg.marshal, with tls_flags
 	// after supported_versions as the deployed request-mTLS clients send it.
 	exts := []utls.TLSExtension{
@@ -94,7 +108,7 @@ func (h Hello) Spec() (*utls.ClientHelloSpec, error) {
 		&utls.ExtendedMasterSecretExtension{},
 		&utls.SCTExtension{},
 		&utls.StatusRequestExtension{},
-		&utls.SupportedCurvesExtension{Curves: groups},
+		&utls.SupportedCurvesExtension{Curves: supported},
 		&utls.SignatureAlgorithmsExtension{SupportedSignatureAlgorithms: signatureAlgorithms},
 		&utls.SignatureAlgorithmsCertExtension{SupportedSignatureAlgorithms: signatureAlgorithms},
 	)
@@ -114,9 +128,7 @@ func (h Hello) Spec() (*utls.ClientHelloSpec, error) {
 		exts = append(exts, &utls.GenericExtension{Id: cp, Data: data})
 	}
 	if !h.TLS12Only {
-		exts = append(exts, &utls.KeyShareExtension{KeyShares: []utls.KeyShare{
-			{Group: utls.X25519MLKEM768}, {Group: utls.X25519},
-		}})
+		exts = append(exts, &utls.KeyShareExtension{KeyShares: shares})
 		if h.Resumable {
 			exts = append(exts,
 				&utls.PSKKeyExchangeModesExtension{Modes: []uint8{utls.PskModeDHE}},

@@ -1,0 +1,443 @@
+// Command bench measures what request mTLS costs a server, on loopback, in
+// one run: server CPU per full TLS 1.3 handshake (from the server process's
+// own CPU time) for this project's server and for a stock crypto/tls server
+// without the inspection layer, with ECDSA P-256 and RSA-2048 certificates
+// and X25519 and X25519MLKEM768 key shares; then requests per second and
+// latency of GET /debug. Configurations are interleaved (A B A B ...) over
+// several rounds and medians reported. It writes a Markdown table and an
+// SVG bar chart.
+//
+//	go run ./tools/bench -bin bin -out assets
+//
+// It also serves as the stock server it compares against:
+//
+//	bench serve-stock -mode always|never -cert F -key F -ca F -addr A
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	utls "github.com/refraction-networking/utls"
+
+	"github.com/req-mtls/req-mtls/internal/certs"
+	"github.com/req-mtls/req-mtls/internal/client"
+	"github.com/req-mtls/req-mtls/internal/server"
+	"github.com/req-mtls/req-mtls/internal/tlsclient"
+	"github.com/req-mtls/req-mtls/internal/tlsflags"
+)
+
+func main() {
+	log.SetFlags(0)
+	log.SetPrefix("bench: ")
+	if len(os.Args) > 1 && os.Args[1] == "serve-stock" {
+		serveStock(os.Args[2:])
+		return
+	}
+	binDir := flag.String("bin", "bin", "directory with the server binary")
+	outDir := flag.String("out", "assets", "where to write bench.md and bench.svg")
+	rounds := flag.Int("rounds", 5, "interleaved rounds")
+	handshakes := flag.Int("handshakes", 300, "handshakes per configuration per round")
+	requests := flag.Int("requests", 2000, "requests per throughput measurement")
+	flag.Parse()
+
+	dir, err := os.MkdirTemp("", "req-mtls-bench")
+	check(err)
+	defer os.RemoveAll(dir)
+	pkis := map[string]*benchPKI{"ECDSA P-256": makePKI(dir, "ecdsa", false), "RSA-2048": makePKI(dir, "rsa", true)}
+	self, err := os.Executable()
+	check(err)
+
+	var procs []*proc
+	defer func() {
+		for _, p := range procs {
+			p.stop()
+		}
+	}()
+	type servers struct{ ours, always, never *proc }
+	running := map[string]servers{}
+	for _, name := range []string{"ECDSA P-256", "RSA-2048"} {
+		p := pkis[name]
+		s := servers{
+			ours:   start(filepath.Join(*binDir, "server"), "-cert", p.serverCert, "-key", p.serverKey, "-client-cacert", p.rootCA, "-listen-addr", "127.0.0.1:0"),
+			always: start(self, "serve-stock", "-mode", "always", "-cert", p.serverCert, "-key", p.serverKey, "-ca", p.rootCA, "-addr", "127.0.0.1:0"),
+			never:  start(self, "serve-stock", "-mode", "never", "-cert", p.serverCert, "-key", p.serverKey, "-ca", p.rootCA, "-addr", "127.0.0.1:0"),
+		}
+		procs = append(procs, s.ours, s.always, s.never)
+		running[name] = s
+	}
+
+	type config struct {
+		label   string
+		cert    string
+		group   string
+		srv     *proc
+		flagged bool
+	}
+	var configs []config
+	for _, certName := range []string{"ECDSA P-256", "RSA-2048"} {
+		for _, group := range []string{"X25519", "X25519MLKEM768"} {
+			s := running[certName]
+			configs = append(configs,
+				config{"ours, flag 80 + certificate", certName, group, s.ours, true},
+				config{"stock, always requests", certName, group, s.always, true},
+				config{"ours, no flag", certName, group, s.ours, false},
+				config{"stock, never requests", certName, group, s.never, false},
+			)
+		}
+	}
+	results := make([][]float64, len(configs))
+	for r := range *rounds {
+		for i, c := range configs {
+			us := handshakeCPU(c.srv, pkis[c.cert], c.group, c.flagged, *handshakes)
+			results[i] = append(results[i], us)
+		}
+		log.Printf("round %d/%d done", r+1, *rounds)
+	}
+
+	var md strings.Builder
+	host, _ := os.Hostname()
+	_ = host
+	fmt.Fprintf(&md, "Server CPU per full TLS 1.3 handshake (µs, median of %d interleaved rounds of %d handshakes; server process CPU time; %d cores):\n\n", *rounds, *handshakes, numCPU())
+	fmt.Fprintf(&md, "| certificate | key share | ours, flag 80 + cert | stock, always requests | ratio | ours, no flag | stock, never requests | ratio |\n|---|---|---|---|---|---|---|---|\n")
+	var bars []bar
+	for i := 0; i < len(configs); i += 4 {
+		m := func(j int) float64 { return median(results[i+j]) }
+		fmt.Fprintf(&md, "| %s | %s | %.0f | %.0f | %.3f | %.0f | %.0f | %.3f |\n", configs[i].cert, configs[i].group,
+			m(0), m(1), m(0)/m(1), m(2), m(3), m(2)/m(3))
+		for j := range 4 {
+			bars = append(bars, bar{group: configs[i].cert + ", " + configs[i].group, label: configs[i+j].label, value: m(j)})
+		}
+	}
+
+	// Throughput and latency of GET /debug against our server (ECDSA).
+	p := pkis["ECDSA P-256"]
+	u, _ := url.Parse("https://" + running["ECDSA P-256"].ours.addr + "/debug")
+	fmt.Fprintf(&md, "\nGET /debug against this server (ECDSA P-256, flag 80 with a certificate; %d requests each):\n\n", *requests)
+	fmt.Fprintf(&md, "| connections | clients | requests/s | p50 | p99 |\n|---|---|---|---|---|\n")
+	for _, keep := range []bool{true, false} {
+		for _, c := range []int{1, 2, 8} {
+			rps, p50, p99 := throughput(p, u, keep, c, *requests)
+			mode := "one kept-alive HTTP/2 connection"
+			if !keep {
+				mode = "a new connection per request"
+			}
+			fmt.Fprintf(&md, "| %s | %d | %.0f | %s | %s |\n", mode, c, rps, ms(p50), ms(p99))
+		}
+	}
+	fmt.Print(md.String())
+	check(os.MkdirAll(*outDir, 0o755))
+	check(os.WriteFile(filepath.Join(*outDir, "bench.md"), []byte(md.String()), 0o644))
+	check(os.WriteFile(filepath.Join(*outDir, "bench.svg"), []byte(svg(bars)), 0o644))
+	log.Printf("wrote %s and %s", filepath.Join(*outDir, "bench.md"), filepath.Join(*outDir, "bench.svg"))
+}
+
+func check(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+func numCPU() int {
+	n := 0
+	data, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "processor") {
+			n++
+		}
+	}
+	return n
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// benchPKI is a root, a server certificate and a client certificate.
+type benchPKI struct {
+	rootCA, serverCert, serverKey string
+	clientCert, clientKey         string
+	pool                          *x509.CertPool
+	client                        utls.Certificate
+}
+
+func makePKI(dir, name string, rsaServer bool) *benchPKI {
+	now := time.Now()
+	ca, err := certs.NewCA(pkix.Name{CommonName: "bench root " + name}, nil, nil, now.Add(-time.Hour), now.AddDate(1, 0, 0))
+	check(err)
+	leaf := certs.Leaf{Hosts: []string{"localhost", "127.0.0.1"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(1, 0, 0)}
+	if rsaServer {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		check(err)
+		leaf.Key = k
+	}
+	sc, sk, err := ca.Issue(leaf)
+	check(err)
+	cc, ck, err := ca.Issue(certs.Leaf{Hosts: []string{"client.example"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(1, 0, 0)})
+	check(err)
+	p := &benchPKI{pool: x509.NewCertPool()}
+	p.pool.AddCert(ca.Cert)
+	write := func(file, typ string, der []byte) string {
+		f := filepath.Join(dir, name+"-"+file)
+		check(os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
+		return f
+	}
+	keyDER := func(k any) []byte {
+		b, err := x509.MarshalPKCS8PrivateKey(k)
+		check(err)
+		return b
+	}
+	p.rootCA = write("root.crt", "CERTIFICATE", ca.Cert.Raw)
+	p.serverCert = write("server.crt", "CERTIFICATE", sc.Raw)
+	p.serverKey = write("server.key", "PRIVATE KEY", keyDER(sk))
+	p.clientCert = write("client.crt", "CERTIFICATE", cc.Raw)
+	p.clientKey = write("client.key", "PRIVATE KEY", keyDER(ck))
+	p.client = utls.Certificate{Certificate: [][]byte{cc.Raw}, PrivateKey: ck, Leaf: cc}
+	return p
+}
+
+// proc is a server process.
+type proc struct {
+	cmd  *exec.Cmd
+	addr string
+}
+
+var listenLine = []string{"msg=listening addr=", "listening on "}
+
+func start(name string, args ...string) *proc {
+	cmd := exec.Command(name, args...)
+	stderr, err := cmd.StderrPipe()
+	check(err)
+	check(cmd.Start())
+	addr := make(chan string, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		var seen strings.Builder
+		sent := false
+		for {
+			n, err := stderr.Read(buf)
+			seen.Write(buf[:n])
+			if !sent {
+				for _, marker := range listenLine {
+					if i := strings.Index(seen.String(), marker); i >= 0 {
+						rest := seen.String()[i+len(marker):]
+						if j := strings.IndexAny(rest, " \n"); j > 0 {
+							addr <- rest[:j]
+							sent = true
+						}
+					}
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		return &proc{cmd: cmd, addr: a}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		log.Fatalf("%s did not start", name)
+		return nil
+	}
+}
+
+func (p *proc) stop() {
+	p.cmd.Process.Kill()
+	p.cmd.Wait()
+}
+
+// cpu returns the CPU time the process has used, summed over its threads,
+// from /proc/PID/task/*/schedstat (nanoseconds on the CPU).
+func (p *proc) cpu() time.Duration {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", p.cmd.Process.Pid))
+	var total time.Duration
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(data))
+		if len(f) > 0 {
+			n, _ := strconv.ParseInt(f[0], 10, 64)
+			total += time.Duration(n)
+		}
+	}
+	return total
+}
+
+var groupIDs = map[string][]utls.CurveID{
+	"X25519":         {utls.X25519, utls.CurveP256},
+	"X25519MLKEM768": {utls.X25519MLKEM768, utls.X25519, utls.CurveP256},
+}
+
+// handshakeCPU runs n full handshakes (new connection each, two at a time)
+// and returns the server's CPU time per handshake in microseconds. A
+// handshake counts once the client has read the server's first HTTP/2
+// frame, which the server sends only after the handshake completed.
+func handshakeCPU(s *proc, p *benchPKI, group string, flagged bool, n int) float64 {
+	hello := tlsclient.Hello{NextProtos: []string{"h2"}, Groups: groupIDs[group]}
+	if flagged {
+		hello.Flags = tlsflags.Must(tlsflags.RequestMTLS)
+	}
+	cfg := &utls.Config{RootCAs: p.pool, ServerName: "localhost",
+		GetClientCertificate: func(*utls.CertificateRequestInfo) (*utls.Certificate, error) { return &p.client, nil }}
+	one := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := hello.Dial(ctx, &net.Dialer{}, "tcp", s.addr, cfg)
+		if err != nil {
+			log.Fatalf("handshake with %s: %v", s.addr, err)
+		}
+		if st := c.ConnectionState(); st.Version != tls.VersionTLS13 || st.DidResume {
+			log.Fatalf("not a full TLS 1.3 handshake")
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			log.Fatalf("read from %s: %v", s.addr, err)
+		}
+		c.Close()
+	}
+	for range 5 {
+		one() // warm up
+	}
+	before := s.cpu()
+	var wg sync.WaitGroup
+	work := make(chan struct{})
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range work {
+				one()
+			}
+		}()
+	}
+	for range n {
+		work <- struct{}{}
+	}
+	close(work)
+	wg.Wait()
+	time.Sleep(50 * time.Millisecond) // let the server finish closing
+	return float64(s.cpu()-before) / float64(n) / 1e3
+}
+
+// throughput measures GET /debug with c concurrent clients, over one
+// shared kept-alive HTTP/2 connection or a new connection per request.
+func throughput(p *benchPKI, u *url.URL, keepAlive bool, c, n int) (float64, time.Duration, time.Duration) {
+	cl, err := client.New(client.Config{Flags: tlsflags.Must(80), RootCAs: p.pool, CertFile: p.clientCert, KeyFile: p.clientKey})
+	check(err)
+	ctx := context.Background()
+	var shared *client.Conn
+	if keepAlive {
+		shared, err = cl.Dial(ctx, u)
+		check(err)
+		defer shared.Close()
+	}
+	lat := make([]time.Duration, 0, n)
+	var mu sync.Mutex
+	work := make(chan struct{})
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range work {
+				t0 := time.Now()
+				cn := shared
+				if cn == nil {
+					cn, err = cl.Dial(ctx, u)
+					if err != nil {
+						log.Fatal(err)
+					}
+				}
+				req, _ := client.BuildRequest(&client.Request{URL: u, Method: "GET"})
+				resp, _, err := cl.Do(ctx, cn, req, 1<<20)
+				if err != nil || resp.StatusCode != http.StatusOK {
+					log.Fatalf("GET /debug: %v", err)
+				}
+				if shared == nil {
+					cn.Close()
+				}
+				mu.Lock()
+				lat = append(lat, time.Since(t0))
+				mu.Unlock()
+			}
+		}()
+	}
+	for range n {
+		work <- struct{}{}
+	}
+	close(work)
+	wg.Wait()
+	elapsed := time.Since(start)
+	slices.Sort(lat)
+	return float64(n) / elapsed.Seconds(), lat[len(lat)/2], lat[len(lat)*99/100]
+}
+
+// serveStock runs a stock crypto/tls HTTPS server, no inspection layer,
+// with this project's handler: -mode always sends every client a
+// CertificateRequest, -mode never sends none.
+func serveStock(args []string) {
+	fs := flag.NewFlagSet("serve-stock", flag.ExitOnError)
+	mode := fs.String("mode", "never", "always or never")
+	certFile := fs.String("cert", "", "")
+	keyFile := fs.String("key", "", "")
+	ca := fs.String("ca", "", "")
+	addr := fs.String("addr", "127.0.0.1:0", "")
+	fs.Parse(args)
+	srv, err := server.New(server.Config{Files: server.Files{Cert: *certFile, Key: *keyFile, ClientCA: *ca},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	check(err)
+	cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+	check(err)
+	pool, err := server.LoadPool(*ca)
+	check(err)
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
+	switch *mode {
+	case "always":
+		cfg.ClientAuth, cfg.ClientCAs = tls.RequestClientCert, pool
+	case "never":
+	default:
+		log.Fatalf("-mode must be always or never")
+	}
+	ln, err := net.Listen("tcp", *addr)
+	check(err)
+	fmt.Fprintf(os.Stderr, "listening on %s\n", ln.Addr())
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
+	err = hs.Serve(tls.NewListener(ln, cfg))
+	if !errors.Is(err, http.ErrServerClosed) {
+		log.Fatal(err)
+	}
+}
