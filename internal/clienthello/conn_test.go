@@ -65,6 +65,9 @@ func TestFlagsFromRecords(t *testing.T) {
 		{"NoFlags", []ext{tls13}, tlsflags.Set{}, 0},
 		{"TLS12Only_FlagsIgnored", []ext{{0xfe01, flag80}}, tlsflags.Set{}, 0},
 		{"TLS12Only_MalformedIgnored", []ext{{0xfe01, []byte{1, 0}}}, tlsflags.Set{}, 0},
+		// An odd byte in supported_versions once made inspection loop
+		// forever (found by FuzzConn).
+		{"OddSupportedVersions", []ext{{extSupportedVersions, []byte{3, 0x03, 0x04, 0x03}}, {0xfe01, flag80}}, tlsflags.Must(80), 0xfe01},
 	} {
 		msg := buildHello(tc.exts...)
 		for _, framing := range []struct {

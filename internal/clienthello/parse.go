@@ -139,9 +139,9 @@ func inspectFlags(h hello) (flagsInfo, error) {
 			if !data.ReadUint8LengthPrefixed(&vs) {
 				return
 			}
-			for !vs.Empty() {
-				var v uint16
-				if vs.ReadUint16(&v) && v == versionTLS13 {
+			// Stop at a stray odd byte: ReadUint16 does not consume it.
+			for v := uint16(0); vs.ReadUint16(&v); {
+				if v == versionTLS13 {
 					fi.tls13 = true
 				}
 			}
