@@ -12,7 +12,7 @@ LDFLAGS   := -s -w
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build test race lint fuzz bench demo gen-cert start-test-server \
+.PHONY: help build test race lint soak fuzz bench demo gen-cert start-test-server \
 	client-request-local client-request artefacts capture \
 	docker-build docker-start-test-server docker-client-request-local docker-client-request
 
@@ -39,6 +39,11 @@ lint: ## go vet, gofmt and staticcheck (pinned version, fetched by go run)
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting" >&2; exit 1; }
 	$(GO) run $(STATICCHECK) ./...
+
+SOAK ?= 5m
+
+soak: ## full handshake load on the server binary for SOAK (default 5m), RSS and goroutines sampled
+	REQ_MTLS_SOAK=$(SOAK) $(GO) test -count=1 -v -timeout 0 -run '^TestSoak$$' ./e2e
 
 demo: build ## start a local server, then flagged and unflagged requests
 	BIN=$(BIN) ./scripts/demo.sh

@@ -13,6 +13,14 @@ targets=(
 	"internal/clienthello FuzzSummarize"
 	"internal/server FuzzReportJSON"
 )
+if [ -n "${FUZZ_TARGETS:-}" ]; then
+	read -r -a names <<<"$FUZZ_TARGETS"
+	kept=()
+	for t in "${targets[@]}"; do
+		for n in "${names[@]}"; do [ "${t##* }" = "$n" ] && kept+=("$t"); done
+	done
+	targets=("${kept[@]}")
+fi
 summary=()
 for t in "${targets[@]}"; do
 	set -- $t

@@ -11,6 +11,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // for -pprof-addr only: the server's own mux is separate
 	"os"
 	"os/signal"
 	"syscall"
@@ -44,6 +46,8 @@ Options:
   -read-header-timeout D    HTTP request header time limit (default 10s)
   -idle-timeout D           keep-alive idle limit (default 2m)
   -shutdown-timeout D       grace period for requests at shutdown (default 10s)
+  -pprof-addr ADDR          serve Go's /debug/pprof on this separate address
+                            (keep it on loopback; default off)
   -log-format text|json     log format on stderr (default text)
   -v                        log debug messages too
 
@@ -73,6 +77,7 @@ func run(args []string, stderr io.Writer) int {
 		idle       = fs.Duration("idle-timeout", 2*time.Minute, "")
 		grace      = fs.Duration("shutdown-timeout", 10*time.Second, "")
 		logFormat  = fs.String("log-format", "text", "")
+		pprofAddr  = fs.String("pprof-addr", "", "")
 		verbose    = fs.Bool("v", false, "")
 	)
 	misuse := func(format string, a ...any) int {
@@ -165,6 +170,15 @@ func run(args []string, stderr io.Writer) int {
 			srv.Reload("SIGHUP")
 		}
 	}()
+	if *pprofAddr != "" {
+		pl, err := net.Listen("tcp", *pprofAddr)
+		if err != nil {
+			log.Error("cannot listen for pprof", "addr", *pprofAddr, "err", err)
+			return 1
+		}
+		log.Info("pprof listening", "addr", pl.Addr().String())
+		go (&http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}).Serve(pl)
+	}
 	log.Info("listening", "addr", ln.Addr().String(), "client_auth", policy.String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

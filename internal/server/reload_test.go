@@ -120,8 +120,14 @@ func TestReloadKeepsLastGood(t *testing.T) {
 		{"MismatchedKey", func() { copyFile(t, p.Clients["valid"][1], files.Key) }},
 		{"BadCABundle", func() { os.WriteFile(files.ClientCA, []byte("not pem"), 0o600) }},
 		{"KeyInCABundle", func() { copyFile(t, p.ServerKey, files.ClientCA) }},
+		{"KeyInCertFile", func() { copyFile(t, p.ServerKey, files.Cert) }},
+		{"Unreadable", func() { os.Chmod(files.Key, 0) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "Unreadable" && os.Geteuid() == 0 {
+				t.Skip("root reads files whatever their mode")
+			}
+			os.Chmod(files.Key, 0o600)
 			copyFile(t, p.ServerCert, files.Cert)
 			copyFile(t, p.ServerKey, files.Key)
 			copyFile(t, p.RootCA, files.ClientCA)
@@ -139,6 +145,17 @@ func TestReloadKeepsLastGood(t *testing.T) {
 				t.Error("no error logged")
 			}
 		})
+	}
+	// No secret reaches the log, whatever went wrong: not a line of the
+	// private key's PEM body.
+	keyPEM, _ := os.ReadFile(p.ServerKey)
+	for _, line := range strings.Split(string(keyPEM), "\n") {
+		if len(line) > 16 && !strings.HasPrefix(line, "-----") && strings.Contains(ts.logs.String(), line) {
+			t.Fatalf("private key material in the log: %q", line)
+		}
+	}
+	if strings.Contains(ts.logs.String(), "PRIVATE KEY-----") {
+		t.Fatal("a PEM private key block in the log")
 	}
 	// Good files again: the reload takes.
 	copyFile(t, p.ServerCert, files.Cert)
