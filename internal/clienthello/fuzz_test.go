@@ -92,41 +92,24 @@ func FuzzSummarize(f *testing.F) {
 // BenchmarkInspect measures the whole per-connection inspection of a 1.5 KB
 // ClientHello with flag 80: wrapping, buffering, parsing, and replaying it.
 func BenchmarkInspect(b *testing.B) {
-	data := readSeed(b, "utls-flag80.hex")
-	sc := &scriptConn{}
+	benchInspect(b, readSeed(b, "utls-flag80.hex"), nil)
+}
+
+// BenchmarkInspectFragmented is the same hello in records of 100 bytes,
+// delivered in 50-byte reads.
+func BenchmarkInspectFragmented(b *testing.B) {
+	benchInspect(b, records(readSeed(b, "utls-flag80.hex")[5:], 100), []int{50})
+}
+
+func benchInspect(b *testing.B, data []byte, chunks []int) {
+	sc := &scriptConn{chunks: chunks}
 	buf := make([]byte, 4096)
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
 		sc.data = data
 		c := NewConn(sc)
-		n := 0
-		for n < len(data) {
-			m, err := c.Read(buf)
-			if err != nil {
-				b.Fatal(err)
-			}
-			n += m
-		}
-		if !c.Flags().Has(80) {
-			b.Fatal("flag 80 not seen")
-		}
-	}
-}
-
-// BenchmarkInspectFragmented is the same hello in records of 100 bytes,
-// delivered in 50-byte reads.
-func BenchmarkInspectFragmented(b *testing.B) {
-	msg := readSeed(b, "utls-flag80.hex")[5:]
-	data := records(msg, 100)
-	sc := &scriptConn{chunks: []int{50}}
-	buf := make([]byte, 4096)
-	b.ReportAllocs()
-	for b.Loop() {
-		sc.data = data
-		c := NewConn(sc)
-		n := 0
-		for n < len(data) {
+		for n := 0; n < len(data); {
 			m, err := c.Read(buf)
 			if err != nil {
 				b.Fatal(err)

@@ -16,6 +16,16 @@ import (
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
 )
 
+// startWatched starts a server on files with its file watch running.
+func startWatched(t *testing.T, p *testpki.PKI, files Files) *testServer {
+	ts := startServer(t, p, Config{Files: files})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go ts.Watch(ctx)
+	time.Sleep(100 * time.Millisecond) // let the watcher start
+	return ts
+}
+
 // copyFile writes src's contents to dst by writing a temporary file and
 // renaming it over dst, as certificate tools do.
 func copyFile(t *testing.T, src, dst string) {
@@ -74,11 +84,7 @@ func livePKI(t *testing.T, p *testpki.PKI) Files {
 func TestReloadByRename(t *testing.T) {
 	p, p2 := testpki.New(t), testpki.New(t)
 	files := livePKI(t, p)
-	ts := startServer(t, p, Config{Files: files})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go ts.Watch(ctx)
-	time.Sleep(100 * time.Millisecond) // let the watcher start
+	ts := startWatched(t, p, files)
 
 	first := servedCert(t, ts, p)
 	// A new pair from another CA: the key first, then the certificate,
@@ -170,11 +176,7 @@ func TestReloadKeepsLastGood(t *testing.T) {
 func TestCARotation(t *testing.T) {
 	oldPKI, newPKI := testpki.New(t), testpki.New(t)
 	files := livePKI(t, oldPKI)
-	ts := startServer(t, oldPKI, Config{Files: files})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go ts.Watch(ctx)
-	time.Sleep(100 * time.Millisecond)
+	ts := startWatched(t, oldPKI, files)
 
 	validated := func(p *testpki.PKI) bool {
 		cfg := client.Config{Flags: tlsflags.Must(80), CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1]}
@@ -206,11 +208,7 @@ func TestCARotation(t *testing.T) {
 func TestWatchDirectoryRecreated(t *testing.T) {
 	p, p2 := testpki.New(t), testpki.New(t)
 	files := livePKI(t, p)
-	ts := startServer(t, p, Config{Files: files})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go ts.Watch(ctx)
-	time.Sleep(100 * time.Millisecond)
+	ts := startWatched(t, p, files)
 	first := ts.state.Load()
 	dir := filepath.Dir(files.Cert)
 	if err := os.RemoveAll(dir); err != nil {
