@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,8 +14,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	utls "github.com/refraction-networking/utls"
 
 	"github.com/req-mtls/req-mtls/internal/client"
 	"github.com/req-mtls/req-mtls/internal/testpki"
@@ -340,5 +337,3 @@ func TestIndexPage(t *testing.T) {
 	}
 }
 
-var _ = io.EOF
-var _ = utls.VersionTLS13
