@@ -1,6 +1,7 @@
 package server
 
 import (
+	"strings"
 	"testing"
 
 	utls "github.com/refraction-networking/utls"
@@ -52,7 +53,7 @@ func TestResumptionSequence(t *testing.T) {
 				if o.hs.Resumed != st.resumed || o.hs.CertRequested != st.requested {
 					t.Errorf("%s: resumed %v requested %v, want %v %v", st.name, o.hs.Resumed, o.hs.CertRequested, st.resumed, st.requested)
 				}
-				if !hasSuffix(o.body, st.wantSuffix) {
+				if !strings.HasSuffix(o.body, st.wantSuffix) {
 					t.Errorf("%s: /debug\n%s\nwant suffix\n%s", st.name, o.body, st.wantSuffix)
 				}
 			}
@@ -66,7 +67,7 @@ func TestResumptionSequence(t *testing.T) {
 			flaggedNoCert.SessionCache = fresh
 			o := fetch(t, ts, p, flaggedNoCert, "/debug")
 			if policy == PolicyRequire {
-				if o.err == nil || !contains(o.err.Error(), "certificate_required") {
+				if o.err == nil || !strings.Contains(o.err.Error(), "certificate_required") {
 					t.Errorf("flagged, no cert, certless ticket under require: %v", o.err)
 				}
 			} else if o.err != nil || o.hs.Resumed || !o.hs.CertRequested {
@@ -84,17 +85,4 @@ func TestResumptionSequence(t *testing.T) {
 			}
 		})
 	}
-}
-
-func hasSuffix(s, suffix string) bool {
-	return len(s) >= len(suffix) && s[len(s)-len(suffix):] == suffix
-}
-
-func contains(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return true
-		}
-	}
-	return false
 }

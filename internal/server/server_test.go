@@ -336,4 +336,3 @@ func TestIndexPage(t *testing.T) {
 		t.Errorf("/nothing: status %d", o.status)
 	}
 }
-
