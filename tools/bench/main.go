@@ -118,15 +118,23 @@ func main() {
 	}
 
 	var md strings.Builder
-	host, _ := os.Hostname()
-	_ = host
 	fmt.Fprintf(&md, "Server CPU per full TLS 1.3 handshake (µs, median of %d interleaved rounds of %d handshakes; server process CPU time; %d cores):\n\n", *rounds, *handshakes, numCPU())
-	fmt.Fprintf(&md, "| certificate | key share | ours, flag 80 + cert | stock, always requests | ratio | ours, no flag | stock, never requests | ratio |\n|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&md, "| certificate | key share | ours, flag 80 + cert | stock, always requests | ratio (median per round) | ours, no flag | stock, never requests | ratio (median per round) |\n|---|---|---|---|---|---|---|---|\n")
 	var bars []bar
 	for i := 0; i < len(configs); i += 4 {
 		m := func(j int) float64 { return median(results[i+j]) }
+		// Ratios are taken within each round (the two measurements ran
+		// back to back) and their median reported, so that drift in the
+		// machine's speed between rounds cancels out.
+		ratio := func(a, b int) float64 {
+			var r []float64
+			for k := range results[i+a] {
+				r = append(r, results[i+a][k]/results[i+b][k])
+			}
+			return median(r)
+		}
 		fmt.Fprintf(&md, "| %s | %s | %.0f | %.0f | %.3f | %.0f | %.0f | %.3f |\n", configs[i].cert, configs[i].group,
-			m(0), m(1), m(0)/m(1), m(2), m(3), m(2)/m(3))
+			m(0), m(1), ratio(0, 1), m(2), m(3), ratio(2, 3))
 		for j := range 4 {
 			bars = append(bars, bar{group: configs[i].cert + ", " + configs[i].group, label: configs[i+j].label, value: m(j)})
 		}
