@@ -60,13 +60,9 @@ func SPKIHash(pub crypto.PublicKey) (string, error) {
 // LoadKey reads a private key from a PEM file: PKCS#8 ("PRIVATE KEY"),
 // PKCS#1 ("RSA PRIVATE KEY") or SEC 1 ("EC PRIVATE KEY").
 func LoadKey(name string) (crypto.Signer, error) {
-	data, err := os.ReadFile(name)
+	block, err := readPEM(name, "key")
 	if err != nil {
-		return nil, fmt.Errorf("load key: %w", err)
-	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, fmt.Errorf("load key %q: no PEM block found", name)
+		return nil, err
 	}
 	var key any
 	switch block.Type {
@@ -244,13 +240,9 @@ func writeFileAtomic(name string, data []byte, mode os.FileMode) error {
 
 // LoadCertificate reads the first certificate of a PEM file.
 func LoadCertificate(name string) (*x509.Certificate, error) {
-	data, err := os.ReadFile(name)
+	block, err := readPEM(name, "certificate")
 	if err != nil {
-		return nil, fmt.Errorf("load certificate: %w", err)
-	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, fmt.Errorf("load certificate %q: no PEM block found", name)
+		return nil, err
 	}
 	if block.Type != "CERTIFICATE" {
 		return nil, fmt.Errorf("load certificate %q: PEM block is %q, not CERTIFICATE", name, block.Type)
@@ -260,4 +252,17 @@ func LoadCertificate(name string) (*x509.Certificate, error) {
 		return nil, fmt.Errorf("load certificate %q: %w", name, err)
 	}
 	return c, nil
+}
+
+// readPEM reads the first PEM block of a file; what names it in errors.
+func readPEM(name, what string) (*pem.Block, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", what, err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, fmt.Errorf("load %s %q: no PEM block found", what, name)
+	}
+	return block, nil
 }
