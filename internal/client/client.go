@@ -63,7 +63,8 @@ type Client struct {
 	cfg   Config
 	certs *certSource
 	cache utls.ClientSessionCache
-	h2    *http2.Transport
+	//lint:ignore SA1019 see Conn.h2: x/net/http2 is the HTTP/2 client that takes an established uTLS connection.
+	h2 *http2.Transport
 }
 
 // New checks cfg and loads the client certificate, if any.
@@ -75,6 +76,7 @@ func New(cfg Config) (*Client, error) {
 	// reachable for up to IdleConnTimeout (5 s when unset), which under
 	// -n load holds tens of megabytes; 1 s bounds that, and only closes
 	// kept-alive connections idle for that long.
+	//lint:ignore SA1019 see Conn.h2
 	c := &Client{cfg: cfg, h2: &http2.Transport{IdleConnTimeout: time.Second}}
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 		return nil, errors.New("a client certificate needs both -cert and -key")
