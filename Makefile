@@ -81,7 +81,11 @@ fuzz: ## run every fuzz target for FUZZTIME (default 1m), keep corpora in testda
 BENCH_ROUNDS ?= 7
 
 bench: build ## server CPU per handshake vs stock crypto/tls, throughput, microbenchmarks; writes assets/bench.*
-	$(GO) run ./tools/bench -bin $(BIN) -out assets -rounds $(BENCH_ROUNDS)
+	$(GO) build -o $(BIN)/bench ./tools/bench
+	@if command -v taskset >/dev/null && [ "$$(nproc)" -ge 2 ]; then \
+		echo "taskset -c 0 $(BIN)/bench -server-cpu 1 ..."; \
+		taskset -c 0 $(BIN)/bench -bin $(BIN) -out assets -rounds $(BENCH_ROUNDS) -server-cpu 1; \
+	else $(BIN)/bench -bin $(BIN) -out assets -rounds $(BENCH_ROUNDS); fi
 	$(GO) test -run XXX -bench . -benchmem ./internal/tlsflags ./internal/clienthello | tee assets/bench-micro.txt
 
 docker-build: ## build the server and client images

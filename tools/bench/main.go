@@ -61,6 +61,7 @@ func main() {
 	rounds := flag.Int("rounds", 5, "interleaved rounds")
 	handshakes := flag.Int("handshakes", 300, "handshakes per configuration per round")
 	requests := flag.Int("requests", 2000, "requests per throughput measurement")
+	flag.StringVar(&serverCPU, "server-cpu", "", "run the servers on this CPU (taskset -c), apart from the load")
 	flag.Parse()
 
 	dir, err := os.MkdirTemp("", "req-mtls-bench")
@@ -118,7 +119,11 @@ func main() {
 	}
 
 	var md strings.Builder
-	fmt.Fprintf(&md, "Server CPU per full TLS 1.3 handshake (µs, median of %d interleaved rounds of %d handshakes; server process CPU time; %d cores):\n\n", *rounds, *handshakes, numCPU())
+	pinned := ""
+	if serverCPU != "" {
+		pinned = fmt.Sprintf("; servers pinned to CPU %s, load on the other", serverCPU)
+	}
+	fmt.Fprintf(&md, "Server CPU per full TLS 1.3 handshake (µs, median of %d interleaved rounds of %d handshakes; server process CPU time; %d cores%s):\n\n", *rounds, *handshakes, numCPU(), pinned)
 	fmt.Fprintf(&md, "| certificate | key share | ours, flag 80 + cert | stock, always requests | ratio (median per round) | ours, no flag | stock, never requests | ratio (median per round) |\n|---|---|---|---|---|---|---|---|\n")
 	var bars []bar
 	for i := 0; i < len(configs); i += 4 {
@@ -241,7 +246,14 @@ type proc struct {
 
 var listenLine = []string{"msg=listening addr=", "listening on "}
 
+// serverCPU, when set, pins the server processes to a CPU of their own so
+// that the load generator does not compete with them.
+var serverCPU string
+
 func start(name string, args ...string) *proc {
+	if serverCPU != "" {
+		name, args = "taskset", append([]string{"-c", serverCPU, name}, args...)
+	}
 	cmd := exec.Command(name, args...)
 	stderr, err := cmd.StderrPipe()
 	check(err)
