@@ -196,7 +196,7 @@ func (st *Stats) WriteText(w io.Writer) {
 		rate = float64(st.Requests) / st.Elapsed.Seconds()
 	}
 	fmt.Fprintf(w, "requests:    %d in %.2fs (%.1f/s), %d ok, %d errors\n", st.Requests, st.Elapsed.Seconds(), rate, st.OK, st.Errors)
-	fmt.Fprintf(w, "connections: %d new, %d resumed, %d with a client certificate\n", st.Connections, st.Resumed, st.CertsSent)
+	fmt.Fprintf(w, "connections: %d new, %d resumed, client certificate sent in %d handshakes (a resumed session keeps its own)\n", st.Connections, st.Resumed, st.CertsSent)
 	codes := make([]int, 0, len(st.Status))
 	for code := range st.Status {
 		codes = append(codes, code)
