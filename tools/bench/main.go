@@ -71,12 +71,7 @@ func main() {
 	self, err := os.Executable()
 	check(err)
 
-	var procs []*proc
-	defer func() {
-		for _, p := range procs {
-			p.stop()
-		}
-	}()
+	defer stopAll()
 	type servers struct{ ours, always, never *proc }
 	running := map[string]servers{}
 	for _, name := range []string{"ECDSA P-256", "RSA-2048"} {
@@ -86,7 +81,6 @@ func main() {
 			always: start(self, "serve-stock", "-mode", "always", "-cert", p.serverCert, "-key", p.serverKey, "-ca", p.rootCA, "-addr", "127.0.0.1:0"),
 			never:  start(self, "serve-stock", "-mode", "never", "-cert", p.serverCert, "-key", p.serverKey, "-ca", p.rootCA, "-addr", "127.0.0.1:0"),
 		}
-		procs = append(procs, s.ours, s.always, s.never)
 		running[name] = s
 	}
 
@@ -169,8 +163,29 @@ func main() {
 
 func check(err error) {
 	if err != nil {
-		log.Fatal(err)
+		fatalf("%v", err)
 	}
+}
+
+// started lists the server processes, so that no exit leaves one behind.
+var (
+	startedMu sync.Mutex
+	started   []*proc
+)
+
+func stopAll() {
+	startedMu.Lock()
+	defer startedMu.Unlock()
+	for _, p := range started {
+		p.stop()
+	}
+	started = nil
+}
+
+// fatalf stops every server process, then exits.
+func fatalf(format string, a ...any) {
+	stopAll()
+	log.Fatalf(format, a...)
 }
 
 func numCPU() int {
@@ -284,10 +299,14 @@ func start(name string, args ...string) *proc {
 	}()
 	select {
 	case a := <-addr:
-		return &proc{cmd: cmd, addr: a}
+		p := &proc{cmd: cmd, addr: a}
+		startedMu.Lock()
+		started = append(started, p)
+		startedMu.Unlock()
+		return p
 	case <-time.After(20 * time.Second):
 		cmd.Process.Kill()
-		log.Fatalf("%s did not start", name)
+		fatalf("%s did not start", name)
 		return nil
 	}
 }
@@ -337,14 +356,14 @@ func handshakeCPU(s *proc, p *benchPKI, group string, flagged bool, n int) float
 		defer cancel()
 		c, err := hello.Dial(ctx, &net.Dialer{}, "tcp", s.addr, cfg)
 		if err != nil {
-			log.Fatalf("handshake with %s: %v", s.addr, err)
+			fatalf("handshake with %s: %v", s.addr, err)
 		}
 		if st := c.ConnectionState(); st.Version != tls.VersionTLS13 || st.DidResume {
-			log.Fatalf("not a full TLS 1.3 handshake")
+			fatalf("not a full TLS 1.3 handshake")
 		}
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
-			log.Fatalf("read from %s: %v", s.addr, err)
+			fatalf("read from %s: %v", s.addr, err)
 		}
 		c.Close()
 	}
@@ -399,13 +418,13 @@ func throughput(p *benchPKI, u *url.URL, keepAlive bool, c, n int) (float64, tim
 				if cn == nil {
 					cn, err = cl.Dial(ctx, u)
 					if err != nil {
-						log.Fatal(err)
+						fatalf("%v", err)
 					}
 				}
 				req, _ := client.BuildRequest(&client.Request{URL: u, Method: "GET"})
 				resp, _, err := cl.Do(ctx, cn, req, 1<<20)
 				if err != nil || resp.StatusCode != http.StatusOK {
-					log.Fatalf("GET /debug: %v", err)
+					fatalf("GET /debug: %v", err)
 				}
 				if shared == nil {
 					cn.Close()
