@@ -193,11 +193,6 @@ type Conn struct {
 	*utls.UConn
 }
 
-// UConnectionState returns uTLS's own view of the connection state.
-func (c *Conn) UConnectionState() utls.ConnectionState {
-	return c.UConn.ConnectionState()
-}
-
 // ConnectionState returns the connection state as crypto/tls's type. The
 // fields that have no counterpart (the uTLS-only ones, ECH, the TLS-unique
 // value) are left zero.
