@@ -45,6 +45,9 @@ type Config struct {
 	Timeout time.Duration
 	// TLS12Only offers TLS 1.2 alone (no flags can be sent then).
 	TLS12Only bool
+	// Groups overrides the key exchange groups offered (see
+	// tlsclient.Hello.Groups); for tests and benchmarks.
+	Groups []utls.CurveID
 	// Resume keeps a session cache so that new connections resume.
 	Resume bool
 	// SessionCache is the cache used with Resume (default: a new one for
@@ -185,6 +188,7 @@ func (c *Client) Dial(ctx context.Context, u *url.URL) (*Conn, error) {
 		NextProtos: ucfg.NextProtos,
 		Resumable:  c.cfg.Resume,
 		TLS12Only:  c.cfg.TLS12Only,
+		Groups:     c.cfg.Groups,
 	}
 	start := time.Now()
 	tc, err := hello.Dial(ctx, &net.Dialer{}, "tcp", addr, ucfg)

@@ -41,6 +41,8 @@ type Report struct {
 	ALPN        string               `json:"alpn"`
 	SNI         string               `json:"sni"`
 	Resumed     bool                 `json:"resumed"`
+	KeyExchange string               `json:"key_exchange"`
+	HelloRetry  bool                 `json:"hello_retry_request"`
 	ClientHello *clienthello.Summary `json:"client_hello,omitempty"`
 	PeerChain   []CertInfo           `json:"peer_chain,omitempty"`
 }
@@ -105,6 +107,8 @@ func (s *Server) report(ctx context.Context, cs *tls.ConnectionState) *Report {
 	r.ALPN = cs.NegotiatedProtocol
 	r.SNI = cs.ServerName
 	r.Resumed = cs.DidResume
+	r.KeyExchange = cs.CurveID.String()
+	r.HelloRetry = cs.HelloRetryRequest
 	// With a PSK no CertificateRequest is sent (RFC 8446, Section 4.3.2); a
 	// resumed session brings the certificate of the one it resumes.
 	r.CertRequested = s.cfg.Policy.asks(isFlagged) && !cs.DidResume
