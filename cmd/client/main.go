@@ -19,8 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/req-mtls/req-mtls/internal/certs"
 	"github.com/req-mtls/req-mtls/internal/client"
-	"github.com/req-mtls/req-mtls/internal/server"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
 )
 
@@ -200,7 +200,7 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		req.Method = http.MethodGet
 	}
 	if *serverCA != "" {
-		if cfg.RootCAs, err = server.LoadPool(*serverCA); err != nil {
+		if cfg.RootCAs, err = certs.LoadPool(*serverCA); err != nil {
 			c.errorf("-server-cacert: %v", err)
 			return 1
 		}

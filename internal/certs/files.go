@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -265,4 +266,38 @@ func readPEM(name, what string) (*pem.Block, error) {
 		return nil, fmt.Errorf("load %s %q: no PEM block found", what, name)
 	}
 	return block, nil
+}
+
+// LoadPool reads a PEM bundle of CA certificates. Every block must be a
+// CERTIFICATE that parses, and there must be at least one.
+func LoadPool(name string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("load CA bundle: %w", err)
+	}
+	pool := x509.NewCertPool()
+	n := 0
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			if len(bytes.TrimSpace(rest)) > 0 {
+				return nil, fmt.Errorf("load CA bundle %q: data after the last PEM block", name)
+			}
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("load CA bundle %q: unexpected PEM block %q", name, block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("load CA bundle %q: %w", name, err)
+		}
+		pool.AddCert(c)
+		n++
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("load CA bundle %q: no certificates found", name)
+	}
+	return pool, nil
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/req-mtls/req-mtls/internal/certs"
 	"github.com/req-mtls/req-mtls/internal/clienthello"
 	"github.com/req-mtls/req-mtls/internal/server"
 	"github.com/req-mtls/req-mtls/internal/testpki"
@@ -207,7 +208,7 @@ func TestCertificateOnlyWhenAsked(t *testing.T) {
 func TestSendsWhenIssuerNotListed(t *testing.T) {
 	p := testpki.New(t)
 	cert, _ := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
-	otherRoots, err := server.LoadPool(p.OtherCA)
+	otherRoots, err := certs.LoadPool(p.OtherCA)
 	if err != nil {
 		t.Fatal(err)
 	}

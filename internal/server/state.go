@@ -5,11 +5,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"sync/atomic"
+
+	"github.com/req-mtls/req-mtls/internal/certs"
 )
 
 // Files names the PEM files the server loads, and reloads when they change.
@@ -60,51 +61,17 @@ func loadState(f Files) (*state, error) {
 	}
 	st := &state{cert: &cert}
 	if f.ClientCA != "" {
-		if st.clientCAs, err = LoadPool(f.ClientCA); err != nil {
+		if st.clientCAs, err = certs.LoadPool(f.ClientCA); err != nil {
 			return nil, err
 		}
 	}
 	if f.BotCA != "" {
-		if st.botCAs, err = LoadPool(f.BotCA); err != nil {
+		if st.botCAs, err = certs.LoadPool(f.BotCA); err != nil {
 			return nil, err
 		}
 	}
 	st.gen = generation.Add(1)
 	return st, nil
-}
-
-// LoadPool reads a PEM bundle of CA certificates. Every block must be a
-// CERTIFICATE that parses, and there must be at least one.
-func LoadPool(name string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(name)
-	if err != nil {
-		return nil, fmt.Errorf("load CA bundle: %w", err)
-	}
-	pool := x509.NewCertPool()
-	n := 0
-	for rest := data; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			if len(bytes.TrimSpace(rest)) > 0 {
-				return nil, fmt.Errorf("load CA bundle %q: data after the last PEM block", name)
-			}
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("load CA bundle %q: unexpected PEM block %q", name, block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("load CA bundle %q: %w", name, err)
-		}
-		pool.AddCert(c)
-		n++
-	}
-	if n == 0 {
-		return nil, fmt.Errorf("load CA bundle %q: no certificates found", name)
-	}
-	return pool, nil
 }
 
 // Session tickets carry a tag: whether the session had a client certificate,

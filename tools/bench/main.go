@@ -461,7 +461,7 @@ func serveStock(args []string) {
 	check(err)
 	cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
 	check(err)
-	pool, err := server.LoadPool(*ca)
+	pool, err := certs.LoadPool(*ca)
 	check(err)
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
 	switch *mode {
