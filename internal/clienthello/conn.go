@@ -197,7 +197,8 @@ func (c *Conn) inspect() {
 			hs = frag
 		case !copied:
 			// The message spans records: gather it apart from the
-			// record headers. buf may move when it grows, so copy.
+			// record headers (appending in place would overwrite the
+			// bytes that follow in buf, which the reader must get).
 			hs = append(append(make([]byte, 0, len(hs)+n), hs...), frag...)
 			copied = true
 		default:

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -67,10 +66,10 @@ func (l *handshakeListener) acceptLoop() {
 
 func (l *handshakeListener) handshake(c net.Conn) {
 	tc := tls.Server(c, l.config)
-	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
-	defer cancel()
+	// The deadline bounds every read and write of the handshake, the
+	// ClientHello inspection's included; no context timer is needed.
 	c.SetDeadline(time.Now().Add(l.timeout))
-	if err := tc.HandshakeContext(ctx); err != nil {
+	if err := tc.Handshake(); err != nil {
 		attrs := []any{"remote", c.RemoteAddr().String(), "err", err}
 		if hc, ok := c.(*clienthello.Conn); ok && hc.HelloSeen() {
 			attrs = append(attrs, "tls_flags", hc.Flags().String())
