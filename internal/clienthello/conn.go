@@ -82,6 +82,8 @@ type Conn struct {
 
 	msg  []byte // the complete ClientHello message, nil if none was seen
 	info flagsInfo
+
+	peak int // the most bytes held at once, for tests (see held)
 }
 
 // NewConn wraps c. Use it where connections are accepted by other means than
@@ -149,6 +151,8 @@ func (c *Conn) Summary() *Summary {
 // clear that the input is something else.
 func (c *Conn) inspect() {
 	buf := make([]byte, 0, initialBuffer)
+	var hs []byte   // the handshake message so far
+	copied := false // hs no longer aliases buf
 	// fill reads until buf holds at least n bytes.
 	fill := func(n int) error {
 		for len(buf) < n {
@@ -160,6 +164,7 @@ func (c *Conn) inspect() {
 				copy(grown, buf)
 				buf = grown
 			}
+			c.note(buf, hs, copied)
 			m, err := c.Conn.Read(buf[len(buf):cap(buf)])
 			buf = buf[:len(buf)+m]
 			if err != nil && len(buf) < n {
@@ -171,8 +176,6 @@ func (c *Conn) inspect() {
 	// Whatever happens below, the reader gets every byte read so far.
 	defer func() { c.pending = buf }()
 
-	var hs []byte   // the handshake message so far
-	copied := false // hs no longer aliases buf
 	for off := 0; ; {
 		if err := fill(off + recordHeaderLen); err != nil {
 			c.stop(err)
@@ -223,9 +226,35 @@ func (c *Conn) inspect() {
 			}
 			continue
 		}
+		c.note(buf, hs, copied)
 		c.complete(hs[:msgLen])
 		return
 	}
+}
+
+// note records the bytes held during inspection in c.peak.
+func (c *Conn) note(buf, hs []byte, copied bool) {
+	n := cap(buf)
+	if copied {
+		n += cap(hs)
+	}
+	c.peak = max(c.peak, n)
+}
+
+// held returns the bytes of memory the Conn keeps: the buffer of bytes not
+// yet replayed and the ClientHello, counted once when one holds the other.
+func (c *Conn) held() int {
+	n := cap(c.msg)
+	if cap(c.pending) > 0 && !sameArray(c.pending, c.msg) {
+		n += cap(c.pending)
+	}
+	return n
+}
+
+// sameArray reports whether a and b share their last element, and so the
+// array that each keeps alive.
+func sameArray(a, b []byte) bool {
+	return cap(a) > 0 && cap(b) > 0 && &a[:cap(a)][cap(a)-1] == &b[:cap(b)][cap(b)-1]
 }
 
 // complete parses a whole ClientHello message.
