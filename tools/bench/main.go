@@ -414,8 +414,11 @@ func throughput(p *benchPKI, u *url.URL, keepAlive bool, c, n int) (float64, tim
 			defer wg.Done()
 			for range work {
 				t0 := time.Now()
+				// err is the worker's own: throughput's err is shared by
+				// every worker.
 				cn := shared
 				if cn == nil {
+					var err error
 					cn, err = cl.Dial(ctx, u)
 					if err != nil {
 						fatalf("%v", err)
