@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"os"
 	"path/filepath"
@@ -149,5 +150,37 @@ func TestLoadKeyErrors(t *testing.T) {
 	}
 	if _, err := LoadKey(filepath.Join(dir, "missing.pem")); err == nil {
 		t.Error("missing file loaded")
+	}
+}
+
+// TestLoadCARootsRefusesLeaves: a leaf in a client CA bundle is refused at
+// load time, with the file and the certificate named; the same bundle is a
+// valid store of server roots for a client (LoadPool).
+func TestLoadCARootsRefusesLeaves(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := NewCA(pkix.Name{CommonName: "bundle root"}, nil, nil, now, now.AddDate(1, 0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _, err := ca.Issue(Leaf{Hosts: []string{"evil\n.example"}, CommonName: "pinned\nleaf", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, NotBefore: now, NotAfter: now.AddDate(0, 1, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemOf := func(c *x509.Certificate) []byte { return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}) }
+	good := filepath.Join(dir, "good.pem")
+	mixed := filepath.Join(dir, "mixed.pem")
+	os.WriteFile(good, pemOf(ca.Cert), 0o644)
+	os.WriteFile(mixed, append(pemOf(ca.Cert), pemOf(leaf)...), 0o644)
+
+	if roots, err := LoadCARoots(good); err != nil || len(roots) != 1 {
+		t.Fatalf("CA bundle: %v, %d roots", err, len(roots))
+	}
+	_, err = LoadCARoots(mixed)
+	want := `load CA bundle "` + mixed + `": certificate 2 (CN=pinned\nleaf) is not a CA certificate; a client CA bundle holds CA roots only`
+	if err == nil || err.Error() != want {
+		t.Fatalf("bundle with a leaf: %v\nwant %s", err, want)
+	}
+	if _, err := LoadPool(mixed); err != nil {
+		t.Errorf("LoadPool (server roots) refused a leaf: %v", err)
 	}
 }

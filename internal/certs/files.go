@@ -17,6 +17,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/req-mtls/req-mtls/internal/safetext"
 )
 
 // DemoRootSubject is the DER subject of the public request-mTLS demo's root,
@@ -268,15 +270,52 @@ func readPEM(name, what string) (*pem.Block, error) {
 	return block, nil
 }
 
-// LoadPool reads a PEM bundle of CA certificates. Every block must be a
-// CERTIFICATE that parses, and there must be at least one.
+// LoadPool reads a PEM bundle of certificates to trust as roots, as a
+// client's store for servers. Every block must be a CERTIFICATE that parses,
+// and there must be at least one.
 func LoadPool(name string) (*x509.CertPool, error) {
+	roots, err := readBundle(name)
+	if err != nil {
+		return nil, err
+	}
+	return Pool(roots), nil
+}
+
+// LoadCARoots reads a PEM bundle of CA certificates for a store of client
+// certificate roots. On top of LoadPool's checks, every certificate must be
+// a CA (basicConstraints with cA TRUE): a leaf in a client CA bundle would
+// become a trust anchor and pin that one certificate by accident, which is
+// never what a request-mTLS store means.
+func LoadCARoots(name string) ([]*x509.Certificate, error) {
+	roots, err := readBundle(name)
+	if err != nil {
+		return nil, err
+	}
+	for i, c := range roots {
+		if !c.BasicConstraintsValid || !c.IsCA {
+			return nil, fmt.Errorf("load CA bundle %q: certificate %d (%s) is not a CA certificate; a client CA bundle holds CA roots only",
+				name, i+1, safetext.Escape(c.Subject.String()))
+		}
+	}
+	return roots, nil
+}
+
+// Pool returns a new pool holding roots.
+func Pool(roots []*x509.Certificate) *x509.CertPool {
+	pool := x509.NewCertPool()
+	for _, c := range roots {
+		pool.AddCert(c)
+	}
+	return pool
+}
+
+// readBundle reads every certificate of a PEM bundle.
+func readBundle(name string) ([]*x509.Certificate, error) {
 	data, err := os.ReadFile(name)
 	if err != nil {
 		return nil, fmt.Errorf("load CA bundle: %w", err)
 	}
-	pool := x509.NewCertPool()
-	n := 0
+	var roots []*x509.Certificate
 	for rest := data; ; {
 		var block *pem.Block
 		block, rest = pem.Decode(rest)
@@ -293,11 +332,10 @@ func LoadPool(name string) (*x509.CertPool, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load CA bundle %q: %w", name, err)
 		}
-		pool.AddCert(c)
-		n++
+		roots = append(roots, c)
 	}
-	if n == 0 {
+	if len(roots) == 0 {
 		return nil, fmt.Errorf("load CA bundle %q: no certificates found", name)
 	}
-	return pool, nil
+	return roots, nil
 }

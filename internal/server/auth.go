@@ -60,8 +60,8 @@ func (p Policy) requires(flagged bool) bool {
 // handshake policies and the /debug report both call it.
 //
 // The leaf must not be a CA, must carry a DNS name and the clientAuth
-// extended key usage explicitly (a leaf without the extension is not taken
-// to allow every usage), and must chain to roots through the intermediates
+// extended key usage explicitly (a leaf without the extension, or with
+// anyExtendedKeyUsage, is not taken to allow it), and must chain to roots through the intermediates
 // the client sent, within every certificate's validity.
 func ValidateClientCert(chain []*x509.Certificate, roots *x509.CertPool, now time.Time) error {
 	if len(chain) == 0 {
@@ -77,7 +77,12 @@ func ValidateClientCert(chain []*x509.Certificate, roots *x509.CertPool, now tim
 	if len(leaf.DNSNames) == 0 {
 		return errors.New("client certificate has no DNS name")
 	}
-	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) && !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageAny) {
+	if slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageAny) {
+		// anyExtendedKeyUsage would let x509.Verify pass it for any
+		// purpose; a bot certificate must say clientAuth itself.
+		return errors.New("client certificate has the anyExtendedKeyUsage extended key usage; clientAuth must be explicit")
+	}
+	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
 		return errors.New("client certificate lacks the clientAuth extended key usage")
 	}
 	inter := x509.NewCertPool()

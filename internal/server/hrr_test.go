@@ -9,7 +9,6 @@ import (
 
 	utls "github.com/refraction-networking/utls"
 
-	"github.com/req-mtls/req-mtls/internal/clienthello"
 	"github.com/req-mtls/req-mtls/internal/testpki"
 	"github.com/req-mtls/req-mtls/internal/tlsclient"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
@@ -17,8 +16,7 @@ import (
 
 // TestHelloRetryKeepsFlags: a server that accepts P-256 only answers a
 // flagged ClientHello with X25519MLKEM768 and X25519 key shares with a
-// HelloRetryRequest; the second ClientHello is not inspected, the flags of
-// the first stand, and the certificate is still asked for and received.
+// HelloRetryRequest; the flags of the first ClientHello stand, and the certificate is still asked for and received.
 func TestHelloRetryKeepsFlags(t *testing.T) {
 	p := testpki.New(t)
 	s, err := New(Config{Files: Files{Cert: p.ServerCert, Key: p.ServerKey, ClientCA: p.RootCA}, Now: func() time.Time { return testpki.Now }})
@@ -36,10 +34,11 @@ func TestHelloRetryKeepsFlags(t *testing.T) {
 	defer ln.Close()
 	states := make(chan tls.ConnectionState, 1)
 	go func() {
-		c, err := clienthello.NewListener(ln).Accept()
+		raw, err := ln.Accept()
 		if err != nil {
 			return
 		}
+		c := s.newConn(raw)
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		tc := tls.Server(c, s.base)

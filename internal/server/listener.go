@@ -4,13 +4,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/req-mtls/req-mtls/internal/clienthello"
 )
 
 // handshakeListener completes TLS handshakes before net/http sees a
@@ -19,20 +16,24 @@ import (
 // every failed handshake is logged once with what the ClientHello said.
 type handshakeListener struct {
 	inner   net.Listener
-	config  *tls.Config
+	srv     *Server
 	timeout time.Duration
-	log     *slog.Logger
 
 	conns     chan net.Conn
 	errc      chan error
 	done      chan struct{}
 	closeOnce sync.Once
+
+	mu         sync.Mutex
+	handshakes map[*conn]struct{} // connections still in their handshake
+	wg         sync.WaitGroup     // handshake goroutines
 }
 
-func newHandshakeListener(inner net.Listener, config *tls.Config, timeout time.Duration, log *slog.Logger) *handshakeListener {
+func newHandshakeListener(inner net.Listener, s *Server, timeout time.Duration) *handshakeListener {
 	l := &handshakeListener{
-		inner: inner, config: config, timeout: timeout, log: log,
+		inner: inner, srv: s, timeout: timeout,
 		conns: make(chan net.Conn), errc: make(chan error, 1), done: make(chan struct{}),
+		handshakes: map[*conn]struct{}{},
 	}
 	go l.acceptLoop()
 	return l
@@ -48,7 +49,7 @@ func (l *handshakeListener) acceptLoop() {
 				// Out of file descriptors and the like: wait, as
 				// net/http does, instead of spinning.
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				l.log.Warn("accept failed; retrying", "err", err, "in", backoff)
+				l.srv.log.Warn("accept failed; retrying", "err", err, "in", backoff)
 				select {
 				case <-time.After(backoff):
 					continue
@@ -60,30 +61,89 @@ func (l *handshakeListener) acceptLoop() {
 			return
 		}
 		backoff = 0
-		go l.handshake(c)
+		sc := l.srv.newConn(c)
+		if !l.add(sc) {
+			c.Close()
+			return
+		}
+		go l.handshake(sc)
 	}
 }
 
-func (l *handshakeListener) handshake(c net.Conn) {
-	tc := tls.Server(c, l.config)
-	// The deadline bounds every read and write of the handshake, the
-	// ClientHello inspection's included; no context timer is needed.
+// add registers a connection in its handshake; false once closed.
+func (l *handshakeListener) add(c *conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-l.done:
+		return false
+	default:
+	}
+	l.handshakes[c] = struct{}{}
+	l.wg.Add(1)
+	return true
+}
+
+func (l *handshakeListener) remove(c *conn) {
+	l.mu.Lock()
+	delete(l.handshakes, c)
+	l.mu.Unlock()
+	l.wg.Done()
+}
+
+func (l *handshakeListener) handshake(c *conn) {
+	defer l.remove(c)
+	tc := tls.Server(c, l.srv.base)
+	// The deadline counts from the accept and bounds every read and
+	// write of the handshake, the ClientHello inspection's included.
 	c.SetDeadline(time.Now().Add(l.timeout))
 	if err := tc.Handshake(); err != nil {
-		attrs := []any{"remote", c.RemoteAddr().String(), "err", err}
-		if hc, ok := c.(*clienthello.Conn); ok && hc.HelloSeen() {
-			attrs = append(attrs, "tls_flags", hc.Flags().String())
-		}
-		l.log.Warn("tls handshake failed", attrs...)
-		lingerClose(c)
+		l.failed(c, err)
 		return
 	}
 	c.SetDeadline(time.Time{})
+	l.srv.logHandshake(c, tc.ConnectionState())
 	select {
 	case l.conns <- tc:
 	case <-l.done:
 		tc.Close()
 	}
+}
+
+// failed logs a failed handshake and closes the connection. Plain HTTP sent
+// to the TLS port gets net/http's answer to it, a 400, as net/http's own TLS
+// listener gives; this listener completes handshakes itself, so net/http
+// never sees the record header.
+func (l *handshakeListener) failed(c *conn, err error) {
+	select {
+	case <-l.done:
+		c.Close() // shutting down: no log, no linger
+		return
+	default:
+	}
+	var re tls.RecordHeaderError
+	if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
+		io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+		l.srv.log.Debug("plain HTTP request on the TLS port; answered 400", "remote", c.RemoteAddr().String())
+		lingerClose(c)
+		return
+	}
+	attrs := []any{"remote", c.RemoteAddr().String(), "err", err}
+	if c.HelloSeen() {
+		attrs = append(attrs, "tls_flags", c.Flags())
+	}
+	l.srv.log.Warn("tls handshake failed", attrs...)
+	lingerClose(c)
+}
+
+// looksLikeHTTP reports whether a TLS record header is the start of an
+// HTTP/1 request line, as net/http judges it.
+func looksLikeHTTP(hdr [5]byte) bool {
+	switch string(hdr[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO", "DELET", "PATCH", "CONNE", "TRACE":
+		return true
+	}
+	return false
 }
 
 func (l *handshakeListener) Accept() (net.Conn, error) {
@@ -98,10 +158,23 @@ func (l *handshakeListener) Accept() (net.Conn, error) {
 	}
 }
 
+// Close stops accepting and closes every connection still in its
+// handshake: at shutdown they have sent no request, and nothing would
+// serve one.
 func (l *handshakeListener) Close() error {
-	l.closeOnce.Do(func() { close(l.done) })
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		close(l.done)
+		for c := range l.handshakes {
+			c.Close()
+		}
+		l.mu.Unlock()
+	})
 	return l.inner.Close()
 }
+
+// wait returns once every handshake goroutine has ended.
+func (l *handshakeListener) wait() { l.wg.Wait() }
 
 func (l *handshakeListener) Addr() net.Addr { return l.inner.Addr() }
 
@@ -111,13 +184,9 @@ func (l *handshakeListener) Addr() net.Addr { return l.inner.Addr() }
 // TLS 1.3 client has usually sent its first request by the time it learns
 // its certificate was refused). So: send FIN, read and discard for a moment,
 // then close.
-func lingerClose(c net.Conn) {
+func lingerClose(c *conn) {
 	defer c.Close()
-	inner := c
-	if hc, ok := c.(*clienthello.Conn); ok {
-		inner = hc.Conn
-	}
-	tcp, ok := inner.(*net.TCPConn)
+	tcp, ok := c.Conn.Conn.(*net.TCPConn)
 	if !ok {
 		return
 	}

@@ -3,9 +3,11 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -48,14 +50,16 @@ func writeRename(t *testing.T, dst string, data []byte) {
 	}
 }
 
-// servedCert returns the leaf the server presents now.
-func servedCert(t *testing.T, ts *testServer, p *testpki.PKI) *x509.Certificate {
+// servedCert returns the leaf the server presents now, read from a real
+// handshake (not from the server's state).
+func servedCert(t *testing.T, ts *testServer) *x509.Certificate {
 	t.Helper()
-	o := fetch(t, ts, p, client.Config{}, "/debug")
-	if o.err != nil {
-		t.Fatalf("server stopped serving: %v", o.err)
+	c, err := tls.Dial("tcp", ts.url.Host, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatalf("server stopped serving: %v", err)
 	}
-	return ts.state.Load().cert.Leaf
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0]
 }
 
 // waitFor polls cond until it holds; the watcher reacts in well under a
@@ -86,16 +90,16 @@ func TestReloadByRename(t *testing.T) {
 	files := livePKI(t, p)
 	ts := startWatched(t, p, files)
 
-	first := servedCert(t, ts, p)
+	first := servedCert(t, ts)
 	// A new pair from another CA: the key first, then the certificate,
 	// each by rename. In between, the pair mismatches, and the server
 	// keeps the old one.
 	copyFile(t, p2.ServerKey, files.Key)
 	copyFile(t, p2.ServerCert, files.Cert)
 	waitFor(t, "the new certificate", func() bool {
-		return ts.state.Load().cert.Leaf.SerialNumber.Cmp(first.SerialNumber) != 0
+		return servedCert(t, ts).SerialNumber.Cmp(first.SerialNumber) != 0
 	})
-	if got := ts.state.Load().cert.Leaf; !bytes.Equal(got.Raw, mustPEM(t, p2.ServerCert)) {
+	if got := servedCert(t, ts); !bytes.Equal(got.Raw, mustPEM(t, p2.ServerCert)) {
 		t.Fatalf("serving %v, want the new certificate", got.Subject)
 	}
 	waitFor(t, "a reload log line", func() bool {
@@ -112,6 +116,9 @@ func mustPEM(t *testing.T, name string) []byte {
 	return b.Bytes
 }
 
+// TestReloadKeepsLastGood: a broken file keeps its part's last good state
+// (and the server serves it); the other parts load. Unreadable files are
+// TestReloadUnreadable's.
 func TestReloadKeepsLastGood(t *testing.T) {
 	p := testpki.New(t)
 	files := livePKI(t, p)
@@ -120,29 +127,24 @@ func TestReloadKeepsLastGood(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		break_ func()
+		kept   func(*state) bool // the broken part kept its state
 	}{
-		{"Truncated", func() { os.WriteFile(files.Cert, []byte("-----BEGIN CERTIFICATE-----\nMIIB"), 0o600) }},
-		{"Missing", func() { os.Remove(files.Key) }},
-		{"MismatchedKey", func() { copyFile(t, p.Clients["valid"][1], files.Key) }},
-		{"BadCABundle", func() { os.WriteFile(files.ClientCA, []byte("not pem"), 0o600) }},
-		{"KeyInCABundle", func() { copyFile(t, p.ServerKey, files.ClientCA) }},
-		{"KeyInCertFile", func() { copyFile(t, p.ServerKey, files.Cert) }},
-		{"Unreadable", func() { os.Chmod(files.Key, 0) }},
+		{"Truncated", func() { os.WriteFile(files.Cert, []byte("-----BEGIN CERTIFICATE-----\nMIIB"), 0o600) }, certKept(good)},
+		{"Missing", func() { os.Remove(files.Key) }, certKept(good)},
+		{"MismatchedKey", func() { copyFile(t, p.Clients["valid"][1], files.Key) }, certKept(good)},
+		{"KeyInCertFile", func() { copyFile(t, p.ServerKey, files.Cert) }, certKept(good)},
+		{"BadCABundle", func() { os.WriteFile(files.ClientCA, []byte("not pem"), 0o600) }, clientKept(good)},
+		{"KeyInCABundle", func() { copyFile(t, p.ServerKey, files.ClientCA) }, clientKept(good)},
+		{"LeafInCABundle", func() { copyFile(t, p.Clients["valid"][0], files.ClientCA) }, clientKept(good)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.name == "Unreadable" && os.Geteuid() == 0 {
-				t.Skip("root reads files whatever their mode")
-			}
-			os.Chmod(files.Key, 0o600)
-			copyFile(t, p.ServerCert, files.Cert)
-			copyFile(t, p.ServerKey, files.Key)
-			copyFile(t, p.RootCA, files.ClientCA)
+			restore(t, p, files)
 			tc.break_()
 			if err := ts.Reload("test"); err == nil {
 				t.Fatal("reload of a broken file succeeded")
 			}
-			if ts.state.Load() != good {
-				t.Fatal("state changed after a failed reload")
+			if !tc.kept(ts.state.Load()) {
+				t.Fatal("the broken part changed after a failed reload")
 			}
 			if o := fetch(t, ts, p, withCert(p, "valid", 80), "/debug"); o.err != nil || !strings.HasSuffix(o.body, "Cert validated: true\n") {
 				t.Fatalf("not serving the last good state: %v\n%s", o.err, o.body)
@@ -164,41 +166,239 @@ func TestReloadKeepsLastGood(t *testing.T) {
 		t.Fatal("a PEM private key block in the log")
 	}
 	// Good files again: the reload takes.
-	copyFile(t, p.ServerCert, files.Cert)
-	copyFile(t, p.ServerKey, files.Key)
-	copyFile(t, p.RootCA, files.ClientCA)
+	restore(t, p, files)
 	if err := ts.Reload("test"); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// TestCARotation: old root alone, old and new side by side, new alone.
+func certKept(good *state) func(*state) bool {
+	return func(st *state) bool { return st.cert.Leaf.Equal(good.cert.Leaf) }
+}
+
+func clientKept(good *state) func(*state) bool {
+	return func(st *state) bool { return st.client.digest == good.client.digest }
+}
+
+// restore puts p's good files back in place.
+func restore(t *testing.T, p *testpki.PKI, files Files) {
+	t.Helper()
+	copyFile(t, p.ServerCert, files.Cert)
+	copyFile(t, p.ServerKey, files.Key)
+	copyFile(t, p.RootCA, files.ClientCA)
+}
+
+// TestReloadUnreadable: a file the server may not read keeps the last good
+// state. Root reads any file, so as root the test runs itself again as an
+// unprivileged user (setpriv, from util-linux), never skipping.
+func TestReloadUnreadable(t *testing.T) {
+	if os.Geteuid() == 0 {
+		rerunUnprivileged(t)
+		return
+	}
+	p := testpki.New(t)
+	files := livePKI(t, p)
+	ts := startServer(t, p, Config{Files: files})
+	good := ts.state.Load()
+	if err := os.Chmod(files.Key, 0); err != nil {
+		t.Fatal(err)
+	}
+	err := ts.Reload("test")
+	if err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("reload of an unreadable key: %v, want permission denied", err)
+	}
+	if ts.state.Load().cert != good.cert {
+		t.Fatal("server certificate changed after a failed reload")
+	}
+	if o := fetch(t, ts, p, withCert(p, "valid", 80), "/debug"); o.err != nil || !strings.HasSuffix(o.body, "Cert validated: true\n") {
+		t.Fatalf("not serving the last good state: %v\n%s", o.err, o.body)
+	}
+	os.Chmod(files.Key, 0o600)
+	if err := ts.Reload("test"); err != nil {
+		t.Fatalf("readable again: %v", err)
+	}
+}
+
+// rerunUnprivileged runs the calling test in a copy of the test binary as
+// user and group 65534 (nobody), and fails with its output if it fails.
+func rerunUnprivileged(t *testing.T) {
+	t.Helper()
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatalf("running as root, and setpriv (util-linux) is needed to run this test unprivileged: %v", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "req-mtls-unprivileged")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "server.test")
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+		bin, "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "TMPDIR="+os.TempDir(), "HOME="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
+		t.Fatalf("as uid 65534: %v\n%s", err, out)
+	}
+	t.Logf("ran as uid 65534:\n%s", out)
+}
+
+// TestPartsReloadIndependently: with server.crt half-written, a rotated
+// client CA bundle is still picked up by the file watch.
+func TestPartsReloadIndependently(t *testing.T) {
+	p, p2 := testpki.New(t), testpki.New(t)
+	files := livePKI(t, p)
+	ts := startWatched(t, p, files)
+	first := servedCert(t, ts)
+	os.WriteFile(files.Cert, []byte("-----BEGIN CERTIFICATE-----\nMIIB"), 0o644)
+	copyFile(t, p2.RootCA, files.ClientCA)
+	waitFor(t, "the new client CA", func() bool {
+		return strings.HasSuffix(fetch(t, ts, p, withCert(p2, "valid", 80), "/debug").body, "Cert validated: true\n")
+	})
+	if !servedCert(t, ts).Equal(first) {
+		t.Fatal("server certificate changed while its file was broken")
+	}
+	if !strings.Contains(ts.logs.String(), `part="server certificate"`) {
+		t.Errorf("the failing part is not named in the log:\n%s", ts.logs)
+	}
+}
+
+// TestReloadKubernetesVolume: files laid out as the kubelet lays out Secret
+// and ConfigMap volumes (a timestamped directory, a "..data" symlink to it,
+// and each file a symlink into "..data") are reloaded when "..data" is
+// swapped atomically, although no event names the files.
+func TestReloadKubernetesVolume(t *testing.T) {
+	p, p2 := testpki.New(t), testpki.New(t)
+	vol := t.TempDir()
+	// project writes one version of the volume and points ..data at it.
+	project := func(stamp string, pk *testpki.PKI) {
+		dir := filepath.Join(vol, "..2026_11_22_10_00_"+stamp)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		copyFile(t, pk.ServerCert, filepath.Join(dir, "tls.crt"))
+		copyFile(t, pk.ServerKey, filepath.Join(dir, "tls.key"))
+		copyFile(t, pk.RootCA, filepath.Join(dir, "ca.crt"))
+		tmp := filepath.Join(vol, "..data_tmp")
+		if err := os.Symlink(filepath.Base(dir), tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(vol, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	project("00.000000001", p)
+	for _, f := range []string{"tls.crt", "tls.key", "ca.crt"} {
+		if err := os.Symlink(filepath.Join("..data", f), filepath.Join(vol, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := Files{Cert: filepath.Join(vol, "tls.crt"), Key: filepath.Join(vol, "tls.key"), ClientCA: filepath.Join(vol, "ca.crt")}
+	ts := startWatched(t, p, files)
+	first := servedCert(t, ts)
+
+	project("30.000000002", p2)
+	os.RemoveAll(filepath.Join(vol, "..2026_11_22_10_00_00.000000001"))
+	waitFor(t, "the projected certificate", func() bool { return !servedCert(t, ts).Equal(first) })
+	if !bytes.Equal(servedCert(t, ts).Raw, mustPEM(t, p2.ServerCert)) {
+		t.Fatal("not serving the new certificate")
+	}
+	if !strings.HasSuffix(fetch(t, ts, p2, withCert(p2, "valid", 80), "/debug").body, "Cert validated: true\n") {
+		t.Error("the projected client CA was not loaded")
+	}
+}
+
+// TestReloadBackstop: a change that no watched directory sees (a symlink
+// in an unwatched directory, between the configured name and the file) is
+// found by the periodic comparison.
+func TestReloadBackstop(t *testing.T) {
+	p, p2 := testpki.New(t), testpki.New(t)
+	base := t.TempDir()
+	a, b, c1, c2 := filepath.Join(base, "a"), filepath.Join(base, "b"), filepath.Join(base, "c1"), filepath.Join(base, "c2")
+	for _, d := range []string{a, b, c1, c2} {
+		os.Mkdir(d, 0o755)
+	}
+	copyFile(t, p.ServerCert, filepath.Join(c1, "server.crt"))
+	copyFile(t, p2.ServerCert, filepath.Join(c2, "server.crt"))
+	// a/server.crt -> b/link -> c1/server.crt; then b/link moves to c2.
+	os.Symlink(filepath.Join(b, "link"), filepath.Join(a, "server.crt"))
+	os.Symlink(filepath.Join(c1, "server.crt"), filepath.Join(b, "link"))
+	files := Files{Cert: filepath.Join(a, "server.crt"), Key: filepath.Join(base, "server.key"), ClientCA: filepath.Join(base, "ca.crt")}
+	copyFile(t, p.ServerKey, files.Key)
+	copyFile(t, p.RootCA, files.ClientCA)
+	ts := startServer(t, p, Config{Files: files, RecheckInterval: 200 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go ts.Watch(ctx)
+	first := servedCert(t, ts)
+
+	// The matching key first (a mismatched pair is refused), then the
+	// link swap that only b sees.
+	copyFile(t, p2.ServerKey, files.Key)
+	tmp := filepath.Join(b, "link.tmp")
+	os.Symlink(filepath.Join(c2, "server.crt"), tmp)
+	os.Rename(tmp, filepath.Join(b, "link"))
+	waitFor(t, "the backstop reload", func() bool { return !servedCert(t, ts).Equal(first) })
+	if !strings.Contains(ts.logs.String(), `msg="reloaded certificates" trigger=recheck`) {
+		t.Errorf("no backstop reload in the log:\n%s", ts.logs)
+	}
+}
+
+// TestCARotation: old root alone, old and new side by side, new alone,
+// under require: the handshake itself accepts or refuses the certificate.
 func TestCARotation(t *testing.T) {
 	oldPKI, newPKI := testpki.New(t), testpki.New(t)
 	files := livePKI(t, oldPKI)
-	ts := startWatched(t, oldPKI, files)
+	ts := startServer(t, oldPKI, Config{Policy: PolicyRequire, Files: files})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go ts.Watch(ctx)
+	time.Sleep(100 * time.Millisecond) // let the watcher start
 
-	validated := func(p *testpki.PKI) bool {
+	// accepted reports whether a flagged client with p's certificate
+	// completes the handshake; a refusal must be the handshake's.
+	accepted := func(p *testpki.PKI) bool {
 		cfg := client.Config{Flags: tlsflags.Must(80), CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1]}
 		o := fetch(t, ts, oldPKI, cfg, "/debug")
 		if o.err != nil {
-			t.Fatal(o.err)
+			if !strings.Contains(o.err.Error(), "server rejected the client certificate") {
+				t.Fatalf("failed otherwise than by refusing the certificate: %v", o.err)
+			}
+			return false
 		}
-		return strings.HasSuffix(o.body, "Cert validated: true\n")
+		if !strings.HasSuffix(o.body, "Cert validated: true\n") {
+			t.Fatalf("handshake accepted a certificate that /debug calls invalid:\n%s", o.body)
+		}
+		return true
 	}
-	if !validated(oldPKI) || validated(newPKI) {
-		t.Fatal("before rotation: want old valid, new invalid")
+	if !accepted(oldPKI) || accepted(newPKI) {
+		t.Fatal("before rotation: want old accepted, new refused")
 	}
 	oldPEM, _ := os.ReadFile(oldPKI.RootCA)
 	newPEM, _ := os.ReadFile(newPKI.RootCA)
 	writeRename(t, files.ClientCA, append(append([]byte{}, oldPEM...), newPEM...))
-	waitFor(t, "both roots", func() bool { return validated(newPKI) })
-	if !validated(oldPKI) {
+	waitFor(t, "both roots", func() bool { return accepted(newPKI) })
+	if !accepted(oldPKI) {
 		t.Error("old root dropped while both are in the bundle")
 	}
 	writeRename(t, files.ClientCA, newPEM)
-	waitFor(t, "the old root to go", func() bool { return !validated(oldPKI) })
-	if !validated(newPKI) {
+	waitFor(t, "the old root to go", func() bool { return !accepted(oldPKI) })
+	if !accepted(newPKI) {
 		t.Error("new root lost")
 	}
 }
@@ -218,13 +418,13 @@ func TestWatchDirectoryRecreated(t *testing.T) {
 	if ts.state.Load() != first {
 		t.Fatal("state changed while files were gone")
 	}
-	servedCert(t, ts, p)
+	servedCert(t, ts)
 	os.MkdirAll(dir, 0o755)
 	copyFile(t, p2.ServerCert, files.Cert)
 	copyFile(t, p2.ServerKey, files.Key)
 	copyFile(t, p2.RootCA, files.ClientCA)
 	waitFor(t, "the files to load again", func() bool { return ts.state.Load().gen != first.gen })
-	if !bytes.Equal(ts.state.Load().cert.Leaf.Raw, mustPEM(t, p2.ServerCert)) {
+	if !bytes.Equal(servedCert(t, ts).Raw, mustPEM(t, p2.ServerCert)) {
 		t.Fatal("not serving the new certificate")
 	}
 }

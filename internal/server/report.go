@@ -8,11 +8,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
 
 	"github.com/req-mtls/req-mtls/internal/clienthello"
+	"github.com/req-mtls/req-mtls/internal/safetext"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
 )
 
@@ -34,6 +36,8 @@ type Report struct {
 	CertName       string       `json:"cert_received,omitempty"`
 	CertValidated  *bool        `json:"cert_validated,omitempty"`
 	VerifyError    string       `json:"verify_error,omitempty"`
+	TrustStore     string       `json:"trust_store,omitempty"`
+	ValidatesNow   *bool        `json:"cert_validates_now,omitempty"`
 
 	Policy      string               `json:"client_auth_policy"`
 	TLSVersion  string               `json:"tls_version"`
@@ -64,10 +68,10 @@ type CertInfo struct {
 func certInfo(c *x509.Certificate) CertInfo {
 	sum := sha256.Sum256(c.Raw)
 	ci := CertInfo{
-		Subject:   c.Subject.String(),
-		Issuer:    c.Issuer.String(),
-		DNSNames:  c.DNSNames,
-		Emails:    c.EmailAddresses,
+		Subject:   safetext.Escape(c.Subject.String()),
+		Issuer:    safetext.Escape(c.Issuer.String()),
+		DNSNames:  safetext.EscapeAll(c.DNSNames),
+		Emails:    safetext.EscapeAll(c.EmailAddresses),
 		Serial:    c.SerialNumber.Text(16),
 		NotBefore: c.NotBefore.UTC(),
 		NotAfter:  c.NotAfter.UTC(),
@@ -77,27 +81,41 @@ func certInfo(c *x509.Certificate) CertInfo {
 		ci.IPs = append(ci.IPs, ip.String())
 	}
 	for _, u := range c.URIs {
-		ci.URIs = append(ci.URIs, u.String())
+		ci.URIs = append(ci.URIs, safetext.Escape(u.String()))
 	}
 	return ci
 }
 
-// report builds the Report for the connection behind ctx.
+// certName is how a client certificate is named in /debug, logs and
+// errors: its first DNS name, escaped, since its maker chose it.
+func certName(leaf *x509.Certificate) string {
+	if len(leaf.DNSNames) == 0 {
+		return "(no DNS name)"
+	}
+	return safetext.Escape(leaf.DNSNames[0])
+}
+
+// connOf returns the server's connection under an HTTP request's context.
+func connOf(ctx context.Context) *conn {
+	if c, ok := ctx.Value(connKey{}).(*tls.Conn); ok {
+		sc, _ := c.NetConn().(*conn)
+		return sc
+	}
+	return nil
+}
+
+// report builds the Report for the connection behind ctx from the decision
+// its handshake recorded.
 func (s *Server) report(ctx context.Context, cs *tls.ConnectionState) *Report {
 	r := &Report{Policy: s.cfg.Policy.String()}
-	var hc *clienthello.Conn
-	if c, ok := ctx.Value(connKey{}).(*tls.Conn); ok {
-		hc, _ = c.NetConn().(*clienthello.Conn)
-	}
-	isFlagged := false
-	if hc != nil {
-		r.ClientFlags = hc.Flags()
+	c := connOf(ctx)
+	if c != nil {
+		r.ClientFlags = c.Flags()
 		r.MutualFlags = r.ClientFlags.Intersect(Supported)
-		if cp := hc.FlagsCodepoint(); cp != 0 {
+		if cp := c.FlagsCodepoint(); cp != 0 {
 			r.FlagsCodepoint = fmt.Sprintf("0x%04x", cp)
 		}
-		r.ClientHello = hc.Summary()
-		isFlagged = flagged(hc)
+		r.ClientHello = c.Summary()
 	}
 	if cs == nil {
 		return r
@@ -105,32 +123,58 @@ func (s *Server) report(ctx context.Context, cs *tls.ConnectionState) *Report {
 	r.TLSVersion = tls.VersionName(cs.Version)
 	r.CipherSuite = tls.CipherSuiteName(cs.CipherSuite)
 	r.ALPN = cs.NegotiatedProtocol
-	r.SNI = cs.ServerName
+	r.SNI = safetext.Escape(cs.ServerName)
 	r.Resumed = cs.DidResume
 	r.KeyExchange = cs.CurveID.String()
 	r.HelloRetry = cs.HelloRetryRequest
-	// With a PSK no CertificateRequest is sent (RFC 8446, Section 4.3.2); a
-	// resumed session brings the certificate of the one it resumes.
-	r.CertRequested = s.cfg.Policy.asks(isFlagged) && !cs.DidResume
-	r.CertReceived = len(cs.PeerCertificates) > 0
+	var d *Decision
+	if c != nil {
+		d = c.Decision()
+	}
+	if d == nil {
+		return r
+	}
+	r.CertRequested = d.Requested
+	r.CertReceived = len(d.Chain) > 0
 	if !r.CertReceived {
 		return r
 	}
-	leaf := cs.PeerCertificates[0]
-	r.CertName = "(no DNS name)"
-	if len(leaf.DNSNames) > 0 {
-		r.CertName = leaf.DNSNames[0]
-	}
-	err := ValidateClientCert(cs.PeerCertificates, s.state.Load().roots(isFlagged), s.cfg.Now())
-	ok := err == nil
+	r.CertName = certName(d.Chain[0])
+	ok := d.Err == nil
 	r.CertValidated = &ok
-	if err != nil {
-		r.VerifyError = err.Error()
+	r.TrustStore = d.Store.String()
+	if d.Err != nil {
+		r.VerifyError = safetext.Escape(d.Err.Error())
 	}
-	for _, c := range cs.PeerCertificates {
+	// The handshake's decision stands for the connection; whether the
+	// certificate would still validate against the stores in force now is
+	// reported beside it (it differs after a reload under request; under
+	// the enforcing policies such a connection is closed).
+	now := ValidateClientCert(d.Chain, s.state.Load().storeFor(d.Flagged).roots(), s.cfg.Now()) == nil
+	r.ValidatesNow = &now
+	for _, c := range d.Chain {
 		r.PeerChain = append(r.PeerChain, certInfo(c))
 	}
 	return r
+}
+
+// logHandshake writes a debug line for each completed handshake.
+func (s *Server) logHandshake(c *conn, cs tls.ConnectionState) {
+	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	attrs := []any{"remote", c.RemoteAddr().String(), "tls_flags", c.Flags(),
+		"version", tls.VersionName(cs.Version), "alpn", cs.NegotiatedProtocol, "resumed", cs.DidResume}
+	if d := c.Decision(); d != nil {
+		attrs = append(attrs, "cert_requested", d.Requested)
+		if len(d.Chain) > 0 {
+			attrs = append(attrs, "cert", certName(d.Chain[0]), "store", d.Store.String(), "validated", d.Err == nil)
+			if d.Err != nil {
+				attrs = append(attrs, "verify_error", d.Err.Error())
+			}
+		}
+	}
+	s.log.Debug("handshake", attrs...)
 }
 
 // WriteText writes the report as the reference server's /debug lines.

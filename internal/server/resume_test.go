@@ -1,6 +1,7 @@
 package server
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -11,61 +12,83 @@ import (
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
 )
 
-// TestResumptionSequence walks the sequences that break the reference fork:
-// a flagged client resuming a session that carried no certificate must get
+// resumeStep is one connection of a resumption sequence and what it must
+// see. validated is the /debug ending: "" for no certificate, else the
+// certificate's name and "true" or "false".
+type resumeStep struct {
+	name      string
+	cfg       client.Config
+	resumed   bool
+	requested bool
+	cert      string // name in "Cert received", "" when none
+	validated bool
+}
+
+func runSteps(t *testing.T, ts *testServer, p *testpki.PKI, steps []resumeStep) {
+	t.Helper()
+	for _, st := range steps {
+		o := fetch(t, ts, p, st.cfg, "/debug")
+		if o.err != nil {
+			t.Fatalf("%s: %v", st.name, o.err)
+		}
+		if o.hs.Resumed != st.resumed || o.hs.CertRequested != st.requested {
+			t.Errorf("%s: resumed %v requested %v, want %v %v", st.name, o.hs.Resumed, o.hs.CertRequested, st.resumed, st.requested)
+		}
+		want := "Peer certificate received: false\n"
+		if st.cert != "" {
+			want = "Cert received: " + st.cert + "\nCert validated: " + tf(st.validated) + "\n"
+		}
+		if !strings.HasSuffix(o.body, want) {
+			t.Errorf("%s: /debug\n%s\nwant suffix\n%s", st.name, o.body, want)
+		}
+	}
+}
+
+// TestResumptionSequence walks sequences of connections that share one
+// client session cache, under every policy, with and without a bot store.
+// A flagged client resuming a session that carried no certificate must get
 // a full handshake with a CertificateRequest, never a failure and never an
-// unauthenticated resumption.
+// unauthenticated resumption; a ticket whose certificate was accepted
+// under one trust store is never resumed where the other applies.
 func TestResumptionSequence(t *testing.T) {
+	p := testpki.New(t)
+	cache := func() utls.ClientSessionCache { return utls.NewLRUClientSessionCache(8) }
+	with := func(c utls.ClientSessionCache, cert string, flagged bool) client.Config {
+		cfg := withCert(p, cert)
+		if flagged {
+			cfg.Flags = tlsflags.Must(80)
+		}
+		cfg.Resume, cfg.SessionCache = true, c
+		return cfg
+	}
+	withBot := Files{Cert: p.ServerCert, Key: p.ServerKey, ClientCA: p.RootCA, BotCA: p.BotCA}
+
+	// No bot store; flagged clients are not required to be asked of
+	// unflagged ones.
 	for _, policy := range []Policy{PolicyRequest, PolicyVerify, PolicyRequire} {
 		t.Run(policy.String(), func(t *testing.T) {
-			p := testpki.New(t)
 			ts := startServer(t, p, Config{Policy: policy})
-			cache := utls.NewLRUClientSessionCache(8)
-			unflagged := client.Config{Resume: true, SessionCache: cache}
-			flagged := client.Config{Resume: true, SessionCache: cache, Flags: tlsflags.Must(80),
-				CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1]}
-			flaggedNoCert := client.Config{Resume: true, SessionCache: cache, Flags: tlsflags.Must(80)}
-
-			steps := []struct {
-				name       string
-				cfg        client.Config
-				resumed    bool
-				requested  bool
-				wantSuffix string
-			}{
-				{"Unflagged_Full", unflagged, false, false, "Peer certificate received: false\n"},
-				{"Unflagged_Resumes", unflagged, true, false, "Peer certificate received: false\n"},
-				{"Flagged_DeclinesCertlessTicket", flagged, false, true, "Cert received: client.example\nCert validated: true\n"},
-				{"Flagged_ResumesCertTicket", flagged, true, false, "Cert received: client.example\nCert validated: true\n"},
-				// crypto/tls never resumes a certificate session on a
-				// config that does not ask for certificates: the
-				// unflagged client gets a plain full handshake.
-				{"Unflagged_CertTicket_FullHandshake", unflagged, false, false, "Peer certificate received: false\n"},
-				// The cache now holds that certificate-less ticket.
-				{"Flagged_DeclinesCertlessTicketAgain", flagged, false, true, "Cert received: client.example\nCert validated: true\n"},
-				{"Flagged_Resumes", flagged, true, false, "Cert received: client.example\nCert validated: true\n"},
-			}
-			for _, st := range steps {
-				o := fetch(t, ts, p, st.cfg, "/debug")
-				if o.err != nil {
-					t.Fatalf("%s: %v", st.name, o.err)
-				}
-				if o.hs.Resumed != st.resumed || o.hs.CertRequested != st.requested {
-					t.Errorf("%s: resumed %v requested %v, want %v %v", st.name, o.hs.Resumed, o.hs.CertRequested, st.resumed, st.requested)
-				}
-				if !strings.HasSuffix(o.body, st.wantSuffix) {
-					t.Errorf("%s: /debug\n%s\nwant suffix\n%s", st.name, o.body, st.wantSuffix)
-				}
-			}
+			c := cache()
+			runSteps(t, ts, p, []resumeStep{
+				{"Unflagged_Full", with(c, "", false), false, false, "", false},
+				{"Unflagged_Resumes", with(c, "", false), true, false, "", false},
+				{"Flagged_DeclinesCertlessTicket", with(c, "valid", true), false, true, "client.example", true},
+				{"Flagged_ResumesCertTicket", with(c, "valid", true), true, false, "client.example", true},
+				// An unflagged config asks for no certificate: a
+				// certificate session is not resumed there.
+				{"Unflagged_CertTicket_FullHandshake", with(c, "", false), false, false, "", false},
+				{"Flagged_DeclinesCertlessTicketAgain", with(c, "valid", true), false, true, "client.example", true},
+				{"Flagged_Resumes", with(c, "valid", true), true, false, "client.example", true},
+				{"UnflaggedWithCert_CertTicket_FullHandshake", with(c, "valid", false), false, false, "", false},
+			})
 
 			// A flagged client without a certificate, holding a
 			// certificate-less ticket: full handshake, asked, and
 			// (under require) refused with certificate_required, never
 			// unexpected_message.
-			fresh := utls.NewLRUClientSessionCache(8)
-			fetch(t, ts, p, client.Config{Resume: true, SessionCache: fresh}, "/debug")
-			flaggedNoCert.SessionCache = fresh
-			o := fetch(t, ts, p, flaggedNoCert, "/debug")
+			fresh := cache()
+			fetch(t, ts, p, with(fresh, "", false), "/debug")
+			o := fetch(t, ts, p, with(fresh, "", true), "/debug")
 			if policy == PolicyRequire {
 				if o.err == nil || !strings.Contains(o.err.Error(), "certificate_required") {
 					t.Errorf("flagged, no cert, certless ticket under require: %v", o.err)
@@ -73,16 +96,81 @@ func TestResumptionSequence(t *testing.T) {
 			} else if o.err != nil || o.hs.Resumed || !o.hs.CertRequested {
 				t.Errorf("flagged, no cert, certless ticket: err %v resumed %v requested %v", o.err, o.hs.Resumed, o.hs.CertRequested)
 			}
-
-			// After a reload, a certificate ticket is declined so that the
-			// certificate is checked against the new stores.
-			if err := ts.Reload("test"); err != nil {
-				t.Fatal(err)
-			}
-			o = fetch(t, ts, p, flagged, "/debug")
-			if o.err != nil || o.hs.Resumed || !o.hs.CertRequested {
-				t.Errorf("after reload: err %v resumed %v requested %v", o.err, o.hs.Resumed, o.hs.CertRequested)
-			}
 		})
 	}
+
+	t.Run("always", func(t *testing.T) {
+		ts := startServer(t, p, Config{Policy: PolicyAlways})
+		c := cache()
+		runSteps(t, ts, p, []resumeStep{
+			{"Unflagged_Full", with(c, "valid", false), false, true, "client.example", true},
+			{"Unflagged_Resumes", with(c, "valid", false), true, false, "client.example", true},
+			// One store for both: the session's certificate was
+			// checked against the store that applies to flagged
+			// clients too.
+			{"Flagged_ResumesSameStore", with(c, "valid", true), true, false, "client.example", true},
+			{"Flagged_ResumesAgain", with(c, "valid", true), true, false, "client.example", true},
+		})
+	})
+
+	// A bot store: flagged clients are checked against it alone.
+	for _, policy := range []Policy{PolicyRequest, PolicyVerify, PolicyRequire} {
+		t.Run(policy.String()+"_BotStore", func(t *testing.T) {
+			ts := startServer(t, p, Config{Policy: policy, Files: withBot})
+			c := cache()
+			runSteps(t, ts, p, []resumeStep{
+				{"Flagged_Full", with(c, "bot", true), false, true, "bot.example", true},
+				{"Flagged_Resumes", with(c, "bot", true), true, false, "bot.example", true},
+				{"UnflaggedWithCert_BotTicket_FullHandshake", with(c, "valid", false), false, false, "", false},
+				{"Flagged_DeclinesCertlessTicket", with(c, "bot", true), false, true, "bot.example", true},
+				{"Flagged_ResumesAgain", with(c, "bot", true), true, false, "bot.example", true},
+			})
+		})
+	}
+
+	// Under always with a bot store, a bot session must not resume on an
+	// unflagged connection (checked against the client CAs), nor the
+	// reverse: each would fail with bad_certificate on every retry.
+	t.Run("always_BotStore", func(t *testing.T) {
+		ts := startServer(t, p, Config{Policy: PolicyAlways, Files: withBot})
+		c := cache()
+		runSteps(t, ts, p, []resumeStep{
+			{"Flagged_Full", with(c, "bot", true), false, true, "bot.example", true},
+			{"Flagged_Resumes", with(c, "bot", true), true, false, "bot.example", true},
+			{"Unflagged_BotTicket_FullHandshake", with(c, "valid", false), false, true, "client.example", true},
+			{"Unflagged_Resumes", with(c, "valid", false), true, false, "client.example", true},
+			{"Flagged_ClientTicket_FullHandshake", with(c, "bot", true), false, true, "bot.example", true},
+			{"Flagged_ResumesAgain", with(c, "bot", true), true, false, "bot.example", true},
+		})
+	})
+}
+
+// TestResumptionAcrossReload: a reload with the same roots keeps
+// certificate tickets valid (instances with the same files agree); a change
+// of roots declines them, so the certificate is checked again.
+func TestResumptionAcrossReload(t *testing.T) {
+	p, other := testpki.New(t), testpki.New(t)
+	files := livePKI(t, p)
+	ts := startServer(t, p, Config{Policy: PolicyRequire, Files: files})
+	flagged := withCert(p, "valid", 80)
+	flagged.Resume, flagged.SessionCache = true, utls.NewLRUClientSessionCache(8)
+	runSteps(t, ts, p, []resumeStep{
+		{"Full", flagged, false, true, "client.example", true},
+		{"Resumes", flagged, true, false, "client.example", true},
+	})
+	if err := ts.Reload("test"); err != nil {
+		t.Fatal(err)
+	}
+	runSteps(t, ts, p, []resumeStep{{"SameRoots_Resumes", flagged, true, false, "client.example", true}})
+
+	oldPEM, _ := os.ReadFile(p.RootCA)
+	otherPEM, _ := os.ReadFile(other.RootCA)
+	writeRename(t, files.ClientCA, append(oldPEM, otherPEM...))
+	if err := ts.Reload("test"); err != nil {
+		t.Fatal(err)
+	}
+	runSteps(t, ts, p, []resumeStep{
+		{"NewRoots_FullHandshake", flagged, false, true, "client.example", true},
+		{"NewRoots_Resumes", flagged, true, false, "client.example", true},
+	})
 }

@@ -21,7 +21,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/req-mtls/req-mtls/internal/clienthello"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
 )
 
@@ -34,19 +33,26 @@ type Config struct {
 	Files  Files
 	Policy Policy
 
-	// HandshakeTimeout bounds a TLS handshake from the first byte read
-	// (default 10 s). ReadHeaderTimeout and IdleTimeout are net/http's
-	// (defaults 10 s and 120 s). MaxHeaderBytes defaults to 64 KiB and
-	// MaxBodyBytes to 1 MiB.
+	// HandshakeTimeout bounds the TLS handshake, counted from the moment
+	// the connection is accepted (default 10 s): a client that connects
+	// and stays silent is cut off after it. ReadHeaderTimeout and
+	// IdleTimeout are net/http's (defaults 10 s and 120 s).
+	// MaxHeaderBytes defaults to 64 KiB and MaxBodyBytes to 1 MiB.
 	HandshakeTimeout  time.Duration
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
 	MaxHeaderBytes    int
 	MaxBodyBytes      int64
 
+	// RecheckInterval is how often Watch compares the files with what
+	// was loaded even when no file event came, as a backstop for events
+	// that never arrive (default 1 minute).
+	RecheckInterval time.Duration
+
 	// KeyLog receives TLS secrets in NSS key log format, for debugging.
 	KeyLog io.Writer
-	// Logger receives handshake errors and reloads (default slog.Default()).
+	// Logger receives handshake errors and reloads, and a debug line per
+	// connection (default slog.Default()).
 	Logger *slog.Logger
 	// Now is the clock for certificate validity (default time.Now).
 	Now func() time.Time
@@ -60,7 +66,16 @@ type Server struct {
 	ticketKeys *tls.Config // owns the session ticket keys across reloads
 	base       *tls.Config
 	http       *http.Server
-	reloadMu   sync.Mutex
+
+	reloadMu sync.Mutex
+	stamps   map[string][32]byte // by part name: the files as last loaded or tried
+	gen      uint64
+
+	connsMu sync.Mutex
+	conns   map[*conn]struct{} // open connections that hold a client certificate
+
+	listenersMu sync.Mutex
+	listeners   []*handshakeListener
 }
 
 // New loads the files in cfg and returns a Server ready to Serve.
@@ -80,19 +95,27 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
+	if cfg.RecheckInterval <= 0 {
+		cfg.RecheckInterval = time.Minute
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, ticketKeys: &tls.Config{Time: cfg.Now}}
-	st, err := loadState(cfg.Files)
-	if err != nil {
-		return nil, err
+	s := &Server{
+		cfg: cfg, log: cfg.Logger, ticketKeys: &tls.Config{Time: cfg.Now},
+		stamps: map[string][32]byte{}, conns: map[*conn]struct{}{},
 	}
-	s.buildConfigs(st)
-	s.state.Store(st)
+	st := &state{}
+	for _, p := range s.parts() {
+		s.stamps[p.name] = stamp(p.files)
+		if err := p.load(st); err != nil {
+			return nil, err
+		}
+	}
+	s.publish(st)
 	s.base = &tls.Config{
 		GetConfigForClient: s.configForClient,
 		NextProtos:         []string{"h2", "http/1.1"},
@@ -119,13 +142,20 @@ var tls12Suites = []uint16{
 	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
-// buildConfigs makes the two TLS configs of st, for unflagged and flagged
-// clients. They are built once per load, never per connection, and never
-// modified afterwards.
+// publish builds the TLS configs of st and makes it the state in force.
+func (s *Server) publish(st *state) {
+	s.gen++
+	st.gen = s.gen
+	s.buildConfigs(st)
+	s.state.Store(st)
+}
+
+// buildConfigs makes the two TLS config templates of st, for unflagged and
+// flagged clients. They are built once per load and never modified; each
+// connection gets a clone that records its decision (configForClient).
 func (s *Server) buildConfigs(st *state) {
 	for _, flagged := range []bool{false, true} {
 		policy := s.cfg.Policy
-		roots := st.roots(flagged)
 		cfg := &tls.Config{
 			MinVersion:   tls.VersionTLS12,
 			CipherSuites: tls12Suites,
@@ -137,6 +167,7 @@ func (s *Server) buildConfigs(st *state) {
 			Time:         s.cfg.Now,
 			ClientAuth:   tls.NoClientCert,
 		}
+		var want storeRef // the store a session's certificate must have been checked against
 		if policy.asks(flagged) {
 			// Verification is ValidateClientCert's alone (in
 			// VerifyConnection), so crypto/tls is only told whether a
@@ -146,32 +177,13 @@ func (s *Server) buildConfigs(st *state) {
 			if policy.requires(flagged) {
 				cfg.ClientAuth = tls.RequireAnyClientCert
 			}
-			cfg.ClientCAs = roots
+			cfg.ClientCAs = st.storeFor(flagged).roots()
+			want = st.storeFor(flagged).ref()
 		}
-		if policy.enforces() {
-			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-				if len(cs.PeerCertificates) == 0 {
-					return nil // crypto/tls already enforced whether one must come
-				}
-				if err := ValidateClientCert(cs.PeerCertificates, roots, s.cfg.Now()); err != nil {
-					return fmt.Errorf("client certificate rejected: %w", err)
-				}
-				return nil
-			}
-		}
-		// Resumption (RFC 8446, Section 4.6.1 and 2.2): a resumed session
-		// keeps the identity of the session it resumes, and no
-		// CertificateRequest is sent with a PSK. So a flagged client must not
-		// resume a session that had no certificate: it would end up
-		// unauthenticated while asking to be asked. Tickets are tagged
-		// with whether a certificate came; a flagged client's untagged or
-		// certificate-less ticket is declined, which gives it a full
-		// handshake with a CertificateRequest. A ticket whose certificate
-		// was accepted under other trust stores (before a reload) is
-		// declined too, so that the certificate is checked again.
-		gen := st.gen
+		// Session tickets carry a sessionTag; acceptTicket says which
+		// ones may resume here, and why.
 		cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
-			ss.Extra = append(ss.Extra, ticketTag(len(cs.PeerCertificates) > 0, gen))
+			ss.Extra = append(ss.Extra, sessionTag{hasCert: len(cs.PeerCertificates) > 0, store: want}.marshal())
 			return s.ticketKeys.EncryptTicket(cs, ss)
 		}
 		cfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
@@ -179,13 +191,8 @@ func (s *Server) buildConfigs(st *state) {
 			if err != nil || ss == nil {
 				return nil, err
 			}
-			hasCert, tagGen, ok := parseTicketTag(ss.Extra)
-			switch {
-			case !ok:
-				return nil, nil
-			case flagged && !hasCert:
-				return nil, nil
-			case hasCert && tagGen != gen:
+			tag, ok := parseSessionTag(ss.Extra)
+			if !acceptTicket(tag, ok, flagged, want) {
 				return nil, nil
 			}
 			return ss, nil
@@ -202,39 +209,130 @@ func b2i(b bool) int {
 }
 
 // configForClient picks the config for one connection. The flag bytes come
-// from the clienthello.Conn under crypto/tls (ClientHelloInfo.Conn):
-// ClientHelloInfo.Extensions lists extension IDs only, never their data.
+// from the inspection under crypto/tls (ClientHelloInfo.Conn is the
+// server's *conn): ClientHelloInfo.Extensions lists extension IDs only,
+// never their data. The template is cloned so that VerifyConnection can
+// record the decision on this connection.
 func (s *Server) configForClient(chi *tls.ClientHelloInfo) (*tls.Config, error) {
 	st := s.state.Load()
-	return st.configs[b2i(flagged(chi.Conn))], nil
+	c, _ := chi.Conn.(*conn)
+	isFlagged := c != nil && c.flagged()
+	cfg := st.configs[b2i(isFlagged)].Clone()
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		return s.decide(c, st, isFlagged, cs)
+	}
+	return cfg, nil
 }
 
-// flagged reports whether the client on c set the request-mTLS flag.
-func flagged(c net.Conn) bool {
-	hc, ok := c.(*clienthello.Conn)
-	return ok && hc.Flags().Has(tlsflags.RequestMTLS)
+// decide makes the client-auth decision of a handshake (full or resumed:
+// crypto/tls calls VerifyConnection for both), records it on c, and
+// returns an error that fails the handshake when the policy enforces.
+func (s *Server) decide(c *conn, st *state, isFlagged bool, cs tls.ConnectionState) error {
+	policy := s.cfg.Policy
+	d := &Decision{
+		Policy:  policy,
+		Flagged: isFlagged,
+		// With a PSK no CertificateRequest is sent (RFC 8446, Section
+		// 4.3.2); a resumed session brings the certificate of the one
+		// it resumes.
+		Requested: policy.asks(isFlagged) && !cs.DidResume,
+		Resumed:   cs.DidResume,
+		Chain:     cs.PeerCertificates,
+	}
+	if len(d.Chain) > 0 {
+		store := st.storeFor(isFlagged)
+		d.Store = store.ref().kind
+		d.Err = ValidateClientCert(d.Chain, store.roots(), s.cfg.Now())
+	}
+	if c != nil {
+		c.decision.Store(d)
+		if len(d.Chain) > 0 {
+			c.track()
+		}
+	}
+	if d.Err != nil && policy.enforces() {
+		return fmt.Errorf("client certificate rejected: %w", d.Err)
+	}
+	return nil
 }
 
-// Reload loads the files again. On any error the running state is kept and
-// the error is logged and returned.
-func (s *Server) Reload(reason string) error {
+// Reload loads every part again, whether its files changed or not. A part
+// that fails keeps its last good state; the others take their new one.
+// Failures are logged and returned.
+func (s *Server) Reload(trigger string) error {
+	return s.reload(trigger, true)
+}
+
+// reload loads the parts whose files changed since they were last loaded
+// or tried (all of them with force), publishes a new state if any part
+// took, and closes connections that the new trust stores no longer accept.
+func (s *Server) reload(trigger string, force bool) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	st, err := loadState(s.cfg.Files)
-	if err != nil {
-		s.log.Error("reload failed; keeping the last good certificates", "trigger", reason, "err", err)
-		return err
+	old := s.state.Load()
+	next := &state{cert: old.cert, client: old.client, bot: old.bot}
+	var errs []error
+	var took []string
+	for _, p := range s.parts() {
+		sum := stamp(p.files)
+		if !force && sum == s.stamps[p.name] {
+			continue
+		}
+		s.stamps[p.name] = sum
+		if err := p.load(next); err != nil {
+			s.log.Error("reload failed; keeping the last good certificates", "trigger", trigger, "part", p.name, "err", err)
+			errs = append(errs, err)
+			continue
+		}
+		took = append(took, p.name)
 	}
-	s.buildConfigs(st)
-	s.state.Store(st)
-	s.log.Info("reloaded certificates", "trigger", reason, "generation", st.gen,
-		"cert_expires", st.cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
-	return nil
+	if len(took) == 0 {
+		return errors.Join(errs...)
+	}
+	s.publish(next)
+	s.log.Info("reloaded certificates", "trigger", trigger, "generation", next.gen, "parts", took,
+		"cert_expires", next.cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	if next.client != old.client || next.bot != old.bot {
+		s.recheck(next)
+	}
+	return errors.Join(errs...)
+}
+
+// recheck applies new trust stores to open connections: under a policy that
+// enforces, a connection whose certificate no longer validates is closed,
+// so that no request is served on a certificate the server would refuse
+// now. Under request, connections stay and /debug reports the handshake's
+// decision (and, in JSON, whether it still validates).
+func (s *Server) recheck(st *state) {
+	if !s.cfg.Policy.enforces() {
+		return
+	}
+	s.connsMu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.connsMu.Unlock()
+	now := s.cfg.Now()
+	for _, c := range conns {
+		d := c.Decision()
+		if d == nil || len(d.Chain) == 0 {
+			continue
+		}
+		if err := ValidateClientCert(d.Chain, st.storeFor(d.Flagged).roots(), now); err != nil {
+			s.log.Warn("closing connection: its client certificate no longer validates",
+				"remote", c.RemoteAddr().String(), "cert", certName(d.Chain[0]), "err", err)
+			c.Close()
+		}
+	}
 }
 
 // Serve accepts connections on l (a plain TCP listener) until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
-	hl := newHandshakeListener(clienthello.NewListener(l), s.base, s.cfg.HandshakeTimeout, s.log)
+	hl := newHandshakeListener(l, s, s.cfg.HandshakeTimeout)
+	s.listenersMu.Lock()
+	s.listeners = append(s.listeners, hl)
+	s.listenersMu.Unlock()
 	err := s.http.Serve(hl)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -242,12 +340,20 @@ func (s *Server) Serve(l net.Listener) error {
 	return err
 }
 
-// Shutdown stops accepting, lets requests in flight finish until ctx ends,
-// then closes every connection.
+// Shutdown stops accepting, closes connections still in their handshake
+// (they have sent no request yet), lets requests in flight finish until ctx
+// ends, then closes every connection.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.http.Shutdown(ctx)
 	if err != nil {
 		s.http.Close()
+	}
+	s.listenersMu.Lock()
+	hls := s.listeners
+	s.listenersMu.Unlock()
+	for _, hl := range hls {
+		hl.Close()
+		hl.wait()
 	}
 	return err
 }

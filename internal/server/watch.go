@@ -9,15 +9,18 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-// debounce is how long the watcher waits after the last change before it
-// reloads: tools write a certificate and its key as separate files, and
-// editors write in several steps.
+// debounce is how long the watcher waits after the last event before it
+// compares the files: tools write a certificate and its key as separate
+// files, editors write in several steps, and the kubelet makes a directory,
+// a symlink and a rename for one update.
 const debounce = 250 * time.Millisecond
 
-// Watch reloads the certificates when any of the files changes, until ctx
-// ends. It watches the files' directories, not the files, since tools
-// replace files by renaming new ones over them. A directory that disappears
-// is watched again once it is back.
+// Watch reloads the parts whose files changed, until ctx ends. Any event in
+// a watched directory (the files' own, and the ones their symlinks resolve
+// to) starts a comparison of what each file resolves to now with what was
+// loaded; the comparison also runs every Config.RecheckInterval, in case
+// an event never comes. Only parts whose files changed are loaded. A
+// directory that disappears is watched again once it is back.
 func (s *Server) Watch(ctx context.Context) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -25,8 +28,7 @@ func (s *Server) Watch(ctx context.Context) error {
 	}
 	defer w.Close()
 
-	names := map[string]bool{}
-	var dirs []string
+	var files []string
 	for _, f := range []string{s.cfg.Files.Cert, s.cfg.Files.Key, s.cfg.Files.ClientCA, s.cfg.Files.BotCA} {
 		if f == "" {
 			continue
@@ -35,17 +37,27 @@ func (s *Server) Watch(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		names[abs] = true
-		if d := filepath.Dir(abs); !slices.Contains(dirs, d) {
-			dirs = append(dirs, d)
+		files = append(files, abs)
+	}
+	// dirs lists the directories to watch now: each file's own, and the
+	// one it resolves to through symlinks (which moves as they change).
+	dirs := func() []string {
+		var ds []string
+		for _, f := range files {
+			ds = append(ds, filepath.Dir(f))
+			if r, err := filepath.EvalSymlinks(f); err == nil {
+				ds = append(ds, filepath.Dir(r))
+			}
 		}
+		slices.Sort(ds)
+		return slices.Compact(ds)
 	}
 	// addMissing watches every directory not yet watched; it reports
 	// whether one came (back).
 	addMissing := func() bool {
 		added := false
 		watched := w.WatchList()
-		for _, d := range dirs {
+		for _, d := range dirs() {
 			if slices.Contains(watched, d) {
 				continue
 			}
@@ -61,17 +73,17 @@ func (s *Server) Watch(ctx context.Context) error {
 	timer.Stop()
 	recheck := time.NewTicker(time.Second)
 	defer recheck.Stop()
+	backstop := time.NewTicker(s.cfg.RecheckInterval)
+	defer backstop.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case ev, ok := <-w.Events:
+		case _, ok := <-w.Events:
 			if !ok {
 				return nil
 			}
-			if names[filepath.Clean(ev.Name)] {
-				timer.Reset(debounce)
-			}
+			timer.Reset(debounce)
 		case err, ok := <-w.Errors:
 			if !ok {
 				return nil
@@ -83,7 +95,10 @@ func (s *Server) Watch(ctx context.Context) error {
 				timer.Reset(debounce)
 			}
 		case <-timer.C:
-			s.Reload("file change")
+			s.reload("file change", false)
+			addMissing() // a symlink may now resolve elsewhere
+		case <-backstop.C:
+			s.reload("recheck", false)
 		}
 	}
 }

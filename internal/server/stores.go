@@ -1,0 +1,189 @@
+package server
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+
+	"github.com/req-mtls/req-mtls/internal/certs"
+)
+
+// Files names the PEM files the server loads, and reloads when they change.
+type Files struct {
+	Cert, Key string // server certificate chain and its private key
+	ClientCA  string // roots for client certificates (-client-cacert)
+	BotCA     string // optional roots for flagged clients only (-bot-cacert)
+}
+
+// StoreKind names the trust store that a client certificate is checked
+// against.
+type StoreKind uint8
+
+const (
+	StoreNone   StoreKind = iota // no store applies (none configured)
+	StoreClient                  // -client-cacert
+	StoreBot                     // -bot-cacert, for flagged clients only
+)
+
+func (k StoreKind) String() string {
+	switch k {
+	case StoreClient:
+		return "client"
+	case StoreBot:
+		return "bot"
+	}
+	return "none"
+}
+
+// store is one loaded trust store for client certificates.
+type store struct {
+	kind StoreKind
+	pool *x509.CertPool
+	// digest identifies the store's contents: the SHA-256 over its roots'
+	// DER in sorted order. Instances that load the same roots agree on it,
+	// whatever the file's order or PEM formatting; any change of roots
+	// changes it.
+	digest [32]byte
+}
+
+func loadStore(kind StoreKind, file string) (*store, error) {
+	roots, err := certs.LoadCARoots(file)
+	if err != nil {
+		return nil, err
+	}
+	ders := make([][]byte, len(roots))
+	for i, c := range roots {
+		ders[i] = c.Raw
+	}
+	slices.SortFunc(ders, func(a, b []byte) int { return slices.Compare(a, b) })
+	h := sha256.New()
+	for _, d := range ders {
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(d))))
+		h.Write(d)
+	}
+	st := &store{kind: kind, pool: certs.Pool(roots)}
+	h.Sum(st.digest[:0])
+	return st, nil
+}
+
+// ref returns what a session ticket records of the store: its kind and
+// contents. A nil store is StoreNone.
+func (s *store) ref() storeRef {
+	if s == nil {
+		return storeRef{}
+	}
+	return storeRef{kind: s.kind, digest: s.digest}
+}
+
+// roots returns the pool, or nil for no store.
+func (s *store) roots() *x509.CertPool {
+	if s == nil {
+		return nil
+	}
+	return s.pool
+}
+
+func loadServerCert(f Files) (*tls.Certificate, error) {
+	if f.Cert == "" || f.Key == "" {
+		return nil, errors.New("a server certificate and key are required")
+	}
+	certPEM, err := os.ReadFile(f.Cert)
+	if err != nil {
+		return nil, fmt.Errorf("load server certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(f.Key)
+	if err != nil {
+		return nil, fmt.Errorf("load server key: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("load server certificate %q and key %q: %w", f.Cert, f.Key, err)
+	}
+	return &cert, nil
+}
+
+// state is one consistent set of loaded parts and the TLS configs built on
+// it. It is never modified once published.
+type state struct {
+	gen     uint64 // counts published states, for the log
+	cert    *tls.Certificate
+	client  *store         // nil without -client-cacert
+	bot     *store         // nil without -bot-cacert
+	configs [2]*tls.Config // indexed by whether the client set flag 80
+}
+
+// storeFor returns the trust store for a client: flagged clients are
+// checked against the bot store when there is one, and never against both.
+func (st *state) storeFor(flagged bool) *store {
+	if flagged && st.bot != nil {
+		return st.bot
+	}
+	return st.client
+}
+
+// A part is one of the things the server loads from files, reloaded on its
+// own: a broken file in one part never holds back a change to another, and
+// each part keeps its last good state.
+type part struct {
+	name  string // in logs: "server certificate", "client CA bundle", "bot CA bundle"
+	files []string
+	load  func(next *state) error
+}
+
+func (s *Server) parts() []part {
+	f := s.cfg.Files
+	ps := []part{{name: "server certificate", files: []string{f.Cert, f.Key}, load: func(next *state) error {
+		c, err := loadServerCert(f)
+		if err == nil {
+			next.cert = c
+		}
+		return err
+	}}}
+	if f.ClientCA != "" {
+		ps = append(ps, part{name: "client CA bundle", files: []string{f.ClientCA}, load: func(next *state) error {
+			st, err := loadStore(StoreClient, f.ClientCA)
+			if err == nil {
+				next.client = st
+			}
+			return err
+		}})
+	}
+	if f.BotCA != "" {
+		ps = append(ps, part{name: "bot CA bundle", files: []string{f.BotCA}, load: func(next *state) error {
+			st, err := loadStore(StoreBot, f.BotCA)
+			if err == nil {
+				next.bot = st
+			}
+			return err
+		}})
+	}
+	return ps
+}
+
+// stamp identifies what files resolve to now: their contents, read through
+// any symlinks, or the error reading them. Content, not a modification time
+// or an event's file name, is what tells a change, so that Kubernetes
+// volumes (where a "..data" symlink is swapped and no event names the file)
+// and writes within one timestamp tick are both seen.
+func stamp(files []string) [32]byte {
+	h := sha256.New()
+	for _, f := range files {
+		h.Write([]byte(f))
+		h.Write([]byte{0})
+		data, err := os.ReadFile(f)
+		if err != nil {
+			h.Write([]byte("error: " + err.Error()))
+		} else {
+			h.Write(data)
+		}
+		h.Write([]byte{0})
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
+}
