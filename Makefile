@@ -72,21 +72,34 @@ artefacts: ## static binaries for linux/amd64 and linux/arm64 in bin/
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm64/ ./cmd/...
 	@ls -l $(BIN)/linux-amd64 $(BIN)/linux-arm64
 
-capture: build ## record a flagged exchange with tshark into assets/demonstration-capture.pcapng
-	BIN=$(BIN) ./scripts/capture.sh assets/demonstration-capture.pcapng
+# make capture and make bench write into OUT, a scratch directory under the
+# gitignored bin/ unless given; OUT=assets replaces the committed files.
+OUT ?= $(BIN)/assets
+# The capture's server port: 8775 unless given; 443 only when asked for
+# (CAPTURE_PORT=443, as root), as the committed capture was recorded.
+CAPTURE_PORT ?= 8775
+
+capture: build ## record a flagged exchange with tshark into OUT/demonstration-capture.pcapng (OUT=bin/assets; OUT=assets CAPTURE_PORT=443 remakes the committed one)
+	BIN=$(BIN) CAPTURE_PORT=$(CAPTURE_PORT) ./scripts/capture.sh $(OUT)/demonstration-capture.pcapng
 
 fuzz: ## run every fuzz target for FUZZTIME (default 1m), keep corpora in testdata/fuzz
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
 BENCH_ROUNDS ?= 7
+BENCH_MICRO  := ./internal/tlsflags ./internal/clienthello
 
-bench: build ## server CPU per handshake vs stock crypto/tls, throughput, microbenchmarks; writes assets/bench.*
+bench: build ## server CPU per handshake vs stock crypto/tls, throughput, microbenchmarks; writes OUT/bench.* (OUT=bin/assets; OUT=assets updates the committed ones)
 	$(GO) build -o $(BIN)/bench ./tools/bench
 	@if command -v taskset >/dev/null && [ "$$(nproc)" -ge 2 ]; then \
 		echo "taskset -c 0 $(BIN)/bench -server-cpu 1 ..."; \
-		taskset -c 0 $(BIN)/bench -bin $(BIN) -out assets -rounds $(BENCH_ROUNDS) -server-cpu 1; \
-	else $(BIN)/bench -bin $(BIN) -out assets -rounds $(BENCH_ROUNDS); fi
-	$(GO) test -run XXX -bench . -benchmem ./internal/tlsflags ./internal/clienthello | tee assets/bench-micro.txt
+		taskset -c 0 $(BIN)/bench -bin $(BIN) -out $(OUT) -rounds $(BENCH_ROUNDS) -server-cpu 1; \
+	else $(BIN)/bench -bin $(BIN) -out $(OUT) -rounds $(BENCH_ROUNDS); fi
+	@# The status goes through a file: a plain pipe into tee would hide a
+	@# failure of go test, and sh has no pipefail.
+	@echo "$(GO) test -run XXX -bench . -benchmem $(BENCH_MICRO) | tee $(OUT)/bench-micro.txt"
+	@{ $(GO) test -run XXX -bench . -benchmem $(BENCH_MICRO); echo $$? >$(OUT)/.bench-micro.status; } | tee $(OUT)/bench-micro.txt; \
+		status=$$(cat $(OUT)/.bench-micro.status); rm -f $(OUT)/.bench-micro.status; exit $$status
+	@echo "bench: wrote $(OUT)/bench.md, $(OUT)/bench.svg and $(OUT)/bench-micro.txt"
 
 docker-build: ## build the server and client images
 	docker compose --profile client build

@@ -5,9 +5,10 @@
 // and X25519 and X25519MLKEM768 key shares; then requests per second and
 // latency of GET /debug. Configurations are interleaved (A B A B ...) over
 // several rounds and medians reported. It writes a Markdown table and an
-// SVG bar chart.
+// SVG bar chart into -out (bin/assets unless given; make bench OUT=assets
+// replaces the committed ones).
 //
-//	go run ./tools/bench -bin bin -out assets
+//	go run ./tools/bench -bin bin -out bin/assets
 //
 // It also serves as the stock server it compares against:
 //
@@ -57,7 +58,7 @@ func main() {
 		return
 	}
 	binDir := flag.String("bin", "bin", "directory with the server binary")
-	outDir := flag.String("out", "assets", "where to write bench.md and bench.svg")
+	outDir := flag.String("out", filepath.Join("bin", "assets"), "where to write bench.md and bench.svg")
 	rounds := flag.Int("rounds", 5, "interleaved rounds")
 	handshakes := flag.Int("handshakes", 300, "handshakes per configuration per round")
 	requests := flag.Int("requests", 2000, "requests per throughput measurement")
