@@ -1,7 +1,6 @@
 package clienthello
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -9,10 +8,14 @@ import (
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
 )
 
-// MaxBuffered bounds the bytes a Conn holds while it waits for a complete
-// ClientHello: record headers, fragments and anything read past them. A
-// ClientHello that does not fit is refused with a decode_error alert. Go's
-// own ClientHello is about 1.5 KB, the largest browsers send about 2 KB.
+// MaxBuffered bounds the bytes a Conn holds for inspection: every byte read
+// (record headers, fragments and anything read past them), kept for the
+// replay, and the ClientHello reassembled when it spans records. A
+// ClientHello that does not fit is refused with a decode_error alert. One in
+// a single record (at most 16 KiB) is read in place; one that spans records is
+// held twice, so the largest that fits is a little under half of
+// MaxBuffered. Go's own ClientHello is about 1.5 KB, the largest browsers send
+// about 2 KB.
 const MaxBuffered = 64 << 10
 
 // initialBuffer is the first read buffer's size: enough for the ClientHello
@@ -20,10 +23,11 @@ const MaxBuffered = 64 << 10
 const initialBuffer = 2048
 
 const (
-	recordTypeAlert     = 21
-	recordTypeHandshake = 22
-	recordHeaderLen     = 5
-	maxPlaintext        = 1 << 14 // RFC 8446, Section 5.1
+	recordTypeChangeCipherSpec = 20
+	recordTypeAlert            = 21
+	recordTypeHandshake        = 22
+	recordHeaderLen            = 5
+	maxPlaintext               = 1 << 14 // RFC 8446, Section 5.1
 
 	alertLevelFatal       = 2
 	alertDecodeError      = 50
@@ -31,8 +35,8 @@ const (
 )
 
 // ErrTooLarge is returned by Read when a ClientHello does not fit in
-// MaxBuffered bytes.
-var ErrTooLarge = fmt.Errorf("clienthello: ClientHello larger than %d bytes refused", MaxBuffered)
+// MaxBuffered bytes (see there).
+var ErrTooLarge = fmt.Errorf("clienthello: ClientHello refused: it needs more than %d bytes", MaxBuffered)
 
 // A Listener wraps the connections that its inner listener accepts in a *Conn.
 type Listener struct {
@@ -76,14 +80,16 @@ type Conn struct {
 	net.Conn
 
 	once    sync.Once
-	pending []byte // bytes read during inspection, not yet returned by Read
+	raw     []byte // every byte read during inspection, until replayed
+	pending []byte // the part of raw not yet returned by Read
 	readErr error  // an error met while inspecting, returned after pending
 	fatal   error  // the connection was refused; every Read returns it
 
-	msg  []byte // the complete ClientHello message, nil if none was seen
-	info flagsInfo
+	msg    []byte // the complete ClientHello message, nil if none was seen
+	msgMem []byte // the buffer msg keeps alive: its own, or raw's
+	info   flagsInfo
 
-	peak int // the most bytes held at once, for tests (see held)
+	peak int // the most bytes held at once during inspection, for tests
 }
 
 // NewConn wraps c. Use it where connections are accepted by other means than
@@ -102,7 +108,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		n := copy(p, c.pending)
 		c.pending = c.pending[n:]
 		if len(c.pending) == 0 {
-			c.pending = nil
+			c.pending, c.raw = nil, nil
 		}
 		return n, nil
 	}
@@ -150,103 +156,63 @@ func (c *Conn) Summary() *Summary {
 // inspect reads records until the ClientHello is complete, or until it is
 // clear that the input is something else.
 func (c *Conn) inspect() {
-	buf := make([]byte, 0, initialBuffer)
-	var hs []byte   // the handshake message so far
-	copied := false // hs no longer aliases buf
-	// fill reads until buf holds at least n bytes.
-	fill := func(n int) error {
-		for len(buf) < n {
-			if n > MaxBuffered {
-				return ErrTooLarge
-			}
-			if len(buf) == cap(buf) {
-				grown := make([]byte, len(buf), min(2*cap(buf), MaxBuffered))
-				copy(grown, buf)
-				buf = grown
-			}
-			c.note(buf, hs, copied)
-			m, err := c.Conn.Read(buf[len(buf):cap(buf)])
-			buf = buf[:len(buf)+m]
-			if err != nil && len(buf) < n {
-				return err
-			}
-		}
-		return nil
+	rr := recordReader{r: c.Conn, buf: make([]byte, 0, initialBuffer)}
+	msg, own, err := c.readHello(&rr, 0)
+	// Whatever happens below, the reader gets every byte read.
+	if len(rr.buf) > 0 {
+		c.raw, c.pending = rr.buf, rr.buf
 	}
-	// Whatever happens below, the reader gets every byte read so far.
-	defer func() { c.pending = buf }()
-
-	for off := 0; ; {
-		if err := fill(off + recordHeaderLen); err != nil {
-			c.stop(err)
-			return
-		}
-		// RFC 8446, Section 5.1: ContentType type; ProtocolVersion
-		// legacy_record_version; uint16 length. Anything but a handshake
-		// record of a plausible size is crypto/tls's to judge.
-		hdr := buf[off : off+recordHeaderLen]
-		n := int(hdr[3])<<8 | int(hdr[4])
-		if hdr[0] != recordTypeHandshake || hdr[1] != 3 || n == 0 || n > maxPlaintext {
-			return
-		}
-		if err := fill(off + recordHeaderLen + n); err != nil {
-			c.stop(err)
-			return
-		}
-		frag := buf[off+recordHeaderLen : off+recordHeaderLen+n]
-		off += recordHeaderLen + n
-		switch {
-		case hs == nil:
-			hs = frag
-		case !copied:
-			// The message spans records: gather it apart from the
-			// record headers (appending in place would overwrite the
-			// bytes that follow in buf, which the reader must get).
-			hs = append(append(make([]byte, 0, len(hs)+n), hs...), frag...)
-			copied = true
-		default:
-			hs = append(hs, frag...)
-		}
-		if len(hs) < 4 {
-			continue
-		}
-		if hs[0] != typeClientHello {
-			return
-		}
-		msgLen := 4 + (int(hs[1])<<16 | int(hs[2])<<8 | int(hs[3]))
-		if msgLen > MaxBuffered-recordHeaderLen {
-			c.refuse(alertDecodeError, ErrTooLarge)
-			return
-		}
-		if len(hs) < msgLen {
-			if !copied {
-				// Keep the message safe from buf's growth.
-				hs = append(make([]byte, 0, msgLen), hs...)
-				copied = true
-			}
-			continue
-		}
-		c.note(buf, hs, copied)
-		c.complete(hs[:msgLen])
+	if err != nil {
+		c.stop(err)
 		return
 	}
-}
-
-// note records the bytes held during inspection in c.peak.
-func (c *Conn) note(buf, hs []byte, copied bool) {
-	n := cap(buf)
-	if copied {
-		n += cap(hs)
+	mem := rr.buf
+	if own {
+		mem = msg
 	}
-	c.peak = max(c.peak, n)
+	c.complete(msg, mem)
 }
 
-// held returns the bytes of memory the Conn keeps: the buffer of bytes not
-// yet replayed and the ClientHello, counted once when one holds the other.
+// readHello reads records with rr until they hold a whole ClientHello and
+// returns it, with own set when it is a buffer of its own rather than a view
+// into rr.buf. base is what the Conn holds besides: the record buffer and
+// the message together never take more than MaxBuffered-base bytes.
+func (c *Conn) readHello(rr *recordReader, base int) (msg []byte, own bool, err error) {
+	var a assembler
+	rr.limit = MaxBuffered - base
+	for done := false; !done && err == nil; {
+		var typ uint8
+		var frag []byte
+		typ, frag, err = rr.next()
+		switch {
+		case err != nil:
+		case typ != recordTypeHandshake:
+			err = errNotHandshake
+		default:
+			done, err = a.add(frag, rr.limit-cap(rr.buf))
+			if a.own {
+				rr.limit = MaxBuffered - base - len(a.msg)
+			}
+		}
+		held := base + cap(rr.buf)
+		if a.own {
+			held += cap(a.msg)
+		}
+		c.peak = max(c.peak, held)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return a.msg, a.own, nil
+}
+
+// held returns the bytes of memory the Conn keeps: the record buffer while
+// it is being replayed and the buffer that holds the ClientHello, counted
+// once when they are one.
 func (c *Conn) held() int {
-	n := cap(c.msg)
-	if cap(c.pending) > 0 && !sameArray(c.pending, c.msg) {
-		n += cap(c.pending)
+	n := cap(c.msgMem)
+	if !sameArray(c.raw, c.msgMem) {
+		n += cap(c.raw)
 	}
 	return n
 }
@@ -257,8 +223,9 @@ func sameArray(a, b []byte) bool {
 	return cap(a) > 0 && cap(b) > 0 && &a[:cap(a)][cap(a)-1] == &b[:cap(b)][cap(b)-1]
 }
 
-// complete parses a whole ClientHello message.
-func (c *Conn) complete(msg []byte) {
+// complete parses a whole ClientHello message; mem is the buffer that msg
+// keeps alive.
+func (c *Conn) complete(msg, mem []byte) {
 	h, err := parseHello(msg)
 	if err != nil {
 		return // crypto/tls will answer with decode_error
@@ -268,16 +235,19 @@ func (c *Conn) complete(msg []byte) {
 		c.refuse(alertIllegalParameter, err)
 		return
 	}
-	c.msg, c.info = msg, info
+	c.msg, c.msgMem, c.info = msg, mem, info
 }
 
-// stop ends inspection after a read error or an oversized hello.
+// stop ends inspection early: after a read error, at an oversized hello, or
+// at input that is no ClientHello.
 func (c *Conn) stop(err error) {
-	if errors.Is(err, ErrTooLarge) {
+	switch err {
+	case ErrTooLarge:
 		c.refuse(alertDecodeError, err)
-		return
+	case errNotHandshake, errNotClientHello:
+	default:
+		c.readErr = err
 	}
-	c.readErr = err
 }
 
 // refuse sends a fatal alert in a plaintext record, as a server does before
@@ -286,4 +256,5 @@ func (c *Conn) refuse(desc byte, err error) {
 	c.Conn.Write([]byte{recordTypeAlert, 3, 3, 0, 2, alertLevelFatal, desc})
 	c.Conn.Close()
 	c.fatal = err
+	c.pending, c.raw = nil, nil
 }

@@ -179,7 +179,6 @@ func TestPassThrough(t *testing.T) {
 }
 
 func TestTooLarge(t *testing.T) {
-	alertDecode := []byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32}
 	// A ClientHello announcing 16 MB is refused on its header.
 	c, sc, _, err := inspectBytes([]byte{0x16, 3, 1, 0, 4, 1, 0xff, 0xff, 0xff})
 	if !errors.Is(err, ErrTooLarge) || !bytes.Equal(sc.written.Bytes(), alertDecode) || !sc.closed {
@@ -192,10 +191,16 @@ func TestTooLarge(t *testing.T) {
 	if !errors.Is(err, ErrTooLarge) || !bytes.Equal(sc.written.Bytes(), alertDecode) {
 		t.Fatalf("fragmented 40 KB hello: err %v, wrote %x", err, sc.written.Bytes())
 	}
-	// The same hello in one record fits and is inspected.
-	c, _, _, err = inspectBytes(records(msg, 1<<14))
-	if err != nil || !c.HelloSeen() {
-		t.Fatalf("40 KB hello in big records: err %v, seen %v", err, c.HelloSeen())
+	// In 16 KiB records it needs 40 KB as read and 40 KB reassembled: over
+	// the bound too.
+	_, sc, _, err = inspectBytes(records(msg, 1<<14))
+	if !errors.Is(err, ErrTooLarge) || !bytes.Equal(sc.written.Bytes(), alertDecode) {
+		t.Fatalf("40 KB hello in 16 KiB records: err %v, wrote %x", err, sc.written.Bytes())
+	}
+	// A 30 KB hello in 16 KiB records fits and is inspected.
+	c, _, _, err = inspectBytes(records(sizedHello(t, 30000), 1<<14))
+	if err != nil || !c.HelloSeen() || c.peak > MaxBuffered {
+		t.Fatalf("30 KB hello in 16 KiB records: err %v, seen %v, held %d", err, c.HelloSeen(), c.peak)
 	}
 }
 

@@ -35,8 +35,10 @@ func FuzzConn(f *testing.F) {
 		c := NewConn(sc)
 		first := make([]byte, 1)
 		n, err := c.Read(first)
-		if cap(c.pending) > MaxBuffered || cap(c.msg) > MaxBuffered {
-			t.Fatalf("holds %d bytes", cap(c.pending))
+		// Everything held at once: record buffer, reassembled message
+		// and bytes not yet replayed.
+		if c.peak > MaxBuffered || c.held() > MaxBuffered {
+			t.Fatalf("held %d bytes at the peak, %d after the first Read; the bound is %d", c.peak, c.held(), MaxBuffered)
 		}
 		if c.fatal != nil {
 			if sc.written.Len() != 7 || !sc.closed {
@@ -53,6 +55,9 @@ func FuzzConn(f *testing.F) {
 		}
 		if !bytes.Equal(out.Bytes(), data) {
 			t.Fatalf("replayed %x, want %x", out.Bytes(), data)
+		}
+		if h := c.held(); h != cap(c.msgMem) || h > MaxBuffered {
+			t.Fatalf("holds %d bytes once replayed, want only the ClientHello's %d", h, cap(c.msgMem))
 		}
 		if sc.written.Len() != 0 {
 			t.Fatalf("wrote %x on a connection it did not refuse", sc.written.Bytes())
