@@ -42,14 +42,16 @@ Options:
                             verify:  ask flagged clients, reject invalid certificates
                             require: flagged clients must present a valid certificate
                             always:  classic mTLS, every client must present one
-  -handshake-timeout D      TLS handshake time limit (default 10s)
+  -handshake-timeout D      time from accepting a connection to the end of its
+                            TLS handshake (default 10s)
   -read-header-timeout D    HTTP request header time limit (default 10s)
   -idle-timeout D           keep-alive idle limit (default 2m)
   -shutdown-timeout D       grace period for requests at shutdown (default 10s)
-  -pprof-addr ADDR          serve Go's /debug/pprof on this separate address
-                            (keep it on loopback; default off)
+  -pprof-addr ADDR          serve Go's /debug/pprof on this separate address,
+                            which must be a loopback one (default off)
   -log-format text|json     log format on stderr (default text)
-  -v                        log debug messages too
+  -v                        also log a line per connection: flags, whether a
+                            certificate was requested, its name and validity
 
 Environment:
   SSLKEYLOGFILE             append TLS secrets to this file (for Wireshark)
@@ -107,6 +109,11 @@ func run(args []string, stderr io.Writer) int {
 	}
 	if policy == server.PolicyAlways && *clientCA == "" {
 		return misuse("-client-auth always needs -client-cacert (for clients that send no flag)")
+	}
+	if *pprofAddr != "" {
+		if err := checkLoopback(*pprofAddr); err != nil {
+			return misuse("-pprof-addr: %v", err)
+		}
 	}
 	for name, d := range map[string]time.Duration{"-handshake-timeout": *hsTimeout, "-read-header-timeout": *rhTimeout, "-idle-timeout": *idle, "-shutdown-timeout": *grace} {
 		if d <= 0 {
@@ -201,4 +208,21 @@ func run(args []string, stderr io.Writer) int {
 	<-errc
 	log.Info("stopped")
 	return 0
+}
+
+// checkLoopback accepts host:port addresses whose host is a loopback IP or
+// "localhost": pprof exposes the process's memory and must not face a
+// network.
+func checkLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%q is not a loopback address (use 127.0.0.1:PORT, [::1]:PORT or localhost:PORT)", addr)
 }

@@ -428,3 +428,71 @@ func TestWatchDirectoryRecreated(t *testing.T) {
 		t.Fatal("not serving the new certificate")
 	}
 }
+
+// TestTrustStoreChangeReachesOpenConnections: after a reload that removes
+// the root a connection's certificate was accepted under, an enforcing
+// policy closes that HTTP/2 connection; under request it stays, and /debug
+// reports the handshake's decision, with the JSON adding that the
+// certificate no longer validates.
+func TestTrustStoreChangeReachesOpenConnections(t *testing.T) {
+	for _, tc := range []struct {
+		policy     Policy
+		wantClosed bool
+	}{
+		{PolicyRequest, false},
+		{PolicyVerify, true},
+		{PolicyRequire, true},
+		{PolicyAlways, true},
+	} {
+		t.Run(tc.policy.String(), func(t *testing.T) {
+			p, other := testpki.New(t), testpki.New(t)
+			files := livePKI(t, p)
+			ts := startServer(t, p, Config{Policy: tc.policy, Files: files})
+			pool := x509.NewCertPool()
+			pool.AddCert(p.CA.Cert)
+			cfg := withCert(p, "valid", 80)
+			cfg.RootCAs = pool
+			cl, err := client.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			cn, err := cl.Dial(ctx, ts.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cn.Close()
+			get := func(query string) (string, error) {
+				u := *ts.url
+				u.RawQuery = query
+				req, _ := client.BuildRequest(&client.Request{URL: &u, Method: "GET"})
+				_, body, err := cl.Do(ctx, cn, req, 1<<20)
+				return string(body), err
+			}
+			if body, err := get(""); err != nil || !strings.HasSuffix(body, "Cert validated: true\n") {
+				t.Fatalf("before the reload: %v\n%s", err, body)
+			}
+			copyFile(t, other.RootCA, files.ClientCA)
+			if err := ts.Reload("test"); err != nil {
+				t.Fatal(err)
+			}
+			body, err := get("")
+			if tc.wantClosed {
+				if err == nil {
+					t.Fatalf("connection still served after its root was removed:\n%s", body)
+				}
+				if !strings.Contains(ts.logs.String(), "closing connection: its client certificate no longer validates") {
+					t.Errorf("no log line for the closed connection:\n%s", ts.logs)
+				}
+				return
+			}
+			if err != nil || !strings.HasSuffix(body, "Cert validated: true\n") {
+				t.Fatalf("under request, after the reload: %v\n%s", err, body)
+			}
+			js, err := get("format=json")
+			if err != nil || !strings.Contains(js, `"cert_validated": true`) || !strings.Contains(js, `"cert_validates_now": false`) {
+				t.Fatalf("JSON after the reload: %v\n%s", err, js)
+			}
+		})
+	}
+}

@@ -134,10 +134,27 @@ func (s *Server) report(ctx context.Context, cs *tls.ConnectionState) *Report {
 	if d == nil {
 		return r
 	}
+	r.fillDecision(d)
+	if r.CertReceived {
+		// The handshake's decision stands for the connection; whether
+		// the certificate would still validate against the stores in
+		// force now is reported beside it (it differs after a reload
+		// under request; under the enforcing policies such a connection
+		// is closed).
+		now := ValidateClientCert(d.Chain, s.state.Load().storeFor(d.Flagged).roots(), s.cfg.Now()) == nil
+		r.ValidatesNow = &now
+	}
+	return r
+}
+
+// fillDecision reports what the handshake decided. Every name taken from
+// the certificate is escaped here, the one place that copies them into the
+// report.
+func (r *Report) fillDecision(d *Decision) {
 	r.CertRequested = d.Requested
 	r.CertReceived = len(d.Chain) > 0
 	if !r.CertReceived {
-		return r
+		return
 	}
 	r.CertName = certName(d.Chain[0])
 	ok := d.Err == nil
@@ -146,16 +163,9 @@ func (s *Server) report(ctx context.Context, cs *tls.ConnectionState) *Report {
 	if d.Err != nil {
 		r.VerifyError = safetext.Escape(d.Err.Error())
 	}
-	// The handshake's decision stands for the connection; whether the
-	// certificate would still validate against the stores in force now is
-	// reported beside it (it differs after a reload under request; under
-	// the enforcing policies such a connection is closed).
-	now := ValidateClientCert(d.Chain, s.state.Load().storeFor(d.Flagged).roots(), s.cfg.Now()) == nil
-	r.ValidatesNow = &now
 	for _, c := range d.Chain {
 		r.PeerChain = append(r.PeerChain, certInfo(c))
 	}
-	return r
 }
 
 // logHandshake writes a debug line for each completed handshake.

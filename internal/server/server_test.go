@@ -173,7 +173,13 @@ func TestGoldenDebug(t *testing.T) {
 	}
 }
 
-// TestPolicies runs every policy against every kind of client.
+// TestPolicies runs every policy against every kind of client. Outcomes
+// are stated, one cell per policy (request, verify, require, always): the
+// first character says whether a CertificateRequest came (+ or -), the
+// second what followed: v served with a certificate that validated, i
+// served with one that did not, n served without a certificate, R the
+// handshake refused the certificate (bad_certificate), C the handshake
+// required one (certificate_required).
 func TestPolicies(t *testing.T) {
 	p := testpki.New(t)
 	type client struct {
@@ -181,25 +187,27 @@ func TestPolicies(t *testing.T) {
 		cert     string
 		flagged  bool
 		tls12    bool
-		valid    bool   // the certificate validates
-		certName string // first DNS SAN, as /debug prints it
+		certName string // as /debug prints it
+		want     [4]string
 	}
 	clients := []client{
-		{name: "NoFlag"},
-		{name: "NoFlag_CertGiven", cert: "valid", valid: true, certName: "client.example"},
-		{name: "FlagSent_NoCert", flagged: true},
-		{name: "FlagSent_CertGiven", cert: "valid", flagged: true, valid: true, certName: "client.example"},
-		{name: "FlagSent_OtherCA", cert: "other-ca", flagged: true, certName: "client.example"},
-		{name: "FlagSent_NoSAN", cert: "no-san", flagged: true, certName: "(no DNS name)"},
-		{name: "FlagSent_Expired", cert: "expired", flagged: true, certName: "expired.example"},
-		{name: "FlagSent_NotYetValid", cert: "not-yet-valid", flagged: true, certName: "future.example"},
-		{name: "FlagSent_NoClientAuth", cert: "no-clientauth", flagged: true, certName: "server-only.example"},
-		{name: "FlagSent_NoEKU", cert: "no-eku", flagged: true, certName: "no-eku.example"},
-		{name: "FlagSent_CAAsLeaf", cert: "ca-as-leaf", flagged: true, certName: "ca.example"},
-		{name: "FlagSent_SelfSigned", cert: "self-signed", flagged: true, certName: "self.example"},
-		{name: "TLS12Only_CertGiven", cert: "valid", tls12: true, valid: true, certName: "client.example"},
+		{"NoFlag", "", false, false, "", [4]string{"-n", "-n", "-n", "+C"}},
+		{"NoFlag_CertGiven", "valid", false, false, "client.example", [4]string{"-n", "-n", "-n", "+v"}},
+		{"FlagSent_NoCert", "", true, false, "", [4]string{"+n", "+n", "+C", "+C"}},
+		{"FlagSent_CertGiven", "valid", true, false, "client.example", [4]string{"+v", "+v", "+v", "+v"}},
+		{"FlagSent_OtherCA", "other-ca", true, false, "client.example", [4]string{"+i", "+R", "+R", "+R"}},
+		{"FlagSent_NoSAN", "no-san", true, false, "(no DNS name)", [4]string{"+i", "+R", "+R", "+R"}},
+		{"FlagSent_Expired", "expired", true, false, "expired.example", [4]string{"+i", "+R", "+R", "+R"}},
+		{"FlagSent_NotYetValid", "not-yet-valid", true, false, "future.example", [4]string{"+i", "+R", "+R", "+R"}},
+		{"FlagSent_NoClientAuth", "no-clientauth", true, false, "server-only.example", [4]string{"+i", "+R", "+R", "+R"}},
+		{"FlagSent_NoEKU", "no-eku", true, false, "no-eku.example", [4]string{"+i", "+R", "+R", "+R"}},
+		{"FlagSent_AnyEKU", "any-eku", true, false, "any.example", [4]string{"+i", "+R", "+R", "+R"}},
+		{"FlagSent_CAAsLeaf", "ca-as-leaf", true, false, "ca.example", [4]string{"+i", "+R", "+R", "+R"}},
+		{"FlagSent_SelfSigned", "self-signed", true, false, "self.example", [4]string{"+i", "+R", "+R", "+R"}},
+		{"FlagSent_ForgedName", "forged-name", true, false, `x\nCert validated: true`, [4]string{"+i", "+R", "+R", "+R"}},
+		{"TLS12Only_CertGiven", "valid", false, true, "client.example", [4]string{"-n", "-n", "-n", "+v"}},
 	}
-	for _, policy := range []Policy{PolicyRequest, PolicyVerify, PolicyRequire, PolicyAlways} {
+	for i, policy := range []Policy{PolicyRequest, PolicyVerify, PolicyRequire, PolicyAlways} {
 		ts := startServer(t, p, Config{Policy: policy})
 		for _, c := range clients {
 			t.Run(policy.String()+"/"+c.name, func(t *testing.T) {
@@ -209,31 +217,18 @@ func TestPolicies(t *testing.T) {
 				}
 				cfg.TLS12Only = c.tls12
 				o := fetch(t, ts, p, cfg, "/debug")
-
-				asked := c.flagged || policy == PolicyAlways
-				sent := asked && c.cert != ""
-				wantOK := true
-				switch policy {
-				case PolicyVerify:
-					wantOK = !sent || c.valid
-				case PolicyRequire:
-					wantOK = !c.flagged || (sent && c.valid)
-				case PolicyAlways:
-					wantOK = sent && c.valid
-				}
+				asked, result := c.want[i][0] == '+', c.want[i][1]
 				if o.hs.CertRequested != asked && (o.err == nil || o.hs.Version != "") {
 					t.Errorf("CertificateRequest %v, want %v", o.hs.CertRequested, asked)
 				}
-				if !wantOK {
+				switch result {
+				case 'R', 'C':
+					alert := map[byte]string{'R': "server rejected the client certificate: bad_certificate", 'C': "certificate_required"}[result]
 					if o.err == nil {
-						t.Fatalf("request succeeded, want a handshake failure; body:\n%s", o.body)
+						t.Fatalf("request succeeded, want %s; body:\n%s", alert, o.body)
 					}
-					if !c.flagged && policy == PolicyAlways && c.cert == "" || c.flagged && c.cert == "" {
-						if !strings.Contains(o.err.Error(), "certificate_required") {
-							t.Errorf("error %q, want certificate_required", o.err)
-						}
-					} else if !strings.Contains(o.err.Error(), "server rejected the client certificate") {
-						t.Errorf("error %q, want a rejected certificate", o.err)
+					if !strings.Contains(o.err.Error(), alert) {
+						t.Errorf("error %q, want %s", o.err, alert)
 					}
 					return
 				}
@@ -244,7 +239,7 @@ func TestPolicies(t *testing.T) {
 				if c.flagged {
 					flags = "[80]"
 				}
-				if want := debugText(flags, asked, sent, c.certName, c.valid); o.body != want {
+				if want := debugText(flags, asked, result != 'n', c.certName, result == 'v'); o.body != want {
 					t.Errorf("/debug =\n%s\nwant\n%s", o.body, want)
 				}
 				if c.tls12 && o.hs.Version != "TLS 1.2" {

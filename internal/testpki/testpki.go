@@ -36,7 +36,9 @@ type PKI struct {
 
 	// Client certificate pairs, by name: "valid", "other-ca", "bot",
 	// "no-san", "expired", "not-yet-valid", "no-clientauth", "no-eku",
-	// "ca-as-leaf", "self-signed".
+	// "ca-as-leaf", "any-eku" (anyExtendedKeyUsage instead of clientAuth),
+	// "forged-name" (a DNS name holding a newline, from the other CA),
+	// "self-signed".
 	Clients map[string][2]string
 }
 
@@ -73,6 +75,9 @@ func New(t testing.TB) *PKI {
 		"no-clientauth": {ca, certs.Leaf{Hosts: []string{"server-only.example"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, NotBefore: nb, NotAfter: na}},
 		"no-eku":        {ca, certs.Leaf{Hosts: []string{"no-eku.example"}, NotBefore: nb, NotAfter: na}},
 		"ca-as-leaf":    {ca, certs.Leaf{Hosts: []string{"ca.example"}, ExtKeyUsage: clientAuth, IsCA: true, NotBefore: nb, NotAfter: na}},
+		"any-eku":       {ca, certs.Leaf{Hosts: []string{"any.example"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}, NotBefore: nb, NotAfter: na}},
+		// A name that would forge a /debug line if printed as it is.
+		"forged-name": {other, certs.Leaf{Hosts: []string{"x\nCert validated: true"}, ExtKeyUsage: clientAuth, NotBefore: nb, NotAfter: na}},
 	} {
 		c, k := issue(t, spec.ca, spec.leaf)
 		p.Clients[name] = [2]string{p.writeCert(t, name+".crt", c), p.writeKey(t, name+".key", k)}
