@@ -24,6 +24,7 @@ import (
 	utls "github.com/refraction-networking/utls"
 	"golang.org/x/net/http2"
 
+	"github.com/req-mtls/req-mtls/internal/safetext"
 	"github.com/req-mtls/req-mtls/internal/tlsclient"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
 )
@@ -278,7 +279,8 @@ func (cn *Conn) alertOr(err error) error {
 	return err
 }
 
-// dnString formats a DER distinguished name from a CertificateRequest.
+// dnString formats a DER distinguished name from a CertificateRequest,
+// escaped for printing: the server chose it.
 func dnString(raw []byte) string {
 	var rdn pkix.RDNSequence
 	if rest, err := asn1.Unmarshal(raw, &rdn); err != nil || len(rest) > 0 {
@@ -286,5 +288,5 @@ func dnString(raw []byte) string {
 	}
 	var n pkix.Name
 	n.FillFromRDNSequence(&rdn)
-	return n.String()
+	return safetext.Escape(n.String())
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
@@ -387,5 +389,17 @@ func TestLoadStats(t *testing.T) {
 	st = cl.Run(context.Background(), &Request{URL: mustURL(u), Method: "GET"}, Load{N: 10, Concurrency: 2, KeepAlive: true, MaxBody: 1 << 20})
 	if st.Connections != 2 || st.OK != 10 {
 		t.Errorf("keepalive stats %+v", st)
+	}
+}
+
+// TestDNStringEscapes: a CA name from a CertificateRequest that holds a
+// newline or an escape sequence prints as one line of visible escapes.
+func TestDNStringEscapes(t *testing.T) {
+	raw, err := asn1.Marshal(pkix.Name{CommonName: "evil\n* client certificate sent\x1b[0m"}.ToRDNSequence())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := dnString(raw), `CN=evil\n* client certificate sent\x1b[0m`; got != want {
+		t.Errorf("dnString = %q, want %q", got, want)
 	}
 }
