@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/server"
 )
 
@@ -100,14 +101,14 @@ func run(args []string, stderr io.Writer) int {
 	if *certFile == "" || *keyFile == "" {
 		return misuse("-cert and -key are required")
 	}
-	policy, err := server.ParsePolicy(*policyName)
+	policy, err := auth.ParsePolicy(*policyName)
 	if err != nil {
 		return misuse("-client-auth: %v", err)
 	}
-	if policy != server.PolicyRequest && *clientCA == "" && *botCA == "" {
+	if policy != auth.PolicyRequest && *clientCA == "" && *botCA == "" {
 		return misuse("-client-auth %s needs -client-cacert or -bot-cacert", policy)
 	}
-	if policy == server.PolicyAlways && *clientCA == "" {
+	if policy == auth.PolicyAlways && *clientCA == "" {
 		return misuse("-client-auth always needs -client-cacert (for clients that send no flag)")
 	}
 	if *pprofAddr != "" {

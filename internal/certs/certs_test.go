@@ -166,7 +166,9 @@ func TestLoadCARootsRefusesLeaves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pemOf := func(c *x509.Certificate) []byte { return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}) }
+	pemOf := func(c *x509.Certificate) []byte {
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	}
 	good := filepath.Join(dir, "good.pem")
 	mixed := filepath.Join(dir, "mixed.pem")
 	os.WriteFile(good, pemOf(ca.Cert), 0o644)

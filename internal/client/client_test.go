@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/certs"
 	"github.com/req-mtls/req-mtls/internal/clienthello"
 	"github.com/req-mtls/req-mtls/internal/server"
@@ -329,7 +330,7 @@ func TestErrors(t *testing.T) {
 
 	// Refusals by the project's server (which lets the client read its
 	// alert) come as alerts by name.
-	srv, err := server.New(server.Config{Policy: server.PolicyRequire,
+	srv, err := server.New(server.Config{Policy: auth.PolicyRequire,
 		Files:  server.Files{Cert: p.ServerCert, Key: p.ServerKey, ClientCA: p.RootCA},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Now:    func() time.Time { return testpki.Now }})

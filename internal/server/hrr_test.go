@@ -19,13 +19,10 @@ import (
 // HelloRetryRequest; the flags of the first ClientHello stand, and the certificate is still asked for and received.
 func TestHelloRetryKeepsFlags(t *testing.T) {
 	p := testpki.New(t)
-	s, err := New(Config{Files: Files{Cert: p.ServerCert, Key: p.ServerKey, ClientCA: p.RootCA}, Now: func() time.Time { return testpki.Now }})
+	s, err := New(Config{Files: Files{Cert: p.ServerCert, Key: p.ServerKey, ClientCA: p.RootCA}, Now: func() time.Time { return testpki.Now },
+		TLS: &tls.Config{CurvePreferences: []tls.CurveID{tls.CurveP256}}})
 	if err != nil {
 		t.Fatal(err)
-	}
-	// Before any connection, so no config is in use yet.
-	for _, cfg := range s.state.Load().configs {
-		cfg.CurvePreferences = []tls.CurveID{tls.CurveP256}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -38,7 +35,7 @@ func TestHelloRetryKeepsFlags(t *testing.T) {
 		if err != nil {
 			return
 		}
-		c := s.newConn(raw)
+		c := s.auth.WrapConn(raw)
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		tc := tls.Server(c, s.base)

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/req-mtls/req-mtls/internal/auth"
 )
 
 // handshakeListener completes TLS handshakes before net/http sees a
@@ -25,15 +27,15 @@ type handshakeListener struct {
 	closeOnce sync.Once
 
 	mu         sync.Mutex
-	handshakes map[*conn]struct{} // connections still in their handshake
-	wg         sync.WaitGroup     // handshake goroutines
+	handshakes map[*auth.Conn]struct{} // connections still in their handshake
+	wg         sync.WaitGroup          // handshake goroutines
 }
 
 func newHandshakeListener(inner net.Listener, s *Server, timeout time.Duration) *handshakeListener {
 	l := &handshakeListener{
 		inner: inner, srv: s, timeout: timeout,
 		conns: make(chan net.Conn), errc: make(chan error, 1), done: make(chan struct{}),
-		handshakes: map[*conn]struct{}{},
+		handshakes: map[*auth.Conn]struct{}{},
 	}
 	go l.acceptLoop()
 	return l
@@ -61,7 +63,7 @@ func (l *handshakeListener) acceptLoop() {
 			return
 		}
 		backoff = 0
-		sc := l.srv.newConn(c)
+		sc := l.srv.auth.WrapConn(c)
 		if !l.add(sc) {
 			c.Close()
 			return
@@ -71,7 +73,7 @@ func (l *handshakeListener) acceptLoop() {
 }
 
 // add registers a connection in its handshake; false once closed.
-func (l *handshakeListener) add(c *conn) bool {
+func (l *handshakeListener) add(c *auth.Conn) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	select {
@@ -84,14 +86,14 @@ func (l *handshakeListener) add(c *conn) bool {
 	return true
 }
 
-func (l *handshakeListener) remove(c *conn) {
+func (l *handshakeListener) remove(c *auth.Conn) {
 	l.mu.Lock()
 	delete(l.handshakes, c)
 	l.mu.Unlock()
 	l.wg.Done()
 }
 
-func (l *handshakeListener) handshake(c *conn) {
+func (l *handshakeListener) handshake(c *auth.Conn) {
 	defer l.remove(c)
 	tc := tls.Server(c, l.srv.base)
 	// The deadline counts from the accept and bounds every read and
@@ -114,7 +116,7 @@ func (l *handshakeListener) handshake(c *conn) {
 // to the TLS port gets net/http's answer to it, a 400, as net/http's own TLS
 // listener gives; this listener completes handshakes itself, so net/http
 // never sees the record header.
-func (l *handshakeListener) failed(c *conn, err error) {
+func (l *handshakeListener) failed(c *auth.Conn, err error) {
 	select {
 	case <-l.done:
 		c.Close() // shutting down: no log, no linger
@@ -184,7 +186,7 @@ func (l *handshakeListener) Addr() net.Addr { return l.inner.Addr() }
 // TLS 1.3 client has usually sent its first request by the time it learns
 // its certificate was refused). So: send FIN, read and discard for a moment,
 // then close.
-func lingerClose(c *conn) {
+func lingerClose(c *auth.Conn) {
 	defer c.Close()
 	tcp, ok := c.Conn.Conn.(*net.TCPConn)
 	if !ok {

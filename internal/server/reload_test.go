@@ -123,19 +123,18 @@ func TestReloadKeepsLastGood(t *testing.T) {
 	p := testpki.New(t)
 	files := livePKI(t, p)
 	ts := startServer(t, p, Config{Files: files})
-	good := ts.state.Load()
+	good := servedCert(t, ts)
 	for _, tc := range []struct {
 		name   string
 		break_ func()
-		kept   func(*state) bool // the broken part kept its state
 	}{
-		{"Truncated", func() { os.WriteFile(files.Cert, []byte("-----BEGIN CERTIFICATE-----\nMIIB"), 0o600) }, certKept(good)},
-		{"Missing", func() { os.Remove(files.Key) }, certKept(good)},
-		{"MismatchedKey", func() { copyFile(t, p.Clients["valid"][1], files.Key) }, certKept(good)},
-		{"KeyInCertFile", func() { copyFile(t, p.ServerKey, files.Cert) }, certKept(good)},
-		{"BadCABundle", func() { os.WriteFile(files.ClientCA, []byte("not pem"), 0o600) }, clientKept(good)},
-		{"KeyInCABundle", func() { copyFile(t, p.ServerKey, files.ClientCA) }, clientKept(good)},
-		{"LeafInCABundle", func() { copyFile(t, p.Clients["valid"][0], files.ClientCA) }, clientKept(good)},
+		{"Truncated", func() { os.WriteFile(files.Cert, []byte("-----BEGIN CERTIFICATE-----\nMIIB"), 0o600) }},
+		{"Missing", func() { os.Remove(files.Key) }},
+		{"MismatchedKey", func() { copyFile(t, p.Clients["valid"][1], files.Key) }},
+		{"KeyInCertFile", func() { copyFile(t, p.ServerKey, files.Cert) }},
+		{"BadCABundle", func() { os.WriteFile(files.ClientCA, []byte("not pem"), 0o600) }},
+		{"KeyInCABundle", func() { copyFile(t, p.ServerKey, files.ClientCA) }},
+		{"LeafInCABundle", func() { copyFile(t, p.Clients["valid"][0], files.ClientCA) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			restore(t, p, files)
@@ -143,8 +142,10 @@ func TestReloadKeepsLastGood(t *testing.T) {
 			if err := ts.Reload("test"); err == nil {
 				t.Fatal("reload of a broken file succeeded")
 			}
-			if !tc.kept(ts.state.Load()) {
-				t.Fatal("the broken part changed after a failed reload")
+			// The server certificate and the client CA in force are
+			// the last good ones.
+			if !servedCert(t, ts).Equal(good) {
+				t.Fatal("the served certificate changed after a failed reload")
 			}
 			if o := fetch(t, ts, p, withCert(p, "valid", 80), "/debug"); o.err != nil || !strings.HasSuffix(o.body, "Cert validated: true\n") {
 				t.Fatalf("not serving the last good state: %v\n%s", o.err, o.body)
@@ -172,14 +173,6 @@ func TestReloadKeepsLastGood(t *testing.T) {
 	}
 }
 
-func certKept(good *state) func(*state) bool {
-	return func(st *state) bool { return st.cert.Leaf.Equal(good.cert.Leaf) }
-}
-
-func clientKept(good *state) func(*state) bool {
-	return func(st *state) bool { return st.client.digest == good.client.digest }
-}
-
 // restore puts p's good files back in place.
 func restore(t *testing.T, p *testpki.PKI, files Files) {
 	t.Helper()
@@ -199,7 +192,7 @@ func TestReloadUnreadable(t *testing.T) {
 	p := testpki.New(t)
 	files := livePKI(t, p)
 	ts := startServer(t, p, Config{Files: files})
-	good := ts.state.Load()
+	good := servedCert(t, ts)
 	if err := os.Chmod(files.Key, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +200,7 @@ func TestReloadUnreadable(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "permission denied") {
 		t.Fatalf("reload of an unreadable key: %v, want permission denied", err)
 	}
-	if ts.state.Load().cert != good.cert {
+	if !servedCert(t, ts).Equal(good) {
 		t.Fatal("server certificate changed after a failed reload")
 	}
 	if o := fetch(t, ts, p, withCert(p, "valid", 80), "/debug"); o.err != nil || !strings.HasSuffix(o.body, "Cert validated: true\n") {
@@ -409,21 +402,20 @@ func TestWatchDirectoryRecreated(t *testing.T) {
 	p, p2 := testpki.New(t), testpki.New(t)
 	files := livePKI(t, p)
 	ts := startWatched(t, p, files)
-	first := ts.state.Load()
+	first := servedCert(t, ts)
 	dir := filepath.Dir(files.Cert)
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the failed reload", func() bool { return strings.Contains(ts.logs.String(), "reload failed") })
-	if ts.state.Load() != first {
-		t.Fatal("state changed while files were gone")
+	if !servedCert(t, ts).Equal(first) {
+		t.Fatal("served certificate changed while files were gone")
 	}
-	servedCert(t, ts)
 	os.MkdirAll(dir, 0o755)
 	copyFile(t, p2.ServerCert, files.Cert)
 	copyFile(t, p2.ServerKey, files.Key)
 	copyFile(t, p2.RootCA, files.ClientCA)
-	waitFor(t, "the files to load again", func() bool { return ts.state.Load().gen != first.gen })
+	waitFor(t, "the files to load again", func() bool { return !servedCert(t, ts).Equal(first) })
 	if !bytes.Equal(servedCert(t, ts).Raw, mustPEM(t, p2.ServerCert)) {
 		t.Fatal("not serving the new certificate")
 	}

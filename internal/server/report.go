@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/clienthello"
 	"github.com/req-mtls/req-mtls/internal/safetext"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
@@ -86,22 +87,13 @@ func certInfo(c *x509.Certificate) CertInfo {
 	return ci
 }
 
-// certName is how a client certificate is named in /debug, logs and
-// errors: its first DNS name, escaped, since its maker chose it.
-func certName(leaf *x509.Certificate) string {
-	if len(leaf.DNSNames) == 0 {
-		return "(no DNS name)"
-	}
-	return safetext.Escape(leaf.DNSNames[0])
-}
-
 // connOf returns the server's connection under an HTTP request's context.
-func connOf(ctx context.Context) *conn {
-	if c, ok := ctx.Value(connKey{}).(*tls.Conn); ok {
-		sc, _ := c.NetConn().(*conn)
-		return sc
+func connOf(ctx context.Context) *auth.Conn {
+	c, _ := ctx.Value(connKey{}).(net.Conn)
+	if c == nil {
+		return nil
 	}
-	return nil
+	return auth.ConnOf(c)
 }
 
 // report builds the Report for the connection behind ctx from the decision
@@ -127,7 +119,7 @@ func (s *Server) report(ctx context.Context, cs *tls.ConnectionState) *Report {
 	r.Resumed = cs.DidResume
 	r.KeyExchange = cs.CurveID.String()
 	r.HelloRetry = cs.HelloRetryRequest
-	var d *Decision
+	var d *auth.Decision
 	if c != nil {
 		d = c.Decision()
 	}
@@ -141,7 +133,7 @@ func (s *Server) report(ctx context.Context, cs *tls.ConnectionState) *Report {
 		// force now is reported beside it (it differs after a reload
 		// under request; under the enforcing policies such a connection
 		// is closed).
-		now := ValidateClientCert(d.Chain, s.state.Load().storeFor(d.Flagged).roots(), s.cfg.Now()) == nil
+		now := s.auth.ValidatesNow(d)
 		r.ValidatesNow = &now
 	}
 	return r
@@ -150,13 +142,13 @@ func (s *Server) report(ctx context.Context, cs *tls.ConnectionState) *Report {
 // fillDecision reports what the handshake decided. Every name taken from
 // the certificate is escaped here, the one place that copies them into the
 // report.
-func (r *Report) fillDecision(d *Decision) {
+func (r *Report) fillDecision(d *auth.Decision) {
 	r.CertRequested = d.Requested
 	r.CertReceived = len(d.Chain) > 0
 	if !r.CertReceived {
 		return
 	}
-	r.CertName = certName(d.Chain[0])
+	r.CertName = auth.CertName(d.Chain[0])
 	ok := d.Err == nil
 	r.CertValidated = &ok
 	r.TrustStore = d.Store.String()
@@ -169,7 +161,7 @@ func (r *Report) fillDecision(d *Decision) {
 }
 
 // logHandshake writes a debug line for each completed handshake.
-func (s *Server) logHandshake(c *conn, cs tls.ConnectionState) {
+func (s *Server) logHandshake(c *auth.Conn, cs tls.ConnectionState) {
 	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
 		return
 	}
@@ -178,7 +170,7 @@ func (s *Server) logHandshake(c *conn, cs tls.ConnectionState) {
 	if d := c.Decision(); d != nil {
 		attrs = append(attrs, "cert_requested", d.Requested)
 		if len(d.Chain) > 0 {
-			attrs = append(attrs, "cert", certName(d.Chain[0]), "store", d.Store.String(), "validated", d.Err == nil)
+			attrs = append(attrs, "cert", auth.CertName(d.Chain[0]), "store", d.Store.String(), "validated", d.Err == nil)
 			if d.Err != nil {
 				attrs = append(attrs, "verify_error", d.Err.Error())
 			}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/clienthello"
 	"github.com/req-mtls/req-mtls/internal/safetext"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
@@ -91,7 +92,7 @@ func fuzzReport(hello, flagData []byte, name, verifyErr string, received bool) *
 	if s, err := clienthello.Summarize(hello); err == nil {
 		r.ClientHello = s
 	}
-	d := &Decision{Flagged: flags.Has(tlsflags.RequestMTLS), Requested: true}
+	d := &auth.Decision{Flagged: flags.Has(tlsflags.RequestMTLS), Requested: true}
 	if received {
 		d.Chain = []*x509.Certificate{{DNSNames: []string{name}, Subject: pkix.Name{CommonName: name}, SerialNumber: big.NewInt(1)}}
 		if verifyErr != "" {

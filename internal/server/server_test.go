@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/client"
 	"github.com/req-mtls/req-mtls/internal/testpki"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
@@ -331,3 +332,12 @@ func TestIndexPage(t *testing.T) {
 		t.Errorf("/nothing: status %d", o.status)
 	}
 }
+
+const (
+	PolicyRequest = auth.PolicyRequest
+	PolicyVerify  = auth.PolicyVerify
+	PolicyRequire = auth.PolicyRequire
+	PolicyAlways  = auth.PolicyAlways
+)
+
+type Policy = auth.Policy

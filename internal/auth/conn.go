@@ -1,6 +1,7 @@
-package server
+package auth
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"net"
 	"sync"
@@ -12,8 +13,9 @@ import (
 
 // A Decision is what the server decided about a client in one handshake.
 // It is recorded once, where it is made (tls.Config.VerifyConnection), and
-// everything that reports on the connection reads it: /debug, logs. It is
-// never re-derived later from the policy or the roots in force then.
+// everything that reports on the connection reads it: /debug, logs,
+// forwarded headers. It is never re-derived later from the policy or the
+// roots in force then. It is not modified once recorded.
 type Decision struct {
 	Policy    Policy
 	Flagged   bool // the ClientHello set flag 80
@@ -32,45 +34,57 @@ type Decision struct {
 // Validated reports whether a certificate came and validated.
 func (d *Decision) Validated() bool { return len(d.Chain) > 0 && d.Err == nil }
 
-// conn is the server's side of one accepted connection, under crypto/tls:
+// A Conn is the server's side of one accepted connection, under crypto/tls:
 // the ClientHello inspection, and the decision made in its handshake.
-type conn struct {
+type Conn struct {
 	*clienthello.Conn
-	srv      *Server
+	a        *Authenticator
 	decision atomic.Pointer[Decision]
 	close    sync.Once
-	closed   bool // guarded by srv.connsMu
+	closed   bool // guarded by a.connsMu
 }
 
-func (s *Server) newConn(c net.Conn) *conn {
-	return &conn{Conn: clienthello.NewConn(c), srv: s}
+// WrapConn wraps an accepted connection for inspection, for servers that
+// accept connections other than through NewListener.
+func (a *Authenticator) WrapConn(c net.Conn) *Conn {
+	return &Conn{Conn: clienthello.NewConn(c), a: a}
 }
 
-// flagged reports whether the client set the request-mTLS flag.
-func (c *conn) flagged() bool { return c.Flags().Has(tlsflags.RequestMTLS) }
+// ConnOf returns the Conn under c: c itself, or the connection under a
+// *tls.Conn. It returns nil for other connections.
+func ConnOf(c net.Conn) *Conn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	ac, _ := c.(*Conn)
+	return ac
+}
+
+// Flagged reports whether the client set the request-mTLS flag.
+func (c *Conn) Flagged() bool { return c.Flags().Has(tlsflags.RequestMTLS) }
 
 // Decision returns the decision of the handshake, or nil before it.
-func (c *conn) Decision() *Decision { return c.decision.Load() }
+func (c *Conn) Decision() *Decision { return c.decision.Load() }
 
 // Close closes the connection once and forgets it.
-func (c *conn) Close() error {
+func (c *Conn) Close() error {
 	err := net.ErrClosed
 	c.close.Do(func() {
-		c.srv.connsMu.Lock()
+		c.a.connsMu.Lock()
 		c.closed = true
-		delete(c.srv.conns, c)
-		c.srv.connsMu.Unlock()
+		delete(c.a.conns, c)
+		c.a.connsMu.Unlock()
 		err = c.Conn.Close()
 	})
 	return err
 }
 
 // track remembers a connection that holds a client certificate, so that a
-// change of trust stores can be applied to it (Server.recheck).
-func (c *conn) track() {
-	c.srv.connsMu.Lock()
-	defer c.srv.connsMu.Unlock()
+// change of trust stores can be applied to it (Authenticator.recheck).
+func (c *Conn) track() {
+	c.a.connsMu.Lock()
+	defer c.a.connsMu.Unlock()
 	if !c.closed {
-		c.srv.conns[c] = struct{}{}
+		c.a.conns[c] = struct{}{}
 	}
 }

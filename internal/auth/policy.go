@@ -1,4 +1,4 @@
-package server
+package auth
 
 import (
 	"crypto/x509"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/req-mtls/req-mtls/internal/safetext"
 )
 
 // Policy says when the server asks for a client certificate and what it
@@ -96,4 +98,13 @@ func ValidateClientCert(chain []*x509.Certificate, roots *x509.CertPool, now tim
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 	return err
+}
+
+// CertName is how a client certificate is named in reports, logs and
+// errors: its first DNS name, escaped, since its maker chose it.
+func CertName(leaf *x509.Certificate) string {
+	if len(leaf.DNSNames) == 0 {
+		return "(no DNS name)"
+	}
+	return safetext.Escape(leaf.DNSNames[0])
 }

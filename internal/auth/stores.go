@@ -1,24 +1,16 @@
-package server
+package auth
 
 import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
 
 	"github.com/req-mtls/req-mtls/internal/certs"
 )
-
-// Files names the PEM files the server loads, and reloads when they change.
-type Files struct {
-	Cert, Key string // server certificate chain and its private key
-	ClientCA  string // roots for client certificates (-client-cacert)
-	BotCA     string // optional roots for flagged clients only (-bot-cacert)
-}
 
 // StoreKind names the trust store that a client certificate is checked
 // against.
@@ -88,33 +80,29 @@ func (s *store) roots() *x509.CertPool {
 	return s.pool
 }
 
-func loadServerCert(f Files) (*tls.Certificate, error) {
-	if f.Cert == "" || f.Key == "" {
-		return nil, errors.New("a server certificate and key are required")
-	}
-	certPEM, err := os.ReadFile(f.Cert)
+func loadServerCert(certFile, keyFile string) (*tls.Certificate, error) {
+	certPEM, err := os.ReadFile(certFile)
 	if err != nil {
 		return nil, fmt.Errorf("load server certificate: %w", err)
 	}
-	keyPEM, err := os.ReadFile(f.Key)
+	keyPEM, err := os.ReadFile(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("load server key: %w", err)
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("load server certificate %q and key %q: %w", f.Cert, f.Key, err)
+		return nil, fmt.Errorf("load server certificate %q and key %q: %w", certFile, keyFile, err)
 	}
 	return &cert, nil
 }
 
-// state is one consistent set of loaded parts and the TLS configs built on
-// it. It is never modified once published.
+// state is one consistent set of loaded parts. It is never modified once
+// published.
 type state struct {
-	gen     uint64 // counts published states, for the log
-	cert    *tls.Certificate
-	client  *store         // nil without -client-cacert
-	bot     *store         // nil without -bot-cacert
-	configs [2]*tls.Config // indexed by whether the client set flag 80
+	gen    uint64           // counts published states, for the log
+	cert   *tls.Certificate // nil without Config.CertFile
+	client *store           // nil without Config.ClientCAFile
+	bot    *store           // nil without Config.BotCAFile
 }
 
 // storeFor returns the trust store for a client: flagged clients are
@@ -135,27 +123,30 @@ type part struct {
 	load  func(next *state) error
 }
 
-func (s *Server) parts() []part {
-	f := s.cfg.Files
-	ps := []part{{name: "server certificate", files: []string{f.Cert, f.Key}, load: func(next *state) error {
-		c, err := loadServerCert(f)
-		if err == nil {
-			next.cert = c
-		}
-		return err
-	}}}
-	if f.ClientCA != "" {
-		ps = append(ps, part{name: "client CA bundle", files: []string{f.ClientCA}, load: func(next *state) error {
-			st, err := loadStore(StoreClient, f.ClientCA)
+func (a *Authenticator) parts() []part {
+	c := a.cfg
+	var ps []part
+	if c.CertFile != "" {
+		ps = append(ps, part{name: "server certificate", files: []string{c.CertFile, c.KeyFile}, load: func(next *state) error {
+			cert, err := loadServerCert(c.CertFile, c.KeyFile)
+			if err == nil {
+				next.cert = cert
+			}
+			return err
+		}})
+	}
+	if c.ClientCAFile != "" {
+		ps = append(ps, part{name: "client CA bundle", files: []string{c.ClientCAFile}, load: func(next *state) error {
+			st, err := loadStore(StoreClient, c.ClientCAFile)
 			if err == nil {
 				next.client = st
 			}
 			return err
 		}})
 	}
-	if f.BotCA != "" {
-		ps = append(ps, part{name: "bot CA bundle", files: []string{f.BotCA}, load: func(next *state) error {
-			st, err := loadStore(StoreBot, f.BotCA)
+	if c.BotCAFile != "" {
+		ps = append(ps, part{name: "bot CA bundle", files: []string{c.BotCAFile}, load: func(next *state) error {
+			st, err := loadStore(StoreBot, c.BotCAFile)
 			if err == nil {
 				next.bot = st
 			}

@@ -1,4 +1,4 @@
-package server
+package auth
 
 import (
 	"context"
@@ -21,7 +21,7 @@ const debounce = 250 * time.Millisecond
 // loaded; the comparison also runs every Config.RecheckInterval, in case
 // an event never comes. Only parts whose files changed are loaded. A
 // directory that disappears is watched again once it is back.
-func (s *Server) Watch(ctx context.Context) error {
+func (a *Authenticator) Watch(ctx context.Context) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return err
@@ -29,7 +29,7 @@ func (s *Server) Watch(ctx context.Context) error {
 	defer w.Close()
 
 	var files []string
-	for _, f := range []string{s.cfg.Files.Cert, s.cfg.Files.Key, s.cfg.Files.ClientCA, s.cfg.Files.BotCA} {
+	for _, f := range []string{a.cfg.CertFile, a.cfg.KeyFile, a.cfg.ClientCAFile, a.cfg.BotCAFile} {
 		if f == "" {
 			continue
 		}
@@ -73,7 +73,7 @@ func (s *Server) Watch(ctx context.Context) error {
 	timer.Stop()
 	recheck := time.NewTicker(time.Second)
 	defer recheck.Stop()
-	backstop := time.NewTicker(s.cfg.RecheckInterval)
+	backstop := time.NewTicker(a.cfg.RecheckInterval)
 	defer backstop.Stop()
 	for {
 		select {
@@ -88,17 +88,17 @@ func (s *Server) Watch(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
-			s.log.Warn("file watch error", "err", err)
+			a.log.Warn("file watch error", "err", err)
 		case <-recheck.C:
 			if addMissing() {
-				s.log.Info("watching certificate directory again")
+				a.log.Info("watching certificate directory again")
 				timer.Reset(debounce)
 			}
 		case <-timer.C:
-			s.reload("file change", false)
+			a.reload("file change", false)
 			addMissing() // a symlink may now resolve elsewhere
 		case <-backstop.C:
-			s.reload("recheck", false)
+			a.reload("recheck", false)
 		}
 	}
 }

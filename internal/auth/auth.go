@@ -1,0 +1,426 @@
+// Package auth decides client authentication for request mTLS
+// (draft-jhoyla-req-mtls-flag-02: flag 80 of draft-ietf-tls-tlsflags) on a
+// stock crypto/tls server: it asks for a client certificate only when the
+// ClientHello sets the flag (or always, under PolicyAlways), checks it
+// against the trust store meant for the client, records the decision on the
+// connection, keeps session resumption from crossing those decisions, and
+// reloads certificates and stores when their files change.
+//
+// An Authenticator serves any number of tls.Configs (TLSConfig), each built
+// on a base config of the caller's. Connections must come through
+// NewListener (or WrapConn), whose inspection reads the flags out of the
+// ClientHello: crypto/tls itself exposes extension IDs, never their data.
+package auth
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config configures an Authenticator. Every field is optional.
+type Config struct {
+	Policy Policy
+
+	// CertFile and KeyFile name the server's certificate chain and key,
+	// reloaded when they change. Empty: the base config's Certificates or
+	// GetCertificate serve.
+	CertFile, KeyFile string
+	// ClientCAFile holds the roots for client certificates; BotCAFile the
+	// roots for flagged clients only (without it, flagged clients are
+	// checked against ClientCAFile). PEM bundles of CA certificates.
+	ClientCAFile, BotCAFile string
+
+	// RecheckInterval is how often Watch compares the files with what was
+	// loaded even when no file event came (default 1 minute).
+	RecheckInterval time.Duration
+	// Logger receives reloads and closed connections (default
+	// slog.Default()).
+	Logger *slog.Logger
+	// Now is the clock for certificate validity (default time.Now).
+	Now func() time.Time
+}
+
+// An Authenticator is safe for concurrent use.
+type Authenticator struct {
+	cfg   Config
+	log   *slog.Logger
+	state atomic.Pointer[state]
+
+	reloadMu sync.Mutex
+	stamps   map[string][32]byte // by part name: the files as last loaded or tried
+	gen      uint64
+
+	connsMu sync.Mutex
+	conns   map[*Conn]struct{} // open connections that hold a client certificate
+}
+
+// New loads every file in cfg; any failure is an error.
+func New(cfg Config) (*Authenticator, error) {
+	if cfg.RecheckInterval <= 0 {
+		cfg.RecheckInterval = time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
+		return nil, errors.New("a server certificate needs both a certificate and a key file")
+	}
+	if cfg.Policy != PolicyRequest && cfg.ClientCAFile == "" && cfg.BotCAFile == "" {
+		return nil, fmt.Errorf("client-auth policy %s needs a client CA or a bot CA bundle", cfg.Policy)
+	}
+	if cfg.Policy == PolicyAlways && cfg.ClientCAFile == "" {
+		return nil, errors.New("client-auth policy always needs a client CA bundle (for clients that send no flag)")
+	}
+	a := &Authenticator{cfg: cfg, log: cfg.Logger, stamps: map[string][32]byte{}, conns: map[*Conn]struct{}{}}
+	st := &state{}
+	for _, p := range a.parts() {
+		a.stamps[p.name] = stamp(p.files)
+		if err := p.load(st); err != nil {
+			return nil, err
+		}
+	}
+	a.publish(st)
+	return a, nil
+}
+
+// Policy returns the policy in force.
+func (a *Authenticator) Policy() Policy { return a.cfg.Policy }
+
+// Now returns the time by the Authenticator's clock.
+func (a *Authenticator) Now() time.Time { return a.cfg.Now() }
+
+// Certificate returns the server certificate loaded from CertFile, or nil
+// when the base configs provide it.
+func (a *Authenticator) Certificate() *tls.Certificate { return a.state.Load().cert }
+
+func (a *Authenticator) publish(st *state) {
+	a.gen++
+	st.gen = a.gen
+	a.state.Store(st)
+}
+
+// NewListener wraps the connections l accepts for inspection. Put
+// crypto/tls on top of it (tls.NewListener, or a server's own handshakes).
+func (a *Authenticator) NewListener(l net.Listener) net.Listener {
+	return &listener{Listener: l, a: a}
+}
+
+type listener struct {
+	net.Listener
+	a *Authenticator
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.a.WrapConn(c), nil
+}
+
+// ValidatesNow reports whether a decision's certificate would validate
+// against the trust stores in force now.
+func (a *Authenticator) ValidatesNow(d *Decision) bool {
+	return len(d.Chain) > 0 && ValidateClientCert(d.Chain, a.state.Load().storeFor(d.Flagged).roots(), a.cfg.Now()) == nil
+}
+
+// TLSConfig returns a server config built on base (nil for none), whose
+// GetConfigForClient decides client authentication per connection. Of
+// base, these are taken over: GetConfigForClient (base's own is called
+// first and its result built on instead), ClientAuth, ClientCAs,
+// VerifyConnection (base's runs after the decision is made, when the
+// handshake goes on), WrapSession and UnwrapSession (tickets are encrypted
+// with base's keys through EncryptTicket and DecryptTicket, and carry a tag
+// that says what the session proved). With CertFile set, Certificates
+// too, and GetCertificate is cleared. Defaults when base leaves them unset:
+// NextProtos h2 and http/1.1, TLS 1.2 at least, TLS 1.2 cipher suites with
+// ECDHE and AEAD only, Time from Config.Now. Everything else of base
+// (ALPN, curves, key log, ...) is kept. base must not be modified after.
+func (a *Authenticator) TLSConfig(base *tls.Config) *tls.Config {
+	if base == nil {
+		base = &tls.Config{}
+	}
+	b := &binding{a: a, base: base.Clone(), keys: base.Clone()}
+	b.base.GetConfigForClient = nil
+	custom := base.GetConfigForClient
+	cfg := base.Clone()
+	cfg.GetConfigForClient = func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+		if custom != nil {
+			c, err := custom(chi)
+			if err != nil {
+				return nil, err
+			}
+			if c != nil {
+				// Built for this connection alone.
+				return b.overlay(c.Clone(), a.state.Load(), isFlagged(chi.Conn)).perConn(b, chi.Conn), nil
+			}
+		}
+		return b.forConn(chi.Conn), nil
+	}
+	if cfg.NextProtos == nil {
+		cfg.NextProtos = defaultProtos
+	}
+	return cfg
+}
+
+var defaultProtos = []string{"h2", "http/1.1"}
+
+// tls12Suites are the TLS 1.2 suites used when base names none: ECDHE with
+// AEAD only. TLS 1.3 suites are not configurable in crypto/tls and are all
+// AEAD.
+var tls12Suites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// A binding is one TLSConfig: a base config, the ticket keys, and the two
+// config templates built from them for the state in force (for unflagged
+// and flagged clients), made again when a reload publishes a new state.
+type binding struct {
+	a    *Authenticator
+	base *tls.Config
+	keys *tls.Config // owns the session ticket keys, across reloads
+	tmpl atomic.Pointer[templates]
+}
+
+type templates struct {
+	st      *state
+	configs [2]*cfgTemplate // indexed by whether the client set flag 80
+}
+
+func isFlagged(c net.Conn) bool {
+	ac, ok := c.(*Conn)
+	return ok && ac.Flagged()
+}
+
+// forConn returns the config for one connection: a clone of the template
+// for the state in force, whose VerifyConnection records the decision on c.
+func (b *binding) forConn(c net.Conn) *tls.Config {
+	st := b.a.state.Load()
+	t := b.tmpl.Load()
+	if t == nil || t.st != st {
+		t = &templates{st: st}
+		for _, flagged := range []bool{false, true} {
+			t.configs[b2i(flagged)] = b.overlay(b.base.Clone(), st, flagged)
+		}
+		b.tmpl.Store(t)
+	}
+	return t.configs[b2i(isFlagged(c))].perConn(b, c)
+}
+
+// cfgTemplate is a config built for one state and flaggedness; perConn
+// clones it for a connection.
+type cfgTemplate struct {
+	*tls.Config
+	st      *state
+	flagged bool
+	verify  func(tls.ConnectionState) error // base's VerifyConnection
+}
+
+func (t *cfgTemplate) perConn(b *binding, c net.Conn) *tls.Config {
+	cfg := t.Config.Clone()
+	ac, _ := c.(*Conn)
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if err := b.a.decide(ac, t.st, t.flagged, cs); err != nil {
+			return err
+		}
+		if t.verify != nil {
+			return t.verify(cs)
+		}
+		return nil
+	}
+	return cfg
+}
+
+// overlay sets on cfg what request mTLS decides, for state st and a client
+// that set flag 80 or not.
+func (b *binding) overlay(cfg *tls.Config, st *state, flagged bool) *cfgTemplate {
+	a := b.a
+	policy := a.cfg.Policy
+	t := &cfgTemplate{Config: cfg, st: st, flagged: flagged, verify: cfg.VerifyConnection}
+	cfg.GetConfigForClient = nil
+	cfg.VerifyConnection = nil
+	if cfg.NextProtos == nil {
+		// Configs from GetConfigForClient do not inherit the outer
+		// config's NextProtos.
+		cfg.NextProtos = defaultProtos
+	}
+	if cfg.MinVersion < tls.VersionTLS12 {
+		cfg.MinVersion = tls.VersionTLS12
+	}
+	if cfg.CipherSuites == nil {
+		cfg.CipherSuites = tls12Suites
+	}
+	if cfg.Time == nil {
+		cfg.Time = a.cfg.Now
+	}
+	if st.cert != nil {
+		cfg.Certificates = []tls.Certificate{*st.cert}
+		cfg.GetCertificate = nil
+	}
+	cfg.ClientAuth = tls.NoClientCert
+	cfg.ClientCAs = nil
+	var want storeRef // the store a session's certificate must have been checked against
+	if policy.asks(flagged) {
+		// Verification is ValidateClientCert's alone (in decide), so
+		// crypto/tls is only told whether a certificate must come.
+		// ClientCAs fills the certificate_authorities extension of
+		// CertificateRequest.
+		cfg.ClientAuth = tls.RequestClientCert
+		if policy.requires(flagged) {
+			cfg.ClientAuth = tls.RequireAnyClientCert
+		}
+		cfg.ClientCAs = st.storeFor(flagged).roots()
+		want = st.storeFor(flagged).ref()
+	}
+	// Session tickets carry a sessionTag; acceptTicket says which ones
+	// may resume here, and why.
+	keys := b.keys
+	cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+		ss.Extra = append(ss.Extra, sessionTag{hasCert: len(cs.PeerCertificates) > 0, store: want}.marshal())
+		return keys.EncryptTicket(cs, ss)
+	}
+	cfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		ss, err := keys.DecryptTicket(identity, cs)
+		if err != nil || ss == nil {
+			return nil, err
+		}
+		tag, ok := parseSessionTag(ss.Extra)
+		if !acceptTicket(tag, ok, flagged, want) {
+			return nil, nil
+		}
+		return ss, nil
+	}
+	return t
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// decide makes the client-auth decision of a handshake (full or resumed:
+// crypto/tls calls VerifyConnection for both), records it on c, and
+// returns an error that fails the handshake when the policy enforces.
+func (a *Authenticator) decide(c *Conn, st *state, flagged bool, cs tls.ConnectionState) error {
+	policy := a.cfg.Policy
+	d := &Decision{
+		Policy:  policy,
+		Flagged: flagged,
+		// With a PSK no CertificateRequest is sent (RFC 8446, Section
+		// 4.3.2); a resumed session brings the certificate of the one
+		// it resumes.
+		Requested: policy.asks(flagged) && !cs.DidResume,
+		Resumed:   cs.DidResume,
+		Chain:     cs.PeerCertificates,
+	}
+	if len(d.Chain) > 0 {
+		store := st.storeFor(flagged)
+		d.Store = store.ref().kind
+		d.Err = ValidateClientCert(d.Chain, store.roots(), a.cfg.Now())
+	}
+	if c != nil {
+		c.decision.Store(d)
+		if len(d.Chain) > 0 {
+			c.track()
+		}
+	}
+	if d.Err != nil && policy.enforces() {
+		return fmt.Errorf("client certificate rejected: %w", d.Err)
+	}
+	return nil
+}
+
+// Reload loads every part again, whether its files changed or not. A part
+// that fails keeps its last good state; the others take their new one.
+// Failures are logged and returned.
+func (a *Authenticator) Reload(trigger string) error {
+	return a.reload(trigger, true)
+}
+
+// ReloadChanged loads the parts whose files changed since they were last
+// loaded or tried.
+func (a *Authenticator) ReloadChanged(trigger string) error {
+	return a.reload(trigger, false)
+}
+
+// reload loads the parts whose files changed since they were last loaded
+// or tried (all of them with force), publishes a new state if any part
+// took, and closes connections that the new trust stores no longer accept.
+func (a *Authenticator) reload(trigger string, force bool) error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	old := a.state.Load()
+	next := &state{cert: old.cert, client: old.client, bot: old.bot}
+	var errs []error
+	var took []string
+	for _, p := range a.parts() {
+		sum := stamp(p.files)
+		if !force && sum == a.stamps[p.name] {
+			continue
+		}
+		a.stamps[p.name] = sum
+		if err := p.load(next); err != nil {
+			a.log.Error("reload failed; keeping the last good certificates", "trigger", trigger, "part", p.name, "err", err)
+			errs = append(errs, err)
+			continue
+		}
+		took = append(took, p.name)
+	}
+	if len(took) == 0 {
+		return errors.Join(errs...)
+	}
+	a.publish(next)
+	attrs := []any{"trigger", trigger, "generation", next.gen, "parts", took}
+	if next.cert != nil {
+		attrs = append(attrs, "cert_expires", next.cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	a.log.Info("reloaded certificates", attrs...)
+	if next.client != old.client || next.bot != old.bot {
+		a.recheck(next)
+	}
+	return errors.Join(errs...)
+}
+
+// recheck applies new trust stores to open connections: under a policy that
+// enforces, a connection whose certificate no longer validates is closed,
+// so that no request is served on a certificate the server would refuse
+// now. Under request, connections stay with their handshake's decision.
+func (a *Authenticator) recheck(st *state) {
+	if !a.cfg.Policy.enforces() {
+		return
+	}
+	a.connsMu.Lock()
+	conns := make([]*Conn, 0, len(a.conns))
+	for c := range a.conns {
+		conns = append(conns, c)
+	}
+	a.connsMu.Unlock()
+	now := a.cfg.Now()
+	for _, c := range conns {
+		d := c.Decision()
+		if d == nil || len(d.Chain) == 0 {
+			continue
+		}
+		if err := ValidateClientCert(d.Chain, st.storeFor(d.Flagged).roots(), now); err != nil {
+			a.log.Warn("closing connection: its client certificate no longer validates",
+				"remote", c.RemoteAddr().String(), "cert", CertName(d.Chain[0]), "err", err)
+			c.Close()
+		}
+	}
+}
