@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
 )
@@ -72,6 +73,12 @@ func (l *Listener) Accept() (net.Conn, error) {
 // a fatal illegal_parameter alert, and the connection is closed; crypto/tls
 // never sees it.
 //
+// When the server answers a TLS 1.3 hello with a HelloRetryRequest (Write
+// watches for it), the ClientHello that follows is inspected the same way,
+// and refused with illegal_parameter when its tls_flags are invalid or are
+// not those of the first hello. The first hello's flags stand: the accessors
+// keep reporting them.
+//
 // The accessor methods report what inspection found. They are meant to be
 // called once the reader has consumed the ClientHello, as in
 // tls.Config.GetConfigForClient (whose ClientHelloInfo.Conn is the Conn) or
@@ -89,6 +96,14 @@ type Conn struct {
 	msgMem []byte // the buffer msg keeps alive: its own, or raw's
 	info   flagsInfo
 
+	// From the first ClientHello to the server's answer (see retry.go).
+	bound     int          // bytes of pending that belong to the first hello's records
+	watch     atomic.Int32 // watchOff, watchServerHello or watchRetry
+	scanMu    sync.Mutex   // guards scan
+	scan      serverHelloScan
+	retryOnce sync.Once
+	retried   bool // a second ClientHello was inspected and agreed with the first
+
 	peak int // the most bytes held at once during inspection, for tests
 }
 
@@ -101,11 +116,19 @@ func NewConn(c net.Conn) *Conn {
 // Read reads data from the connection, inspecting the ClientHello first.
 func (c *Conn) Read(p []byte) (int, error) {
 	c.once.Do(c.inspect)
+	if c.bound == 0 && c.watch.Load() != watchOff {
+		c.afterHello()
+	}
 	if c.fatal != nil {
 		return 0, c.fatal
 	}
 	if len(c.pending) > 0 {
-		n := copy(p, c.pending)
+		q := p
+		if c.bound > 0 {
+			q = p[:min(len(p), c.bound)]
+		}
+		n := copy(q, c.pending)
+		c.bound -= min(n, c.bound)
 		c.pending = c.pending[n:]
 		if len(c.pending) == 0 {
 			c.pending, c.raw = nil, nil
@@ -157,7 +180,7 @@ func (c *Conn) Summary() *Summary {
 // clear that the input is something else.
 func (c *Conn) inspect() {
 	rr := recordReader{r: c.Conn, buf: make([]byte, 0, initialBuffer)}
-	msg, own, err := c.readHello(&rr, 0)
+	msg, own, err := c.readHello(&rr, 0, false)
 	// Whatever happens below, the reader gets every byte read.
 	if len(rr.buf) > 0 {
 		c.raw, c.pending = rr.buf, rr.buf
@@ -171,13 +194,21 @@ func (c *Conn) inspect() {
 		mem = msg
 	}
 	c.complete(msg, mem)
+	if c.msg != nil && c.info.tls13 {
+		// Hand on the hello's records alone until the server answers
+		// them: what the client sent after them is the second hello's
+		// to inspect if the answer is a HelloRetryRequest.
+		c.bound = rr.off
+		c.watch.Store(watchServerHello)
+	}
 }
 
 // readHello reads records with rr until they hold a whole ClientHello and
 // returns it, with own set when it is a buffer of its own rather than a view
 // into rr.buf. base is what the Conn holds besides: the record buffer and
-// the message together never take more than MaxBuffered-base bytes.
-func (c *Conn) readHello(rr *recordReader, base int) (msg []byte, own bool, err error) {
+// the message together never take more than MaxBuffered-base bytes. With
+// skipCCS, change_cipher_spec records before the hello are passed over.
+func (c *Conn) readHello(rr *recordReader, base int, skipCCS bool) (msg []byte, own bool, err error) {
 	var a assembler
 	rr.limit = MaxBuffered - base
 	for done := false; !done && err == nil; {
@@ -186,6 +217,12 @@ func (c *Conn) readHello(rr *recordReader, base int) (msg []byte, own bool, err 
 		typ, frag, err = rr.next()
 		switch {
 		case err != nil:
+		case typ == recordTypeChangeCipherSpec && skipCCS && a.empty() && len(frag) == 1 && frag[0] == 1:
+			// RFC 8446, Appendix D.4: in middlebox compatibility mode the
+			// client sends change_cipher_spec before its second flight,
+			// which may be the ClientHello after a HelloRetryRequest.
+			// Section 5: the record is the single byte 1, and may not
+			// come between the fragments of a handshake message.
 		case typ != recordTypeHandshake:
 			err = errNotHandshake
 		default:

@@ -2,8 +2,12 @@ package clienthello
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"path/filepath"
 	"testing"
+
+	"github.com/req-mtls/req-mtls/internal/tlsflags"
 )
 
 func addSeeds(f *testing.F) {
@@ -64,6 +68,82 @@ func FuzzConn(f *testing.F) {
 		}
 		if c.HelloSeen() && c.Summary() == nil {
 			t.Fatal("inspected hello does not summarize")
+		}
+	})
+}
+
+// FuzzRetry feeds arbitrary input, in reads of arbitrary size, as what a
+// client sends after a HelloRetryRequest that answered a real first
+// ClientHello with flag 80: no panic, never more than MaxBuffered bytes held,
+// and either the input is replayed unchanged or the connection is refused
+// with an alert; the flags stay those of the first hello.
+func FuzzRetry(f *testing.F) {
+	first := readSeed(f, "utls-flag80.hex")
+	msg := first[recordHeaderLen:]
+	flags8, _ := tlsflags.Must(8).ExtensionData()
+	flag80, _ := tlsflags.Must(80).ExtensionData()
+	for _, seed := range [][]byte{
+		append(append([]byte{}, ccsRecord...), records(msg, 1<<14)...),
+		records(msg, 7),
+		append(append([]byte{}, ccsRecord...), records(rewriteFlags(f, msg, 0xfe01, flags8), 1<<14)...),
+		records(rewriteFlags(f, msg, 0xfe01, []byte{2, 1, 0}), 1<<14),
+		records(rewriteFlags(f, msg, 0, nil), 1<<14),
+		records(rewriteFlags(f, msg, 62, flag80), 1<<14),
+		trailingInput(f, 20000, 4000),
+		{recordTypeChangeCipherSpec, 3, 3, 0, 1, 2},
+		{recordTypeAlert, 3, 3, 0, 2, 2, 40},
+	} {
+		f.Add(seed, uint8(0))
+		f.Add(seed, uint8(1))
+		f.Add(seed, uint8(97))
+	}
+	hrr := hrrRecord(make([]byte, 32))
+	f.Fuzz(func(t *testing.T, data []byte, chunk uint8) {
+		var chunks []int
+		if chunk > 0 {
+			chunks = []int{int(chunk)}
+		}
+		sc := &scriptConn{data: append(append([]byte{}, first...), data...), chunks: chunks}
+		c := NewConn(sc)
+		got := make([]byte, len(first))
+		if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, first) {
+			t.Fatalf("first hello: %v, replayed unchanged %v", err, bytes.Equal(got, first))
+		}
+		if _, err := c.Write(hrr); err != nil || c.watch.Load() != watchRetry {
+			t.Fatalf("HelloRetryRequest written (%v) but not seen", err)
+		}
+		var out bytes.Buffer
+		buf := make([]byte, 512)
+		var err error
+		for err == nil {
+			var n int
+			n, err = c.Read(buf)
+			out.Write(buf[:n])
+		}
+		if c.peak > MaxBuffered || c.held() > MaxBuffered {
+			t.Fatalf("held %d bytes at the peak, %d after; the bound is %d", c.peak, c.held(), MaxBuffered)
+		}
+		if c.Flags() != tlsflags.Must(80) {
+			t.Fatalf("flags %v, want the first hello's [80]", c.Flags())
+		}
+		if c.fatal != nil {
+			var fe *FlagsError
+			if !errors.As(c.fatal, &fe) && c.fatal != ErrTooLarge {
+				t.Fatalf("refused with %v", c.fatal)
+			}
+			if !bytes.HasPrefix(sc.written.Bytes(), hrr) || sc.written.Len() != len(hrr)+7 || !sc.closed || c.retried {
+				t.Fatalf("refused without an alert: wrote %x", sc.written.Bytes())
+			}
+			return
+		}
+		if !bytes.Equal(out.Bytes(), data) {
+			t.Fatalf("replayed %x, want %x", out.Bytes(), data)
+		}
+		if !bytes.Equal(sc.written.Bytes(), hrr) {
+			t.Fatalf("wrote %x on a connection it did not refuse", sc.written.Bytes()[len(hrr):])
+		}
+		if h := c.held(); h != cap(c.msgMem) {
+			t.Fatalf("holds %d bytes once replayed, want only the first ClientHello's %d", h, cap(c.msgMem))
 		}
 	})
 }

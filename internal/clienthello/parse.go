@@ -7,10 +7,13 @@
 // Listener wraps accepted connections in a Conn. On its first Read a Conn
 // buffers whole TLS records until the complete ClientHello handshake message
 // is in, parses it, and then replays the buffered bytes unchanged, so
-// crypto/tls sees exactly what the client sent.
+// crypto/tls sees exactly what the client sent. When the server answers with
+// a HelloRetryRequest, the second ClientHello is inspected the same way, and
+// must carry the same tls_flags as the first (RFC 8446, Section 4.1.2).
 package clienthello
 
 import (
+	"bytes"
 	"errors"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -96,7 +99,9 @@ func (h hello) each(fn func(id uint16, data cryptobyte.String)) {
 }
 
 // FlagsError reports a tls_flags extension that must abort the handshake with
-// an illegal_parameter alert (draft-ietf-tls-tlsflags, Section 2).
+// an illegal_parameter alert (draft-ietf-tls-tlsflags, Section 2): malformed,
+// repeated, or, in the ClientHello after a HelloRetryRequest, not the same as
+// in the first (RFC 8446, Section 4.1.2).
 type FlagsError struct {
 	Codepoint uint16
 	Reason    string
@@ -120,17 +125,19 @@ type flagsInfo struct {
 	tls13     bool
 }
 
-// inspectFlags finds the tls_flags extension under either codepoint. The
-// extension means nothing under TLS 1.2 (draft-ietf-tls-tlsflags, Section
-// 1), so a hello that does not offer TLS 1.3 has its flags ignored. A
-// malformed or repeated extension in a TLS 1.3 hello is a *FlagsError. When
-// both codepoints are present their flags are merged and the experimental
-// codepoint is reported.
-func inspectFlags(h hello) (flagsInfo, error) {
-	var fi flagsInfo
-	var seenExp, seenBSSL bool
-	var rawExp, rawBSSL cryptobyte.String
-	var dupe uint16
+// flagsExtensions is what a ClientHello carries of tls_flags: the
+// extension_data under each codepoint, as sent.
+type flagsExtensions struct {
+	exp, bssl         cryptobyte.String
+	seenExp, seenBSSL bool
+	dupe              uint16 // a codepoint sent twice, or 0
+	tls13             bool
+}
+
+// findFlags walks the extensions once for tls_flags, under either
+// codepoint, and supported_versions.
+func findFlags(h hello) flagsExtensions {
+	var fe flagsExtensions
 	h.each(func(id uint16, data cryptobyte.String) {
 		switch id {
 		case extSupportedVersions:
@@ -142,43 +149,82 @@ func inspectFlags(h hello) (flagsInfo, error) {
 			// Stop at a stray odd byte: ReadUint16 does not consume it.
 			for v := uint16(0); vs.ReadUint16(&v); {
 				if v == versionTLS13 {
-					fi.tls13 = true
+					fe.tls13 = true
 				}
 			}
 		case tlsflags.CodepointExperimental:
-			if seenExp {
-				dupe = id
+			if fe.seenExp {
+				fe.dupe = id
 			}
-			seenExp, rawExp = true, data
+			fe.seenExp, fe.exp = true, data
 		case tlsflags.CodepointBoringSSL:
-			if seenBSSL {
-				dupe = id
+			if fe.seenBSSL {
+				fe.dupe = id
 			}
-			seenBSSL, rawBSSL = true, data
+			fe.seenBSSL, fe.bssl = true, data
 		}
 	})
-	if !fi.tls13 || (!seenExp && !seenBSSL) {
-		return flagsInfo{tls13: fi.tls13}, nil
+	return fe
+}
+
+// inspectFlags finds the tls_flags extension under either codepoint. The
+// extension means nothing under TLS 1.2 (draft-ietf-tls-tlsflags, Section
+// 1), so a hello that does not offer TLS 1.3 has its flags ignored. A
+// malformed or repeated extension in a TLS 1.3 hello is a *FlagsError. When
+// both codepoints are present their flags are merged and the experimental
+// codepoint is reported.
+func inspectFlags(h hello) (flagsInfo, error) {
+	fe := findFlags(h)
+	fi := flagsInfo{tls13: fe.tls13}
+	if !fe.tls13 || (!fe.seenExp && !fe.seenBSSL) {
+		return fi, nil
 	}
-	if dupe != 0 {
-		return fi, &FlagsError{Codepoint: dupe, Reason: "sent twice"}
+	if fe.dupe != 0 {
+		return fi, &FlagsError{Codepoint: fe.dupe, Reason: "sent twice"}
 	}
-	if seenBSSL {
-		s, err := tlsflags.Parse(rawBSSL)
+	if fe.seenBSSL {
+		s, err := tlsflags.Parse(fe.bssl)
 		if err != nil {
 			return fi, &FlagsError{Codepoint: tlsflags.CodepointBoringSSL, Reason: "not a minimal flag vector"}
 		}
 		fi.flags, fi.codepoint = s, tlsflags.CodepointBoringSSL
 	}
-	if seenExp {
-		s, err := tlsflags.Parse(rawExp)
+	if fe.seenExp {
+		s, err := tlsflags.Parse(fe.exp)
 		if err != nil {
 			return fi, &FlagsError{Codepoint: tlsflags.CodepointExperimental, Reason: "not a minimal flag vector"}
 		}
-		if seenBSSL {
+		if fe.seenBSSL {
 			s = s.Union(fi.flags)
 		}
 		fi.flags, fi.codepoint = s, tlsflags.CodepointExperimental
 	}
 	return fi, nil
+}
+
+// sameFlags checks that the ClientHello sent after a HelloRetryRequest
+// carries the tls_flags of the first, under the same codepoints, byte for
+// byte: RFC 8446, Section 4.1.2 has the client send "the same ClientHello
+// without modification" save for the changes it lists, and tls_flags is not
+// among them. Encodings are minimal, so equal bytes are equal flag sets.
+func sameFlags(first, second hello) error {
+	a, b := findFlags(first), findFlags(second)
+	for _, cp := range []struct {
+		id           uint16
+		seenA, seenB bool
+		dataA, dataB []byte
+	}{
+		{tlsflags.CodepointExperimental, a.seenExp, b.seenExp, a.exp, b.exp},
+		{tlsflags.CodepointBoringSSL, a.seenBSSL, b.seenBSSL, a.bssl, b.bssl},
+	} {
+		switch {
+		case cp.seenA && !cp.seenB:
+			return &FlagsError{Codepoint: cp.id, Reason: "left out of the ClientHello after HelloRetryRequest"}
+		case !cp.seenA && cp.seenB:
+			return &FlagsError{Codepoint: cp.id, Reason: "added to the ClientHello after HelloRetryRequest"}
+		case !bytes.Equal(cp.dataA, cp.dataB):
+			return &FlagsError{Codepoint: cp.id, Reason: "changed in the ClientHello after HelloRetryRequest"}
+		}
+	}
+	return nil
 }

@@ -84,6 +84,9 @@ type assembler struct {
 	own  bool   // msg is a buffer of its own, not a view into a fragment
 }
 
+// empty reports whether no fragment of the message has come yet.
+func (a *assembler) empty() bool { return a.nhdr == 0 && a.msg == nil }
+
 // errNotClientHello stops inspection at a handshake message that is not a
 // ClientHello.
 var errNotClientHello = errors.New("clienthello: not a ClientHello")
