@@ -128,20 +128,43 @@ type Conn struct {
 	Handshake Handshake
 }
 
-// Dial connects to the host of u and completes a TLS handshake.
+// Dial connects to the host of u and completes a TLS handshake, then sets up
+// HTTP/2 or HTTP/1.1 as the server chose.
 func (c *Client) Dial(ctx context.Context, u *url.URL) (*Conn, error) {
 	if u.Scheme != "https" {
 		return nil, fmt.Errorf("URL %q: only https is supported", u.String())
 	}
-	host := u.Hostname()
 	addr := u.Host
 	if u.Port() == "" {
-		addr = net.JoinHostPort(host, "443")
+		addr = net.JoinHostPort(u.Hostname(), "443")
 	}
+	tc, hs, err := c.DialTLS(ctx, addr, u.Hostname())
+	if err != nil {
+		return nil, err
+	}
+	conn := &Conn{tc: tc, Handshake: *hs}
+	if hs.ALPN == "h2" {
+		//lint:ignore SA1019 see Conn.h2
+		conn.h2, err = c.h2.NewClientConn(tc)
+		if err != nil {
+			err = conn.alertOr(err)
+			tc.Close()
+			return nil, explain(err, "start HTTP/2")
+		}
+	} else {
+		conn.br = bufio.NewReader(tc)
+	}
+	return conn, nil
+}
+
+// DialTLS connects to addr (host:port) and completes a TLS handshake with
+// the project's ClientHello, serverName as SNI and for verification, and
+// ALPN h2 and http/1.1. It is bounded by Config.Timeout.
+func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*tlsclient.Conn, *Handshake, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 
-	hs := Handshake{FlagsSent: c.cfg.Flags, ServerName: host}
+	hs := &Handshake{FlagsSent: c.cfg.Flags, ServerName: serverName}
 	if !c.cfg.Flags.IsEmpty() {
 		cp := c.cfg.Codepoint
 		if cp == 0 {
@@ -152,7 +175,7 @@ func (c *Client) Dial(ctx context.Context, u *url.URL) (*Conn, error) {
 	var mu sync.Mutex // GetClientCertificate runs on the handshake goroutine
 	ucfg := &utls.Config{
 		RootCAs:            c.cfg.RootCAs,
-		ServerName:         host,
+		ServerName:         serverName,
 		NextProtos:         []string{"h2", "http/1.1"},
 		KeyLogWriter:       c.cfg.KeyLog,
 		ClientSessionCache: c.cache,
@@ -194,29 +217,17 @@ func (c *Client) Dial(ctx context.Context, u *url.URL) (*Conn, error) {
 	start := time.Now()
 	tc, err := hello.Dial(ctx, &net.Dialer{}, "tcp", addr, ucfg)
 	if err != nil {
-		return nil, explain(err, "connect to "+addr)
+		return nil, nil, explain(err, "connect to "+addr)
 	}
 	st := tc.ConnectionState()
 	mu.Lock()
+	defer mu.Unlock()
 	hs.Duration = time.Since(start)
 	hs.Version = tls.VersionName(st.Version)
 	hs.CipherSuite = tls.CipherSuiteName(st.CipherSuite)
 	hs.ALPN = st.NegotiatedProtocol
 	hs.Resumed = st.DidResume
-	conn := &Conn{tc: tc, Handshake: hs}
-	mu.Unlock()
-	if st.NegotiatedProtocol == "h2" {
-		//lint:ignore SA1019 see Conn.h2
-		conn.h2, err = c.h2.NewClientConn(tc)
-		if err != nil {
-			err = conn.alertOr(err)
-			tc.Close()
-			return nil, explain(err, "start HTTP/2")
-		}
-	} else {
-		conn.br = bufio.NewReader(tc)
-	}
-	return conn, nil
+	return tc, hs, nil
 }
 
 // Close closes the connection.
@@ -227,33 +238,60 @@ func (cn *Conn) Close() error {
 	return cn.tc.Close()
 }
 
-// Do sends req on the connection and returns the response with its body
-// read (at most maxBody bytes).
-func (c *Client) Do(ctx context.Context, cn *Conn, req *http.Request, maxBody int64) (*http.Response, []byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
-	defer cancel()
+// RoundTrip sends req on the connection and returns the response, its body
+// unread. On HTTP/1.1 the body must be read and closed before the next
+// request on the connection; on HTTP/2 requests may run at once. The
+// request's context bounds it, and Config.Timeout too.
+func (c *Client) RoundTrip(cn *Conn, req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(req.Context(), c.cfg.Timeout)
 	req = req.WithContext(ctx)
+	stop := func() bool { return false }
 	var resp *http.Response
 	var err error
 	if cn.h2 != nil {
 		resp, err = cn.h2.RoundTrip(req)
 	} else {
-		stop := context.AfterFunc(ctx, func() { cn.tc.SetDeadline(time.Unix(1, 0)) })
-		defer stop()
+		stop = context.AfterFunc(ctx, func() { cn.tc.SetDeadline(time.Unix(1, 0)) })
 		if err = req.Write(cn.tc); err == nil {
 			resp, err = http.ReadResponse(cn.br, req)
 		}
 	}
 	if err != nil {
+		stop()
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (after %v)", context.DeadlineExceeded, c.cfg.Timeout)
 		}
+		cancel()
 		err = cn.alertOr(err)
 		if _, isAlert := remoteAlert(err); !isAlert && cn.Handshake.CertRequested && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)) {
-			return nil, nil, &Error{Err: err, Msg: "request: the server closed the connection right after the handshake",
+			return nil, &Error{Err: err, Msg: "request: the server closed the connection right after the handshake",
 				Hint: "it asked for a client certificate and probably refused the one sent (or the lack of one); its alert was lost"}
 		}
-		return nil, nil, explain(err, "request")
+		return nil, explain(err, "request")
+	}
+	resp.Body = &bodyCloser{ReadCloser: resp.Body, done: func() { stop(); cancel() }}
+	return resp, nil
+}
+
+// bodyCloser ends a request's timer when its body is closed.
+type bodyCloser struct {
+	io.ReadCloser
+	once sync.Once
+	done func()
+}
+
+func (b *bodyCloser) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.done)
+	return err
+}
+
+// Do sends req on the connection and returns the response with its body
+// read (at most maxBody bytes).
+func (c *Client) Do(ctx context.Context, cn *Conn, req *http.Request, maxBody int64) (*http.Response, []byte, error) {
+	resp, err := c.RoundTrip(cn, req.WithContext(ctx))
+	if err != nil {
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))

@@ -17,7 +17,10 @@ import (
 type Error struct {
 	Msg  string
 	Hint string
-	Err  error
+	// Alert is the name of the TLS alert the server sent
+	// ("certificate_required", say), when one explains the failure.
+	Alert string
+	Err   error
 }
 
 func (e *Error) Error() string { return e.Msg }
@@ -70,10 +73,10 @@ func explain(err error, during string) error {
 			name = fmt.Sprintf("alert %d", a)
 		}
 		if certificateAlerts[a] {
-			return &Error{Err: err, Msg: "server rejected the client certificate: " + name,
+			return &Error{Err: err, Alert: name, Msg: "server rejected the client certificate: " + name,
 				Hint: "check that -cert is issued by a CA the server trusts, is within its validity and has the clientAuth usage"}
 		}
-		return &Error{Err: err, Msg: fmt.Sprintf("%s: server sent TLS alert %s", during, name)}
+		return &Error{Err: err, Alert: name, Msg: fmt.Sprintf("%s: server sent TLS alert %s", during, name)}
 	}
 	var unknownCA x509.UnknownAuthorityError
 	var invalid x509.CertificateInvalidError

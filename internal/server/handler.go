@@ -8,6 +8,8 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+
+	"github.com/req-mtls/req-mtls/internal/auth"
 )
 
 //go:embed index.html
@@ -21,8 +23,8 @@ var indexTmpl = template.Must(template.New("index").Funcs(template.FuncMap{
 // connection report at /debug.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /debug", s.serveDebug)
-	mux.HandleFunc("GET /{$}", s.serveIndex)
+	mux.Handle("GET /debug", DebugHandler(s.auth))
+	mux.Handle("GET /{$}", IndexHandler(s.auth))
 	return http.MaxBytesHandler(securityHeaders(mux), s.cfg.MaxBodyBytes)
 }
 
@@ -48,8 +50,22 @@ func wantsJSON(r *http.Request) bool {
 	return false
 }
 
-func (s *Server) serveDebug(w http.ResponseWriter, r *http.Request) {
-	rep := s.report(r.Context(), r.TLS)
+// DebugHandler answers with the Report of the request's connection: the
+// reference server's /debug lines as text/plain, or JSON when asked
+// (?format=json or Accept: application/json). The http.Server must have
+// ConnContext as its ConnContext.
+func DebugHandler(a *auth.Authenticator) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { serveDebug(a, w, r) })
+}
+
+// IndexHandler serves the page that explains request mTLS and shows the
+// visitor's connection.
+func IndexHandler(a *auth.Authenticator) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { serveIndex(a, w, r) })
+}
+
+func serveDebug(a *auth.Authenticator, w http.ResponseWriter, r *http.Request) {
+	rep := NewReport(a, r)
 	if wantsJSON(r) {
 		b, err := MarshalReport(rep)
 		if err != nil {
@@ -73,8 +89,8 @@ func MarshalReport(rep *Report) ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-func (s *Server) serveIndex(w http.ResponseWriter, r *http.Request) {
-	rep := s.report(r.Context(), r.TLS)
+func serveIndex(a *auth.Authenticator, w http.ResponseWriter, r *http.Request) {
+	rep := NewReport(a, r)
 	var buf bytes.Buffer
 	if err := indexTmpl.Execute(&buf, struct {
 		R    *Report

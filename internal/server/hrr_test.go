@@ -16,7 +16,9 @@ import (
 
 // TestHelloRetryKeepsFlags: a server that accepts P-256 only answers a
 // flagged ClientHello with X25519MLKEM768 and X25519 key shares with a
-// HelloRetryRequest; the flags of the first ClientHello stand, and the certificate is still asked for and received.
+// HelloRetryRequest; the second ClientHello is inspected and repeats the
+// flags, the first one's stand, and the certificate is still asked for and
+// received.
 func TestHelloRetryKeepsFlags(t *testing.T) {
 	p := testpki.New(t)
 	s, err := New(Config{Files: Files{Cert: p.ServerCert, Key: p.ServerKey, ClientCA: p.RootCA}, Now: func() time.Time { return testpki.Now },

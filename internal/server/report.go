@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
@@ -21,9 +22,10 @@ import (
 
 type connKey struct{}
 
-// withConn is http.Server.ConnContext: it remembers the connection so that
-// handlers can reach the ClientHello inspection under the TLS layer.
-func withConn(ctx context.Context, c net.Conn) context.Context {
+// ConnContext is for http.Server.ConnContext: it remembers the connection
+// so that handlers can reach the ClientHello inspection and the decision
+// under the TLS layer.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, connKey{}, c)
 }
 
@@ -87,7 +89,8 @@ func certInfo(c *x509.Certificate) CertInfo {
 	return ci
 }
 
-// connOf returns the server's connection under an HTTP request's context.
+// connOf returns the connection under an HTTP request's context, as
+// ConnContext stored it.
 func connOf(ctx context.Context) *auth.Conn {
 	c, _ := ctx.Value(connKey{}).(net.Conn)
 	if c == nil {
@@ -96,11 +99,16 @@ func connOf(ctx context.Context) *auth.Conn {
 	return auth.ConnOf(c)
 }
 
-// report builds the Report for the connection behind ctx from the decision
-// its handshake recorded.
-func (s *Server) report(ctx context.Context, cs *tls.ConnectionState) *Report {
-	r := &Report{Policy: s.cfg.Policy.String()}
-	c := connOf(ctx)
+// ConnOf returns the connection behind an HTTP request, for servers whose
+// http.Server.ConnContext is ConnContext; nil otherwise.
+func ConnOf(r *http.Request) *auth.Conn { return connOf(r.Context()) }
+
+// NewReport builds the Report for the connection behind an HTTP request
+// from the decision its handshake recorded.
+func NewReport(a *auth.Authenticator, req *http.Request) *Report {
+	r := &Report{Policy: a.Policy().String()}
+	c := ConnOf(req)
+	cs := req.TLS
 	if c != nil {
 		r.ClientFlags = c.Flags()
 		r.MutualFlags = r.ClientFlags.Intersect(Supported)
@@ -133,7 +141,7 @@ func (s *Server) report(ctx context.Context, cs *tls.ConnectionState) *Report {
 		// force now is reported beside it (it differs after a reload
 		// under request; under the enforcing policies such a connection
 		// is closed).
-		now := s.auth.ValidatesNow(d)
+		now := a.ValidatesNow(d)
 		r.ValidatesNow = &now
 	}
 	return r

@@ -129,7 +129,7 @@ func New(cfg Config) (*Server, error) {
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
-		ConnContext:       withConn,
+		ConnContext:       ConnContext,
 	}
 	return s, nil
 }
