@@ -305,12 +305,17 @@ func (c *Client) Do(ctx context.Context, cn *Conn, req *http.Request, maxBody in
 // TLS 1.3 the server judges the client certificate after the client's
 // handshake is complete, so a refusal surfaces on the first read or write of
 // the request; the alert itself is what explains it.
-func (cn *Conn) alertOr(err error) error {
+func (cn *Conn) alertOr(err error) error { return AlertOr(cn.tc, err) }
+
+// AlertOr returns the TLS alert that tc received, if it did, or err: a
+// failed request's own error (a broken pipe, say) often hides the alert
+// that explains it.
+func AlertOr(tc net.Conn, err error) error {
 	if _, ok := remoteAlert(err); ok {
 		return err
 	}
-	cn.tc.SetReadDeadline(time.Now().Add(time.Second))
-	_, rerr := cn.tc.Read(make([]byte, 1))
+	tc.SetReadDeadline(time.Now().Add(time.Second))
+	_, rerr := tc.Read(make([]byte, 1))
 	if _, ok := remoteAlert(rerr); ok {
 		return rerr
 	}

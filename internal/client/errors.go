@@ -61,6 +61,10 @@ func remoteAlert(err error) (uint8, bool) {
 	return 0, false
 }
 
+// Explain turns err into an *Error saying what failed during what, naming
+// the TLS alert the peer sent, if any.
+func Explain(err error, during string) error { return explain(err, during) }
+
 // explain turns err into an *Error saying what failed during what.
 func explain(err error, during string) error {
 	var e *Error

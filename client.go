@@ -1,0 +1,415 @@
+package reqmtls
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	utls "github.com/refraction-networking/utls"
+	"golang.org/x/net/http2"
+
+	"github.com/req-mtls/req-mtls/internal/certs"
+	"github.com/req-mtls/req-mtls/internal/client"
+)
+
+// ClientConfig configures a Dialer or a Transport. The zero value sends no
+// flags and no certificate, and verifies servers against the system roots.
+type ClientConfig struct {
+	// Flags to send in the ClientHello (RequestMTLSFlags for request
+	// mTLS); empty sends no tls_flags extension. Send flag 80 only with a
+	// certificate at hand.
+	Flags Flags
+	// Codepoint of the tls_flags extension: CodepointExperimental (the
+	// default, what deployed servers read) or CodepointBoringSSL.
+	Codepoint uint16
+	// CertFile and KeyFile hold the client certificate (PEM), sent when
+	// a server asks. They are read at once, and again whenever they
+	// change before a handshake; a change that fails to load keeps the
+	// last good pair.
+	CertFile, KeyFile string
+	// RootCAs verifies servers; nil means the system roots.
+	RootCAs *x509.CertPool
+	// Timeout bounds connecting and the TLS handshake, and, on a
+	// ClientConn, each request (default 30 s). An http.Client's own
+	// Timeout bounds whole requests made through a Transport.
+	Timeout time.Duration
+	// DisableResumption turns the per-host TLS session cache off.
+	DisableResumption bool
+	// KeyLog receives TLS secrets in NSS key log format, for debugging.
+	KeyLog io.Writer
+	// Warn receives warnings meant for a person (a failed certificate
+	// reload, say). May be nil.
+	Warn func(format string, a ...any)
+	// OnHandshake, if set, is called after every handshake a Transport
+	// makes, with the server's address.
+	OnHandshake func(addr string, h Handshake)
+
+	// tls12Only and groups are for this package's tests.
+	tls12Only bool
+	cache     utls.ClientSessionCache
+}
+
+func (c ClientConfig) internal() client.Config {
+	cfg := client.Config{
+		Codepoint: c.Codepoint,
+		CertFile:  c.CertFile, KeyFile: c.KeyFile,
+		RootCAs:   c.RootCAs,
+		Timeout:   c.Timeout,
+		Resume:    !c.DisableResumption,
+		KeyLog:    c.KeyLog,
+		Warn:      c.Warn,
+		TLS12Only: c.tls12Only,
+	}
+	cfg.Flags = c.Flags.s
+	cfg.SessionCache = c.cache
+	return cfg
+}
+
+func (c ClientConfig) check() error {
+	if c.Codepoint != 0 && c.Codepoint != CodepointExperimental && c.Codepoint != CodepointBoringSSL {
+		return fmt.Errorf("tls_flags codepoint 0x%04x: want 0x%04x or %d", c.Codepoint, CodepointExperimental, CodepointBoringSSL)
+	}
+	return nil
+}
+
+// Handshake is what one TLS handshake did.
+type Handshake struct {
+	Version     string `json:"tls_version"`  // "TLS 1.3"
+	CipherSuite string `json:"cipher_suite"` // "TLS_AES_128_GCM_SHA256"
+	ALPN        string `json:"alpn"`         // "h2" or "http/1.1"
+	ServerName  string `json:"server_name"`
+	FlagsSent   Flags  `json:"tls_flags_sent"`
+	Codepoint   uint16 `json:"tls_flags_codepoint,omitempty"` // 0 when no flags were sent
+	// CertRequested reports whether the server sent a CertificateRequest,
+	// RequestedCAs the CA names it listed (escaped for printing).
+	CertRequested bool     `json:"cert_requested"`
+	RequestedCAs  []string `json:"cert_request_cas,omitempty"`
+	// CertSent reports whether a certificate was sent; IssuerListed, when
+	// the server listed CA names, whether they named its issuer (it is
+	// sent either way).
+	CertSent     bool          `json:"cert_sent"`
+	IssuerListed *bool         `json:"cert_issuer_listed,omitempty"`
+	Resumed      bool          `json:"resumed"`
+	Duration     time.Duration `json:"handshake_ns"`
+}
+
+func handshakeOf(h *client.Handshake) Handshake {
+	out := Handshake{
+		Version: h.Version, CipherSuite: h.CipherSuite, ALPN: h.ALPN, ServerName: h.ServerName,
+		FlagsSent: Flags{h.FlagsSent}, CertRequested: h.CertRequested, RequestedCAs: h.RequestedCAs,
+		CertSent: h.CertSent, IssuerListed: h.CASMatch, Resumed: h.Resumed, Duration: h.Duration,
+	}
+	if !h.FlagsSent.IsEmpty() {
+		out.Codepoint = CodepointExperimental
+		if h.Codepoint == fmt.Sprintf("0x%04x", CodepointBoringSSL) {
+			out.Codepoint = CodepointBoringSSL
+		}
+	}
+	return out
+}
+
+// An Error explains a failed connection or request for a person: what
+// failed, the TLS alert the server sent when one did, and what to try.
+type Error struct {
+	Msg   string
+	Alert string // "certificate_required", "bad_certificate", ...; "" when none
+	Hint  string
+	Err   error
+}
+
+func (e *Error) Error() string { return e.Msg }
+func (e *Error) Unwrap() error { return e.Err }
+
+func publicError(err error) error {
+	var e *client.Error
+	if errors.As(err, &e) {
+		return &Error{Msg: e.Msg, Alert: e.Alert, Hint: e.Hint, Err: e.Err}
+	}
+	return err
+}
+
+// LoadCertPool reads a PEM bundle of certificates to trust as roots, for
+// ClientConfig.RootCAs.
+func LoadCertPool(file string) (*x509.CertPool, error) { return certs.LoadPool(file) }
+
+// A Dialer opens connections one at a time, with their handshakes to look
+// at. It is safe for concurrent use; connections share its session cache.
+type Dialer struct {
+	c *client.Client
+}
+
+// NewDialer loads the client certificate, if any.
+func NewDialer(cfg ClientConfig) (*Dialer, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	c, err := client.New(cfg.internal())
+	if err != nil {
+		return nil, err
+	}
+	return &Dialer{c: c}, nil
+}
+
+// HasCertificate reports whether a client certificate is configured.
+func (d *Dialer) HasCertificate() bool { return d.c.HasCertificate() }
+
+// Dial connects to the host of an https URL and completes the handshake.
+func (d *Dialer) Dial(ctx context.Context, u *url.URL) (*ClientConn, error) {
+	cn, err := d.c.Dial(ctx, u)
+	if err != nil {
+		return nil, publicError(err)
+	}
+	return &ClientConn{c: d.c, cn: cn}, nil
+}
+
+// A ClientConn is one connection, over HTTP/2 or HTTP/1.1.
+type ClientConn struct {
+	c  *client.Client
+	cn *client.Conn
+}
+
+// Handshake returns what the connection's handshake did.
+func (cc *ClientConn) Handshake() Handshake { return handshakeOf(&cc.cn.Handshake) }
+
+// RoundTrip sends req and returns the response, its body unread. Over
+// HTTP/1.1 read and close the body before the next request; over HTTP/2
+// requests may run at once. A failure is an *Error, naming the TLS alert
+// when the server sent one (in TLS 1.3 a refused certificate shows on the
+// first request).
+func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := cc.c.RoundTrip(cc.cn, req)
+	return resp, publicError(err)
+}
+
+// Close closes the connection.
+func (cc *ClientConn) Close() error { return cc.cn.Close() }
+
+// A Transport is an http.RoundTripper that speaks request mTLS: the flags
+// in every ClientHello, the certificate when a server asks, sessions
+// resumed per host, HTTP/2 where the server offers it and HTTP/1.1
+// otherwise (both kept alive and shared between requests). Plain http URLs
+// go through net/http's own transport. It is safe for concurrent use.
+type Transport struct {
+	d      *Dialer
+	onHS   func(string, Handshake)
+	h2     *http2.Transport
+	h1     *http.Transport
+	mu     sync.Mutex
+	h2pool map[string][]*http2.ClientConn
+	h2conn map[*http2.ClientConn]net.Conn // the TLS connection under each
+	h1only map[string]bool     // hosts that chose HTTP/1.1
+	handed map[string]net.Conn // a dialed HTTP/1.1 connection for h1's next dial
+}
+
+// NewTransport loads the client certificate, if any.
+func NewTransport(cfg ClientConfig) (*Transport, error) {
+	d, err := NewDialer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	t := &Transport{d: d, onHS: cfg.OnHandshake, h2pool: map[string][]*http2.ClientConn{}, h2conn: map[*http2.ClientConn]net.Conn{},
+		h1only: map[string]bool{}, handed: map[string]net.Conn{}}
+	//lint:ignore SA1019 x/net/http2 is the HTTP/2 client that takes an established uTLS connection.
+	t.h2 = &http2.Transport{}
+	t.h1 = &http.Transport{
+		DialTLSContext: t.dialH1,
+		// HTTP/2 is this Transport's own (h2 above); an empty map keeps
+		// net/http from trying it on connections it cannot use.
+		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
+		MaxIdleConnsPerHost: 8,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	return t, nil
+}
+
+// errH2 says a connection meant for HTTP/1.1 negotiated HTTP/2.
+var errH2 = errors.New("reqmtls: the server chose HTTP/2 on a connection for HTTP/1.1")
+
+// RoundTrip sends req. Over https it uses a kept-alive HTTP/2 connection to
+// the host when one can take the request, else dials one; a host whose
+// server chose HTTP/1.1 is served through a pool of HTTP/1.1 connections.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "https" {
+		return t.h1.RoundTrip(req)
+	}
+	addr := hostPort(req.URL)
+	for attempt := 0; ; attempt++ {
+		t.mu.Lock()
+		h1 := t.h1only[addr]
+		cc := t.idleH2Locked(addr)
+		t.mu.Unlock()
+		if h1 {
+			resp, err := t.h1.RoundTrip(req)
+			if errors.Is(err, errH2) && attempt == 0 {
+				continue // the host moved to HTTP/2: dial again
+			}
+			return resp, publicError(err)
+		}
+		if cc == nil {
+			var err error
+			if cc, err = t.dialH2(req.Context(), addr, req.URL.Hostname()); err != nil {
+				return nil, err
+			}
+			if cc == nil {
+				continue // the server chose HTTP/1.1
+			}
+		}
+		resp, err := cc.RoundTrip(req)
+		if err != nil && attempt == 0 && !cc.CanTakeNewRequest() && req.Body == nil {
+			t.dropH2(addr, cc)
+			continue // the connection went away under us: once more on a new one
+		}
+		if err != nil {
+			return nil, t.explainH2(cc, err)
+		}
+		return resp, nil
+	}
+}
+
+// idleH2Locked returns a pooled HTTP/2 connection to addr that can take a
+// request, dropping dead ones.
+func (t *Transport) idleH2Locked(addr string) *http2.ClientConn {
+	pool := t.h2pool[addr]
+	kept := pool[:0]
+	var found *http2.ClientConn
+	for _, cc := range pool {
+		if cc.State().Closed || cc.State().Closing {
+			delete(t.h2conn, cc)
+			continue
+		}
+		kept = append(kept, cc)
+		if found == nil && cc.CanTakeNewRequest() {
+			found = cc
+		}
+	}
+	t.h2pool[addr] = kept
+	return found
+}
+
+func (t *Transport) dropH2(addr string, cc *http2.ClientConn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pool := t.h2pool[addr]
+	for i, c := range pool {
+		if c == cc {
+			t.h2pool[addr] = append(pool[:i], pool[i+1:]...)
+			break
+		}
+	}
+	delete(t.h2conn, cc)
+	cc.Close()
+}
+
+// dialH2 dials addr. When the server chooses HTTP/2 the connection joins
+// the pool; when it chooses HTTP/1.1 the host is remembered as such, the
+// connection is handed to the HTTP/1.1 pool, and dialH2 returns nil.
+func (t *Transport) dialH2(ctx context.Context, addr, host string) (*http2.ClientConn, error) {
+	tc, hs, err := t.d.c.DialTLS(ctx, addr, host)
+	if err != nil {
+		return nil, publicError(err)
+	}
+	t.handshake(addr, hs)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if hs.ALPN != "h2" {
+		t.h1only[addr] = true
+		if old := t.handed[addr]; old != nil {
+			old.Close()
+		}
+		t.handed[addr] = tc
+		return nil, nil
+	}
+	cc, err := t.h2.NewClientConn(tc)
+	if err != nil {
+		tc.Close()
+		return nil, publicError(err)
+	}
+	t.h2pool[addr] = append(t.h2pool[addr], cc)
+	t.h2conn[cc] = tc
+	return cc, nil
+}
+
+// dialH1 is the HTTP/1.1 pool's dial: the connection dialH2 handed over,
+// if any, else a new one.
+func (t *Transport) dialH1(ctx context.Context, network, addr string) (net.Conn, error) {
+	t.mu.Lock()
+	c := t.handed[addr]
+	delete(t.handed, addr)
+	t.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	tc, hs, err := t.d.c.DialTLS(ctx, addr, host)
+	if err != nil {
+		return nil, err
+	}
+	t.handshake(addr, hs)
+	if hs.ALPN == "h2" {
+		tc.Close()
+		t.mu.Lock()
+		delete(t.h1only, addr)
+		t.mu.Unlock()
+		return nil, errH2
+	}
+	return tc, nil
+}
+
+func (t *Transport) handshake(addr string, hs *client.Handshake) {
+	if t.onHS != nil {
+		t.onHS(addr, handshakeOf(hs))
+	}
+}
+
+// explainH2 names the TLS alert behind an HTTP/2 failure, if there was one.
+func (t *Transport) explainH2(cc *http2.ClientConn, err error) error {
+	t.mu.Lock()
+	tc := t.h2conn[cc]
+	t.mu.Unlock()
+	if tc != nil {
+		err = client.AlertOr(tc, err)
+	}
+	return publicError(client.Explain(err, "request"))
+}
+
+// CloseIdleConnections closes connections that carry no request.
+func (t *Transport) CloseIdleConnections() {
+	t.h1.CloseIdleConnections()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for addr, pool := range t.h2pool {
+		kept := pool[:0]
+		for _, cc := range pool {
+			if cc.State().StreamsActive == 0 {
+				cc.Close()
+				delete(t.h2conn, cc)
+				continue
+			}
+			kept = append(kept, cc)
+		}
+		t.h2pool[addr] = kept
+	}
+	for addr, c := range t.handed {
+		c.Close()
+		delete(t.handed, addr)
+	}
+}
+
+// hostPort returns the host:port of an https URL.
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	return net.JoinHostPort(u.Hostname(), "443")
+}

@@ -1,0 +1,263 @@
+package reqmtls
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/req-mtls/req-mtls/internal/auth"
+	"github.com/req-mtls/req-mtls/internal/server"
+)
+
+// Policy says when a server asks for a client certificate and what it does
+// with one.
+type Policy int
+
+const (
+	// PolicyRequest asks flagged clients for a certificate and accepts
+	// whatever comes (or nothing); Info says whether it validated. This
+	// is what the reference server does.
+	PolicyRequest Policy = Policy(auth.PolicyRequest)
+	// PolicyVerify asks flagged clients; a certificate that does not
+	// validate fails the handshake (bad_certificate). None is fine.
+	PolicyVerify Policy = Policy(auth.PolicyVerify)
+	// PolicyRequire asks flagged clients, who must present a valid
+	// certificate (certificate_required otherwise).
+	PolicyRequire Policy = Policy(auth.PolicyRequire)
+	// PolicyAlways is classic mTLS: every client is asked and must
+	// present a valid certificate, flag or not.
+	PolicyAlways Policy = Policy(auth.PolicyAlways)
+)
+
+// ParsePolicy parses "request", "verify", "require" or "always".
+func ParsePolicy(s string) (Policy, error) {
+	p, err := auth.ParsePolicy(s)
+	return Policy(p), err
+}
+
+func (p Policy) String() string { return auth.Policy(p).String() }
+
+// ServerConfig configures an Authenticator, and a Server. Every field is
+// optional; the zero value asks flagged clients for a certificate and
+// validates it against nothing (so Info reports it as not validated).
+type ServerConfig struct {
+	Policy Policy
+
+	// CertFile and KeyFile name the server's certificate chain and key
+	// (PEM), reloaded when they change. Without them the base config
+	// given to TLSConfig provides the certificate (Server needs them).
+	CertFile, KeyFile string
+	// ClientCAFile is a PEM bundle of CA certificates that client
+	// certificates must chain to. BotCAFile, if set, is the store for
+	// flagged clients alone: they are checked against it and never
+	// against ClientCAFile. A bundle entry that is not a CA is refused.
+	ClientCAFile, BotCAFile string
+
+	// RecheckInterval is how often Watch compares the files with what was
+	// loaded when no file event came (default 1 minute).
+	RecheckInterval time.Duration
+	// Logger receives reloads, closed connections and, for Server,
+	// handshake failures and a debug line per connection (default
+	// slog.Default()).
+	Logger *slog.Logger
+	// Now is the clock for certificate validity (default time.Now); for
+	// tests.
+	Now func() time.Time
+
+	// The fields below are Server's alone.
+
+	// HandshakeTimeout bounds a TLS handshake from the accept (default
+	// 10 s). ReadHeaderTimeout and IdleTimeout are net/http's (defaults
+	// 10 s and 2 minutes).
+	HandshakeTimeout  time.Duration
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	// Handler serves requests (default: the index page at / and the
+	// connection report at /debug, as DebugHandler).
+	Handler http.Handler
+	// KeyLog receives TLS secrets in NSS key log format, for debugging.
+	KeyLog io.Writer
+}
+
+func (c ServerConfig) auth() auth.Config {
+	return auth.Config{
+		Policy:   auth.Policy(c.Policy),
+		CertFile: c.CertFile, KeyFile: c.KeyFile,
+		ClientCAFile: c.ClientCAFile, BotCAFile: c.BotCAFile,
+		RecheckInterval: c.RecheckInterval,
+		Logger:          c.Logger,
+		Now:             c.Now,
+	}
+}
+
+// An Authenticator decides client authentication for request mTLS on any
+// crypto/tls server. It is safe for concurrent use; one Authenticator may
+// serve several listeners and configs.
+type Authenticator struct {
+	a *auth.Authenticator
+}
+
+// NewAuthenticator loads the files named in cfg; any failure is an error
+// that names the file and why.
+func NewAuthenticator(cfg ServerConfig) (*Authenticator, error) {
+	a, err := auth.New(cfg.auth())
+	if err != nil {
+		return nil, err
+	}
+	return &Authenticator{a: a}, nil
+}
+
+// Listener wraps l so that the flags of each connection's ClientHello can
+// be read. Serve TLS on it with a config from TLSConfig: without it, no
+// connection is seen as flagged.
+func (a *Authenticator) Listener(l net.Listener) net.Listener { return a.a.NewListener(l) }
+
+// WrapConn is Listener for one connection accepted by other means.
+func (a *Authenticator) WrapConn(c net.Conn) net.Conn { return a.a.WrapConn(c) }
+
+// TLSConfig returns a server config built on base (nil for none). It keeps
+// what base says of certificates (unless CertFile is set), ALPN, curves,
+// cipher suites and the rest, and takes over:
+//
+//   - GetConfigForClient: it decides per connection; base's own, if set, is
+//     called first and its result built on.
+//   - ClientAuth and ClientCAs, from the policy and the stores.
+//   - VerifyConnection: the certificate is checked and the decision
+//     recorded; base's runs after, when the handshake goes on.
+//   - WrapSession and UnwrapSession: tickets, encrypted with base's keys,
+//     say whether the session had a certificate and which store accepted
+//     it, so that a flagged client never resumes a session without one
+//     (it gets a full handshake and a CertificateRequest) and no session
+//     resumes where another store, or other roots, apply.
+//
+// Defaults where base is silent: ALPN h2 and http/1.1, TLS 1.2 at least,
+// ECDHE with AEAD suites for TLS 1.2. base must not be modified afterwards.
+func (a *Authenticator) TLSConfig(base *tls.Config) *tls.Config { return a.a.TLSConfig(base) }
+
+// Reload loads every file again. A file that fails keeps its part's last
+// good state (server certificate, client CA bundle, bot CA bundle: each on
+// its own) and is logged and returned as an error. Under PolicyVerify,
+// PolicyRequire and PolicyAlways, open connections whose certificate the
+// new stores no longer accept are closed.
+func (a *Authenticator) Reload() error { return a.a.Reload("reload") }
+
+// Watch reloads the files that change, until ctx ends: it watches their
+// directories, resolves symlinks (Kubernetes volumes swap a "..data" link
+// and no event names the file), and compares contents every
+// RecheckInterval as a backstop.
+func (a *Authenticator) Watch(ctx context.Context) error { return a.a.Watch(ctx) }
+
+// DebugHandler answers with the reference server's /debug lines about the
+// request's own connection (text/plain), or everything as JSON with
+// ?format=json. The http.Server's ConnContext must be ConnContext.
+func (a *Authenticator) DebugHandler() http.Handler { return server.DebugHandler(a.a) }
+
+// ConnContext is for http.Server.ConnContext: it lets RequestInfo and
+// DebugHandler find a request's connection.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return server.ConnContext(ctx, c)
+}
+
+// Info is what happened on one connection: what the client sent and what
+// the server decided in the handshake. The decision is made once, in the
+// handshake, and never changes.
+type Info struct {
+	// Flags are the TLS flags of the ClientHello (empty when it sent none,
+	// or did not offer TLS 1.3), Codepoint the extension that carried
+	// them (0 for none).
+	Flags     Flags
+	Codepoint uint16
+	// Flagged reports whether Flags hold the request-mTLS flag.
+	Flagged bool
+	// CertRequested reports whether a CertificateRequest was sent.
+	// Resumed sessions are never asked: they keep the identity of the
+	// session they resume.
+	CertRequested bool
+	Resumed       bool
+	// Chain is the client's certificate chain, leaf first (nil when none
+	// came), Store the trust store it was checked against ("client",
+	// "bot", or "none" when none was configured; "" without a
+	// certificate), and Err why it did not validate (nil when it did).
+	Chain []*x509.Certificate
+	Store string
+	Err   error
+}
+
+// Validated reports whether a certificate came and validated.
+func (i *Info) Validated() bool { return len(i.Chain) > 0 && i.Err == nil }
+
+// RequestInfo returns the Info of the connection behind r, or nil when the
+// server's ConnContext is not ConnContext or the connection did not come
+// through Listener.
+func RequestInfo(r *http.Request) *Info { return connInfo(server.ConnOf(r)) }
+
+// ConnInfo returns the Info of c (a connection from Listener, or the
+// *tls.Conn over one), or nil for other connections. Before the handshake
+// it holds the flags alone.
+func ConnInfo(c net.Conn) *Info { return connInfo(auth.ConnOf(c)) }
+
+func connInfo(c *auth.Conn) *Info {
+	if c == nil {
+		return nil
+	}
+	i := &Info{Flags: Flags{c.Flags()}, Codepoint: c.FlagsCodepoint(), Flagged: c.Flagged()}
+	if d := c.Decision(); d != nil {
+		i.CertRequested, i.Resumed = d.Requested, d.Resumed
+		if len(d.Chain) > 0 {
+			i.Chain, i.Store, i.Err = d.Chain, d.Store.String(), d.Err
+		}
+	}
+	return i
+}
+
+// A Server is a whole request-mTLS HTTPS server (HTTP/2 and HTTP/1.1), as
+// cmd/server runs it: handshakes complete before net/http sees a
+// connection, each under HandshakeTimeout; plain HTTP on its port gets a
+// 400; failed handshakes are logged once with the flags the client sent.
+type Server struct {
+	s *server.Server
+	a *Authenticator
+}
+
+// NewServer loads the files in cfg (CertFile and KeyFile are required).
+func NewServer(cfg ServerConfig) (*Server, error) {
+	s, err := server.New(server.Config{
+		Files:             server.Files{Cert: cfg.CertFile, Key: cfg.KeyFile, ClientCA: cfg.ClientCAFile, BotCA: cfg.BotCAFile},
+		Policy:            auth.Policy(cfg.Policy),
+		HandshakeTimeout:  cfg.HandshakeTimeout,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		RecheckInterval:   cfg.RecheckInterval,
+		Handler:           cfg.Handler,
+		KeyLog:            cfg.KeyLog,
+		Logger:            cfg.Logger,
+		Now:               cfg.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Server{s: s, a: &Authenticator{a: s.Auth()}}, nil
+}
+
+// Authenticator returns the server's Authenticator.
+func (s *Server) Authenticator() *Authenticator { return s.a }
+
+// Serve accepts connections on l, a plain TCP listener, until Shutdown.
+func (s *Server) Serve(l net.Listener) error { return s.s.Serve(l) }
+
+// Shutdown stops accepting, closes connections still in their handshake,
+// lets requests in flight finish until ctx ends, then closes every
+// connection.
+func (s *Server) Shutdown(ctx context.Context) error { return s.s.Shutdown(ctx) }
+
+// Reload loads every file again; reason is logged as the trigger ("SIGHUP",
+// say). See Authenticator.Reload.
+func (s *Server) Reload(reason string) error { return s.s.Reload(reason) }
+
+// Watch reloads the files that change, until ctx ends (Authenticator.Watch).
+func (s *Server) Watch(ctx context.Context) error { return s.s.Watch(ctx) }
