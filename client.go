@@ -205,8 +205,8 @@ type Transport struct {
 	mu     sync.Mutex
 	h2pool map[string][]*http2.ClientConn
 	h2conn map[*http2.ClientConn]net.Conn // the TLS connection under each
-	h1only map[string]bool     // hosts that chose HTTP/1.1
-	handed map[string]net.Conn // a dialed HTTP/1.1 connection for h1's next dial
+	h1only map[string]bool                // hosts that chose HTTP/1.1
+	handed map[string]net.Conn            // a dialed HTTP/1.1 connection for h1's next dial
 }
 
 // NewTransport loads the client certificate, if any.

@@ -238,7 +238,12 @@ func (t *cfgTemplate) perConn(b *binding, c net.Conn) *tls.Config {
 			return err
 		}
 		if t.verify != nil {
-			return t.verify(cs)
+			if err := t.verify(cs); err != nil {
+				return err
+			}
+		}
+		if ac != nil {
+			ac.handshakeOK.Store(true)
 		}
 		return nil
 	}

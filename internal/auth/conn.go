@@ -3,9 +3,11 @@ package auth
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/req-mtls/req-mtls/internal/clienthello"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
@@ -42,6 +44,8 @@ type Conn struct {
 	decision atomic.Pointer[Decision]
 	close    sync.Once
 	closed   bool // guarded by a.connsMu
+	// handshakeOK is set when the handshake passed VerifyConnection.
+	handshakeOK atomic.Bool
 }
 
 // WrapConn wraps an accepted connection for inspection, for servers that
@@ -67,16 +71,58 @@ func (c *Conn) Flagged() bool { return c.Flags().Has(tlsflags.RequestMTLS) }
 func (c *Conn) Decision() *Decision { return c.decision.Load() }
 
 // Close closes the connection once and forgets it.
+//
+// A connection whose TLS handshake did not complete is closed gently, so
+// that the client reads the alert crypto/tls sent: closing a socket with
+// unread input makes the kernel send a reset, which can destroy the alert
+// before the client reads it (a TLS 1.3 client has usually sent its first
+// request by the time it learns its certificate was refused). So Close
+// sends FIN at once, then reads and discards for up to a second in the
+// background before it closes the socket.
 func (c *Conn) Close() error {
+	if c.HelloSeen() && !c.handshakeOK.Load() {
+		return c.Linger()
+	}
+	return c.CloseNow()
+}
+
+// CloseNow closes the connection at once.
+func (c *Conn) CloseNow() error {
 	err := net.ErrClosed
 	c.close.Do(func() {
-		c.a.connsMu.Lock()
-		c.closed = true
-		delete(c.a.conns, c)
-		c.a.connsMu.Unlock()
+		c.forget()
 		err = c.Conn.Close()
 	})
 	return err
+}
+
+// Linger closes the connection gently (see Close), whatever the state of
+// its handshake: for an answer written to a client that may still be
+// sending.
+func (c *Conn) Linger() error {
+	err := net.ErrClosed
+	c.close.Do(func() {
+		c.forget()
+		tcp, ok := c.Conn.Conn.(*net.TCPConn)
+		if !ok || tcp.CloseWrite() != nil {
+			err = c.Conn.Close()
+			return
+		}
+		err = nil
+		go func() {
+			tcp.SetReadDeadline(time.Now().Add(time.Second))
+			io.Copy(io.Discard, io.LimitReader(tcp, 1<<16))
+			tcp.Close()
+		}()
+	})
+	return err
+}
+
+func (c *Conn) forget() {
+	c.a.connsMu.Lock()
+	c.closed = true
+	delete(c.a.conns, c)
+	c.a.connsMu.Unlock()
 }
 
 // track remembers a connection that holds a client certificate, so that a

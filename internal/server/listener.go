@@ -108,7 +108,7 @@ func (l *handshakeListener) handshake(c *auth.Conn) {
 	select {
 	case l.conns <- tc:
 	case <-l.done:
-		tc.Close()
+		c.CloseNow()
 	}
 }
 
@@ -119,7 +119,7 @@ func (l *handshakeListener) handshake(c *auth.Conn) {
 func (l *handshakeListener) failed(c *auth.Conn, err error) {
 	select {
 	case <-l.done:
-		c.Close() // shutting down: no log, no linger
+		c.CloseNow() // shutting down: no log, no linger
 		return
 	default:
 	}
@@ -127,7 +127,7 @@ func (l *handshakeListener) failed(c *auth.Conn, err error) {
 	if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
 		io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
 		l.srv.log.Debug("plain HTTP request on the TLS port; answered 400", "remote", c.RemoteAddr().String())
-		lingerClose(c)
+		c.Linger()
 		return
 	}
 	attrs := []any{"remote", c.RemoteAddr().String(), "err", err}
@@ -135,7 +135,7 @@ func (l *handshakeListener) failed(c *auth.Conn, err error) {
 		attrs = append(attrs, "tls_flags", c.Flags())
 	}
 	l.srv.log.Warn("tls handshake failed", attrs...)
-	lingerClose(c)
+	c.Close() // gently, so that the client reads the alert (auth.Conn.Close)
 }
 
 // looksLikeHTTP reports whether a TLS record header is the start of an
@@ -168,7 +168,7 @@ func (l *handshakeListener) Close() error {
 		l.mu.Lock()
 		close(l.done)
 		for c := range l.handshakes {
-			c.Close()
+			c.CloseNow()
 		}
 		l.mu.Unlock()
 	})
@@ -179,22 +179,3 @@ func (l *handshakeListener) Close() error {
 func (l *handshakeListener) wait() { l.wg.Wait() }
 
 func (l *handshakeListener) Addr() net.Addr { return l.inner.Addr() }
-
-// lingerClose closes c after a failed handshake so that the client reads the
-// alert crypto/tls sent: closing a socket with unread input makes the kernel
-// send a reset, which can destroy the alert before the client reads it (a
-// TLS 1.3 client has usually sent its first request by the time it learns
-// its certificate was refused). So: send FIN, read and discard for a moment,
-// then close.
-func lingerClose(c *auth.Conn) {
-	defer c.Close()
-	tcp, ok := c.Conn.Conn.(*net.TCPConn)
-	if !ok {
-		return
-	}
-	if tcp.CloseWrite() != nil {
-		return
-	}
-	tcp.SetReadDeadline(time.Now().Add(time.Second))
-	io.Copy(io.Discard, io.LimitReader(tcp, 1<<16))
-}

@@ -54,6 +54,8 @@ type Config struct {
 	// was loaded even when no file event came (default 1 minute).
 	RecheckInterval time.Duration
 
+	// Handler serves requests (default: the index page and /debug).
+	Handler http.Handler
 	// TLS is a base config for what request mTLS leaves alone (curves,
 	// say); see auth.Authenticator.TLSConfig. May be nil.
 	TLS *tls.Config
@@ -123,8 +125,12 @@ func New(cfg Config) (*Server, error) {
 		base.KeyLogWriter = cfg.KeyLog
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, auth: a, base: a.TLSConfig(base)}
+	h := cfg.Handler
+	if h == nil {
+		h = s.Handler()
+	}
 	s.http = &http.Server{
-		Handler:           s.Handler(),
+		Handler:           h,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
