@@ -19,9 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/req-mtls/req-mtls/internal/certs"
-	"github.com/req-mtls/req-mtls/internal/client"
-	"github.com/req-mtls/req-mtls/internal/tlsflags"
+	reqmtls "github.com/req-mtls/req-mtls"
 )
 
 const usage = `usage: client [options]
@@ -149,16 +147,16 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	if fs.NArg() > 0 {
 		return c.misuse("unexpected argument %q (the URL goes after -connect)", fs.Arg(0))
 	}
-	cfg := client.Config{Timeout: *timeout, Resume: *resume, CertFile: *certFile, KeyFile: *keyFile, Warn: c.warnf}
+	cfg := reqmtls.ClientConfig{Timeout: *timeout, DisableResumption: !*resume, CertFile: *certFile, KeyFile: *keyFile, Warn: c.warnf}
 	if *flagList != "" {
-		flags, err := tlsflags.ParseList(*flagList)
+		flags, err := reqmtls.ParseFlags(*flagList)
 		if err != nil {
 			return c.misuse("-tlsflags: %v", strings.TrimPrefix(err.Error(), "tlsflags: "))
 		}
 		cfg.Flags = flags
 	}
 	cp, err := strconv.ParseUint(*codepoint, 0, 16)
-	if err != nil || (uint16(cp) != tlsflags.CodepointExperimental && uint16(cp) != tlsflags.CodepointBoringSSL) {
+	if err != nil || (uint16(cp) != reqmtls.CodepointExperimental && uint16(cp) != reqmtls.CodepointBoringSSL) {
 		return c.misuse("-tlsflags-codepoint must be 0xfe01 or 62, not %q", *codepoint)
 	}
 	cfg.Codepoint = uint16(cp)
@@ -175,7 +173,7 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	if (*certFile == "") != (*keyFile == "") {
 		return c.misuse("-cert and -key go together")
 	}
-	req := &client.Request{URL: u, Method: *method, Header: http.Header{}}
+	req := &Request{URL: u, Method: *method, Header: http.Header{}}
 	for _, h := range headers {
 		name, value, _ := strings.Cut(h, ":")
 		req.Header.Add(textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(name)), strings.TrimSpace(value))
@@ -200,7 +198,7 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		req.Method = http.MethodGet
 	}
 	if *serverCA != "" {
-		if cfg.RootCAs, err = certs.LoadPool(*serverCA); err != nil {
+		if cfg.RootCAs, err = reqmtls.LoadCertPool(*serverCA); err != nil {
 			c.errorf("-server-cacert: %v", err)
 			return 1
 		}
@@ -214,36 +212,37 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		defer f.Close()
 		cfg.KeyLog = f
 	}
-	cl, err := client.New(cfg)
+	cl, err := reqmtls.NewDialer(cfg)
 	if err != nil {
 		c.errorf("%v", err)
 		return 1
 	}
-	if cfg.Flags.Has(tlsflags.RequestMTLS) && !cl.HasCertificate() {
+	if cfg.Flags.Has(reqmtls.FlagRequestMTLS) && !cl.HasCertificate() {
 		c.hintf("flag 80 tells the server you hold a client certificate, but no -cert/-key was given: none will be sent")
 	}
 	if *n > 1 {
-		return c.load(ctx, cl, req, client.Load{N: *n, Concurrency: *conc, KeepAlive: *keepalive, MaxBody: 64 << 20}, *asJSON)
+		return c.load(ctx, cl, req, Load{N: *n, Concurrency: *conc, KeepAlive: *keepalive, MaxBody: 64 << 20}, *asJSON)
 	}
 	return c.single(ctx, cl, req, *outFile, *verbose, *asJSON)
 }
 
-func (c *cli) single(ctx context.Context, cl *client.Client, r *client.Request, outFile string, verbose, asJSON bool) int {
+func (c *cli) single(ctx context.Context, cl *reqmtls.Dialer, r *Request, outFile string, verbose, asJSON bool) int {
 	cn, err := cl.Dial(ctx, r.URL)
 	if err != nil {
 		c.report(err)
 		return 1
 	}
 	defer cn.Close()
+	hs := cn.Handshake()
 	if verbose {
-		c.printHandshake(cn.Handshake)
+		c.printHandshake(hs)
 	}
-	req, err := client.BuildRequest(r)
+	req, err := BuildRequest(r)
 	if err != nil {
 		c.errorf("%v", err)
 		return 1
 	}
-	resp, body, err := cl.Do(ctx, cn, req, 256<<20)
+	resp, body, err := do(ctx, cn, req, 256<<20)
 	if err != nil {
 		c.report(err)
 		return 1
@@ -254,11 +253,11 @@ func (c *cli) single(ctx context.Context, cl *client.Client, r *client.Request, 
 	switch {
 	case asJSON:
 		out, _ := json.MarshalIndent(struct {
-			Handshake client.Handshake `json:"handshake"`
-			Status    int              `json:"status"`
-			Proto     string           `json:"proto"`
-			Body      string           `json:"body"`
-		}{cn.Handshake, resp.StatusCode, resp.Proto, string(body)}, "", "  ")
+			Handshake jsonHandshake `json:"handshake"`
+			Status    int           `json:"status"`
+			Proto     string        `json:"proto"`
+			Body      string        `json:"body"`
+		}{jsonHandshake{hs}, resp.StatusCode, resp.Proto, string(body)}, "", "  ")
 		fmt.Fprintf(c.stdout, "%s\n", out)
 	case outFile != "":
 		if err := os.WriteFile(outFile, body, 0o644); err != nil {
@@ -276,8 +275,8 @@ func (c *cli) single(ctx context.Context, cl *client.Client, r *client.Request, 
 	return 0
 }
 
-func (c *cli) load(ctx context.Context, cl *client.Client, r *client.Request, l client.Load, asJSON bool) int {
-	st := cl.Run(ctx, r, l)
+func (c *cli) load(ctx context.Context, cl *reqmtls.Dialer, r *Request, l Load, asJSON bool) int {
+	st := Run(ctx, cl, r, l)
 	if asJSON {
 		out, _ := json.MarshalIndent(st, "", "  ")
 		fmt.Fprintf(c.stdout, "%s\n", out)
@@ -292,7 +291,7 @@ func (c *cli) load(ctx context.Context, cl *client.Client, r *client.Request, l 
 }
 
 func (c *cli) report(err error) {
-	var e *client.Error
+	var e *reqmtls.Error
 	if errors.As(err, &e) {
 		c.errorf("%s", e.Msg)
 		if e.Hint != "" {
@@ -303,13 +302,13 @@ func (c *cli) report(err error) {
 	c.errorf("%v", err)
 }
 
-func (c *cli) printHandshake(h client.Handshake) {
+func (c *cli) printHandshake(h reqmtls.Handshake) {
 	w := c.stderr
 	fmt.Fprintf(w, "* TLS %s, %s, ALPN %q, handshake %.2fms\n", strings.TrimPrefix(h.Version, "TLS "), h.CipherSuite, h.ALPN, float64(h.Duration)/1e6)
 	if h.FlagsSent.IsEmpty() {
 		fmt.Fprintf(w, "* TLS flags sent: none\n")
 	} else {
-		fmt.Fprintf(w, "* TLS flags sent: %v (extension %s)\n", h.FlagsSent, h.Codepoint)
+		fmt.Fprintf(w, "* TLS flags sent: %v (extension %s)\n", h.FlagsSent, codepointName(h.Codepoint))
 	}
 	if h.CertRequested {
 		fmt.Fprintf(w, "* CertificateRequest received, CA names: %s\n", strings.Join(nonEmpty(h.RequestedCAs), "; "))
@@ -317,7 +316,7 @@ func (c *cli) printHandshake(h client.Handshake) {
 		fmt.Fprintf(w, "* no CertificateRequest\n")
 	}
 	switch {
-	case h.CertSent && h.CASMatch != nil && !*h.CASMatch:
+	case h.CertSent && h.IssuerListed != nil && !*h.IssuerListed:
 		fmt.Fprintf(w, "* client certificate sent (its issuer is not among the CA names; sent anyway, as the server asked)\n")
 	case h.CertSent:
 		fmt.Fprintf(w, "* client certificate sent\n")
@@ -334,4 +333,21 @@ func nonEmpty(s []string) []string {
 		return []string{"(none)"}
 	}
 	return s
+}
+
+func codepointName(cp uint16) string { return fmt.Sprintf("0x%04x", cp) }
+
+// jsonHandshake is how -json prints a handshake: the codepoint as hex.
+type jsonHandshake struct{ reqmtls.Handshake }
+
+func (h jsonHandshake) MarshalJSON() ([]byte, error) {
+	type plain reqmtls.Handshake
+	out := struct {
+		plain
+		Codepoint string `json:"tls_flags_codepoint,omitempty"`
+	}{plain: plain(h.Handshake)}
+	if h.Codepoint != 0 {
+		out.Codepoint = codepointName(h.Codepoint)
+	}
+	return json.Marshal(out)
 }

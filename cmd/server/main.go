@@ -18,8 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/req-mtls/req-mtls/internal/auth"
-	"github.com/req-mtls/req-mtls/internal/server"
+	reqmtls "github.com/req-mtls/req-mtls"
 )
 
 const usage = `usage: server -cert FILE -key FILE [-client-cacert FILE] [options]
@@ -101,14 +100,14 @@ func run(args []string, stderr io.Writer) int {
 	if *certFile == "" || *keyFile == "" {
 		return misuse("-cert and -key are required")
 	}
-	policy, err := auth.ParsePolicy(*policyName)
+	policy, err := reqmtls.ParsePolicy(*policyName)
 	if err != nil {
 		return misuse("-client-auth: %v", err)
 	}
-	if policy != auth.PolicyRequest && *clientCA == "" && *botCA == "" {
+	if policy != reqmtls.PolicyRequest && *clientCA == "" && *botCA == "" {
 		return misuse("-client-auth %s needs -client-cacert or -bot-cacert", policy)
 	}
-	if policy == auth.PolicyAlways && *clientCA == "" {
+	if policy == reqmtls.PolicyAlways && *clientCA == "" {
 		return misuse("-client-auth always needs -client-cacert (for clients that send no flag)")
 	}
 	if *pprofAddr != "" {
@@ -136,8 +135,8 @@ func run(args []string, stderr io.Writer) int {
 	}
 	log := slog.New(handler)
 
-	cfg := server.Config{
-		Files:             server.Files{Cert: *certFile, Key: *keyFile, ClientCA: *clientCA, BotCA: *botCA},
+	cfg := reqmtls.ServerConfig{
+		CertFile: *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA,
 		Policy:            policy,
 		HandshakeTimeout:  *hsTimeout,
 		ReadHeaderTimeout: *rhTimeout,
@@ -154,7 +153,7 @@ func run(args []string, stderr io.Writer) int {
 		cfg.KeyLog = f
 		log.Warn("writing TLS secrets to SSLKEYLOGFILE: anyone with this file can decrypt the traffic", "file", name)
 	}
-	srv, err := server.New(cfg)
+	srv, err := reqmtls.NewServer(cfg)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1

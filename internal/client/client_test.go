@@ -156,7 +156,7 @@ func get(t *testing.T, cl *Client, u string) (Handshake, *http.Response, string,
 		return Handshake{}, nil, "", err
 	}
 	defer cn.Close()
-	req, _ := BuildRequest(&Request{URL: mustURL(u), Method: "GET"})
+	req, _ := http.NewRequest("GET", u, nil)
 	resp, body, err := cl.Do(context.Background(), cn, req, 1<<20)
 	return cn.Handshake, resp, string(body), err
 }
@@ -369,27 +369,6 @@ func TestErrors(t *testing.T) {
 	}
 	if _, err := New(Config{CertFile: p.Clients["valid"][0], KeyFile: p.Clients["other-ca"][1]}); err == nil || !strings.Contains(err.Error(), "load client certificate") {
 		t.Errorf("mismatched pair: %v", err)
-	}
-}
-
-func TestLoadStats(t *testing.T) {
-	p := testpki.New(t)
-	u, states := plainServer(t, p, tls.RequestClientCert, false)
-	go func() {
-		for range states {
-		}
-	}()
-	cl, _ := New(Config{Flags: tlsflags.Must(80), RootCAs: rootPool(p), Resume: true, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1]})
-	st := cl.Run(context.Background(), &Request{URL: mustURL(u), Method: "GET"}, Load{N: 20, Concurrency: 2, MaxBody: 1 << 20})
-	if st.Requests != 20 || st.OK != 20 || st.Errors != 0 || st.Connections != 20 || st.Resumed < 17 || st.Status[200] != 20 {
-		t.Errorf("stats %+v", st)
-	}
-	if st.Total.Count != 20 || st.Total.Min > st.Total.P50 || st.Total.P50 > st.Total.P99 || st.Total.P99 > st.Total.Max {
-		t.Errorf("latencies %+v", st.Total)
-	}
-	st = cl.Run(context.Background(), &Request{URL: mustURL(u), Method: "GET"}, Load{N: 10, Concurrency: 2, KeepAlive: true, MaxBody: 1 << 20})
-	if st.Connections != 2 || st.OK != 10 {
-		t.Errorf("keepalive stats %+v", st)
 	}
 }
 

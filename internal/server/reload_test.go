@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -457,7 +458,7 @@ func TestTrustStoreChangeReachesOpenConnections(t *testing.T) {
 			get := func(query string) (string, error) {
 				u := *ts.url
 				u.RawQuery = query
-				req, _ := client.BuildRequest(&client.Request{URL: &u, Method: "GET"})
+				req, _ := http.NewRequest("GET", u.String(), nil)
 				_, body, err := cl.Do(ctx, cn, req, 1<<20)
 				return string(body), err
 			}

@@ -101,7 +101,7 @@ func fetch(t *testing.T, ts *testServer, p *testpki.PKI, cfg client.Config, path
 		return outcome{err: err}
 	}
 	defer cn.Close()
-	req, _ := client.BuildRequest(&client.Request{URL: &u, Method: "GET"})
+	req, _ := http.NewRequest("GET", u.String(), nil)
 	resp, body, err := cl.Do(ctx, cn, req, 1<<20)
 	if err != nil {
 		return outcome{hs: cn.Handshake, err: err}

@@ -425,7 +425,7 @@ func throughput(p *benchPKI, u *url.URL, keepAlive bool, c, n int) (float64, tim
 						fatalf("%v", err)
 					}
 				}
-				req, _ := client.BuildRequest(&client.Request{URL: u, Method: "GET"})
+				req, _ := http.NewRequest("GET", u.String(), nil)
 				resp, _, err := cl.Do(ctx, cn, req, 1<<20)
 				if err != nil || resp.StatusCode != http.StatusOK {
 					fatalf("GET /debug: %v", err)

@@ -1,4 +1,4 @@
-package client
+package main
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	reqmtls "github.com/req-mtls/req-mtls"
 )
 
 // Request is what to send, as given on the command line.
@@ -92,7 +94,7 @@ type Stats struct {
 
 // Run sends l.N requests with l.Concurrency workers and summarises them. A
 // response with status 400 or more counts as an error.
-func (c *Client) Run(ctx context.Context, r *Request, l Load) *Stats {
+func Run(ctx context.Context, d *reqmtls.Dialer, r *Request, l Load) *Stats {
 	l.Concurrency = max(1, min(l.Concurrency, l.N))
 	var (
 		mu         sync.Mutex
@@ -124,7 +126,7 @@ func (c *Client) Run(ctx context.Context, r *Request, l Load) *Stats {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var cn *Conn
+			var cn *reqmtls.ClientConn
 			defer func() {
 				if cn != nil {
 					cn.Close()
@@ -134,18 +136,19 @@ func (c *Client) Run(ctx context.Context, r *Request, l Load) *Stats {
 				t0 := time.Now()
 				if cn == nil {
 					var err error
-					if cn, err = c.Dial(ctx, r.URL); err != nil {
+					if cn, err = d.Dial(ctx, r.URL); err != nil {
 						fail(err)
 						cn = nil
 						continue
 					}
+					hs := cn.Handshake()
 					mu.Lock()
 					st.Connections++
-					handshakes = append(handshakes, cn.Handshake.Duration)
-					if cn.Handshake.Resumed {
+					handshakes = append(handshakes, hs.Duration)
+					if hs.Resumed {
 						st.Resumed++
 					}
-					if cn.Handshake.CertSent {
+					if hs.CertSent {
 						st.CertsSent++
 					}
 					mu.Unlock()
@@ -155,7 +158,7 @@ func (c *Client) Run(ctx context.Context, r *Request, l Load) *Stats {
 					fail(err)
 					continue
 				}
-				resp, _, err := c.Do(ctx, cn, req, l.MaxBody)
+				resp, _, err := do(ctx, cn, req, l.MaxBody)
 				elapsed := time.Since(t0)
 				if err != nil {
 					fail(err)
@@ -221,4 +224,18 @@ func (st *Stats) WriteText(w io.Writer) {
 	for _, k := range kinds {
 		fmt.Fprintf(w, "error:       %dx %s\n", st.ErrorKinds[k], k)
 	}
+}
+
+// do sends req on cn and reads the response body, at most maxBody bytes.
+func do(ctx context.Context, cn *reqmtls.ClientConn, req *http.Request, maxBody int64) (*http.Response, []byte, error) {
+	resp, err := cn.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return resp, body, fmt.Errorf("read response: %w", err)
+	}
+	return resp, body, nil
 }
