@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 x/net/http2 is the HTTP/2 client that takes an established uTLS connection; net/http's replacement (Transport.NewClientConn) dials for itself.
+
 package reqmtls
 
 import (
@@ -13,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	utls "github.com/refraction-networking/utls"
 	"golang.org/x/net/http2"
 
 	"github.com/req-mtls/req-mtls/internal/certs"
@@ -51,25 +52,19 @@ type ClientConfig struct {
 	// OnHandshake, if set, is called after every handshake a Transport
 	// makes, with the server's address.
 	OnHandshake func(addr string, h Handshake)
-
-	// tls12Only and groups are for this package's tests.
-	tls12Only bool
-	cache     utls.ClientSessionCache
 }
 
 func (c ClientConfig) internal() client.Config {
 	cfg := client.Config{
 		Codepoint: c.Codepoint,
 		CertFile:  c.CertFile, KeyFile: c.KeyFile,
-		RootCAs:   c.RootCAs,
-		Timeout:   c.Timeout,
-		Resume:    !c.DisableResumption,
-		KeyLog:    c.KeyLog,
-		Warn:      c.Warn,
-		TLS12Only: c.tls12Only,
+		RootCAs: c.RootCAs,
+		Timeout: c.Timeout,
+		Resume:  !c.DisableResumption,
+		KeyLog:  c.KeyLog,
+		Warn:    c.Warn,
 	}
 	cfg.Flags = c.Flags.s
-	cfg.SessionCache = c.cache
 	return cfg
 }
 
@@ -217,7 +212,6 @@ func NewTransport(cfg ClientConfig) (*Transport, error) {
 	}
 	t := &Transport{d: d, onHS: cfg.OnHandshake, h2pool: map[string][]*http2.ClientConn{}, h2conn: map[*http2.ClientConn]net.Conn{},
 		h1only: map[string]bool{}, handed: map[string]net.Conn{}}
-	//lint:ignore SA1019 x/net/http2 is the HTTP/2 client that takes an established uTLS connection.
 	t.h2 = &http2.Transport{}
 	t.h1 = &http.Transport{
 		DialTLSContext: t.dialH1,

@@ -6,14 +6,14 @@ import (
 
 // FlagRequestMTLS is the request-mTLS flag, 80 (an experimental value of
 // draft-jhoyla-req-mtls-flag-02).
-const FlagRequestMTLS = tlsflags.RequestMTLS
+const FlagRequestMTLS = 80
 
 // The codepoints of the tls_flags extension. The draft says TBD; every
 // deployed request-mTLS client and server uses the experimental 0xfe01.
 // BoringSSL uses 62. Servers read both.
 const (
-	CodepointExperimental uint16 = tlsflags.CodepointExperimental
-	CodepointBoringSSL    uint16 = tlsflags.CodepointBoringSSL
+	CodepointExperimental uint16 = 0xfe01
+	CodepointBoringSSL    uint16 = 62
 )
 
 // Flags is a set of TLS flags (0 to 2039). The zero value is the empty set.

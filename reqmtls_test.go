@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/testpki"
+	"github.com/req-mtls/req-mtls/internal/tlsflags"
 )
 
 // userServer is a plain net/http server of a user's, with request mTLS
@@ -217,5 +219,18 @@ func TestComposesWithBase(t *testing.T) {
 	}
 	if h := cc.Handshake(); !h.CertRequested || h.Version != "TLS 1.3" {
 		t.Errorf("handshake %+v", h)
+	}
+}
+
+// TestConstantsMatch: the public constants are the internal ones.
+func TestConstantsMatch(t *testing.T) {
+	if FlagRequestMTLS != tlsflags.RequestMTLS || CodepointExperimental != tlsflags.CodepointExperimental || CodepointBoringSSL != tlsflags.CodepointBoringSSL {
+		t.Error("flag or codepoint constants differ from internal/tlsflags")
+	}
+	for _, p := range []Policy{PolicyRequest, PolicyVerify, PolicyRequire, PolicyAlways} {
+		q, err := auth.ParsePolicy(p.String())
+		if err != nil || Policy(q) != p {
+			t.Errorf("policy %d (%s) is %d internally", p, p, q)
+		}
 	}
 }

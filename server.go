@@ -22,16 +22,16 @@ const (
 	// PolicyRequest asks flagged clients for a certificate and accepts
 	// whatever comes (or nothing); Info says whether it validated. This
 	// is what the reference server does.
-	PolicyRequest Policy = Policy(auth.PolicyRequest)
+	PolicyRequest Policy = iota
 	// PolicyVerify asks flagged clients; a certificate that does not
 	// validate fails the handshake (bad_certificate). None is fine.
-	PolicyVerify Policy = Policy(auth.PolicyVerify)
+	PolicyVerify
 	// PolicyRequire asks flagged clients, who must present a valid
 	// certificate (certificate_required otherwise).
-	PolicyRequire Policy = Policy(auth.PolicyRequire)
+	PolicyRequire
 	// PolicyAlways is classic mTLS: every client is asked and must
 	// present a valid certificate, flag or not.
-	PolicyAlways Policy = Policy(auth.PolicyAlways)
+	PolicyAlways
 )
 
 // ParsePolicy parses "request", "verify", "require" or "always".
