@@ -122,8 +122,15 @@ func TestCurl(t *testing.T) {
 	}
 	t.Logf("curl without the flag: no certificate requested, HTTP/1.1 and HTTP/2")
 
+	// Plain HTTP on the TLS port gets net/http's 400, not an empty reply.
+	out := run(t, nil, curl, "-sS", "-w", "status=%{http_code}", "http://"+addr+"/")
+	if !strings.Contains(out, "Client sent an HTTP request to an HTTPS server.") || !strings.HasSuffix(out, "status=400") {
+		t.Errorf("curl http:// on the TLS port: %q, want a 400", out)
+	}
+	t.Logf("curl http:// on the TLS port: 400 Bad Request")
+
 	always := startServer(t, p, nil, "-client-auth", "always")
-	out := run(t, nil, curl, "-sS", "--cacert", p.f("rootCA.crt"), "--cert", p.f("client.crt"), "--key", p.f("client.key"), "https://"+always+"/debug")
+	out = run(t, nil, curl, "-sS", "--cacert", p.f("rootCA.crt"), "--cert", p.f("client.crt"), "--key", p.f("client.key"), "https://"+always+"/debug")
 	if !strings.Contains(out, "Client cert requested: true\nPeer certificate received: true\nCert received: client.example\nCert validated: true\n") {
 		t.Errorf("curl --cert under always:\n%s", out)
 	}
