@@ -135,23 +135,21 @@ func (a *Authenticator) parts() []part {
 			return err
 		}})
 	}
-	if c.ClientCAFile != "" {
-		ps = append(ps, part{name: "client CA bundle", files: []string{c.ClientCAFile}, load: func(next *state) error {
-			st, err := loadStore(StoreClient, c.ClientCAFile)
+	// storePart loads a CA bundle into the state's slot for its kind.
+	storePart := func(name string, kind StoreKind, file string, slot func(*state) **store) part {
+		return part{name: name, files: []string{file}, load: func(next *state) error {
+			st, err := loadStore(kind, file)
 			if err == nil {
-				next.client = st
+				*slot(next) = st
 			}
 			return err
-		}})
+		}}
+	}
+	if c.ClientCAFile != "" {
+		ps = append(ps, storePart("client CA bundle", StoreClient, c.ClientCAFile, func(s *state) **store { return &s.client }))
 	}
 	if c.BotCAFile != "" {
-		ps = append(ps, part{name: "bot CA bundle", files: []string{c.BotCAFile}, load: func(next *state) error {
-			st, err := loadStore(StoreBot, c.BotCAFile)
-			if err == nil {
-				next.bot = st
-			}
-			return err
-		}})
+		ps = append(ps, storePart("bot CA bundle", StoreBot, c.BotCAFile, func(s *state) **store { return &s.bot }))
 	}
 	return ps
 }
