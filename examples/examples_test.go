@@ -1,0 +1,194 @@
+// Package examples tests the example programs as a user runs them: built
+// with go build, given certificates from the repository's gencert, and
+// talking to each other on the loopback interface.
+package examples
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Bounds for every wait, so that a broken program fails the test instead
+// of hanging it.
+const (
+	buildTimeout = 5 * time.Minute
+	runTimeout   = 30 * time.Second
+)
+
+// buildFlags are extra go build flags for the example programs.
+var buildFlags []string
+
+// run runs a command to its end within timeout and returns its combined
+// output.
+func run(t *testing.T, timeout time.Duration, dir, name string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.WaitDelay = time.Second
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("%s %s: still running after %v\n%s", name, strings.Join(args, " "), timeout, out)
+	}
+	return string(out), err
+}
+
+// serverLog collects the server's log and sends its address on addr
+// once it logs the line that names it.
+type serverLog struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	addr chan string
+}
+
+var listening = regexp.MustCompile(`(?m)listening on (127\.0\.0\.1:[0-9]+)$`)
+
+func (l *serverLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Write(p)
+	if m := listening.FindStringSubmatch(l.buf.String()); m != nil {
+		select {
+		case l.addr <- m[1]:
+		default: // sent already
+		}
+	}
+	return len(p), nil
+}
+
+func (l *serverLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// A server is the running server example.
+type server struct {
+	cmd  *exec.Cmd
+	log  *serverLog
+	done chan struct{} // closed when it has exited, err set
+	err  error
+}
+
+// startServer starts the server example on a free loopback port and
+// returns its address once it has logged it. The server is killed when
+// the test ends.
+func startServer(t *testing.T, bin, certs string) (string, *server) {
+	t.Helper()
+	s := &server{log: &serverLog{addr: make(chan string, 1)}, done: make(chan struct{})}
+	s.cmd = exec.Command(filepath.Join(bin, "server"), "-addr", "127.0.0.1:0",
+		"-cert", filepath.Join(certs, "server.crt"), "-key", filepath.Join(certs, "server.key"),
+		"-bot-cacert", filepath.Join(certs, "rootCA.crt"))
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		s.err = s.cmd.Wait()
+		close(s.done)
+	}()
+	t.Cleanup(func() {
+		s.cmd.Process.Kill()
+		<-s.done
+	})
+	select {
+	case a := <-s.log.addr:
+		return a, s
+	case <-s.done:
+		t.Fatalf("server exited (%v) without listening:\n%s", s.err, s.log)
+	case <-time.After(runTimeout):
+		t.Fatalf("server did not log its address within %v:\n%s", runTimeout, s.log)
+	}
+	panic("unreachable")
+}
+
+func TestExamples(t *testing.T) {
+	bin := t.TempDir()
+	certs := filepath.Join(bin, "certs")
+	build := append(append([]string{"build"}, buildFlags...), "-o", bin+string(filepath.Separator), "./server", "./crawler")
+	if out, err := run(t, buildTimeout, ".", "go", build...); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	if out, err := run(t, buildTimeout, "..", "go", "build", "-o", filepath.Join(bin, "gencert"), "./cmd/gencert"); err != nil {
+		t.Fatalf("go build gencert: %v\n%s", err, out)
+	}
+	for _, dir := range []string{certs, filepath.Join(bin, "other")} {
+		if out, err := run(t, runTimeout, bin, filepath.Join(bin, "gencert"), "-dir", dir); err != nil {
+			t.Fatalf("gencert: %v\n%s", err, out)
+		}
+	}
+
+	addr, srv := startServer(t, bin, certs)
+	log := srv.log
+	url := "https://" + addr + "/"
+	crawl := func(args ...string) (string, error) {
+		args = append(args, "-cacert", filepath.Join(certs, "rootCA.crt"), url)
+		return run(t, runTimeout, bin, filepath.Join(bin, "crawler"), args...)
+	}
+	clientCert := []string{"-cert", filepath.Join(certs, "client.crt"), "-key", filepath.Join(certs, "client.key")}
+	want := func(t *testing.T, out string, err error, lines ...string) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("crawler: %v\n%s\nserver log:\n%s", err, out, log)
+		}
+		for _, l := range lines {
+			if !strings.Contains("\n"+out, "\n"+l+"\n") {
+				t.Errorf("crawler output lacks the line %q:\n%s", l, out)
+			}
+		}
+	}
+
+	t.Run("flagged", func(t *testing.T) {
+		out, err := crawl(clientCert...)
+		want(t, out, err,
+			"handshake with "+addr+": certificate requested: true, sent: true",
+			url+" 200 OK",
+			"hello, bot client.example")
+	})
+	t.Run("no-flag", func(t *testing.T) {
+		out, err := crawl(append(clientCert, "-no-flag")...)
+		want(t, out, err,
+			"handshake with "+addr+": certificate requested: false, sent: false",
+			url+" 200 OK",
+			"hello, browser or unidentified client (certificate requested: false)")
+	})
+	t.Run("foreign certificate", func(t *testing.T) {
+		// A certificate from another root: the server asks for it and,
+		// under the verify policy, refuses it with an alert.
+		other := filepath.Join(bin, "other")
+		out, err := crawl("-cert", filepath.Join(other, "client.crt"), "-key", filepath.Join(other, "client.key"))
+		if err == nil {
+			t.Fatalf("crawler succeeded with a certificate the server does not trust:\n%s", out)
+		}
+		for _, s := range []string{"certificate requested: true, sent: true", "crawler: ", "bad_certificate"} {
+			if !strings.Contains(out, s) {
+				t.Errorf("crawler output lacks %q:\n%s", s, out)
+			}
+		}
+		if strings.Contains(out, "hello") {
+			t.Errorf("the server answered a refused client:\n%s", out)
+		}
+	})
+
+	// SIGINT shuts the server down gracefully, and it exits cleanly.
+	if err := srv.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-srv.done:
+		if srv.err != nil || !strings.Contains(log.String(), "shutting down") {
+			t.Errorf("server after SIGINT: %v\n%s", srv.err, log)
+		}
+	case <-time.After(runTimeout):
+		t.Fatalf("server still running %v after SIGINT:\n%s", runTimeout, log)
+	}
+}
