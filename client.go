@@ -257,14 +257,19 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 		}
 		resp, err := cc.RoundTrip(req)
-		if err != nil && attempt == 0 && !cc.CanTakeNewRequest() && req.Body == nil {
+		if err == nil {
+			return resp, nil
+		}
+		err = t.explainH2(cc, err)
+		var e *Error
+		if attempt == 0 && !cc.CanTakeNewRequest() && req.Body == nil && !(errors.As(err, &e) && e.Alert != "") {
+			// The connection went away under us (a GOAWAY, an idle
+			// close): once more on a new one. Not after an alert: the
+			// server refused us, and would again.
 			t.dropH2(addr, cc)
-			continue // the connection went away under us: once more on a new one
+			continue
 		}
-		if err != nil {
-			return nil, t.explainH2(cc, err)
-		}
-		return resp, nil
+		return nil, err
 	}
 }
 

@@ -4,13 +4,18 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/req-mtls/req-mtls/internal/auth"
+	"github.com/req-mtls/req-mtls/internal/certs"
+	"github.com/req-mtls/req-mtls/internal/gateway"
 	"github.com/req-mtls/req-mtls/internal/server"
 )
 
@@ -77,9 +82,18 @@ type ServerConfig struct {
 	HandshakeTimeout  time.Duration
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
-	// Handler serves requests (default: the index page at / and the
-	// connection report at /debug, as DebugHandler).
-	Handler http.Handler
+	// Handler serves requests (default: the server's own pages, the index
+	// at / and the connection report at /debug, as DebugHandler); a
+	// gateway from NewGateway, say. PagesPath, with a Handler, mounts
+	// the server's own pages under that path (ending in "/") in front of
+	// it; empty leaves them out.
+	Handler   http.Handler
+	PagesPath string
+	// AccessLog, if set, receives one line per request: client address,
+	// flags, certificate requested, subject, first DNS name, SHA-256,
+	// validation result and error, resumed, method, host, path, status,
+	// bytes, duration and the origin's time.
+	AccessLog *slog.Logger
 	// KeyLog receives TLS secrets in NSS key log format, for debugging.
 	KeyLog io.Writer
 }
@@ -234,6 +248,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		IdleTimeout:       cfg.IdleTimeout,
 		RecheckInterval:   cfg.RecheckInterval,
 		Handler:           cfg.Handler,
+		PagesPath:         cfg.PagesPath,
+		AccessLog:         cfg.AccessLog,
 		KeyLog:            cfg.KeyLog,
 		Logger:            cfg.Logger,
 		Now:               cfg.Now,
@@ -261,3 +277,78 @@ func (s *Server) Reload(reason string) error { return s.s.Reload(reason) }
 
 // Watch reloads the files that change, until ctx ends (Authenticator.Watch).
 func (s *Server) Watch(ctx context.Context) error { return s.s.Watch(ctx) }
+
+// GatewayConfig configures a gateway: a reverse proxy to an origin that
+// forwards each request's verified identity.
+type GatewayConfig struct {
+	// Upstream is the origin: http://HOST[:PORT], https://HOST[:PORT] or
+	// unix:/PATH (HTTP over a Unix socket).
+	Upstream string
+	// UpstreamCertFile and UpstreamKeyFile are a client certificate the
+	// gateway presents to an https origin (mTLS), so that the origin
+	// can trust the identity fields came from the gateway;
+	// UpstreamCAFile verifies the origin (default: the system roots).
+	UpstreamCertFile, UpstreamKeyFile, UpstreamCAFile string
+	// XFCC adds Envoy's x-forwarded-client-cert field for origins that
+	// already read it.
+	XFCC bool
+	// MaxRequestBody (default 10 MiB) and MaxResponseBody (default none)
+	// bound bodies; DialTimeout (default 5 s) and ResponseHeaderTimeout
+	// (default 30 s) bound waiting for the origin (504 after).
+	MaxRequestBody, MaxResponseBody    int64
+	DialTimeout, ResponseHeaderTimeout time.Duration
+	// Logger receives origin failures (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// NewGateway returns a handler that proxies every request to the origin,
+// streaming both ways (WebSocket upgrades included), with the identity of
+// the request's connection in these fields, after every copy the client
+// sent, in any spelling (Client_Cert too), is removed:
+//
+//	Client-Cert              RFC 9440: the leaf, only when it validated
+//	Client-Cert-Chain        RFC 9440: the intermediates sent, likewise
+//	Req-Mtls-Flags           the TLS flags sent: 80, or 8, 80, 170
+//	Req-Mtls-Cert-Requested  ?1 or ?0: a CertificateRequest was sent
+//	Req-Mtls-Cert-Status     none, valid, or invalid;reason="..."
+//	Req-Mtls-Cert-Sha256     :base64: of the SHA-256 of the leaf's DER
+//	Req-Mtls-Cert-Store      client or bot
+//	Req-Mtls-Resumed         ?1 or ?0
+//	Forwarded, X-Forwarded-For, -Proto, -Host
+//
+// The origin answering late gets a 504, failing a 502, both logged. Use it
+// as ServerConfig.Handler, or in any server whose ConnContext is
+// ConnContext.
+func NewGateway(cfg GatewayConfig) (http.Handler, error) {
+	gc := gateway.Config{
+		Upstream: cfg.Upstream, XFCC: cfg.XFCC,
+		MaxRequestBody: cfg.MaxRequestBody, MaxResponseBody: cfg.MaxResponseBody,
+		DialTimeout: cfg.DialTimeout, ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
+		Logger: cfg.Logger, ConnOf: server.ConnOf,
+	}
+	if strings.HasPrefix(cfg.Upstream, "https:") || cfg.UpstreamCertFile != "" || cfg.UpstreamCAFile != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if cfg.UpstreamCAFile != "" {
+			pool, err := certs.LoadPool(cfg.UpstreamCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("upstream CA: %w", err)
+			}
+			tc.RootCAs = pool
+		}
+		if (cfg.UpstreamCertFile == "") != (cfg.UpstreamKeyFile == "") {
+			return nil, errors.New("an upstream client certificate needs both a certificate and a key file")
+		}
+		if cfg.UpstreamCertFile != "" {
+			cert, err := tls.LoadX509KeyPair(cfg.UpstreamCertFile, cfg.UpstreamKeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("upstream client certificate %q and key %q: %w", cfg.UpstreamCertFile, cfg.UpstreamKeyFile, err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+			if cert.Leaf != nil && len(cert.Leaf.URIs) > 0 {
+				gc.XFCCBy = cert.Leaf.URIs[0].String()
+			}
+		}
+		gc.UpstreamTLS = tc
+	}
+	return gateway.New(gc)
+}

@@ -15,6 +15,8 @@ import (
 	_ "net/http/pprof" // for -pprof-addr only: the server's own mux is separate
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,6 +29,10 @@ Serves HTTPS (HTTP/2 and HTTP/1.1) on -listen-addr. A client that sets the
 request-mTLS flag (TLS flag 80) is sent a CertificateRequest; no one else is,
 unless -client-auth always. GET /debug reports what the server saw of the
 connection (add ?format=json for everything); GET / explains it in a browser.
+
+With -upstream it is a gateway: every request goes to the origin, with the
+client's verified certificate (RFC 9440 Client-Cert) and the handshake's
+decision in Req-Mtls-* fields; the server's own pages are off unless -pages.
 
 Certificate files are reloaded when they change, and on SIGHUP; a bad file
 keeps the last good state. SIGINT or SIGTERM shuts down gracefully.
@@ -47,6 +53,19 @@ Options:
   -read-header-timeout D    HTTP request header time limit (default 10s)
   -idle-timeout D           keep-alive idle limit (default 2m)
   -shutdown-timeout D       grace period for requests at shutdown (default 10s)
+  -upstream URL             proxy every request to this origin: http://HOST:PORT,
+                            https://HOST:PORT or unix:/PATH (default: none)
+  -upstream-cert FILE       client certificate for mTLS to an https origin
+  -upstream-key FILE        its key
+  -upstream-cacert FILE     roots for the origin's certificate (default: system)
+  -upstream-timeout D       wait for the origin's response header (default 30s)
+  -xfcc                     also send Envoy's x-forwarded-client-cert
+  -max-request-body N       request body limit, bytes or 10MiB (default 10MiB)
+  -max-response-body N      origin response limit (default none)
+  -pages PATH|off           where the index page and /debug are served (default
+                            /, or off with -upstream)
+  -access-log FILE|-        a line per request to FILE, or - for stderr
+                            (default off), in -log-format
   -pprof-addr ADDR          serve Go's /debug/pprof on this separate address,
                             which must be a loopback one (default off)
   -log-format text|json     log format on stderr (default text)
@@ -81,6 +100,16 @@ func run(args []string, stderr io.Writer) int {
 		logFormat  = fs.String("log-format", "text", "")
 		pprofAddr  = fs.String("pprof-addr", "", "")
 		verbose    = fs.Bool("v", false, "")
+		upstream   = fs.String("upstream", "", "")
+		upCert     = fs.String("upstream-cert", "", "")
+		upKey      = fs.String("upstream-key", "", "")
+		upCA       = fs.String("upstream-cacert", "", "")
+		upTimeout  = fs.Duration("upstream-timeout", 30*time.Second, "")
+		xfcc       = fs.Bool("xfcc", false, "")
+		maxReq     = fs.String("max-request-body", "10MiB", "")
+		maxResp    = fs.String("max-response-body", "", "")
+		pages      = fs.String("pages", "", "")
+		accessLog  = fs.String("access-log", "", "")
 	)
 	misuse := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "server: "+format+"\n", a...)
@@ -115,7 +144,34 @@ func run(args []string, stderr io.Writer) int {
 			return misuse("-pprof-addr: %v", err)
 		}
 	}
-	for name, d := range map[string]time.Duration{"-handshake-timeout": *hsTimeout, "-read-header-timeout": *rhTimeout, "-idle-timeout": *idle, "-shutdown-timeout": *grace} {
+	maxReqBytes, err := parseSize(*maxReq)
+	if err != nil {
+		return misuse("-max-request-body: %v", err)
+	}
+	maxRespBytes, err := parseSize(*maxResp)
+	if err != nil {
+		return misuse("-max-response-body: %v", err)
+	}
+	pagesPath := *pages
+	switch {
+	case pagesPath == "" && *upstream == "":
+		pagesPath = "/"
+	case pagesPath == "off" || pagesPath == "":
+		pagesPath = ""
+	case !strings.HasPrefix(pagesPath, "/"):
+		return misuse("-pages must be a path starting with / or off, not %q", pagesPath)
+	default:
+		if !strings.HasSuffix(pagesPath, "/") {
+			pagesPath += "/"
+		}
+	}
+	if *upstream == "" && pagesPath == "" {
+		return misuse("-pages off leaves nothing to serve without -upstream")
+	}
+	if *upstream == "" && (*upCert != "" || *upKey != "" || *upCA != "" || *xfcc || *maxResp != "") {
+		return misuse("-upstream-* , -xfcc and -max-response-body go with -upstream")
+	}
+	for name, d := range map[string]time.Duration{"-upstream-timeout": *upTimeout, "-handshake-timeout": *hsTimeout, "-read-header-timeout": *rhTimeout, "-idle-timeout": *idle, "-shutdown-timeout": *grace} {
 		if d <= 0 {
 			return misuse("%s must be positive, not %v", name, d)
 		}
@@ -134,6 +190,12 @@ func run(args []string, stderr io.Writer) int {
 		return misuse("-log-format must be text or json, not %q", *logFormat)
 	}
 	log := slog.New(handler)
+	newHandler := func(w io.Writer) slog.Handler {
+		if *logFormat == "json" {
+			return slog.NewJSONHandler(w, nil)
+		}
+		return slog.NewTextHandler(w, nil)
+	}
 
 	cfg := reqmtls.ServerConfig{
 		CertFile: *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA,
@@ -142,6 +204,38 @@ func run(args []string, stderr io.Writer) int {
 		ReadHeaderTimeout: *rhTimeout,
 		IdleTimeout:       *idle,
 		Logger:            log,
+	}
+	switch *accessLog {
+	case "", "off":
+	case "-":
+		cfg.AccessLog = slog.New(newHandler(stderr))
+	default:
+		f, err := os.OpenFile(*accessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			log.Error("cannot open the access log", "file", *accessLog, "err", err)
+			return 1
+		}
+		defer f.Close()
+		cfg.AccessLog = slog.New(newHandler(f))
+	}
+	if *upstream != "" {
+		gw, err := reqmtls.NewGateway(reqmtls.GatewayConfig{
+			Upstream:         *upstream,
+			UpstreamCertFile: *upCert, UpstreamKeyFile: *upKey, UpstreamCAFile: *upCA,
+			XFCC:                  *xfcc,
+			MaxRequestBody:        maxReqBytes,
+			MaxResponseBody:       maxRespBytes,
+			ResponseHeaderTimeout: *upTimeout,
+			Logger:                log,
+		})
+		if err != nil {
+			log.Error("cannot start", "err", err)
+			return 1
+		}
+		cfg.Handler, cfg.PagesPath = gw, pagesPath
+	} else if pagesPath != "/" {
+		cfg.Handler = http.NotFoundHandler()
+		cfg.PagesPath = pagesPath
 	}
 	if name := os.Getenv("SSLKEYLOGFILE"); name != "" {
 		f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
@@ -186,7 +280,11 @@ func run(args []string, stderr io.Writer) int {
 		log.Info("pprof listening", "addr", pl.Addr().String())
 		go (&http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}).Serve(pl)
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "client_auth", policy.String())
+	attrs := []any{"addr", ln.Addr().String(), "client_auth", policy.String()}
+	if *upstream != "" {
+		attrs = append(attrs, "upstream", *upstream)
+	}
+	log.Info("listening", attrs...)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -225,4 +323,23 @@ func checkLoopback(addr string) error {
 		return nil
 	}
 	return fmt.Errorf("%q is not a loopback address (use 127.0.0.1:PORT, [::1]:PORT or localhost:PORT)", addr)
+}
+
+// parseSize parses a byte count: digits, optionally followed by KiB, MiB or
+// GiB (or k, M, G, as powers of 1024). Empty is 0, no limit.
+func parseSize(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	num := strings.TrimRight(s, "KMGiBkb")
+	unit := s[len(num):]
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size (bytes, or a number with KiB, MiB or GiB)", s)
+	}
+	shift, ok := map[string]uint{"": 0, "k": 10, "K": 10, "KiB": 10, "M": 20, "MiB": 20, "G": 30, "GiB": 30}[unit]
+	if !ok {
+		return 0, fmt.Errorf("%q: unknown unit %q (want KiB, MiB or GiB)", s, unit)
+	}
+	return n << shift, nil
 }

@@ -19,12 +19,13 @@ var indexTmpl = template.Must(template.New("index").Funcs(template.FuncMap{
 	"deref": func(b *bool) bool { return b != nil && *b },
 }).Parse(indexHTML))
 
-// Handler returns the server's HTTP handler: the index page at / and the
-// connection report at /debug.
-func (s *Server) Handler() http.Handler {
+// Pages returns the server's own pages under prefix (which ends in "/"):
+// the index page at prefix and the connection report at prefix+"debug".
+// Other paths are 404.
+func (s *Server) Pages(prefix string) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /debug", DebugHandler(s.auth))
-	mux.Handle("GET /{$}", IndexHandler(s.auth))
+	mux.Handle("GET "+prefix+"debug", DebugHandler(s.auth))
+	mux.Handle("GET "+prefix+"{$}", IndexHandler(s.auth, prefix+"debug"))
 	return http.MaxBytesHandler(securityHeaders(mux), s.cfg.MaxBodyBytes)
 }
 
@@ -59,9 +60,9 @@ func DebugHandler(a *auth.Authenticator) http.Handler {
 }
 
 // IndexHandler serves the page that explains request mTLS and shows the
-// visitor's connection.
-func IndexHandler(a *auth.Authenticator) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { serveIndex(a, w, r) })
+// visitor's connection; debugPath is where DebugHandler answers.
+func IndexHandler(a *auth.Authenticator, debugPath string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { serveIndex(a, debugPath, w, r) })
 }
 
 func serveDebug(a *auth.Authenticator, w http.ResponseWriter, r *http.Request) {
@@ -89,13 +90,14 @@ func MarshalReport(rep *Report) ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-func serveIndex(a *auth.Authenticator, w http.ResponseWriter, r *http.Request) {
+func serveIndex(a *auth.Authenticator, debugPath string, w http.ResponseWriter, r *http.Request) {
 	rep := NewReport(a, r)
 	var buf bytes.Buffer
 	if err := indexTmpl.Execute(&buf, struct {
-		R    *Report
-		Host string
-	}{rep, r.Host}); err != nil {
+		R     *Report
+		Host  string
+		Debug string
+	}{rep, r.Host, debugPath}); err != nil {
 		http.Error(w, "cannot render page", http.StatusInternalServerError)
 		return
 	}

@@ -130,11 +130,18 @@ func (l *handshakeListener) failed(c *auth.Conn, err error) {
 		c.Linger()
 		return
 	}
-	attrs := []any{"remote", c.RemoteAddr().String(), "err", err}
-	if c.HelloSeen() {
-		attrs = append(attrs, "tls_flags", c.Flags())
+	// A scanner must not be able to flood the log: at most a burst of 50
+	// lines and 10 a second after, with a count of the lines held back.
+	if ok, held := l.srv.hsLimit.allow(time.Now()); ok {
+		attrs := []any{"remote", c.RemoteAddr().String(), "err", err}
+		if c.HelloSeen() {
+			attrs = append(attrs, "tls_flags", c.Flags())
+		}
+		if held > 0 {
+			attrs = append(attrs, "suppressed_before", held)
+		}
+		l.srv.log.Warn("tls handshake failed", attrs...)
 	}
-	l.srv.log.Warn("tls handshake failed", attrs...)
 	c.Close() // gently, so that the client reads the alert (auth.Conn.Close)
 }
 

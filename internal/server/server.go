@@ -12,10 +12,12 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,8 +56,14 @@ type Config struct {
 	// was loaded even when no file event came (default 1 minute).
 	RecheckInterval time.Duration
 
-	// Handler serves requests (default: the index page and /debug).
+	// Handler serves requests (default: the server's own pages, the index
+	// at / and the report at /debug).
 	Handler http.Handler
+	// PagesPath, with a Handler, mounts the server's own pages under this
+	// path (ending in "/") in front of it; empty leaves them out.
+	PagesPath string
+	// AccessLog, if set, receives a line per request.
+	AccessLog *slog.Logger
 	// TLS is a base config for what request mTLS leaves alone (curves,
 	// say); see auth.Authenticator.TLSConfig. May be nil.
 	TLS *tls.Config
@@ -78,6 +86,8 @@ type Server struct {
 
 	listenersMu sync.Mutex
 	listeners   []*handshakeListener
+
+	hsLimit *rateLimiter // handshake failure log lines
 }
 
 // New loads the files in cfg and returns a Server ready to Serve.
@@ -124,10 +134,22 @@ func New(cfg Config) (*Server, error) {
 	if cfg.KeyLog != nil {
 		base.KeyLogWriter = cfg.KeyLog
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, auth: a, base: a.TLSConfig(base)}
+	s := &Server{cfg: cfg, log: cfg.Logger, auth: a, base: a.TLSConfig(base), hsLimit: newRateLimiter(10, 50)}
 	h := cfg.Handler
-	if h == nil {
-		h = s.Handler()
+	switch {
+	case h == nil:
+		h = s.Pages("/")
+	case cfg.PagesPath != "":
+		if !strings.HasPrefix(cfg.PagesPath, "/") || !strings.HasSuffix(cfg.PagesPath, "/") {
+			return nil, fmt.Errorf("pages path %q must start and end with /", cfg.PagesPath)
+		}
+		mux := http.NewServeMux()
+		mux.Handle(cfg.PagesPath, s.Pages(cfg.PagesPath))
+		mux.Handle("/", h)
+		h = mux
+	}
+	if cfg.AccessLog != nil {
+		h = accessLog(h, cfg.AccessLog)
 	}
 	s.http = &http.Server{
 		Handler:           h,

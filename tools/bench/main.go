@@ -478,7 +478,7 @@ func serveStock(args []string) {
 	ln, err := net.Listen("tcp", *addr)
 	check(err)
 	fmt.Fprintf(os.Stderr, "listening on %s\n", ln.Addr())
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
+	hs := &http.Server{Handler: srv.Pages("/"), ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
 	err = hs.Serve(tls.NewListener(ln, cfg))
 	if !errors.Is(err, http.ErrServerClosed) {
 		log.Fatal(err)

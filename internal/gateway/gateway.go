@@ -1,0 +1,251 @@
+// Package gateway makes the request-mTLS server a TLS terminator in front of
+// any origin: a reverse proxy that forwards the client's verified identity
+// (RFC 9440's Client-Cert and Client-Cert-Chain, and explicit fields for
+// the rest of the handshake's decision), after removing every copy of those
+// fields the client sent.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/req-mtls/req-mtls/internal/auth"
+)
+
+// Config configures a gateway.
+type Config struct {
+	// Upstream is the origin: http://host:port, https://host:port, or
+	// unix:/path/to.sock (HTTP over a Unix socket). A path in it prefixes
+	// every request's path.
+	Upstream string
+	// UpstreamTLS configures TLS toward an https origin: roots
+	// (RootCAs), and a client certificate for mTLS to the origin, so
+	// that it can trust the identity fields came from the gateway.
+	UpstreamTLS *tls.Config
+	// XFCC adds Envoy's x-forwarded-client-cert field too, By set to
+	// XFCCBy when not empty.
+	XFCC   bool
+	XFCCBy string
+	// MaxRequestBody bounds request bodies (default 10 MiB; 413 above),
+	// MaxResponseBody the bodies of responses (default none; a larger
+	// response is cut off and logged).
+	MaxRequestBody  int64
+	MaxResponseBody int64
+	// DialTimeout bounds connecting to the origin (default 5 s),
+	// ResponseHeaderTimeout waiting for its response header (default
+	// 30 s; 504 after).
+	DialTimeout           time.Duration
+	ResponseHeaderTimeout time.Duration
+	// Logger receives origin failures (default slog.Default()).
+	Logger *slog.Logger
+	// ConnOf finds a request's connection (server.ConnOf).
+	ConnOf func(*http.Request) *auth.Conn
+}
+
+// New returns the gateway handler.
+func New(cfg Config) (http.Handler, error) {
+	target, dial, err := parseUpstream(cfg.Upstream)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.MaxRequestBody <= 0 {
+		cfg.MaxRequestBody = 10 << 20
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.ResponseHeaderTimeout <= 0 {
+		cfg.ResponseHeaderTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		DialContext:           dialer.DialContext,
+		TLSClientConfig:       cfg.UpstreamTLS,
+		TLSHandshakeTimeout:   cfg.DialTimeout,
+		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     cfg.UpstreamTLS != nil,
+	}
+	if dial != nil {
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx, dialer) }
+	}
+	g := &gateway{cfg: cfg, log: cfg.Logger}
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite:        func(pr *httputil.ProxyRequest) { g.rewrite(pr, target) },
+		Transport:      timed{tr},
+		FlushInterval:  -1, // stream: flush every write, for server-sent events and long polls
+		ErrorHandler:   g.fail,
+		ModifyResponse: g.response,
+		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	return g, nil
+}
+
+// parseUpstream returns the URL requests are rewritten to and, for a Unix
+// socket, the dial function.
+func parseUpstream(s string) (*url.URL, func(context.Context, *net.Dialer) (net.Conn, error), error) {
+	if path, ok := strings.CutPrefix(s, "unix:"); ok {
+		path = strings.TrimPrefix(path, "//")
+		if path == "" {
+			return nil, nil, fmt.Errorf("upstream %q: no socket path", s)
+		}
+		dial := func(ctx context.Context, d *net.Dialer) (net.Conn, error) { return d.DialContext(ctx, "unix", path) }
+		return &url.URL{Scheme: "http", Host: "localhost"}, dial, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, nil, fmt.Errorf("upstream %q: %v", s, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, nil, fmt.Errorf("upstream %q: want http://HOST[:PORT], https://HOST[:PORT] or unix:/PATH", s)
+	}
+	return u, nil, nil
+}
+
+type gateway struct {
+	cfg   Config
+	log   *slog.Logger
+	proxy *httputil.ReverseProxy
+}
+
+type ctxKey int
+
+const timingKey ctxKey = 0
+
+// Timing is filled in as a request goes through the gateway; the access log
+// reads it.
+type Timing struct {
+	Upstream time.Duration // from sending the request to the origin's response header
+	Err      string        // why the origin failed, if it did
+}
+
+// WithTiming returns a request whose context carries t for the gateway to
+// fill in.
+func WithTiming(r *http.Request, t *Timing) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), timingKey, t))
+}
+
+func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxRequestBody)
+	g.proxy.ServeHTTP(w, r)
+}
+
+func (g *gateway) rewrite(pr *httputil.ProxyRequest, target *url.URL) {
+	pr.SetURL(target)
+	pr.Out.Host = pr.In.Host // the origin sees the name the client asked for
+	StripSpoofable(pr.Out.Header)
+	pr.SetXForwarded()
+	host, port, _ := net.SplitHostPort(pr.In.RemoteAddr)
+	forwarded := "for=" + forwardedNode(host, port) + ";proto=https"
+	if pr.In.Host != "" {
+		forwarded += ";host=" + quoteForwarded(pr.In.Host)
+	}
+	pr.Out.Header.Set("Forwarded", forwarded)
+	id := Identity{}
+	if c := g.cfg.ConnOf(pr.In); c != nil {
+		id.Flags = c.Flags().Flags()
+		id.Decision = c.Decision()
+	}
+	id.Set(pr.Out.Header, g.cfg.XFCC, g.cfg.XFCCBy)
+}
+
+// timed measures the origin's time to its response header for the access
+// log.
+type timed struct{ http.RoundTripper }
+
+func (t timed) RoundTrip(r *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := t.RoundTripper.RoundTrip(r)
+	if tm, ok := r.Context().Value(timingKey).(*Timing); ok {
+		tm.Upstream = time.Since(start)
+	}
+	return resp, err
+}
+
+// forwardedNode formats a node of RFC 7239's Forwarded: an IPv6 address in
+// brackets, with the port, quoted.
+func forwardedNode(host, port string) string {
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port != "" {
+		return `"` + host + ":" + port + `"`
+	}
+	return quoteForwarded(host)
+}
+
+func quoteForwarded(v string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
+}
+
+func (g *gateway) response(resp *http.Response) error {
+	if max := g.cfg.MaxResponseBody; max > 0 {
+		if resp.ContentLength > max {
+			return fmt.Errorf("%w: %d bytes announced, at most %d allowed", errResponseTooLarge, resp.ContentLength, max)
+		}
+		resp.Body = &limitedBody{ReadCloser: resp.Body, left: max, log: g.log, url: resp.Request.URL.String()}
+	}
+	return nil
+}
+
+var errResponseTooLarge = errors.New("origin response too large")
+
+// limitedBody cuts a response body off after its limit.
+type limitedBody struct {
+	io.ReadCloser
+	left int64
+	log  *slog.Logger
+	url  string
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		b.log.Warn("origin response cut off at the size limit", "url", b.url)
+		return 0, errResponseTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+// fail answers a request the origin could not: 413 for a request body over
+// the limit, 504 when the origin was too slow, 502 otherwise; the reason is
+// logged.
+func (g *gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusBadGateway
+	var mbe *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &mbe):
+		status = http.StatusRequestEntityTooLarge
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads the answer.
+		status = 499
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		status = http.StatusGatewayTimeout
+	}
+	if t, ok := r.Context().Value(timingKey).(*Timing); ok {
+		t.Err = err.Error()
+	}
+	if status != 499 {
+		g.log.Warn("origin request failed", "status", status, "method", r.Method, "path", r.URL.Path, "err", err)
+		http.Error(w, http.StatusText(status), status)
+	}
+}

@@ -1,0 +1,168 @@
+package gateway
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/req-mtls/req-mtls/internal/auth"
+	"github.com/req-mtls/req-mtls/internal/safetext"
+)
+
+// The fields the gateway sets on every request to the origin. Client-Cert
+// and Client-Cert-Chain are RFC 9440's; the others say what RFC 9440
+// leaves out, each a Structured Field (RFC 8941) an origin can parse.
+const (
+	HeaderClientCert      = "Client-Cert"       // RFC 9440: sf-binary of the leaf's DER, for a validated certificate only
+	HeaderClientCertChain = "Client-Cert-Chain" // RFC 9440: sf-list of sf-binary, the intermediates the client sent
+	HeaderFlags           = "Req-Mtls-Flags"    // sf-list of integers: the TLS flags the client sent
+	HeaderCertRequested   = "Req-Mtls-Cert-Requested"
+	HeaderCertStatus      = "Req-Mtls-Cert-Status" // sf-token none, valid or invalid;reason="..."
+	HeaderCertSHA256      = "Req-Mtls-Cert-Sha256" // sf-binary: SHA-256 of the leaf's DER, for any certificate received
+	HeaderCertStore       = "Req-Mtls-Cert-Store"  // sf-token client or bot: the store it was checked against
+	HeaderResumed         = "Req-Mtls-Resumed"
+	HeaderXFCC            = "X-Forwarded-Client-Cert" // Envoy's format, when asked for
+)
+
+// spoofable lists, normalised (lower case, '_' for '-'), every field name
+// the gateway sets or that origins read as the client's identity or
+// address. Any incoming copy, in any spelling, is removed: Go
+// canonicalises names on dashes only, while CGI, WSGI and PHP origins map
+// Client_Cert and Client-Cert to the same variable.
+var spoofable = map[string]bool{
+	"client-cert": true, "client-cert-chain": true, "x-forwarded-client-cert": true,
+	"forwarded": true, "x-forwarded-for": true, "x-forwarded-proto": true, "x-forwarded-host": true,
+	"x-real-ip": true, "x-client-ip": true, "ssl-client-cert": true, "x-ssl-client-cert": true,
+}
+
+// normalise maps a field name to the form CGI-style origins compare.
+func normalise(name string) string {
+	return strings.ReplaceAll(strings.ToLower(name), "_", "-")
+}
+
+// StripSpoofable removes from h every field that spoofable names, and every
+// Req-Mtls- field, whatever its case and whether it uses dashes or
+// underscores.
+func StripSpoofable(h http.Header) {
+	for name := range h {
+		n := normalise(name)
+		if spoofable[n] || strings.HasPrefix(n, "req-mtls-") {
+			delete(h, name)
+		}
+	}
+}
+
+// sfBinary serialises b as an RFC 8941 Byte Sequence.
+func sfBinary(b []byte) string { return ":" + base64.StdEncoding.EncodeToString(b) + ":" }
+
+// sfBool serialises an RFC 8941 Boolean.
+func sfBool(b bool) string {
+	if b {
+		return "?1"
+	}
+	return "?0"
+}
+
+// sfString serialises s as an RFC 8941 String, which holds printable ASCII
+// alone: a string with anything else is first written in Go's ASCII
+// escaping (a newline as \n, ü as \u00fc), then quotes and backslashes
+// are escaped as RFC 8941, Section 3.3.3 says.
+func sfString(s string) string {
+	for _, r := range s {
+		if r < 0x20 || r >= 0x7f {
+			q := strconv.QuoteToASCII(s)
+			s = q[1 : len(q)-1]
+			break
+		}
+	}
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+// Identity is what the gateway tells the origin about one request's
+// connection: the TLS flags and the handshake's decision.
+type Identity struct {
+	Flags    []int
+	Decision *auth.Decision // nil when the handshake recorded none
+}
+
+// Set writes the identity fields on h (which StripSpoofable has cleaned).
+func (id Identity) Set(h http.Header, xfcc bool, by string) {
+	flags := make([]string, len(id.Flags))
+	for i, f := range id.Flags {
+		flags[i] = strconv.Itoa(f)
+	}
+	h.Set(HeaderFlags, strings.Join(flags, ", "))
+	d := id.Decision
+	if d == nil {
+		h.Set(HeaderCertRequested, sfBool(false))
+		h.Set(HeaderCertStatus, "none")
+		h.Set(HeaderResumed, sfBool(false))
+		return
+	}
+	h.Set(HeaderCertRequested, sfBool(d.Requested))
+	h.Set(HeaderResumed, sfBool(d.Resumed))
+	if len(d.Chain) == 0 {
+		h.Set(HeaderCertStatus, "none")
+		return
+	}
+	leaf := d.Chain[0]
+	sum := sha256.Sum256(leaf.Raw)
+	h.Set(HeaderCertSHA256, sfBinary(sum[:]))
+	h.Set(HeaderCertStore, d.Store.String())
+	if d.Err != nil {
+		h.Set(HeaderCertStatus, "invalid;reason="+sfString(d.Err.Error()))
+		return
+	}
+	h.Set(HeaderCertStatus, "valid")
+	// RFC 9440, Section 2: only for a certificate that validated; the
+	// field itself says nothing of validation.
+	h.Set(HeaderClientCert, sfBinary(leaf.Raw))
+	if len(d.Chain) > 1 {
+		parts := make([]string, len(d.Chain)-1)
+		for i, c := range d.Chain[1:] {
+			parts[i] = sfBinary(c.Raw)
+		}
+		h.Set(HeaderClientCertChain, strings.Join(parts, ", "))
+	}
+	if xfcc {
+		h.Set(HeaderXFCC, xfccElement(d, by, hex.EncodeToString(sum[:])))
+	}
+}
+
+// xfccElement is one element of Envoy's x-forwarded-client-cert: Key=Value
+// pairs separated by ';', values with ',' ';' '=' or '"' quoted.
+func xfccElement(d *auth.Decision, by, hash string) string {
+	leaf := d.Chain[0]
+	pemOf := func(der []byte) string {
+		return url.QueryEscape(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	}
+	var chain strings.Builder
+	for _, c := range d.Chain {
+		chain.WriteString(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})))
+	}
+	kv := []string{}
+	if by != "" {
+		kv = append(kv, "By="+xfccValue(by))
+	}
+	kv = append(kv, "Hash="+hash, "Cert="+xfccValue(pemOf(leaf.Raw)), "Chain="+xfccValue(url.QueryEscape(chain.String())),
+		"Subject="+strconv.Quote(safetext.Escape(leaf.Subject.String())))
+	for _, u := range leaf.URIs {
+		kv = append(kv, "URI="+xfccValue(u.String()))
+	}
+	for _, n := range leaf.DNSNames {
+		kv = append(kv, "DNS="+xfccValue(safetext.Escape(n)))
+	}
+	return strings.Join(kv, ";")
+}
+
+func xfccValue(v string) string {
+	if strings.ContainsAny(v, ",;=\"") {
+		return strconv.Quote(v)
+	}
+	return v
+}

@@ -1,0 +1,34 @@
+package gateway
+
+import (
+	"net/http"
+	"testing"
+)
+
+func TestSfString(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"plain", `"plain"`},
+		{`x509: "bot root"`, `"x509: \"bot root\""`},
+		{`back\slash`, `"back\\slash"`},
+		{"new\nline", `"new\\nline"`},
+		{"bücher", `"b\\u00fccher"`},
+	} {
+		if got := sfString(tc.in); got != tc.want {
+			t.Errorf("sfString(%q) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestStripSpoofable(t *testing.T) {
+	h := http.Header{}
+	for _, name := range []string{"Client-Cert", "Client_cert", "CLIENT_CERT", "Client-Cert-Chain", "X-Forwarded-Client-Cert",
+		"X_forwarded_for", "Forwarded", "Req-Mtls-Cert-Status", "Req_mtls_anything", "X-Real-Ip"} {
+		h[name] = []string{"spoofed"}
+	}
+	h.Set("Accept", "*/*")
+	h["Client-Certificate-Hint"] = []string{"kept: another field"}
+	StripSpoofable(h)
+	if len(h) != 2 || h.Get("Accept") != "*/*" || h.Get("Client-Certificate-Hint") == "" {
+		t.Errorf("after stripping: %v", h)
+	}
+}

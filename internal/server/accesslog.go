@@ -1,0 +1,149 @@
+package server
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/req-mtls/req-mtls/internal/auth"
+	"github.com/req-mtls/req-mtls/internal/gateway"
+	"github.com/req-mtls/req-mtls/internal/safetext"
+)
+
+// accessLog wraps h to write one line per request to log: who (address,
+// flags, certificate and the handshake's decision), what (method, host,
+// path), and how it went (status, bytes, duration, the origin's time).
+func accessLog(h http.Handler, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		var timing gateway.Timing
+		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(rec, gateway.WithTiming(r, &timing))
+		attrs := make([]slog.Attr, 0, 20)
+		attrs = append(attrs, slog.String("client", r.RemoteAddr))
+		if c := ConnOf(r); c != nil {
+			attrs = append(attrs, slog.Any("tls_flags", c.Flags()))
+			attrs = append(attrs, decisionAttrs(c.Decision())...)
+		}
+		attrs = append(attrs,
+			slog.String("method", r.Method),
+			slog.String("host", safetext.Escape(r.Host)),
+			slog.String("path", safetext.Escape(r.URL.RequestURI())),
+			slog.String("proto", r.Proto),
+			slog.Int("status", rec.status),
+			slog.Int64("bytes", rec.bytes),
+			slog.Duration("duration", time.Since(start)),
+		)
+		if timing.Upstream > 0 {
+			attrs = append(attrs, slog.Duration("upstream_time", timing.Upstream))
+		}
+		if timing.Err != "" {
+			attrs = append(attrs, slog.String("upstream_error", timing.Err))
+		}
+		log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+	})
+}
+
+// decisionAttrs describes a handshake's decision for a log line.
+func decisionAttrs(d *auth.Decision) []slog.Attr {
+	if d == nil {
+		return nil
+	}
+	attrs := []slog.Attr{slog.Bool("cert_requested", d.Requested), slog.Bool("resumed", d.Resumed)}
+	if len(d.Chain) == 0 {
+		return append(attrs, slog.String("cert", "none"))
+	}
+	leaf := d.Chain[0]
+	sum := sha256.Sum256(leaf.Raw)
+	attrs = append(attrs,
+		slog.String("cert_subject", safetext.Escape(leaf.Subject.String())),
+		slog.String("cert_san", auth.CertName(leaf)),
+		slog.String("cert_sha256", hex.EncodeToString(sum[:])),
+		slog.String("cert_store", d.Store.String()),
+	)
+	if d.Err != nil {
+		return append(attrs, slog.String("cert", "invalid"), slog.String("cert_error", safetext.Escape(d.Err.Error())))
+	}
+	return append(attrs, slog.String("cert", "valid"))
+}
+
+// recorder notes the status and the bytes of a response; it lets through
+// flushes (streaming) and hijacks (WebSockets).
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	bytes       int64
+	wroteHeader bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wroteHeader && code >= 200 {
+		r.status, r.wroteHeader = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	r.wroteHeader = true
+	n, err := r.ResponseWriter.Write(p)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Hijack hands the connection over (a WebSocket upgrade: status 101).
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h, ok := r.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("connection cannot be hijacked")
+	}
+	r.status = http.StatusSwitchingProtocols
+	return h.Hijack()
+}
+
+// Unwrap is for http.ResponseController.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// rateLimiter lets through at most burst events at once and rate per
+// second after, and counts what it held back.
+type rateLimiter struct {
+	mu         sync.Mutex
+	rate       float64
+	burst      float64
+	tokens     float64
+	last       time.Time
+	suppressed int
+}
+
+func newRateLimiter(rate, burst float64) *rateLimiter {
+	return &rateLimiter{rate: rate, burst: burst, tokens: burst}
+}
+
+// allow reports whether an event may go through now, and how many were
+// held back since the last one that did.
+func (l *rateLimiter) allow(now time.Time) (ok bool, suppressed int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() {
+		l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
+	}
+	l.last = now
+	if l.tokens < 1 {
+		l.suppressed++
+		return false, 0
+	}
+	l.tokens--
+	suppressed, l.suppressed = l.suppressed, 0
+	return true, suppressed
+}
