@@ -198,6 +198,14 @@ func TestGatewayNginx(t *testing.T) {
 		})
 	}
 
+	// -xfcc adds Envoy's field for a validated certificate.
+	xgw, _ := startGateway(t, p, "http://"+origin, "-xfcc")
+	m := echoed(t, client(t, nil, "-tlsflags", "80", "-cert", p.f("client.crt"), "-key", p.f("client.key"), "-server-cacert", p.f("rootCA.crt"), "-connect", "https://"+xgw+"/"))
+	if !regexp.MustCompile(`^Hash=[0-9a-f]{64};Cert="-----BEGIN%20CERTIFICATE-----%0A.*";Chain=".*";Subject="CN=client.example";DNS=client.example$`).MatchString(m["xfcc"]) {
+		t.Errorf("x-forwarded-client-cert: %q", m["xfcc"])
+	}
+	t.Logf("-xfcc: %.90s...", m["xfcc"])
+
 	// Spoofing: every spelling of every identity field, sent by curl
 	// over HTTP/1.1 and HTTP/2, must be gone before the origin.
 	spellings := []string{

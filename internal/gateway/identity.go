@@ -138,18 +138,20 @@ func (id Identity) Set(h http.Header, xfcc bool, by string) {
 // pairs separated by ';', values with ',' ';' '=' or '"' quoted.
 func xfccElement(d *auth.Decision, by, hash string) string {
 	leaf := d.Chain[0]
-	pemOf := func(der []byte) string {
-		return url.QueryEscape(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	// Percent-encoded PEM, a space as %20, quoted, as Envoy writes it.
+	encode := func(pemText string) string {
+		return `"` + strings.ReplaceAll(url.QueryEscape(pemText), "+", "%20") + `"`
 	}
 	var chain strings.Builder
 	for _, c := range d.Chain {
-		chain.WriteString(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})))
+		chain.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
 	}
 	kv := []string{}
 	if by != "" {
 		kv = append(kv, "By="+xfccValue(by))
 	}
-	kv = append(kv, "Hash="+hash, "Cert="+xfccValue(pemOf(leaf.Raw)), "Chain="+xfccValue(url.QueryEscape(chain.String())),
+	kv = append(kv, "Hash="+hash, "Cert="+encode(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}))),
+		"Chain="+encode(chain.String()),
 		"Subject="+strconv.Quote(safetext.Escape(leaf.Subject.String())))
 	for _, u := range leaf.URIs {
 		kv = append(kv, "URI="+xfccValue(u.String()))
