@@ -349,3 +349,38 @@ func TestGatewayLimits(t *testing.T) {
 	}
 	t.Logf("gateway: unix socket origin reached; slow origin 504 after -upstream-timeout; body over -max-request-body 413")
 }
+
+// TestGatewayOriginMTLS: toward an https origin that requires a client
+// certificate, the gateway presents -upstream-cert and checks the origin
+// against -upstream-cacert.
+func TestGatewayOriginMTLS(t *testing.T) {
+	p := newPKI(t)
+	pool := x509.NewCertPool()
+	data, _ := os.ReadFile(p.f("rootCA.crt"))
+	pool.AppendCertsFromPEM(data)
+	cert, err := tls.LoadX509KeyPair(p.f("server.crt"), p.f("server.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "origin saw the gateway as %s over %s", r.TLS.PeerCertificates[0].DNSNames[0], r.Proto)
+	})}
+	go origin.Serve(ln)
+	defer origin.Close()
+	up := "https://" + ln.Addr().String()
+	gw, _ := startGateway(t, p, up, "-upstream-cert", p.f("client.crt"), "-upstream-key", p.f("client.key"), "-upstream-cacert", p.f("rootCA.crt"))
+	out := client(t, nil, "-server-cacert", p.f("rootCA.crt"), "-connect", "https://"+gw+"/")
+	if !strings.Contains(out, "origin saw the gateway as client.example") {
+		t.Errorf("mTLS to the origin: %s", out)
+	}
+	// Without the client certificate the origin refuses the gateway: 502.
+	bare, _ := startGateway(t, p, up, "-upstream-cacert", p.f("rootCA.crt"))
+	if out, err := runErr(nil, filepath.Join(binDir, "client"), "-server-cacert", p.f("rootCA.crt"), "-connect", "https://"+bare+"/"); err == nil || !strings.Contains(out, "502") {
+		t.Errorf("origin requiring a certificate, gateway without one: %v\n%s", err, out)
+	}
+	t.Logf("gateway to an https origin: mTLS with -upstream-cert, 502 without")
+}
