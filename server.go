@@ -62,6 +62,14 @@ type ServerConfig struct {
 	// flagged clients alone: they are checked against it and never
 	// against ClientCAFile. A bundle entry that is not a CA is refused.
 	ClientCAFile, BotCAFile string
+	// TicketKeysFile holds session ticket keys shared by the instances of
+	// a fleet, so that a session made on one resumes on another: one key
+	// a line, 32 random bytes in standard base64 (`openssl rand -base64
+	// 32`), # comments allowed; the first encrypts, all decrypt. It is
+	// reloaded like the certificates. Tickets say which trust-store
+	// contents accepted their certificate, so instances that load the
+	// same files agree. Empty: keys of this process alone.
+	TicketKeysFile string
 
 	// RecheckInterval is how often Watch compares the files with what was
 	// loaded when no file event came (default 1 minute).
@@ -103,6 +111,7 @@ func (c ServerConfig) auth() auth.Config {
 		Policy:   auth.Policy(c.Policy),
 		CertFile: c.CertFile, KeyFile: c.KeyFile,
 		ClientCAFile: c.ClientCAFile, BotCAFile: c.BotCAFile,
+		TicketKeysFile:  c.TicketKeysFile,
 		RecheckInterval: c.RecheckInterval,
 		Logger:          c.Logger,
 		Now:             c.Now,
@@ -241,7 +250,8 @@ type Server struct {
 // NewServer loads the files in cfg (CertFile and KeyFile are required).
 func NewServer(cfg ServerConfig) (*Server, error) {
 	s, err := server.New(server.Config{
-		Files:             server.Files{Cert: cfg.CertFile, Key: cfg.KeyFile, ClientCA: cfg.ClientCAFile, BotCA: cfg.BotCAFile},
+		Files: server.Files{Cert: cfg.CertFile, Key: cfg.KeyFile, ClientCA: cfg.ClientCAFile, BotCA: cfg.BotCAFile,
+			TicketKeys: cfg.TicketKeysFile},
 		Policy:            auth.Policy(cfg.Policy),
 		HandshakeTimeout:  cfg.HandshakeTimeout,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,

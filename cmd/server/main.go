@@ -43,6 +43,9 @@ Options:
   -client-cacert FILE       roots for client certificates (PEM bundle)
   -bot-cacert FILE          roots for flagged clients only, kept apart from
                             -client-cacert (default: use -client-cacert)
+  -ticket-keys FILE         session ticket keys shared by a fleet: one a line,
+                            32 bytes in base64 (openssl rand -base64 32); the
+                            first encrypts, all decrypt (default: per process)
   -listen-addr ADDR         address to listen on (default localhost:8775)
   -client-auth POLICY       request: ask flagged clients, report validity (default)
                             verify:  ask flagged clients, reject invalid certificates
@@ -91,6 +94,7 @@ func run(args []string, stderr io.Writer) int {
 		keyFile    = fs.String("key", "", "")
 		clientCA   = fs.String("client-cacert", "", "")
 		botCA      = fs.String("bot-cacert", "", "")
+		ticketKeys = fs.String("ticket-keys", "", "")
 		addr       = fs.String("listen-addr", "localhost:8775", "")
 		policyName = fs.String("client-auth", "request", "")
 		hsTimeout  = fs.Duration("handshake-timeout", 10*time.Second, "")
@@ -198,7 +202,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 
 	cfg := reqmtls.ServerConfig{
-		CertFile: *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA,
+		CertFile: *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, TicketKeysFile: *ticketKeys,
 		Policy:            policy,
 		HandshakeTimeout:  *hsTimeout,
 		ReadHeaderTimeout: *rhTimeout,

@@ -35,6 +35,10 @@ type Config struct {
 	// roots for flagged clients only (without it, flagged clients are
 	// checked against ClientCAFile). PEM bundles of CA certificates.
 	ClientCAFile, BotCAFile string
+	// TicketKeysFile holds session ticket keys shared by a fleet (see
+	// ParseTicketKeys): the first encrypts, all decrypt. Empty: each
+	// TLSConfig has keys of its own (crypto/tls's, rotated daily).
+	TicketKeysFile string
 
 	// RecheckInterval is how often Watch compares the files with what was
 	// loaded even when no file event came (default 1 minute).
@@ -294,6 +298,9 @@ func (b *binding) overlay(cfg *tls.Config, st *state, flagged bool) *cfgTemplate
 	// Session tickets carry a sessionTag; acceptTicket says which ones
 	// may resume here, and why.
 	keys := b.keys
+	if st.ticketKeys != nil {
+		keys = st.ticketKeys
+	}
 	cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
 		ss.Extra = append(ss.Extra, sessionTag{hasCert: len(cs.PeerCertificates) > 0, store: want}.marshal())
 		return keys.EncryptTicket(cs, ss)
@@ -371,7 +378,7 @@ func (a *Authenticator) reload(trigger string, force bool) error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	old := a.state.Load()
-	next := &state{cert: old.cert, client: old.client, bot: old.bot}
+	next := &state{cert: old.cert, client: old.client, bot: old.bot, ticketKeys: old.ticketKeys}
 	var errs []error
 	var took []string
 	for _, p := range a.parts() {

@@ -103,6 +103,9 @@ type state struct {
 	cert   *tls.Certificate // nil without Config.CertFile
 	client *store           // nil without Config.ClientCAFile
 	bot    *store           // nil without Config.BotCAFile
+	// ticketKeys owns the shared session ticket keys (SetSessionTicketKeys);
+	// nil without Config.TicketKeysFile.
+	ticketKeys *tls.Config
 }
 
 // storeFor returns the trust store for a client: flagged clients are
@@ -144,6 +147,17 @@ func (a *Authenticator) parts() []part {
 			}
 			return err
 		}}
+	}
+	if c.TicketKeysFile != "" {
+		ps = append(ps, part{name: "session ticket keys", files: []string{c.TicketKeysFile}, load: func(next *state) error {
+			keys, err := LoadTicketKeys(c.TicketKeysFile)
+			if err == nil {
+				holder := &tls.Config{}
+				holder.SetSessionTicketKeys(keys)
+				next.ticketKeys = holder
+			}
+			return err
+		}})
 	}
 	if c.ClientCAFile != "" {
 		ps = append(ps, storePart("client CA bundle", StoreClient, c.ClientCAFile, func(s *state) **store { return &s.client }))

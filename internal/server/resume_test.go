@@ -2,6 +2,7 @@ package server
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -173,4 +174,44 @@ func TestResumptionAcrossReload(t *testing.T) {
 		{"NewRoots_FullHandshake", flagged, false, true, "client.example", true},
 		{"NewRoots_Resumes", flagged, true, false, "client.example", true},
 	})
+}
+
+// TestTicketKeysShared: two servers that load the same files and the same
+// ticket keys resume each other's sessions, certificate sessions included;
+// a server with keys of its own does not. (The client's session cache is
+// keyed by server name, 127.0.0.1 for all three, as behind a load
+// balancer.)
+func TestTicketKeysShared(t *testing.T) {
+	p := testpki.New(t)
+	keys := filepath.Join(t.TempDir(), "ticket.keys")
+	if err := os.WriteFile(keys, []byte("# fleet\nAAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	files := Files{Cert: p.ServerCert, Key: p.ServerKey, ClientCA: p.RootCA, TicketKeys: keys}
+	a := startServer(t, p, Config{Policy: PolicyRequire, Files: files})
+	b := startServer(t, p, Config{Policy: PolicyRequire, Files: files})
+	own := startServer(t, p, Config{Policy: PolicyRequire})
+	flagged := withCert(p, "valid", 80)
+	flagged.Resume, flagged.SessionCache = true, utls.NewLRUClientSessionCache(8)
+	runSteps(t, a, p, []resumeStep{{"A_Full", flagged, false, true, "client.example", true}})
+	runSteps(t, b, p, []resumeStep{{"B_ResumesA", flagged, true, false, "client.example", true}})
+	runSteps(t, a, p, []resumeStep{{"A_ResumesB", flagged, true, false, "client.example", true}})
+	runSteps(t, own, p, []resumeStep{{"OwnKeys_FullHandshake", flagged, false, true, "client.example", true}})
+
+	// Rotation on A: a new key first, the old one second: tickets made
+	// with the old key still resume; with the old key dropped, they do
+	// not.
+	runSteps(t, b, p, []resumeStep{{"B_Full_OldKey", flagged, false, true, "client.example", true}})
+	const newKey = "//////////////////////////////////////////8="
+	writeRename(t, keys, []byte(newKey+"\nAAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"))
+	if err := a.Reload("test"); err != nil {
+		t.Fatal(err)
+	}
+	runSteps(t, a, p, []resumeStep{{"A_NewFirst_OldDecrypts", flagged, true, false, "client.example", true}})
+	runSteps(t, b, p, []resumeStep{{"B_Full_OldKeyAgain", flagged, false, true, "client.example", true}})
+	writeRename(t, keys, []byte(newKey+"\n"))
+	if err := a.Reload("test"); err != nil {
+		t.Fatal(err)
+	}
+	runSteps(t, a, p, []resumeStep{{"A_OldKeyDropped_FullHandshake", flagged, false, true, "client.example", true}})
 }

@@ -33,6 +33,9 @@ type Files struct {
 	Cert, Key string // server certificate chain and its private key
 	ClientCA  string // roots for client certificates (-client-cacert)
 	BotCA     string // optional roots for flagged clients only (-bot-cacert)
+	// TicketKeys is an optional session ticket keys file (-ticket-keys)
+	// shared by the instances of a fleet.
+	TicketKeys string
 }
 
 // Config configures a Server. The zero value of every optional field is a
@@ -120,6 +123,7 @@ func New(cfg Config) (*Server, error) {
 		Policy:   cfg.Policy,
 		CertFile: cfg.Files.Cert, KeyFile: cfg.Files.Key,
 		ClientCAFile: cfg.Files.ClientCA, BotCAFile: cfg.Files.BotCA,
+		TicketKeysFile:  cfg.Files.TicketKeys,
 		RecheckInterval: cfg.RecheckInterval,
 		Logger:          cfg.Logger,
 		Now:             cfg.Now,
