@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/fsnotify/fsnotify v1.9.0
+	github.com/pires/go-proxyproto v0.8.1
 	github.com/refraction-networking/utls v1.8.2
 	github.com/rogpeppe/go-internal v1.14.1
 	golang.org/x/crypto v0.58.0

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -90,6 +91,12 @@ type ServerConfig struct {
 	HandshakeTimeout  time.Duration
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
+	// ProxyProtocolFrom lists the load balancers' addresses: connections
+	// from them must start with a PROXY protocol header (v1 or v2, as
+	// HAProxy's send-proxy and send-proxy-v2 write), and the client
+	// address it carries is the one the server logs, reports and
+	// forwards; from any other address a header is refused.
+	ProxyProtocolFrom []netip.Prefix
 	// Handler serves requests (default: the server's own pages, the index
 	// at / and the connection report at /debug, as DebugHandler); a
 	// gateway from NewGateway, say. PagesPath, with a Handler, mounts
@@ -259,6 +266,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		RecheckInterval:   cfg.RecheckInterval,
 		Handler:           cfg.Handler,
 		PagesPath:         cfg.PagesPath,
+		ProxyProtocolFrom: cfg.ProxyProtocolFrom,
 		AccessLog:         cfg.AccessLog,
 		KeyLog:            cfg.KeyLog,
 		Logger:            cfg.Logger,

@@ -12,7 +12,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	_ "net/http/pprof" // for -pprof-addr only: the server's own mux is separate
+	_ "net/http/pprof"
+	"net/netip" // for -pprof-addr only: the server's own mux is separate
 	"os"
 	"os/signal"
 	"strconv"
@@ -47,6 +48,9 @@ Options:
                             32 bytes in base64 (openssl rand -base64 32); the
                             first encrypts, all decrypt (default: per process)
   -listen-addr ADDR         address to listen on (default localhost:8775)
+  -proxy-protocol-from LIST load balancers (CIDR or IP, comma separated) whose
+                            connections start with a PROXY protocol v1/v2
+                            header, required from them, refused from others
   -client-auth POLICY       request: ask flagged clients, report validity (default)
                             verify:  ask flagged clients, reject invalid certificates
                             require: flagged clients must present a valid certificate
@@ -95,6 +99,7 @@ func run(args []string, stderr io.Writer) int {
 		clientCA   = fs.String("client-cacert", "", "")
 		botCA      = fs.String("bot-cacert", "", "")
 		ticketKeys = fs.String("ticket-keys", "", "")
+		proxyFrom  = fs.String("proxy-protocol-from", "", "")
 		addr       = fs.String("listen-addr", "localhost:8775", "")
 		policyName = fs.String("client-auth", "request", "")
 		hsTimeout  = fs.Duration("handshake-timeout", 10*time.Second, "")
@@ -147,6 +152,10 @@ func run(args []string, stderr io.Writer) int {
 		if err := checkLoopback(*pprofAddr); err != nil {
 			return misuse("-pprof-addr: %v", err)
 		}
+	}
+	proxyPrefixes, err := parsePrefixes(*proxyFrom)
+	if err != nil {
+		return misuse("-proxy-protocol-from: %v", err)
 	}
 	maxReqBytes, err := parseSize(*maxReq)
 	if err != nil {
@@ -204,6 +213,7 @@ func run(args []string, stderr io.Writer) int {
 	cfg := reqmtls.ServerConfig{
 		CertFile: *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, TicketKeysFile: *ticketKeys,
 		Policy:            policy,
+		ProxyProtocolFrom: proxyPrefixes,
 		HandshakeTimeout:  *hsTimeout,
 		ReadHeaderTimeout: *rhTimeout,
 		IdleTimeout:       *idle,
@@ -346,4 +356,26 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q: unknown unit %q (want KiB, MiB or GiB)", s, unit)
 	}
 	return n << shift, nil
+}
+
+// parsePrefixes parses a comma-separated list of CIDR prefixes or single
+// addresses.
+func parsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(f); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an address nor a CIDR prefix", f)
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }

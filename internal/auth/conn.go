@@ -104,6 +104,9 @@ func (c *Conn) Linger() error {
 	c.close.Do(func() {
 		c.forget()
 		tcp, ok := c.Conn.Conn.(*net.TCPConn)
+		if pc, isProxied := c.Conn.Conn.(interface{ TCPConn() (*net.TCPConn, bool) }); isProxied {
+			tcp, ok = pc.TCPConn() // under a PROXY protocol header
+		}
 		if !ok || tcp.CloseWrite() != nil {
 			err = c.Conn.Close()
 			return

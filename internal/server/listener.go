@@ -130,6 +130,13 @@ func (l *handshakeListener) failed(c *auth.Conn, err error) {
 		c.Linger()
 		return
 	}
+	if errors.Is(err, io.EOF) && !c.HelloSeen() {
+		// Closed before a ClientHello: a load balancer's health check,
+		// a port scan. Not worth a warning.
+		l.srv.log.Debug("connection closed before a ClientHello", "remote", c.RemoteAddr().String())
+		c.CloseNow()
+		return
+	}
 	// A scanner must not be able to flood the log: at most a burst of 50
 	// lines and 10 a second after, with a count of the lines held back.
 	if ok, held := l.srv.hsLimit.allow(time.Now()); ok {

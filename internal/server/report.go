@@ -43,6 +43,7 @@ type Report struct {
 	ValidatesNow   *bool        `json:"cert_validates_now,omitempty"`
 
 	Policy      string               `json:"client_auth_policy"`
+	ClientAddr  string               `json:"client_address"`
 	TLSVersion  string               `json:"tls_version"`
 	CipherSuite string               `json:"cipher_suite"`
 	ALPN        string               `json:"alpn"`
@@ -106,7 +107,7 @@ func ConnOf(r *http.Request) *auth.Conn { return connOf(r.Context()) }
 // NewReport builds the Report for the connection behind an HTTP request
 // from the decision its handshake recorded.
 func NewReport(a *auth.Authenticator, req *http.Request) *Report {
-	r := &Report{Policy: a.Policy().String()}
+	r := &Report{Policy: a.Policy().String(), ClientAddr: req.RemoteAddr}
 	c := ConnOf(req)
 	cs := req.TLS
 	if c != nil {

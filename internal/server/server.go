@@ -17,9 +17,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pires/go-proxyproto"
 
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
@@ -58,6 +61,12 @@ type Config struct {
 	// RecheckInterval is how often Watch compares the files with what
 	// was loaded even when no file event came (default 1 minute).
 	RecheckInterval time.Duration
+
+	// ProxyProtocolFrom lists the load balancers' addresses: connections
+	// from them must start with a PROXY protocol header (v1 or v2), whose
+	// client address the server then uses everywhere (logs, /debug,
+	// forwarded fields); from other addresses a header is refused.
+	ProxyProtocolFrom []netip.Prefix
 
 	// Handler serves requests (default: the server's own pages, the index
 	// at / and the report at /debug).
@@ -177,6 +186,9 @@ func (s *Server) Watch(ctx context.Context) error { return s.auth.Watch(ctx) }
 
 // Serve accepts connections on l (a plain TCP listener) until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
+	if len(s.cfg.ProxyProtocolFrom) > 0 {
+		l = &proxyproto.Listener{Listener: l, ConnPolicy: s.proxyPolicy, ReadHeaderTimeout: s.cfg.HandshakeTimeout}
+	}
 	hl := newHandshakeListener(l, s, s.cfg.HandshakeTimeout)
 	s.listenersMu.Lock()
 	s.listeners = append(s.listeners, hl)
@@ -186,6 +198,19 @@ func (s *Server) Serve(l net.Listener) error {
 		return nil
 	}
 	return err
+}
+
+// proxyPolicy requires a PROXY header from the listed balancers and
+// refuses one from anyone else.
+func (s *Server) proxyPolicy(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+	if ap, err := netip.ParseAddrPort(o.Upstream.String()); err == nil {
+		for _, p := range s.cfg.ProxyProtocolFrom {
+			if p.Contains(ap.Addr().Unmap()) {
+				return proxyproto.REQUIRE, nil
+			}
+		}
+	}
+	return proxyproto.REJECT, nil
 }
 
 // Shutdown stops accepting, closes connections still in their handshake
