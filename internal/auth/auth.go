@@ -14,6 +14,7 @@ package auth
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,6 +44,9 @@ type Config struct {
 	// RecheckInterval is how often Watch compares the files with what was
 	// loaded even when no file event came (default 1 minute).
 	RecheckInterval time.Duration
+	// OnReload, if set, is called for every part a reload tries, with its
+	// error (nil when it loaded).
+	OnReload func(part string, err error)
 	// Logger receives reloads and closed connections (default
 	// slog.Default()).
 	Logger *slog.Logger
@@ -105,6 +109,24 @@ func (a *Authenticator) Now() time.Time { return a.cfg.Now() }
 // Certificate returns the server certificate loaded from CertFile, or nil
 // when the base configs provide it.
 func (a *Authenticator) Certificate() *tls.Certificate { return a.state.Load().cert }
+
+// Certificates returns the server certificate's leaf (nil without
+// CertFile) and the roots of each trust store in force, by store name
+// ("client", "bot").
+func (a *Authenticator) Certificates() (*x509.Certificate, map[string][]*x509.Certificate) {
+	st := a.state.Load()
+	var leaf *x509.Certificate
+	if st.cert != nil {
+		leaf = st.cert.Leaf
+	}
+	roots := map[string][]*x509.Certificate{}
+	for _, s := range []*store{st.client, st.bot} {
+		if s != nil {
+			roots[s.kind.String()] = s.certs
+		}
+	}
+	return leaf, roots
+}
 
 func (a *Authenticator) publish(st *state) {
 	a.gen++
@@ -387,7 +409,11 @@ func (a *Authenticator) reload(trigger string, force bool) error {
 			continue
 		}
 		a.stamps[p.name] = sum
-		if err := p.load(next); err != nil {
+		err := p.load(next)
+		if a.cfg.OnReload != nil {
+			a.cfg.OnReload(p.name, err)
+		}
+		if err != nil {
 			a.log.Error("reload failed; keeping the last good certificates", "trigger", trigger, "part", p.name, "err", err)
 			errs = append(errs, err)
 			continue

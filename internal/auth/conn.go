@@ -46,6 +46,7 @@ type Conn struct {
 	closed   bool // guarded by a.connsMu
 	// handshakeOK is set when the handshake passed VerifyConnection.
 	handshakeOK atomic.Bool
+	onClose     func()
 }
 
 // WrapConn wraps an accepted connection for inspection, for servers that
@@ -126,7 +127,14 @@ func (c *Conn) forget() {
 	c.closed = true
 	delete(c.a.conns, c)
 	c.a.connsMu.Unlock()
+	if c.onClose != nil {
+		c.onClose()
+	}
 }
+
+// OnClose sets a function called once when the connection is closed. Call
+// it before the connection is in use.
+func (c *Conn) OnClose(f func()) { c.onClose = f }
 
 // track remembers a connection that holds a client certificate, so that a
 // change of trust stores can be applied to it (Authenticator.recheck).

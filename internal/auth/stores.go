@@ -34,8 +34,9 @@ func (k StoreKind) String() string {
 
 // store is one loaded trust store for client certificates.
 type store struct {
-	kind StoreKind
-	pool *x509.CertPool
+	kind  StoreKind
+	pool  *x509.CertPool
+	certs []*x509.Certificate
 	// digest identifies the store's contents: the SHA-256 over its roots'
 	// DER in sorted order. Instances that load the same roots agree on it,
 	// whatever the file's order or PEM formatting; any change of roots
@@ -58,7 +59,7 @@ func loadStore(kind StoreKind, file string) (*store, error) {
 		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(d))))
 		h.Write(d)
 	}
-	st := &store{kind: kind, pool: certs.Pool(roots)}
+	st := &store{kind: kind, pool: certs.Pool(roots), certs: roots}
 	h.Sum(st.digest[:0])
 	return st, nil
 }

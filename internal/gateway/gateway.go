@@ -129,6 +129,8 @@ const timingKey ctxKey = 0
 // Timing is filled in as a request goes through the gateway; the access log
 // reads it.
 type Timing struct {
+	Sent     bool          // a request went to the origin
+	Status   int           // the origin's status code, 0 when none came
 	Upstream time.Duration // from sending the request to the origin's response header
 	Err      string        // why the origin failed, if it did
 }
@@ -171,7 +173,10 @@ func (t timed) RoundTrip(r *http.Request) (*http.Response, error) {
 	start := time.Now()
 	resp, err := t.RoundTripper.RoundTrip(r)
 	if tm, ok := r.Context().Value(timingKey).(*Timing); ok {
-		tm.Upstream = time.Since(start)
+		tm.Sent, tm.Upstream = true, time.Since(start)
+		if err == nil {
+			tm.Status = resp.StatusCode
+		}
 	}
 	return resp, err
 }

@@ -13,18 +13,30 @@ import (
 
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/gateway"
+	"github.com/req-mtls/req-mtls/internal/metrics"
 	"github.com/req-mtls/req-mtls/internal/safetext"
 )
 
-// accessLog wraps h to write one line per request to log: who (address,
+// observe wraps h to count the gateway's origin requests in m and, when
+// log is not nil, to write one line per request to it: who (address,
 // flags, certificate and the handshake's decision), what (method, host,
 // path), and how it went (status, bytes, duration, the origin's time).
-func accessLog(h http.Handler, log *slog.Logger) http.Handler {
+func observe(h http.Handler, m *metrics.Metrics, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		var timing gateway.Timing
+		if log == nil {
+			h.ServeHTTP(w, gateway.WithTiming(r, &timing))
+			if timing.Sent {
+				m.Upstream(timing.Status, timing.Upstream)
+			}
+			return
+		}
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 		h.ServeHTTP(rec, gateway.WithTiming(r, &timing))
+		if timing.Sent {
+			m.Upstream(timing.Status, timing.Upstream)
+		}
 		attrs := make([]slog.Attr, 0, 20)
 		attrs = append(attrs, slog.String("client", r.RemoteAddr))
 		if c := ConnOf(r); c != nil {

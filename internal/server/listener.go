@@ -64,6 +64,8 @@ func (l *handshakeListener) acceptLoop() {
 		}
 		backoff = 0
 		sc := l.srv.auth.WrapConn(c)
+		l.srv.metrics.ConnOpened()
+		sc.OnClose(l.srv.metrics.ConnClosed)
 		if !l.add(sc) {
 			c.Close()
 			return
@@ -98,13 +100,16 @@ func (l *handshakeListener) handshake(c *auth.Conn) {
 	tc := tls.Server(c, l.srv.base)
 	// The deadline counts from the accept and bounds every read and
 	// write of the handshake, the ClientHello inspection's included.
-	c.SetDeadline(time.Now().Add(l.timeout))
+	start := time.Now()
+	c.SetDeadline(start.Add(l.timeout))
 	if err := tc.Handshake(); err != nil {
 		l.failed(c, err)
 		return
 	}
 	c.SetDeadline(time.Time{})
-	l.srv.logHandshake(c, tc.ConnectionState())
+	cs := tc.ConnectionState()
+	l.srv.metrics.Handshake(c.Flagged(), c.Decision(), tls.VersionName(cs.Version), cs.DidResume, time.Since(start))
+	l.srv.logHandshake(c, cs)
 	select {
 	case l.conns <- tc:
 	case <-l.done:
@@ -123,6 +128,7 @@ func (l *handshakeListener) failed(c *auth.Conn, err error) {
 		return
 	default:
 	}
+	l.srv.metrics.HandshakeFailed(err)
 	var re tls.RecordHeaderError
 	if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
 		io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")

@@ -11,20 +11,24 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	httppprof "net/http/pprof"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pires/go-proxyproto"
 
 	"github.com/req-mtls/req-mtls/internal/auth"
+	"github.com/req-mtls/req-mtls/internal/metrics"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
 )
 
@@ -99,7 +103,9 @@ type Server struct {
 	listenersMu sync.Mutex
 	listeners   []*handshakeListener
 
-	hsLimit *rateLimiter // handshake failure log lines
+	hsLimit  *rateLimiter // handshake failure log lines
+	metrics  *metrics.Metrics
+	draining atomic.Bool
 }
 
 // New loads the files in cfg and returns a Server ready to Serve.
@@ -128,7 +134,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Files.Cert == "" || cfg.Files.Key == "" {
 		return nil, errors.New("a server certificate and key are required")
 	}
+	var m *metrics.Metrics
+	var a *auth.Authenticator
+	m = metrics.New(func() (*x509.Certificate, map[string][]*x509.Certificate) { return a.Certificates() })
 	a, err := auth.New(auth.Config{
+		OnReload: m.Reload,
 		Policy:   cfg.Policy,
 		CertFile: cfg.Files.Cert, KeyFile: cfg.Files.Key,
 		ClientCAFile: cfg.Files.ClientCA, BotCAFile: cfg.Files.BotCA,
@@ -147,7 +157,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.KeyLog != nil {
 		base.KeyLogWriter = cfg.KeyLog
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, auth: a, base: a.TLSConfig(base), hsLimit: newRateLimiter(10, 50)}
+	s := &Server{cfg: cfg, log: cfg.Logger, auth: a, base: a.TLSConfig(base), hsLimit: newRateLimiter(10, 50), metrics: m}
 	h := cfg.Handler
 	switch {
 	case h == nil:
@@ -161,9 +171,7 @@ func New(cfg Config) (*Server, error) {
 		mux.Handle("/", h)
 		h = mux
 	}
-	if cfg.AccessLog != nil {
-		h = accessLog(h, cfg.AccessLog)
-	}
+	h = observe(h, m, cfg.AccessLog)
 	s.http = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
@@ -173,6 +181,33 @@ func New(cfg Config) (*Server, error) {
 		ConnContext:       ConnContext,
 	}
 	return s, nil
+}
+
+// Metrics returns the server's Prometheus collectors.
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
+// AdminHandler serves /metrics (Prometheus), /healthz (the process is up),
+// /readyz (503 once Shutdown has begun, so that a load balancer stops
+// sending) and, with pprof, Go's /debug/pprof.
+func (s *Server) AdminHandler(pprof bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metrics.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if s.draining.Load() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	if pprof {
+		mux.HandleFunc("/debug/pprof/", httppprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", httppprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", httppprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
+	}
+	return mux
 }
 
 // Auth returns the server's Authenticator.
@@ -217,6 +252,7 @@ func (s *Server) proxyPolicy(o proxyproto.ConnPolicyOptions) (proxyproto.Policy,
 // (they have sent no request yet), lets requests in flight finish until ctx
 // ends, then closes every connection.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
 	err := s.http.Shutdown(ctx)
 	if err != nil {
 		s.http.Close()

@@ -1,0 +1,209 @@
+// Package metrics is the server's Prometheus instrumentation: connections,
+// handshakes and their outcome, failures by reason, ClientHello
+// rejections, reloads, certificate expiry, and the gateway's origin
+// requests. Names follow Prometheus conventions (reqmtls_..._total for
+// counters, _seconds for durations); label values come from small fixed
+// sets, never from client input, so cardinality stays bounded.
+package metrics
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/req-mtls/req-mtls/internal/auth"
+	"github.com/req-mtls/req-mtls/internal/clienthello"
+)
+
+// Metrics holds the server's collectors in a registry of its own.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	connsOpen         prometheus.Gauge
+	handshakes        *prometheus.CounterVec
+	failures          *prometheus.CounterVec
+	handshakeDuration prometheus.Histogram
+	helloRejections   *prometheus.CounterVec
+	reloads           *prometheus.CounterVec
+	upstreamRequests  *prometheus.CounterVec
+	upstreamDuration  prometheus.Histogram
+}
+
+// New registers the collectors; certs, if not nil, is read at every scrape
+// for certificate expiry.
+func New(certs func() (server *x509.Certificate, roots map[string][]*x509.Certificate)) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
+	m.connsOpen = prometheus.NewGauge(prometheus.GaugeOpts{Name: "reqmtls_connections_open",
+		Help: "Connections accepted and not yet closed."})
+	m.handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reqmtls_handshakes_total",
+		Help: "Completed TLS handshakes, by whether the client set flag 80, whether a certificate was requested, the certificate's outcome (none, valid, invalid), TLS version and resumption."},
+		[]string{"flagged", "cert_requested", "cert", "version", "resumed"})
+	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reqmtls_handshake_failures_total",
+		Help: "Failed TLS handshakes, by reason (the alert sent, or what ended the connection)."},
+		[]string{"reason"})
+	m.handshakeDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "reqmtls_handshake_duration_seconds",
+		Help:    "Time from accepting a connection to the end of its successful TLS handshake.",
+		Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}})
+	m.helloRejections = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reqmtls_clienthello_rejections_total",
+		Help: "ClientHellos refused by the inspection layer before crypto/tls saw them, by reason."},
+		[]string{"reason"})
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reqmtls_reloads_total",
+		Help: "Reloads of each part (server certificate, client CA bundle, bot CA bundle, session ticket keys), by result."},
+		[]string{"part", "result"})
+	m.upstreamRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reqmtls_upstream_requests_total",
+		Help: "Requests the gateway sent to the origin, by response status code (error when none came)."},
+		[]string{"code"})
+	m.upstreamDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "reqmtls_upstream_request_duration_seconds",
+		Help:    "Time from sending a request to the origin to its response header.",
+		Buckets: prometheus.DefBuckets})
+	for _, c := range []prometheus.Collector{m.connsOpen, m.handshakes, m.failures, m.handshakeDuration, m.helloRejections,
+		m.reloads, m.upstreamRequests, m.upstreamDuration} {
+		f(c)
+	}
+	if certs != nil {
+		f(&expiry{certs: certs, desc: prometheus.NewDesc("reqmtls_certificate_not_after_seconds",
+			"End of validity (Unix time) of the server certificate and of every root in the client and bot stores.",
+			[]string{"role", "subject"}, nil)})
+	}
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// ConnOpened and ConnClosed track open connections.
+func (m *Metrics) ConnOpened() { m.connsOpen.Inc() }
+func (m *Metrics) ConnClosed() { m.connsOpen.Dec() }
+
+// Handshake counts a completed handshake.
+func (m *Metrics) Handshake(flagged bool, d *auth.Decision, version string, resumed bool, took time.Duration) {
+	requested, cert := false, "none"
+	if d != nil {
+		requested = d.Requested
+		if len(d.Chain) > 0 {
+			cert = "valid"
+			if d.Err != nil {
+				cert = "invalid"
+			}
+		}
+	}
+	m.handshakes.WithLabelValues(strconv.FormatBool(flagged), strconv.FormatBool(requested), cert, version, strconv.FormatBool(resumed)).Inc()
+	m.handshakeDuration.Observe(took.Seconds())
+}
+
+// HandshakeFailed counts a failed handshake by reason, and a refusal by the
+// inspection layer as a ClientHello rejection too.
+func (m *Metrics) HandshakeFailed(err error) {
+	reason := FailureReason(err)
+	m.failures.WithLabelValues(reason).Inc()
+	var fe *clienthello.FlagsError
+	switch {
+	case errors.As(err, &fe):
+		r := "tls_flags_malformed"
+		if strings.Contains(fe.Reason, "HelloRetryRequest") {
+			r = "tls_flags_changed_after_hello_retry"
+		}
+		m.helloRejections.WithLabelValues(r).Inc()
+	case errors.Is(err, clienthello.ErrTooLarge):
+		m.helloRejections.WithLabelValues("too_large").Inc()
+	}
+}
+
+// FailureReason names why a handshake failed, from a fixed set.
+func FailureReason(err error) string {
+	var fe *clienthello.FlagsError
+	var re interface{ RecordHeader() [5]byte }
+	var ne net.Error
+	msg := err.Error()
+	switch {
+	case errors.As(err, &fe):
+		return "illegal_parameter"
+	case errors.Is(err, clienthello.ErrTooLarge):
+		return "decode_error"
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return "closed"
+	case strings.Contains(msg, "client didn't provide a certificate"):
+		return "certificate_required"
+	case strings.Contains(msg, "client certificate rejected"):
+		return "bad_certificate"
+	case strings.Contains(msg, "first record does not look like a TLS handshake"), errors.As(err, &re):
+		return "not_tls"
+	case strings.Contains(msg, "unsupported versions"), strings.Contains(msg, "protocol version"):
+		return "protocol_version"
+	case strings.Contains(msg, "no cipher suite"), strings.Contains(msg, "no mutually supported"), strings.Contains(msg, "no ECDHE curve"):
+		return "handshake_failure"
+	case strings.Contains(msg, "remote error"):
+		return "alert_received"
+	case strings.Contains(msg, "connection reset"), strings.Contains(msg, "broken pipe"):
+		return "reset"
+	case strings.Contains(msg, "PROXY"), strings.Contains(msg, "proxy"):
+		return "proxy_protocol"
+	}
+	return "other"
+}
+
+// Reload counts a reload of one part.
+func (m *Metrics) Reload(part string, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.reloads.WithLabelValues(strings.ReplaceAll(part, " ", "_"), result).Inc()
+}
+
+// Upstream counts a gateway request to the origin: status 0 for none.
+func (m *Metrics) Upstream(status int, took time.Duration) {
+	code := "error"
+	if status > 0 {
+		code = strconv.Itoa(status)
+	}
+	m.upstreamRequests.WithLabelValues(code).Inc()
+	m.upstreamDuration.Observe(took.Seconds())
+}
+
+// expiry reports certificates' not-after times at scrape time.
+type expiry struct {
+	certs func() (*x509.Certificate, map[string][]*x509.Certificate)
+	desc  *prometheus.Desc
+}
+
+func (e *expiry) Describe(ch chan<- *prometheus.Desc) { ch <- e.desc }
+
+func (e *expiry) Collect(ch chan<- prometheus.Metric) {
+	server, roots := e.certs()
+	seen := map[[2]string]bool{}
+	emit := func(role string, c *x509.Certificate) {
+		key := [2]string{role, c.Subject.String()}
+		if seen[key] {
+			return // two roots of one subject: the first
+		}
+		seen[key] = true
+		ch <- prometheus.MustNewConstMetric(e.desc, prometheus.GaugeValue, float64(c.NotAfter.Unix()), role, c.Subject.String())
+	}
+	if server != nil {
+		emit("server", server)
+	}
+	for role, rs := range roots {
+		for _, c := range rs {
+			emit(role, c)
+		}
+	}
+}
