@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/idna"
 
 	"github.com/req-mtls/req-mtls/internal/certs"
 	"github.com/req-mtls/req-mtls/internal/client"
@@ -52,6 +53,10 @@ type ClientConfig struct {
 	// OnHandshake, if set, is called after every handshake a Transport
 	// makes, with the server's address.
 	OnHandshake func(addr string, h Handshake)
+	// IdleTimeout closes a kept-alive connection idle that long (default
+	// 90 s for a Transport; for a Dialer's HTTP/2 connections 1 s, after
+	// which a ClientConn must be dialed again).
+	IdleTimeout time.Duration
 }
 
 func (c ClientConfig) internal() client.Config {
@@ -63,6 +68,8 @@ func (c ClientConfig) internal() client.Config {
 		Resume:  !c.DisableResumption,
 		KeyLog:  c.KeyLog,
 		Warn:    c.Warn,
+
+		IdleTimeout: c.IdleTimeout,
 	}
 	cfg.Flags = c.Flags.s
 	return cfg
@@ -190,36 +197,54 @@ func (cc *ClientConn) Close() error { return cc.cn.Close() }
 // A Transport is an http.RoundTripper that speaks request mTLS: the flags
 // in every ClientHello, the certificate when a server asks, sessions
 // resumed per host, HTTP/2 where the server offers it and HTTP/1.1
-// otherwise (both kept alive and shared between requests). Plain http URLs
-// go through net/http's own transport. It is safe for concurrent use.
+// otherwise (both kept alive, and shared between requests; concurrent
+// requests to a new host share one dial). Plain http URLs go through
+// net/http's own transport. Over HTTP/1.1, responses have no TLS state
+// (resp.TLS is nil). It is safe for concurrent use.
 type Transport struct {
-	d      *Dialer
-	onHS   func(string, Handshake)
-	h2     *http2.Transport
-	h1     *http.Transport
-	mu     sync.Mutex
-	h2pool map[string][]*http2.ClientConn
-	h2conn map[*http2.ClientConn]net.Conn // the TLS connection under each
-	h1only map[string]bool                // hosts that chose HTTP/1.1
-	handed map[string]net.Conn            // a dialed HTTP/1.1 connection for h1's next dial
+	d    *Dialer
+	onHS func(string, Handshake)
+	h2   *http2.Transport
+	h1   *http.Transport
+
+	mu      sync.Mutex
+	h2pool  map[string][]*http2.ClientConn
+	h2conn  map[*http2.ClientConn]*client.AlertConn // the TLS connection under each
+	dialing map[string]*dialCall                    // dials in progress, by address
+	h1only  map[string]bool                         // hosts that chose HTTP/1.1
+	handed  map[string]net.Conn                     // a dialed HTTP/1.1 connection for h1's next dial
 }
+
+// dialCall is one dial to an address that concurrent requests wait for.
+type dialCall struct {
+	done chan struct{}
+	cc   *http2.ClientConn // nil when the server chose HTTP/1.1 or the dial failed
+	err  error
+}
+
+// maxH1Hosts bounds the memory of which hosts chose HTTP/1.1.
+const maxH1Hosts = 10000
 
 // NewTransport loads the client certificate, if any.
 func NewTransport(cfg ClientConfig) (*Transport, error) {
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 90 * time.Second
+	}
 	d, err := NewDialer(cfg)
 	if err != nil {
 		return nil, err
 	}
-	t := &Transport{d: d, onHS: cfg.OnHandshake, h2pool: map[string][]*http2.ClientConn{}, h2conn: map[*http2.ClientConn]net.Conn{},
-		h1only: map[string]bool{}, handed: map[string]net.Conn{}}
-	t.h2 = &http2.Transport{}
+	t := &Transport{d: d, onHS: cfg.OnHandshake,
+		h2pool: map[string][]*http2.ClientConn{}, h2conn: map[*http2.ClientConn]*client.AlertConn{},
+		dialing: map[string]*dialCall{}, h1only: map[string]bool{}, handed: map[string]net.Conn{}}
+	t.h2 = &http2.Transport{IdleConnTimeout: cfg.IdleTimeout, ReadIdleTimeout: 30 * time.Second, PingTimeout: 15 * time.Second}
 	t.h1 = &http.Transport{
 		DialTLSContext: t.dialH1,
 		// HTTP/2 is this Transport's own (h2 above); an empty map keeps
 		// net/http from trying it on connections it cannot use.
 		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
 		MaxIdleConnsPerHost: 8,
-		IdleConnTimeout:     90 * time.Second,
+		IdleConnTimeout:     cfg.IdleTimeout,
 	}
 	return t, nil
 }
@@ -230,6 +255,9 @@ var errH2 = errors.New("reqmtls: the server chose HTTP/2 on a connection for HTT
 // RoundTrip sends req. Over https it uses a kept-alive HTTP/2 connection to
 // the host when one can take the request, else dials one; a host whose
 // server chose HTTP/1.1 is served through a pool of HTTP/1.1 connections.
+// A request that fails because its pooled connection went away is sent
+// once more on a new one, when it is idempotent (GET, HEAD, OPTIONS, TRACE)
+// and has no body; a refusal by the server (a TLS alert) never is.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme != "https" {
 		return t.h1.RoundTrip(req)
@@ -245,7 +273,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if errors.Is(err, errH2) && attempt == 0 {
 				continue // the host moved to HTTP/2: dial again
 			}
-			return resp, publicError(err)
+			if err != nil {
+				return nil, publicError(client.Explain(err, "request"))
+			}
+			return resp, nil
 		}
 		if cc == nil {
 			var err error
@@ -262,15 +293,22 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		err = t.explainH2(cc, err)
 		var e *Error
-		if attempt == 0 && !cc.CanTakeNewRequest() && req.Body == nil && !(errors.As(err, &e) && e.Alert != "") {
+		if attempt == 0 && !cc.CanTakeNewRequest() && req.Body == nil && idempotent(req.Method) && !(errors.As(err, &e) && e.Alert != "") {
 			// The connection went away under us (a GOAWAY, an idle
-			// close): once more on a new one. Not after an alert: the
-			// server refused us, and would again.
+			// close): once more on a new one.
 			t.dropH2(addr, cc)
 			continue
 		}
 		return nil, err
 	}
+}
+
+func idempotent(method string) bool {
+	switch method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
 }
 
 // idleH2Locked returns a pooled HTTP/2 connection to addr that can take a
@@ -280,7 +318,7 @@ func (t *Transport) idleH2Locked(addr string) *http2.ClientConn {
 	kept := pool[:0]
 	var found *http2.ClientConn
 	for _, cc := range pool {
-		if cc.State().Closed || cc.State().Closing {
+		if st := cc.State(); st.Closed || st.Closing {
 			delete(t.h2conn, cc)
 			continue
 		}
@@ -289,7 +327,11 @@ func (t *Transport) idleH2Locked(addr string) *http2.ClientConn {
 			found = cc
 		}
 	}
-	t.h2pool[addr] = kept
+	if len(kept) == 0 {
+		delete(t.h2pool, addr)
+	} else {
+		t.h2pool[addr] = kept
+	}
 	return found
 }
 
@@ -307,10 +349,34 @@ func (t *Transport) dropH2(addr string, cc *http2.ClientConn) {
 	cc.Close()
 }
 
-// dialH2 dials addr. When the server chooses HTTP/2 the connection joins
-// the pool; when it chooses HTTP/1.1 the host is remembered as such, the
-// connection is handed to the HTTP/1.1 pool, and dialH2 returns nil.
+// dialH2 returns a new HTTP/2 connection to addr, dialing once for all
+// the requests that ask at the same time. When the server chooses HTTP/1.1
+// the host is remembered as such, the connection is handed to the HTTP/1.1
+// pool, and dialH2 returns nil.
 func (t *Transport) dialH2(ctx context.Context, addr, host string) (*http2.ClientConn, error) {
+	t.mu.Lock()
+	if call, ok := t.dialing[addr]; ok {
+		t.mu.Unlock()
+		select {
+		case <-call.done:
+			return call.cc, call.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	call := &dialCall{done: make(chan struct{})}
+	t.dialing[addr] = call
+	t.mu.Unlock()
+
+	call.cc, call.err = t.dialH2Once(ctx, addr, host)
+	t.mu.Lock()
+	delete(t.dialing, addr)
+	t.mu.Unlock()
+	close(call.done)
+	return call.cc, call.err
+}
+
+func (t *Transport) dialH2Once(ctx context.Context, addr, host string) (*http2.ClientConn, error) {
 	tc, hs, err := t.d.c.DialTLS(ctx, addr, host)
 	if err != nil {
 		return nil, publicError(err)
@@ -319,6 +385,9 @@ func (t *Transport) dialH2(ctx context.Context, addr, host string) (*http2.Clien
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if hs.ALPN != "h2" {
+		if len(t.h1only) >= maxH1Hosts {
+			clear(t.h1only)
+		}
 		t.h1only[addr] = true
 		if old := t.handed[addr]; old != nil {
 			old.Close()
@@ -371,13 +440,14 @@ func (t *Transport) handshake(addr string, hs *client.Handshake) {
 	}
 }
 
-// explainH2 names the TLS alert behind an HTTP/2 failure, if there was one.
+// explainH2 names the TLS alert behind an HTTP/2 failure, if there was one,
+// without disturbing a connection that still serves other requests.
 func (t *Transport) explainH2(cc *http2.ClientConn, err error) error {
 	t.mu.Lock()
 	tc := t.h2conn[cc]
 	t.mu.Unlock()
 	if tc != nil {
-		err = client.AlertOr(tc, err)
+		err = tc.AlertOr(err, cc)
 	}
 	return publicError(client.Explain(err, "request"))
 }
@@ -390,14 +460,18 @@ func (t *Transport) CloseIdleConnections() {
 	for addr, pool := range t.h2pool {
 		kept := pool[:0]
 		for _, cc := range pool {
-			if cc.State().StreamsActive == 0 {
+			if st := cc.State(); st.StreamsActive == 0 && st.StreamsReserved == 0 {
 				cc.Close()
 				delete(t.h2conn, cc)
 				continue
 			}
 			kept = append(kept, cc)
 		}
-		t.h2pool[addr] = kept
+		if len(kept) == 0 {
+			delete(t.h2pool, addr)
+		} else {
+			t.h2pool[addr] = kept
+		}
 	}
 	for addr, c := range t.handed {
 		c.Close()
@@ -405,10 +479,16 @@ func (t *Transport) CloseIdleConnections() {
 	}
 }
 
-// hostPort returns the host:port of an https URL.
+// hostPort returns the host:port of an https URL, an internationalised
+// host name in its ASCII form, as the dial and the pools use it.
 func hostPort(u *url.URL) string {
-	if u.Port() != "" {
-		return u.Host
+	host := u.Hostname()
+	if a, err := idna.Lookup.ToASCII(host); err == nil {
+		host = a
 	}
-	return net.JoinHostPort(u.Hostname(), "443")
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	return net.JoinHostPort(host, port)
 }

@@ -166,7 +166,12 @@ func (a *Authenticator) WrapConn(c net.Conn) net.Conn { return a.a.WrapConn(c) }
 //     resumes where another store, or other roots, apply.
 //
 // Defaults where base is silent: ALPN h2 and http/1.1, TLS 1.2 at least,
-// ECDHE with AEAD suites for TLS 1.2. base must not be modified afterwards.
+// ECDHE with AEAD suites for TLS 1.2. The server certificate must be in
+// base (Certificates or GetCertificate) or come from CertFile:
+// certificates that http.Server.ServeTLS loads from its certFile and
+// keyFile arguments never reach the configs built here (pass "", ""), and
+// a handshake without a certificate fails with an error saying so. base
+// must not be modified afterwards, nor the config returned.
 func (a *Authenticator) TLSConfig(base *tls.Config) *tls.Config { return a.a.TLSConfig(base) }
 
 // Reload loads every file again. A file that fails keeps its part's last
@@ -218,8 +223,10 @@ type Info struct {
 	Err   error
 }
 
-// Validated reports whether a certificate came and validated.
-func (i *Info) Validated() bool { return len(i.Chain) > 0 && i.Err == nil }
+// Validated reports whether a certificate came and validated, against the
+// store named in Store: with a bot store, a flagged client's certificate
+// is a bot's, an unflagged one's a client's. It is false for a nil Info.
+func (i *Info) Validated() bool { return i != nil && len(i.Chain) > 0 && i.Err == nil }
 
 // RequestInfo returns the Info of the connection behind r, or nil when the
 // server's ConnContext is not ConnContext or the connection did not come

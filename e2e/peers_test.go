@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -247,7 +248,7 @@ func TestTshark(t *testing.T) {
 	capture := func(name string, clientArgs ...string) captured {
 		pcap := filepath.Join(dir, name+".pcapng")
 		cmd := exec.Command(tshark, "-q", "-i", "lo", "-f", "tcp port "+port, "-w", pcap)
-		var stderr bytes.Buffer
+		var stderr lockedBuffer // written by exec's copying goroutine, read here
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -349,4 +350,22 @@ func distinctColors(img image.Image) int {
 		}
 	}
 	return len(seen)
+}
+
+// lockedBuffer is a bytes.Buffer safe for one writer and one reader.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

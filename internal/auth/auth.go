@@ -169,8 +169,10 @@ func (a *Authenticator) ValidatesNow(d *Decision) bool {
 // that says what the session proved). With CertFile set, Certificates
 // too, and GetCertificate is cleared. Defaults when base leaves them unset:
 // NextProtos h2 and http/1.1, TLS 1.2 at least, TLS 1.2 cipher suites with
-// ECDHE and AEAD only, Time from Config.Now. Everything else of base
-// (ALPN, curves, key log, ...) is kept. base must not be modified after.
+// ECDHE and AEAD only, Time from Config.Now; without a certificate in base
+// or CertFile, handshakes fail with errNoCertificate, which says where it
+// must come from. Everything else of base (ALPN, curves, key log, ...) is
+// kept. Neither base nor the returned config may be modified after.
 func (a *Authenticator) TLSConfig(base *tls.Config) *tls.Config {
 	if base == nil {
 		base = &tls.Config{}
@@ -199,6 +201,8 @@ func (a *Authenticator) TLSConfig(base *tls.Config) *tls.Config {
 }
 
 var defaultProtos = []string{"h2", "http/1.1"}
+
+var errNoCertificate = errors.New("reqmtls: no server certificate: put it in the base config given to TLSConfig (Certificates or GetCertificate) or set CertFile; http.Server.ServeTLS's certFile and keyFile do not reach the configs TLSConfig builds")
 
 // tls12Suites are the TLS 1.2 suites used when base names none: ECDHE with
 // AEAD only. TLS 1.3 suites are not configurable in crypto/tls and are all
@@ -289,7 +293,7 @@ func (b *binding) overlay(cfg *tls.Config, st *state, flagged bool) *cfgTemplate
 		// config's NextProtos.
 		cfg.NextProtos = defaultProtos
 	}
-	if cfg.MinVersion < tls.VersionTLS12 {
+	if cfg.MinVersion == 0 {
 		cfg.MinVersion = tls.VersionTLS12
 	}
 	if cfg.CipherSuites == nil {
@@ -298,9 +302,14 @@ func (b *binding) overlay(cfg *tls.Config, st *state, flagged bool) *cfgTemplate
 	if cfg.Time == nil {
 		cfg.Time = a.cfg.Now
 	}
-	if st.cert != nil {
+	switch {
+	case st.cert != nil:
 		cfg.Certificates = []tls.Certificate{*st.cert}
 		cfg.GetCertificate = nil
+	case len(cfg.Certificates) == 0 && cfg.GetCertificate == nil:
+		cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return nil, errNoCertificate
+		}
 	}
 	cfg.ClientAuth = tls.NoClientCert
 	cfg.ClientCAs = nil

@@ -15,6 +15,9 @@ import (
 // a symlink and a rename for one update.
 const debounce = 250 * time.Millisecond
 
+// maxDelay bounds how long a burst of events can put a reload off.
+const maxDelay = time.Second
+
 // Watch reloads the parts whose files changed, until ctx ends. Any event in
 // a watched directory (the files' own, and the ones their symlinks resolve
 // to) starts a comparison of what each file resolves to now with what was
@@ -71,6 +74,7 @@ func (a *Authenticator) Watch(ctx context.Context) error {
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	pending, burstEnd := false, time.Time{}
 	recheck := time.NewTicker(time.Second)
 	defer recheck.Stop()
 	backstop := time.NewTicker(a.cfg.RecheckInterval)
@@ -83,7 +87,14 @@ func (a *Authenticator) Watch(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
-			timer.Reset(debounce)
+			// Wait for the burst to end, but never more than
+			// maxDelay after its first event: a directory written
+			// to all the time must not hold a reload back.
+			now := time.Now()
+			if !pending {
+				pending, burstEnd = true, now.Add(maxDelay)
+			}
+			timer.Reset(min(debounce, max(burstEnd.Sub(now), 0)))
 		case err, ok := <-w.Errors:
 			if !ok {
 				return nil
@@ -95,6 +106,7 @@ func (a *Authenticator) Watch(ctx context.Context) error {
 				timer.Reset(debounce)
 			}
 		case <-timer.C:
+			pending = false
 			a.reload("file change", false)
 			addMissing() // a symlink may now resolve elsewhere
 		case <-backstop.C:

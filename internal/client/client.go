@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -59,6 +60,10 @@ type Config struct {
 	// Warn receives warnings meant for a person (a failed certificate
 	// reload, say). May be nil.
 	Warn func(format string, a ...any)
+	// IdleTimeout closes an HTTP/2 connection idle that long (default
+	// 1 s: x/net/http2 keeps a closed connection reachable until then,
+	// which under -n load holds tens of megabytes).
+	IdleTimeout time.Duration
 }
 
 // A Client makes requests. Requests made with the same Conn reuse its
@@ -76,12 +81,11 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
-	// x/net/http2 keeps a closed connection that served a single request
-	// reachable for up to IdleConnTimeout (5 s when unset), which under
-	// -n load holds tens of megabytes; 1 s bounds that, and only closes
-	// kept-alive connections idle for that long.
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = time.Second
+	}
 	//lint:ignore SA1019 see Conn.h2
-	c := &Client{cfg: cfg, h2: &http2.Transport{IdleConnTimeout: time.Second}}
+	c := &Client{cfg: cfg, h2: &http2.Transport{IdleConnTimeout: cfg.IdleTimeout}}
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 		return nil, errors.New("a client certificate needs both -cert and -key")
 	}
@@ -121,7 +125,7 @@ type Handshake struct {
 
 // Conn is one connection to a server, over HTTP/2 or HTTP/1.1.
 type Conn struct {
-	tc *tlsclient.Conn
+	tc *AlertConn
 	//lint:ignore SA1019 net/http's replacement (Transport.NewClientConn) dials for itself and cannot take an established uTLS connection; x/net/http2 can.
 	h2        *http2.ClientConn
 	br        *bufio.Reader
@@ -160,7 +164,7 @@ func (c *Client) Dial(ctx context.Context, u *url.URL) (*Conn, error) {
 // DialTLS connects to addr (host:port) and completes a TLS handshake with
 // the project's ClientHello, serverName as SNI and for verification, and
 // ALPN h2 and http/1.1. It is bounded by Config.Timeout.
-func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*tlsclient.Conn, *Handshake, error) {
+func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*AlertConn, *Handshake, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 
@@ -227,7 +231,7 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*tlsclie
 	hs.CipherSuite = tls.CipherSuiteName(st.CipherSuite)
 	hs.ALPN = st.NegotiatedProtocol
 	hs.Resumed = st.DidResume
-	return tc, hs, nil
+	return &AlertConn{Conn: tc}, hs, nil
 }
 
 // Close closes the connection.
@@ -305,21 +309,73 @@ func (c *Client) Do(ctx context.Context, cn *Conn, req *http.Request, maxBody in
 // TLS 1.3 the server judges the client certificate after the client's
 // handshake is complete, so a refusal surfaces on the first read or write of
 // the request; the alert itself is what explains it.
-func (cn *Conn) alertOr(err error) error { return AlertOr(cn.tc, err) }
+func (cn *Conn) alertOr(err error) error { return cn.tc.AlertOr(err, cn.h2) }
 
-// AlertOr returns the TLS alert that tc received, if it did, or err: a
-// failed request's own error (a broken pipe, say) often hides the alert
-// that explains it.
-func AlertOr(tc net.Conn, err error) error {
+// An AlertConn is a TLS connection that remembers the first error a Read
+// returned, so that the alert behind a failed request can be named without
+// reading a connection that HTTP/2's read loop owns.
+type AlertConn struct {
+	*tlsclient.Conn
+	mu      sync.Mutex
+	readErr error
+}
+
+func (c *AlertConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.mu.Lock()
+		if c.readErr == nil {
+			c.readErr = err
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+// AlertOr returns the TLS alert that the connection received, if it did,
+// or err: a failed request's own error (a broken pipe, say) often hides the
+// alert that explains it. With h2, the HTTP/2 connection on c, the
+// connection is read only once h2 has closed it, and waited for only when
+// err says the connection was lost: a timeout or a stream's error leaves it
+// serving other requests, untouched.
+func (c *AlertConn) AlertOr(err error, h2 *http2.ClientConn) error {
 	if _, ok := remoteAlert(err); ok {
 		return err
 	}
-	tc.SetReadDeadline(time.Now().Add(time.Second))
-	_, rerr := tc.Read(make([]byte, 1))
+	if h2 != nil && !h2.State().Closed {
+		if !connLost(err) {
+			return err
+		}
+		for deadline := time.Now().Add(time.Second); !h2.State().Closed && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if !h2.State().Closed {
+			return err
+		}
+	}
+	c.mu.Lock()
+	rec := c.readErr
+	c.mu.Unlock()
+	if _, ok := remoteAlert(rec); ok {
+		return rec
+	}
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	_, rerr := c.Conn.Read(make([]byte, 1))
 	if _, ok := remoteAlert(rerr); ok {
 		return rerr
 	}
 	return err
+}
+
+// connLost reports whether err says the connection itself went away.
+func connLost(err error) bool {
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "EOF") || strings.Contains(msg, "connection lost") || strings.Contains(msg, "client conn not usable") ||
+		strings.Contains(msg, "client conn could not be established") || strings.Contains(msg, "use of closed network connection")
 }
 
 // dnString formats a DER distinguished name from a CertificateRequest,

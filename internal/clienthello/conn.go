@@ -92,8 +92,9 @@ type Conn struct {
 	readErr error  // an error met while inspecting, returned after pending
 	fatal   error  // the connection was refused; every Read returns it
 
-	msg    []byte // the complete ClientHello message, nil if none was seen
-	msgMem []byte // the buffer msg keeps alive: its own, or raw's
+	msg    []byte      // the complete ClientHello message, nil if none was seen
+	seen   atomic.Bool // msg is set
+	msgMem []byte      // the buffer msg keeps alive: its own, or raw's
 	info   flagsInfo
 
 	// From the first ClientHello to the server's answer (see retry.go).
@@ -145,7 +146,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 }
 
 // HelloSeen reports whether a well-formed ClientHello was read.
-func (c *Conn) HelloSeen() bool { return c.msg != nil }
+// It is safe to call from any goroutine, at any time (a Close from
+// another goroutine during the handshake, say).
+func (c *Conn) HelloSeen() bool { return c.seen.Load() }
 
 // Flags returns the TLS flags the client sent, empty when it sent none, sent
 // them in a hello that does not offer TLS 1.3, or no ClientHello was seen.
@@ -273,6 +276,7 @@ func (c *Conn) complete(msg, mem []byte) {
 		return
 	}
 	c.msg, c.msgMem, c.info = msg, mem, info
+	c.seen.Store(true)
 }
 
 // stop ends inspection early: after a read error, at an oversized hello, or

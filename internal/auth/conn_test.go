@@ -1,0 +1,112 @@
+package auth
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/req-mtls/req-mtls/internal/testpki"
+)
+
+// blockReads lets a crypto/tls client send its ClientHello and then stall.
+type blockReads struct{ net.Conn }
+
+func (b blockReads) Read(p []byte) (int, error) { select {} }
+
+// Close from another goroutine while the handshake waits for the client's
+// second flight (as http.Server.Shutdown does to StateNew conns after 5 s,
+// or a user's watchdog).
+func TestCloseDuringHandshake(t *testing.T) {
+	p := testpki.New(t)
+	a, err := New(Config{ClientCAFile: p.RootCA, Now: func() time.Time { return testpki.Now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
+	cfg := a.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	go func() {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return
+		}
+		pool := x509.NewCertPool()
+		pool.AddCert(p.CA.Cert)
+		tls.Client(blockReads{c}, &tls.Config{RootCAs: pool, ServerName: "localhost"}).Handshake()
+	}()
+	raw, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac := a.WrapConn(raw)
+	tc := tls.Server(ac, cfg)
+	done := make(chan time.Time, 1)
+	go func() {
+		err := tc.Handshake()
+		t.Logf("handshake: %v at %v", err, time.Now().Format("15:04:05.000"))
+		done <- time.Now()
+	}()
+	time.Sleep(300 * time.Millisecond)
+	closed := time.Now()
+	t.Logf("close at %v", closed.Format("15:04:05.000"))
+	tc.Close()
+	end := <-done
+	t.Logf("helloSeen=%v handshakeOK=%v", ac.HelloSeen(), ac.handshakeOK.Load())
+	t.Logf("handshake goroutine returned %v after Close", end.Sub(closed).Round(time.Millisecond))
+}
+
+// A busy directory (a file written every 100 ms next to the CA bundle): does a
+// change of the bundle get loaded before the backstop?
+func TestWatchBusyDirectory(t *testing.T) {
+	p := testpki.New(t)
+	ca := p.Dir + "/watched-ca.pem"
+	data, _ := os.ReadFile(p.RootCA)
+	os.WriteFile(ca, data, 0o600)
+	a, err := New(Config{ClientCAFile: ca, RecheckInterval: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.Watch(ctx)
+	go func() {
+		for ctx.Err() == nil {
+			os.WriteFile(p.Dir+"/app.log", []byte(time.Now().String()), 0o600)
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	old := a.state.Load().client
+	other, _ := os.ReadFile(p.OtherCA)
+	os.WriteFile(ca, other, 0o600)
+	start := time.Now()
+	for time.Since(start) < 5*time.Second && a.state.Load().client == old {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if a.state.Load().client == old {
+		t.Errorf("CA bundle change not loaded within 5 s while a neighbour file is written every 100 ms (debounce never fires; only the %v backstop would)", time.Minute)
+	} else {
+		t.Logf("reloaded after %v", time.Since(start))
+	}
+}
+
+// TestMinVersionKept: a base config's explicit MinVersion stands; only an
+// unset one becomes TLS 1.2.
+func TestMinVersionKept(t *testing.T) {
+	p := testpki.New(t)
+	a, err := New(Config{ClientCAFile: p.RootCA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ base, want uint16 }{{0, tls.VersionTLS12}, {tls.VersionTLS11, tls.VersionTLS11}, {tls.VersionTLS13, tls.VersionTLS13}} {
+		b := &binding{a: a, base: &tls.Config{MinVersion: tc.base}, keys: &tls.Config{}}
+		if got := b.forConn(nil).MinVersion; got != tc.want {
+			t.Errorf("base MinVersion %x: %x, want %x", tc.base, got, tc.want)
+		}
+	}
+}

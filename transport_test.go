@@ -1,0 +1,242 @@
+package reqmtls
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/req-mtls/req-mtls/internal/testpki"
+)
+
+// The tests here come from a review of the Transport: each failed before
+// the fix it names.
+
+type revServer struct {
+	url   string
+	mu    sync.Mutex
+	calls map[string]int
+	addrs map[string]bool
+}
+
+func (s *revServer) count(id string) int { s.mu.Lock(); defer s.mu.Unlock(); return s.calls[id] }
+
+// revStart runs a user's net/http server with an Authenticator; /slow?ms=N&id=X sleeps.
+func revStart(t *testing.T, p *testpki.PKI, cfg ServerConfig, base *tls.Config, h2 *http.HTTP2Config) *revServer {
+	t.Helper()
+	cfg.Now = func() time.Time { return testpki.Now }
+	a, err := NewAuthenticator(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
+	if base == nil {
+		base = &tls.Config{}
+	}
+	base.Certificates = []tls.Certificate{cert}
+	s := &revServer{calls: map[string]int{}, addrs: map[string]bool{}}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			id := r.URL.Query().Get("id")
+			s.mu.Lock()
+			s.calls[id]++
+			s.addrs[r.RemoteAddr] = true
+			s.mu.Unlock()
+			io.Copy(io.Discard, r.Body)
+			ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+			select {
+			case <-time.After(time.Duration(ms) * time.Millisecond):
+			case <-r.Context().Done():
+			}
+			fmt.Fprintf(w, "%s ok", r.Proto)
+		}),
+		TLSConfig:   a.TLSConfig(base),
+		ConnContext: ConnContext,
+		ErrorLog:    log.New(io.Discard, "", 0),
+		HTTP2:       h2,
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.ServeTLS(a.Listener(ln), "", "")
+	t.Cleanup(func() { srv.Close() })
+	s.url = "https://" + ln.Addr().String()
+	return s
+}
+
+func revTransport(t *testing.T, p *testpki.PKI) *Transport {
+	tr, err := NewTransport(ClientConfig{Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1], RootCAs: roots(p)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+func revDo(c *http.Client, ctx context.Context, method, u string, body io.Reader) (string, error) {
+	req, _ := http.NewRequestWithContext(ctx, method, u, body)
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// One request that times out on a shared HTTP/2 connection: does another
+// request on the same connection survive, and is it sent once?
+func TestH2TimeoutLeavesConnection(t *testing.T) {
+	p := testpki.New(t)
+	s := revStart(t, p, ServerConfig{ClientCAFile: p.RootCA}, nil, nil)
+	for _, method := range []string{"GET", "POST"} {
+		tr := revTransport(t, p)
+		c := &http.Client{Transport: tr}
+		if _, err := revDo(c, context.Background(), "GET", s.url+"/slow?id=warm"+method, nil); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		wg.Add(1)
+		var aErr error
+		var aDur time.Duration
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			var body io.Reader
+			if method == "POST" {
+				body = strings.NewReader("payload")
+			}
+			_, aErr = revDo(c, context.Background(), method, s.url+"/slow?ms=2500&id=A"+method, body)
+			aDur = time.Since(start)
+		}()
+		time.Sleep(100 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		start := time.Now()
+		_, bErr := revDo(c, ctx, "GET", s.url+"/slow?ms=3000&id=B"+method, nil)
+		cancel()
+		bDur := time.Since(start)
+		wg.Wait()
+		t.Logf("%s: B (timeout 300ms) returned after %v: %v", method, bDur.Round(time.Millisecond), bErr)
+		t.Logf("%s: A returned after %v, err=%v, handler ran %d time(s)", method, aDur.Round(time.Millisecond), aErr, s.count("A"+method))
+		if aErr != nil || s.count("A"+method) != 1 {
+			t.Errorf("%s: request A on the same HTTP/2 connection was broken by B's timeout", method)
+		}
+	}
+}
+
+// Concurrent first requests to one host: how many connections?
+func TestDialCoalesced(t *testing.T) {
+	p := testpki.New(t)
+	s := revStart(t, p, ServerConfig{ClientCAFile: p.RootCA}, nil, nil)
+	tr := revTransport(t, p)
+	c := &http.Client{Transport: tr}
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			revDo(c, context.Background(), "GET", fmt.Sprintf("%s/slow?ms=50&id=S%d", s.url, i), nil)
+		}()
+	}
+	wg.Wait()
+	s.mu.Lock()
+	n := len(s.addrs)
+	s.mu.Unlock()
+	tr.mu.Lock()
+	pooled := 0
+	for _, pool := range tr.h2pool {
+		pooled += len(pool)
+	}
+	tr.mu.Unlock()
+	if n != 1 || pooled != 1 {
+		t.Errorf("20 concurrent requests to one HTTP/2 host used %d TCP connections; %d stay pooled; want 1 and 1", n, pooled)
+	}
+}
+
+// TestNoCertificateSaysWhere: ServeTLS's certificate files never reach
+// the configs TLSConfig builds; the handshake fails with an error that says
+// where the certificate must come from.
+func TestNoCertificateSaysWhere(t *testing.T) {
+	p := testpki.New(t)
+	a, err := NewAuthenticator(ServerConfig{ClientCAFile: p.RootCA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedLog
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
+		TLSConfig: a.TLSConfig(nil), ErrorLog: log.New(&logs, "", 0)}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.ServeTLS(a.Listener(ln), p.ServerCert, p.ServerKey)
+	defer srv.Close()
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots(p)}}
+	if _, err := revDo(&http.Client{Transport: tr}, context.Background(), "GET", "https://"+ln.Addr().String()+"/", nil); err == nil {
+		t.Fatal("handshake succeeded without a certificate in the config")
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !strings.Contains(logs.String(), "no server certificate"); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "reqmtls: no server certificate: put it in the base config given to TLSConfig") {
+		t.Errorf("server log: %q", logs.String())
+	}
+}
+
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestAlertNamedOverHTTP1: a refused certificate is an *Error naming the
+// alert whether the server speaks HTTP/2 or HTTP/1.1 only.
+func TestAlertNamedOverHTTP1(t *testing.T) {
+	p := testpki.New(t)
+	for _, protos := range [][]string{{"h2", "http/1.1"}, {"http/1.1"}} {
+		s := revStart(t, p, ServerConfig{Policy: PolicyRequire, ClientCAFile: p.RootCA}, &tls.Config{NextProtos: protos}, nil)
+		tr, _ := NewTransport(ClientConfig{Flags: RequestMTLSFlags, CertFile: p.Clients["other-ca"][0], KeyFile: p.Clients["other-ca"][1], RootCAs: roots(p)})
+		_, err := revDo(&http.Client{Transport: tr}, context.Background(), "GET", s.url+"/", nil)
+		var e *Error
+		if !errors.As(err, &e) || e.Alert != "bad_certificate" {
+			t.Errorf("server ALPN %v, refused certificate: %v, want an *Error with alert bad_certificate", protos, err)
+		}
+	}
+}
+
+// TestClientConnIdleTimeout: a Dialer's HTTP/2 connection stays usable
+// while idle for less than ClientConfig.IdleTimeout.
+func TestClientConnIdleTimeout(t *testing.T) {
+	p := testpki.New(t)
+	s := revStart(t, p, ServerConfig{ClientCAFile: p.RootCA}, nil, nil)
+	d, _ := NewDialer(ClientConfig{RootCAs: roots(p), IdleTimeout: 10 * time.Second})
+	req, _ := http.NewRequest("GET", s.url+"/", nil)
+	cc, err := d.Dial(context.Background(), req.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	for i, wait := range []time.Duration{0, 1500 * time.Millisecond} {
+		time.Sleep(wait)
+		resp, err := cc.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("request %d after %v idle (ALPN %s): %v", i, wait, cc.Handshake().ALPN, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}
