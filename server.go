@@ -300,6 +300,12 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.s.Shutdown(ctx) 
 // say). See Authenticator.Reload.
 func (s *Server) Reload(reason string) error { return s.s.Reload(reason) }
 
+// AdminHandler serves the operator's endpoints, for an address of their
+// own: /metrics in the Prometheus format, /healthz (200 while the process
+// runs), /readyz (503 once Shutdown has begun, so that a load balancer stops
+// sending new connections), and with pprof, Go's /debug/pprof.
+func (s *Server) AdminHandler(pprof bool) http.Handler { return s.s.AdminHandler(pprof) }
+
 // Watch reloads the files that change, until ctx ends (Authenticator.Watch).
 func (s *Server) Watch(ctx context.Context) error { return s.s.Watch(ctx) }
 

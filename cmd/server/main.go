@@ -73,6 +73,9 @@ Options:
                             /, or off with -upstream)
   -access-log FILE|-        a line per request to FILE, or - for stderr
                             (default off), in -log-format
+  -admin-addr ADDR          serve /metrics (Prometheus), /healthz and /readyz on
+                            this separate address (default off)
+  -admin-pprof              also serve Go's /debug/pprof there (loopback only)
   -pprof-addr ADDR          serve Go's /debug/pprof on this separate address,
                             which must be a loopback one (default off)
   -log-format text|json     log format on stderr (default text)
@@ -108,6 +111,8 @@ func run(args []string, stderr io.Writer) int {
 		grace      = fs.Duration("shutdown-timeout", 10*time.Second, "")
 		logFormat  = fs.String("log-format", "text", "")
 		pprofAddr  = fs.String("pprof-addr", "", "")
+		adminAddr  = fs.String("admin-addr", "", "")
+		adminPprof = fs.Bool("admin-pprof", false, "")
 		verbose    = fs.Bool("v", false, "")
 		upstream   = fs.String("upstream", "", "")
 		upCert     = fs.String("upstream-cert", "", "")
@@ -151,6 +156,14 @@ func run(args []string, stderr io.Writer) int {
 	if *pprofAddr != "" {
 		if err := checkLoopback(*pprofAddr); err != nil {
 			return misuse("-pprof-addr: %v", err)
+		}
+	}
+	if *adminPprof {
+		if *adminAddr == "" {
+			return misuse("-admin-pprof needs -admin-addr")
+		}
+		if err := checkLoopback(*adminAddr); err != nil {
+			return misuse("-admin-pprof: -admin-addr %v", err)
 		}
 	}
 	proxyPrefixes, err := parsePrefixes(*proxyFrom)
@@ -297,6 +310,17 @@ func run(args []string, stderr io.Writer) int {
 	attrs := []any{"addr", ln.Addr().String(), "client_auth", policy.String()}
 	if *upstream != "" {
 		attrs = append(attrs, "upstream", *upstream)
+	}
+	if *adminAddr != "" {
+		al, err := net.Listen("tcp", *adminAddr)
+		if err != nil {
+			log.Error("cannot listen for the admin endpoints", "addr", *adminAddr, "err", err)
+			return 1
+		}
+		log.Info("admin listening", "addr", al.Addr().String())
+		admin := &http.Server{Handler: srv.AdminHandler(*adminPprof), ReadHeaderTimeout: 10 * time.Second}
+		go admin.Serve(al)
+		defer admin.Close()
 	}
 	log.Info("listening", attrs...)
 	errc := make(chan error, 1)

@@ -203,7 +203,7 @@ func (e *expiry) Collect(ch chan<- prometheus.Metric) {
 	}
 	for role, rs := range roots {
 		for _, c := range rs {
-			emit(role, c)
+			emit(role+"_root", c)
 		}
 	}
 }
