@@ -91,6 +91,10 @@ type ServerConfig struct {
 	HandshakeTimeout  time.Duration
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
+	// DrainDelay is how long Shutdown keeps serving while /readyz already
+	// answers 503, so that a load balancer's health checks take the
+	// instance out of rotation before it stops accepting (default 0).
+	DrainDelay time.Duration
 	// ProxyProtocolFrom lists the load balancers' addresses: connections
 	// from them must start with a PROXY protocol header (v1 or v2, as
 	// HAProxy's send-proxy and send-proxy-v2 write), and the client
@@ -274,6 +278,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		Handler:           cfg.Handler,
 		PagesPath:         cfg.PagesPath,
 		ProxyProtocolFrom: cfg.ProxyProtocolFrom,
+		DrainDelay:        cfg.DrainDelay,
 		AccessLog:         cfg.AccessLog,
 		KeyLog:            cfg.KeyLog,
 		Logger:            cfg.Logger,
@@ -291,8 +296,9 @@ func (s *Server) Authenticator() *Authenticator { return s.a }
 // Serve accepts connections on l, a plain TCP listener, until Shutdown.
 func (s *Server) Serve(l net.Listener) error { return s.s.Serve(l) }
 
-// Shutdown stops accepting, closes connections still in their handshake,
-// lets requests in flight finish until ctx ends, then closes every
+// Shutdown marks the server not ready (/readyz answers 503), keeps serving
+// for DrainDelay, then stops accepting, closes connections still in their
+// handshake, lets requests in flight finish until ctx ends, and closes every
 // connection.
 func (s *Server) Shutdown(ctx context.Context) error { return s.s.Shutdown(ctx) }
 

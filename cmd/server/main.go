@@ -60,6 +60,8 @@ Options:
   -read-header-timeout D    HTTP request header time limit (default 10s)
   -idle-timeout D           keep-alive idle limit (default 2m)
   -shutdown-timeout D       grace period for requests at shutdown (default 10s)
+  -drain-delay D            on SIGTERM, answer /readyz with 503 and keep serving
+                            this long before stopping (default 0s)
   -upstream URL             proxy every request to this origin: http://HOST:PORT,
                             https://HOST:PORT or unix:/PATH (default: none)
   -upstream-cert FILE       client certificate for mTLS to an https origin
@@ -109,6 +111,7 @@ func run(args []string, stderr io.Writer) int {
 		rhTimeout  = fs.Duration("read-header-timeout", 10*time.Second, "")
 		idle       = fs.Duration("idle-timeout", 2*time.Minute, "")
 		grace      = fs.Duration("shutdown-timeout", 10*time.Second, "")
+		drainDelay = fs.Duration("drain-delay", 0, "")
 		logFormat  = fs.String("log-format", "text", "")
 		pprofAddr  = fs.String("pprof-addr", "", "")
 		adminAddr  = fs.String("admin-addr", "", "")
@@ -227,6 +230,7 @@ func run(args []string, stderr io.Writer) int {
 		CertFile: *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, TicketKeysFile: *ticketKeys,
 		Policy:            policy,
 		ProxyProtocolFrom: proxyPrefixes,
+		DrainDelay:        *drainDelay,
 		HandshakeTimeout:  *hsTimeout,
 		ReadHeaderTimeout: *rhTimeout,
 		IdleTimeout:       *idle,
@@ -336,7 +340,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	stop()
 	log.Info("shutting down", "grace", grace.String())
-	sctx, cancel := context.WithTimeout(context.Background(), *grace)
+	sctx, cancel := context.WithTimeout(context.Background(), *drainDelay+*grace)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown cut requests short", "err", err)

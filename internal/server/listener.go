@@ -67,7 +67,7 @@ func (l *handshakeListener) acceptLoop() {
 		l.srv.metrics.ConnOpened()
 		sc.OnClose(l.srv.metrics.ConnClosed)
 		if !l.add(sc) {
-			c.Close()
+			sc.CloseNow()
 			return
 		}
 		go l.handshake(sc)

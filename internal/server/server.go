@@ -66,6 +66,12 @@ type Config struct {
 	// was loaded even when no file event came (default 1 minute).
 	RecheckInterval time.Duration
 
+	// DrainDelay is how long Shutdown keeps accepting and serving while
+	// /readyz already answers 503, so that a load balancer's health
+	// checks take the instance out of rotation before it stops
+	// accepting (default 0: stop at once).
+	DrainDelay time.Duration
+
 	// ProxyProtocolFrom lists the load balancers' addresses: connections
 	// from them must start with a PROXY protocol header (v1 or v2), whose
 	// client address the server then uses everywhere (logs, /debug,
@@ -248,11 +254,20 @@ func (s *Server) proxyPolicy(o proxyproto.ConnPolicyOptions) (proxyproto.Policy,
 	return proxyproto.REJECT, nil
 }
 
-// Shutdown stops accepting, closes connections still in their handshake
-// (they have sent no request yet), lets requests in flight finish until ctx
-// ends, then closes every connection.
+// Shutdown marks the server not ready (/readyz), keeps serving for
+// DrainDelay, then stops accepting, closes connections still in their
+// handshake (they have sent no request yet: net/http would not serve one
+// read after its own shutdown began), lets requests in flight finish until
+// ctx ends, and closes every connection.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
+	if s.cfg.DrainDelay > 0 {
+		s.log.Info("draining: not ready, still serving", "for", s.cfg.DrainDelay.String())
+		select {
+		case <-time.After(s.cfg.DrainDelay):
+		case <-ctx.Done():
+		}
+	}
 	err := s.http.Shutdown(ctx)
 	if err != nil {
 		s.http.Close()
