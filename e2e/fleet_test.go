@@ -1,0 +1,303 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// instance is one server process of a fleet.
+type instance struct {
+	addr, admin, accessLog string
+	cmd                    *exec.Cmd
+}
+
+var adminListening = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
+
+// startInstance runs the server binary with an admin address, PROXY
+// protocol from loopback, an access log, and args.
+func startInstance(t *testing.T, p pki, args ...string) *instance {
+	t.Helper()
+	dir := t.TempDir()
+	in := &instance{accessLog: filepath.Join(dir, "access.log")}
+	args = append([]string{"-cert", p.f("server.crt"), "-key", p.f("server.key"), "-client-cacert", p.f("rootCA.crt"),
+		"-listen-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-proxy-protocol-from", "127.0.0.0/8",
+		"-access-log", in.accessLog, "-drain-delay", "1s"}, args...)
+	in.cmd = exec.Command(filepath.Join(binDir, "server"), args...)
+	stderr, err := in.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.cmd.Process.Kill(); in.cmd.Wait() })
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			if m := adminListening.FindStringSubmatch(line); m != nil {
+				in.admin = m[1]
+			}
+			if m := listening.FindStringSubmatch(line); m != nil && in.addr == "" {
+				in.addr = m[1]
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not start")
+	}
+	return in
+}
+
+const haproxyConf = `global
+	maxconn 256
+defaults
+	mode tcp
+	timeout connect 2s
+	timeout client 30s
+	timeout server 30s
+	retries 3
+	option redispatch
+frontend fe
+	bind {{addr}}
+	default_backend be
+backend be
+	balance roundrobin
+	option httpchk GET /readyz
+	http-check expect status 200
+{{servers}}`
+
+// startHAProxy runs HAProxy in TCP mode in front of the instances, with
+// send-proxy-v2, round robin, and health checks on each one's /readyz.
+func startHAProxy(t *testing.T, ins []*instance) string {
+	t.Helper()
+	haproxy := needPeer(t, "haproxy")
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	var servers strings.Builder
+	for i, in := range ins {
+		_, adminPort, _ := net.SplitHostPort(in.admin)
+		fmt.Fprintf(&servers, "\tserver s%d %s send-proxy-v2 check port %s inter 200ms fall 1 rise 1\n", i+1, in.addr, adminPort)
+	}
+	conf := strings.NewReplacer("{{addr}}", addr, "{{servers}}", servers.String()).Replace(haproxyConf)
+	cfgFile := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(cfgFile, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(haproxy, "-f", cfgFile, "-db")
+	logf, _ := os.Create(filepath.Join(dir, "haproxy.log"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitListening(t, addr, func() string { b, _ := os.ReadFile(filepath.Join(dir, "haproxy.log")); return string(b) })
+	return addr
+}
+
+var loadLine = regexp.MustCompile(`requests:\s+(\d+) in .*, (\d+) ok, (\d+) errors\nconnections: (\d+) new, (\d+) resumed`)
+
+// load runs `client -n N -c 4 -resume` flagged with a certificate against
+// addr and returns requests, errors, connections and resumed.
+func load(t *testing.T, p pki, addr string, n int) (requests, errors, conns, resumed int, out string) {
+	t.Helper()
+	out, _ = runErr(nil, filepath.Join(binDir, "client"), "-n", strconv.Itoa(n), "-c", "4", "-resume", "-tlsflags", "80",
+		"-cert", p.f("client.crt"), "-key", p.f("client.key"), "-server-cacert", p.f("rootCA.crt"), "-connect", "https://localhost:"+port(addr)+"/debug")
+	m := loadLine.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("client -n output:\n%s", out)
+	}
+	atoi := func(s string) int { v, _ := strconv.Atoi(s); return v }
+	return atoi(m[1]), atoi(m[3]), atoi(m[4]), atoi(m[5]), out
+}
+
+func port(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
+
+// TestFleetHAProxy: three instances behind HAProxy (TCP mode,
+// send-proxy-v2, round robin, health checks), sharing ticket keys; a real
+// Prometheus scrapes them.
+func TestFleetHAProxy(t *testing.T) {
+	prometheus := needPeer(t, "prometheus")
+	promtool := needPeer(t, "promtool")
+	p := newPKI(t)
+	keyBytes := make([]byte, 32)
+	rand.Read(keyBytes)
+	keys := filepath.Join(t.TempDir(), "ticket.keys")
+	os.WriteFile(keys, []byte("# shared by the fleet\n"+base64.StdEncoding.EncodeToString(keyBytes)+"\n"), 0o600)
+	var fleet []*instance
+	for range 3 {
+		fleet = append(fleet, startInstance(t, p, "-ticket-keys", keys))
+	}
+	lb := startHAProxy(t, fleet)
+	handshakes := 0
+
+	// A flagged client through HAProxy is asked and validated.
+	out := client(t, nil, "-tlsflags", "80", "-cert", p.f("client.crt"), "-key", p.f("client.key"), "-server-cacert", p.f("rootCA.crt"), "-connect", "https://localhost:"+port(lb)+"/debug")
+	handshakes++
+	if !strings.Contains(out, "Client cert requested: true\nPeer certificate received: true\nCert received: client.example\nCert validated: true") {
+		t.Fatalf("flagged client through HAProxy:\n%s", out)
+	}
+	t.Logf("flagged client through HAProxy: certificate requested and validated")
+
+	// The client address the instances see is the client's, from the
+	// PROXY header: the client dials from 127.0.0.5, HAProxy from
+	// 127.0.0.1.
+	pool := x509.NewCertPool()
+	data, _ := os.ReadFile(p.f("rootCA.crt"))
+	pool.AppendCertsFromPEM(data)
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext:     (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.5")}}).DialContext,
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"},
+	}, Timeout: 20 * time.Second}
+	resp, err := hc.Get("https://" + lb + "/debug?format=json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	handshakes++
+	var rep struct {
+		ClientAddr string `json:"client_address"`
+	}
+	json.NewDecoder(resp.Body).Decode(&rep)
+	resp.Body.Close()
+	if !strings.HasPrefix(rep.ClientAddr, "127.0.0.5:") {
+		t.Errorf("/debug client_address %q, want the client's 127.0.0.5", rep.ClientAddr)
+	}
+	found := ""
+	for _, in := range fleet {
+		b, _ := os.ReadFile(in.accessLog)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "client="+rep.ClientAddr) {
+				found = l
+			}
+		}
+	}
+	if found == "" {
+		t.Errorf("no access log line with client=%s", rep.ClientAddr)
+	}
+	t.Logf("access log through HAProxy: %s", found)
+
+	// Resumption across instances with shared keys.
+	n, errs, conns, resumed, _ := load(t, p, lb, 300)
+	handshakes += conns
+	rate := float64(resumed) / float64(conns)
+	t.Logf("shared ticket keys: %d requests, %d errors, %d connections, %d resumed (%.1f%%)", n, errs, conns, resumed, 100*rate)
+	if errs != 0 || rate < 0.95 {
+		t.Errorf("with shared keys: %d errors, resumption %.1f%%, want 0 and at least 95%%", errs, 100*rate)
+	}
+
+	// The same without shared keys, for comparison: each instance
+	// decrypts only its own tickets.
+	var own []*instance
+	for range 3 {
+		own = append(own, startInstance(t, p))
+	}
+	n, errs, conns, resumed, _ = load(t, p, startHAProxy(t, own), 300)
+	t.Logf("without shared keys: %d requests, %d errors, %d connections, %d resumed (%.1f%%)", n, errs, conns, resumed, 100*float64(resumed)/float64(conns))
+	if errs != 0 {
+		t.Errorf("without shared keys: %d errors", errs)
+	}
+
+	// Prometheus scrapes the three instances: the handshake counter
+	// adds up to the handshakes this test made.
+	promDir := t.TempDir()
+	promAddr := freeAddr(t)
+	var targets []string
+	for _, in := range fleet {
+		targets = append(targets, `"`+in.admin+`"`)
+	}
+	os.WriteFile(filepath.Join(promDir, "prometheus.yml"), []byte("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: reqmtls\n    static_configs:\n      - targets: ["+strings.Join(targets, ", ")+"]\n"), 0o600)
+	prom := exec.Command(prometheus, "--config.file="+filepath.Join(promDir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(promDir, "data"),
+		"--web.listen-address="+promAddr)
+	promLog, _ := os.Create(filepath.Join(promDir, "prometheus.log"))
+	prom.Stdout, prom.Stderr = promLog, promLog
+	if err := prom.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prom.Process.Kill(); prom.Wait() })
+	query := `sum(reqmtls_handshakes_total)`
+	var got float64 = -1
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline) && got != float64(handshakes); time.Sleep(500 * time.Millisecond) {
+		got = promQuery(promAddr, query)
+	}
+	if got != float64(handshakes) {
+		b, _ := os.ReadFile(filepath.Join(promDir, "prometheus.log"))
+		t.Fatalf("Prometheus %s = %v, want the %d handshakes made\n%s", query, got, handshakes, b)
+	}
+	t.Logf("Prometheus: %s = %v (the test made %d handshakes)", query, got, handshakes)
+	t.Logf("Prometheus: sum(reqmtls_handshakes_total{resumed=\"true\"}) = %v", promQuery(promAddr, `sum(reqmtls_handshakes_total{resumed="true"})`))
+
+	// promtool accepts the exposition.
+	resp, err = http.Get("http://" + fleet[0].admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exposition, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	check := exec.Command(promtool, "check", "metrics")
+	check.Stdin = strings.NewReader(string(exposition))
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+	t.Logf("promtool check metrics: ok (%d lines)", strings.Count(string(exposition), "\n"))
+
+	// One instance stopped mid-run (SIGTERM: /readyz fails, HAProxy
+	// takes it out, then it stops): no request fails.
+	done := make(chan string, 1)
+	go func() {
+		n, errs, conns, resumed, _ := load(t, p, lb, 600)
+		done <- fmt.Sprintf("%d requests, %d errors, %d connections, %d resumed", n, errs, conns, resumed)
+		if errs != 0 {
+			t.Errorf("instance stopped mid-run: %d of %d requests failed", errs, n)
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	fleet[1].cmd.Process.Signal(syscall.SIGTERM)
+	t.Logf("instance stopped mid-run: %s", <-done)
+}
+
+// promQuery returns the value of an instant query, or -1.
+func promQuery(addr, q string) float64 {
+	resp, err := http.Get("http://" + addr + "/api/v1/query?query=" + url.QueryEscape(q))
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Data struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&r) != nil || len(r.Data.Result) == 0 {
+		return -1
+	}
+	s, _ := r.Data.Result[0].Value[1].(string)
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return -1
+	}
+	return v
+}
