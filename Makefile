@@ -89,20 +89,22 @@ fuzz: ## run every fuzz target for FUZZTIME (default 1m), keep corpora in testda
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
 BENCH_ROUNDS ?= 7
+BENCH_ONLY   ?=
 BENCH_MICRO  := ./internal/tlsflags ./internal/clienthello
 
-bench: build ## server CPU per handshake vs stock crypto/tls, throughput, microbenchmarks; writes OUT/bench.* (OUT=bin/assets; OUT=assets updates the committed ones)
+bench: build ## server CPU per handshake vs stock crypto/tls, throughput, the gateway vs nginx and Caddy, microbenchmarks; writes OUT/bench.* (OUT=bin/assets; OUT=assets updates the committed ones; BENCH_ONLY=gateway or handshake runs one part)
 	$(GO) build -o $(BIN)/bench ./tools/bench
 	@if command -v taskset >/dev/null && [ "$$(nproc)" -ge 2 ]; then \
-		echo "taskset -c 0 $(BIN)/bench -server-cpu 1 ..."; \
-		taskset -c 0 $(BIN)/bench -bin $(BIN) -out $(OUT) -rounds $(BENCH_ROUNDS) -server-cpu 1; \
-	else $(BIN)/bench -bin $(BIN) -out $(OUT) -rounds $(BENCH_ROUNDS); fi
+		echo "taskset -c 0 $(BIN)/bench -server-cpu 1 $(if $(BENCH_ONLY),-only $(BENCH_ONLY) )..."; \
+		taskset -c 0 $(BIN)/bench -bin $(BIN) -out $(OUT) -rounds $(BENCH_ROUNDS) -server-cpu 1 $(if $(BENCH_ONLY),-only $(BENCH_ONLY)); \
+	else $(BIN)/bench -bin $(BIN) -out $(OUT) -rounds $(BENCH_ROUNDS) $(if $(BENCH_ONLY),-only $(BENCH_ONLY)); fi
 	@# The status goes through a file: a plain pipe into tee would hide a
 	@# failure of go test, and sh has no pipefail.
-	@echo "$(GO) test -run XXX -bench . -benchmem $(BENCH_MICRO) | tee $(OUT)/bench-micro.txt"
-	@{ $(GO) test -run XXX -bench . -benchmem $(BENCH_MICRO); echo $$? >$(OUT)/.bench-micro.status; } | tee $(OUT)/bench-micro.txt; \
-		status=$$(cat $(OUT)/.bench-micro.status); rm -f $(OUT)/.bench-micro.status; exit $$status
-	@echo "bench: wrote $(OUT)/bench.md, $(OUT)/bench.svg and $(OUT)/bench-micro.txt"
+	@if [ -n "$(BENCH_ONLY)" ]; then echo "bench: BENCH_ONLY=$(BENCH_ONLY): microbenchmarks not run"; exit 0; fi; \
+		echo "$(GO) test -run XXX -bench . -benchmem $(BENCH_MICRO) | tee $(OUT)/bench-micro.txt"; \
+		{ $(GO) test -run XXX -bench . -benchmem $(BENCH_MICRO); echo $$? >$(OUT)/.bench-micro.status; } | tee $(OUT)/bench-micro.txt; \
+		status=$$(cat $(OUT)/.bench-micro.status); rm -f $(OUT)/.bench-micro.status; \
+		[ $$status -eq 0 ] && echo "bench: wrote $(OUT)/bench.md, $(OUT)/bench.svg, $(OUT)/bench-gateway.svg and $(OUT)/bench-micro.txt"; exit $$status
 
 docker-build: ## build the server and client images
 	docker compose --profile client build

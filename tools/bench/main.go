@@ -34,11 +34,13 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	utls "github.com/refraction-networking/utls"
@@ -53,37 +55,126 @@ import (
 func main() {
 	log.SetFlags(0)
 	log.SetPrefix("bench: ")
-	if len(os.Args) > 1 && os.Args[1] == "serve-stock" {
-		serveStock(os.Args[2:])
-		return
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "serve-stock":
+			serveStock(os.Args[2:])
+			return
+		case "serve-origin":
+			serveOrigin(os.Args[2:])
+			return
+		}
 	}
 	binDir := flag.String("bin", "bin", "directory with the server binary")
-	outDir := flag.String("out", filepath.Join("bin", "assets"), "where to write bench.md and bench.svg")
+	outDir := flag.String("out", filepath.Join("bin", "assets"), "where to write bench.md, bench.svg and bench-gateway.svg")
+	only := flag.String("only", "", "run one part only: handshake (CPU per handshake, GET /debug throughput) or gateway (the TLS terminator comparison); bench.md keeps the other part's last results")
 	rounds := flag.Int("rounds", 5, "interleaved rounds")
 	handshakes := flag.Int("handshakes", 300, "handshakes per configuration per round")
 	requests := flag.Int("requests", 2000, "requests per throughput measurement")
+	var gp gatewayParams
+	flag.IntVar(&gp.newConnN, "gateway-requests", 500, "gateway: requests on new connections per terminator per round")
+	flag.IntVar(&gp.newConnConc, "gateway-conc", 2, "gateway: new connections at a time")
+	flag.IntVar(&gp.keepAliveN, "gateway-keepalive-requests", 3000, "gateway: requests on the kept-alive connection per terminator per round")
+	flag.IntVar(&gp.keepAliveConc, "gateway-keepalive-conc", 2, "gateway: requests at a time on the kept-alive connection")
+	nginxBin := flag.String("nginx", "", "gateway: the nginx binary (default: nginx from PATH or /usr/sbin)")
+	caddyBin := flag.String("caddy", "", "gateway: the caddy binary (default: caddy from PATH)")
+	profile := flag.String("profile", "", "gateway: also write a CPU profile of this server under the new-connection load to this file")
+	profileTime := flag.Duration("profile-time", 10*time.Second, "gateway: how long -profile samples")
 	flag.StringVar(&serverCPU, "server-cpu", "", "run the servers on this CPU (taskset -c), apart from the load")
 	flag.Parse()
+	if *only != "" && *only != "handshake" && *only != "gateway" {
+		log.Fatalf("-only must be handshake or gateway, not %q", *only)
+	}
+	gp.rounds = *rounds
 
 	dir, err := os.MkdirTemp("", "req-mtls-bench")
 	check(err)
-	defer os.RemoveAll(dir)
+	scratchDir = dir
+	defer cleanup()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sigs
+		log.Printf("%v: stopping the servers", s)
+		cleanup()
+		os.Exit(1)
+	}()
+
+	var hsMD, gwMD string
+	if *only != "gateway" {
+		var bars []bar
+		hsMD, bars = handshakeBench(dir, *binDir, *rounds, *handshakes, *requests)
+		check(os.MkdirAll(*outDir, 0o755))
+		check(os.WriteFile(filepath.Join(*outDir, "bench.svg"), []byte(svg(bars, handshakeChart)), 0o644))
+	}
+	if *only != "handshake" {
+		var bars []bar
+		gwMD, bars = gatewayBench(dir, *binDir, gp, *nginxBin, *caddyBin, *profile, *profileTime)
+		check(os.MkdirAll(*outDir, 0o755))
+		check(os.WriteFile(filepath.Join(*outDir, "bench-gateway.svg"), []byte(svg(bars, gatewayChart)), 0o644))
+	}
+	// bench.md holds both parts; a run of one keeps the other's.
+	mdFile := filepath.Join(*outDir, "bench.md")
+	old, _ := os.ReadFile(mdFile)
+	oldHS, oldGW := splitBenchMD(string(old))
+	if *only == "gateway" {
+		hsMD = oldHS
+	}
+	if *only == "handshake" {
+		gwMD = oldGW
+	}
+	check(os.WriteFile(mdFile, []byte(joinBenchMD(hsMD, gwMD)), 0o644))
+	written := []string{mdFile}
+	if *only != "gateway" {
+		written = append(written, filepath.Join(*outDir, "bench.svg"))
+	}
+	if *only != "handshake" {
+		written = append(written, filepath.Join(*outDir, "bench-gateway.svg"))
+	}
+	log.Printf("wrote %s", strings.Join(written, ", "))
+}
+
+// gatewayMarker separates the two parts of bench.md.
+const gatewayMarker = "<!-- bench: gateway comparison below (bench -only gateway) -->"
+
+func splitBenchMD(s string) (hs, gw string) {
+	if i := strings.Index(s, gatewayMarker); i >= 0 {
+		return strings.TrimSpace(s[:i]), strings.TrimSpace(s[i+len(gatewayMarker):])
+	}
+	return strings.TrimSpace(s), ""
+}
+
+func joinBenchMD(hs, gw string) string {
+	hs, gw = strings.TrimSpace(hs), strings.TrimSpace(gw)
+	if gw == "" {
+		return hs + "\n"
+	}
+	if hs == "" {
+		return gatewayMarker + "\n\n" + gw + "\n"
+	}
+	return hs + "\n\n" + gatewayMarker + "\n\n" + gw + "\n"
+}
+
+// handshakeBench measures server CPU per handshake, ours against stock
+// crypto/tls, then GET /debug throughput; it returns the Markdown and the
+// chart's bars.
+func handshakeBench(dir, binDir string, rounds, handshakes, requests int) (string, []bar) {
 	pkis := map[string]*benchPKI{"ECDSA P-256": makePKI(dir, "ecdsa", false), "RSA-2048": makePKI(dir, "rsa", true)}
 	self, err := os.Executable()
 	check(err)
 
-	defer stopAll()
 	type servers struct{ ours, always, never *proc }
 	running := map[string]servers{}
 	for _, name := range []string{"ECDSA P-256", "RSA-2048"} {
 		p := pkis[name]
 		s := servers{
-			ours:   start(filepath.Join(*binDir, "server"), "-cert", p.serverCert, "-key", p.serverKey, "-client-cacert", p.rootCA, "-listen-addr", "127.0.0.1:0"),
+			ours:   start(filepath.Join(binDir, "server"), "-cert", p.serverCert, "-key", p.serverKey, "-client-cacert", p.rootCA, "-listen-addr", "127.0.0.1:0"),
 			always: start(self, "serve-stock", "-mode", "always", "-cert", p.serverCert, "-key", p.serverKey, "-ca", p.rootCA, "-addr", "127.0.0.1:0"),
 			never:  start(self, "serve-stock", "-mode", "never", "-cert", p.serverCert, "-key", p.serverKey, "-ca", p.rootCA, "-addr", "127.0.0.1:0"),
 		}
 		running[name] = s
 	}
+	defer stopAll()
 
 	type config struct {
 		label   string
@@ -105,12 +196,12 @@ func main() {
 		}
 	}
 	results := make([][]float64, len(configs))
-	for r := range *rounds {
+	for r := range rounds {
 		for i, c := range configs {
-			us := handshakeCPU(c.srv, pkis[c.cert], c.group, c.flagged, *handshakes)
+			us := handshakeCPU(c.srv, pkis[c.cert], c.group, c.flagged, handshakes)
 			results[i] = append(results[i], us)
 		}
-		log.Printf("round %d/%d done", r+1, *rounds)
+		log.Printf("round %d/%d done", r+1, rounds)
 	}
 
 	var md strings.Builder
@@ -118,7 +209,7 @@ func main() {
 	if serverCPU != "" {
 		pinned = fmt.Sprintf("; servers pinned to CPU %s, load on the other", serverCPU)
 	}
-	fmt.Fprintf(&md, "Server CPU per full TLS 1.3 handshake (µs, median of %d interleaved rounds of %d handshakes; server process CPU time; %d cores%s):\n\n", *rounds, *handshakes, numCPU(), pinned)
+	fmt.Fprintf(&md, "Server CPU per full TLS 1.3 handshake (µs, median of %d interleaved rounds of %d handshakes; server process CPU time; %d cores%s):\n\n", rounds, handshakes, numCPU(), pinned)
 	fmt.Fprintf(&md, "| certificate | key share | ours, flag 80 + cert | stock, always requests | ratio (median per round) | ours, no flag | stock, never requests | ratio (median per round) |\n|---|---|---|---|---|---|---|---|\n")
 	var bars []bar
 	for i := 0; i < len(configs); i += 4 {
@@ -143,11 +234,11 @@ func main() {
 	// Throughput and latency of GET /debug against our server (ECDSA).
 	p := pkis["ECDSA P-256"]
 	u, _ := url.Parse("https://" + running["ECDSA P-256"].ours.addr + "/debug")
-	fmt.Fprintf(&md, "\nGET /debug against this server (ECDSA P-256, flag 80 with a certificate; %d requests each):\n\n", *requests)
+	fmt.Fprintf(&md, "\nGET /debug against this server (ECDSA P-256, flag 80 with a certificate; %d requests each):\n\n", requests)
 	fmt.Fprintf(&md, "| connections | clients | requests/s | p50 | p99 |\n|---|---|---|---|---|\n")
 	for _, keep := range []bool{true, false} {
 		for _, c := range []int{1, 2, 8} {
-			rps, p50, p99 := throughput(p, u, keep, c, *requests)
+			rps, p50, p99 := throughput(p, u, keep, c, requests)
 			mode := "one kept-alive HTTP/2 connection"
 			if !keep {
 				mode = "a new connection per request"
@@ -156,10 +247,7 @@ func main() {
 		}
 	}
 	fmt.Print(md.String())
-	check(os.MkdirAll(*outDir, 0o755))
-	check(os.WriteFile(filepath.Join(*outDir, "bench.md"), []byte(md.String()), 0o644))
-	check(os.WriteFile(filepath.Join(*outDir, "bench.svg"), []byte(svg(bars)), 0o644))
-	log.Printf("wrote %s and %s", filepath.Join(*outDir, "bench.md"), filepath.Join(*outDir, "bench.svg"))
+	return md.String(), bars
 }
 
 func check(err error) {
@@ -183,9 +271,20 @@ func stopAll() {
 	started = nil
 }
 
+// scratchDir is the run's temporary directory, removed on every exit.
+var scratchDir string
+
+// cleanup stops every server process and removes the scratch directory.
+func cleanup() {
+	stopAll()
+	if scratchDir != "" {
+		os.RemoveAll(scratchDir)
+	}
+}
+
 // fatalf stops every server process, then exits.
 func fatalf(format string, a ...any) {
-	stopAll()
+	cleanup()
 	log.Fatalf(format, a...)
 }
 
@@ -258,6 +357,11 @@ func makePKI(dir, name string, rsaServer bool) *benchPKI {
 type proc struct {
 	cmd  *exec.Cmd
 	addr string
+	// graceful, when set, is the signal stop sends first, for a server
+	// whose workers SIGKILL to it would leave behind (nginx); exited is
+	// closed once it has been waited for.
+	graceful syscall.Signal
+	exited   chan struct{}
 }
 
 var listenLine = []string{"msg=listening addr=", "listening on "}
@@ -266,26 +370,49 @@ var listenLine = []string{"msg=listening addr=", "listening on "}
 // that the load generator does not compete with them.
 var serverCPU string
 
+// start starts a server pinned to serverCPU and returns once it has logged
+// the address it listens on; it exits the bench if the server does not.
 func start(name string, args ...string) *proc {
-	if serverCPU != "" {
+	p, err := startListening(true, name, args...)
+	if err != nil {
+		fatalf("%v", err)
+	}
+	return p
+}
+
+// startListening starts a server, pinned to serverCPU if pin, and returns
+// once it has logged the address it listens on.
+func startListening(pin bool, name string, args ...string) (*proc, error) {
+	if pin && serverCPU != "" {
 		name, args = "taskset", append([]string{"-c", serverCPU, name}, args...)
 	}
 	cmd := exec.Command(name, args...)
+	setDeathSignal(cmd, syscall.SIGKILL)
 	stderr, err := cmd.StderrPipe()
-	check(err)
-	check(cmd.Start())
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
 	addr := make(chan string, 1)
+	var seenMu sync.Mutex
+	var seen strings.Builder
 	go func() {
 		buf := make([]byte, 4096)
-		var seen strings.Builder
 		sent := false
 		for {
 			n, err := stderr.Read(buf)
-			seen.Write(buf[:n])
+			seenMu.Lock()
+			if seen.Len() < 1<<16 {
+				seen.Write(buf[:n])
+			}
+			s := seen.String()
+			seenMu.Unlock()
 			if !sent {
 				for _, marker := range listenLine {
-					if i := strings.Index(seen.String(), marker); i >= 0 {
-						rest := seen.String()[i+len(marker):]
+					if i := strings.Index(s, marker); i >= 0 {
+						rest := s[i+len(marker):]
 						if j := strings.IndexAny(rest, " \n"); j > 0 {
 							addr <- rest[:j]
 							sent = true
@@ -304,23 +431,43 @@ func start(name string, args ...string) *proc {
 		startedMu.Lock()
 		started = append(started, p)
 		startedMu.Unlock()
-		return p
+		return p, nil
 	case <-time.After(20 * time.Second):
 		cmd.Process.Kill()
-		fatalf("%s did not start", name)
-		return nil
+		cmd.Wait()
+		seenMu.Lock()
+		defer seenMu.Unlock()
+		return nil, fmt.Errorf("%s did not start: %s", name, strings.TrimSpace(seen.String()))
 	}
 }
 
 func (p *proc) stop() {
-	p.cmd.Process.Kill()
-	p.cmd.Wait()
+	if p.exited == nil {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		return
+	}
+	kids := childProcs(p.cmd.Process.Pid)
+	p.cmd.Process.Signal(p.graceful)
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
+	// A worker that outlived its master (it normally exits first).
+	for _, k := range kids {
+		k.kill()
+	}
 }
 
 // cpu returns the CPU time the process has used, summed over its threads,
 // from /proc/PID/task/*/schedstat (nanoseconds on the CPU).
-func (p *proc) cpu() time.Duration {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", p.cmd.Process.Pid))
+func (p *proc) cpu() time.Duration { return cpuOfPID(p.cmd.Process.Pid) }
+
+// cpuOfPID sums the CPU time of a process's threads.
+func cpuOfPID(pid int) time.Duration {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
 	var total time.Duration
 	for _, t := range tasks {
 		data, err := os.ReadFile(t)

@@ -1,0 +1,801 @@
+package main
+
+// The gateway comparison: this server with -upstream, nginx and Caddy as TLS
+// terminators in front of the same origin, with the same certificates and
+// the same load: a new flagged connection per request (a mutual TLS 1.3
+// handshake with each of them: nginx and Caddy ask every client for a
+// certificate, this server the flagged ones) and requests on one kept-alive
+// HTTP/2 connection. The terminator's CPU per request is read from its
+// processes' CPU time (nginx: master and worker).
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"text/template"
+	"time"
+
+	utls "github.com/refraction-networking/utls"
+
+	"github.com/req-mtls/req-mtls/internal/client"
+	"github.com/req-mtls/req-mtls/internal/tlsflags"
+)
+
+// originBody is what the origin answers every GET with.
+const originBody = "hello from the origin\n"
+
+// originSawCert is the response field in which the origin says whether the
+// request came with a Client-Cert field: the bench checks that every
+// terminator forwards the certificate.
+const originSawCert = "Origin-Saw-Client-Cert"
+
+func originHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		saw := "?0"
+		if r.Header.Get("Client-Cert") != "" {
+			saw = "?1"
+		}
+		w.Header().Set(originSawCert, saw)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Content-Length", strconv.Itoa(len(originBody)))
+		io.WriteString(w, originBody)
+	})
+}
+
+// serveOrigin runs the origin: plain HTTP/1.1 on a loopback address.
+func serveOrigin(args []string) {
+	fs := flag.NewFlagSet("serve-origin", flag.ExitOnError)
+	addr := fs.String("addr", "127.0.0.1:0", "")
+	fs.Parse(args)
+	ln, err := net.Listen("tcp", *addr)
+	check(err)
+	fmt.Fprintf(os.Stderr, "listening on %s\n", ln.Addr())
+	hs := &http.Server{Handler: originHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
+	err = hs.Serve(ln)
+	if !errors.Is(err, http.ErrServerClosed) {
+		log.Fatal(err)
+	}
+}
+
+// startOriginInProcess runs the origin on a goroutine (for the tests, whose
+// executable cannot serve it).
+func startOriginInProcess() (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	hs := &http.Server{Handler: originHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
+	go hs.Serve(ln)
+	return ln.Addr().String(), func() { hs.Close() }, nil
+}
+
+// A terminator is one TLS terminator in front of the origin.
+type terminator struct {
+	name string // ours, Caddy, nginx
+	conf string // what it is configured to do with client certificates
+	p    *proc
+	url  *url.URL
+}
+
+// gatewayEnv is what the terminators share.
+type gatewayEnv struct {
+	dir       string // scratch directory for configurations and logs
+	pki       *benchPKI
+	origin    string // host:port
+	serverBin string // this project's server
+	nginx     string // "" when not installed
+	caddy     string
+	pprofAddr string // ours serves pprof here when set
+}
+
+// findPeer returns the path of a peer terminator, or "" with a message
+// saying it is skipped.
+func findPeer(name, flagValue string) string {
+	if flagValue != "" {
+		if _, err := os.Stat(flagValue); err != nil {
+			log.Printf("%s: %v: skipping %s", name, err, name)
+			return ""
+		}
+		return flagValue
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, dir := range []string{"/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"} {
+		if p := filepath.Join(dir, name); isExecutable(p) {
+			return p
+		}
+	}
+	log.Printf("%s is not installed (not in PATH): skipping %s in the gateway comparison (on Debian: apt-get install %s)", name, name, name)
+	return ""
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+// startTerminators starts ours, then nginx and Caddy in the configurations
+// listed, each when installed.
+func startTerminators(env *gatewayEnv) ([]*terminator, error) {
+	var ts []*terminator
+	args := []string{"-cert", env.pki.serverCert, "-key", env.pki.serverKey, "-client-cacert", env.pki.rootCA,
+		"-upstream", "http://" + env.origin, "-listen-addr", "127.0.0.1:0"}
+	if env.pprofAddr != "" {
+		args = append(args, "-pprof-addr", env.pprofAddr)
+	}
+	p, err := startListening(true, env.serverBin, args...)
+	if err != nil {
+		return nil, err
+	}
+	ts = append(ts, &terminator{name: "ours", conf: "-client-auth request: flagged clients asked, certificate verified", p: p, url: siteURL(p.addr)})
+	if env.caddy != "" {
+		for _, verify := range []bool{true, false} {
+			t, err := startCaddy(env, verify)
+			if err != nil {
+				return ts, err
+			}
+			ts = append(ts, t)
+		}
+	}
+	if env.nginx != "" {
+		for _, verify := range []bool{true, false} {
+			t, err := startNginx(env, verify)
+			if err != nil {
+				return ts, err
+			}
+			ts = append(ts, t)
+		}
+	}
+	return ts, nil
+}
+
+// siteURL is the URL the load asks for: by the name localhost, so that the
+// client sends it as SNI, as a browser would (Caddy, when it asks for
+// client certificates, answers 421 to a request whose Host differs from the
+// SNI, and there is no SNI for an IP address).
+func siteURL(addr string) *url.URL {
+	_, port, _ := net.SplitHostPort(addr)
+	return &url.URL{Scheme: "https", Host: net.JoinHostPort("localhost", port), Path: "/"}
+}
+
+// freeAddr returns a loopback address that was free a moment ago, for the
+// peers that cannot report the port they chose.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+const nginxConf = `{{if .Root}}user root;
+{{end}}worker_processes 1;
+daemon off;
+master_process on;
+pid {{.Dir}}/nginx.pid;
+error_log {{.Dir}}/error.log warn;
+events { worker_connections 1024; }
+http {
+	access_log off;
+	# Go's servers close no connection after a number of requests;
+	# nginx's default is 1000.
+	keepalive_requests 1000000;
+	client_body_temp_path {{.Dir}}/body;
+	proxy_temp_path {{.Dir}}/proxy;
+	fastcgi_temp_path {{.Dir}}/fastcgi;
+	uwsgi_temp_path {{.Dir}}/uwsgi;
+	scgi_temp_path {{.Dir}}/scgi;
+	upstream origin {
+		server {{.Origin}};
+		keepalive 16;
+		keepalive_requests 1000000;
+	}
+	server {
+		listen {{.Addr}} ssl http2;
+		ssl_certificate {{.Cert}};
+		ssl_certificate_key {{.Key}};
+		ssl_protocols TLSv1.3;
+{{if .Verify}}		ssl_client_certificate {{.CA}};
+		ssl_verify_client optional;
+{{else}}		ssl_verify_client optional_no_ca;
+{{end}}		location / {
+			proxy_pass http://origin;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_set_header Host $host;
+			proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+			proxy_set_header X-Forwarded-Proto https;
+			proxy_set_header Client-Cert $ssl_client_escaped_cert;
+			proxy_set_header Client-Cert-Verify $ssl_client_verify;
+		}
+	}
+}
+`
+
+const caddyfile = `{
+	admin off
+	auto_https off
+	servers {
+		protocols h1 h2
+	}
+}
+https://:{{.Port}} {
+	bind 127.0.0.1
+	tls {{.Cert}} {{.Key}} {
+		protocols tls1.3
+		client_auth {
+{{if .Verify}}			mode verify_if_given
+{{else}}			mode request
+{{end}}			trusted_ca_cert_file {{.CA}}
+		}
+	}
+	reverse_proxy {{.Origin}} {
+		header_up Client-Cert ":{http.request.tls.client.certificate_der_base64}:"
+	}
+}
+`
+
+type peerConf struct {
+	Root                    bool
+	Dir, Addr, Port, Origin string
+	Cert, Key, CA           string
+	Verify                  bool
+}
+
+func writeConf(tmpl, file string, c peerConf) error {
+	var b strings.Builder
+	if err := template.Must(template.New("").Parse(tmpl)).Execute(&b, c); err != nil {
+		return err
+	}
+	return os.WriteFile(file, []byte(b.String()), 0o600)
+}
+
+func startNginx(env *gatewayEnv, verify bool) (*terminator, error) {
+	name, conf := "nginx", "ssl_verify_client optional + ssl_client_certificate: every client asked, certificate verified"
+	if !verify {
+		name, conf = "nginx, no_ca", "ssl_verify_client optional_no_ca: every client asked, not verified"
+	}
+	dir, err := os.MkdirTemp(env.dir, "nginx")
+	if err != nil {
+		return nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	c := peerConf{Root: os.Geteuid() == 0, Dir: dir, Addr: addr, Origin: env.origin,
+		Cert: env.pki.serverCert, Key: env.pki.serverKey, CA: env.pki.rootCA, Verify: verify}
+	file := filepath.Join(dir, "nginx.conf")
+	if err := writeConf(nginxConf, file, c); err != nil {
+		return nil, err
+	}
+	// -e: the error log from the start, before the configuration is read
+	// (otherwise nginx opens the system's). SIGTERM: a fast shutdown, the
+	// master stopping its worker (which SIGKILL to the master would leave
+	// running).
+	p, err := startAt(addr, filepath.Join(dir, "error.log"), nil, syscall.SIGTERM,
+		env.nginx, "-e", filepath.Join(dir, "error.log"), "-p", dir, "-c", file)
+	if err != nil {
+		return nil, fmt.Errorf("nginx: %w", err)
+	}
+	return &terminator{name: name, conf: conf, p: p, url: siteURL(addr)}, nil
+}
+
+func startCaddy(env *gatewayEnv, verify bool) (*terminator, error) {
+	name, conf := "Caddy", "client_auth mode verify_if_given: every client asked, certificate verified"
+	if !verify {
+		name, conf = "Caddy, request", "client_auth mode request: every client asked, not verified"
+	}
+	dir, err := os.MkdirTemp(env.dir, "caddy")
+	if err != nil {
+		return nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	c := peerConf{Dir: dir, Addr: addr, Port: port, Origin: env.origin,
+		Cert: env.pki.serverCert, Key: env.pki.serverKey, CA: env.pki.rootCA, Verify: verify}
+	file := filepath.Join(dir, "Caddyfile")
+	if err := writeConf(caddyfile, file, c); err != nil {
+		return nil, err
+	}
+	// Caddy keeps its state under HOME and the XDG directories: all in
+	// the scratch directory.
+	envv := append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
+	p, err := startAt(addr, filepath.Join(dir, "stderr"), envv, syscall.SIGTERM,
+		env.caddy, "run", "--config", file, "--adapter", "caddyfile")
+	if err != nil {
+		return nil, fmt.Errorf("caddy: %w", err)
+	}
+	return &terminator{name: name, conf: conf, p: p, url: siteURL(addr)}, nil
+}
+
+// startAt starts a process that listens on addr (given in its
+// configuration), pinned like the others, with its output in logFile, and
+// waits until addr accepts connections. stop sends it graceful first.
+func startAt(addr, logFile string, env []string, graceful syscall.Signal, name string, args ...string) (*proc, error) {
+	if serverCPU != "" {
+		name, args = "taskset", append([]string{"-c", serverCPU, name}, args...)
+	}
+	out, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer out.Close()
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr, cmd.Env = out, out, env
+	setDeathSignal(cmd, graceful)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &proc{cmd: cmd, addr: addr, graceful: graceful, exited: make(chan struct{})}
+	go func() { cmd.Wait(); close(p.exited) }()
+	startedMu.Lock()
+	started = append(started, p)
+	startedMu.Unlock()
+	diag := func() string { b, _ := os.ReadFile(logFile); return strings.TrimSpace(string(b)) }
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-p.exited:
+			return nil, fmt.Errorf("exited at start (%v):\n%s", cmd.ProcessState, diag())
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("not listening on %s after 20 s:\n%s", addr, diag())
+}
+
+// treeCPU is the CPU time of the process and its children (nginx's
+// workers), from schedstat.
+func (p *proc) treeCPU() time.Duration {
+	total := p.cpu()
+	for _, k := range childProcs(p.cmd.Process.Pid) {
+		total += cpuOfPID(k.pid)
+	}
+	return total
+}
+
+// childProc is a process, with its start time to tell it from a later
+// process given the same pid.
+type childProc struct {
+	pid   int
+	start string
+}
+
+// procStat returns the fields of /proc/PID/stat after the command name
+// (which may hold spaces and parentheses): state, ppid, ...
+func procStat(pid int) []string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(s[i+1:])
+}
+
+// childProcs lists the processes whose parent is pid.
+func childProcs(pid int) []childProc {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	var kids []childProc
+	for _, d := range dirs {
+		k, err := strconv.Atoi(filepath.Base(d))
+		if err != nil {
+			continue
+		}
+		// Fields from state: ppid is the second, starttime the 20th.
+		if f := procStat(k); len(f) > 19 {
+			if ppid, _ := strconv.Atoi(f[1]); ppid == pid {
+				kids = append(kids, childProc{pid: k, start: f[19]})
+			}
+		}
+	}
+	return kids
+}
+
+// kill sends SIGKILL to the process if it is still the one listed.
+func (c childProc) kill() {
+	if f := procStat(c.pid); len(f) > 19 && f[19] == c.start {
+		syscall.Kill(c.pid, syscall.SIGKILL)
+	}
+}
+
+// gatewayMode is one of the two loads.
+type gatewayMode struct {
+	label   string
+	newConn bool
+}
+
+var gatewayModes = []gatewayMode{
+	{"a new flagged connection per request", true},
+	{"one kept-alive HTTP/2 connection", false},
+}
+
+// gatewayResult is one measurement: the terminator's CPU per request and
+// the latencies the client saw.
+type gatewayResult struct {
+	cpuUS    float64
+	p50, p99 time.Duration
+}
+
+// newGatewayClient returns the load's client: flag 80 with the client
+// certificate, X25519 key shares only (neither nginx 1.22 on OpenSSL 3.0
+// nor Caddy 2.6 offers X25519MLKEM768, which Go would pick).
+func newGatewayClient(p *benchPKI) (*client.Client, error) {
+	return client.New(client.Config{Flags: tlsflags.Must(tlsflags.RequestMTLS), RootCAs: p.pool,
+		CertFile: p.clientCert, KeyFile: p.clientKey, Groups: []utls.CurveID{utls.X25519, utls.CurveP256}})
+}
+
+// gatewayGet sends one GET on cn and checks the answer came from the
+// origin with the client certificate forwarded.
+func gatewayGet(ctx context.Context, cl *client.Client, cn *client.Conn, u *url.URL) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", u.String(), nil)
+	if err != nil {
+		return err
+	}
+	resp, body, err := cl.Do(ctx, cn, req, 1<<16)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK || string(body) != originBody {
+		return fmt.Errorf("GET %s: %s %q", u, resp.Status, body)
+	}
+	if got := resp.Header.Get(originSawCert); got != "?1" {
+		return fmt.Errorf("GET %s: the origin received no Client-Cert field (%s: %q)", u, originSawCert, got)
+	}
+	return nil
+}
+
+// checkHandshake checks a connection is the one the comparison is about: a
+// full TLS 1.3 handshake, HTTP/2, the certificate requested and sent.
+func checkHandshake(hs client.Handshake) error {
+	if hs.Version != tls.VersionName(tls.VersionTLS13) || hs.Resumed || hs.ALPN != "h2" || !hs.CertRequested || !hs.CertSent {
+		return fmt.Errorf("not a full TLS 1.3 HTTP/2 handshake with a client certificate: %+v", hs)
+	}
+	return nil
+}
+
+// gatewayLoad sends n requests to t with conc workers: each on a new
+// connection, or all on one kept-alive HTTP/2 connection. It returns the
+// terminator's CPU time per request and the client's latencies (for a new
+// connection, from dialing to the end of the response).
+func gatewayLoad(t *terminator, cl *client.Client, newConn bool, n, conc int) (gatewayResult, error) {
+	ctx := context.Background()
+	var shared *client.Conn
+	if !newConn {
+		var err error
+		if shared, err = cl.Dial(ctx, t.url); err != nil {
+			return gatewayResult{}, fmt.Errorf("%s: %w", t.name, err)
+		}
+		defer shared.Close()
+		if err := checkHandshake(shared.Handshake); err != nil {
+			return gatewayResult{}, fmt.Errorf("%s: %w", t.name, err)
+		}
+	}
+	one := func() (time.Duration, error) {
+		t0 := time.Now()
+		cn := shared
+		if cn == nil {
+			var err error
+			if cn, err = cl.Dial(ctx, t.url); err != nil {
+				return 0, err
+			}
+			defer cn.Close()
+			if err := checkHandshake(cn.Handshake); err != nil {
+				return 0, err
+			}
+		}
+		if err := gatewayGet(ctx, cl, cn, t.url); err != nil {
+			return 0, err
+		}
+		return time.Since(t0), nil
+	}
+	for range 5 { // warm up
+		if _, err := one(); err != nil {
+			return gatewayResult{}, fmt.Errorf("%s: %w", t.name, err)
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+	before := t.p.treeCPU()
+	lat := make([]time.Duration, 0, n)
+	var mu sync.Mutex
+	var firstErr error
+	work := make(chan struct{})
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range work {
+				d, err := one()
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				lat = append(lat, d)
+				mu.Unlock()
+			}
+		}()
+	}
+	for range n {
+		work <- struct{}{}
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return gatewayResult{}, fmt.Errorf("%s: %w", t.name, firstErr)
+	}
+	time.Sleep(50 * time.Millisecond) // let the terminator finish closing
+	cpu := t.p.treeCPU() - before
+	slices.Sort(lat)
+	return gatewayResult{cpuUS: float64(cpu) / float64(n) / 1e3, p50: lat[len(lat)/2], p99: lat[len(lat)*99/100]}, nil
+}
+
+// gatewayParams sizes the comparison.
+type gatewayParams struct {
+	rounds        int
+	newConnN      int // requests per round on new connections
+	keepAliveN    int // requests per round on the kept-alive connection
+	newConnConc   int
+	keepAliveConc int
+}
+
+// gatewayResults holds every round's measurement, by terminator and mode.
+type gatewayResults struct {
+	ts  []*terminator
+	res [][][]gatewayResult // [terminator][mode][round]
+}
+
+// runGateway interleaves the terminators over the rounds, in an order
+// rotated each round.
+func runGateway(ts []*terminator, p *benchPKI, gp gatewayParams, progress func(string)) (*gatewayResults, error) {
+	cl, err := newGatewayClient(p)
+	if err != nil {
+		return nil, err
+	}
+	r := &gatewayResults{ts: ts, res: make([][][]gatewayResult, len(ts))}
+	for i := range ts {
+		r.res[i] = make([][]gatewayResult, len(gatewayModes))
+	}
+	for round := range gp.rounds {
+		for m, mode := range gatewayModes {
+			for k := range ts {
+				i := (k + round) % len(ts)
+				n, conc := gp.keepAliveN, gp.keepAliveConc
+				if mode.newConn {
+					n, conc = gp.newConnN, gp.newConnConc
+				}
+				res, err := gatewayLoad(ts[i], cl, mode.newConn, n, conc)
+				if err != nil {
+					return nil, err
+				}
+				r.res[i][m] = append(r.res[i][m], res)
+			}
+		}
+		if progress != nil {
+			progress(fmt.Sprintf("gateway round %d/%d done", round+1, gp.rounds))
+		}
+	}
+	return r, nil
+}
+
+func (r *gatewayResults) cpu(i, m int) float64 {
+	var v []float64
+	for _, x := range r.res[i][m] {
+		v = append(v, x.cpuUS)
+	}
+	return median(v)
+}
+
+func (r *gatewayResults) latency(i, m int) (p50, p99 time.Duration) {
+	var a, b []float64
+	for _, x := range r.res[i][m] {
+		a, b = append(a, float64(x.p50)), append(b, float64(x.p99))
+	}
+	return time.Duration(median(a)), time.Duration(median(b))
+}
+
+// ratio is the median over rounds of ours (terminator 0) over terminator i,
+// taken within each round.
+func (r *gatewayResults) ratio(i, m int) float64 {
+	var v []float64
+	for k := range r.res[i][m] {
+		v = append(v, r.res[0][m][k].cpuUS/r.res[i][m][k].cpuUS)
+	}
+	return median(v)
+}
+
+// markdown is the comparison's table, with what each terminator does and
+// which were skipped.
+func (r *gatewayResults) markdown(gp gatewayParams, skipped []string) string {
+	var md strings.Builder
+	pinned := ""
+	if serverCPU != "" {
+		pinned = fmt.Sprintf("; terminators pinned to CPU %s, origin and load on the other", serverCPU)
+	}
+	fmt.Fprintf(&md, "TLS terminators in front of the same origin (HTTP/1.1 on loopback, a %d-byte answer to GET): terminator CPU per request (µs, its processes' CPU time) and latency at the client; median of %d interleaved rounds of %d requests on new connections (%d at a time) and %d on one kept-alive HTTP/2 connection (%d at a time); ECDSA P-256 certificate, TLS 1.3, X25519, client sends flag 80 and a certificate; %d cores%s:\n\n",
+		len(originBody), gp.rounds, gp.newConnN, gp.newConnConc, gp.keepAliveN, gp.keepAliveConc, numCPU(), pinned)
+	fmt.Fprintf(&md, "| terminator | new connection per request: CPU | p50 | p99 | ours ÷ this | kept-alive HTTP/2: CPU | p50 | p99 | ours ÷ this |\n|---|---|---|---|---|---|---|---|---|\n")
+	for i, t := range r.ts {
+		fmt.Fprintf(&md, "| %s", t.name)
+		for m := range gatewayModes {
+			p50, p99 := r.latency(i, m)
+			rat := "—"
+			if i > 0 {
+				rat = fmt.Sprintf("%.2f", r.ratio(i, m))
+			}
+			fmt.Fprintf(&md, " | %.0f µs | %s | %s | %s", r.cpu(i, m), ms(p50), ms(p99), rat)
+		}
+		md.WriteString(" |\n")
+	}
+	md.WriteString("\n")
+	for _, t := range r.ts {
+		fmt.Fprintf(&md, "- %s: %s\n", t.name, t.conf)
+	}
+	for _, s := range skipped {
+		fmt.Fprintf(&md, "- %s\n", s)
+	}
+	return md.String()
+}
+
+// bars is the comparison's chart data: CPU per request by mode.
+func (r *gatewayResults) bars() []bar {
+	var bars []bar
+	for m, mode := range gatewayModes {
+		for i, t := range r.ts {
+			bars = append(bars, bar{group: mode.label, label: t.name, value: r.cpu(i, m)})
+		}
+	}
+	return bars
+}
+
+// goals returns the comparison against its targets: on new connections at
+// most 0.9 times Caddy's and nginx's CPU per request, kept alive at most
+// Caddy's. Every configuration of each is held to them.
+func (r *gatewayResults) goals() string {
+	var b strings.Builder
+	for i, t := range r.ts {
+		if i == 0 {
+			continue
+		}
+		for m, mode := range gatewayModes {
+			limit := 0.0
+			switch {
+			case mode.newConn:
+				limit = 0.9
+			case strings.HasPrefix(t.name, "Caddy"):
+				limit = 1.0
+			default:
+				continue
+			}
+			got := r.ratio(i, m)
+			verdict := "met"
+			if got > limit {
+				verdict = "missed"
+			}
+			fmt.Fprintf(&b, "- %s, ours ÷ %s: %.2f, goal at most %.1f: %s\n", mode.label, t.name, got, limit, verdict)
+		}
+	}
+	return b.String()
+}
+
+// gatewayBench runs the comparison: the origin on the load's CPU, the
+// terminators on the server CPU. It returns the Markdown and the chart's
+// bars.
+func gatewayBench(dir, binDir string, gp gatewayParams, nginxFlag, caddyFlag, profile string, profileTime time.Duration) (string, []bar) {
+	self, err := os.Executable()
+	check(err)
+	defer stopAll()
+	// The origin is not measured: it runs beside the load, unpinned
+	// from the terminators' CPU (the bench itself runs on the load's).
+	origin, err := startListening(false, self, "serve-origin", "-addr", "127.0.0.1:0")
+	check(err)
+	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "gateway", false), origin: origin.addr,
+		serverBin: filepath.Join(binDir, "server"), nginx: findPeer("nginx", nginxFlag), caddy: findPeer("caddy", caddyFlag)}
+	var skipped []string
+	if env.caddy == "" {
+		skipped = append(skipped, "Caddy: not installed, skipped")
+	}
+	if env.nginx == "" {
+		skipped = append(skipped, "nginx: not installed, skipped")
+	}
+	ts, err := startTerminators(env)
+	check(err)
+	for _, t := range ts {
+		log.Printf("gateway: %s on %s (%s)", t.name, t.p.addr, t.conf)
+	}
+	res, err := runGateway(ts, env.pki, gp, func(s string) { log.Print(s) })
+	check(err)
+	md := res.markdown(gp, skipped)
+	if g := res.goals(); g != "" {
+		md += "\nGoals (ratios of CPU per request, median per round):\n\n" + g
+	}
+	fmt.Print("\n" + md)
+	if profile != "" {
+		check(profileOurs(env, gp, profile, profileTime))
+	}
+	return md, res.bars()
+}
+
+// profileOurs runs this server as the gateway once more, with pprof on,
+// and writes a CPU profile taken under the new-connection load.
+func profileOurs(env *gatewayEnv, gp gatewayParams, file string, d time.Duration) error {
+	pa, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	e := *env
+	e.pprofAddr, e.caddy, e.nginx = pa, "", ""
+	ts, err := startTerminators(&e)
+	if err != nil {
+		return err
+	}
+	defer ts[0].p.stop()
+	cl, err := newGatewayClient(env.pki)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pa, int(d.Seconds())))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			done <- fmt.Errorf("pprof: %s", resp.Status)
+			return
+		}
+		f, err := os.Create(file)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		done <- err
+	}()
+	log.Printf("profiling ours under the new-connection load for %v", d)
+	for {
+		if _, err := gatewayLoad(ts[0], cl, true, 100, gp.newConnConc); err != nil {
+			return err
+		}
+		select {
+		case err := <-done:
+			if err == nil {
+				log.Printf("wrote %s: go tool pprof -top %s %s", file, env.serverBin, file)
+			}
+			return err
+		default:
+		}
+	}
+}
