@@ -332,6 +332,7 @@ func (c *AlertConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+//lint:ignore SA1019 see Conn.h2
 // AlertOr returns the TLS alert that the connection received, if it did,
 // or err: a failed request's own error (a broken pipe, say) often hides the
 // alert that explains it. With h2, the HTTP/2 connection on c, the
