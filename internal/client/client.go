@@ -332,13 +332,14 @@ func (c *AlertConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-//lint:ignore SA1019 see Conn.h2
 // AlertOr returns the TLS alert that the connection received, if it did,
 // or err: a failed request's own error (a broken pipe, say) often hides the
 // alert that explains it. With h2, the HTTP/2 connection on c, the
 // connection is read only once h2 has closed it, and waited for only when
 // err says the connection was lost: a timeout or a stream's error leaves it
 // serving other requests, untouched.
+//
+//lint:ignore SA1019 see Conn.h2
 func (c *AlertConn) AlertOr(err error, h2 *http2.ClientConn) error {
 	if _, ok := remoteAlert(err); ok {
 		return err
