@@ -66,6 +66,8 @@ type Authenticator struct {
 
 	connsMu sync.Mutex
 	conns   map[*Conn]struct{} // open connections that hold a client certificate
+
+	verified verifyCache
 }
 
 // New loads every file in cfg; any failure is an error.
@@ -375,7 +377,7 @@ func (a *Authenticator) decide(c *Conn, st *state, flagged bool, cs tls.Connecti
 	if len(d.Chain) > 0 {
 		store := st.storeFor(flagged)
 		d.Store = store.ref().kind
-		d.Err = ValidateClientCert(d.Chain, store.roots(), a.cfg.Now())
+		d.Err = a.verified.validate(d.Chain, store, a.cfg.Now())
 	}
 	if c != nil {
 		c.decision.Store(d)

@@ -110,3 +110,43 @@ func TestMinVersionKept(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyCache: a chain that validated is remembered for its store's
+// contents and within its validity window only; failures are not.
+func TestVerifyCache(t *testing.T) {
+	p := testpki.New(t)
+	client, err := loadStore(StoreClient, p.RootCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := loadStore(StoreClient, p.OtherCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := func(name string) []*x509.Certificate {
+		c, err := tls.LoadX509KeyPair(p.Clients[name][0], p.Clients[name][1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []*x509.Certificate{c.Leaf}
+	}
+	var vc verifyCache
+	valid := load("valid")
+	if err := vc.validate(valid, client, testpki.Now); err != nil {
+		t.Fatal(err)
+	}
+	if err := vc.validate(valid, client, testpki.Now.Add(time.Hour)); err != nil || len(vc.m) != 1 {
+		t.Fatalf("second validation: %v, %d entries", err, len(vc.m))
+	}
+	// Past the leaf's NotAfter the cached entry does not answer.
+	if err := vc.validate(valid, client, valid[0].NotAfter.Add(time.Second)); err == nil {
+		t.Error("an expired certificate validated from the cache")
+	}
+	// Another store's contents: verified afresh, and refused.
+	if err := vc.validate(valid, other, testpki.Now); err == nil {
+		t.Error("validated against another store through the cache")
+	}
+	if err := vc.validate(load("other-ca"), client, testpki.Now); err == nil || len(vc.m) != 1 {
+		t.Errorf("other CA's certificate: %v, %d entries (failures must not be cached)", err, len(vc.m))
+	}
+}

@@ -1,10 +1,13 @@
 package auth
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/req-mtls/req-mtls/internal/safetext"
@@ -66,38 +69,119 @@ func (p Policy) requires(flagged bool) bool {
 // anyExtendedKeyUsage, is not taken to allow it), and must chain to roots through the intermediates
 // the client sent, within every certificate's validity.
 func ValidateClientCert(chain []*x509.Certificate, roots *x509.CertPool, now time.Time) error {
+	_, err := validate(chain, roots, now)
+	return err
+}
+
+// validate is ValidateClientCert, returning the window of time in which
+// the path it verified stays valid.
+func validate(chain []*x509.Certificate, roots *x509.CertPool, now time.Time) (window, error) {
 	if len(chain) == 0 {
-		return errors.New("no client certificate")
+		return window{}, errors.New("no client certificate")
 	}
 	if roots == nil {
-		return errors.New("no trust store for client certificates")
+		return window{}, errors.New("no trust store for client certificates")
 	}
 	leaf := chain[0]
 	if leaf.IsCA {
-		return errors.New("client certificate is a CA certificate")
+		return window{}, errors.New("client certificate is a CA certificate")
 	}
 	if len(leaf.DNSNames) == 0 {
-		return errors.New("client certificate has no DNS name")
+		return window{}, errors.New("client certificate has no DNS name")
 	}
 	if slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageAny) {
 		// anyExtendedKeyUsage would let x509.Verify pass it for any
 		// purpose; a bot certificate must say clientAuth itself.
-		return errors.New("client certificate has the anyExtendedKeyUsage extended key usage; clientAuth must be explicit")
+		return window{}, errors.New("client certificate has the anyExtendedKeyUsage extended key usage; clientAuth must be explicit")
 	}
 	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
-		return errors.New("client certificate lacks the clientAuth extended key usage")
+		return window{}, errors.New("client certificate lacks the clientAuth extended key usage")
 	}
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
-	_, err := leaf.Verify(x509.VerifyOptions{
+	chains, err := leaf.Verify(x509.VerifyOptions{
 		Roots:         roots,
 		Intermediates: inter,
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
-	return err
+	if err != nil {
+		return window{}, err
+	}
+	w := window{until: chains[0][0].NotAfter, from: chains[0][0].NotBefore}
+	for _, c := range chains[0][1:] {
+		w.from = later(w.from, c.NotBefore)
+		w.until = earlier(w.until, c.NotAfter)
+	}
+	return w, nil
+}
+
+// window is when a verified path is valid: from its latest NotBefore to
+// its earliest NotAfter.
+type window struct{ from, until time.Time }
+
+func (w window) contains(t time.Time) bool { return !t.Before(w.from) && !t.After(w.until) }
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func earlier(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// verifyCache remembers chains that validated, keyed by the trust store's
+// contents and the chain's bytes, with the window in which the verified
+// path stays valid: a bot that reconnects with the same certificate is
+// not verified again (path building and signature checks are about an
+// eighth of a full handshake's CPU). Everything validation depends on is
+// in the key (the certificates, the roots) or checked on each use (the
+// time); failures are not remembered.
+type verifyCache struct {
+	mu sync.Mutex
+	m  map[[32]byte]window
+}
+
+// verifyCacheSize bounds the cache; when full it starts over.
+const verifyCacheSize = 4096
+
+func (vc *verifyCache) validate(chain []*x509.Certificate, s *store, now time.Time) error {
+	if s == nil || len(chain) == 0 {
+		return ValidateClientCert(chain, s.roots(), now)
+	}
+	h := sha256.New()
+	h.Write(s.digest[:])
+	for _, c := range chain {
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(c.Raw))))
+		h.Write(c.Raw)
+	}
+	var key [32]byte
+	h.Sum(key[:0])
+	vc.mu.Lock()
+	w, ok := vc.m[key]
+	vc.mu.Unlock()
+	if ok && w.contains(now) {
+		return nil
+	}
+	w, err := validate(chain, s.pool, now)
+	if err != nil {
+		return err
+	}
+	vc.mu.Lock()
+	if vc.m == nil || len(vc.m) >= verifyCacheSize {
+		vc.m = make(map[[32]byte]window)
+	}
+	vc.m[key] = w
+	vc.mu.Unlock()
+	return nil
 }
 
 // CertName is how a client certificate is named in reports, logs and
