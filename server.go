@@ -91,6 +91,10 @@ type ServerConfig struct {
 	HandshakeTimeout  time.Duration
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
+	// ACME, if set, replaces CertFile and KeyFile for Server: the
+	// certificate is obtained from an ACME server, cached and renewed
+	// while the server runs.
+	ACME *ACMEConfig
 	// DrainDelay is how long Shutdown keeps serving while /readyz already
 	// answers 503, so that a load balancer's health checks take the
 	// instance out of rotation before it stops accepting (default 0).
@@ -279,6 +283,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		PagesPath:         cfg.PagesPath,
 		ProxyProtocolFrom: cfg.ProxyProtocolFrom,
 		DrainDelay:        cfg.DrainDelay,
+		ACME:              (*server.ACME)(cfg.ACME),
 		AccessLog:         cfg.AccessLog,
 		KeyLog:            cfg.KeyLog,
 		Logger:            cfg.Logger,
@@ -305,6 +310,10 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.s.Shutdown(ctx) 
 // Reload loads every file again; reason is logged as the trigger ("SIGHUP",
 // say). See Authenticator.Reload.
 func (s *Server) Reload(reason string) error { return s.s.Reload(reason) }
+
+// HTTPHandler is for port 80: it answers ACME http-01 challenges when the
+// server uses ACME, and redirects every other request to HTTPS.
+func (s *Server) HTTPHandler() http.Handler { return s.s.HTTPHandler() }
 
 // AdminHandler serves the operator's endpoints, for an address of their
 // own: /metrics in the Prometheus format, /healthz (200 while the process
@@ -388,4 +397,29 @@ func NewGateway(cfg GatewayConfig) (http.Handler, error) {
 		gc.UpstreamTLS = tc
 	}
 	return gateway.New(gc)
+}
+
+// ACMEConfig configures certificates from an ACME server (RFC 8555), by
+// golang.org/x/crypto/acme/autocert: obtained on the first connection for a
+// listed name, cached, and renewed before expiry without a restart.
+// Validation is by tls-alpn-01 (RFC 8737) on the server's own port (a
+// validation connection offers acme-tls/1 alone and is never asked for a
+// client certificate, whatever the policy), or by http-01 where
+// Server.HTTPHandler is served on port 80.
+type ACMEConfig struct {
+	// Domains the certificate is for; other names are refused.
+	Domains []string
+	// DirectoryURL is the ACME directory (default Let's Encrypt's).
+	DirectoryURL string
+	// Email is the account's contact, optional.
+	Email string
+	// CacheDir keeps the account key and certificates (mode 0700, files
+	// 0600), so that a restart serves the cached certificate.
+	CacheDir string
+	// RootCAs verifies the ACME server (default: the system roots), for
+	// a private one.
+	RootCAs *x509.CertPool
+	// RenewBefore renews that long before expiry (default: a third of
+	// the certificate's lifetime, at most 30 days).
+	RenewBefore time.Duration
 }

@@ -41,6 +41,15 @@ keeps the last good state. SIGINT or SIGTERM shuts down gracefully.
 Options:
   -cert FILE                server certificate chain (PEM)
   -key FILE                 server private key (PEM)
+  -acme-domain NAME,...     instead of -cert and -key: get the certificate for
+                            these names from an ACME server, cache and renew it
+  -acme-directory URL       ACME directory (default Let's Encrypt's)
+  -acme-email ADDR          ACME account contact (optional)
+  -acme-cache DIR           where the account and certificates are kept
+                            (default acme-cache; mode 0700)
+  -acme-cacert FILE         roots for a private ACME server (default: system)
+  -http-addr ADDR           also serve plain HTTP here (port 80): ACME http-01
+                            challenges, and redirects to HTTPS
   -client-cacert FILE       roots for client certificates (PEM bundle)
   -bot-cacert FILE          roots for flagged clients only, kept apart from
                             -client-cacert (default: use -client-cacert)
@@ -100,6 +109,12 @@ func run(args []string, stderr io.Writer) int {
 	fs.SetOutput(io.Discard)
 	var (
 		certFile   = fs.String("cert", "", "")
+		acmeDomain = fs.String("acme-domain", "", "")
+		acmeDir    = fs.String("acme-directory", "", "")
+		acmeEmail  = fs.String("acme-email", "", "")
+		acmeCache  = fs.String("acme-cache", "acme-cache", "")
+		acmeCA     = fs.String("acme-cacert", "", "")
+		httpAddr   = fs.String("http-addr", "", "")
 		keyFile    = fs.String("key", "", "")
 		clientCA   = fs.String("client-cacert", "", "")
 		botCA      = fs.String("bot-cacert", "", "")
@@ -143,8 +158,13 @@ func run(args []string, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		return misuse("unexpected argument %q", fs.Arg(0))
 	}
-	if *certFile == "" || *keyFile == "" {
-		return misuse("-cert and -key are required")
+	switch {
+	case *acmeDomain != "" && (*certFile != "" || *keyFile != ""):
+		return misuse("-acme-domain replaces -cert and -key: give one or the other")
+	case *acmeDomain == "" && (*certFile == "" || *keyFile == ""):
+		return misuse("-cert and -key are required (or -acme-domain)")
+	case *acmeDomain == "" && (*acmeDir != "" || *acmeEmail != "" || *acmeCA != ""):
+		return misuse("-acme-directory, -acme-email and -acme-cacert go with -acme-domain")
 	}
 	policy, err := reqmtls.ParsePolicy(*policyName)
 	if err != nil {
@@ -268,6 +288,16 @@ func run(args []string, stderr io.Writer) int {
 		cfg.Handler = http.NotFoundHandler()
 		cfg.PagesPath = pagesPath
 	}
+	if *acmeDomain != "" {
+		ac := &reqmtls.ACMEConfig{Domains: strings.Split(*acmeDomain, ","), DirectoryURL: *acmeDir, Email: *acmeEmail, CacheDir: *acmeCache}
+		if *acmeCA != "" {
+			if ac.RootCAs, err = reqmtls.LoadCertPool(*acmeCA); err != nil {
+				log.Error("cannot start", "err", fmt.Errorf("-acme-cacert: %w", err))
+				return 1
+			}
+		}
+		cfg.ACME = ac
+	}
 	if name := os.Getenv("SSLKEYLOGFILE"); name != "" {
 		f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
@@ -314,6 +344,17 @@ func run(args []string, stderr io.Writer) int {
 	attrs := []any{"addr", ln.Addr().String(), "client_auth", policy.String()}
 	if *upstream != "" {
 		attrs = append(attrs, "upstream", *upstream)
+	}
+	if *httpAddr != "" {
+		hl, err := net.Listen("tcp", *httpAddr)
+		if err != nil {
+			log.Error("cannot listen for plain HTTP", "addr", *httpAddr, "err", err)
+			return 1
+		}
+		log.Info("http listening", "addr", hl.Addr().String())
+		plain := &http.Server{Handler: srv.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go plain.Serve(hl)
+		defer plain.Close()
 	}
 	if *adminAddr != "" {
 		al, err := net.Listen("tcp", *adminAddr)

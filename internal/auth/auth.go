@@ -184,6 +184,16 @@ func (a *Authenticator) TLSConfig(base *tls.Config) *tls.Config {
 	custom := base.GetConfigForClient
 	cfg := base.Clone()
 	cfg.GetConfigForClient = func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+		if len(chi.SupportedProtos) == 1 && chi.SupportedProtos[0] == acmeTLS1 {
+			// An ACME tls-alpn-01 validation (RFC 8737, Section 3:
+			// the validator offers acme-tls/1 alone) is never asked
+			// for a certificate, whatever the policy: it has none,
+			// and it only checks the one base serves for it.
+			v := b.base.Clone()
+			v.NextProtos = []string{acmeTLS1}
+			v.ClientAuth = tls.NoClientCert
+			return v, nil
+		}
 		if custom != nil {
 			c, err := custom(chi)
 			if err != nil {
@@ -203,6 +213,9 @@ func (a *Authenticator) TLSConfig(base *tls.Config) *tls.Config {
 }
 
 var defaultProtos = []string{"h2", "http/1.1"}
+
+// acmeTLS1 is the ALPN protocol of ACME's tls-alpn-01 challenge (RFC 8737).
+const acmeTLS1 = "acme-tls/1"
 
 var errNoCertificate = errors.New("reqmtls: no server certificate: put it in the base config given to TLSConfig (Certificates or GetCertificate) or set CertFile; http.Server.ServeTLS's certFile and keyFile do not reach the configs TLSConfig builds")
 

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/crypto/acme"
+
 	"github.com/req-mtls/req-mtls/internal/auth"
 )
 
@@ -108,6 +110,12 @@ func (l *handshakeListener) handshake(c *auth.Conn) {
 	}
 	c.SetDeadline(time.Time{})
 	cs := tc.ConnectionState()
+	if cs.NegotiatedProtocol == acme.ALPNProto {
+		// An ACME tls-alpn-01 validation: the handshake was all of it.
+		l.srv.log.Info("ACME tls-alpn-01 validation connection answered", "remote", c.RemoteAddr().String(), "sni", cs.ServerName)
+		tc.Close()
+		return
+	}
 	l.srv.metrics.Handshake(c.Flagged(), c.Decision(), tls.VersionName(cs.Version), cs.DidResume, time.Since(start))
 	l.srv.logHandshake(c, cs)
 	select {

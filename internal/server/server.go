@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
+	"golang.org/x/crypto/acme"
+	"golang.org/x/crypto/acme/autocert"
 
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/metrics"
@@ -65,6 +67,10 @@ type Config struct {
 	// RecheckInterval is how often Watch compares the files with what
 	// was loaded even when no file event came (default 1 minute).
 	RecheckInterval time.Duration
+
+	// ACME, if set, replaces Files.Cert and Files.Key: the certificate
+	// comes from an ACME server and is renewed while the server runs.
+	ACME *ACME
 
 	// DrainDelay is how long Shutdown keeps accepting and serving while
 	// /readyz already answers 503, so that a load balancer's health
@@ -109,9 +115,11 @@ type Server struct {
 	listenersMu sync.Mutex
 	listeners   []*handshakeListener
 
-	hsLimit  *rateLimiter // handshake failure log lines
-	metrics  *metrics.Metrics
-	draining atomic.Bool
+	acme      *autocert.Manager
+	httpsPort string       // the port Serve listens on, for HTTPHandler's redirect
+	hsLimit   *rateLimiter // handshake failure log lines
+	metrics   *metrics.Metrics
+	draining  atomic.Bool
 }
 
 // New loads the files in cfg and returns a Server ready to Serve.
@@ -137,7 +145,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Files.Cert == "" || cfg.Files.Key == "" {
+	var manager *autocert.Manager
+	switch {
+	case cfg.ACME != nil:
+		if cfg.Files.Cert != "" || cfg.Files.Key != "" {
+			return nil, errors.New("ACME replaces the certificate and key files: give one or the other")
+		}
+		var err error
+		if manager, err = newACMEManager(cfg.ACME); err != nil {
+			return nil, err
+		}
+	case cfg.Files.Cert == "" || cfg.Files.Key == "":
 		return nil, errors.New("a server certificate and key are required")
 	}
 	var m *metrics.Metrics
@@ -163,7 +181,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.KeyLog != nil {
 		base.KeyLogWriter = cfg.KeyLog
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, auth: a, base: a.TLSConfig(base), hsLimit: newRateLimiter(10, 50), metrics: m}
+	if manager != nil {
+		base.GetCertificate = manager.GetCertificate
+		// tls-alpn-01 (RFC 8737): validation connections offer
+		// acme-tls/1 alone; auth answers them without client
+		// authentication, and the listener closes them after the
+		// handshake.
+		base.NextProtos = []string{"h2", "http/1.1", acme.ALPNProto}
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, auth: a, base: a.TLSConfig(base), hsLimit: newRateLimiter(10, 50), metrics: m, acme: manager}
 	h := cfg.Handler
 	switch {
 	case h == nil:
@@ -227,6 +253,9 @@ func (s *Server) Watch(ctx context.Context) error { return s.auth.Watch(ctx) }
 
 // Serve accepts connections on l (a plain TCP listener) until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
+	if _, port, err := net.SplitHostPort(l.Addr().String()); err == nil {
+		s.httpsPort = port
+	}
 	if len(s.cfg.ProxyProtocolFrom) > 0 {
 		l = &proxyproto.Listener{Listener: l, ConnPolicy: s.proxyPolicy, ReadHeaderTimeout: s.cfg.HandshakeTimeout}
 	}
