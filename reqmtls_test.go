@@ -67,13 +67,7 @@ func roots(p *testpki.PKI) *x509.CertPool {
 
 func get(t *testing.T, c *http.Client, u string) (string, error) {
 	t.Helper()
-	resp, err := c.Get(u)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
+	return revDo(c, context.Background(), "GET", u, nil)
 }
 
 // TestNetHTTPServerAndTransport: a plain net/http server with an

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/req-mtls/req-mtls/internal/testpki"
+	"github.com/req-mtls/req-mtls/internal/testutil"
 )
 
 // The tests here come from a review of the Transport: each failed before
@@ -168,7 +169,7 @@ func TestNoCertificateSaysWhere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedLog
+	var logs testutil.Buffer
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
 		TLSConfig: a.TLSConfig(nil), ErrorLog: log.New(&logs, "", 0)}
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -184,23 +185,6 @@ func TestNoCertificateSaysWhere(t *testing.T) {
 	if !strings.Contains(logs.String(), "reqmtls: no server certificate: put it in the base config given to TLSConfig") {
 		t.Errorf("server log: %q", logs.String())
 	}
-}
-
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestAlertNamedOverHTTP1: a refused certificate is an *Error naming the

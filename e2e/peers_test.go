@@ -13,9 +13,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/req-mtls/req-mtls/internal/testutil"
 )
 
 // needPeer finds a third-party program. Without it the test is skipped
@@ -248,7 +249,7 @@ func TestTshark(t *testing.T) {
 	capture := func(name string, clientArgs ...string) captured {
 		pcap := filepath.Join(dir, name+".pcapng")
 		cmd := exec.Command(tshark, "-q", "-i", "lo", "-f", "tcp port "+port, "-w", pcap)
-		var stderr lockedBuffer // written by exec's copying goroutine, read here
+		var stderr testutil.Buffer // written by exec's copying goroutine, read here
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -350,22 +351,4 @@ func distinctColors(img image.Image) int {
 		}
 	}
 	return len(seen)
-}
-
-// lockedBuffer is a bytes.Buffer safe for one writer and one reader.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/req-mtls/req-mtls/internal/client"
 	"github.com/req-mtls/req-mtls/internal/testpki"
+	"github.com/req-mtls/req-mtls/internal/testutil"
 )
 
 // TestPlainHTTPGets400: plain HTTP on the TLS port, through the server's
@@ -130,7 +131,7 @@ func TestLogs(t *testing.T) {
 		}
 	}
 
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	s, err := New(Config{Policy: PolicyRequire, Files: Files{Cert: p.ServerCert, Key: p.ServerKey, ClientCA: p.RootCA},
 		Logger: slog.New(slog.NewJSONHandler(logs, nil)), Now: func() time.Time { return testpki.Now }})
 	if err != nil {

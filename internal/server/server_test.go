@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -11,38 +10,20 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/client"
 	"github.com/req-mtls/req-mtls/internal/testpki"
+	"github.com/req-mtls/req-mtls/internal/testutil"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
 )
-
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 type testServer struct {
 	*Server
 	url  *url.URL
-	logs *syncBuffer
+	logs *testutil.Buffer
 }
 
 // startServer runs a server on 127.0.0.1 with a frozen clock.
@@ -51,7 +32,7 @@ func startServer(t *testing.T, p *testpki.PKI, cfg Config) *testServer {
 	if cfg.Files.Cert == "" {
 		cfg.Files = Files{Cert: p.ServerCert, Key: p.ServerKey, ClientCA: p.RootCA}
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg.Now = func() time.Time { return testpki.Now }
 	s, err := New(cfg)
