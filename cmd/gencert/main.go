@@ -1,6 +1,7 @@
 // Command gencert writes the certificates for trying request mTLS: a root CA,
 // a server certificate for localhost and a client certificate for an
-// automated client, with fresh keys.
+// automated client, with fresh keys; or a client certificate alone, under an
+// existing CA.
 package main
 
 import (
@@ -10,14 +11,20 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/req-mtls/req-mtls/internal/certs"
+	"github.com/req-mtls/req-mtls/internal/safetext"
+	"github.com/req-mtls/req-mtls/internal/version"
 )
 
-const usage = `usage: gencert [-dir DIR] [-host NAME]... [-ca-key FILE] [-force]
+const usage = `usage: gencert [-dir DIR] [-host NAME]... [-client-name NAME] [-ca-name NAME] [-force]
+       gencert -ca-cert FILE -ca-key FILE [-client-only] [-client-name NAME] [-dir DIR] [-force]
+       gencert -ca-key testRSA4096.key -client-only [-client-name NAME] [-dir DIR] [-force]
+       gencert -check-demo FILE [-ca-key testRSA4096.key]
 
 Writes into DIR (default testdata/certs):
-  rootCA.crt, rootCA.key   a root CA (rootCA.key only when the key is new)
+  rootCA.crt, rootCA.key   a new root CA (rootCA.key only when the key is new)
   server.crt, server.key   for localhost, 127.0.0.1 and ::1 (and -host names)
   client.crt, client.key   for client.example, with the clientAuth usage
 
@@ -25,17 +32,40 @@ Keys are fresh ECDSA P-256 keys in PKCS#8 PEM, written with mode 0600.
 Existing files are kept unless -force is given.
 
 Options:
-  -dir DIR          output directory (default testdata/certs)
-  -host NAME        add a DNS name or IP address to the server certificate;
-                    repeat or separate with commas
-  -client-name NAME DNS name of the client certificate (default client.example)
-  -ca-key FILE      sign with this CA key instead of a new one. With RFC 9500's
-                    testRSA4096 key (RFC 9500, Section 2.1; a public test key,
-                    never for real use) the root takes the public demo's exact
-                    subject, so client.crt chains to the demo server's root.
-  -force            overwrite existing files
-  -check-demo FILE  only check that the certificate in FILE is issued under the
-                    public demo's root subject; exit 0 if so, 1 if not
+  -dir DIR           output directory (default testdata/certs)
+  -host NAME         add a DNS name or IP address to the server certificate;
+                     repeat or separate with commas
+  -client-name NAME  DNS name of the client certificate (default
+                     client.example); the name the server reports
+  -ca-name NAME      common name of the new root (default "req-mtls
+                     development root"): give the roots of different stores
+                     (-client-cacert, -bot-cacert) different names, so that
+                     they can be told apart in logs and CertificateRequests
+  -force             overwrite existing files
+
+Issuing under an existing CA (no new root is made or written):
+  -ca-cert FILE      the CA certificate to issue under (with -ca-key)
+  -ca-key FILE       its private key. Without -ca-cert: make the new root
+                     with this key instead of a fresh one
+  -client-only       write client.crt and client.key alone: one more client
+                     (a second bot, say) under the same CA. Needs -ca-cert
+                     and -ca-key, e.g.
+                       gencert -ca-cert certs/rootCA.crt -ca-key certs/rootCA.key \
+                               -client-only -client-name bot2.example -dir bot2
+
+The public demo (https://req-mtls.research.cloudflare.com/debug) trusts
+client certificates under a root whose key is RFC 9500's testRSA4096
+(RFC 9500, Section 2.1; third_party/rfc9500/testRSA4096.key). With that key,
+-ca-key ... -client-only issues client.crt under the demo root's exact
+subject. It is a public test key: anyone can sign with it, so such a
+certificate identifies no one, and gencert never makes a root from it.
+
+Checking:
+  -check-demo FILE   check that the certificate in FILE is issued under the
+                     public demo's root subject and valid now (with -ca-key
+                     testRSA4096.key: also that the key signed it); exit 0 if
+                     so, 1 if not
+  -version           print the version and exit
 `
 
 type hostList []string
@@ -45,6 +75,9 @@ func (h *hostList) Set(v string) error {
 	for _, s := range strings.Split(v, ",") {
 		if s = strings.TrimSpace(s); s == "" {
 			return errors.New("empty host name")
+		}
+		if err := certs.CheckHost(s); err != nil {
+			return err
 		}
 		*h = append(*h, s)
 	}
@@ -59,54 +92,122 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var hosts hostList
 	dir := fs.String("dir", "testdata/certs", "")
 	clientName := fs.String("client-name", "client.example", "")
+	caName := fs.String("ca-name", "", "")
+	caCertFile := fs.String("ca-cert", "", "")
 	caKeyFile := fs.String("ca-key", "", "")
+	clientOnly := fs.Bool("client-only", false, "")
 	force := fs.Bool("force", false, "")
 	checkDemo := fs.String("check-demo", "", "")
+	showVersion := fs.Bool("version", false, "")
 	fs.Var(&hosts, "host", "")
+	misuse := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "gencert: "+format+"\nrun 'gencert -h' for usage\n", a...)
+		return 2
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage)
 			return 0
 		}
-		fmt.Fprintf(stderr, "gencert: %v\nrun 'gencert -h' for usage\n", err)
-		return 2
+		return misuse("%v", err)
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "gencert: unexpected argument %q\nrun 'gencert -h' for usage\n", fs.Arg(0))
-		return 2
+		return misuse("unexpected argument %q", fs.Arg(0))
 	}
-	if *checkDemo != "" {
-		c, err := certs.LoadCertificate(*checkDemo)
-		if err != nil {
-			fmt.Fprintf(stderr, "gencert: error: %v\n", err)
-			return 1
-		}
-		if !certs.ChainsToDemoRoot(c) {
-			fmt.Fprintf(stderr, "gencert: %s is issued by %q, not under the public demo's root\n", *checkDemo, c.Issuer.String())
-			return 1
-		}
-		fmt.Fprintf(stdout, "%s is issued under the public demo's root subject\n", *checkDemo)
+	if *showVersion {
+		fmt.Fprintln(stdout, version.String("gencert"))
 		return 0
 	}
-	opts := certs.Options{Dir: *dir, Hosts: hosts, ClientName: *clientName, Force: *force}
-	if *caKeyFile != "" {
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "gencert: error: %v\n", err)
+		return 1
+	}
+	if *checkDemo != "" {
+		return check(*checkDemo, *caKeyFile, stdout, stderr)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	switch {
+	case *caCertFile != "" && *caKeyFile == "":
+		return misuse("-ca-cert needs -ca-key, the CA's private key")
+	case *caCertFile != "" && set["ca-name"]:
+		return misuse("-ca-name names a new root; with -ca-cert the CA exists already")
+	case *clientOnly && *caKeyFile == "":
+		return misuse("-client-only issues under an existing CA: give -ca-cert and -ca-key")
+	case *clientOnly && len(hosts) > 0:
+		return misuse("-host names the server certificate, which -client-only does not make")
+	case *clientOnly && set["ca-name"]:
+		return misuse("-ca-name names a new root, which -client-only does not make")
+	}
+	if err := certs.CheckDNSName(*clientName); err != nil {
+		return misuse("-client-name: %v", err)
+	}
+	if set["ca-name"] && strings.TrimSpace(*caName) == "" {
+		return misuse("-ca-name is empty")
+	}
+
+	opts := certs.Options{Dir: *dir, Hosts: hosts, ClientName: *clientName, CAName: *caName, ClientOnly: *clientOnly, Force: *force}
+	if *caCertFile != "" {
+		ca, err := certs.LoadAuthority(*caCertFile, *caKeyFile)
+		if err != nil {
+			return fail(err)
+		}
+		opts.CA = ca
+	} else if *caKeyFile != "" {
 		key, err := certs.LoadKey(*caKeyFile)
 		if err != nil {
-			fmt.Fprintf(stderr, "gencert: error: %v\n", err)
-			return 1
+			return fail(err)
+		}
+		if *clientOnly && !certs.IsDemoKey(key.Public()) {
+			return misuse("-client-only with -ca-key alone is for RFC 9500's testRSA4096 (the public demo); for your own CA give its certificate too, with -ca-cert")
 		}
 		opts.CAKey = key
 	}
 	res, err := certs.WriteSet(opts)
 	if err != nil {
-		fmt.Fprintf(stderr, "gencert: error: %v\n", err)
-		return 1
+		return fail(err)
 	}
 	for _, f := range res.Files {
 		fmt.Fprintf(stdout, "wrote %s\n", f)
 	}
-	if res.DemoRoot {
-		fmt.Fprintln(stdout, "the CA key is RFC 9500's testRSA4096: the root has the public demo's subject, and client.crt chains to the demo server's root")
+	switch {
+	case res.Demo:
+		fmt.Fprintln(stdout, "the client certificate is issued under the public demo's root (RFC 9500's testRSA4096, a public test key: it identifies no one)")
+	case opts.CA != nil:
+		fmt.Fprintf(stdout, "issued under %s\n", safetext.Escape(opts.CA.Cert.Subject.String()))
 	}
+	return 0
+}
+
+// check is -check-demo: the certificate in name is issued under the public
+// demo's root subject, valid now, and, given keyFile, signed by that key.
+func check(name, keyFile string, stdout, stderr io.Writer) int {
+	c, err := certs.LoadCertificate(name)
+	if err != nil {
+		fmt.Fprintf(stderr, "gencert: error: %v\n", err)
+		return 1
+	}
+	if !certs.ChainsToDemoRoot(c) {
+		fmt.Fprintf(stderr, "gencert: %s is issued by %q, not under the public demo's root\n", name, safetext.Escape(c.Issuer.String()))
+		return 1
+	}
+	if now := time.Now(); now.Before(c.NotBefore) || now.After(c.NotAfter) {
+		fmt.Fprintf(stderr, "gencert: %s is valid from %s to %s, not now\n", name, c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))
+		return 1
+	}
+	if keyFile != "" {
+		key, err := certs.LoadKey(keyFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "gencert: error: %v\n", err)
+			return 1
+		}
+		if err := certs.VerifyDemoSignature(c, key.Public()); err != nil {
+			fmt.Fprintf(stderr, "gencert: %s: %v\n", name, err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s is issued under the public demo's root and signed by testRSA4096\n", name)
+		return 0
+	}
+	fmt.Fprintf(stdout, "%s is issued under the public demo's root subject\n", name)
 	return 0
 }

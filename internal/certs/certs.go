@@ -97,6 +97,24 @@ func NewCA(subject pkix.Name, rawSubject []byte, key crypto.Signer, notBefore, n
 	return &Authority{Cert: cert, Key: key}, nil
 }
 
+// DemoIssuer returns an Authority that issues certificates under the public
+// request-mTLS demo's root: issuer exactly DemoRootSubject, signed by key,
+// which must be RFC 9500's testRSA4096 for the demo server to accept them.
+// There is no root certificate (Cert is a template holding the subject and
+// the public key, never written anywhere), so nothing can come to trust one.
+//
+// Certificates it issues carry no authority key identifier: the demo root's
+// subject key identifier is not published, and a wrong one would make
+// verifiers that match the two (OpenSSL does) reject the chain; RFC 5280,
+// Section 4.2.1.1 lets a verifier do without it.
+func DemoIssuer(key crypto.Signer) *Authority {
+	return &Authority{
+		Cert: &x509.Certificate{RawSubject: DemoRootSubject, PublicKey: key.Public(),
+			BasicConstraintsValid: true, IsCA: true, KeyUsage: x509.KeyUsageCertSign},
+		Key: key,
+	}
+}
+
 // A Leaf describes a certificate to issue.
 type Leaf struct {
 	CommonName string

@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/req-mtls/req-mtls/internal/safetext"
@@ -29,7 +30,9 @@ var DemoRootSubject = mustHex("305c310b30090603550406130255533113301106035504080
 
 // TestRSA4096SPKISHA256 is the SHA-256 of the DER SubjectPublicKeyInfo of
 // RFC 9500's testRSA4096 key (RFC 9500, Section 2.1), the key of the public
-// demo's root. It recognises the key; the key itself is never shipped here.
+// demo's root. It recognises the key, a public test key that anyone can sign
+// with; the repository keeps a copy in third_party/rfc9500 for the demo
+// chain only.
 const TestRSA4096SPKISHA256 = "96465ea5dc9bb2da7b351d808a7196e5761f2412a5040131c68d719aaba28fb9"
 
 // demoKeyHash is TestRSA4096SPKISHA256; tests point it at a key of their own.
@@ -37,9 +40,26 @@ var demoKeyHash = TestRSA4096SPKISHA256
 
 // ChainsToDemoRoot reports whether cert was issued under the public demo's
 // root subject (its issuer is exactly DemoRootSubject). It does not check the
-// signature: that takes the demo's root certificate.
+// signature: see VerifyDemoSignature.
 func ChainsToDemoRoot(cert *x509.Certificate) bool {
 	return string(cert.RawIssuer) == string(DemoRootSubject)
+}
+
+// VerifyDemoSignature checks that cert is issued under the public demo's
+// root subject and signed by the key whose public half is pub, which must
+// be RFC 9500's testRSA4096.
+func VerifyDemoSignature(cert *x509.Certificate, pub crypto.PublicKey) error {
+	if !IsDemoKey(pub) {
+		return errors.New("the key is not RFC 9500's testRSA4096")
+	}
+	if !ChainsToDemoRoot(cert) {
+		return fmt.Errorf("issuer is %q, not the public demo's root", safetext.Escape(cert.Issuer.String()))
+	}
+	issuer := &x509.Certificate{RawSubject: DemoRootSubject, PublicKey: pub, PublicKeyAlgorithm: x509.RSA}
+	if err := cert.CheckSignatureFrom(issuer); err != nil {
+		return fmt.Errorf("signature does not verify with testRSA4096: %w", err)
+	}
+	return nil
 }
 
 func mustHex(s string) []byte {
@@ -88,6 +108,13 @@ func LoadKey(name string) (crypto.Signer, error) {
 	return nil, fmt.Errorf("load key %q: unsupported key type %T", name, key)
 }
 
+// IsDemoKey reports whether pub is the public half of RFC 9500's testRSA4096
+// (by its SubjectPublicKeyInfo's SHA-256), the key of the public demo's root.
+func IsDemoKey(pub crypto.PublicKey) bool {
+	h, err := SPKIHash(pub)
+	return err == nil && h == demoKeyHash
+}
+
 // Options says what WriteSet makes.
 type Options struct {
 	Dir string
@@ -97,9 +124,22 @@ type Options struct {
 	// ClientName is the client certificate's DNS name (default
 	// client.example).
 	ClientName string
-	// CAKey signs with an existing CA key instead of a new one. When it is
-	// RFC 9500's testRSA4096, the root takes the public demo's subject.
+	// CAName is the common name of a new root (default "req-mtls
+	// development root"), so that roots made for different stores (one
+	// for bots, one for other clients) can be told apart by subject.
+	CAName string
+	// CA issues the certificates: no root is made or written. It takes
+	// precedence over CAKey.
+	CA *Authority
+	// CAKey is the key of the new root instead of a fresh one; rootCA.key
+	// is then not written. RFC 9500's testRSA4096 is refused here, as a
+	// root anyone can sign under: with ClientOnly it issues a client
+	// certificate under the public demo's root subject (DemoIssuer)
+	// instead.
 	CAKey crypto.Signer
+	// ClientOnly writes client.crt and client.key alone, issued by CA (or
+	// by testRSA4096 as CAKey, for the public demo).
+	ClientOnly bool
 	// Force allows overwriting existing files.
 	Force bool
 	// Now is the start of validity (default time.Now()).
@@ -116,18 +156,25 @@ const (
 	backdate     = time.Hour
 )
 
-// File names in the output directory, as the reference workflow names them.
-var setFiles = []string{"rootCA.crt", "rootCA.key", "server.crt", "server.key", "client.crt", "client.key"}
+// DefaultCAName is the common name of a new root without Options.CAName.
+const DefaultCAName = "req-mtls development root"
 
 // Result lists what WriteSet wrote.
 type Result struct {
-	Files    []string
-	DemoRoot bool // the root uses the public demo's key and subject
+	Files []string
+	// Demo reports that the client certificate is issued under the public
+	// demo's root (RFC 9500's testRSA4096 and DemoRootSubject).
+	Demo bool
 }
 
+// ErrDemoRoot refuses to make a root from RFC 9500's testRSA4096.
+var ErrDemoRoot = errors.New("the CA key is RFC 9500's testRSA4096, a public test key: a root made from it would trust certificates anyone can make; it can only issue a client certificate for the public demo (-client-only)")
+
 // WriteSet writes rootCA.crt/.key, server.crt/.key and client.crt/.key into
-// o.Dir (rootCA.key only when the CA key is new). Nothing is overwritten
-// unless o.Force; nothing is written unless every certificate was made.
+// o.Dir: rootCA.key only when the root's key is new, neither rootCA file when
+// o.CA issues, and client.crt/.key alone with o.ClientOnly. Nothing is
+// overwritten unless o.Force; nothing is written unless every certificate
+// was made.
 func WriteSet(o Options) (*Result, error) {
 	if o.Now.IsZero() {
 		o.Now = time.Now()
@@ -135,11 +182,56 @@ func WriteSet(o Options) (*Result, error) {
 	if o.ClientName == "" {
 		o.ClientName = "client.example"
 	}
+	if err := CheckDNSName(o.ClientName); err != nil {
+		return nil, fmt.Errorf("client name: %w", err)
+	}
+	for _, h := range o.Hosts {
+		if err := CheckHost(h); err != nil {
+			return nil, fmt.Errorf("server name: %w", err)
+		}
+	}
+	if o.CAName == "" {
+		o.CAName = DefaultCAName
+	}
+	nb := o.Now.Add(-backdate)
+	res := &Result{}
+
+	// Who issues, and which files are written.
+	ca := o.CA
+	var newRootKey bool
+	switch {
+	case ca != nil:
+		if err := checkAuthority(ca, o.Now); err != nil {
+			return nil, err
+		}
+	case o.CAKey != nil && IsDemoKey(o.CAKey.Public()):
+		if !o.ClientOnly {
+			return nil, ErrDemoRoot
+		}
+		ca, res.Demo = DemoIssuer(o.CAKey), true
+	case o.ClientOnly:
+		return nil, errors.New("a client certificate alone needs an existing CA: its certificate and key")
+	default:
+		newRootKey = o.CAKey == nil
+		var err error
+		ca, err = NewCA(pkix.Name{Organization: []string{"req-mtls development CA"}, CommonName: o.CAName}, nil, o.CAKey, nb, nb.Add(rootValidity))
+		if err != nil {
+			return nil, err
+		}
+	}
+	var names []string
+	if o.CA == nil && !res.Demo {
+		names = append(names, "rootCA.crt")
+		if newRootKey {
+			names = append(names, "rootCA.key")
+		}
+	}
+	if !o.ClientOnly {
+		names = append(names, "server.crt", "server.key")
+	}
+	names = append(names, "client.crt", "client.key")
 	if !o.Force {
-		for _, f := range setFiles {
-			if f == "rootCA.key" && o.CAKey != nil {
-				continue // not written: the CA key is the caller's
-			}
+		for _, f := range names {
 			p := filepath.Join(o.Dir, f)
 			if _, err := os.Lstat(p); err == nil {
 				return nil, fmt.Errorf("%s exists; use -force to overwrite", p)
@@ -148,74 +240,108 @@ func WriteSet(o Options) (*Result, error) {
 			}
 		}
 	}
-	nb := o.Now.Add(-backdate)
-	res := &Result{}
-	subject := pkix.Name{Organization: []string{"req-mtls development CA"}, CommonName: "req-mtls development root"}
-	var rawSubject []byte
-	newCAKey := o.CAKey == nil
-	if !newCAKey {
-		h, err := SPKIHash(o.CAKey.Public())
+
+	// A leaf never outlives its issuer.
+	na := nb.Add(leafValidity)
+	if !ca.Cert.NotAfter.IsZero() && na.After(ca.Cert.NotAfter) {
+		na = ca.Cert.NotAfter
+	}
+	out := map[string][]byte{}
+	if o.CA == nil && !res.Demo {
+		out["rootCA.crt"] = certPEM(ca.Cert.Raw)
+		if newRootKey {
+			k, err := keyPEM(ca.Key)
+			if err != nil {
+				return nil, err
+			}
+			out["rootCA.key"] = k
+		}
+	}
+	issue := func(name string, l Leaf) error {
+		l.NotBefore, l.NotAfter = nb, na
+		cert, key, err := ca.Issue(l)
 		if err != nil {
+			return err
+		}
+		out[name+".crt"] = certPEM(cert.Raw)
+		out[name+".key"], err = keyPEM(key)
+		return err
+	}
+	if !o.ClientOnly {
+		serverHosts := append([]string{"localhost", "127.0.0.1", "::1"}, o.Hosts...)
+		if err := issue("server", Leaf{CommonName: "localhost", Hosts: serverHosts,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 			return nil, err
 		}
-		if h == demoKeyHash {
-			rawSubject, res.DemoRoot = DemoRootSubject, true
-		}
 	}
-	ca, err := NewCA(subject, rawSubject, o.CAKey, nb, nb.Add(rootValidity))
-	if err != nil {
+	if err := issue("client", Leaf{CommonName: o.ClientName, Hosts: []string{o.ClientName},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, err
 	}
-	serverHosts := append([]string{"localhost", "127.0.0.1", "::1"}, o.Hosts...)
-	serverCert, serverKey, err := ca.Issue(Leaf{CommonName: "localhost", Hosts: serverHosts,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, NotBefore: nb, NotAfter: nb.Add(leafValidity)})
-	if err != nil {
-		return nil, err
-	}
-	clientCert, clientKey, err := ca.Issue(Leaf{CommonName: o.ClientName, Hosts: []string{o.ClientName},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, NotBefore: nb, NotAfter: nb.Add(leafValidity)})
-	if err != nil {
-		return nil, err
-	}
+
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	write := func(name, typ string, der []byte, mode os.FileMode) error {
-		p := filepath.Join(o.Dir, name)
-		if err := writeFileAtomic(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode); err != nil {
-			return err
+	for _, f := range names {
+		mode := os.FileMode(0o644)
+		if strings.HasSuffix(f, ".key") {
+			mode = 0o600
 		}
-		res.Files = append(res.Files, p)
-		return nil
-	}
-	writeKey := func(name string, key crypto.Signer) error {
-		der, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			return err
-		}
-		return write(name, "PRIVATE KEY", der, 0o600)
-	}
-	if err := write("rootCA.crt", "CERTIFICATE", ca.Cert.Raw, 0o644); err != nil {
-		return nil, err
-	}
-	if newCAKey {
-		if err := writeKey("rootCA.key", ca.Key); err != nil {
+		p := filepath.Join(o.Dir, f)
+		if err := writeFileAtomic(p, out[f], mode); err != nil {
 			return nil, err
 		}
-	}
-	if err := write("server.crt", "CERTIFICATE", serverCert.Raw, 0o644); err != nil {
-		return nil, err
-	}
-	if err := writeKey("server.key", serverKey); err != nil {
-		return nil, err
-	}
-	if err := write("client.crt", "CERTIFICATE", clientCert.Raw, 0o644); err != nil {
-		return nil, err
-	}
-	if err := writeKey("client.key", clientKey); err != nil {
-		return nil, err
+		res.Files = append(res.Files, p)
 	}
 	return res, nil
+}
+
+func certPEM(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+func keyPEM(key crypto.Signer) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// LoadAuthority reads an existing CA to issue under: its certificate and
+// its key, which must match. The certificate must be a CA allowed to sign
+// certificates.
+func LoadAuthority(certFile, keyFile string) (*Authority, error) {
+	cert, err := LoadCertificate(certFile)
+	if err != nil {
+		return nil, err
+	}
+	key, err := LoadKey(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(cert.PublicKey) {
+		return nil, fmt.Errorf("CA key %q does not belong to CA certificate %q", keyFile, certFile)
+	}
+	if !cert.BasicConstraintsValid || !cert.IsCA {
+		return nil, fmt.Errorf("load CA %q: not a CA certificate (%s)", certFile, safetext.Escape(cert.Subject.String()))
+	}
+	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return nil, fmt.Errorf("load CA %q: its key usage does not allow signing certificates", certFile)
+	}
+	return &Authority{Cert: cert, Key: key}, nil
+}
+
+// checkAuthority refuses a CA that cannot issue now.
+func checkAuthority(ca *Authority, now time.Time) error {
+	if ca.Cert.NotAfter.IsZero() {
+		return nil
+	}
+	if !now.Before(ca.Cert.NotAfter) {
+		return fmt.Errorf("CA certificate (%s) expired on %s", safetext.Escape(ca.Cert.Subject.String()), ca.Cert.NotAfter.UTC().Format(time.DateOnly))
+	}
+	return nil
 }
 
 // writeFileAtomic writes data to a temporary file in the same directory with
