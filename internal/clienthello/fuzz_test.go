@@ -148,10 +148,16 @@ func FuzzRetry(f *testing.F) {
 	})
 }
 
-// FuzzSummarize checks that the full parser agrees with inspection: what
-// inspection accepts, Summarize accepts with the same flags.
+// FuzzSummarize checks that Summarize never panics, that the full parser
+// agrees with inspection (what inspection accepts, Summarize accepts with
+// the same flags), and that a summary's names and JA4 are well formed: every
+// codepoint has a non-empty name, and JA4 has the specification's shape and
+// is JA4_r hashed.
 func FuzzSummarize(f *testing.F) {
 	addSeeds(f)
+	for _, name := range []string{"ja4/curl-8.6.0-macos.hex", "ja4/openssl-psk.hex"} {
+		f.Add(readSeed(f, name), uint8(0))
+	}
 	f.Fuzz(func(t *testing.T, data []byte, _ uint8) {
 		// Use the stream's first record payload as a message, or the
 		// input itself.
@@ -159,18 +165,25 @@ func FuzzSummarize(f *testing.F) {
 		if len(data) > 5 && data[0] == recordTypeHandshake {
 			msg = data[5:]
 		}
+		s, serr := Summarize(msg)
 		h, err := parseHello(msg)
 		if err != nil {
+			if serr == nil {
+				t.Fatalf("summarized a hello that does not parse: %v", err)
+			}
 			return
 		}
 		fi, ferr := inspectFlags(h)
-		s, serr := Summarize(msg)
 		if (ferr == nil) != (serr == nil) {
 			t.Fatalf("inspect err %v, summarize err %v", ferr, serr)
 		}
-		if serr == nil && (s.Flags != fi.flags || s.FlagsCodepoint != fi.codepoint) {
+		if serr != nil {
+			return
+		}
+		if s.Flags != fi.flags || s.FlagsCodepoint != fi.codepoint {
 			t.Fatalf("flags disagree: %v/%x vs %v/%x", s.Flags, s.FlagsCodepoint, fi.flags, fi.codepoint)
 		}
+		checkSummary(t, s)
 	})
 }
 

@@ -8,18 +8,37 @@ import (
 
 // Summary describes a ClientHello for people debugging their clients. All
 // lists keep the client's order.
+//
+// Every list of codepoints comes twice in the JSON: as numbers, under the
+// names this report has always used ("cipher_suites", "extensions", ...),
+// and as names in a parallel list of the same length whose key ends in
+// "_names" ("cipher_suite_names", "extension_names", ...). Names are those
+// of the IANA TLS registries (see CipherSuiteName, GroupName,
+// SignatureSchemeName, ExtensionName and VersionName); GREASE values read
+// "GREASE" and codepoints without a name read as hex, "0x1234". "ja4" is the
+// hello's JA4 fingerprint and "ja4_r" its raw form (see the comment in
+// ja4.go).
 type Summary struct {
-	ServerName          string       `json:"server_name"`
-	LegacyVersion       uint16       `json:"legacy_version"`
-	Versions            []uint16     `json:"supported_versions"`
-	ALPN                []string     `json:"alpn"`
-	CipherSuites        []uint16     `json:"cipher_suites"`
-	Groups              []uint16     `json:"supported_groups"`
-	KeyShares           []uint16     `json:"key_share_groups"`
-	SignatureAlgorithms []uint16     `json:"signature_algorithms"`
-	Extensions          []uint16     `json:"extensions"`
-	Flags               tlsflags.Set `json:"tls_flags"`
-	FlagsCodepoint      uint16       `json:"tls_flags_codepoint,omitempty"`
+	ServerName              string       `json:"server_name"`
+	LegacyVersion           uint16       `json:"legacy_version"`
+	LegacyVersionName       string       `json:"legacy_version_name"`
+	Versions                []uint16     `json:"supported_versions"`
+	VersionNames            []string     `json:"supported_version_names"`
+	ALPN                    []string     `json:"alpn"`
+	CipherSuites            []uint16     `json:"cipher_suites"`
+	CipherSuiteNames        []string     `json:"cipher_suite_names"`
+	Groups                  []uint16     `json:"supported_groups"`
+	GroupNames              []string     `json:"supported_group_names"`
+	KeyShares               []uint16     `json:"key_share_groups"`
+	KeyShareNames           []string     `json:"key_share_group_names"`
+	SignatureAlgorithms     []uint16     `json:"signature_algorithms"`
+	SignatureAlgorithmNames []string     `json:"signature_algorithm_names"`
+	Extensions              []uint16     `json:"extensions"`
+	ExtensionNames          []string     `json:"extension_names"`
+	Flags                   tlsflags.Set `json:"tls_flags"`
+	FlagsCodepoint          uint16       `json:"tls_flags_codepoint,omitempty"`
+	JA4                     string       `json:"ja4"`
+	JA4Raw                  string       `json:"ja4_r"`
 }
 
 // Summarize parses a complete ClientHello handshake message (with its
@@ -101,6 +120,14 @@ func Summarize(msg []byte) (*Summary, error) {
 			}
 		}
 	})
+	sum.LegacyVersionName = VersionName(sum.LegacyVersion)
+	sum.VersionNames = nameList(sum.Versions, VersionName)
+	sum.CipherSuiteNames = nameList(sum.CipherSuites, CipherSuiteName)
+	sum.GroupNames = nameList(sum.Groups, GroupName)
+	sum.KeyShareNames = nameList(sum.KeyShares, GroupName)
+	sum.SignatureAlgorithmNames = nameList(sum.SignatureAlgorithms, SignatureSchemeName)
+	sum.ExtensionNames = nameList(sum.Extensions, ExtensionName)
+	sum.JA4, sum.JA4Raw = ja4(h)
 	return sum, nil
 }
 
