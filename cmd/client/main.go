@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,11 +16,15 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	reqmtls "github.com/req-mtls/req-mtls"
+	"github.com/req-mtls/req-mtls/internal/version"
 )
 
 const usage = `usage: client [options]
@@ -49,9 +54,14 @@ Request:
   -o FILE                   write the body to FILE instead of stdout
 
 Reporting:
+  -i                        print the response's status line and headers
+                            before the body
   -v                        print a handshake summary on stderr
-  -json                     print the handshake summary, status and body as
-                            JSON on stdout (with -n: the load summary)
+  -json                     print the handshake summary, status, headers and
+                            body as JSON on stdout (with -n: the load
+                            summary); a failure as {"error": ..., "alert":
+                            ..., "hint": ...}
+  -version                  print the version and exit
 
 Load (for operators):
   -n N                      send N requests (default 1) and print a summary
@@ -65,6 +75,8 @@ Environment:
 
 Exit status: 0 on success; 1 when the request fails or the status is 400 or
 more (the body is still printed); 2 on a usage error.
+Failures are explained on stderr as 'client: error: ...', with a
+'client: hint: ...' line when there is something to try.
 
 Examples:
   client -tlsflags 80 -cert client.crt -key client.key \
@@ -90,6 +102,8 @@ func (h *headerList) Set(v string) error {
 // cli is one run of the command, with its output streams.
 type cli struct {
 	stdout, stderr io.Writer
+	// json prints failures as a JSON object on stdout too.
+	json bool
 }
 
 func (c *cli) errorf(format string, a ...any) {
@@ -131,6 +145,8 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		outFile   = fs.String("o", "", "")
 		verbose   = fs.Bool("v", false, "")
 		asJSON    = fs.Bool("json", false, "")
+		headersOn = fs.Bool("i", false, "")
+		showVer   = fs.Bool("version", false, "")
 		n         = fs.Int("n", 1, "")
 		conc      = fs.Int("c", 1, "")
 		keepalive = fs.Bool("keepalive", false, "")
@@ -146,6 +162,10 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	}
 	if fs.NArg() > 0 {
 		return c.misuse("unexpected argument %q (the URL goes after -connect)", fs.Arg(0))
+	}
+	if *showVer {
+		fmt.Fprintln(c.stdout, version.String("client"))
+		return 0
 	}
 	cfg := reqmtls.ClientConfig{Timeout: *timeout, DisableResumption: !*resume, CertFile: *certFile, KeyFile: *keyFile, Warn: c.warnf}
 	if *flagList != "" {
@@ -173,6 +193,7 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	if (*certFile == "") != (*keyFile == "") {
 		return c.misuse("-cert and -key go together")
 	}
+	c.json = *asJSON && *n == 1
 	req := &Request{URL: u, Method: *method, Header: http.Header{}}
 	for _, h := range headers {
 		name, value, _ := strings.Cut(h, ":")
@@ -181,8 +202,7 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	if *data != "" {
 		if name, ok := strings.CutPrefix(*data, "@"); ok {
 			if req.Body, err = os.ReadFile(name); err != nil {
-				c.errorf("read -d file: %v", err)
-				return 1
+				return c.fail(fmt.Errorf("read -d file: %w", err))
 			}
 		} else {
 			req.Body = []byte(*data)
@@ -199,23 +219,20 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	}
 	if *serverCA != "" {
 		if cfg.RootCAs, err = reqmtls.LoadCertPool(*serverCA); err != nil {
-			c.errorf("-server-cacert: %v", err)
-			return 1
+			return c.fail(fmt.Errorf("-server-cacert: %w", err))
 		}
 	}
 	if name := os.Getenv("SSLKEYLOGFILE"); name != "" {
 		f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
-			c.errorf("open SSLKEYLOGFILE: %v", err)
-			return 1
+			return c.fail(fmt.Errorf("open SSLKEYLOGFILE: %w", err))
 		}
 		defer f.Close()
 		cfg.KeyLog = f
 	}
 	cl, err := reqmtls.NewDialer(cfg)
 	if err != nil {
-		c.errorf("%v", err)
-		return 1
+		return c.fail(err)
 	}
 	if cfg.Flags.Has(reqmtls.FlagRequestMTLS) && !cl.HasCertificate() {
 		c.hintf("flag 80 tells the server you hold a client certificate, but no -cert/-key was given: none will be sent")
@@ -223,14 +240,13 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	if *n > 1 {
 		return c.load(ctx, cl, req, Load{N: *n, Concurrency: *conc, KeepAlive: *keepalive, MaxBody: 64 << 20}, *asJSON)
 	}
-	return c.single(ctx, cl, req, *outFile, *verbose, *asJSON)
+	return c.single(ctx, cl, req, *outFile, *verbose, *headersOn)
 }
 
-func (c *cli) single(ctx context.Context, cl *reqmtls.Dialer, r *Request, outFile string, verbose, asJSON bool) int {
+func (c *cli) single(ctx context.Context, cl *reqmtls.Dialer, r *Request, outFile string, verbose, withHeaders bool) int {
 	cn, err := cl.Dial(ctx, r.URL)
 	if err != nil {
-		c.report(err)
-		return 1
+		return c.fail(err)
 	}
 	defer cn.Close()
 	hs := cn.Handshake()
@@ -239,40 +255,70 @@ func (c *cli) single(ctx context.Context, cl *reqmtls.Dialer, r *Request, outFil
 	}
 	req, err := BuildRequest(r)
 	if err != nil {
-		c.errorf("%v", err)
-		return 1
+		return c.fail(err, hs)
 	}
 	resp, body, err := do(ctx, cn, req, 256<<20)
 	if err != nil {
-		c.report(err)
-		return 1
+		return c.fail(err, hs)
 	}
 	if verbose {
 		fmt.Fprintf(c.stderr, "* %s %d %s\n", resp.Proto, resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
+	var statusErr string
+	if resp.StatusCode >= 400 {
+		statusErr = fmt.Sprintf("server answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+	}
+	var head []byte
+	if withHeaders {
+		head = headerBlock(resp)
+	}
 	switch {
-	case asJSON:
+	case c.json:
 		out, _ := json.MarshalIndent(struct {
-			Handshake jsonHandshake `json:"handshake"`
-			Status    int           `json:"status"`
-			Proto     string        `json:"proto"`
-			Body      string        `json:"body"`
-		}{jsonHandshake{hs}, resp.StatusCode, resp.Proto, string(body)}, "", "  ")
+			Handshake jsonHandshake       `json:"handshake"`
+			Status    int                 `json:"status"`
+			Proto     string              `json:"proto"`
+			Headers   map[string][]string `json:"headers"`
+			Body      string              `json:"body"`
+			Error     string              `json:"error,omitempty"`
+		}{jsonHandshake{hs}, resp.StatusCode, resp.Proto, resp.Header, string(body), statusErr}, "", "  ")
 		fmt.Fprintf(c.stdout, "%s\n", out)
 	case outFile != "":
-		if err := os.WriteFile(outFile, body, 0o644); err != nil {
+		// As curl -i -o: the headers go where the body goes.
+		if err := os.WriteFile(outFile, append(head, body...), 0o644); err != nil {
 			c.errorf("write -o file: %v", err)
 			return 1
 		}
 	default:
 		// As the reference client: the body, then a newline.
-		fmt.Fprintf(c.stdout, "%s\n", body)
+		fmt.Fprintf(c.stdout, "%s%s\n", head, body)
 	}
-	if resp.StatusCode >= 400 {
-		c.errorf("server answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+	if statusErr != "" {
+		c.errorf("%s", statusErr)
 		return 1
 	}
 	return 0
+}
+
+// headerBlock is what -i prints before the body: the status line, the
+// header fields sorted by name, and an empty line.
+func headerBlock(resp *http.Response) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s %s\n", resp.Proto, resp.Status)
+	names := make([]string, 0, len(resp.Header))
+	for k := range resp.Header {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		for _, v := range resp.Header[k] {
+			// The server chose these bytes: no control characters reach
+			// the terminal.
+			fmt.Fprintf(&b, "%s: %s\n", printable(k), printable(v))
+		}
+	}
+	b.WriteString("\n")
+	return b.Bytes()
 }
 
 func (c *cli) load(ctx context.Context, cl *reqmtls.Dialer, r *Request, l Load, asJSON bool) int {
@@ -290,16 +336,37 @@ func (c *cli) load(ctx context.Context, cl *reqmtls.Dialer, r *Request, l Load, 
 	return 0
 }
 
-func (c *cli) report(err error) {
+// fail reports a failure and returns exit status 1: on stderr for a
+// person, and with -json as an object on stdout too, with the handshake
+// when one was made:
+//
+//	{"error": "...", "alert": "certificate_required", "hint": "..."}
+//
+// alert and hint are "" when there is none.
+func (c *cli) fail(err error, hs ...reqmtls.Handshake) int {
+	msg, alert, hint := err.Error(), "", ""
 	var e *reqmtls.Error
 	if errors.As(err, &e) {
-		c.errorf("%s", e.Msg)
-		if e.Hint != "" {
-			c.hintf("%s", e.Hint)
-		}
-		return
+		msg, alert, hint = e.Msg, e.Alert, e.Hint
 	}
-	c.errorf("%v", err)
+	c.errorf("%s", msg)
+	if hint != "" {
+		c.hintf("%s", hint)
+	}
+	if c.json {
+		out := struct {
+			Error     string         `json:"error"`
+			Alert     string         `json:"alert"`
+			Hint      string         `json:"hint"`
+			Handshake *jsonHandshake `json:"handshake,omitempty"`
+		}{Error: msg, Alert: alert, Hint: hint}
+		if len(hs) > 0 {
+			out.Handshake = &jsonHandshake{hs[0]}
+		}
+		b, _ := json.MarshalIndent(out, "", "  ")
+		fmt.Fprintf(c.stdout, "%s\n", b)
+	}
+	return 1
 }
 
 func (c *cli) printHandshake(h reqmtls.Handshake) {
@@ -326,6 +393,26 @@ func (c *cli) printHandshake(h reqmtls.Handshake) {
 		fmt.Fprintf(w, "* client certificate not sent\n")
 	}
 	fmt.Fprintf(w, "* session resumed: %t\n", h.Resumed)
+}
+
+// printable escapes what a terminal would act on (control characters,
+// invalid UTF-8) as Go escapes, leaving the rest as it is.
+func printable(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsPrint(r):
+			b.WriteString(s[i : i+n])
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 func nonEmpty(s []string) []string {

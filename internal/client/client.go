@@ -7,10 +7,12 @@ package client
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +44,19 @@ type Config struct {
 	CertFile, KeyFile string
 	// RootCAs verifies the server; nil means the system roots.
 	RootCAs *x509.CertPool
+	// ServerName, when set, is sent as SNI and verified in the server's
+	// certificate instead of the URL's host (the Host header stays the
+	// URL's).
+	ServerName string
+	// InsecureSkipVerify accepts any server certificate: anyone on the
+	// path can then pose as the server. For tests against servers whose
+	// root is not at hand.
+	InsecureSkipVerify bool
+	// Resolve maps "host:port" (net.JoinHostPort, the host in lower case)
+	// to the "addr:port" to connect to instead, as curl's --resolve does;
+	// SNI, verification and the Host header keep the URL's host, which is
+	// matched without regard to case.
+	Resolve map[string]string
 	// Timeout bounds each request, connection and handshake included
 	// (default 30 s).
 	Timeout time.Duration
@@ -121,6 +136,50 @@ type Handshake struct {
 	Resumed       bool          `json:"resumed"`
 	ServerName    string        `json:"server_name"`
 	Duration      time.Duration `json:"handshake_ns"`
+	// Addr is the address connected to (after Config.Resolve).
+	Addr string `json:"addr"`
+	// ServerCert describes the server's certificate (its leaf),
+	// PeerCertificates is the chain it sent. On a resumed session they
+	// are those of the original handshake.
+	ServerCert       *CertInfo           `json:"server_certificate,omitempty"`
+	PeerCertificates []*x509.Certificate `json:"-"`
+	// Verified reports whether the server's certificate was verified
+	// (false with InsecureSkipVerify).
+	Verified bool `json:"server_verified"`
+}
+
+// CertInfo describes a certificate for a person; names taken from it are
+// escaped for printing.
+type CertInfo struct {
+	Subject  string    `json:"subject"`
+	Issuer   string    `json:"issuer"`
+	SANs     []string  `json:"sans,omitempty"` // DNS names, then IP addresses, then URIs and email addresses
+	NotAfter time.Time `json:"not_after"`
+	SHA256   string    `json:"sha256"` // hex, of the certificate's DER
+}
+
+// DescribeCert returns a CertInfo for c.
+func DescribeCert(c *x509.Certificate) *CertInfo {
+	sum := sha256.Sum256(c.Raw)
+	info := &CertInfo{
+		Subject:  safetext.Escape(c.Subject.String()),
+		Issuer:   safetext.Escape(c.Issuer.String()),
+		NotAfter: c.NotAfter.UTC(),
+		SHA256:   hex.EncodeToString(sum[:]),
+	}
+	for _, n := range c.DNSNames {
+		info.SANs = append(info.SANs, "DNS:"+safetext.Escape(n))
+	}
+	for _, ip := range c.IPAddresses {
+		info.SANs = append(info.SANs, "IP:"+ip.String())
+	}
+	for _, u := range c.URIs {
+		info.SANs = append(info.SANs, "URI:"+safetext.Escape(u.String()))
+	}
+	for _, e := range c.EmailAddresses {
+		info.SANs = append(info.SANs, "email:"+safetext.Escape(e))
+	}
+	return info
 }
 
 // Conn is one connection to a server, over HTTP/2 or HTTP/1.1.
@@ -153,7 +212,7 @@ func (c *Client) Dial(ctx context.Context, u *url.URL) (*Conn, error) {
 		if err != nil {
 			err = conn.alertOr(err)
 			tc.Close()
-			return nil, explain(err, "start HTTP/2")
+			return nil, c.explain(err, "start HTTP/2")
 		}
 	} else {
 		conn.br = bufio.NewReader(tc)
@@ -161,14 +220,20 @@ func (c *Client) Dial(ctx context.Context, u *url.URL) (*Conn, error) {
 	return conn, nil
 }
 
-// DialTLS connects to addr (host:port) and completes a TLS handshake with
-// the project's ClientHello, serverName as SNI and for verification, and
-// ALPN h2 and http/1.1. It is bounded by Config.Timeout.
+// DialTLS connects to addr (host:port, or where Config.Resolve sends it) and
+// completes a TLS handshake with the project's ClientHello, serverName (or
+// Config.ServerName) as SNI and for verification, and ALPN h2 and
+// http/1.1. Connecting and the handshake are bounded by Config.Timeout
+// together; a failure says which of the two it was.
 func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*AlertConn, *Handshake, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 
-	hs := &Handshake{FlagsSent: c.cfg.Flags, ServerName: serverName}
+	if c.cfg.ServerName != "" {
+		serverName = c.cfg.ServerName
+	}
+	addr = c.resolve(addr)
+	hs := &Handshake{FlagsSent: c.cfg.Flags, ServerName: serverName, Addr: addr}
 	if !c.cfg.Flags.IsEmpty() {
 		cp := c.cfg.Codepoint
 		if cp == 0 {
@@ -179,6 +244,7 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*AlertCo
 	var mu sync.Mutex // GetClientCertificate runs on the handshake goroutine
 	ucfg := &utls.Config{
 		RootCAs:            c.cfg.RootCAs,
+		InsecureSkipVerify: c.cfg.InsecureSkipVerify,
 		ServerName:         serverName,
 		NextProtos:         []string{"h2", "http/1.1"},
 		KeyLogWriter:       c.cfg.KeyLog,
@@ -219,9 +285,29 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*AlertCo
 		Groups:     c.cfg.Groups,
 	}
 	start := time.Now()
-	tc, err := hello.Dial(ctx, &net.Dialer{}, "tcp", addr, ucfg)
+	// Connect, then shake hands, each failure told as its own: a server
+	// that accepts and never answers the ClientHello is not one that
+	// cannot be reached.
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, nil, explain(err, "connect to "+addr)
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, nil, &Error{Err: err, Msg: fmt.Sprintf("connect to %s: timed out after %v", addr, c.cfg.Timeout),
+				Hint: "nothing answered at that address: check the host, the port and any firewall; raise -timeout if the network is slow"}
+		}
+		return nil, nil, c.explain(err, "connect to "+addr)
+	}
+	tc, err := hello.Client(raw, ucfg)
+	if err != nil {
+		raw.Close()
+		return nil, nil, err
+	}
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, nil, &Error{Err: err, Msg: fmt.Sprintf("TLS handshake with %s: timed out after %v", addr, c.cfg.Timeout),
+				Hint: "the server accepted the connection but did not complete the handshake: is it a TLS server on that port? Raise -timeout if it is only slow"}
+		}
+		return nil, nil, c.explain(err, "TLS handshake with "+addr)
 	}
 	st := tc.ConnectionState()
 	mu.Lock()
@@ -231,7 +317,27 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*AlertCo
 	hs.CipherSuite = tls.CipherSuiteName(st.CipherSuite)
 	hs.ALPN = st.NegotiatedProtocol
 	hs.Resumed = st.DidResume
+	hs.PeerCertificates = st.PeerCertificates
+	if len(st.PeerCertificates) > 0 {
+		hs.ServerCert = DescribeCert(st.PeerCertificates[0])
+	}
+	hs.Verified = !c.cfg.InsecureSkipVerify
 	return &AlertConn{Conn: tc}, hs, nil
+}
+
+// resolve returns where to connect for addr, after Config.Resolve.
+func (c *Client) resolve(addr string) string {
+	if len(c.cfg.Resolve) == 0 {
+		return addr
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if to, ok := c.cfg.Resolve[net.JoinHostPort(strings.ToLower(host), port)]; ok {
+		return to
+	}
+	return addr
 }
 
 // Close closes the connection.
@@ -271,7 +377,7 @@ func (c *Client) RoundTrip(cn *Conn, req *http.Request) (*http.Response, error) 
 			return nil, &Error{Err: err, Msg: "request: the server closed the connection right after the handshake",
 				Hint: "it asked for a client certificate and probably refused the one sent (or the lack of one); its alert was lost"}
 		}
-		return nil, explain(err, "request")
+		return nil, c.explain(err, "request")
 	}
 	resp.Body = &bodyCloser{ReadCloser: resp.Body, done: func() { stop(); cancel() }}
 	return resp, nil
@@ -300,7 +406,7 @@ func (c *Client) Do(ctx context.Context, cn *Conn, req *http.Request, maxBody in
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		return resp, body, explain(err, "read response")
+		return resp, body, c.explain(err, "read response")
 	}
 	return resp, body, nil
 }

@@ -2,10 +2,12 @@ package client
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -316,8 +318,9 @@ func TestErrors(t *testing.T) {
 	cl, _ = New(Config{RootCAs: rootPool(p), Timeout: 200 * time.Millisecond})
 	_, _, _, err = get(t, cl, "https://"+silent.Addr().String()+"/")
 	var e *Error
-	if !errors.As(err, &e) || !strings.Contains(e.Msg, "timed out") {
-		t.Errorf("timeout: %v", err)
+	// The connection was made: the handshake is what stalled.
+	if want := "TLS handshake with " + silent.Addr().String() + ": timed out after 200ms"; !errors.As(err, &e) || e.Msg != want || !strings.Contains(e.Hint, "accepted the connection") {
+		t.Errorf("stalled handshake: %v (hint %q), want %q", err, e.Hint, want)
 	}
 
 	// Unknown server CA: the system roots do not know the test root.
@@ -343,8 +346,9 @@ func TestErrors(t *testing.T) {
 	su := "https://" + sln.Addr().String() + "/debug"
 	cl, _ = New(Config{Flags: tlsflags.Must(80), RootCAs: rootPool(p)})
 	_, _, _, err = get(t, cl, su)
-	if err == nil || err.Error() != "server rejected the client certificate: certificate_required" {
-		t.Errorf("certificate required: %v", err)
+	if !errors.As(err, &e) || e.Msg != "server requires a client certificate and none was sent: certificate_required" ||
+		e.Alert != "certificate_required" || e.Hint != "pass one with -cert and -key, issued by a CA the server trusts" {
+		t.Errorf("certificate required: %v (%+v)", err, e)
 	}
 	cl, _ = New(Config{Flags: tlsflags.Must(80), RootCAs: rootPool(p), CertFile: p.Clients["other-ca"][0], KeyFile: p.Clients["other-ca"][1]})
 	_, _, _, err = get(t, cl, su)
@@ -381,5 +385,76 @@ func TestDNStringEscapes(t *testing.T) {
 	}
 	if got, want := dnString(raw), `CN=evil\n* client certificate sent\x1b[0m`; got != want {
 		t.Errorf("dnString = %q, want %q", got, want)
+	}
+}
+
+// TestResolveServerNameInsecure: Resolve connects elsewhere and keeps the
+// URL's host for SNI and Host; ServerName replaces the SNI and the name
+// verified; InsecureSkipVerify accepts an unknown root; the handshake
+// describes the server's certificate.
+func TestResolveServerNameInsecure(t *testing.T) {
+	p := testpki.New(t)
+	cert, err := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ErrorLog: log.New(io.Discard, "", 0), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "sni=%s host=%s", r.TLS.ServerName, r.Host)
+	}), TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}}
+	go srv.ServeTLS(ln, "", "")
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+
+	resolve := map[string]string{"bot.test:" + port: ln.Addr().String(), "localhost:" + port: ln.Addr().String()}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		url  string
+		body string // or the error
+	}{
+		{"Resolve", Config{Resolve: resolve, RootCAs: rootPool(p)}, "https://LOCALHOST:" + port + "/",
+			"sni=LOCALHOST host=LOCALHOST:" + port},
+		{"ResolveAndServerName", Config{Resolve: resolve, ServerName: "localhost", RootCAs: rootPool(p)}, "https://bot.test:" + port + "/",
+			"sni=localhost host=bot.test:" + port},
+		{"ResolveWrongName", Config{Resolve: resolve, RootCAs: rootPool(p)}, "https://bot.test:" + port + "/",
+			"error: server certificate does not match the host: x509: certificate is valid for localhost, not bot.test"},
+		{"ServerNameMismatch", Config{ServerName: "bot.test", RootCAs: rootPool(p)}, "https://" + ln.Addr().String() + "/",
+			"error: server certificate does not match the host: x509: certificate is valid for localhost, not bot.test"},
+		{"UnknownRoot", Config{ServerName: "localhost", RootCAs: x509.NewCertPool()}, "https://" + ln.Addr().String() + "/",
+			"error: server certificate is not trusted: signed by an unknown authority"},
+		{"Insecure", Config{ServerName: "bot.test", RootCAs: x509.NewCertPool(), InsecureSkipVerify: true}, "https://" + ln.Addr().String() + "/",
+			"sni=bot.test host=" + ln.Addr().String()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Timeout = 5 * time.Second
+			cl, err := New(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hs, _, body, err := get(t, cl, tc.url)
+			if err != nil {
+				body = "error: " + err.Error()
+			}
+			if body != tc.body {
+				t.Fatalf("got  %q\nwant %q", body, tc.body)
+			}
+			if err != nil {
+				return
+			}
+			if hs.Addr != ln.Addr().String() || hs.Verified == tc.cfg.InsecureSkipVerify {
+				t.Errorf("addr %s, verified %v", hs.Addr, hs.Verified)
+			}
+			sc := hs.ServerCert
+			sum := sha256.Sum256(cert.Certificate[0])
+			if sc == nil || sc.Subject != "CN=localhost" || sc.Issuer != "CN=test client root" ||
+				strings.Join(sc.SANs, " ") != "DNS:localhost IP:127.0.0.1 IP:::1" || sc.SHA256 != hex.EncodeToString(sum[:]) ||
+				!sc.NotAfter.Equal(cert.Leaf.NotAfter) || len(hs.PeerCertificates) != 1 {
+				t.Errorf("server certificate %+v", sc)
+			}
+		})
 	}
 }

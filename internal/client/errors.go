@@ -65,6 +65,20 @@ func remoteAlert(err error) (uint8, bool) {
 // the TLS alert the peer sent, if any.
 func Explain(err error, during string) error { return explain(err, during) }
 
+// Explain is explain, and says to pass a certificate when the server
+// required one and this Client has none.
+func (c *Client) Explain(err error, during string) error { return c.explain(err, during) }
+
+func (c *Client) explain(err error, during string) error {
+	err = explain(err, during)
+	var e *Error
+	if errors.As(err, &e) && e.Alert == "certificate_required" && c.certs == nil {
+		return &Error{Err: e.Err, Alert: e.Alert, Msg: "server requires a client certificate and none was sent: certificate_required",
+			Hint: "pass one with -cert and -key, issued by a CA the server trusts"}
+	}
+	return err
+}
+
 // explain turns err into an *Error saying what failed during what.
 func explain(err error, during string) error {
 	var e *Error

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	reqmtls "github.com/req-mtls/req-mtls"
+	"github.com/req-mtls/req-mtls/internal/testpki"
+)
+
+// runCLI runs the command with args and returns its exit status and output.
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := (&cli{stdout: &stdout, stderr: &stderr}).run(context.Background(), args)
+	return code, stdout.String(), stderr.String()
+}
+
+func startServer(t *testing.T, p *testpki.PKI, policy reqmtls.Policy) string {
+	t.Helper()
+	srv, err := reqmtls.NewServer(reqmtls.ServerConfig{CertFile: p.ServerCert, KeyFile: p.ServerKey, ClientCAFile: p.RootCA, Policy: policy,
+		Now: func() time.Time { return testpki.Now }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return ln.Addr().String()
+}
+
+type jsonFailure struct {
+	Error, Alert, Hint string
+	Handshake          *struct {
+		CertRequested bool `json:"cert_requested"`
+	}
+}
+
+// TestJSONFailure: with -json a failure is an object on stdout, and the
+// person still reads it on stderr; a certificate required without -cert
+// says to pass one.
+func TestJSONFailure(t *testing.T) {
+	p := testpki.New(t)
+	addr := startServer(t, p, reqmtls.PolicyRequire)
+	code, stdout, stderr := runCLI(t, "-json", "-tlsflags", "80", "-server-cacert", p.RootCA, "-connect", "https://"+addr+"/debug")
+	var f jsonFailure
+	if err := json.Unmarshal([]byte(stdout), &f); err != nil {
+		t.Fatalf("stdout is not JSON: %v\n%s", err, stdout)
+	}
+	want := jsonFailure{Error: "server requires a client certificate and none was sent: certificate_required", Alert: "certificate_required",
+		Hint: "pass one with -cert and -key, issued by a CA the server trusts"}
+	if code != 1 || f.Error != want.Error || f.Alert != want.Alert || f.Hint != want.Hint || f.Handshake == nil || !f.Handshake.CertRequested {
+		t.Errorf("exit %d, %+v", code, f)
+	}
+	if !strings.Contains(stderr, "client: error: "+want.Error+"\n") || !strings.Contains(stderr, "client: hint: "+want.Hint+"\n") {
+		t.Errorf("stderr:\n%s", stderr)
+	}
+
+	// Before any handshake: no handshake in the object, "" for no alert.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	refused := ln.Addr().String()
+	ln.Close()
+	code, stdout, _ = runCLI(t, "-json", "-connect", "https://"+refused+"/")
+	var raw map[string]any
+	if err := json.Unmarshal([]byte(stdout), &raw); err != nil || code != 1 {
+		t.Fatalf("exit %d, %v\n%s", code, err, stdout)
+	}
+	if raw["error"] != "connect to "+refused+": connection refused" || raw["alert"] != "" || raw["hint"] == "" || raw["handshake"] != nil {
+		t.Errorf("refused: %v", raw)
+	}
+}
+
+// TestStalledHandshake: a server that accepts and never answers is a
+// handshake timeout, not a connect timeout.
+func TestStalledHandshake(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	code, _, stderr := runCLI(t, "-timeout", "300ms", "-connect", "https://"+ln.Addr().String()+"/")
+	if want := "client: error: TLS handshake with " + ln.Addr().String() + ": timed out after 300ms\n"; code != 1 || !strings.HasPrefix(stderr, want) ||
+		!strings.Contains(stderr, "client: hint: the server accepted the connection but did not complete the handshake") {
+		t.Errorf("exit %d, stderr:\n%s", code, stderr)
+	}
+}
+
+// TestHeaders: -i prints the status line and the headers before the body.
+func TestHeaders(t *testing.T) {
+	p := testpki.New(t)
+	addr := startServer(t, p, reqmtls.PolicyRequest)
+	code, stdout, stderr := runCLI(t, "-i", "-server-cacert", p.RootCA, "-connect", "https://"+addr+"/debug")
+	head, body, ok := strings.Cut(stdout, "\n\n")
+	if code != 0 || !ok || !strings.HasPrefix(head, "HTTP/2.0 200 OK\n") || !strings.Contains(head, "\nContent-Type: text/plain") ||
+		!strings.HasPrefix(body, "Client sent TLS Flags: []\n") {
+		t.Errorf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	// And in -json, the headers are there.
+	_, stdout, _ = runCLI(t, "-json", "-server-cacert", p.RootCA, "-connect", "https://"+addr+"/debug")
+	var out struct {
+		Headers map[string][]string
+		Error   *string
+	}
+	if err := json.Unmarshal([]byte(stdout), &out); err != nil || len(out.Headers["Content-Type"]) != 1 || out.Error != nil {
+		t.Errorf("%v: %s", err, stdout)
+	}
+}
+
+func TestPrintable(t *testing.T) {
+	for in, want := range map[string]string{
+		"text/plain; charset=utf-8": "text/plain; charset=utf-8",
+		`W/"etag"`:                  `W/"etag"`,
+		"é ü":                       "é ü",
+		"a\nb\x1b[0m":               `a\nb\x1b[0m`,
+		"bad\xffbyte":               `bad\xffbyte`,
+		"\u202etxt":                 `\u202etxt`,
+	} {
+		if got := printable(in); got != want {
+			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
