@@ -22,6 +22,7 @@ const usage = `usage: gencert [-dir DIR] [-host NAME]... [-client-name NAME] [-c
        gencert -ca-cert FILE -ca-key FILE [-client-only] [-client-name NAME] [-dir DIR] [-force]
        gencert -ca-key testRSA4096.key -client-only [-client-name NAME] [-dir DIR] [-force]
        gencert -check-demo FILE [-ca-key testRSA4096.key]
+       gencert -check-root FILE
 
 Writes into DIR (default testdata/certs):
   rootCA.crt, rootCA.key   a new root CA (rootCA.key only when the key is new)
@@ -65,6 +66,11 @@ Checking:
                      public demo's root subject and valid now (with -ca-key
                      testRSA4096.key: also that the key signed it); exit 0 if
                      so, 1 if not
+  -check-root FILE   check that no certificate in the PEM bundle FILE has
+                     RFC 9500's testRSA4096 as its key: a root anyone can
+                     sign under, which no local server should trust (older
+                     versions of this project made one); exit 0 if none
+                     has, 1 if one has
   -version           print the version and exit
 `
 
@@ -98,6 +104,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	clientOnly := fs.Bool("client-only", false, "")
 	force := fs.Bool("force", false, "")
 	checkDemo := fs.String("check-demo", "", "")
+	checkRoot := fs.String("check-root", "", "")
 	showVersion := fs.Bool("version", false, "")
 	fs.Var(&hosts, "host", "")
 	misuse := func(format string, a ...any) int {
@@ -124,6 +131,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *checkDemo != "" {
 		return check(*checkDemo, *caKeyFile, stdout, stderr)
+	}
+	if *checkRoot != "" {
+		roots, err := certs.LoadBundle(*checkRoot)
+		if err != nil {
+			return fail(err)
+		}
+		for i, c := range roots {
+			if certs.IsDemoKey(c.PublicKey) {
+				fmt.Fprintf(stderr, "gencert: %s: certificate %d (%s) has RFC 9500's testRSA4096 as its key, a public test key: anyone can issue certificates under it\n",
+					*checkRoot, i+1, safetext.Escape(c.Subject.String()))
+				return 1
+			}
+		}
+		fmt.Fprintf(stdout, "%s: no certificate has a public test key\n", *checkRoot)
+		return 0
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

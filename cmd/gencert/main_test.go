@@ -2,10 +2,18 @@ package main
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/req-mtls/req-mtls/internal/certs"
 )
 
 // demoKey is the shipped copy of RFC 9500's testRSA4096.
@@ -56,5 +64,38 @@ func TestDemoKey(t *testing.T) {
 	code, _, stderr = runGencert("-check-demo", crt, "-ca-key", filepath.Join(local, "rootCA.key"))
 	if code != 1 || !strings.Contains(stderr, "the key is not RFC 9500's testRSA4096") {
 		t.Errorf("other key: exit %d, %s", code, stderr)
+	}
+}
+
+// TestCheckRoot: a root made from testRSA4096 (as this project's older
+// gencert made with -ca-key) is found in a bundle; a local root passes.
+func TestCheckRoot(t *testing.T) {
+	dir := t.TempDir()
+	if code, _, stderr := runGencert("-dir", dir); code != 0 {
+		t.Fatal(stderr)
+	}
+	local := filepath.Join(dir, "rootCA.crt")
+	if code, stdout, stderr := runGencert("-check-root", local); code != 0 || !strings.Contains(stdout, "no certificate has a public test key") {
+		t.Errorf("local root: exit %d, %s%s", code, stdout, stderr)
+	}
+	key, err := certs.LoadKey(demoKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "old demo root"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(local)
+	bundle := filepath.Join(dir, "bundle.pem")
+	os.WriteFile(bundle, append(data, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...), 0o644)
+	code, _, stderr := runGencert("-check-root", bundle)
+	if want := "certificate 2 (CN=old demo root) has RFC 9500's testRSA4096 as its key"; code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("demo root: exit %d, %s", code, stderr)
+	}
+	if code, _, _ := runGencert("-check-root", filepath.Join(dir, "missing.pem")); code != 1 {
+		t.Errorf("missing file: exit %d", code)
 	}
 }

@@ -426,6 +426,10 @@ func LoadCARoots(name string) ([]*x509.Certificate, error) {
 	return roots, nil
 }
 
+// LoadBundle reads every certificate of a PEM bundle, with LoadPool's
+// checks.
+func LoadBundle(name string) ([]*x509.Certificate, error) { return readBundle(name) }
+
 // Pool returns a new pool holding roots.
 func Pool(roots []*x509.Certificate) *x509.CertPool {
 	pool := x509.NewCertPool()
