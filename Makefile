@@ -6,6 +6,11 @@ GO        ?= go
 BIN       ?= bin
 CERTS_DIR ?= testdata/certs
 CA_KEY    ?=
+CA_NAME   ?=
+# make client-request's client certificate, under the public demo's root:
+# RFC 9500's testRSA4096 (a public test key, never a root of CERTS_DIR).
+DEMO_DIR  ?= testdata/demo
+DEMO_KEY  := third_party/rfc9500/testRSA4096.key
 FUZZTIME  ?= 1m
 DEMO_URL  ?= https://req-mtls.research.cloudflare.com/debug
 LDFLAGS   := -s -w
@@ -51,29 +56,41 @@ soak: ## full handshake load on the server binary for SOAK (default 5m), RSS and
 demo: build ## start a local server, then flagged and unflagged requests
 	BIN=$(BIN) ./scripts/demo.sh
 
-gen-cert: build ## write certificates into CERTS_DIR (CA_KEY=file signs with that CA key)
-	$(BIN)/gencert -dir $(CERTS_DIR) $(if $(CA_KEY),-ca-key $(CA_KEY)) $(if $(FORCE),-force)
+gen-cert: build ## write a local root, server and client certificates into CERTS_DIR (CA_KEY=file: the root's key; CA_NAME=name; FORCE=1 overwrites)
+	$(BIN)/gencert -dir $(CERTS_DIR) $(if $(CA_KEY),-ca-key $(CA_KEY)) $(if $(CA_NAME),-ca-name '$(CA_NAME)') $(if $(FORCE),-force)
 
 start-test-server: build ## run the server on localhost:8775 with the CERTS_DIR certificates
 	@test -f $(CERTS_DIR)/server.crt || { echo "no certificates in $(CERTS_DIR): run 'make gen-cert' first" >&2; exit 1; }
+	@$(BIN)/gencert -check-root $(CERTS_DIR)/rootCA.crt >/dev/null || { \
+		echo "make start-test-server: make a new local root: make gen-cert FORCE=1"; exit 1; } >&2
 	$(BIN)/server -cert $(CERTS_DIR)/server.crt -key $(CERTS_DIR)/server.key -client-cacert $(CERTS_DIR)/rootCA.crt
 
-client-request-local: build ## flag 80 to https://localhost:8775/debug
+client-request-local: build ## flag 80 to https://localhost:8775/debug with the CERTS_DIR client certificate
+	@test -f $(CERTS_DIR)/client.crt || { echo "no certificates in $(CERTS_DIR): run 'make gen-cert' first" >&2; exit 1; }
 	$(BIN)/client -cert $(CERTS_DIR)/client.crt -key $(CERTS_DIR)/client.key \
 		-server-cacert $(CERTS_DIR)/rootCA.crt -tlsflags 80 --connect https://localhost:8775/debug
 
-client-request: build ## flag 80 to the public demo server (needs a demo-compatible client.crt)
-	@$(BIN)/gencert -check-demo $(CERTS_DIR)/client.crt || { \
-		echo "make client-request needs a client certificate that chains to the public demo's root."; \
-		echo "That root's key is RFC 9500's testRSA4096 (RFC 9500, Section 2.1), a public test key"; \
-		echo "this project does not ship. Save it as testRSA4096.key, then:"; \
-		echo "  make gen-cert CA_KEY=testRSA4096.key CERTS_DIR=$(CERTS_DIR) FORCE=1"; exit 1; } >&2
-	$(BIN)/client -cert $(CERTS_DIR)/client.crt -key $(CERTS_DIR)/client.key -tlsflags 80 --connect $(DEMO_URL)
+# The public demo trusts client certificates under its root, whose key is
+# RFC 9500's testRSA4096: gencert issues one into DEMO_DIR when there is
+# none (and never a root: nothing local comes to trust that key).
+client-request: build ## flag 80 to the public demo (DEMO_URL); makes its client certificate in DEMO_DIR when missing
+	@test -f $(DEMO_DIR)/client.crt || $(BIN)/gencert -ca-key $(DEMO_KEY) -client-only -force -dir $(DEMO_DIR)
+	@$(BIN)/gencert -check-demo $(DEMO_DIR)/client.crt -ca-key $(DEMO_KEY) || { \
+		echo "make client-request: remove $(DEMO_DIR)/client.crt and client.key to make new ones"; exit 1; } >&2
+	$(BIN)/client -cert $(DEMO_DIR)/client.crt -key $(DEMO_DIR)/client.key -tlsflags 80 --connect $(DEMO_URL)
 
-artefacts: ## static binaries for linux/amd64 and linux/arm64 in bin/
-	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-amd64/ ./cmd/...
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/linux-arm64/ ./cmd/...
+# sha256sum (GNU) or shasum -a 256 (macOS, BSD): the same output format.
+SHA256SUM := $(shell command -v sha256sum >/dev/null 2>&1 && echo sha256sum || echo shasum -a 256)
+ARTEFACT_ARCHS := amd64 arm64
+
+artefacts: ## static binaries for linux/amd64 and linux/arm64 in bin/linux-*/, each with SHA256SUMS
+	@for arch in $(ARTEFACT_ARCHS); do \
+		echo "CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -buildvcs=auto -ldflags '$(LDFLAGS)' -o $(BIN)/linux-$$arch/ ./cmd/..."; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -buildvcs=auto -ldflags '$(LDFLAGS)' -o $(BIN)/linux-$$arch/ ./cmd/... || exit 1; \
+		(cd $(BIN)/linux-$$arch && rm -f SHA256SUMS && $(SHA256SUM) * > .SHA256SUMS.tmp && mv .SHA256SUMS.tmp SHA256SUMS) || exit 1; \
+	done
 	@ls -l $(BIN)/linux-amd64 $(BIN)/linux-arm64
+	@cat $(BIN)/linux-amd64/SHA256SUMS $(BIN)/linux-arm64/SHA256SUMS
 
 # make capture and make bench write into OUT, a scratch directory under the
 # gitignored bin/ unless given; OUT=assets replaces the committed files.
