@@ -52,10 +52,10 @@ type Config struct {
 	// path can then pose as the server. For tests against servers whose
 	// root is not at hand.
 	InsecureSkipVerify bool
-	// Resolve maps "host:port" (net.JoinHostPort, the host in lower case)
-	// to the "addr:port" to connect to instead, as curl's --resolve does;
-	// SNI, verification and the Host header keep the URL's host, which is
-	// matched without regard to case.
+	// Resolve maps "host:port" (as net.JoinHostPort writes it) to the
+	// "addr:port" to connect to instead, as curl's --resolve does; SNI,
+	// verification and the Host header keep the URL's host. Hosts match
+	// without regard to case.
 	Resolve map[string]string
 	// Timeout bounds each request, connection and handshake included
 	// (default 30 s).
@@ -103,6 +103,18 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{cfg: cfg, h2: &http2.Transport{IdleConnTimeout: cfg.IdleTimeout}}
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 		return nil, errors.New("a client certificate needs both -cert and -key")
+	}
+	if len(cfg.Resolve) > 0 {
+		// Keys in lower case, as resolve looks them up.
+		m := make(map[string]string, len(cfg.Resolve))
+		for k, v := range cfg.Resolve {
+			host, port, err := net.SplitHostPort(k)
+			if err != nil {
+				return nil, fmt.Errorf("resolve %q: %v", k, err)
+			}
+			m[net.JoinHostPort(strings.ToLower(host), port)] = v
+		}
+		c.cfg.Resolve = m
 	}
 	if cfg.CertFile != "" {
 		c.certs = &certSource{certFile: cfg.CertFile, keyFile: cfg.KeyFile, warn: cfg.Warn}

@@ -363,8 +363,12 @@ func TestErrors(t *testing.T) {
 	}
 
 	// DNS failures read as such.
-	if err := explain(&net.DNSError{Name: "nowhere.invalid", Err: "no such host"}, "connect"); err.Error() != `cannot resolve "nowhere.invalid": no such host` {
+	if err := explain(&net.DNSError{Name: "nowhere.invalid", Err: "no such host"}, "connect"); err.Error() != `cannot resolve "nowhere.invalid": no such host` ||
+		!strings.Contains(err.(*Error).Hint, "check the host name") {
 		t.Errorf("dns: %v", err)
+	}
+	if _, err := New(Config{Resolve: map[string]string{"no-port": "127.0.0.1:1"}}); err == nil {
+		t.Error("Resolve key without a port accepted")
 	}
 
 	// Only one of -cert/-key, and unreadable files.
@@ -409,7 +413,7 @@ func TestResolveServerNameInsecure(t *testing.T) {
 	defer srv.Close()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 
-	resolve := map[string]string{"bot.test:" + port: ln.Addr().String(), "localhost:" + port: ln.Addr().String()}
+	resolve := map[string]string{"bot.test:" + port: ln.Addr().String(), "LocalHost:" + port: ln.Addr().String()}
 	for _, tc := range []struct {
 		name string
 		cfg  Config

@@ -110,7 +110,8 @@ func explain(err error, during string) error {
 	case errors.As(err, &hostErr):
 		return &Error{Err: err, Msg: "server certificate does not match the host: " + hostErr.Error()}
 	case errors.As(err, &dnsErr):
-		return &Error{Err: err, Msg: fmt.Sprintf("cannot resolve %q: %s", dnsErr.Name, dnsErr.Err)}
+		return &Error{Err: err, Msg: fmt.Sprintf("cannot resolve %q: %s", dnsErr.Name, dnsErr.Err),
+			Hint: "check the host name, and that this machine has a network and a DNS resolver"}
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return &Error{Err: err, Msg: during + ": connection refused", Hint: "is the server running on that address and port?"}
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
