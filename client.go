@@ -39,6 +39,18 @@ type ClientConfig struct {
 	CertFile, KeyFile string
 	// RootCAs verifies servers; nil means the system roots.
 	RootCAs *x509.CertPool
+	// ServerName, when set, is sent as SNI and verified in the server's
+	// certificate instead of the URL's host; the Host header stays the
+	// URL's.
+	ServerName string
+	// InsecureSkipVerify accepts any server certificate, so that anyone
+	// on the path can pose as the server. For tests only.
+	InsecureSkipVerify bool
+	// Resolve maps "host:port" (as net.JoinHostPort writes it) to the
+	// "addr:port" to connect to instead, as curl's --resolve does; SNI,
+	// verification and the Host header keep the URL's host. Hosts match
+	// without regard to case.
+	Resolve map[string]string
 	// Timeout bounds connecting and the TLS handshake, and, on a
 	// ClientConn, each request (default 30 s). An http.Client's own
 	// Timeout bounds whole requests made through a Transport.
@@ -63,7 +75,8 @@ func (c ClientConfig) internal() client.Config {
 	cfg := client.Config{
 		Codepoint: c.Codepoint,
 		CertFile:  c.CertFile, KeyFile: c.KeyFile,
-		RootCAs: c.RootCAs,
+		RootCAs:    c.RootCAs,
+		ServerName: c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify, Resolve: c.Resolve,
 		Timeout: c.Timeout,
 		Resume:  !c.DisableResumption,
 		KeyLog:  c.KeyLog,
@@ -101,6 +114,24 @@ type Handshake struct {
 	IssuerListed *bool         `json:"cert_issuer_listed,omitempty"`
 	Resumed      bool          `json:"resumed"`
 	Duration     time.Duration `json:"handshake_ns"`
+	// Addr is the address connected to (after ClientConfig.Resolve).
+	Addr string `json:"addr"`
+	// ServerCert describes the server's certificate; PeerCertificates is
+	// the chain it sent (on a resumed session, those of the original
+	// handshake). Verified is false with InsecureSkipVerify.
+	ServerCert       *CertInfo           `json:"server_certificate,omitempty"`
+	PeerCertificates []*x509.Certificate `json:"-"`
+	Verified         bool                `json:"server_verified"`
+}
+
+// CertInfo describes a certificate for a person. Names taken from it are
+// escaped for printing.
+type CertInfo struct {
+	Subject  string    `json:"subject"`
+	Issuer   string    `json:"issuer"`
+	SANs     []string  `json:"sans,omitempty"` // "DNS:name", "IP:addr", "URI:uri", "email:addr"
+	NotAfter time.Time `json:"not_after"`
+	SHA256   string    `json:"sha256"` // hex, of the certificate's DER
 }
 
 func handshakeOf(h *client.Handshake) Handshake {
@@ -108,6 +139,10 @@ func handshakeOf(h *client.Handshake) Handshake {
 		Version: h.Version, CipherSuite: h.CipherSuite, ALPN: h.ALPN, ServerName: h.ServerName,
 		FlagsSent: Flags{h.FlagsSent}, CertRequested: h.CertRequested, RequestedCAs: h.RequestedCAs,
 		CertSent: h.CertSent, IssuerListed: h.CASMatch, Resumed: h.Resumed, Duration: h.Duration,
+		Addr: h.Addr, PeerCertificates: h.PeerCertificates, Verified: h.Verified,
+	}
+	if c := h.ServerCert; c != nil {
+		out.ServerCert = &CertInfo{Subject: c.Subject, Issuer: c.Issuer, SANs: c.SANs, NotAfter: c.NotAfter, SHA256: c.SHA256}
 	}
 	if !h.FlagsSent.IsEmpty() {
 		out.Codepoint = CodepointExperimental
@@ -274,7 +309,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 				continue // the host moved to HTTP/2: dial again
 			}
 			if err != nil {
-				return nil, publicError(client.Explain(err, "request"))
+				return nil, publicError(t.d.c.Explain(err, "request"))
 			}
 			return resp, nil
 		}
@@ -449,7 +484,7 @@ func (t *Transport) explainH2(cc *http2.ClientConn, err error) error {
 	if tc != nil {
 		err = tc.AlertOr(err, cc)
 	}
-	return publicError(client.Explain(err, "request"))
+	return publicError(t.d.c.Explain(err, "request"))
 }
 
 // CloseIdleConnections closes connections that carry no request.

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -44,6 +45,15 @@ Connection:
                             they change between requests
   -server-cacert FILE       roots for the server certificate (default: the
                             system roots)
+  -servername NAME          send NAME as SNI and verify the server's
+                            certificate for it, instead of the URL's host
+                            (the Host header stays the URL's)
+  --resolve HOST:PORT:ADDR  connect to ADDR for HOST:PORT, keeping the URL's
+                            host for SNI, verification and Host, as curl's
+                            --resolve (repeatable; ADDR may be [IPv6])
+  -k                        do not verify the server's certificate (anyone
+                            on the path can pose as the server; a warning
+                            says so)
   -timeout D                limit for each request, handshake included
                             (default 30s)
 
@@ -56,7 +66,9 @@ Request:
 Reporting:
   -i                        print the response's status line and headers
                             before the body
-  -v                        print a handshake summary on stderr
+  -v                        print a handshake summary on stderr, with the
+                            server's certificate (subject, issuer, names,
+                            expiry, SHA-256)
   -json                     print the handshake summary, status, headers and
                             body as JSON on stdout (with -n: the load
                             summary); a failure as {"error": ..., "alert":
@@ -86,6 +98,59 @@ Examples:
   client -n 200 -c 2 -resume -tlsflags 80 -cert client.crt -key client.key \
          -server-cacert rootCA.crt -connect https://localhost:8775/debug
 `
+
+// resolveList is --resolve HOST:PORT:ADDR, repeatable, as a map from
+// HOST:PORT to ADDR:PORT.
+type resolveList map[string]string
+
+func (r resolveList) String() string { return fmt.Sprint(map[string]string(r)) }
+func (r resolveList) Set(v string) error {
+	key, addr, err := parseResolve(v)
+	if err != nil {
+		return err
+	}
+	r[key] = addr
+	return nil
+}
+
+// parseResolve reads curl's HOST:PORT:ADDR; HOST and ADDR may be IPv6
+// addresses in brackets.
+func parseResolve(v string) (key, addr string, err error) {
+	bad := func(why string) (string, string, error) {
+		return "", "", fmt.Errorf("%q is not HOST:PORT:ADDR: %s", v, why)
+	}
+	rest := v
+	var host string
+	if strings.HasPrefix(rest, "[") {
+		end := strings.Index(rest, "]")
+		if end < 0 || !strings.HasPrefix(rest[end+1:], ":") {
+			return bad("unclosed [")
+		}
+		host, rest = rest[1:end], rest[end+2:]
+	} else {
+		var ok bool
+		if host, rest, ok = strings.Cut(rest, ":"); !ok {
+			return bad("no port")
+		}
+	}
+	port, a, ok := strings.Cut(rest, ":")
+	if !ok {
+		return bad("no address")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return bad(fmt.Sprintf("port %q is not a number from 1 to 65535", port))
+	}
+	a = strings.TrimSuffix(strings.TrimPrefix(a, "["), "]")
+	switch {
+	case host == "":
+		return bad("empty host")
+	case a == "":
+		return bad("empty address")
+	case strings.Contains(a, ","):
+		return bad("one address only")
+	}
+	return net.JoinHostPort(strings.ToLower(host), port), net.JoinHostPort(a, port), nil
+}
 
 type headerList []string
 
@@ -153,6 +218,10 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		resume    = fs.Bool("resume", false, "")
 	)
 	fs.Var(&headers, "H", "")
+	resolve := resolveList{}
+	fs.Var(resolve, "resolve", "")
+	serverName := fs.String("servername", "", "")
+	insecure := fs.Bool("k", false, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(c.stdout, usage)
@@ -167,7 +236,8 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		fmt.Fprintln(c.stdout, version.String("client"))
 		return 0
 	}
-	cfg := reqmtls.ClientConfig{Timeout: *timeout, DisableResumption: !*resume, CertFile: *certFile, KeyFile: *keyFile, Warn: c.warnf}
+	cfg := reqmtls.ClientConfig{Timeout: *timeout, DisableResumption: !*resume, CertFile: *certFile, KeyFile: *keyFile, Warn: c.warnf,
+		ServerName: *serverName, InsecureSkipVerify: *insecure, Resolve: resolve}
 	if *flagList != "" {
 		flags, err := reqmtls.ParseFlags(*flagList)
 		if err != nil {
@@ -192,6 +262,21 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	}
 	if (*certFile == "") != (*keyFile == "") {
 		return c.misuse("-cert and -key go together")
+	}
+	if *insecure && *serverCA != "" {
+		return c.misuse("-k skips the verification that -server-cacert is for: give one or the other")
+	}
+	if len(resolve) > 0 {
+		port := u.Port()
+		if port == "" {
+			port = "443"
+		}
+		if _, ok := resolve[net.JoinHostPort(strings.ToLower(u.Hostname()), port)]; !ok {
+			c.warnf("no --resolve entry is for %s, the URL's host and port: connecting to it as usual", net.JoinHostPort(u.Hostname(), port))
+		}
+	}
+	if *insecure {
+		c.warnf("-k: the server's certificate is not verified; anyone on the path can pose as the server")
 	}
 	c.json = *asJSON && *n == 1
 	req := &Request{URL: u, Method: *method, Header: http.Header{}}
@@ -393,6 +478,19 @@ func (c *cli) printHandshake(h reqmtls.Handshake) {
 		fmt.Fprintf(w, "* client certificate not sent\n")
 	}
 	fmt.Fprintf(w, "* session resumed: %t\n", h.Resumed)
+	fmt.Fprintf(w, "* connected to %s, SNI %q\n", h.Addr, h.ServerName)
+	if sc := h.ServerCert; sc != nil {
+		fmt.Fprintf(w, "* server certificate: %s\n", sc.Subject)
+		fmt.Fprintf(w, "*   issuer: %s\n", sc.Issuer)
+		fmt.Fprintf(w, "*   names: %s\n", strings.Join(nonEmpty(sc.SANs), ", "))
+		fmt.Fprintf(w, "*   not after: %s\n", sc.NotAfter.UTC().Format(time.RFC3339))
+		fmt.Fprintf(w, "*   sha256: %s\n", sc.SHA256)
+		if h.Verified {
+			fmt.Fprintf(w, "*   verified: yes\n")
+		} else {
+			fmt.Fprintf(w, "*   verified: NO (-k)\n")
+		}
+	}
 }
 
 // printable escapes what a terminal would act on (control characters,

@@ -139,3 +139,86 @@ func TestPrintable(t *testing.T) {
 		}
 	}
 }
+
+func TestParseResolve(t *testing.T) {
+	for in, want := range map[string][2]string{
+		"example.com:443:127.0.0.1":       {"example.com:443", "127.0.0.1:443"},
+		"Example.COM:8775:192.0.2.1":      {"example.com:8775", "192.0.2.1:8775"},
+		"example.com:443:[2001:db8::1]":   {"example.com:443", "[2001:db8::1]:443"},
+		"example.com:443:2001:db8::1":     {"example.com:443", "[2001:db8::1]:443"},
+		"[::1]:443:127.0.0.1":             {"[::1]:443", "127.0.0.1:443"},
+		"example.com:443:origin.internal": {"example.com:443", "origin.internal:443"},
+	} {
+		k, a, err := parseResolve(in)
+		if err != nil || k != want[0] || a != want[1] {
+			t.Errorf("parseResolve(%q) = %q, %q, %v; want %q, %q", in, k, a, err, want[0], want[1])
+		}
+	}
+	for in, want := range map[string]string{
+		"example.com":                     "no port",
+		"example.com:443":                 "no address",
+		"example.com:https:1.2.3.4":       `port "https" is not a number`,
+		"example.com:0:1.2.3.4":           "port \"0\"",
+		":443:1.2.3.4":                    "empty host",
+		"example.com:443:":                "empty address",
+		"example.com:443:1.2.3.4,5.6.7.8": "one address only",
+		"[::1:443:1.2.3.4":                "unclosed [",
+	} {
+		if _, _, err := parseResolve(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("parseResolve(%q): %v, want %q", in, err, want)
+		}
+	}
+}
+
+// TestResolveServerNameInsecureCLI: --resolve connects elsewhere for a name
+// no resolver knows, -servername picks the name verified, -k warns, and -v
+// shows the server's certificate.
+func TestResolveServerNameInsecureCLI(t *testing.T) {
+	p := testpki.New(t)
+	addr := startServer(t, p, reqmtls.PolicyRequest)
+	_, port, _ := net.SplitHostPort(addr)
+	url := "https://bot.invalid:" + port + "/debug"
+
+	code, stdout, stderr := runCLI(t, "-v", "--resolve", "bot.invalid:"+port+":127.0.0.1", "-servername", "localhost",
+		"-server-cacert", p.RootCA, "-connect", url)
+	if code != 0 || !strings.HasPrefix(stdout, "Client sent TLS Flags: []") {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{
+		"* connected to " + addr + `, SNI "localhost"` + "\n",
+		"* server certificate: CN=localhost\n",
+		"*   issuer: CN=test client root\n",
+		"*   names: DNS:localhost, IP:127.0.0.1, IP:::1\n",
+		"*   sha256: ",
+		"*   verified: yes\n",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+
+	// Without -servername the URL's host is verified, and the certificate
+	// does not name it.
+	code, _, stderr = runCLI(t, "--resolve", "bot.invalid:"+port+":127.0.0.1", "-server-cacert", p.RootCA, "-connect", url)
+	if code != 1 || !strings.Contains(stderr, "client: error: server certificate does not match the host: x509: certificate is valid for localhost, not bot.invalid") {
+		t.Errorf("exit %d\n%s", code, stderr)
+	}
+
+	// -k: no verification, a warning, and -v says so.
+	code, _, stderr = runCLI(t, "-k", "-v", "-connect", "https://"+addr+"/debug")
+	if code != 0 || !strings.Contains(stderr, "client: warning: -k: the server's certificate is not verified") || !strings.Contains(stderr, "*   verified: NO (-k)\n") {
+		t.Errorf("exit %d\n%s", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, "-k", "-server-cacert", p.RootCA, "-connect", "https://"+addr+"/debug"); code != 2 || !strings.Contains(stderr, "give one or the other") {
+		t.Errorf("-k with -server-cacert: exit %d\n%s", code, stderr)
+	}
+
+	// A --resolve entry for another host: a warning, and the URL's host as usual.
+	code, _, stderr = runCLI(t, "--resolve", "other.invalid:443:127.0.0.1", "-server-cacert", p.RootCA, "-connect", "https://"+addr+"/debug")
+	if code != 0 || !strings.Contains(stderr, "client: warning: no --resolve entry is for "+addr) {
+		t.Errorf("exit %d\n%s", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, "--resolve", "bot.invalid:443", "-connect", url); code != 2 || !strings.Contains(stderr, "is not HOST:PORT:ADDR: no address") {
+		t.Errorf("bad --resolve: exit %d\n%s", code, stderr)
+	}
+}

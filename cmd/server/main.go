@@ -22,6 +22,7 @@ import (
 	"time"
 
 	reqmtls "github.com/req-mtls/req-mtls"
+	"github.com/req-mtls/req-mtls/internal/version"
 )
 
 const usage = `usage: server -cert FILE -key FILE [-client-cacert FILE] [options]
@@ -92,6 +93,7 @@ Options:
   -log-format text|json     log format on stderr (default text)
   -v                        also log a line per connection: flags, whether a
                             certificate was requested, its name and validity
+  -version                  print the version and exit
 
 Environment:
   SSLKEYLOGFILE             append TLS secrets to this file (for Wireshark)
@@ -132,6 +134,7 @@ func run(args []string, stderr io.Writer) int {
 		adminAddr  = fs.String("admin-addr", "", "")
 		adminPprof = fs.Bool("admin-pprof", false, "")
 		verbose    = fs.Bool("v", false, "")
+		showVer    = fs.Bool("version", false, "")
 		upstream   = fs.String("upstream", "", "")
 		upCert     = fs.String("upstream-cert", "", "")
 		upKey      = fs.String("upstream-key", "", "")
@@ -157,6 +160,10 @@ func run(args []string, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		return misuse("unexpected argument %q", fs.Arg(0))
+	}
+	if *showVer {
+		fmt.Fprintln(os.Stdout, version.String("server"))
+		return 0
 	}
 	switch {
 	case *acmeDomain != "" && (*certFile != "" || *keyFile != ""):
