@@ -25,10 +25,9 @@ import (
 // acmeEnv is pebble-challtestsrv answering DNS with 127.0.0.1 for every
 // name, and the PKI whose server certificate pebble's own HTTPS uses.
 type acmeEnv struct {
-	p       pki
-	dns     string
-	pebble  string
-	cmdLogs []string
+	p      pki
+	dns    string
+	pebble string
 }
 
 // startPebble runs pebble with its validation ports pointing at tlsPort
@@ -199,7 +198,7 @@ func TestACMEPebble(t *testing.T) {
 	// A restart serves the cached certificate: no new order.
 	srv.Process.Signal(os.Interrupt)
 	srv.Wait()
-	srv, logs = acmeServer(t, env, name, dirURL, cache, listen, httpListen)
+	_, logs = acmeServer(t, env, name, dirURL, cache, listen, httpListen)
 	again, _ := flaggedDebug(t, env.p, listen, name, roots)
 	if again.SerialNumber.Cmp(first.SerialNumber) != 0 {
 		t.Errorf("after a restart: %s, want the cached %s", describe(again), describe(first))
@@ -208,8 +207,6 @@ func TestACMEPebble(t *testing.T) {
 
 	// Renewal while running: a connection opened before it keeps
 	// working; new ones get the renewed certificate.
-	pool := x509.NewCertPool()
-	pool.AddCert(first) // only to check the old connection
 	keep, err := tls.Dial("tcp", listen, &tls.Config{RootCAs: roots, ServerName: name, NextProtos: []string{"http/1.1"}})
 	if err != nil {
 		t.Fatal(err)

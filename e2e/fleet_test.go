@@ -78,6 +78,7 @@ defaults
 	timeout connect 2s
 	timeout client 30s
 	timeout server 30s
+	timeout check 2s
 	retries 3
 	option redispatch
 frontend fe
@@ -99,7 +100,7 @@ func startHAProxy(t *testing.T, ins []*instance) string {
 	var servers strings.Builder
 	for i, in := range ins {
 		_, adminPort, _ := net.SplitHostPort(in.admin)
-		fmt.Fprintf(&servers, "\tserver s%d %s send-proxy-v2 check port %s inter 200ms fall 1 rise 1\n", i+1, in.addr, adminPort)
+		fmt.Fprintf(&servers, "\tserver s%d %s send-proxy-v2 check port %s inter 200ms fall 2 rise 1\n", i+1, in.addr, adminPort)
 	}
 	conf := strings.NewReplacer("{{addr}}", addr, "{{servers}}", servers.String()).Replace(haproxyConf)
 	cfgFile := filepath.Join(dir, "haproxy.cfg")
