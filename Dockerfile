@@ -1,10 +1,14 @@
-# Two stages on the stock golang image. No Docker engine runs where this
-# project is developed, so this file is kept small and reviewed by hand;
-# `make build` does the same natively.
+# Two stages on the stock golang image: static binaries, then images with
+# nothing but a binary and the CA roots, run as an unprivileged user.
+# scripts/docker-test.sh builds and runs them with Podman in CI.
 
 # Build: modules first (cached while go.mod and go.sum are unchanged), then
 # static binaries.
 FROM golang:1.26-bookworm AS build
+# Where modules come from: Go's default unless given, as in
+# `docker build --build-arg GOPROXY=https://proxy.example .`
+# (scripts/docker-test.sh passes the host's module cache as a file:// proxy).
+ARG GOPROXY
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
