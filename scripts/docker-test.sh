@@ -49,6 +49,8 @@ skip() {
 	exit 0
 }
 elapsed() { echo "$(($(date +%s) - START))s"; }
+PASSED=0
+passed() { PASSED=$((PASSED + 1)); say "ok: $*"; }
 
 [ "$(id -u)" = 0 ] || skip "needs root (rootful podman, debootstrap)"
 for cmd in podman runc podman-compose go setsid flock; do
@@ -103,7 +105,13 @@ cleanup() {
 		done
 	fi
 	rm -rf --one-file-system "$WORK"
-	if [ "$status" = 0 ]; then say "PASS ($(elapsed))"; else say "FAIL (status $status, $(elapsed))" >&2; fi
+	if [ "$status" = 0 ]; then
+		say "PASS ($(elapsed))"
+		echo "docker-test: $PASSED passed, 0 failed"
+	else
+		say "FAIL (status $status, $(elapsed))" >&2
+		echo "docker-test: $PASSED passed, 1 failed"
+	fi
 	exit "$status"
 }
 trap cleanup EXIT
@@ -249,6 +257,7 @@ for svc in server client; do
 	say "image ${PROJECT}_$svc: user $user, $((size / 1000000)) MB"
 	[ "$user" = 65532:65532 ] || fail "image ${PROJECT}_$svc runs as '$user', not 65532:65532"
 done
+passed "podman-compose build: server and client images, user 65532:65532"
 BUILD=(podman build "${BUILD_OPTS[@]}" --build-arg "$BUILD_ARG")
 if [ -n "$BUILD_STAGE" ]; then
 	# From the layer cache; the tag keeps the build stage (modules, compiled
@@ -262,11 +271,12 @@ for b in client server gencert; do
 	[ "$(head -c 4 "$WORK/artefacts/$b" 2>/dev/null | od -An -c | tr -d ' ')" = '177ELF' ] ||
 		fail "artefacts: no binary $b in the output"
 done
-say "build: --target artefacts --output type=local: $(cd "$WORK/artefacts" && echo *)"
+passed "build --target artefacts --output type=local: $(cd "$WORK/artefacts" && echo *)"
 
 # --- Certificates as `make gen-cert` writes them (keys 0600), owned by an
-# unprivileged user; the services run as the keys' owner, as the
-# Makefile's docker-* targets arrange.
+# unprivileged user; the services run as the keys' owner, as the make
+# docker-* targets arrange (they pass the ids of whoever runs make, who
+# owns the keys that make gen-cert wrote).
 go build -o "$WORK/gencert" ./cmd/gencert
 "$WORK/gencert" -dir testdata/certs >/dev/null
 chown -R "$CERT_OWNER" testdata/certs
@@ -310,16 +320,18 @@ say "run: podman-compose run --rm client ... -tlsflags 80 --connect https://loca
 client flagged -tlsflags 80
 grep -q '^Client sent TLS Flags: \[80\]' "$WORK/flagged.out" || fail "flagged: the server did not see flag 80"
 grep -q '^Cert validated: true' "$WORK/flagged.out" || fail "flagged: no 'Cert validated: true'"
+passed "flag 80 from the client container: Cert validated: true"
 
 say "run: the same without -tlsflags (no certificate may be asked for)"
 client unflagged
 grep -q '^Client cert requested: false' "$WORK/unflagged.out" || fail "unflagged: expected 'Client cert requested: false'"
+passed "no flag: Client cert requested: false"
 
 say "server log:"
 podman logs "$SERVER" 2>&1 | tail -n 5 | sed 's/^/  | /'
 run "${PC[@]}" down -t 2 >"$WORK/down.log" 2>&1 || { cat "$WORK/down.log" >&2; fail "podman-compose down failed"; }
 [ -z "$(podman ps -aq --filter "label=io.podman.compose.project=$PROJECT")" ] || fail "containers left after podman-compose down"
-say "down: server stopped and removed"
+passed "podman-compose down: no containers left"
 
 # Build cache: untagged leaf images (earlier sources' build stages,
 # replaced service images) go; this run's images are all tagged.
