@@ -19,7 +19,7 @@ LDFLAGS   := -s -w
 
 .PHONY: help build test race lint soak fuzz bench demo gen-cert start-test-server \
 	client-request-local client-request artefacts capture \
-	docker-build docker-start-test-server docker-client-request-local docker-client-request
+	docker-build docker-start-test-server docker-client-request-local docker-client-request docker-test
 
 help: ## print this help
 	@echo "usage: make TARGET"
@@ -123,16 +123,26 @@ bench: build ## server CPU per handshake vs stock crypto/tls, throughput, the ga
 		status=$$(cat $(OUT)/.bench-micro.status); rm -f $(OUT)/.bench-micro.status; \
 		[ $$status -eq 0 ] && echo "bench: wrote $(OUT)/bench.md, $(OUT)/bench.svg, $(OUT)/bench-gateway.svg and $(OUT)/bench-micro.txt"; exit $$status
 
+# The containers run as you (REQ_MTLS_USER, see docker-compose.yml): the keys
+# that make gen-cert writes are yours, with mode 0600.
+DOCKER_COMPOSE = REQ_MTLS_USER=$$(id -u):$$(id -g) docker compose
+
 docker-build: ## build the server and client images
 	docker compose --profile client build
 
-docker-start-test-server: ## the server in Docker, on localhost:8775
-	docker compose up server
+docker-start-test-server: ## the server in Docker, on localhost:8775, with the testdata/certs certificates
+	@test -f testdata/certs/server.crt || { echo "no certificates in testdata/certs: run 'make gen-cert' first" >&2; exit 1; }
+	$(DOCKER_COMPOSE) up server
 
 docker-client-request-local: ## flag 80 from the client container to the server container
-	docker compose run --rm client -cert /testdata/certs/client.crt -key /testdata/certs/client.key \
+	@test -f testdata/certs/client.crt || { echo "no certificates in testdata/certs: run 'make gen-cert' first" >&2; exit 1; }
+	$(DOCKER_COMPOSE) run --rm --no-deps client -cert /testdata/certs/client.crt -key /testdata/certs/client.key \
 		-server-cacert /testdata/certs/rootCA.crt -tlsflags 80 --connect https://localhost:8775/debug
 
-docker-client-request: ## flag 80 from the client container to the public demo
-	docker compose run --rm client -cert /testdata/certs/client.crt -key /testdata/certs/client.key \
+docker-client-request: build ## flag 80 from the client container to the public demo (client certificate in testdata/demo, made when missing)
+	@test -f $(DEMO_DIR)/client.crt || $(BIN)/gencert -ca-key $(DEMO_KEY) -client-only -force -dir $(DEMO_DIR)
+	$(DOCKER_COMPOSE) run --rm --no-deps client -cert /testdata/demo/client.crt -key /testdata/demo/client.key \
 		-tlsflags 80 --connect $(DEMO_URL)
+
+docker-test: ## build the images and run the compose services for real, with Podman (as root; CI runs it)
+	./scripts/docker-test.sh
