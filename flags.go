@@ -2,6 +2,7 @@ package reqmtls
 
 import (
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
+	"github.com/req-mtls/req-mtls/internal/version"
 )
 
 // FlagRequestMTLS is the request-mTLS flag, 80 (an experimental value of
@@ -64,3 +65,9 @@ func (f Flags) MarshalJSON() ([]byte, error) { return f.s.MarshalJSON() }
 // ExtensionData returns the extension_data of a tls_flags extension that
 // carries the set, minimally encoded. The empty set has no encoding.
 func (f Flags) ExtensionData() ([]byte, error) { return f.s.ExtensionData() }
+
+// Version returns a one-line description of the running binary's build for
+// a program's -version flag: the module version, the VCS revision and
+// whether the tree was modified, and the Go version, as the go command
+// recorded them ("client v1.2.0 go1.26.0").
+func Version(program string) string { return version.String(program) }

@@ -25,7 +25,6 @@ import (
 	"unicode/utf8"
 
 	reqmtls "github.com/req-mtls/req-mtls"
-	"github.com/req-mtls/req-mtls/internal/version"
 )
 
 const usage = `usage: client [options]
@@ -233,7 +232,7 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		return c.misuse("unexpected argument %q (the URL goes after -connect)", fs.Arg(0))
 	}
 	if *showVer {
-		fmt.Fprintln(c.stdout, version.String("client"))
+		fmt.Fprintln(c.stdout, reqmtls.Version("client"))
 		return 0
 	}
 	cfg := reqmtls.ClientConfig{Timeout: *timeout, DisableResumption: !*resume, CertFile: *certFile, KeyFile: *keyFile, Warn: c.warnf,

@@ -22,7 +22,6 @@ import (
 	"time"
 
 	reqmtls "github.com/req-mtls/req-mtls"
-	"github.com/req-mtls/req-mtls/internal/version"
 )
 
 const usage = `usage: server -cert FILE -key FILE [-client-cacert FILE] [options]
@@ -162,7 +161,7 @@ func run(args []string, stderr io.Writer) int {
 		return misuse("unexpected argument %q", fs.Arg(0))
 	}
 	if *showVer {
-		fmt.Fprintln(os.Stdout, version.String("server"))
+		fmt.Fprintln(os.Stdout, reqmtls.Version("server"))
 		return 0
 	}
 	switch {
