@@ -462,22 +462,33 @@ func (c *AlertConn) AlertOr(err error, h2 *http2.ClientConn) error {
 	if _, ok := remoteAlert(err); ok {
 		return err
 	}
+	recorded := func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if _, ok := remoteAlert(c.readErr); ok {
+			return c.readErr
+		}
+		return nil
+	}
+	if rec := recorded(); rec != nil {
+		return rec
+	}
 	if h2 != nil && !h2.State().Closed {
 		if !connLost(err) {
 			return err
 		}
-		for deadline := time.Now().Add(time.Second); !h2.State().Closed && time.Now().Before(deadline); {
-			time.Sleep(5 * time.Millisecond)
+		// HTTP/2's read loop reads the alert, or closes the connection.
+		for deadline := time.Now().Add(time.Second); !h2.State().Closed && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if rec := recorded(); rec != nil {
+				return rec
+			}
+		}
+		if rec := recorded(); rec != nil {
+			return rec
 		}
 		if !h2.State().Closed {
 			return err
 		}
-	}
-	c.mu.Lock()
-	rec := c.readErr
-	c.mu.Unlock()
-	if _, ok := remoteAlert(rec); ok {
-		return rec
 	}
 	c.SetReadDeadline(time.Now().Add(time.Second))
 	_, rerr := c.Conn.Read(make([]byte, 1))
