@@ -3,12 +3,8 @@ package main
 import (
 	"context"
 	"crypto/x509"
-	"io"
-	"log/slog"
-	"net"
 	"net/url"
 	"testing"
-	"time"
 
 	reqmtls "github.com/req-mtls/req-mtls"
 	"github.com/req-mtls/req-mtls/internal/testpki"
@@ -16,17 +12,7 @@ import (
 
 func TestLoadStats(t *testing.T) {
 	p := testpki.New(t)
-	srv, err := reqmtls.NewServer(reqmtls.ServerConfig{CertFile: p.ServerCert, KeyFile: p.ServerKey, ClientCAFile: p.RootCA,
-		Now: func() time.Time { return testpki.Now }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer srv.Shutdown(context.Background())
+	addr := startServer(t, p, reqmtls.PolicyRequest)
 	pool := x509.NewCertPool()
 	pool.AddCert(p.CA.Cert)
 	d, err := reqmtls.NewDialer(reqmtls.ClientConfig{Flags: reqmtls.RequestMTLSFlags, RootCAs: pool,
@@ -34,7 +20,7 @@ func TestLoadStats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &url.URL{Scheme: "https", Host: ln.Addr().String(), Path: "/debug"}
+	u := &url.URL{Scheme: "https", Host: addr, Path: "/debug"}
 	st := Run(context.Background(), d, &Request{URL: u, Method: "GET"}, Load{N: 20, Concurrency: 2, MaxBody: 1 << 20})
 	if st.Requests != 20 || st.OK != 20 || st.Errors != 0 || st.Connections != 20 || st.Resumed < 17 || st.Status[200] != 20 || st.CertsSent < 1 {
 		t.Errorf("stats %+v", st)
