@@ -108,10 +108,6 @@ func (a *Authenticator) Policy() Policy { return a.cfg.Policy }
 // Now returns the time by the Authenticator's clock.
 func (a *Authenticator) Now() time.Time { return a.cfg.Now() }
 
-// Certificate returns the server certificate loaded from CertFile, or nil
-// when the base configs provide it.
-func (a *Authenticator) Certificate() *tls.Certificate { return a.state.Load().cert }
-
 // Certificates returns the server certificate's leaf (nil without
 // CertFile) and the roots of each trust store in force, by store name
 // ("client", "bot").
@@ -158,7 +154,7 @@ func (l *listener) Accept() (net.Conn, error) {
 // ValidatesNow reports whether a decision's certificate would validate
 // against the trust stores in force now.
 func (a *Authenticator) ValidatesNow(d *Decision) bool {
-	return len(d.Chain) > 0 && ValidateClientCert(d.Chain, a.state.Load().storeFor(d.Flagged).roots(), a.cfg.Now()) == nil
+	return len(d.Chain) > 0 && a.verified.validate(d.Chain, a.state.Load().storeFor(d.Flagged), a.cfg.Now()) == nil
 }
 
 // TLSConfig returns a server config built on base (nil for none), whose
@@ -411,12 +407,6 @@ func (a *Authenticator) Reload(trigger string) error {
 	return a.reload(trigger, true)
 }
 
-// ReloadChanged loads the parts whose files changed since they were last
-// loaded or tried.
-func (a *Authenticator) ReloadChanged(trigger string) error {
-	return a.reload(trigger, false)
-}
-
 // reload loads the parts whose files changed since they were last loaded
 // or tried (all of them with force), publishes a new state if any part
 // took, and closes connections that the new trust stores no longer accept.
@@ -479,7 +469,7 @@ func (a *Authenticator) recheck(st *state) {
 		if d == nil || len(d.Chain) == 0 {
 			continue
 		}
-		if err := ValidateClientCert(d.Chain, st.storeFor(d.Flagged).roots(), now); err != nil {
+		if err := a.verified.validate(d.Chain, st.storeFor(d.Flagged), now); err != nil {
 			a.log.Warn("closing connection: its client certificate no longer validates",
 				"remote", c.RemoteAddr().String(), "cert", CertName(d.Chain[0]), "err", err)
 			c.Close()

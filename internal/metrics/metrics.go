@@ -8,6 +8,7 @@ package metrics
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"io"
@@ -128,7 +129,7 @@ func (m *Metrics) HandshakeFailed(err error) {
 // FailureReason names why a handshake failed, from a fixed set.
 func FailureReason(err error) string {
 	var fe *clienthello.FlagsError
-	var re interface{ RecordHeader() [5]byte }
+	var re tls.RecordHeaderError
 	var ne net.Error
 	msg := err.Error()
 	switch {
