@@ -39,6 +39,9 @@ type ClientConfig struct {
 	CertFile, KeyFile string
 	// RootCAs verifies servers; nil means the system roots.
 	RootCAs *x509.CertPool
+	// Time is the clock servers' certificates are checked against
+	// (default time.Now), as tls.Config's Time.
+	Time func() time.Time
 	// ServerName, when set, is sent as SNI and verified in the server's
 	// certificate instead of the URL's host; the Host header stays the
 	// URL's.
@@ -76,6 +79,7 @@ func (c ClientConfig) internal() client.Config {
 		Codepoint: c.Codepoint,
 		CertFile:  c.CertFile, KeyFile: c.KeyFile,
 		RootCAs:    c.RootCAs,
+		Time:       c.Time,
 		ServerName: c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify, Resolve: c.Resolve,
 		Timeout: c.Timeout,
 		Resume:  !c.DisableResumption,

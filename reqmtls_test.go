@@ -34,7 +34,7 @@ func userServer(t *testing.T, p *testpki.PKI, cfg ServerConfig, base *tls.Config
 		t.Fatal(err)
 	}
 	if base == nil {
-		base = &tls.Config{}
+		base = &tls.Config{Time: testpki.Clock}
 	}
 	base.Certificates = []tls.Certificate{cert}
 	srv := &http.Server{
@@ -77,7 +77,7 @@ func TestNetHTTPServerAndTransport(t *testing.T) {
 	u := userServer(t, p, ServerConfig{Policy: PolicyVerify, ClientCAFile: p.RootCA}, nil)
 	var mu sync.Mutex
 	var handshakes []Handshake
-	flagged, err := NewTransport(ClientConfig{Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1],
+	flagged, err := NewTransport(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1],
 		RootCAs: roots(p), OnHandshake: func(addr string, h Handshake) {
 			mu.Lock()
 			handshakes = append(handshakes, h)
@@ -106,7 +106,7 @@ func TestNetHTTPServerAndTransport(t *testing.T) {
 		t.Fatalf("resumed: %q, %v", body, err)
 	}
 
-	plain, err := NewTransport(ClientConfig{RootCAs: roots(p)})
+	plain, err := NewTransport(ClientConfig{Time: testpki.Clock, RootCAs: roots(p)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,9 +120,9 @@ func TestNetHTTPServerAndTransport(t *testing.T) {
 // kept alive in the HTTP/1.1 pool.
 func TestTransportHTTP1(t *testing.T) {
 	p := testpki.New(t)
-	u := userServer(t, p, ServerConfig{ClientCAFile: p.RootCA}, &tls.Config{NextProtos: []string{"http/1.1"}})
+	u := userServer(t, p, ServerConfig{ClientCAFile: p.RootCA}, &tls.Config{Time: testpki.Clock, NextProtos: []string{"http/1.1"}})
 	n := 0
-	tr, err := NewTransport(ClientConfig{Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1],
+	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1],
 		RootCAs: roots(p), OnHandshake: func(string, Handshake) { n++ }})
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +148,7 @@ func TestTransportErrorsNameTheAlert(t *testing.T) {
 		{"", "certificate_required"},
 		{"other-ca", "bad_certificate"},
 	} {
-		cfg := ClientConfig{Flags: RequestMTLSFlags, RootCAs: roots(p)}
+		cfg := ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, RootCAs: roots(p)}
 		if tc.cert != "" {
 			cfg.CertFile, cfg.KeyFile = p.Clients[tc.cert][0], p.Clients[tc.cert][1]
 		}
@@ -170,7 +170,7 @@ func TestComposesWithBase(t *testing.T) {
 	p := testpki.New(t)
 	var verified, custom int
 	var mu sync.Mutex
-	base := &tls.Config{
+	base := &tls.Config{Time: testpki.Clock,
 		CurvePreferences: []tls.CurveID{tls.CurveP256},
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			mu.Lock()
@@ -184,10 +184,10 @@ func TestComposesWithBase(t *testing.T) {
 		mu.Lock()
 		custom++
 		mu.Unlock()
-		return &tls.Config{Certificates: []tls.Certificate{cert}, CurvePreferences: []tls.CurveID{tls.CurveP256}, VerifyConnection: base.VerifyConnection}, nil
+		return &tls.Config{Time: testpki.Clock, Certificates: []tls.Certificate{cert}, CurvePreferences: []tls.CurveID{tls.CurveP256}, VerifyConnection: base.VerifyConnection}, nil
 	}
 	u := userServer(t, p, ServerConfig{Policy: PolicyRequire, ClientCAFile: p.RootCA}, base)
-	d, err := NewDialer(ClientConfig{Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1], RootCAs: roots(p)})
+	d, err := NewDialer(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1], RootCAs: roots(p)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ func revStart(t *testing.T, p *testpki.PKI, cfg ServerConfig, base *tls.Config, 
 	}
 	cert, _ := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
 	if base == nil {
-		base = &tls.Config{}
+		base = &tls.Config{Time: testpki.Clock}
 	}
 	base.Certificates = []tls.Certificate{cert}
 	s := &revServer{calls: map[string]int{}, addrs: map[string]bool{}}
@@ -73,7 +73,7 @@ func revStart(t *testing.T, p *testpki.PKI, cfg ServerConfig, base *tls.Config, 
 }
 
 func revTransport(t *testing.T, p *testpki.PKI) *Transport {
-	tr, err := NewTransport(ClientConfig{Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1], RootCAs: roots(p)})
+	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1], RootCAs: roots(p)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestNoCertificateSaysWhere(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	go srv.ServeTLS(a.Listener(ln), p.ServerCert, p.ServerKey)
 	defer srv.Close()
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots(p)}}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{Time: testpki.Clock, RootCAs: roots(p)}}
 	if _, err := revDo(&http.Client{Transport: tr}, context.Background(), "GET", "https://"+ln.Addr().String()+"/", nil); err == nil {
 		t.Fatal("handshake succeeded without a certificate in the config")
 	}
@@ -192,8 +192,8 @@ func TestNoCertificateSaysWhere(t *testing.T) {
 func TestAlertNamedOverHTTP1(t *testing.T) {
 	p := testpki.New(t)
 	for _, protos := range [][]string{{"h2", "http/1.1"}, {"http/1.1"}} {
-		s := revStart(t, p, ServerConfig{Policy: PolicyRequire, ClientCAFile: p.RootCA}, &tls.Config{NextProtos: protos}, nil)
-		tr, _ := NewTransport(ClientConfig{Flags: RequestMTLSFlags, CertFile: p.Clients["other-ca"][0], KeyFile: p.Clients["other-ca"][1], RootCAs: roots(p)})
+		s := revStart(t, p, ServerConfig{Policy: PolicyRequire, ClientCAFile: p.RootCA}, &tls.Config{Time: testpki.Clock, NextProtos: protos}, nil)
+		tr, _ := NewTransport(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, CertFile: p.Clients["other-ca"][0], KeyFile: p.Clients["other-ca"][1], RootCAs: roots(p)})
 		_, err := revDo(&http.Client{Transport: tr}, context.Background(), "GET", s.url+"/", nil)
 		var e *Error
 		if !errors.As(err, &e) || e.Alert != "bad_certificate" {
@@ -207,7 +207,7 @@ func TestAlertNamedOverHTTP1(t *testing.T) {
 func TestClientConnIdleTimeout(t *testing.T) {
 	p := testpki.New(t)
 	s := revStart(t, p, ServerConfig{ClientCAFile: p.RootCA}, nil, nil)
-	d, _ := NewDialer(ClientConfig{RootCAs: roots(p), IdleTimeout: 10 * time.Second})
+	d, _ := NewDialer(ClientConfig{Time: testpki.Clock, RootCAs: roots(p), IdleTimeout: 10 * time.Second})
 	req, _ := http.NewRequest("GET", s.url+"/", nil)
 	cc, err := d.Dial(context.Background(), req.URL)
 	if err != nil {

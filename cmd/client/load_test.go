@@ -15,7 +15,7 @@ func TestLoadStats(t *testing.T) {
 	addr := startServer(t, p, reqmtls.PolicyRequest)
 	pool := x509.NewCertPool()
 	pool.AddCert(p.CA.Cert)
-	d, err := reqmtls.NewDialer(reqmtls.ClientConfig{Flags: reqmtls.RequestMTLSFlags, RootCAs: pool,
+	d, err := reqmtls.NewDialer(reqmtls.ClientConfig{Time: testpki.Clock, Flags: reqmtls.RequestMTLSFlags, RootCAs: pool,
 		CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1]})
 	if err != nil {
 		t.Fatal(err)

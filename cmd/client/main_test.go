@@ -26,7 +26,7 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 func startServer(t *testing.T, p *testpki.PKI, policy reqmtls.Policy) string {
 	t.Helper()
 	srv, err := reqmtls.NewServer(reqmtls.ServerConfig{CertFile: p.ServerCert, KeyFile: p.ServerKey, ClientCAFile: p.RootCA, Policy: policy,
-		Now: func() time.Time { return testpki.Now }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Now: time.Now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ type jsonFailure struct {
 // person still reads it on stderr; a certificate required without -cert
 // says to pass one.
 func TestJSONFailure(t *testing.T) {
-	p := testpki.New(t)
+	p := testpki.NewAt(t, time.Now()) // the CLI checks the wall clock
 	addr := startServer(t, p, reqmtls.PolicyRequire)
 	code, stdout, stderr := runCLI(t, "-json", "-tlsflags", "80", "-server-cacert", p.RootCA, "-connect", "https://"+addr+"/debug")
 	var f jsonFailure
@@ -106,7 +106,7 @@ func TestStalledHandshake(t *testing.T) {
 
 // TestHeaders: -i prints the status line and the headers before the body.
 func TestHeaders(t *testing.T) {
-	p := testpki.New(t)
+	p := testpki.NewAt(t, time.Now()) // the CLI checks the wall clock
 	addr := startServer(t, p, reqmtls.PolicyRequest)
 	code, stdout, stderr := runCLI(t, "-i", "-server-cacert", p.RootCA, "-connect", "https://"+addr+"/debug")
 	head, body, ok := strings.Cut(stdout, "\n\n")
@@ -174,7 +174,7 @@ func TestParseResolve(t *testing.T) {
 // no resolver knows, -servername picks the name verified, -k warns, and -v
 // shows the server's certificate.
 func TestResolveServerNameInsecureCLI(t *testing.T) {
-	p := testpki.New(t)
+	p := testpki.NewAt(t, time.Now()) // the CLI checks the wall clock
 	addr := startServer(t, p, reqmtls.PolicyRequest)
 	_, port, _ := net.SplitHostPort(addr)
 	url := "https://bot.invalid:" + port + "/debug"

@@ -27,7 +27,7 @@ func TestCloseDuringHandshake(t *testing.T) {
 		t.Fatal(err)
 	}
 	cert, _ := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
-	cfg := a.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})
+	cfg := a.TLSConfig(&tls.Config{Time: testpki.Clock, Certificates: []tls.Certificate{cert}})
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	defer ln.Close()
 	go func() {
@@ -37,7 +37,7 @@ func TestCloseDuringHandshake(t *testing.T) {
 		}
 		pool := x509.NewCertPool()
 		pool.AddCert(p.CA.Cert)
-		tls.Client(blockReads{c}, &tls.Config{RootCAs: pool, ServerName: "localhost"}).Handshake()
+		tls.Client(blockReads{c}, &tls.Config{Time: testpki.Clock, RootCAs: pool, ServerName: "localhost"}).Handshake()
 	}()
 	raw, err := ln.Accept()
 	if err != nil {
@@ -104,7 +104,7 @@ func TestMinVersionKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ base, want uint16 }{{0, tls.VersionTLS12}, {tls.VersionTLS11, tls.VersionTLS11}, {tls.VersionTLS13, tls.VersionTLS13}} {
-		b := &binding{a: a, base: &tls.Config{MinVersion: tc.base}, keys: &tls.Config{}}
+		b := &binding{a: a, base: &tls.Config{Time: testpki.Clock, MinVersion: tc.base}, keys: &tls.Config{Time: testpki.Clock}}
 		if got := b.forConn(nil).MinVersion; got != tc.want {
 			t.Errorf("base MinVersion %x: %x, want %x", tc.base, got, tc.want)
 		}

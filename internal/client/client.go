@@ -44,6 +44,9 @@ type Config struct {
 	CertFile, KeyFile string
 	// RootCAs verifies the server; nil means the system roots.
 	RootCAs *x509.CertPool
+	// Time is the clock the server's certificate is checked against
+	// (default time.Now).
+	Time func() time.Time
 	// ServerName, when set, is sent as SNI and verified in the server's
 	// certificate instead of the URL's host (the Host header stays the
 	// URL's).
@@ -256,6 +259,7 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*AlertCo
 	var mu sync.Mutex // GetClientCertificate runs on the handshake goroutine
 	ucfg := &utls.Config{
 		RootCAs:            c.cfg.RootCAs,
+		Time:               c.cfg.Time,
 		InsecureSkipVerify: c.cfg.InsecureSkipVerify,
 		ServerName:         serverName,
 		NextProtos:         []string{"h2", "http/1.1"},

@@ -79,7 +79,7 @@ func TestFlagsOnTheWire(t *testing.T) {
 			if tc.list != "" {
 				flags, _ = tlsflags.ParseList(tc.list)
 			}
-			cl, err := New(Config{Flags: flags, Codepoint: tc.codepoint, RootCAs: rootPool(p), Timeout: 2 * time.Second})
+			cl, err := New(Config{Time: testpki.Clock, Flags: flags, Codepoint: tc.codepoint, RootCAs: rootPool(p), Timeout: 2 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -130,7 +130,7 @@ func plainServer(t *testing.T, p *testpki.PKI, auth tls.ClientAuthType, h1 bool)
 		t.Fatal(err)
 	}
 	states := make(chan tls.ConnectionState, 16)
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: auth, ClientCAs: rootPool(p)}
+	cfg := &tls.Config{Time: testpki.Clock, Certificates: []tls.Certificate{cert}, ClientAuth: auth, ClientCAs: rootPool(p)}
 	srv := &http.Server{ErrorLog: log.New(io.Discard, "", 0), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		states <- *r.TLS
 		fmt.Fprintf(w, "%s certs=%d", r.Proto, len(r.TLS.PeerCertificates))
@@ -185,7 +185,7 @@ func TestCertificateOnlyWhenAsked(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u, states := plainServer(t, p, tc.auth, tc.h1)
-			cl, err := New(Config{Flags: tlsflags.Must(80), RootCAs: rootPool(p), TLS12Only: tc.tls12,
+			cl, err := New(Config{Time: testpki.Clock, Flags: tlsflags.Must(80), RootCAs: rootPool(p), TLS12Only: tc.tls12,
 				CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1]})
 			if err != nil {
 				t.Fatal(err)
@@ -217,7 +217,7 @@ func TestSendsWhenIssuerNotListed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert, ClientCAs: otherRoots})
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Time: testpki.Clock, Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert, ClientCAs: otherRoots})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func TestSendsWhenIssuerNotListed(t *testing.T) {
 	})}
 	go srv.Serve(ln)
 	defer srv.Close()
-	cl, _ := New(Config{Flags: tlsflags.Must(80), RootCAs: rootPool(p), CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1]})
+	cl, _ := New(Config{Time: testpki.Clock, Flags: tlsflags.Must(80), RootCAs: rootPool(p), CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1]})
 	hs, _, body, err := get(t, cl, "https://"+ln.Addr().String()+"/")
 	if err != nil {
 		t.Fatal(err)
@@ -250,7 +250,7 @@ func TestResumeAndRotation(t *testing.T) {
 	cp(p.Clients["valid"][0], certFile)
 	cp(p.Clients["valid"][1], keyFile)
 	var warnings []string
-	cl, err := New(Config{Flags: tlsflags.Must(80), RootCAs: rootPool(p), Resume: true, CertFile: certFile, KeyFile: keyFile,
+	cl, err := New(Config{Time: testpki.Clock, Flags: tlsflags.Must(80), RootCAs: rootPool(p), Resume: true, CertFile: certFile, KeyFile: keyFile,
 		Warn: func(f string, a ...any) { warnings = append(warnings, fmt.Sprintf(f, a...)) }})
 	if err != nil {
 		t.Fatal(err)
@@ -297,7 +297,7 @@ func TestErrors(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
 	ln.Close()
-	cl, _ := New(Config{RootCAs: rootPool(p), Timeout: 2 * time.Second})
+	cl, _ := New(Config{Time: testpki.Clock, RootCAs: rootPool(p), Timeout: 2 * time.Second})
 	_, _, _, err := get(t, cl, "https://"+addr+"/")
 	if !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("refused: %v", err)
@@ -315,7 +315,7 @@ func TestErrors(t *testing.T) {
 			defer c.Close()
 		}
 	}()
-	cl, _ = New(Config{RootCAs: rootPool(p), Timeout: 200 * time.Millisecond})
+	cl, _ = New(Config{Time: testpki.Clock, RootCAs: rootPool(p), Timeout: 200 * time.Millisecond})
 	_, _, _, err = get(t, cl, "https://"+silent.Addr().String()+"/")
 	var e *Error
 	// The connection was made: the handshake is what stalled.
@@ -325,7 +325,7 @@ func TestErrors(t *testing.T) {
 
 	// Unknown server CA: the system roots do not know the test root.
 	u, _ := plainServer(t, p, tls.NoClientCert, false)
-	cl, _ = New(Config{RootCAs: x509.NewCertPool()})
+	cl, _ = New(Config{Time: testpki.Clock, RootCAs: x509.NewCertPool()})
 	_, _, _, err = get(t, cl, u)
 	if !errors.As(err, &e) || !strings.Contains(e.Msg, "not trusted") || !strings.Contains(e.Hint, "-server-cacert") {
 		t.Errorf("unknown CA: %v", err)
@@ -344,13 +344,13 @@ func TestErrors(t *testing.T) {
 	go srv.Serve(sln)
 	defer srv.Shutdown(context.Background())
 	su := "https://" + sln.Addr().String() + "/debug"
-	cl, _ = New(Config{Flags: tlsflags.Must(80), RootCAs: rootPool(p)})
+	cl, _ = New(Config{Time: testpki.Clock, Flags: tlsflags.Must(80), RootCAs: rootPool(p)})
 	_, _, _, err = get(t, cl, su)
 	if !errors.As(err, &e) || e.Msg != "server requires a client certificate and none was sent: certificate_required" ||
 		e.Alert != "certificate_required" || e.Hint != "pass one with -cert and -key, issued by a CA the server trusts" {
 		t.Errorf("certificate required: %v (%+v)", err, e)
 	}
-	cl, _ = New(Config{Flags: tlsflags.Must(80), RootCAs: rootPool(p), CertFile: p.Clients["other-ca"][0], KeyFile: p.Clients["other-ca"][1]})
+	cl, _ = New(Config{Time: testpki.Clock, Flags: tlsflags.Must(80), RootCAs: rootPool(p), CertFile: p.Clients["other-ca"][0], KeyFile: p.Clients["other-ca"][1]})
 	_, _, _, err = get(t, cl, su)
 	if err == nil || err.Error() != "server rejected the client certificate: bad_certificate" {
 		t.Errorf("other CA: %v", err)
@@ -367,15 +367,15 @@ func TestErrors(t *testing.T) {
 		!strings.Contains(err.(*Error).Hint, "check the host name") {
 		t.Errorf("dns: %v", err)
 	}
-	if _, err := New(Config{Resolve: map[string]string{"no-port": "127.0.0.1:1"}}); err == nil {
+	if _, err := New(Config{Time: testpki.Clock, Resolve: map[string]string{"no-port": "127.0.0.1:1"}}); err == nil {
 		t.Error("Resolve key without a port accepted")
 	}
 
 	// Only one of -cert/-key, and unreadable files.
-	if _, err := New(Config{CertFile: p.Clients["valid"][0]}); err == nil {
+	if _, err := New(Config{Time: testpki.Clock, CertFile: p.Clients["valid"][0]}); err == nil {
 		t.Error("cert without key accepted")
 	}
-	if _, err := New(Config{CertFile: p.Clients["valid"][0], KeyFile: p.Clients["other-ca"][1]}); err == nil || !strings.Contains(err.Error(), "load client certificate") {
+	if _, err := New(Config{Time: testpki.Clock, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["other-ca"][1]}); err == nil || !strings.Contains(err.Error(), "load client certificate") {
 		t.Errorf("mismatched pair: %v", err)
 	}
 }
@@ -408,7 +408,7 @@ func TestResolveServerNameInsecure(t *testing.T) {
 	}
 	srv := &http.Server{ErrorLog: log.New(io.Discard, "", 0), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "sni=%s host=%s", r.TLS.ServerName, r.Host)
-	}), TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}}
+	}), TLSConfig: &tls.Config{Time: testpki.Clock, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}}
 	go srv.ServeTLS(ln, "", "")
 	defer srv.Close()
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
@@ -420,17 +420,17 @@ func TestResolveServerNameInsecure(t *testing.T) {
 		url  string
 		body string // or the error
 	}{
-		{"Resolve", Config{Resolve: resolve, RootCAs: rootPool(p)}, "https://LOCALHOST:" + port + "/",
+		{"Resolve", Config{Time: testpki.Clock, Resolve: resolve, RootCAs: rootPool(p)}, "https://LOCALHOST:" + port + "/",
 			"sni=LOCALHOST host=LOCALHOST:" + port},
-		{"ResolveAndServerName", Config{Resolve: resolve, ServerName: "localhost", RootCAs: rootPool(p)}, "https://bot.test:" + port + "/",
+		{"ResolveAndServerName", Config{Time: testpki.Clock, Resolve: resolve, ServerName: "localhost", RootCAs: rootPool(p)}, "https://bot.test:" + port + "/",
 			"sni=localhost host=bot.test:" + port},
-		{"ResolveWrongName", Config{Resolve: resolve, RootCAs: rootPool(p)}, "https://bot.test:" + port + "/",
+		{"ResolveWrongName", Config{Time: testpki.Clock, Resolve: resolve, RootCAs: rootPool(p)}, "https://bot.test:" + port + "/",
 			"error: server certificate does not match the host: x509: certificate is valid for localhost, not bot.test"},
-		{"ServerNameMismatch", Config{ServerName: "bot.test", RootCAs: rootPool(p)}, "https://" + ln.Addr().String() + "/",
+		{"ServerNameMismatch", Config{Time: testpki.Clock, ServerName: "bot.test", RootCAs: rootPool(p)}, "https://" + ln.Addr().String() + "/",
 			"error: server certificate does not match the host: x509: certificate is valid for localhost, not bot.test"},
-		{"UnknownRoot", Config{ServerName: "localhost", RootCAs: x509.NewCertPool()}, "https://" + ln.Addr().String() + "/",
+		{"UnknownRoot", Config{Time: testpki.Clock, ServerName: "localhost", RootCAs: x509.NewCertPool()}, "https://" + ln.Addr().String() + "/",
 			"error: server certificate is not trusted: signed by an unknown authority"},
-		{"Insecure", Config{ServerName: "bot.test", RootCAs: x509.NewCertPool(), InsecureSkipVerify: true}, "https://" + ln.Addr().String() + "/",
+		{"Insecure", Config{Time: testpki.Clock, ServerName: "bot.test", RootCAs: x509.NewCertPool(), InsecureSkipVerify: true}, "https://" + ln.Addr().String() + "/",
 			"sni=bot.test host=" + ln.Addr().String()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

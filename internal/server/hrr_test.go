@@ -22,7 +22,7 @@ import (
 func TestHelloRetryKeepsFlags(t *testing.T) {
 	p := testpki.New(t)
 	s, err := New(Config{Files: Files{Cert: p.ServerCert, Key: p.ServerKey, ClientCA: p.RootCA}, Now: func() time.Time { return testpki.Now },
-		TLS: &tls.Config{CurvePreferences: []tls.CurveID{tls.CurveP256}}})
+		TLS: &tls.Config{Time: testpki.Clock, CurvePreferences: []tls.CurveID{tls.CurveP256}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestHelloRetryKeepsFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer raw.Close()
-	uc := utls.UClient(raw, &utls.Config{RootCAs: pool, ServerName: "127.0.0.1",
+	uc := utls.UClient(raw, &utls.Config{Time: testpki.Clock, RootCAs: pool, ServerName: "127.0.0.1",
 		GetClientCertificate: func(*utls.CertificateRequestInfo) (*utls.Certificate, error) {
 			return &utls.Certificate{Certificate: cert.Certificate, PrivateKey: cert.PrivateKey}, nil
 		}}, utls.HelloCustom)

@@ -147,7 +147,7 @@ func TestLogs(t *testing.T) {
 	u := *ts.url
 	u.Host = ln.Addr().String()
 	js.url = &u
-	if o := fetch(t, js, p, client.Config{Flags: withCert(p, "", 80).Flags}, "/debug"); o.err == nil {
+	if o := fetch(t, js, p, client.Config{Time: testpki.Clock, Flags: withCert(p, "", 80).Flags}, "/debug"); o.err == nil {
 		t.Fatal("flagged client without a certificate served under require")
 	}
 	waitFor(t, "the failure line", func() bool { return strings.Contains(logs.String(), `"msg":"tls handshake failed"`) })

@@ -43,7 +43,7 @@ func proxiedDebug(t *testing.T, ts *testServer, p *testpki.PKI, header []byte) (
 		t.Fatal(err)
 	}
 	tc, err := tlsclient.Hello{Flags: tlsflags.Must(80), NextProtos: []string{"http/1.1"}}.Client(raw,
-		&utls.Config{RootCAs: pool, ServerName: "127.0.0.1", Certificates: []utls.Certificate{cert}})
+		&utls.Config{Time: testpki.Clock, RootCAs: pool, ServerName: "127.0.0.1", Certificates: []utls.Certificate{cert}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -91,7 +91,7 @@ func fetch(t *testing.T, ts *testServer, p *testpki.PKI, cfg client.Config, path
 }
 
 func withCert(p *testpki.PKI, name string, flags ...int) client.Config {
-	cfg := client.Config{Flags: tlsflags.Must(flags...)}
+	cfg := client.Config{Time: testpki.Clock, Flags: tlsflags.Must(flags...)}
 	if name != "" {
 		cfg.CertFile, cfg.KeyFile = p.Clients[name][0], p.Clients[name][1]
 	}
@@ -137,7 +137,7 @@ func TestGoldenDebug(t *testing.T) {
 			"Client sent TLS Flags: [8 12 170]\nMutually supported TLS Flags: []\nClient cert requested: false\nPeer certificate received: false\n"},
 		{"OtherFlagsAnd80", withCert(p, "valid", 170, 80, 8),
 			"Client sent TLS Flags: [8 80 170]\nMutually supported TLS Flags: [80]\nClient cert requested: true\nPeer certificate received: true\nCert received: client.example\nCert validated: true\n"},
-		{"BoringSSLCodepoint", client.Config{Flags: tlsflags.Must(80), Codepoint: 62, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1]},
+		{"BoringSSLCodepoint", client.Config{Time: testpki.Clock, Flags: tlsflags.Must(80), Codepoint: 62, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1]},
 			"Client sent TLS Flags: [80]\nMutually supported TLS Flags: [80]\nClient cert requested: true\nPeer certificate received: true\nCert received: client.example\nCert validated: true\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -300,7 +300,7 @@ func TestDebugJSON(t *testing.T) {
 func TestIndexPage(t *testing.T) {
 	p := testpki.New(t)
 	ts := startServer(t, p, Config{})
-	o := fetch(t, ts, p, client.Config{}, "/")
+	o := fetch(t, ts, p, client.Config{Time: testpki.Clock}, "/")
 	if o.err != nil || o.status != 200 {
 		t.Fatalf("index: %v %d", o.err, o.status)
 	}
@@ -309,7 +309,7 @@ func TestIndexPage(t *testing.T) {
 			t.Errorf("index lacks %s", want)
 		}
 	}
-	if o := fetch(t, ts, p, client.Config{}, "/nothing"); o.status != 404 {
+	if o := fetch(t, ts, p, client.Config{Time: testpki.Clock}, "/nothing"); o.status != 404 {
 		t.Errorf("/nothing: status %d", o.status)
 	}
 }

@@ -2,10 +2,19 @@
 // second CA, and client certificates valid and broken in every way that
 // matters to request mTLS, written as PEM files into a test's directory.
 //
-// Client certificates are valid over a fixed window around Now, so tests
-// run the server with a frozen clock and never depend on the wall clock.
-// The server certificate is valid for years around the real time, since
-// clients check it against their own clock.
+// Every certificate is made relative to Now, the moment the test binary
+// started: client certificates are valid from a month before it to six
+// months after (the expired and not-yet-valid ones a day either side), the
+// CAs and the server certificate from a year before to five years after.
+// So the fixtures are good on any date. Tests that freeze the clock give
+// the same Now to both sides of a handshake (the server's Now, the
+// client's Time).
+//
+// REQ_MTLS_TEST_YEARS=N moves Now N years ahead of the wall clock, to show
+// that the suite holds whatever the date: every in-process handshake then
+// runs on that injected clock on both sides. Tests whose peers read the
+// wall clock (other programs, stock crypto/tls clients without a clock)
+// make their fixtures with NewAt(t, time.Now()).
 package testpki
 
 import (
@@ -14,21 +23,44 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/req-mtls/req-mtls/internal/certs"
 )
 
-// Now is the frozen time at which client certificates are checked.
-var Now = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+// Now is the frozen time around which certificates are made and checked:
+// the moment the test binary started, moved by REQ_MTLS_TEST_YEARS.
+var Now = start()
+
+// Clock returns Now, for the Now and Time fields of configs.
+func Clock() time.Time { return Now }
+
+// Shifted reports whether REQ_MTLS_TEST_YEARS moved Now off the wall
+// clock.
+func Shifted() bool { return Now.Sub(time.Now()) > 24*time.Hour }
+
+func start() time.Time {
+	now := time.Now().Truncate(time.Second)
+	if v := os.Getenv("REQ_MTLS_TEST_YEARS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 100 {
+			panic(fmt.Sprintf("REQ_MTLS_TEST_YEARS=%q: want a whole number of years from 0 to 100", v))
+		}
+		now = now.AddDate(n, 0, 0)
+	}
+	return now
+}
 
 // PKI holds the file names of everything it made.
 type PKI struct {
 	Dir string
+	Now time.Time        // the moment its certificates are made around
 	CA  *certs.Authority // the client CA, also the server's issuer
 
 	RootCA, OtherCA, BotCA string // CA bundles
@@ -42,11 +74,18 @@ type PKI struct {
 	Clients map[string][2]string
 }
 
-// New makes a PKI in a new temporary directory of t.
+// New makes a PKI around Now in a new temporary directory of t.
 func New(t testing.TB) *PKI {
 	t.Helper()
-	p := &PKI{Dir: t.TempDir(), Clients: map[string][2]string{}}
-	long0, long1 := time.Now().AddDate(-1, 0, 0), time.Now().AddDate(5, 0, 0)
+	return NewAt(t, Now)
+}
+
+// NewAt makes a PKI around now: for tests whose peers read the wall clock,
+// NewAt(t, time.Now()).
+func NewAt(t testing.TB, now time.Time) *PKI {
+	t.Helper()
+	p := &PKI{Dir: t.TempDir(), Now: now, Clients: map[string][2]string{}}
+	long0, long1 := now.AddDate(-1, 0, 0), now.AddDate(5, 0, 0)
 	ca := newCA(t, "test client root", long0, long1)
 	other := newCA(t, "other root", long0, long1)
 	bot := newCA(t, "bot root", long0, long1)
@@ -60,7 +99,7 @@ func New(t testing.TB) *PKI {
 	p.ServerCert = p.writeCert(t, "server.crt", srv)
 	p.ServerKey = p.writeKey(t, "server.key", srvKey)
 
-	nb, na := Now.AddDate(0, -1, 0), Now.AddDate(0, 6, 0)
+	nb, na := now.AddDate(0, -1, 0), now.AddDate(0, 6, 0)
 	clientAuth := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	for name, spec := range map[string]struct {
 		ca   *certs.Authority
@@ -70,8 +109,8 @@ func New(t testing.TB) *PKI {
 		"other-ca":      {other, certs.Leaf{Hosts: []string{"client.example"}, ExtKeyUsage: clientAuth, NotBefore: nb, NotAfter: na}},
 		"bot":           {bot, certs.Leaf{Hosts: []string{"bot.example"}, ExtKeyUsage: clientAuth, NotBefore: nb, NotAfter: na}},
 		"no-san":        {ca, certs.Leaf{CommonName: "no-san", ExtKeyUsage: clientAuth, NotBefore: nb, NotAfter: na}},
-		"expired":       {ca, certs.Leaf{Hosts: []string{"expired.example"}, ExtKeyUsage: clientAuth, NotBefore: Now.AddDate(-1, 0, 0), NotAfter: Now.AddDate(0, 0, -1)}},
-		"not-yet-valid": {ca, certs.Leaf{Hosts: []string{"future.example"}, ExtKeyUsage: clientAuth, NotBefore: Now.AddDate(0, 0, 1), NotAfter: Now.AddDate(1, 0, 0)}},
+		"expired":       {ca, certs.Leaf{Hosts: []string{"expired.example"}, ExtKeyUsage: clientAuth, NotBefore: now.AddDate(-1, 0, 0), NotAfter: now.AddDate(0, 0, -1)}},
+		"not-yet-valid": {ca, certs.Leaf{Hosts: []string{"future.example"}, ExtKeyUsage: clientAuth, NotBefore: now.AddDate(0, 0, 1), NotAfter: now.AddDate(1, 0, 0)}},
 		"no-clientauth": {ca, certs.Leaf{Hosts: []string{"server-only.example"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, NotBefore: nb, NotAfter: na}},
 		"no-eku":        {ca, certs.Leaf{Hosts: []string{"no-eku.example"}, NotBefore: nb, NotAfter: na}},
 		"ca-as-leaf":    {ca, certs.Leaf{Hosts: []string{"ca.example"}, ExtKeyUsage: clientAuth, IsCA: true, NotBefore: nb, NotAfter: na}},
