@@ -180,6 +180,17 @@ func (a *Authenticator) WrapConn(c net.Conn) net.Conn { return a.a.WrapConn(c) }
 // keyFile arguments never reach the configs built here (pass "", ""), and
 // a handshake without a certificate fails with an error saying so. base
 // must not be modified afterwards, nor the config returned.
+//
+// A base that sets ClientAuth or ClientCAs is refused: every handshake
+// fails with an error saying so (and it is logged once), since client
+// authentication is the policy's, and building on such a base would drop
+// what it asked for. For classic mTLS use PolicyAlways with ClientCAFile.
+// A base capped below TLS 1.3 (MaxVersion) treats every client as
+// unflagged: the flag means nothing in TLS 1.2, where a certificate
+// travels in the clear. ACME's tls-alpn-01 (a client offering acme-tls/1
+// alone) is answered without client authentication only when base's
+// NextProtos list acme-tls/1, as autocert's configs do; elsewhere such a
+// client is under the policy like any other.
 func (a *Authenticator) TLSConfig(base *tls.Config) *tls.Config { return a.a.TLSConfig(base) }
 
 // Reload loads every file again. A file that fails keeps its part's last
@@ -353,7 +364,7 @@ type GatewayConfig struct {
 // sent, in any spelling (Client_Cert too), is removed:
 //
 //	Client-Cert              RFC 9440: the leaf, only when it validated
-//	Client-Cert-Chain        RFC 9440: the intermediates sent, likewise
+//	Client-Cert-Chain        RFC 9440: the verified path's intermediates, likewise
 //	Req-Mtls-Flags           the TLS flags sent: 80, or 8, 80, 170
 //	Req-Mtls-Cert-Requested  ?1 or ?0: a CertificateRequest was sent
 //	Req-Mtls-Cert-Status     none, valid, or invalid;reason="..."

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,7 +155,11 @@ func (l *listener) Accept() (net.Conn, error) {
 // ValidatesNow reports whether a decision's certificate would validate
 // against the trust stores in force now.
 func (a *Authenticator) ValidatesNow(d *Decision) bool {
-	return len(d.Chain) > 0 && a.verified.validate(d.Chain, a.state.Load().storeFor(d.Flagged), a.cfg.Now()) == nil
+	if len(d.Chain) == 0 {
+		return false
+	}
+	_, err := a.verified.validate(d.Chain, a.state.Load().storeFor(d.Flagged), a.cfg.Now())
+	return err == nil
 }
 
 // TLSConfig returns a server config built on base (nil for none), whose
@@ -178,9 +183,22 @@ func (a *Authenticator) TLSConfig(base *tls.Config) *tls.Config {
 	b := &binding{a: a, base: base.Clone(), keys: base.Clone()}
 	b.base.GetConfigForClient = nil
 	custom := base.GetConfigForClient
+	// ACME's tls-alpn-01 is served only where base offers acme-tls/1
+	// (as autocert's configs and Server's do): elsewhere a client
+	// offering it alone is a client like any other, under the policy.
+	acme := slices.Contains(base.NextProtos, acmeTLS1)
+	// Client authentication is the policy's: a base that asks for
+	// certificates itself is refused, never quietly weakened.
+	refused := baseClientAuthError(base)
+	if refused != nil {
+		a.log.Error("TLS config refused: every handshake will fail", "err", refused)
+	}
 	cfg := base.Clone()
 	cfg.GetConfigForClient = func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
-		if len(chi.SupportedProtos) == 1 && chi.SupportedProtos[0] == acmeTLS1 {
+		if refused != nil {
+			return nil, refused
+		}
+		if acme && len(chi.SupportedProtos) == 1 && chi.SupportedProtos[0] == acmeTLS1 {
 			// An ACME tls-alpn-01 validation (RFC 8737, Section 3:
 			// the validator offers acme-tls/1 alone) is never asked
 			// for a certificate, whatever the policy: it has none,
@@ -209,6 +227,16 @@ func (a *Authenticator) TLSConfig(base *tls.Config) *tls.Config {
 }
 
 var defaultProtos = []string{"h2", "http/1.1"}
+
+// baseClientAuthError says why a base config cannot be built on: it asks
+// for client certificates (ClientAuth) or names their roots (ClientCAs),
+// which the policy and the stores decide here.
+func baseClientAuthError(base *tls.Config) error {
+	if base.ClientAuth == tls.NoClientCert && base.ClientCAs == nil {
+		return nil
+	}
+	return fmt.Errorf("reqmtls: the base config sets ClientAuth (%v) or ClientCAs, which TLSConfig would override: leave them unset and say it with the policy and the CA files instead (ClientAuth RequireAndVerifyClientCert is PolicyAlways with ClientCAFile)", base.ClientAuth)
+}
 
 // acmeTLS1 is the ALPN protocol of ACME's tls-alpn-01 challenge (RFC 8737).
 const acmeTLS1 = "acme-tls/1"
@@ -296,6 +324,12 @@ func (t *cfgTemplate) perConn(b *binding, c net.Conn) *tls.Config {
 func (b *binding) overlay(cfg *tls.Config, st *state, flagged bool) *cfgTemplate {
 	a := b.a
 	policy := a.cfg.Policy
+	if cfg.MaxVersion != 0 && cfg.MaxVersion < tls.VersionTLS13 {
+		// Capped below TLS 1.3, where the flag means nothing and a
+		// client certificate travels in the clear: no client is
+		// treated as flagged.
+		flagged = false
+	}
 	t := &cfgTemplate{Config: cfg, st: st, flagged: flagged, verify: cfg.VerifyConnection}
 	cfg.GetConfigForClient = nil
 	cfg.VerifyConnection = nil
@@ -386,7 +420,7 @@ func (a *Authenticator) decide(c *Conn, st *state, flagged bool, cs tls.Connecti
 	if len(d.Chain) > 0 {
 		store := st.storeFor(flagged)
 		d.Store = store.ref().kind
-		d.Err = a.verified.validate(d.Chain, store, a.cfg.Now())
+		d.Verified, d.Err = a.verified.validate(d.Chain, store, a.cfg.Now())
 	}
 	if c != nil {
 		c.decision.Store(d)
@@ -469,7 +503,7 @@ func (a *Authenticator) recheck(st *state) {
 		if d == nil || len(d.Chain) == 0 {
 			continue
 		}
-		if err := a.verified.validate(d.Chain, st.storeFor(d.Flagged), now); err != nil {
+		if _, err := a.verified.validate(d.Chain, st.storeFor(d.Flagged), now); err != nil {
 			a.log.Warn("closing connection: its client certificate no longer validates",
 				"remote", c.RemoteAddr().String(), "cert", CertName(d.Chain[0]), "err", err)
 			c.Close()

@@ -26,6 +26,10 @@ type Decision struct {
 	// Chain is the client's certificate chain, leaf first; empty when
 	// none was sent (or the resumed session had none).
 	Chain []*x509.Certificate
+	// Verified is the path that validated the leaf, leaf first and root
+	// last, built from the store's roots and the certificates the client
+	// sent (which may hold others); nil unless the certificate validated.
+	Verified []*x509.Certificate
 	// Store is the trust store the certificate was checked against.
 	Store StoreKind
 	// Err is why the certificate did not validate; nil when it did, or

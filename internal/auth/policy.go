@@ -73,8 +73,8 @@ func ValidateClientCert(chain []*x509.Certificate, roots *x509.CertPool, now tim
 	return err
 }
 
-// validate is ValidateClientCert, returning the window of time in which
-// the path it verified stays valid.
+// validate is ValidateClientCert, returning the path it verified (leaf
+// first, root last) and the window of time in which it stays valid.
 func validate(chain []*x509.Certificate, roots *x509.CertPool, now time.Time) (window, error) {
 	if len(chain) == 0 {
 		return window{}, errors.New("no client certificate")
@@ -110,7 +110,7 @@ func validate(chain []*x509.Certificate, roots *x509.CertPool, now time.Time) (w
 	if err != nil {
 		return window{}, err
 	}
-	w := window{until: chains[0][0].NotAfter, from: chains[0][0].NotBefore}
+	w := window{until: chains[0][0].NotAfter, from: chains[0][0].NotBefore, path: chains[0]}
 	for _, c := range chains[0][1:] {
 		w.from = later(w.from, c.NotBefore)
 		w.until = earlier(w.until, c.NotAfter)
@@ -118,9 +118,12 @@ func validate(chain []*x509.Certificate, roots *x509.CertPool, now time.Time) (w
 	return w, nil
 }
 
-// window is when a verified path is valid: from its latest NotBefore to
-// its earliest NotAfter.
-type window struct{ from, until time.Time }
+// window is a verified path and when it is valid: from its latest
+// NotBefore to its earliest NotAfter.
+type window struct {
+	from, until time.Time
+	path        []*x509.Certificate
+}
 
 func (w window) contains(t time.Time) bool { return !t.Before(w.from) && !t.After(w.until) }
 
@@ -153,9 +156,12 @@ type verifyCache struct {
 // verifyCacheSize bounds the cache; when full it starts over.
 const verifyCacheSize = 4096
 
-func (vc *verifyCache) validate(chain []*x509.Certificate, s *store, now time.Time) error {
+// validate validates chain against s at now and returns the verified path,
+// leaf first and root last: the certificates that validated the leaf,
+// which are not always those the client sent.
+func (vc *verifyCache) validate(chain []*x509.Certificate, s *store, now time.Time) ([]*x509.Certificate, error) {
 	if s == nil || len(chain) == 0 {
-		return ValidateClientCert(chain, s.roots(), now)
+		return nil, ValidateClientCert(chain, s.roots(), now)
 	}
 	h := sha256.New()
 	h.Write(s.digest[:])
@@ -169,11 +175,11 @@ func (vc *verifyCache) validate(chain []*x509.Certificate, s *store, now time.Ti
 	w, ok := vc.m[key]
 	vc.mu.Unlock()
 	if ok && w.contains(now) {
-		return nil
+		return w.path, nil
 	}
 	w, err := validate(chain, s.pool, now)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	vc.mu.Lock()
 	if vc.m == nil || len(vc.m) >= verifyCacheSize {
@@ -181,7 +187,7 @@ func (vc *verifyCache) validate(chain []*x509.Certificate, s *store, now time.Ti
 	}
 	vc.m[key] = w
 	vc.mu.Unlock()
-	return nil
+	return w.path, nil
 }
 
 // CertName is how a client certificate is named in reports, logs and

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
@@ -19,7 +20,7 @@ import (
 // leaves out, each a Structured Field (RFC 8941) an origin can parse.
 const (
 	HeaderClientCert      = "Client-Cert"       // RFC 9440: sf-binary of the leaf's DER, for a validated certificate only
-	HeaderClientCertChain = "Client-Cert-Chain" // RFC 9440: sf-list of sf-binary, the intermediates the client sent
+	HeaderClientCertChain = "Client-Cert-Chain" // RFC 9440: sf-list of sf-binary, the verified path's intermediates
 	HeaderFlags           = "Req-Mtls-Flags"    // sf-list of integers: the TLS flags the client sent
 	HeaderCertRequested   = "Req-Mtls-Cert-Requested"
 	HeaderCertStatus      = "Req-Mtls-Cert-Status" // sf-token none, valid or invalid;reason="..."
@@ -122,9 +123,12 @@ func (id Identity) Set(h http.Header, xfcc bool, by string) {
 	// RFC 9440, Section 2: only for a certificate that validated; the
 	// field itself says nothing of validation.
 	h.Set(HeaderClientCert, sfBinary(leaf.Raw))
-	if len(d.Chain) > 1 {
-		parts := make([]string, len(d.Chain)-1)
-		for i, c := range d.Chain[1:] {
+	// RFC 9440, Section 2.2: the chain used to validate the leaf, the
+	// verified path's intermediates (not whatever else the client sent;
+	// the root is the origin's to know).
+	if inter := intermediates(d.Verified); len(inter) > 0 {
+		parts := make([]string, len(inter))
+		for i, c := range inter {
 			parts[i] = sfBinary(c.Raw)
 		}
 		h.Set(HeaderClientCertChain, strings.Join(parts, ", "))
@@ -143,7 +147,7 @@ func xfccElement(d *auth.Decision, by, hash string) string {
 		return `"` + strings.ReplaceAll(url.QueryEscape(pemText), "+", "%20") + `"`
 	}
 	var chain strings.Builder
-	for _, c := range d.Chain {
+	for _, c := range append([]*x509.Certificate{leaf}, intermediates(d.Verified)...) {
 		chain.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
 	}
 	kv := []string{}
@@ -160,6 +164,15 @@ func xfccElement(d *auth.Decision, by, hash string) string {
 		kv = append(kv, "DNS="+xfccValue(safetext.Escape(n)))
 	}
 	return strings.Join(kv, ";")
+}
+
+// intermediates are the certificates of a verified path (leaf first, root
+// last) between the leaf and the root.
+func intermediates(path []*x509.Certificate) []*x509.Certificate {
+	if len(path) <= 2 {
+		return nil
+	}
+	return path[1 : len(path)-1]
 }
 
 func xfccValue(v string) string {

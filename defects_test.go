@@ -1,0 +1,206 @@
+package reqmtls
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/req-mtls/req-mtls/internal/testpki"
+)
+
+// tlsServe serves h over TLS on a loopback listener with a config from
+// a.TLSConfig(base), the documented way, and returns its address.
+func tlsServe(t *testing.T, p *testpki.PKI, a *Authenticator, base *tls.Config, h http.Handler) string {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base.Certificates = []tls.Certificate{cert}
+	base.Time = testpki.Clock
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ConnContext: ConnContext}
+	go srv.Serve(tls.NewListener(a.Listener(ln), a.TLSConfig(base)))
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+func newAuth(t *testing.T, cfg ServerConfig) *Authenticator {
+	t.Helper()
+	cfg.Now = testpki.Clock
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := NewAuthenticator(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// stockGet makes one request with crypto/tls as the client, offering protos,
+// with the client certificate pair (nil for none), and returns the body.
+func stockGet(p *testpki.PKI, addr string, protos []string, pair []string, maxVersion uint16) (string, error) {
+	cfg := &tls.Config{RootCAs: roots(p), ServerName: "localhost", NextProtos: protos, Time: testpki.Clock, MaxVersion: maxVersion}
+	if pair != nil {
+		cert, err := tls.LoadX509KeyPair(pair[0], pair[1])
+		if err != nil {
+			return "", err
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	c, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+// TestACMEProtocolDoesNotBypassPolicy: a client offering acme-tls/1 alone,
+// to a config that does not serve ACME, is under the policy like any other:
+// a raw TLS listener over the documented stack never gives it data without
+// a certificate.
+func TestACMEProtocolDoesNotBypassPolicy(t *testing.T) {
+	p := testpki.New(t)
+	a := newAuth(t, ServerConfig{Policy: PolicyAlways, ClientCAFile: p.RootCA})
+	cert, _ := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tl := tls.NewListener(a.Listener(ln), a.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}, Time: testpki.Clock}))
+	go func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if c.(*tls.Conn).Handshake() == nil {
+					io.WriteString(c, "data for anyone")
+				}
+			}()
+		}
+	}()
+	for _, protos := range [][]string{{"acme-tls/1"}, nil} {
+		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: roots(p), ServerName: "localhost", NextProtos: protos, Time: testpki.Clock})
+		if err != nil {
+			continue // refused in the handshake: right
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		b, _ := io.ReadAll(c)
+		c.Close()
+		if len(b) > 0 {
+			t.Errorf("ALPN %q, no certificate, PolicyAlways: read %q", protos, b)
+		}
+	}
+}
+
+// TestBaseClientAuthRefused: a base config that asks for and verifies
+// client certificates is never served without them.
+func TestBaseClientAuthRefused(t *testing.T) {
+	p := testpki.New(t)
+	a := newAuth(t, ServerConfig{ClientCAFile: p.RootCA})
+	for _, base := range []*tls.Config{
+		{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: roots(p)},
+		{ClientAuth: tls.RequireAnyClientCert},
+		{ClientCAs: roots(p)},
+	} {
+		addr := tlsServe(t, p, a, base, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "served")
+		}))
+		body, err := stockGet(p, addr, nil, nil, 0)
+		if err == nil || strings.Contains(body, "served") {
+			t.Errorf("base ClientAuth %v, ClientCAs %v: a client without a certificate got %q, %v", base.ClientAuth, base.ClientCAs != nil, body, err)
+		}
+	}
+}
+
+// TestFlaggedOverTLS12NotAsked: a base capped at TLS 1.2 never asks a
+// flagged client for its certificate, which would travel in the clear.
+func TestFlaggedOverTLS12NotAsked(t *testing.T) {
+	p := testpki.New(t)
+	a := newAuth(t, ServerConfig{ClientCAFile: p.RootCA})
+	addr := tlsServe(t, p, a, &tls.Config{MaxVersion: tls.VersionTLS12}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		i := RequestInfo(r)
+		fmt.Fprintf(w, "requested=%t chain=%d", i.CertRequested, len(i.Chain))
+	}))
+	d, err := NewDialer(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1], RootCAs: roots(p), ServerName: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := d.Dial(t.Context(), &url.URL{Scheme: "https", Host: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if h := cc.Handshake(); h.Version != "TLS 1.2" || h.CertRequested || h.CertSent {
+		t.Fatalf("capped at TLS 1.2: version %s, certificate requested %t, sent %t", h.Version, h.CertRequested, h.CertSent)
+	}
+}
+
+// TestClientCertChainIsVerifiedPath: the origin is told the chain that
+// validated the leaf, not whatever else the client put in its Certificate
+// message.
+func TestClientCertChainIsVerifiedPath(t *testing.T) {
+	p := testpki.New(t)
+	// The valid leaf, followed by an unrelated self-signed certificate.
+	leafPEM, _ := os.ReadFile(p.Clients["valid"][0])
+	junkPEM, _ := os.ReadFile(p.Clients["self-signed"][0])
+	chainFile := filepath.Join(p.Dir, "leaf-and-junk.crt")
+	if err := os.WriteFile(chainFile, append(leafPEM, junkPEM...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan http.Header, 1)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Clone() }))
+	defer origin.Close()
+	gw, err := NewGateway(GatewayConfig{Upstream: origin.URL, XFCC: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := NewServer(ServerConfig{CertFile: p.ServerCert, KeyFile: p.ServerKey, ClientCAFile: p.RootCA, Handler: gw,
+		Now: testpki.Clock, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(ln)
+	defer srv.Shutdown(t.Context())
+	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, CertFile: chainFile, KeyFile: p.Clients["valid"][1], RootCAs: roots(p)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Transport: tr}).Get("https://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	h := <-got
+	if h.Get("Req-Mtls-Cert-Status") != "valid" || h.Get("Client-Cert") == "" {
+		t.Fatalf("status %q, Client-Cert %q", h.Get("Req-Mtls-Cert-Status"), h.Get("Client-Cert"))
+	}
+	if c := h.Get("Client-Cert-Chain"); c != "" {
+		t.Errorf("Client-Cert-Chain %q: the leaf is issued by the root itself, so the verified path has no intermediate", c)
+	}
+	// XFCC's Chain is the verified path too: the leaf alone here.
+	if x := h.Get("X-Forwarded-Client-Cert"); strings.Count(x, "BEGIN%20CERTIFICATE") != 2 {
+		t.Errorf("XFCC holds %d certificates, want the leaf in Cert and in Chain: %s", strings.Count(x, "BEGIN%20CERTIFICATE"), x)
+	}
+}
