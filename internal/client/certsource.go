@@ -1,7 +1,9 @@
 package client
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"sync"
@@ -18,6 +20,7 @@ type certSource struct {
 	mu       sync.Mutex
 	stamp    string // size and mtime of both files at the last load
 	cert     *utls.Certificate
+	id       string // identifies cert in session cache keys
 	lastWarn string
 }
 
@@ -43,14 +46,16 @@ func (s *certSource) reloadLocked() error {
 		return fmt.Errorf("load client certificate %q and key %q: %w", s.certFile, s.keyFile, err)
 	}
 	s.cert = &utls.Certificate{Certificate: c.Certificate, PrivateKey: c.PrivateKey, Leaf: c.Leaf}
+	sum := sha256.Sum256(c.Certificate[0])
+	s.id = hex.EncodeToString(sum[:16])
 	s.stamp = stamp
 	return nil
 }
 
-// current returns the pair, re-read first when the files changed since the
-// last load. A failed re-read keeps the last good pair and warns once per
-// distinct failure.
-func (s *certSource) current() *utls.Certificate {
+// current returns the pair and its identifier (from the leaf's SHA-256),
+// re-read first when the files changed since the last load. A failed
+// re-read keeps the last good pair and warns once per distinct failure.
+func (s *certSource) current() (*utls.Certificate, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if fileStamp(s.certFile)+" "+fileStamp(s.keyFile) != s.stamp {
@@ -63,5 +68,22 @@ func (s *certSource) current() *utls.Certificate {
 			s.lastWarn = ""
 		}
 	}
-	return s.cert
+	return s.cert, s.id
+}
+
+// certCache is a view of a session cache for one client certificate: its
+// keys carry the certificate's identifier, so that a session made with one
+// certificate is never resumed once the files hold another (a resumed
+// session keeps the identity it was made with, RFC 8446, Section 2.2).
+type certCache struct {
+	utls.ClientSessionCache
+	id string
+}
+
+func (c certCache) Get(key string) (*utls.ClientSessionState, bool) {
+	return c.ClientSessionCache.Get(c.id + " " + key)
+}
+
+func (c certCache) Put(key string, cs *utls.ClientSessionState) {
+	c.ClientSessionCache.Put(c.id+" "+key, cs)
 }

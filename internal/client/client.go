@@ -257,6 +257,17 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*AlertCo
 		hs.Codepoint = fmt.Sprintf("0x%04x", cp)
 	}
 	var mu sync.Mutex // GetClientCertificate runs on the handshake goroutine
+	// The certificate this connection sends, if asked, and the sessions
+	// it may resume: those made with the same certificate.
+	var cert *utls.Certificate
+	cache := c.cache
+	if c.certs != nil {
+		var id string
+		cert, id = c.certs.current()
+		if cache != nil {
+			cache = certCache{ClientSessionCache: cache, id: id}
+		}
+	}
 	ucfg := &utls.Config{
 		RootCAs:            c.cfg.RootCAs,
 		Time:               c.cfg.Time,
@@ -264,7 +275,7 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*AlertCo
 		ServerName:         serverName,
 		NextProtos:         []string{"h2", "http/1.1"},
 		KeyLogWriter:       c.cfg.KeyLog,
-		ClientSessionCache: c.cache,
+		ClientSessionCache: cache,
 		GetClientCertificate: func(cri *utls.CertificateRequestInfo) (*utls.Certificate, error) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -272,10 +283,9 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*AlertCo
 			for _, raw := range cri.AcceptableCAs {
 				hs.RequestedCAs = append(hs.RequestedCAs, dnString(raw))
 			}
-			if c.certs == nil {
+			if cert == nil {
 				return &utls.Certificate{}, nil
 			}
-			cert := c.certs.current()
 			// Send the certificate even when the server's list does not
 			// name its issuer: with request mTLS the server asked
 			// because our flag said we hold one.

@@ -274,7 +274,6 @@ func TestResumeAndRotation(t *testing.T) {
 	// Rotate: a broken pair first (kept the last good one, warned), then a
 	// good new one (used on the next full handshake).
 	os.WriteFile(certFile, []byte("garbage"), 0o600)
-	cl.cache = nil
 	if _, _, _, err := get(t, cl, u); err != nil {
 		t.Fatal(err)
 	}
@@ -283,11 +282,21 @@ func TestResumeAndRotation(t *testing.T) {
 	}
 	cp(p2.Clients["valid"][0], certFile)
 	cp(p2.Clients["valid"][1], keyFile)
-	if _, _, _, err := get(t, cl, u); err != nil {
+	// The session made with the old certificate is not resumed: the
+	// server sees the new one at once.
+	hs, _, _, err = get(t, cl, u)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if s := serial(); s == first || s == "none" {
-		t.Fatalf("rotation not picked up: serial %s", s)
+	if s := serial(); s == first || s == "none" || hs.Resumed {
+		t.Fatalf("rotation not picked up: serial %s, resumed %t", s, hs.Resumed)
+	}
+	// And sessions of the new certificate resume.
+	if hs, _, _, err = get(t, cl, u); err != nil || !hs.Resumed {
+		t.Fatalf("after rotation: resumed %t, %v", hs.Resumed, err)
+	}
+	if s := serial(); s == first {
+		t.Fatal("the old identity came back")
 	}
 }
 
