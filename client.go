@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -276,7 +277,11 @@ func NewTransport(cfg ClientConfig) (*Transport, error) {
 	t := &Transport{d: d, onHS: cfg.OnHandshake,
 		h2pool: map[string][]*http2.ClientConn{}, h2conn: map[*http2.ClientConn]*client.AlertConn{},
 		dialing: map[string]*dialCall{}, h1only: map[string]bool{}, handed: map[string]net.Conn{}}
-	t.h2 = &http2.Transport{IdleConnTimeout: cfg.IdleTimeout, ReadIdleTimeout: 30 * time.Second, PingTimeout: 15 * time.Second}
+	// Health checks ping a connection that read nothing for 30 s (or the
+	// IdleTimeout, if shorter). x/net/http2 keeps a closed connection's
+	// ClientConn (about 13 KB once hookedConn let go of its TLS state)
+	// reachable from that timer until it fires.
+	t.h2 = &http2.Transport{IdleConnTimeout: cfg.IdleTimeout, ReadIdleTimeout: min(30*time.Second, cfg.IdleTimeout), PingTimeout: 15 * time.Second}
 	t.h1 = &http.Transport{
 		DialTLSContext: t.dialH1,
 		// HTTP/2 is this Transport's own (h2 above); an empty map keeps
@@ -376,15 +381,8 @@ func (t *Transport) idleH2Locked(addr string) *http2.ClientConn {
 
 func (t *Transport) dropH2(addr string, cc *http2.ClientConn) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	pool := t.h2pool[addr]
-	for i, c := range pool {
-		if c == cc {
-			t.h2pool[addr] = append(pool[:i], pool[i+1:]...)
-			break
-		}
-	}
-	delete(t.h2conn, cc)
+	t.forgetH2Locked(addr, cc)
+	t.mu.Unlock()
 	cc.Close()
 }
 
@@ -394,25 +392,39 @@ func (t *Transport) dropH2(addr string, cc *http2.ClientConn) {
 // pool, and dialH2 returns nil.
 func (t *Transport) dialH2(ctx context.Context, addr, host string) (*http2.ClientConn, error) {
 	t.mu.Lock()
-	if call, ok := t.dialing[addr]; ok {
-		t.mu.Unlock()
-		select {
-		case <-call.done:
-			return call.cc, call.err
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	call, ok := t.dialing[addr]
+	if !ok {
+		// The dial is shared: it runs under a context no single caller
+		// owns (the values of the first, none of its deadline or
+		// cancellation), bounded by the Timeout alone.
+		call = &dialCall{done: make(chan struct{})}
+		t.dialing[addr] = call
+		go func() {
+			call.cc, call.err = t.dialH2Once(context.WithoutCancel(ctx), addr, host)
+			t.mu.Lock()
+			delete(t.dialing, addr)
+			t.mu.Unlock()
+			close(call.done)
+		}()
 	}
-	call := &dialCall{done: make(chan struct{})}
-	t.dialing[addr] = call
 	t.mu.Unlock()
+	// Each caller waits under its own context, the first one too.
+	select {
+	case <-call.done:
+		return call.cc, call.err
+	case <-ctx.Done():
+		return nil, waitError(ctx, addr)
+	}
+}
 
-	call.cc, call.err = t.dialH2Once(ctx, addr, host)
-	t.mu.Lock()
-	delete(t.dialing, addr)
-	t.mu.Unlock()
-	close(call.done)
-	return call.cc, call.err
+// waitError is the error of a request whose context ended while it waited
+// for a dial to addr.
+func waitError(ctx context.Context, addr string) error {
+	msg := "dial " + addr + ": the request was canceled"
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		msg = "dial " + addr + ": the request's own deadline passed"
+	}
+	return &Error{Msg: msg, Err: ctx.Err()}
 }
 
 func (t *Transport) dialH2Once(ctx context.Context, addr, host string) (*http2.ClientConn, error) {
@@ -434,14 +446,108 @@ func (t *Transport) dialH2Once(ctx context.Context, addr, host string) (*http2.C
 		t.handed[addr] = tc
 		return nil, nil
 	}
-	cc, err := t.h2.NewClientConn(tc)
+	// The pool forgets the connection when HTTP/2 closes it (idle,
+	// GOAWAY, an error), so that a crawl of many hosts leaves nothing
+	// behind for those it does not visit again.
+	// (t.mu is held until hc.cc is set; the hook takes it.)
+	hc := newHookedConn(tc)
+	hc.onClose = func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if hc.cc != nil {
+			t.forgetH2Locked(addr, hc.cc)
+		}
+	}
+	cc, err := t.h2.NewClientConn(hc)
 	if err != nil {
 		tc.Close()
 		return nil, publicError(err)
 	}
+	hc.cc = cc
 	t.h2pool[addr] = append(t.h2pool[addr], cc)
 	t.h2conn[cc] = tc
 	return cc, nil
+}
+
+// hookedConn is the connection under an HTTP/2 ClientConn. When closed it
+// calls onClose once and lets go of the TLS connection, whose buffers and
+// state are most of a connection's memory: x/net/http2 keeps a closed
+// ClientConn reachable from its health-check timer for ReadIdleTimeout,
+// and with it whatever the ClientConn holds.
+type hookedConn struct {
+	tc      atomic.Pointer[client.AlertConn]
+	local   net.Addr
+	remote  net.Addr
+	state   tls.ConnectionState
+	once    sync.Once
+	onClose func()
+	cc      *http2.ClientConn // guarded by the Transport's mu
+}
+
+func newHookedConn(tc *client.AlertConn) *hookedConn {
+	c := &hookedConn{local: tc.LocalAddr(), remote: tc.RemoteAddr(), state: tc.ConnectionState()}
+	c.tc.Store(tc)
+	return c
+}
+
+func (c *hookedConn) Read(p []byte) (int, error) {
+	if tc := c.tc.Load(); tc != nil {
+		return tc.Read(p)
+	}
+	return 0, net.ErrClosed
+}
+
+func (c *hookedConn) Write(p []byte) (int, error) {
+	if tc := c.tc.Load(); tc != nil {
+		return tc.Write(p)
+	}
+	return 0, net.ErrClosed
+}
+
+func (c *hookedConn) Close() error {
+	tc := c.tc.Swap(nil)
+	if tc == nil {
+		return net.ErrClosed
+	}
+	err := tc.Close()
+	c.once.Do(c.onClose)
+	return err
+}
+
+func (c *hookedConn) SetDeadline(t time.Time) error { return c.deadline(t, net.Conn.SetDeadline) }
+func (c *hookedConn) SetReadDeadline(t time.Time) error {
+	return c.deadline(t, net.Conn.SetReadDeadline)
+}
+func (c *hookedConn) SetWriteDeadline(t time.Time) error {
+	return c.deadline(t, net.Conn.SetWriteDeadline)
+}
+
+func (c *hookedConn) deadline(t time.Time, set func(net.Conn, time.Time) error) error {
+	if tc := c.tc.Load(); tc != nil {
+		return set(tc, t)
+	}
+	return net.ErrClosed
+}
+
+func (c *hookedConn) LocalAddr() net.Addr                  { return c.local }
+func (c *hookedConn) RemoteAddr() net.Addr                 { return c.remote }
+func (c *hookedConn) ConnectionState() tls.ConnectionState { return c.state }
+
+// forgetH2Locked takes cc out of the pool of addr.
+func (t *Transport) forgetH2Locked(addr string, cc *http2.ClientConn) {
+	pool := t.h2pool[addr]
+	for i, c := range pool {
+		if c == cc {
+			pool = append(pool[:i], pool[i+1:]...)
+			break
+		}
+	}
+	if len(pool) == 0 {
+		delete(t.h2pool, addr)
+	} else {
+		t.h2pool[addr] = pool
+	}
+	delete(t.h2conn, cc)
 }
 
 // dialH1 is the HTTP/1.1 pool's dial: the connection dialH2 handed over,

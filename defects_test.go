@@ -1,6 +1,7 @@
 package reqmtls
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -11,7 +12,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -202,5 +206,139 @@ func TestClientCertChainIsVerifiedPath(t *testing.T) {
 	// XFCC's Chain is the verified path too: the leaf alone here.
 	if x := h.Get("X-Forwarded-Client-Cert"); strings.Count(x, "BEGIN%20CERTIFICATE") != 2 {
 		t.Errorf("XFCC holds %d certificates, want the leaf in Cert and in Chain: %s", strings.Count(x, "BEGIN%20CERTIFICATE"), x)
+	}
+}
+
+// slowListener delays each connection's first read, so that handshakes
+// take delay.
+type slowListener struct {
+	net.Listener
+	delay time.Duration
+}
+
+func (l slowListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &slowConn{Conn: c, delay: l.delay}, nil
+}
+
+type slowConn struct {
+	net.Conn
+	delay time.Duration
+	once  sync.Once
+}
+
+func (c *slowConn) Read(p []byte) (int, error) {
+	c.once.Do(func() { time.Sleep(c.delay) })
+	return c.Conn.Read(p)
+}
+
+// TestSharedDialOutlivesFirstCaller: the first request's deadline ends the
+// first request alone, not the dial that a second request shares; the
+// error names the request's own deadline.
+func TestSharedDialOutlivesFirstCaller(t *testing.T) {
+	p := testpki.New(t)
+	a := newAuth(t, ServerConfig{ClientCAFile: p.RootCA})
+	cert, _ := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }), ConnContext: ConnContext}
+	go srv.Serve(tls.NewListener(a.Listener(slowListener{ln, 400 * time.Millisecond}), a.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}, Time: testpki.Clock})))
+	defer srv.Close()
+	tr := revTransport(t, p)
+	c := &http.Client{Transport: tr}
+	u := "https://" + ln.Addr().String() + "/"
+	first := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		_, err := revDo(c, ctx, "GET", u, nil)
+		first <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // the second joins the dial in progress
+	body, err := revDo(c, context.Background(), "GET", u, nil)
+	if err != nil || body != "ok" {
+		t.Errorf("second request, sharing the dial: %q, %v", body, err)
+	}
+	if err := <-first; err == nil || !strings.Contains(err.Error(), "the request's own deadline passed") {
+		t.Errorf("first request: %v, want its own deadline named", err)
+	}
+}
+
+// TestTransportForgetsClosedConnections: a crawl of many distinct hosts
+// leaves no per-host state once their connections are closed, and the live
+// heap comes back to where it was. REQ_MTLS_HOSTS sets how many (default
+// 2000; the README's figure is for 100000).
+func TestTransportForgetsClosedConnections(t *testing.T) {
+	n := 2000
+	if v := os.Getenv("REQ_MTLS_HOSTS"); v != "" {
+		n, _ = strconv.Atoi(v)
+	}
+	p := testpki.New(t)
+	a := newAuth(t, ServerConfig{ClientCAFile: p.RootCA})
+	addr := tlsServe(t, p, a, &tls.Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	_, port, _ := net.SplitHostPort(addr)
+	resolve := make(map[string]string, n+1)
+	for i := range n + 1 {
+		resolve[net.JoinHostPort(fmt.Sprintf("h%d.crawl.test", i), port)] = addr
+	}
+	idle := 200 * time.Millisecond
+	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1],
+		RootCAs: roots(p), ServerName: "localhost", Resolve: resolve, IdleTimeout: idle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Transport: tr}
+	fetch := func(i int) {
+		if body, err := revDo(c, context.Background(), "GET", fmt.Sprintf("https://h%d.crawl.test:%s/", i, port), nil); err != nil || body != "ok" {
+			t.Fatalf("host %d: %q, %v", i, body, err)
+		}
+	}
+	pooled := func() int {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		return len(tr.h2pool) + len(tr.h2conn)
+	}
+	settle := func() uint64 {
+		for deadline := time.Now().Add(20 * time.Second); pooled() > 0 && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(2 * idle) // timers of closed connections run out
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	fetch(n) // warm: the session cache, the certificate, the pools' maps
+	base := settle()
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				fetch(i)
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	after := settle()
+	grown := int64(after) - int64(base)
+	t.Logf("%d hosts: live heap %.1f MB before, %.1f MB after (%+.1f MB); %d pool entries left", n, float64(base)/1e6, float64(after)/1e6, float64(grown)/1e6, pooled())
+	if left := pooled(); left != 0 {
+		t.Errorf("%d pool entries left for closed connections", left)
+	}
+	if grown > 10<<20 {
+		t.Errorf("live heap grew by %.1f MB over %d hosts, want at most 10 MB", float64(grown)/1e6, n)
 	}
 }

@@ -134,6 +134,21 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// ended explains a failure of a dial step under ctx (the Timeout's, derived
+// from parent) when a context ended it, naming the one whose deadline
+// fired: the caller's own, or the Timeout. It returns nil otherwise.
+func (c *Client) ended(parent, ctx context.Context, err error, during string) *Error {
+	switch {
+	case errors.Is(parent.Err(), context.DeadlineExceeded):
+		return &Error{Err: err, Msg: fmt.Sprintf("%s: the request's own deadline passed (before the %v timeout)", during, c.cfg.Timeout)}
+	case parent.Err() != nil:
+		return &Error{Err: err, Msg: during + ": the request was canceled"}
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return &Error{Err: err, Msg: fmt.Sprintf("%s: timed out after %v", during, c.cfg.Timeout)}
+	}
+	return nil
+}
+
 // HasCertificate reports whether a client certificate is configured.
 func (c *Client) HasCertificate() bool { return c.certs != nil }
 
@@ -241,6 +256,7 @@ func (c *Client) Dial(ctx context.Context, u *url.URL) (*Conn, error) {
 // http/1.1. Connecting and the handshake are bounded by Config.Timeout
 // together; a failure says which of the two it was.
 func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*AlertConn, *Handshake, error) {
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 
@@ -316,9 +332,9 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*AlertCo
 	// cannot be reached.
 	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	if err != nil {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, nil, &Error{Err: err, Msg: fmt.Sprintf("connect to %s: timed out after %v", addr, c.cfg.Timeout),
-				Hint: "nothing answered at that address: check the host, the port and any firewall; raise -timeout if the network is slow"}
+		if e := c.ended(parent, ctx, err, "connect to "+addr); e != nil {
+			e.Hint = "nothing answered at that address: check the host, the port and any firewall; raise -timeout if the network is slow"
+			return nil, nil, e
 		}
 		return nil, nil, c.explain(err, "connect to "+addr)
 	}
@@ -329,9 +345,9 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*AlertCo
 	}
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, nil, &Error{Err: err, Msg: fmt.Sprintf("TLS handshake with %s: timed out after %v", addr, c.cfg.Timeout),
-				Hint: "the server accepted the connection but did not complete the handshake: is it a TLS server on that port? Raise -timeout if it is only slow"}
+		if e := c.ended(parent, ctx, err, "TLS handshake with "+addr); e != nil {
+			e.Hint = "the server accepted the connection but did not complete the handshake: is it a TLS server on that port? Raise -timeout if it is only slow"
+			return nil, nil, e
 		}
 		return nil, nil, c.explain(err, "TLS handshake with "+addr)
 	}
