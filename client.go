@@ -449,14 +449,18 @@ func (t *Transport) dialH2Once(ctx context.Context, addr, host string) (*http2.C
 	// The pool forgets the connection when HTTP/2 closes it (idle,
 	// GOAWAY, an error), so that a crawl of many hosts leaves nothing
 	// behind for those it does not visit again.
-	// (t.mu is held until hc.cc is set; the hook takes it.)
+	// The hook runs on a goroutine of its own: connections are closed
+	// with t.mu held (here, if NewClientConn fails; CloseIdleConnections),
+	// and hc.cc is set under t.mu.
 	hc := newHookedConn(tc)
 	hc.onClose = func() {
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		if hc.cc != nil {
-			t.forgetH2Locked(addr, hc.cc)
-		}
+		go func() {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			if hc.cc != nil {
+				t.forgetH2Locked(addr, hc.cc)
+			}
+		}()
 	}
 	cc, err := t.h2.NewClientConn(hc)
 	if err != nil {
