@@ -1,8 +1,17 @@
 package auth
 
 import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseTicketKeys(t *testing.T) {
@@ -35,4 +44,39 @@ func FuzzParseTicketKeys(f *testing.F) {
 			t.Fatalf("%d keys accepted", len(keys))
 		}
 	})
+}
+
+// TestWatchTicketKeys: the ticket-keys file is watched like the
+// certificates, in its own directory, so that the two steps of a rotation
+// are each taken within a second, not at the next backstop.
+func TestWatchTicketKeys(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "ticket.keys")
+	key := func(b byte) string { return base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{b}, 32)) + "\n" }
+	if err := os.WriteFile(keys, []byte(key(1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reloaded := make(chan string, 10)
+	a, err := New(Config{TicketKeysFile: keys, RecheckInterval: time.Hour,
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnReload: func(part string, err error) { reloaded <- fmt.Sprint(part, " ", err) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.Watch(ctx)
+	time.Sleep(200 * time.Millisecond) // the watcher starts
+	if err := os.WriteFile(keys+".tmp", []byte(key(2)+key(1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Rename(keys+".tmp", keys)
+	select {
+	case got := <-reloaded:
+		if got != "session ticket keys <nil>" {
+			t.Fatalf("reloaded %q", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the ticket-keys file changed and nothing reloaded it within 5 s")
+	}
 }

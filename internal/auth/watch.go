@@ -31,16 +31,17 @@ func (a *Authenticator) Watch(ctx context.Context) error {
 	}
 	defer w.Close()
 
+	// Every part's files, as the reload knows them: one list, so that a
+	// new part is watched as soon as it is one.
 	var files []string
-	for _, f := range []string{a.cfg.CertFile, a.cfg.KeyFile, a.cfg.ClientCAFile, a.cfg.BotCAFile} {
-		if f == "" {
-			continue
+	for _, p := range a.parts() {
+		for _, f := range p.files {
+			abs, err := filepath.Abs(f)
+			if err != nil {
+				return err
+			}
+			files = append(files, abs)
 		}
-		abs, err := filepath.Abs(f)
-		if err != nil {
-			return err
-		}
-		files = append(files, abs)
 	}
 	// dirs lists the directories to watch now: each file's own, and the
 	// one it resolves to through symlinks (which moves as they change).
