@@ -173,25 +173,12 @@ func TestClientCertChainIsVerifiedPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := make(chan http.Header, 1)
-	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Clone() }))
-	defer origin.Close()
-	gw, err := NewGateway(GatewayConfig{Upstream: origin.URL, XFCC: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := NewServer(ServerConfig{CertFile: p.ServerCert, KeyFile: p.ServerKey, ClientCAFile: p.RootCA, Handler: gw,
-		Now: testpki.Clock, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	go srv.Serve(ln)
-	defer srv.Shutdown(t.Context())
+	addr := gatewayServer(t, p, GatewayConfig{XFCC: true}, func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Clone() })
 	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, CertFile: chainFile, KeyFile: p.Clients["valid"][1], RootCAs: roots(p)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := (&http.Client{Transport: tr}).Get("https://" + ln.Addr().String() + "/")
+	resp, err := (&http.Client{Transport: tr}).Get("https://" + addr + "/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,5 +327,129 @@ func TestTransportForgetsClosedConnections(t *testing.T) {
 	}
 	if grown > 10<<20 {
 		t.Errorf("live heap grew by %.1f MB over %d hosts, want at most 10 MB", float64(grown)/1e6, n)
+	}
+}
+
+// gatewayServer runs a Server whose handler is a gateway (cfg, with its
+// Upstream set here) to an HTTP/1.1 origin served by origin, and returns
+// the server's address.
+func gatewayServer(t *testing.T, p *testpki.PKI, cfg GatewayConfig, origin http.HandlerFunc) string {
+	t.Helper()
+	o := httptest.NewServer(origin)
+	t.Cleanup(o.Close)
+	cfg.Upstream = o.URL
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	gw, err := NewGateway(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := NewServer(ServerConfig{CertFile: p.ServerCert, KeyFile: p.ServerKey, ClientCAFile: p.RootCA, Handler: gw,
+		Now: testpki.Clock, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return ln.Addr().String()
+}
+
+// rawHTTP1 sends request over a TLS connection speaking HTTP/1.1 to addr,
+// then what after says, and returns everything read until the server
+// closes or 3 s pass.
+func rawHTTP1(t *testing.T, p *testpki.PKI, addr, request, after string) string {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots(p), ServerName: "localhost", NextProtos: []string{"http/1.1"}, Time: testpki.Clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	io.WriteString(c, request)
+	if after != "" {
+		time.Sleep(100 * time.Millisecond)
+		io.WriteString(c, after)
+	}
+	b, _ := io.ReadAll(c)
+	return string(b)
+}
+
+// TestMaxResponseBodyExact: a response of exactly the limit passes whole,
+// chunked or delimited by the close; one byte more is cut.
+func TestMaxResponseBodyExact(t *testing.T) {
+	p := testpki.New(t)
+	const limit = 1000
+	addr := gatewayServer(t, p, GatewayConfig{MaxResponseBody: limit}, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		body := strings.Repeat("x", n)
+		if r.URL.Path == "/close" {
+			// No length, no chunking: the body ends with the connection.
+			c, bw, _ := w.(http.Hijacker).Hijack()
+			bw.WriteString("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body)
+			bw.Flush()
+			c.Close()
+			return
+		}
+		io.WriteString(w, body[:n/2])
+		w.(http.Flusher).Flush() // chunked from here
+		io.WriteString(w, body[n/2:])
+	})
+	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, RootCAs: roots(p)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Transport: tr}
+	for _, path := range []string{"/chunked", "/close"} {
+		for _, n := range []int{limit - 1, limit, limit + 1} {
+			body, err := revDo(c, context.Background(), "GET", fmt.Sprintf("https://%s%s?n=%d", addr, path, n), nil)
+			whole := err == nil && len(body) == n
+			if whole != (n <= limit) {
+				t.Errorf("%s, %d bytes, limit %d: read %d bytes, %v", path, n, limit, len(body), err)
+			}
+		}
+	}
+}
+
+// TestWebSocketWithMaxResponseBody: a response limit leaves WebSocket
+// upgrades alone.
+func TestWebSocketWithMaxResponseBody(t *testing.T) {
+	p := testpki.New(t)
+	addr := gatewayServer(t, p, GatewayConfig{MaxResponseBody: 1 << 20}, func(w http.ResponseWriter, r *http.Request) {
+		c, bw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		bw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		bw.Flush()
+		line := make([]byte, 4)
+		if _, err := io.ReadFull(bw, line); err == nil {
+			c.Write(append([]byte("echo:"), line...))
+		}
+	})
+	out := rawHTTP1(t, p, addr, "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", "ping")
+	if !strings.HasPrefix(out, "HTTP/1.1 101 ") || !strings.HasSuffix(out, "echo:ping") {
+		t.Errorf("WebSocket through a gateway with -max-response-body:\n%s", out)
+	}
+}
+
+// TestUpgradeOnlyWebSocket: any other Upgrade token (h2c) never reaches the
+// origin; the request does, as a plain one.
+func TestUpgradeOnlyWebSocket(t *testing.T) {
+	p := testpki.New(t)
+	got := make(chan string, 1)
+	addr := gatewayServer(t, p, GatewayConfig{}, func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("Upgrade") + "|" + r.Header.Get("Http2-Settings")
+		io.WriteString(w, "plain")
+	})
+	out := rawHTTP1(t, p, addr, "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n", "")
+	if g := <-got; g != "|" {
+		t.Errorf("origin received Upgrade and HTTP2-Settings %q", g)
+	}
+	if !strings.HasPrefix(out, "HTTP/1.1 200 ") || !strings.HasSuffix(out, "plain") {
+		t.Errorf("answer:\n%s", out)
 	}
 }

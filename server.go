@@ -349,11 +349,15 @@ type GatewayConfig struct {
 	// XFCC adds Envoy's x-forwarded-client-cert field for origins that
 	// already read it.
 	XFCC bool
-	// MaxRequestBody (default 10 MiB) and MaxResponseBody (default none)
-	// bound bodies; DialTimeout (default 5 s) and ResponseHeaderTimeout
-	// (default 30 s) bound waiting for the origin (504 after).
+	// MaxRequestBody (0: 10 MiB) and MaxResponseBody (0: none) bound
+	// bodies, a negative value meaning no limit; DialTimeout (default
+	// 5 s) and ResponseHeaderTimeout (default 30 s) bound waiting for the
+	// origin (504 after). A 101 (WebSocket) is never bounded.
 	MaxRequestBody, MaxResponseBody    int64
 	DialTimeout, ResponseHeaderTimeout time.Duration
+	// MaxUpstreamConns caps the connections open to the origin (0: 1024,
+	// negative: no cap); requests beyond it wait for one.
+	MaxUpstreamConns int
 	// Logger receives origin failures (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -379,7 +383,7 @@ type GatewayConfig struct {
 func NewGateway(cfg GatewayConfig) (http.Handler, error) {
 	gc := gateway.Config{
 		Upstream: cfg.Upstream, XFCC: cfg.XFCC,
-		MaxRequestBody: cfg.MaxRequestBody, MaxResponseBody: cfg.MaxResponseBody,
+		MaxRequestBody: cfg.MaxRequestBody, MaxResponseBody: cfg.MaxResponseBody, MaxUpstreamConns: cfg.MaxUpstreamConns,
 		DialTimeout: cfg.DialTimeout, ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		Logger: cfg.Logger, ConnOf: server.ConnOf,
 	}

@@ -4,12 +4,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	_ "net/http/pprof"
@@ -77,9 +79,12 @@ Options:
   -upstream-key FILE        its key
   -upstream-cacert FILE     roots for the origin's certificate (default: system)
   -upstream-timeout D       wait for the origin's response header (default 30s)
+  -upstream-max-conns N     connections open to the origin at most (default
+                            1024; 0: no cap)
   -xfcc                     also send Envoy's x-forwarded-client-cert
-  -max-request-body N       request body limit, bytes or 10MiB (default 10MiB)
-  -max-response-body N      origin response limit (default none)
+  -max-request-body N       request body limit, bytes or 10MiB (default 10MiB;
+                            0: none)
+  -max-response-body N      origin response limit (default and 0: none)
   -pages PATH|off           where the index page and /debug are served (default
                             /, or off with -upstream)
   -access-log FILE|-        a line per request to FILE, or - for stderr
@@ -139,6 +144,7 @@ func run(args []string, stderr io.Writer) int {
 		upKey      = fs.String("upstream-key", "", "")
 		upCA       = fs.String("upstream-cacert", "", "")
 		upTimeout  = fs.Duration("upstream-timeout", 30*time.Second, "")
+		upConns    = fs.Int("upstream-max-conns", 1024, "")
 		xfcc       = fs.Bool("xfcc", false, "")
 		maxReq     = fs.String("max-request-body", "10MiB", "")
 		maxResp    = fs.String("max-response-body", "", "")
@@ -223,6 +229,9 @@ func run(args []string, stderr io.Writer) int {
 	if *upstream == "" && pagesPath == "" {
 		return misuse("-pages off leaves nothing to serve without -upstream")
 	}
+	if *upConns < 0 {
+		return misuse("-upstream-max-conns must be 0 (no cap) or more, not %d", *upConns)
+	}
 	if *upstream == "" && (*upCert != "" || *upKey != "" || *upCA != "" || *xfcc || *maxResp != "") {
 		return misuse("-upstream-* , -xfcc and -max-response-body go with -upstream")
 	}
@@ -283,6 +292,7 @@ func run(args []string, stderr io.Writer) int {
 			MaxRequestBody:        maxReqBytes,
 			MaxResponseBody:       maxRespBytes,
 			ResponseHeaderTimeout: *upTimeout,
+			MaxUpstreamConns:      cmp.Or(*upConns, -1),
 			Logger:                log,
 		})
 		if err != nil {
@@ -415,10 +425,11 @@ func checkLoopback(addr string) error {
 }
 
 // parseSize parses a byte count: digits, optionally followed by KiB, MiB or
-// GiB (or k, M, G, as powers of 1024). Empty is 0, no limit.
+// GiB (or k, M, G, as powers of 1024). Empty and 0 are no limit, returned
+// as -1; a size past what 63 bits hold is an error.
 func parseSize(s string) (int64, error) {
 	if s == "" {
-		return 0, nil
+		return -1, nil
 	}
 	num := strings.TrimRight(s, "KMGiBkb")
 	unit := s[len(num):]
@@ -429,6 +440,12 @@ func parseSize(s string) (int64, error) {
 	shift, ok := map[string]uint{"": 0, "k": 10, "K": 10, "KiB": 10, "M": 20, "MiB": 20, "G": 30, "GiB": 30}[unit]
 	if !ok {
 		return 0, fmt.Errorf("%q: unknown unit %q (want KiB, MiB or GiB)", s, unit)
+	}
+	if n > math.MaxInt64>>shift {
+		return 0, fmt.Errorf("%q is too large (at most %d bytes)", s, int64(math.MaxInt64))
+	}
+	if n == 0 {
+		return -1, nil
 	}
 	return n << shift, nil
 }

@@ -36,11 +36,14 @@ type Config struct {
 	// XFCCBy when not empty.
 	XFCC   bool
 	XFCCBy string
-	// MaxRequestBody bounds request bodies (default 10 MiB; 413 above),
-	// MaxResponseBody the bodies of responses (default none; a larger
-	// response is cut off and logged).
+	// MaxRequestBody bounds request bodies (0: 10 MiB; 413 above),
+	// MaxResponseBody the bodies of responses (0: none; a larger
+	// response is cut off and logged). A negative value is no limit.
 	MaxRequestBody  int64
 	MaxResponseBody int64
+	// MaxUpstreamConns caps the connections open to the origin at once
+	// (0: 1024; negative: no cap); requests beyond wait for one.
+	MaxUpstreamConns int
 	// DialTimeout bounds connecting to the origin (default 5 s),
 	// ResponseHeaderTimeout waiting for its response header (default
 	// 30 s; 504 after).
@@ -58,8 +61,11 @@ func New(cfg Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.MaxRequestBody <= 0 {
+	if cfg.MaxRequestBody == 0 {
 		cfg.MaxRequestBody = 10 << 20
+	}
+	if cfg.MaxUpstreamConns == 0 {
+		cfg.MaxUpstreamConns = 1024
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 5 * time.Second
@@ -77,6 +83,7 @@ func New(cfg Config) (http.Handler, error) {
 		TLSHandshakeTimeout:   cfg.DialTimeout,
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		MaxIdleConnsPerHost:   64,
+		MaxConnsPerHost:       max(cfg.MaxUpstreamConns, 0),
 		IdleConnTimeout:       90 * time.Second,
 		ForceAttemptHTTP2:     cfg.UpstreamTLS != nil,
 	}
@@ -142,7 +149,9 @@ func WithTiming(r *http.Request, t *Timing) *http.Request {
 }
 
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxRequestBody)
+	if g.cfg.MaxRequestBody > 0 {
+		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxRequestBody)
+	}
 	g.proxy.ServeHTTP(w, r)
 }
 
@@ -150,6 +159,13 @@ func (g *gateway) rewrite(pr *httputil.ProxyRequest, target *url.URL) {
 	pr.SetURL(target)
 	pr.Out.Host = pr.In.Host // the origin sees the name the client asked for
 	StripSpoofable(pr.Out.Header)
+	if up := pr.Out.Header.Get("Upgrade"); up != "" && !strings.EqualFold(up, "websocket") {
+		// WebSocket alone is tunnelled; any other protocol switch
+		// (h2c, say) goes to the origin as the plain request it also is.
+		pr.Out.Header.Del("Upgrade")
+		pr.Out.Header.Del("Connection")
+		pr.Out.Header.Del("HTTP2-Settings")
+	}
 	pr.SetXForwarded()
 	host, port, _ := net.SplitHostPort(pr.In.RemoteAddr)
 	forwarded := "for=" + forwardedNode(host, port) + ";proto=https"
@@ -198,7 +214,9 @@ func quoteForwarded(v string) string {
 }
 
 func (g *gateway) response(resp *http.Response) error {
-	if max := g.cfg.MaxResponseBody; max > 0 {
+	if max := g.cfg.MaxResponseBody; max > 0 && resp.StatusCode != http.StatusSwitchingProtocols {
+		// (A 101's body is the tunnel itself, which the proxy must
+		// be able to write to: it is not bounded.)
 		if resp.ContentLength > max {
 			return fmt.Errorf("%w: %d bytes announced, at most %d allowed", errResponseTooLarge, resp.ContentLength, max)
 		}
@@ -219,6 +237,13 @@ type limitedBody struct {
 
 func (b *limitedBody) Read(p []byte) (int, error) {
 	if b.left <= 0 {
+		// At the limit: a body of exactly that size ends here, which
+		// only one more read can tell.
+		var one [1]byte
+		n, err := b.ReadCloser.Read(one[:])
+		if n == 0 && err != nil {
+			return 0, err
+		}
 		b.log.Warn("origin response cut off at the size limit", "url", b.url)
 		return 0, errResponseTooLarge
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -36,23 +37,28 @@ const (
 // canonicalises names on dashes only, while CGI, WSGI and PHP origins map
 // Client_Cert and Client-Cert to the same variable.
 var spoofable = map[string]bool{
-	"client-cert": true, "client-cert-chain": true, "x-forwarded-client-cert": true,
+	"client-cert": true, "client-cert-chain": true, "x-forwarded-client-cert": true, "x-forwarded-client-cert-info": true,
 	"forwarded": true, "x-forwarded-for": true, "x-forwarded-proto": true, "x-forwarded-host": true,
-	"x-real-ip": true, "x-client-ip": true, "ssl-client-cert": true, "x-ssl-client-cert": true,
+	"x-real-ip": true, "x-client-ip": true, "true-client-ip": true, "cf-connecting-ip": true,
 }
+
+// spoofablePrefixes are families of such fields: ours, nginx- and
+// Apache-style (X-SSL-Client-Verify, SSL_CLIENT_S_DN), Traefik's
+// X-Forwarded-Tls-Client-Cert and -Info, and X-Client-Cert*.
+var spoofablePrefixes = []string{"req-mtls-", "ssl-client-", "x-ssl-client-", "x-client-cert", "x-forwarded-tls-client-cert"}
 
 // normalise maps a field name to the form CGI-style origins compare.
 func normalise(name string) string {
 	return strings.ReplaceAll(strings.ToLower(name), "_", "-")
 }
 
-// StripSpoofable removes from h every field that spoofable names, and every
-// Req-Mtls- field, whatever its case and whether it uses dashes or
-// underscores.
+// StripSpoofable removes from h every field that spoofable names or that
+// starts with one of spoofablePrefixes, whatever its case and whether it
+// uses dashes or underscores.
 func StripSpoofable(h http.Header) {
 	for name := range h {
 		n := normalise(name)
-		if spoofable[n] || strings.HasPrefix(n, "req-mtls-") {
+		if spoofable[n] || slices.ContainsFunc(spoofablePrefixes, func(p string) bool { return strings.HasPrefix(n, p) }) {
 			delete(h, name)
 		}
 	}

@@ -22,7 +22,9 @@ func TestSfString(t *testing.T) {
 func TestStripSpoofable(t *testing.T) {
 	h := http.Header{}
 	for _, name := range []string{"Client-Cert", "Client_cert", "CLIENT_CERT", "Client-Cert-Chain", "X-Forwarded-Client-Cert",
-		"X_forwarded_for", "Forwarded", "Req-Mtls-Cert-Status", "Req_mtls_anything", "X-Real-Ip"} {
+		"X_forwarded_for", "Forwarded", "Req-Mtls-Cert-Status", "Req_mtls_anything", "X-Real-Ip",
+		"X-Ssl-Client-Verify", "X_SSL_CLIENT_S_DN", "Ssl_Client_Verify", "True-Client-Ip", "Cf-Connecting-Ip", "X-Forwarded-Client-Cert-Info",
+		"X-Forwarded-Tls-Client-Cert", "X-Forwarded-Tls-Client-Cert-Info", "X-Client-Cert", "X_Client_Cert_Chain"} {
 		h[name] = []string{"spoofed"}
 	}
 	h.Set("Accept", "*/*")
