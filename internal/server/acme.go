@@ -79,12 +79,13 @@ func newACMEManager(a *ACME) (*autocert.Manager, error) {
 // HTTPS.
 func (s *Server) HTTPHandler() http.Handler {
 	redirect := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host := r.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
+		host := s.redirectHost(r.Host)
+		if host == "" {
+			http.Error(w, "this server has no DNS name to redirect to", http.StatusMisdirectedRequest)
+			return
 		}
-		if s.httpsPort != "" && s.httpsPort != "443" {
-			host = net.JoinHostPort(host, s.httpsPort)
+		if port, _ := s.httpsPort.Load().(string); port != "" && port != "443" {
+			host = net.JoinHostPort(host, port)
 		}
 		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusMovedPermanently)
 	})
@@ -102,4 +103,29 @@ func (s *Server) HTTPHandler() http.Handler {
 		}
 		challenges.ServeHTTP(w, r)
 	})
+}
+
+// redirectHost is the name a port-80 request for host is sent to: host
+// itself when the server is that name (an ACME domain, or a DNS name of
+// its certificate), else the server's first name; never a name only the
+// client chose. "" when the server has no DNS name.
+func (s *Server) redirectHost(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	var names []string
+	if s.cfg.ACME != nil {
+		names = s.cfg.ACME.Domains
+	} else if leaf, _ := s.auth.Certificates(); leaf != nil {
+		names = leaf.DNSNames
+	}
+	for _, n := range names {
+		if strings.EqualFold(n, host) {
+			return n
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return names[0]
 }

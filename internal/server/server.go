@@ -116,7 +116,7 @@ type Server struct {
 	listeners   []*handshakeListener
 
 	acme      *autocert.Manager
-	httpsPort string       // the port Serve listens on, for HTTPHandler's redirect
+	httpsPort atomic.Value // string: the port Serve listens on, for HTTPHandler's redirect
 	hsLimit   *rateLimiter // handshake failure log lines
 	metrics   *metrics.Metrics
 	draining  atomic.Bool
@@ -254,7 +254,7 @@ func (s *Server) Watch(ctx context.Context) error { return s.auth.Watch(ctx) }
 // Serve accepts connections on l (a plain TCP listener) until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
 	if _, port, err := net.SplitHostPort(l.Addr().String()); err == nil {
-		s.httpsPort = port
+		s.httpsPort.Store(port)
 	}
 	if len(s.cfg.ProxyProtocolFrom) > 0 {
 		l = &proxyproto.Listener{Listener: l, ConnPolicy: s.proxyPolicy, ReadHeaderTimeout: s.cfg.HandshakeTimeout}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -322,3 +323,28 @@ const (
 )
 
 type Policy = auth.Policy
+
+// TestRedirectKeepsToOwnNames: the port-80 redirect goes to a name of the
+// server's, never to one only the request's Host chose.
+func TestRedirectKeepsToOwnNames(t *testing.T) {
+	p := testpki.New(t)
+	ts := startServer(t, p, Config{})
+	port := ts.url.Port()
+	waitFor(t, "Serve to start", func() bool { return ts.httpsPort.Load() != nil })
+	for host, want := range map[string]string{
+		"evil.example":      "https://localhost:" + port + "/x?y=1",
+		"evil.example:80":   "https://localhost:" + port + "/x?y=1",
+		"LOCALHOST":         "https://localhost:" + port + "/x?y=1",
+		"localhost:8080":    "https://localhost:" + port + "/x?y=1",
+		"127.0.0.1":         "https://localhost:" + port + "/x?y=1",
+		"localhost.evil.io": "https://localhost:" + port + "/x?y=1",
+	} {
+		r := httptest.NewRequest("GET", "http://"+host+"/x?y=1", nil)
+		r.Host = host
+		w := httptest.NewRecorder()
+		ts.HTTPHandler().ServeHTTP(w, r)
+		if got := w.Header().Get("Location"); w.Code != http.StatusMovedPermanently || got != want {
+			t.Errorf("Host %q: %d to %q, want 301 to %q", host, w.Code, got, want)
+		}
+	}
+}
