@@ -248,17 +248,23 @@ type Transport struct {
 	h1   *http.Transport
 
 	mu      sync.Mutex
-	h2pool  map[string][]*http2.ClientConn
-	h2conn  map[*http2.ClientConn]*client.AlertConn // the TLS connection under each
+	h2pool  map[string][]*h2Conn
 	dialing map[string]*dialCall                    // dials in progress, by address
 	h1only  map[string]bool                         // hosts that chose HTTP/1.1
 	handed  map[string]net.Conn                     // a dialed HTTP/1.1 connection for h1's next dial
 }
 
+// An h2Conn is a pooled HTTP/2 connection and the TLS connection under it,
+// which knows the alert that ended it, if one did.
+type h2Conn struct {
+	*http2.ClientConn
+	tc *client.AlertConn
+}
+
 // dialCall is one dial to an address that concurrent requests wait for.
 type dialCall struct {
 	done chan struct{}
-	cc   *http2.ClientConn // nil when the server chose HTTP/1.1 or the dial failed
+	cc   *h2Conn // nil when the server chose HTTP/1.1 or the dial failed
 	err  error
 }
 
@@ -275,7 +281,7 @@ func NewTransport(cfg ClientConfig) (*Transport, error) {
 		return nil, err
 	}
 	t := &Transport{d: d, onHS: cfg.OnHandshake,
-		h2pool: map[string][]*http2.ClientConn{}, h2conn: map[*http2.ClientConn]*client.AlertConn{},
+		h2pool: map[string][]*h2Conn{},
 		dialing: map[string]*dialCall{}, h1only: map[string]bool{}, handed: map[string]net.Conn{}}
 	// Health checks ping a connection that read nothing for 30 s (or the
 	// IdleTimeout, if shorter). x/net/http2 keeps a closed connection's
@@ -357,13 +363,12 @@ func idempotent(method string) bool {
 
 // idleH2Locked returns a pooled HTTP/2 connection to addr that can take a
 // request, dropping dead ones.
-func (t *Transport) idleH2Locked(addr string) *http2.ClientConn {
+func (t *Transport) idleH2Locked(addr string) *h2Conn {
 	pool := t.h2pool[addr]
 	kept := pool[:0]
-	var found *http2.ClientConn
+	var found *h2Conn
 	for _, cc := range pool {
 		if st := cc.State(); st.Closed || st.Closing {
-			delete(t.h2conn, cc)
 			continue
 		}
 		kept = append(kept, cc)
@@ -379,7 +384,7 @@ func (t *Transport) idleH2Locked(addr string) *http2.ClientConn {
 	return found
 }
 
-func (t *Transport) dropH2(addr string, cc *http2.ClientConn) {
+func (t *Transport) dropH2(addr string, cc *h2Conn) {
 	t.mu.Lock()
 	t.forgetH2Locked(addr, cc)
 	t.mu.Unlock()
@@ -390,7 +395,7 @@ func (t *Transport) dropH2(addr string, cc *http2.ClientConn) {
 // the requests that ask at the same time. When the server chooses HTTP/1.1
 // the host is remembered as such, the connection is handed to the HTTP/1.1
 // pool, and dialH2 returns nil.
-func (t *Transport) dialH2(ctx context.Context, addr, host string) (*http2.ClientConn, error) {
+func (t *Transport) dialH2(ctx context.Context, addr, host string) (*h2Conn, error) {
 	t.mu.Lock()
 	call, ok := t.dialing[addr]
 	if !ok {
@@ -427,7 +432,7 @@ func waitError(ctx context.Context, addr string) error {
 	return &Error{Msg: msg, Err: ctx.Err()}
 }
 
-func (t *Transport) dialH2Once(ctx context.Context, addr, host string) (*http2.ClientConn, error) {
+func (t *Transport) dialH2Once(ctx context.Context, addr, host string) (*h2Conn, error) {
 	tc, hs, err := t.d.c.DialTLS(ctx, addr, host)
 	if err != nil {
 		return nil, publicError(err)
@@ -459,6 +464,7 @@ func (t *Transport) dialH2Once(ctx context.Context, addr, host string) (*http2.C
 			defer t.mu.Unlock()
 			if hc.cc != nil {
 				t.forgetH2Locked(addr, hc.cc)
+				hc.cc = nil // nothing the closed connection keeps reaches its TLS state
 			}
 		}()
 	}
@@ -467,10 +473,9 @@ func (t *Transport) dialH2Once(ctx context.Context, addr, host string) (*http2.C
 		tc.Close()
 		return nil, publicError(err)
 	}
-	hc.cc = cc
-	t.h2pool[addr] = append(t.h2pool[addr], cc)
-	t.h2conn[cc] = tc
-	return cc, nil
+	hc.cc = &h2Conn{ClientConn: cc, tc: tc}
+	t.h2pool[addr] = append(t.h2pool[addr], hc.cc)
+	return hc.cc, nil
 }
 
 // hookedConn is the connection under an HTTP/2 ClientConn. When closed it
@@ -485,7 +490,7 @@ type hookedConn struct {
 	state   tls.ConnectionState
 	once    sync.Once
 	onClose func()
-	cc      *http2.ClientConn // guarded by the Transport's mu
+	cc      *h2Conn // guarded by the Transport's mu
 }
 
 func newHookedConn(tc *client.AlertConn) *hookedConn {
@@ -538,7 +543,7 @@ func (c *hookedConn) RemoteAddr() net.Addr                 { return c.remote }
 func (c *hookedConn) ConnectionState() tls.ConnectionState { return c.state }
 
 // forgetH2Locked takes cc out of the pool of addr.
-func (t *Transport) forgetH2Locked(addr string, cc *http2.ClientConn) {
+func (t *Transport) forgetH2Locked(addr string, cc *h2Conn) {
 	pool := t.h2pool[addr]
 	for i, c := range pool {
 		if c == cc {
@@ -551,7 +556,6 @@ func (t *Transport) forgetH2Locked(addr string, cc *http2.ClientConn) {
 	} else {
 		t.h2pool[addr] = pool
 	}
-	delete(t.h2conn, cc)
 }
 
 // dialH1 is the HTTP/1.1 pool's dial: the connection dialH2 handed over,
@@ -591,13 +595,8 @@ func (t *Transport) handshake(addr string, hs *client.Handshake) {
 
 // explainH2 names the TLS alert behind an HTTP/2 failure, if there was one,
 // without disturbing a connection that still serves other requests.
-func (t *Transport) explainH2(cc *http2.ClientConn, err error) error {
-	t.mu.Lock()
-	tc := t.h2conn[cc]
-	t.mu.Unlock()
-	if tc != nil {
-		err = tc.AlertOr(err, cc)
-	}
+func (t *Transport) explainH2(cc *h2Conn, err error) error {
+	err = cc.tc.AlertOr(err, cc.ClientConn)
 	return publicError(t.d.c.Explain(err, "request"))
 }
 
@@ -611,7 +610,6 @@ func (t *Transport) CloseIdleConnections() {
 		for _, cc := range pool {
 			if st := cc.State(); st.StreamsActive == 0 && st.StreamsReserved == 0 {
 				cc.Close()
-				delete(t.h2conn, cc)
 				continue
 			}
 			kept = append(kept, cc)

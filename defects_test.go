@@ -288,7 +288,7 @@ func TestTransportForgetsClosedConnections(t *testing.T) {
 	pooled := func() int {
 		tr.mu.Lock()
 		defer tr.mu.Unlock()
-		return len(tr.h2pool) + len(tr.h2conn)
+		return len(tr.h2pool)
 	}
 	settle := func() uint64 {
 		for deadline := time.Now().Add(20 * time.Second); pooled() > 0 && time.Now().Before(deadline); {
@@ -451,5 +451,37 @@ func TestUpgradeOnlyWebSocket(t *testing.T) {
 	}
 	if !strings.HasPrefix(out, "HTTP/1.1 200 ") || !strings.HasSuffix(out, "plain") {
 		t.Errorf("answer:\n%s", out)
+	}
+}
+
+// TestListenerHandshakeDeadline: Authenticator.Listener closes a connection
+// whose handshake does not come, by default and as configured.
+func TestListenerHandshakeDeadline(t *testing.T) {
+	p := testpki.New(t)
+	a := newAuth(t, ServerConfig{ClientCAFile: p.RootCA, HandshakeTimeout: 300 * time.Millisecond})
+	addr := tlsServe(t, p, a, &tls.Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte{22, 3, 1, 0x01}) // half a record header, then nothing
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.Read(make([]byte, 1))
+	if took := time.Since(start); n != 0 || err != io.EOF || took > 3*time.Second {
+		t.Errorf("a silent client: read %d bytes, %v after %v; want the server to close it after 300 ms", n, err, took)
+	}
+	// A client that completes its handshake in time is not closed later.
+	tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots(p), ServerName: "localhost", Time: testpki.Clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	time.Sleep(600 * time.Millisecond)
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(tc, "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+	if b, err := io.ReadAll(tc); !strings.HasPrefix(string(b), "HTTP/1.1 200") {
+		t.Errorf("a prompt client, 600 ms after its handshake: %q, %v", b, err)
 	}
 }

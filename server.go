@@ -83,12 +83,23 @@ type ServerConfig struct {
 	// tests.
 	Now func() time.Time
 
+	// HandshakeTimeout bounds a TLS handshake from the accept (default
+	// 10 s): a connection from Listener whose handshake has not reached
+	// the client-auth decision by then is closed. MaxHelloBytes bounds
+	// the bytes all connections hold at once while their ClientHellos
+	// are read (default 32 MiB); past it a ClientHello is refused with
+	// an internal_error alert. Negative values turn either off.
+	HandshakeTimeout time.Duration
+	MaxHelloBytes    int64
+
 	// The fields below are Server's alone.
 
-	// HandshakeTimeout bounds a TLS handshake from the accept (default
-	// 10 s). ReadHeaderTimeout and IdleTimeout are net/http's (defaults
-	// 10 s and 2 minutes).
-	HandshakeTimeout  time.Duration
+	// MaxHandshakes bounds the handshakes in progress at once (default
+	// 1024); a connection accepted past it is closed at once, counted in
+	// reqmtls_handshake_failures_total{reason="too_many_handshakes"}.
+	// ReadHeaderTimeout and IdleTimeout are net/http's (defaults 10 s and
+	// 2 minutes).
+	MaxHandshakes     int
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
 	// ACME, if set, replaces CertFile and KeyFile for Server: the
@@ -130,6 +141,9 @@ func (c ServerConfig) auth() auth.Config {
 		RecheckInterval: c.RecheckInterval,
 		Logger:          c.Logger,
 		Now:             c.Now,
+
+		HandshakeTimeout: c.HandshakeTimeout,
+		MaxHelloBytes:    c.MaxHelloBytes,
 	}
 }
 
@@ -287,6 +301,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			TicketKeys: cfg.TicketKeysFile},
 		Policy:            auth.Policy(cfg.Policy),
 		HandshakeTimeout:  cfg.HandshakeTimeout,
+		MaxHandshakes:     cfg.MaxHandshakes,
+		MaxHelloBytes:     cfg.MaxHelloBytes,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		RecheckInterval:   cfg.RecheckInterval,

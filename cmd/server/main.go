@@ -68,6 +68,10 @@ Options:
                             always:  classic mTLS, every client must present one
   -handshake-timeout D      time from accepting a connection to the end of its
                             TLS handshake (default 10s)
+  -max-handshakes N         handshakes in progress at once; more are refused
+                            (default 1024)
+  -max-hello-memory N       bytes held for ClientHellos being read, over all
+                            connections; past it, internal_error (default 32MiB)
   -read-header-timeout D    HTTP request header time limit (default 10s)
   -idle-timeout D           keep-alive idle limit (default 2m)
   -shutdown-timeout D       grace period for requests at shutdown (default 10s)
@@ -129,6 +133,8 @@ func run(args []string, stderr io.Writer) int {
 		addr       = fs.String("listen-addr", "localhost:8775", "")
 		policyName = fs.String("client-auth", "request", "")
 		hsTimeout  = fs.Duration("handshake-timeout", 10*time.Second, "")
+		maxHS      = fs.Int("max-handshakes", 1024, "")
+		maxHello   = fs.String("max-hello-memory", "32MiB", "")
 		rhTimeout  = fs.Duration("read-header-timeout", 10*time.Second, "")
 		idle       = fs.Duration("idle-timeout", 2*time.Minute, "")
 		grace      = fs.Duration("shutdown-timeout", 10*time.Second, "")
@@ -205,6 +211,13 @@ func run(args []string, stderr io.Writer) int {
 	if err != nil {
 		return misuse("-proxy-protocol-from: %v", err)
 	}
+	if *maxHS <= 0 {
+		return misuse("-max-handshakes must be positive, not %d", *maxHS)
+	}
+	maxHelloBytes, err := parseSize(*maxHello)
+	if err != nil || maxHelloBytes <= 0 {
+		return misuse("-max-hello-memory: want a positive size, not %q", *maxHello)
+	}
 	maxReqBytes, err := parseSize(*maxReq)
 	if err != nil {
 		return misuse("-max-request-body: %v", err)
@@ -267,6 +280,8 @@ func run(args []string, stderr io.Writer) int {
 		ProxyProtocolFrom: proxyPrefixes,
 		DrainDelay:        *drainDelay,
 		HandshakeTimeout:  *hsTimeout,
+		MaxHandshakes:     *maxHS,
+		MaxHelloBytes:     maxHelloBytes,
 		ReadHeaderTimeout: *rhTimeout,
 		IdleTimeout:       *idle,
 		Logger:            log,

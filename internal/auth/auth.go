@@ -23,6 +23,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/req-mtls/req-mtls/internal/clienthello"
 )
 
 // Config configures an Authenticator. Every field is optional.
@@ -53,6 +55,16 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock for certificate validity (default time.Now).
 	Now func() time.Time
+
+	// HandshakeTimeout closes a connection from NewListener whose TLS
+	// handshake has not passed the client-auth decision that long after
+	// the accept (default 10 s; negative: never), so that clients that
+	// send nothing, or half a ClientHello, do not stay.
+	HandshakeTimeout time.Duration
+	// MaxHelloBytes bounds the bytes all connections together hold while
+	// their ClientHellos are read and replayed (default 32 MiB; negative:
+	// no bound); past it, a ClientHello is refused with internal_error.
+	MaxHelloBytes int64
 }
 
 // An Authenticator is safe for concurrent use.
@@ -68,7 +80,8 @@ type Authenticator struct {
 	connsMu sync.Mutex
 	conns   map[*Conn]struct{} // open connections that hold a client certificate
 
-	verified verifyCache
+	verified    verifyCache
+	helloBudget *clienthello.Budget
 }
 
 // New loads every file in cfg; any failure is an error.
@@ -91,7 +104,16 @@ func New(cfg Config) (*Authenticator, error) {
 	if cfg.Policy == PolicyAlways && cfg.ClientCAFile == "" {
 		return nil, errors.New("client-auth policy always needs a client CA bundle (for clients that send no flag)")
 	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.MaxHelloBytes == 0 {
+		cfg.MaxHelloBytes = 32 << 20
+	}
 	a := &Authenticator{cfg: cfg, log: cfg.Logger, stamps: map[string][32]byte{}, conns: map[*Conn]struct{}{}}
+	if cfg.MaxHelloBytes > 0 {
+		a.helloBudget = clienthello.NewBudget(cfg.MaxHelloBytes)
+	}
 	st := &state{}
 	for _, p := range a.parts() {
 		a.stamps[p.name] = stamp(p.files)
@@ -149,7 +171,24 @@ func (l *listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return l.a.WrapConn(c), nil
+	ac := l.a.WrapConn(c)
+	if d := l.a.cfg.HandshakeTimeout; d > 0 {
+		ac.hsTimer = time.AfterFunc(d, func() {
+			if !ac.handshakeOK.Load() {
+				ac.CloseNow()
+			}
+		})
+	}
+	return ac, nil
+}
+
+// HelloBytes returns the bytes connections hold now for their ClientHellos,
+// counted against Config.MaxHelloBytes.
+func (a *Authenticator) HelloBytes() int64 {
+	if a.helloBudget == nil {
+		return 0
+	}
+	return a.helloBudget.Used()
 }
 
 // ValidatesNow reports whether a decision's certificate would validate
@@ -313,6 +352,9 @@ func (t *cfgTemplate) perConn(b *binding, c net.Conn) *tls.Config {
 		}
 		if ac != nil {
 			ac.handshakeOK.Store(true)
+			if ac.hsTimer != nil {
+				ac.hsTimer.Stop()
+			}
 		}
 		return nil
 	}

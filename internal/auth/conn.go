@@ -51,12 +51,13 @@ type Conn struct {
 	// handshakeOK is set when the handshake passed VerifyConnection.
 	handshakeOK atomic.Bool
 	onClose     func()
+	hsTimer     *time.Timer // closes the connection if its handshake is not done in time (NewListener)
 }
 
 // WrapConn wraps an accepted connection for inspection, for servers that
 // accept connections other than through NewListener.
 func (a *Authenticator) WrapConn(c net.Conn) *Conn {
-	return &Conn{Conn: clienthello.NewConn(c), a: a}
+	return &Conn{Conn: clienthello.NewConn(c, a.helloBudget), a: a}
 }
 
 // ConnOf returns the Conn under c: c itself, or the connection under a
@@ -127,6 +128,10 @@ func (c *Conn) Linger() error {
 }
 
 func (c *Conn) forget() {
+	c.Conn.Release()
+	if c.hsTimer != nil {
+		c.hsTimer.Stop()
+	}
 	c.a.connsMu.Lock()
 	c.closed = true
 	delete(c.a.conns, c)

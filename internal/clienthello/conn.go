@@ -1,6 +1,7 @@
 package clienthello
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -33,7 +34,39 @@ const (
 	alertLevelFatal       = 2
 	alertDecodeError      = 50
 	alertIllegalParameter = 47
+	alertInternalError    = 80
 )
+
+// ErrBusy is returned by Read when the Conns sharing a Budget already hold
+// all of it: the ClientHello is refused with an internal_error alert.
+var ErrBusy = errors.New("clienthello: ClientHello refused: the server holds too many ClientHello bytes already")
+
+// A Budget bounds the bytes that all the Conns sharing it hold in their
+// record buffers while they read and replay a ClientHello: connections
+// that send half a hello and stop hold their buffers until they time out,
+// and many of them at once must not exhaust memory. It is safe for
+// concurrent use; a nil Budget bounds nothing.
+type Budget struct {
+	max  int64
+	used atomic.Int64
+}
+
+// NewBudget returns a Budget of max bytes.
+func NewBudget(max int64) *Budget { return &Budget{max: max} }
+
+// Used returns the bytes held now.
+func (b *Budget) Used() int64 { return b.used.Load() }
+
+func (b *Budget) take(n int) bool {
+	if b == nil {
+		return true
+	}
+	if b.used.Add(int64(n)) > b.max {
+		b.used.Add(-int64(n))
+		return false
+	}
+	return true
+}
 
 // ErrTooLarge is returned by Read when a ClientHello does not fit in
 // MaxBuffered bytes (see there).
@@ -59,7 +92,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewConn(c), nil
+	return NewConn(c, nil), nil
 }
 
 // A Conn inspects the ClientHello that arrives on it, then replays every byte
@@ -106,12 +139,39 @@ type Conn struct {
 	retried   bool // a second ClientHello was inspected and agreed with the first
 
 	peak int // the most bytes held at once during inspection, for tests
+
+	budget   *Budget
+	reserved atomic.Int64 // bytes of budget taken, given back by release
 }
 
 // NewConn wraps c. Use it where connections are accepted by other means than
-// a Listener.
-func NewConn(c net.Conn) *Conn {
-	return &Conn{Conn: c}
+// a Listener. Its inspection buffers count against budget (nil for none).
+func NewConn(c net.Conn, budget *Budget) *Conn {
+	return &Conn{Conn: c, budget: budget}
+}
+
+// reserve takes n bytes of the budget for this Conn.
+func (c *Conn) reserve(n int) bool {
+	if !c.budget.take(n) {
+		return false
+	}
+	c.reserved.Add(int64(n))
+	return true
+}
+
+// Release gives back what the Conn took of its budget: its inspection
+// buffers are replayed, or the connection is closed. Safe from any
+// goroutine, any number of times.
+func (c *Conn) Release() {
+	if n := c.reserved.Swap(0); n != 0 && c.budget != nil {
+		c.budget.used.Add(-n)
+	}
+}
+
+// Close closes the connection and gives back its share of the budget.
+func (c *Conn) Close() error {
+	c.Release()
+	return c.Conn.Close()
 }
 
 // Read reads data from the connection, inspecting the ClientHello first.
@@ -133,6 +193,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		c.pending = c.pending[n:]
 		if len(c.pending) == 0 {
 			c.pending, c.raw = nil, nil
+			c.Release()
 		}
 		return n, nil
 	}
@@ -182,7 +243,11 @@ func (c *Conn) Summary() *Summary {
 // inspect reads records until the ClientHello is complete, or until it is
 // clear that the input is something else.
 func (c *Conn) inspect() {
-	rr := recordReader{r: c.Conn, buf: make([]byte, 0, initialBuffer)}
+	if !c.reserve(initialBuffer) {
+		c.refuse(alertInternalError, ErrBusy)
+		return
+	}
+	rr := recordReader{r: c.Conn, buf: make([]byte, 0, initialBuffer), reserve: c.reserve}
 	msg, own, err := c.readHello(&rr, 0, false)
 	// Whatever happens below, the reader gets every byte read.
 	if len(rr.buf) > 0 {
@@ -285,6 +350,8 @@ func (c *Conn) stop(err error) {
 	switch err {
 	case ErrTooLarge:
 		c.refuse(alertDecodeError, err)
+	case ErrBusy:
+		c.refuse(alertInternalError, err)
 	case errNotHandshake, errNotClientHello:
 	default:
 		c.readErr = err
@@ -298,4 +365,5 @@ func (c *Conn) refuse(desc byte, err error) {
 	c.Conn.Close()
 	c.fatal = err
 	c.pending, c.raw = nil, nil
+	c.Release()
 }

@@ -34,7 +34,7 @@ var alertIllegal = []byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x2f}
 // Conn, what Read handed on, and the final Read error.
 func inspectBytes(data []byte, chunks ...int) (*Conn, *scriptConn, []byte, error) {
 	sc := &scriptConn{data: append([]byte(nil), data...), chunks: chunks}
-	c := NewConn(sc)
+	c := NewConn(sc, nil)
 	var out bytes.Buffer
 	buf := make([]byte, 300)
 	for {
@@ -429,7 +429,7 @@ func TestCaptureSeeds(t *testing.T) {
 	capture := func(name string, dial func(net.Conn)) {
 		a, b := net.Pipe()
 		go func() { dial(a); a.Close() }()
-		c := NewConn(b)
+		c := NewConn(b, nil)
 		c.Read(make([]byte, 1))
 		b.Close()
 		msg := c.ClientHello()

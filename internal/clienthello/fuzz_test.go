@@ -36,7 +36,7 @@ func FuzzConn(f *testing.F) {
 			chunks = []int{int(chunk)}
 		}
 		sc := &scriptConn{data: append([]byte(nil), data...), chunks: chunks}
-		c := NewConn(sc)
+		c := NewConn(sc, nil)
 		first := make([]byte, 1)
 		n, err := c.Read(first)
 		// Everything held at once: record buffer, reassembled message
@@ -104,7 +104,7 @@ func FuzzRetry(f *testing.F) {
 			chunks = []int{int(chunk)}
 		}
 		sc := &scriptConn{data: append(append([]byte{}, first...), data...), chunks: chunks}
-		c := NewConn(sc)
+		c := NewConn(sc, nil)
 		got := make([]byte, len(first))
 		if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, first) {
 			t.Fatalf("first hello: %v, replayed unchanged %v", err, bytes.Equal(got, first))
@@ -206,7 +206,7 @@ func benchInspect(b *testing.B, data []byte, chunks []int) {
 	b.ReportAllocs()
 	for b.Loop() {
 		sc.data = data
-		c := NewConn(sc)
+		c := NewConn(sc, nil)
 		for n := 0; n < len(data); {
 			m, err := c.Read(buf)
 			if err != nil {

@@ -18,6 +18,9 @@ type recordReader struct {
 	buf   []byte // every byte read; records start at 0
 	off   int    // where the next record starts in buf
 	limit int    // the most cap(buf) may grow to
+	// reserve, if set, is asked for the bytes each growth adds; when it
+	// refuses, fill returns ErrBusy.
+	reserve func(n int) bool
 }
 
 // next reads the next whole record and returns its type and fragment, a view
@@ -58,7 +61,11 @@ func (rr *recordReader) fill(n int) error {
 				return ErrTooLarge
 			}
 			// Double, as records keep coming, within the limit.
-			grown := make([]byte, len(rr.buf), min(max(2*cap(rr.buf), n), rr.limit))
+			size := min(max(2*cap(rr.buf), n), rr.limit)
+			if rr.reserve != nil && !rr.reserve(size-cap(rr.buf)) {
+				return ErrBusy
+			}
+			grown := make([]byte, len(rr.buf), size)
 			copy(grown, rr.buf)
 			rr.buf = grown
 		}

@@ -223,7 +223,7 @@ func TestHelloRetry(t *testing.T) {
 		} {
 			t.Run(tc.name+"/"+write.name, func(t *testing.T) {
 				peer, raw := tcpPair(t)
-				c := NewConn(raw)
+				c := NewConn(raw, nil)
 				if _, err := peer.Write(first); err != nil {
 					t.Fatal(err)
 				}
@@ -292,7 +292,7 @@ func TestHelloRetryNotInspected(t *testing.T) {
 	second := records(rewriteFlags(t, first[recordHeaderLen:], 0, nil), 1<<14)
 	t.Run("AfterServerHello", func(t *testing.T) {
 		peer, raw := tcpPair(t)
-		c := NewConn(raw)
+		c := NewConn(raw, nil)
 		peer.Write(first)
 		if _, err := io.ReadFull(c, make([]byte, len(first))); err != nil {
 			t.Fatal(err)
@@ -337,7 +337,7 @@ func TestHelloRetryHandshake(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			peer, raw := tcpPair(t)
-			c := NewConn(raw)
+			c := NewConn(raw, nil)
 			type result struct {
 				state tls.ConnectionState
 				flags tlsflags.Set // as GetConfigForClient saw them

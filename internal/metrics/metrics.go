@@ -42,8 +42,9 @@ type Metrics struct {
 }
 
 // New registers the collectors; certs, if not nil, is read at every scrape
-// for certificate expiry.
-func New(certs func() (server *x509.Certificate, roots map[string][]*x509.Certificate)) *Metrics {
+// for certificate expiry, and so are inFlight (handshakes in progress) and
+// helloBytes (bytes held for ClientHellos), when not nil.
+func New(certs func() (server *x509.Certificate, roots map[string][]*x509.Certificate), inFlight, helloBytes func() float64) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 	m.connsOpen = prometheus.NewGauge(prometheus.GaugeOpts{Name: "reqmtls_connections_open",
@@ -72,6 +73,14 @@ func New(certs func() (server *x509.Certificate, roots map[string][]*x509.Certif
 	for _, c := range []prometheus.Collector{m.connsOpen, m.handshakes, m.failures, m.handshakeDuration, m.helloRejections,
 		m.reloads, m.upstreamRequests, m.upstreamDuration} {
 		f(c)
+	}
+	if inFlight != nil {
+		f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "reqmtls_handshakes_in_progress",
+			Help: "Connections accepted whose TLS handshake has not ended (bounded by -max-handshakes)."}, inFlight))
+	}
+	if helloBytes != nil {
+		f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "reqmtls_clienthello_buffered_bytes",
+			Help: "Bytes held for ClientHellos being read and replayed (bounded by -max-hello-memory)."}, helloBytes))
 	}
 	if certs != nil {
 		f(&expiry{certs: certs, desc: prometheus.NewDesc("reqmtls_certificate_not_after_seconds",
@@ -123,7 +132,15 @@ func (m *Metrics) HandshakeFailed(err error) {
 		m.helloRejections.WithLabelValues(r).Inc()
 	case errors.Is(err, clienthello.ErrTooLarge):
 		m.helloRejections.WithLabelValues("too_large").Inc()
+	case errors.Is(err, clienthello.ErrBusy):
+		m.helloRejections.WithLabelValues("memory_bound").Inc()
 	}
+}
+
+// HandshakeRefused counts a connection closed at once because as many
+// handshakes as allowed were in progress.
+func (m *Metrics) HandshakeRefused() {
+	m.failures.WithLabelValues("too_many_handshakes").Inc()
 }
 
 // FailureReason names why a handshake failed, from a fixed set.
@@ -137,6 +154,8 @@ func FailureReason(err error) string {
 		return "illegal_parameter"
 	case errors.Is(err, clienthello.ErrTooLarge):
 		return "decode_error"
+	case errors.Is(err, clienthello.ErrBusy):
+		return "internal_error"
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return "timeout"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):

@@ -4,9 +4,11 @@ import (
 	"crypto/rand"
 	"io"
 	"net"
+	"net/http/httptest"
 	"runtime"
 	"runtime/metrics"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -146,4 +148,77 @@ func readHelloSeed(t *testing.T) []byte {
 	t.Helper()
 	// A real ClientHello record, so the slowloris looks legitimate.
 	return []byte{0x16, 3, 1, 0, 200, 1, 0, 0, 196, 3, 3}
+}
+
+// halfHello opens a connection and sends the first size bytes of a
+// ClientHello record announcing 16 KiB of handshake data, then waits.
+func halfHello(t *testing.T, addr string, size int) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	rec := make([]byte, 5+size)
+	copy(rec, []byte{22, 3, 1, 0x40, 0x00, 1, 0, 0x3f, 0xfc})
+	c.Write(rec)
+	return c
+}
+
+// TestHandshakeBounds: handshakes in progress and the bytes their
+// ClientHellos hold are bounded; connections past the bounds are refused
+// at once, counted, and the server still serves.
+func TestHandshakeBounds(t *testing.T) {
+	p := testpki.New(t)
+	ts := startServer(t, p, Config{HandshakeTimeout: 20 * time.Second, MaxHandshakes: 20, MaxHelloBytes: 256 << 10})
+	addr := ts.url.Host
+	// Memory: each half-sent hello holds a record buffer of 16389 bytes
+	// (the 16 KiB record and its header); 256 KiB holds 15 of them.
+	for range 15 {
+		halfHello(t, addr, 12000)
+	}
+	waitFor(t, "the hellos to be buffered", func() bool { return ts.auth.HelloBytes() == 15*16389 })
+	c := halfHello(t, addr, 12000)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	alert, _ := io.ReadAll(c)
+	if string(alert) != "\x15\x03\x03\x00\x02\x02\x50" {
+		t.Errorf("past the memory bound: read %x, want an internal_error alert", alert)
+	}
+	if used := ts.auth.HelloBytes(); used > 256<<10 {
+		t.Errorf("%d bytes held, over the bound", used)
+	}
+	// Handshakes: 20 in progress at most (the 15 above and 5 silent).
+	for range 5 {
+		halfHello(t, addr, 0)
+	}
+	waitFor(t, "20 handshakes in progress", func() bool { return ts.inFlight.Load() == 20 })
+	c = halfHello(t, addr, 0)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Errorf("past the handshake bound: read %d bytes, %v; want the connection closed", n, err)
+	}
+	waitFor(t, "the refusal in the log", func() bool {
+		return strings.Contains(ts.logs.String(), "connection refused: too many handshakes in progress")
+	})
+	w := httptest.NewRecorder()
+	ts.AdminHandler(false).ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	for _, line := range []string{
+		`reqmtls_handshake_failures_total{reason="too_many_handshakes"} 1`,
+		`reqmtls_clienthello_rejections_total{reason="memory_bound"} 1`,
+		`reqmtls_handshakes_in_progress 20`,
+	} {
+		if !strings.Contains(w.Body.String(), line+"\n") {
+			t.Errorf("metrics lack %q:\n%s", line, grepLines(w.Body.String(), "reqmtls_"))
+		}
+	}
+}
+
+func grepLines(text, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

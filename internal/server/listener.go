@@ -65,6 +65,17 @@ func (l *handshakeListener) acceptLoop() {
 			return
 		}
 		backoff = 0
+		if l.srv.inFlight.Load() >= int64(l.srv.cfg.MaxHandshakes) {
+			// As many handshakes as allowed are in progress: refuse
+			// at once rather than hold memory for one more.
+			l.srv.metrics.HandshakeRefused()
+			if ok, held := l.srv.refusedLimit.allow(time.Now()); ok {
+				l.srv.log.Warn("connection refused: too many handshakes in progress", "remote", c.RemoteAddr().String(),
+					"max_handshakes", l.srv.cfg.MaxHandshakes, "suppressed_before", held)
+			}
+			c.Close()
+			continue
+		}
 		sc := l.srv.auth.WrapConn(c)
 		l.srv.metrics.ConnOpened()
 		sc.OnClose(l.srv.metrics.ConnClosed)
@@ -86,6 +97,7 @@ func (l *handshakeListener) add(c *auth.Conn) bool {
 	default:
 	}
 	l.handshakes[c] = struct{}{}
+	l.srv.inFlight.Add(1)
 	l.wg.Add(1)
 	return true
 }
@@ -94,6 +106,7 @@ func (l *handshakeListener) remove(c *auth.Conn) {
 	l.mu.Lock()
 	delete(l.handshakes, c)
 	l.mu.Unlock()
+	l.srv.inFlight.Add(-1)
 	l.wg.Done()
 }
 

@@ -58,7 +58,13 @@ type Config struct {
 	// and stays silent is cut off after it. ReadHeaderTimeout and
 	// IdleTimeout are net/http's (defaults 10 s and 120 s).
 	// MaxHeaderBytes defaults to 64 KiB and MaxBodyBytes to 1 MiB.
-	HandshakeTimeout  time.Duration
+	HandshakeTimeout time.Duration
+	// MaxHandshakes bounds the handshakes in progress at once (default
+	// 1024): a connection accepted past it is closed at once and counted.
+	// MaxHelloBytes bounds the bytes held for ClientHellos being read
+	// (default 32 MiB; see auth.Config).
+	MaxHandshakes     int
+	MaxHelloBytes     int64
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
 	MaxHeaderBytes    int
@@ -115,15 +121,20 @@ type Server struct {
 	listenersMu sync.Mutex
 	listeners   []*handshakeListener
 
-	acme      *autocert.Manager
-	httpsPort atomic.Value // string: the port Serve listens on, for HTTPHandler's redirect
-	hsLimit   *rateLimiter // handshake failure log lines
-	metrics   *metrics.Metrics
-	draining  atomic.Bool
+	acme         *autocert.Manager
+	httpsPort    atomic.Value // string: the port Serve listens on, for HTTPHandler's redirect
+	hsLimit      *rateLimiter // handshake failure log lines
+	refusedLimit *rateLimiter // "too many handshakes" log lines
+	metrics      *metrics.Metrics
+	draining     atomic.Bool
+	inFlight     atomic.Int64 // handshakes in progress, over every listener
 }
 
 // New loads the files in cfg and returns a Server ready to Serve.
 func New(cfg Config) (*Server, error) {
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = 1024
+	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
 	}
@@ -160,7 +171,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	var m *metrics.Metrics
 	var a *auth.Authenticator
-	m = metrics.New(func() (*x509.Certificate, map[string][]*x509.Certificate) { return a.Certificates() })
+	var s *Server
+	m = metrics.New(func() (*x509.Certificate, map[string][]*x509.Certificate) { return a.Certificates() },
+		func() float64 { return float64(s.inFlight.Load()) }, func() float64 { return float64(a.HelloBytes()) })
 	a, err := auth.New(auth.Config{
 		OnReload: m.Reload,
 		Policy:   cfg.Policy,
@@ -170,6 +183,9 @@ func New(cfg Config) (*Server, error) {
 		RecheckInterval: cfg.RecheckInterval,
 		Logger:          cfg.Logger,
 		Now:             cfg.Now,
+		MaxHelloBytes:   cfg.MaxHelloBytes,
+		// The handshake listener bounds handshakes itself.
+		HandshakeTimeout: -1,
 	})
 	if err != nil {
 		return nil, err
@@ -189,7 +205,7 @@ func New(cfg Config) (*Server, error) {
 		// handshake.
 		base.NextProtos = []string{"h2", "http/1.1", acme.ALPNProto}
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, auth: a, base: a.TLSConfig(base), hsLimit: newRateLimiter(10, 50), metrics: m, acme: manager}
+	s = &Server{cfg: cfg, log: cfg.Logger, auth: a, base: a.TLSConfig(base), hsLimit: newRateLimiter(10, 50), refusedLimit: newRateLimiter(1, 5), metrics: m, acme: manager}
 	h := cfg.Handler
 	switch {
 	case h == nil:
