@@ -62,6 +62,8 @@ demo: build ## start a local server, then flagged and unflagged requests
 	BIN=$(BIN) ./scripts/demo.sh
 
 gen-cert: build ## write a local root, server and client certificates into CERTS_DIR (CA_KEY=file: the root's key; CA_NAME=name; FORCE=1 overwrites)
+	@if [ -z "$(FORCE)" ] && ls $(CERTS_DIR)/*.crt $(CERTS_DIR)/*.key >/dev/null 2>&1; then \
+		echo "make gen-cert: $(CERTS_DIR) holds certificates already; make gen-cert FORCE=1 overwrites them" >&2; exit 1; fi
 	$(BIN)/gencert -dir $(CERTS_DIR) $(if $(CA_KEY),-ca-key $(CA_KEY)) $(if $(CA_NAME),-ca-name '$(CA_NAME)') $(if $(FORCE),-force)
 
 start-test-server: build ## run the server on localhost:8775 with the CERTS_DIR certificates

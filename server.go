@@ -250,7 +250,9 @@ type Info struct {
 	// Chain is the client's certificate chain, leaf first (nil when none
 	// came), Store the trust store it was checked against ("client",
 	// "bot", or "none" when none was configured; "" without a
-	// certificate), and Err why it did not validate (nil when it did).
+	// certificate), and Err why it did not validate: nil when it did, and
+	// nil too when no certificate came (Chain is empty then; Validated
+	// tells the two apart).
 	Chain []*x509.Certificate
 	Store string
 	Err   error
@@ -350,6 +352,10 @@ func (s *Server) AdminHandler(pprof bool) http.Handler { return s.s.AdminHandler
 
 // Watch reloads the files that change, until ctx ends (Authenticator.Watch).
 func (s *Server) Watch(ctx context.Context) error { return s.s.Watch(ctx) }
+
+// Watching returns a channel closed once Watch watches the files (or has
+// failed to): a change made after that is seen at once.
+func (s *Server) Watching() <-chan struct{} { return s.s.Auth().Watching() }
 
 // GatewayConfig configures a gateway: a reverse proxy to an origin that
 // forwards each request's verified identity.

@@ -165,6 +165,7 @@ func TestGatewayNginx(t *testing.T) {
 
 	type want struct{ clientCert, flags, requested, status, store string }
 	leaf := derBase64(t, p.f("client.crt"))
+	var validSHA string // Req-Mtls-Cert-Sha256 of the valid case, as the access log must write it too
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -186,6 +187,9 @@ func TestGatewayNginx(t *testing.T) {
 			}
 			if (m["sha256"] != "") != (tc.want.store != "") {
 				t.Errorf("sha256 %q for %s", m["sha256"], tc.name)
+			}
+			if tc.want.status == "valid" {
+				validSHA = m["sha256"]
 			}
 			if m["client-cert-chain"] != "" || m["xfcc"] != "" {
 				t.Errorf("chain %q, xfcc %q: want none (no intermediates, -xfcc not given)", m["client-cert-chain"], m["xfcc"])
@@ -239,7 +243,7 @@ func TestGatewayNginx(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"msg=request", "client=127.0.0.1:", "tls_flags=[80]", "cert_requested=true", "resumed=false",
-		`cert_subject="CN=client.example"`, "cert_san=client.example", "cert_sha256=", "method=GET", "path=\"/some/path?q=1\"",
+		`cert_subject="CN=client.example"`, "cert_san=client.example", `cert_sha256="` + validSHA + `"`, "method=GET", "path=\"/some/path?q=1\"",
 		"status=200", "bytes=", "duration=", "upstream_time="} {
 		if !strings.Contains(line, want) {
 			t.Errorf("access log line lacks %s:\n%s", want, line)

@@ -398,6 +398,12 @@ func run(args []string, stderr io.Writer) int {
 		go admin.Serve(al)
 		defer admin.Close()
 	}
+	// "listening" says the server is ready, reload included: a file
+	// changed right after it is seen at once.
+	select {
+	case <-srv.Watching():
+	case <-time.After(5 * time.Second):
+	}
 	log.Info("listening", attrs...)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -82,6 +82,9 @@ type Authenticator struct {
 
 	verified    verifyCache
 	helloBudget *clienthello.Budget
+
+	watching  chan struct{} // closed once Watch is armed
+	watchOnce sync.Once
 }
 
 // New loads every file in cfg; any failure is an error.
@@ -110,7 +113,7 @@ func New(cfg Config) (*Authenticator, error) {
 	if cfg.MaxHelloBytes == 0 {
 		cfg.MaxHelloBytes = 32 << 20
 	}
-	a := &Authenticator{cfg: cfg, log: cfg.Logger, stamps: map[string][32]byte{}, conns: map[*Conn]struct{}{}}
+	a := &Authenticator{cfg: cfg, log: cfg.Logger, stamps: map[string][32]byte{}, conns: map[*Conn]struct{}{}, watching: make(chan struct{})}
 	if cfg.MaxHelloBytes > 0 {
 		a.helloBudget = clienthello.NewBudget(cfg.MaxHelloBytes)
 	}

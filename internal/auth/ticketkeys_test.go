@@ -80,3 +80,28 @@ func TestWatchTicketKeys(t *testing.T) {
 		t.Fatal("the ticket-keys file changed and nothing reloaded it within 5 s")
 	}
 }
+
+// TestWatchingArmed: once Watching is closed, a change made at once is
+// seen, with no wait for the backstop.
+func TestWatchingArmed(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "ticket.keys")
+	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)) + "\n"
+	os.WriteFile(keys, []byte(key), 0o600)
+	reloaded := make(chan struct{}, 10)
+	a, err := New(Config{TicketKeysFile: keys, RecheckInterval: time.Hour, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnReload: func(string, error) { reloaded <- struct{}{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.Watch(ctx)
+	<-a.Watching()
+	os.WriteFile(keys, []byte(key+key), 0o600)
+	select {
+	case <-reloaded:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a change made once Watching was closed was not seen within 5 s")
+	}
+}

@@ -25,6 +25,7 @@ const maxDelay = time.Second
 // an event never comes. Only parts whose files changed are loaded. A
 // directory that disappears is watched again once it is back.
 func (a *Authenticator) Watch(ctx context.Context) error {
+	defer a.watchOnce.Do(func() { close(a.watching) }) // no waiting on a Watch that failed
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return err
@@ -72,6 +73,7 @@ func (a *Authenticator) Watch(ctx context.Context) error {
 		return added
 	}
 	addMissing()
+	a.watchOnce.Do(func() { close(a.watching) })
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -115,3 +117,7 @@ func (a *Authenticator) Watch(ctx context.Context) error {
 		}
 	}
 }
+
+// Watching returns a channel closed once Watch has its watches in place
+// (or has failed): from then on, a change of a file is seen.
+func (a *Authenticator) Watching() <-chan struct{} { return a.watching }

@@ -22,7 +22,7 @@ import (
 const (
 	HeaderClientCert      = "Client-Cert"       // RFC 9440: sf-binary of the leaf's DER, for a validated certificate only
 	HeaderClientCertChain = "Client-Cert-Chain" // RFC 9440: sf-list of sf-binary, the verified path's intermediates
-	HeaderFlags           = "Req-Mtls-Flags"    // sf-list of integers: the TLS flags the client sent
+	HeaderFlags           = "Req-Mtls-Flags"    // sf-list of integers: the TLS flags the client sent; absent when none
 	HeaderCertRequested   = "Req-Mtls-Cert-Requested"
 	HeaderCertStatus      = "Req-Mtls-Cert-Status" // sf-token none, valid or invalid;reason="..."
 	HeaderCertSHA256      = "Req-Mtls-Cert-Sha256" // sf-binary: SHA-256 of the leaf's DER, for any certificate received
@@ -64,6 +64,14 @@ func StripSpoofable(h http.Header) {
 	}
 }
 
+// CertSHA256 is the SHA-256 of a certificate's DER as the gateway sends it
+// in Req-Mtls-Cert-Sha256 and the access log writes it: an RFC 8941 Byte
+// Sequence, ":" and standard base64 and ":".
+func CertSHA256(der []byte) string {
+	sum := sha256.Sum256(der)
+	return sfBinary(sum[:])
+}
+
 // sfBinary serialises b as an RFC 8941 Byte Sequence.
 func sfBinary(b []byte) string { return ":" + base64.StdEncoding.EncodeToString(b) + ":" }
 
@@ -103,7 +111,11 @@ func (id Identity) Set(h http.Header, xfcc bool, by string) {
 	for i, f := range id.Flags {
 		flags[i] = strconv.Itoa(f)
 	}
-	h.Set(HeaderFlags, strings.Join(flags, ", "))
+	if len(flags) > 0 {
+		// RFC 8941, Section 3.1: an empty list is not serialised; the
+		// field is left out when no flags came.
+		h.Set(HeaderFlags, strings.Join(flags, ", "))
+	}
 	d := id.Decision
 	if d == nil {
 		h.Set(HeaderCertRequested, sfBool(false))
@@ -120,6 +132,7 @@ func (id Identity) Set(h http.Header, xfcc bool, by string) {
 	leaf := d.Chain[0]
 	sum := sha256.Sum256(leaf.Raw)
 	h.Set(HeaderCertSHA256, sfBinary(sum[:]))
+	// (CertSHA256 writes the same for the access log.)
 	h.Set(HeaderCertStore, d.Store.String())
 	if d.Err != nil {
 		h.Set(HeaderCertStatus, "invalid;reason="+sfString(d.Err.Error()))

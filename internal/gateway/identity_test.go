@@ -34,3 +34,18 @@ func TestStripSpoofable(t *testing.T) {
 		t.Errorf("after stripping: %v", h)
 	}
 }
+
+// TestNoFlagsNoField: RFC 8941 has no empty list; without flags the field
+// is left out.
+func TestNoFlagsNoField(t *testing.T) {
+	h := http.Header{}
+	Identity{}.Set(h, false, "")
+	if v, ok := h[HeaderFlags]; ok {
+		t.Errorf("%s: %q without flags, want no field", HeaderFlags, v)
+	}
+	h = http.Header{}
+	Identity{Flags: []int{8, 80}}.Set(h, false, "")
+	if v := h.Get(HeaderFlags); v != "8, 80" {
+		t.Errorf("%s: %q, want \"8, 80\"", HeaderFlags, v)
+	}
+}

@@ -2,8 +2,6 @@ package server
 
 import (
 	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net"
@@ -72,11 +70,10 @@ func decisionAttrs(d *auth.Decision) []slog.Attr {
 		return append(attrs, slog.String("cert", "none"))
 	}
 	leaf := d.Chain[0]
-	sum := sha256.Sum256(leaf.Raw)
 	attrs = append(attrs,
 		slog.String("cert_subject", safetext.Escape(leaf.Subject.String())),
 		slog.String("cert_san", auth.CertName(leaf)),
-		slog.String("cert_sha256", hex.EncodeToString(sum[:])),
+		slog.String("cert_sha256", gateway.CertSHA256(leaf.Raw)), // as Req-Mtls-Cert-Sha256
 		slog.String("cert_store", d.Store.String()),
 	)
 	if d.Err != nil {
