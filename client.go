@@ -249,9 +249,9 @@ type Transport struct {
 
 	mu      sync.Mutex
 	h2pool  map[string][]*h2Conn
-	dialing map[string]*dialCall                    // dials in progress, by address
-	h1only  map[string]bool                         // hosts that chose HTTP/1.1
-	handed  map[string]net.Conn                     // a dialed HTTP/1.1 connection for h1's next dial
+	dialing map[string]*dialCall // dials in progress, by address
+	h1only  map[string]bool      // hosts that chose HTTP/1.1
+	handed  map[string]net.Conn  // a dialed HTTP/1.1 connection for h1's next dial
 }
 
 // An h2Conn is a pooled HTTP/2 connection and the TLS connection under it,
@@ -281,7 +281,7 @@ func NewTransport(cfg ClientConfig) (*Transport, error) {
 		return nil, err
 	}
 	t := &Transport{d: d, onHS: cfg.OnHandshake,
-		h2pool: map[string][]*h2Conn{},
+		h2pool:  map[string][]*h2Conn{},
 		dialing: map[string]*dialCall{}, h1only: map[string]bool{}, handed: map[string]net.Conn{}}
 	// Health checks ping a connection that read nothing for 30 s (or the
 	// IdleTimeout, if shorter). x/net/http2 keeps a closed connection's

@@ -12,6 +12,7 @@ targets=(
 	"internal/clienthello FuzzConn"
 	"internal/clienthello FuzzSummarize"
 	"internal/server FuzzReportJSON"
+	"internal/auth FuzzLoadCRLs"
 )
 if [ -n "${FUZZ_TARGETS:-}" ]; then
 	read -r -a names <<<"$FUZZ_TARGETS"

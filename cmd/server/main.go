@@ -55,6 +55,10 @@ Options:
   -client-cacert FILE       roots for client certificates (PEM bundle)
   -bot-cacert FILE          roots for flagged clients only, kept apart from
                             -client-cacert (default: use -client-cacert)
+  -client-crl FILE          certificate revocation lists (PEM or DER), each
+                            signed by a CA of -client-cacert or -bot-cacert:
+                            revoked certificates, and any of an issuer whose
+                            CRL is past its nextUpdate, do not validate
   -ticket-keys FILE         session ticket keys shared by a fleet: one a line,
                             32 bytes in base64 (openssl rand -base64 32); the
                             first encrypts, all decrypt (default: per process)
@@ -128,6 +132,7 @@ func run(args []string, stderr io.Writer) int {
 		keyFile    = fs.String("key", "", "")
 		clientCA   = fs.String("client-cacert", "", "")
 		botCA      = fs.String("bot-cacert", "", "")
+		clientCRL  = fs.String("client-crl", "", "")
 		ticketKeys = fs.String("ticket-keys", "", "")
 		proxyFrom  = fs.String("proxy-protocol-from", "", "")
 		addr       = fs.String("listen-addr", "localhost:8775", "")
@@ -187,6 +192,9 @@ func run(args []string, stderr io.Writer) int {
 	policy, err := reqmtls.ParsePolicy(*policyName)
 	if err != nil {
 		return misuse("-client-auth: %v", err)
+	}
+	if *clientCRL != "" && *clientCA == "" && *botCA == "" {
+		return misuse("-client-crl needs -client-cacert or -bot-cacert: the CRLs are checked against their CAs")
 	}
 	if policy != reqmtls.PolicyRequest && *clientCA == "" && *botCA == "" {
 		return misuse("-client-auth %s needs -client-cacert or -bot-cacert", policy)
@@ -275,7 +283,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 
 	cfg := reqmtls.ServerConfig{
-		CertFile: *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, TicketKeysFile: *ticketKeys,
+		CertFile: *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, ClientCRLFile: *clientCRL, TicketKeysFile: *ticketKeys,
 		Policy:            policy,
 		ProxyProtocolFrom: proxyPrefixes,
 		DrainDelay:        *drainDelay,

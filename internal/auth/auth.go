@@ -61,6 +61,12 @@ type Config struct {
 	// the accept (default 10 s; negative: never), so that clients that
 	// send nothing, or half a ClientHello, do not stay.
 	HandshakeTimeout time.Duration
+	// ClientCRLFile holds certificate revocation lists (RFC 5280), PEM or
+	// DER, each signed by a root of the client or bot store: a listed
+	// certificate, or one whose issuer's CRL is past its nextUpdate, does
+	// not validate. Reloaded as a part of its own.
+	ClientCRLFile string
+
 	// MaxHelloBytes bounds the bytes all connections together hold while
 	// their ClientHellos are read and replayed (default 32 MiB; negative:
 	// no bound); past it, a ClientHello is refused with internal_error.
@@ -114,6 +120,7 @@ func New(cfg Config) (*Authenticator, error) {
 		cfg.MaxHelloBytes = 32 << 20
 	}
 	a := &Authenticator{cfg: cfg, log: cfg.Logger, stamps: map[string][32]byte{}, conns: map[*Conn]struct{}{}, watching: make(chan struct{})}
+	a.verified.log = a.log.Error
 	if cfg.MaxHelloBytes > 0 {
 		a.helloBudget = clienthello.NewBudget(cfg.MaxHelloBytes)
 	}
@@ -185,6 +192,9 @@ func (l *listener) Accept() (net.Conn, error) {
 	return ac, nil
 }
 
+// CRLs describes the certificate revocation lists in force.
+func (a *Authenticator) CRLs() []CRLInfo { return a.state.Load().crls.info() }
+
 // HelloBytes returns the bytes connections hold now for their ClientHellos,
 // counted against Config.MaxHelloBytes.
 func (a *Authenticator) HelloBytes() int64 {
@@ -200,7 +210,8 @@ func (a *Authenticator) ValidatesNow(d *Decision) bool {
 	if len(d.Chain) == 0 {
 		return false
 	}
-	_, err := a.verified.validate(d.Chain, a.state.Load().storeFor(d.Flagged), a.cfg.Now())
+	st := a.state.Load()
+	_, err := a.verified.validate(d.Chain, st.storeFor(d.Flagged), st.crls, a.cfg.Now())
 	return err == nil
 }
 
@@ -344,6 +355,12 @@ type cfgTemplate struct {
 func (t *cfgTemplate) perConn(b *binding, c net.Conn) *tls.Config {
 	cfg := t.Config.Clone()
 	ac, _ := c.(*Conn)
+	if ac != nil && t.st.crls != nil && b.a.cfg.Policy.enforces() && cfg.ClientAuth != tls.NoClientCert {
+		// A revoked certificate is refused with certificate_revoked
+		// (alert.go): the connection learns the traffic key for that.
+		ac.alerts = &alertRewriter{next: cfg.KeyLogWriter}
+		cfg.KeyLogWriter = ac.alerts
+	}
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		if err := b.a.decide(ac, t.st, t.flagged, cs); err != nil {
 			return err
@@ -465,7 +482,7 @@ func (a *Authenticator) decide(c *Conn, st *state, flagged bool, cs tls.Connecti
 	if len(d.Chain) > 0 {
 		store := st.storeFor(flagged)
 		d.Store = store.ref().kind
-		d.Verified, d.Err = a.verified.validate(d.Chain, store, a.cfg.Now())
+		d.Verified, d.Err = a.verified.validate(d.Chain, store, st.crls, a.cfg.Now())
 	}
 	if c != nil {
 		c.decision.Store(d)
@@ -474,6 +491,11 @@ func (a *Authenticator) decide(c *Conn, st *state, flagged bool, cs tls.Connecti
 		}
 	}
 	if d.Err != nil && policy.enforces() {
+		if c != nil && c.alerts != nil && errors.Is(d.Err, ErrRevoked) {
+			c.alerts.mu.Lock()
+			c.alerts.want = alertCertificateRevoked
+			c.alerts.mu.Unlock()
+		}
 		return fmt.Errorf("client certificate rejected: %w", d.Err)
 	}
 	return nil
@@ -493,7 +515,7 @@ func (a *Authenticator) reload(trigger string, force bool) error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	old := a.state.Load()
-	next := &state{cert: old.cert, client: old.client, bot: old.bot, ticketKeys: old.ticketKeys}
+	next := &state{cert: old.cert, client: old.client, bot: old.bot, ticketKeys: old.ticketKeys, crls: old.crls}
 	var errs []error
 	var took []string
 	for _, p := range a.parts() {
@@ -522,7 +544,7 @@ func (a *Authenticator) reload(trigger string, force bool) error {
 		attrs = append(attrs, "cert_expires", next.cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	a.log.Info("reloaded certificates", attrs...)
-	if next.client != old.client || next.bot != old.bot {
+	if next.client != old.client || next.bot != old.bot || next.crls != old.crls {
 		a.recheck(next)
 	}
 	return errors.Join(errs...)
@@ -548,7 +570,7 @@ func (a *Authenticator) recheck(st *state) {
 		if d == nil || len(d.Chain) == 0 {
 			continue
 		}
-		if _, err := a.verified.validate(d.Chain, st.storeFor(d.Flagged), now); err != nil {
+		if _, err := a.verified.validate(d.Chain, st.storeFor(d.Flagged), st.crls, now); err != nil {
 			a.log.Warn("closing connection: its client certificate no longer validates",
 				"remote", c.RemoteAddr().String(), "cert", CertName(d.Chain[0]), "err", err)
 			c.Close()

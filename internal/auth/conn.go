@@ -51,7 +51,8 @@ type Conn struct {
 	// handshakeOK is set when the handshake passed VerifyConnection.
 	handshakeOK atomic.Bool
 	onClose     func()
-	hsTimer     *time.Timer // closes the connection if its handshake is not done in time (NewListener)
+	hsTimer     *time.Timer    // closes the connection if its handshake is not done in time (NewListener)
+	alerts      *alertRewriter // set where a revoked certificate's alert is to be certificate_revoked
 }
 
 // WrapConn wraps an accepted connection for inspection, for servers that
@@ -72,6 +73,19 @@ func ConnOf(c net.Conn) *Conn {
 
 // Flagged reports whether the client set the request-mTLS flag.
 func (c *Conn) Flagged() bool { return c.Flags().Has(tlsflags.RequestMTLS) }
+
+// Write writes p, with the one alert record alertRewriter rewrites.
+func (c *Conn) Write(p []byte) (int, error) {
+	if c.alerts != nil && len(p) > 0 {
+		if q := c.alerts.rewrite(p); &q[0] != &p[0] {
+			if _, err := c.Conn.Write(q); err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		}
+	}
+	return c.Conn.Write(p)
+}
 
 // Decision returns the decision of the handshake, or nil before it.
 func (c *Conn) Decision() *Decision { return c.decision.Load() }

@@ -132,23 +132,23 @@ func TestVerifyCache(t *testing.T) {
 	}
 	var vc verifyCache
 	valid := load("valid")
-	path, err := vc.validate(valid, client, testpki.Now)
+	path, err := vc.validate(valid, client, nil, testpki.Now)
 	if err != nil || len(path) != 2 || path[1] != client.certs[0] {
 		t.Fatalf("first validation: %v, path of %d", err, len(path))
 	}
 	// From the cache, with the same verified path.
-	if path, err := vc.validate(valid, client, testpki.Now.Add(time.Hour)); err != nil || len(vc.m) != 1 || len(path) != 2 {
+	if path, err := vc.validate(valid, client, nil, testpki.Now.Add(time.Hour)); err != nil || len(vc.m) != 1 || len(path) != 2 {
 		t.Fatalf("second validation: %v, %d entries, path of %d", err, len(vc.m), len(path))
 	}
 	// Past the leaf's NotAfter the cached entry does not answer.
-	if _, err := vc.validate(valid, client, valid[0].NotAfter.Add(time.Second)); err == nil {
+	if _, err := vc.validate(valid, client, nil, valid[0].NotAfter.Add(time.Second)); err == nil {
 		t.Error("an expired certificate validated from the cache")
 	}
 	// Another store's contents: verified afresh, and refused.
-	if _, err := vc.validate(valid, other, testpki.Now); err == nil {
+	if _, err := vc.validate(valid, other, nil, testpki.Now); err == nil {
 		t.Error("validated against another store through the cache")
 	}
-	if _, err := vc.validate(load("other-ca"), client, testpki.Now); err == nil || len(vc.m) != 1 {
+	if _, err := vc.validate(load("other-ca"), client, nil, testpki.Now); err == nil || len(vc.m) != 1 {
 		t.Errorf("other CA's certificate: %v, %d entries (failures must not be cached)", err, len(vc.m))
 	}
 }

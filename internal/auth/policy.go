@@ -149,22 +149,26 @@ func earlier(a, b time.Time) time.Time {
 // in the key (the certificates, the roots) or checked on each use (the
 // time); failures are not remembered.
 type verifyCache struct {
-	mu sync.Mutex
-	m  map[[32]byte]window
+	mu  sync.Mutex
+	m   map[[32]byte]window
+	log func(msg string, args ...any) // says loudly that a CRL went stale
 }
 
 // verifyCacheSize bounds the cache; when full it starts over.
 const verifyCacheSize = 4096
 
-// validate validates chain against s at now and returns the verified path,
-// leaf first and root last: the certificates that validated the leaf,
-// which are not always those the client sent.
-func (vc *verifyCache) validate(chain []*x509.Certificate, s *store, now time.Time) ([]*x509.Certificate, error) {
+// validate validates chain against s and the CRLs at now and returns the
+// verified path, leaf first and root last: the certificates that validated
+// the leaf, which are not always those the client sent.
+func (vc *verifyCache) validate(chain []*x509.Certificate, s *store, crls *crlSet, now time.Time) ([]*x509.Certificate, error) {
 	if s == nil || len(chain) == 0 {
 		return nil, ValidateClientCert(chain, s.roots(), now)
 	}
 	h := sha256.New()
 	h.Write(s.digest[:])
+	if crls != nil {
+		h.Write(crls.digest[:])
+	}
 	for _, c := range chain {
 		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(c.Raw))))
 		h.Write(c.Raw)
@@ -180,6 +184,15 @@ func (vc *verifyCache) validate(chain []*x509.Certificate, s *store, now time.Ti
 	w, err := validate(chain, s.pool, now)
 	if err != nil {
 		return nil, err
+	}
+	// The CRLs: a listed certificate, or a CRL past its nextUpdate,
+	// does not validate; one that stands does until that nextUpdate.
+	until, err := crls.check(w.path, now, vc.log)
+	if err != nil {
+		return nil, err
+	}
+	if !until.IsZero() {
+		w.until = earlier(w.until, until)
 	}
 	vc.mu.Lock()
 	if vc.m == nil || len(vc.m) >= verifyCacheSize {

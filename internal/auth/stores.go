@@ -107,6 +107,7 @@ type state struct {
 	// ticketKeys owns the shared session ticket keys (SetSessionTicketKeys);
 	// nil without Config.TicketKeysFile.
 	ticketKeys *tls.Config
+	crls       *crlSet // nil without Config.ClientCRLFile
 }
 
 // storeFor returns the trust store for a client: flagged clients are
@@ -165,6 +166,17 @@ func (a *Authenticator) parts() []part {
 	}
 	if c.BotCAFile != "" {
 		ps = append(ps, storePart("bot CA bundle", StoreBot, c.BotCAFile, func(s *state) **store { return &s.bot }))
+	}
+	if c.ClientCRLFile != "" {
+		// After the stores: each CRL is checked against the roots that
+		// the state being built holds.
+		ps = append(ps, part{name: "client CRL", files: []string{c.ClientCRLFile}, load: func(next *state) error {
+			set, err := loadCRLs(c.ClientCRLFile, next.client, next.bot)
+			if err == nil {
+				next.crls = set
+			}
+			return err
+		}})
 	}
 	return ps
 }

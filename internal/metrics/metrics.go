@@ -44,7 +44,7 @@ type Metrics struct {
 // New registers the collectors; certs, if not nil, is read at every scrape
 // for certificate expiry, and so are inFlight (handshakes in progress) and
 // helloBytes (bytes held for ClientHellos), when not nil.
-func New(certs func() (server *x509.Certificate, roots map[string][]*x509.Certificate), inFlight, helloBytes func() float64) *Metrics {
+func New(certs func() (server *x509.Certificate, roots map[string][]*x509.Certificate), crls func() []auth.CRLInfo, inFlight, helloBytes func() float64) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 	m.connsOpen = prometheus.NewGauge(prometheus.GaugeOpts{Name: "reqmtls_connections_open",
@@ -73,6 +73,14 @@ func New(certs func() (server *x509.Certificate, roots map[string][]*x509.Certif
 	for _, c := range []prometheus.Collector{m.connsOpen, m.handshakes, m.failures, m.handshakeDuration, m.helloRejections,
 		m.reloads, m.upstreamRequests, m.upstreamDuration} {
 		f(c)
+	}
+	if crls != nil {
+		f(&crlCollector{crls: crls,
+			next: prometheus.NewDesc("reqmtls_crl_next_update_seconds",
+				"nextUpdate (Unix time) of each client CRL in force, by issuer: past it, certificates of that issuer do not validate (alert well before).",
+				[]string{"issuer"}, nil),
+			revoked: prometheus.NewDesc("reqmtls_crl_revoked_certificates",
+				"Certificates listed in each client CRL in force, by issuer.", []string{"issuer"}, nil)})
 	}
 	if inFlight != nil {
 		f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "reqmtls_handshakes_in_progress",
@@ -225,5 +233,22 @@ func (e *expiry) Collect(ch chan<- prometheus.Metric) {
 		for _, c := range rs {
 			emit(role+"_root", c)
 		}
+	}
+}
+
+// crlCollector reports the CRLs in force at each scrape.
+type crlCollector struct {
+	crls          func() []auth.CRLInfo
+	next, revoked *prometheus.Desc
+}
+
+func (c *crlCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.next; ch <- c.revoked }
+
+func (c *crlCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, i := range c.crls() {
+		if !i.NextUpdate.IsZero() {
+			ch <- prometheus.MustNewConstMetric(c.next, prometheus.GaugeValue, float64(i.NextUpdate.Unix()), i.Issuer)
+		}
+		ch <- prometheus.MustNewConstMetric(c.revoked, prometheus.GaugeValue, float64(i.Revoked), i.Issuer)
 	}
 }

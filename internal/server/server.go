@@ -45,6 +45,8 @@ type Files struct {
 	// TicketKeys is an optional session ticket keys file (-ticket-keys)
 	// shared by the instances of a fleet.
 	TicketKeys string
+	// ClientCRL is an optional file of CRLs (-client-crl).
+	ClientCRL string
 }
 
 // Config configures a Server. The zero value of every optional field is a
@@ -173,12 +175,13 @@ func New(cfg Config) (*Server, error) {
 	var a *auth.Authenticator
 	var s *Server
 	m = metrics.New(func() (*x509.Certificate, map[string][]*x509.Certificate) { return a.Certificates() },
+		func() []auth.CRLInfo { return a.CRLs() },
 		func() float64 { return float64(s.inFlight.Load()) }, func() float64 { return float64(a.HelloBytes()) })
 	a, err := auth.New(auth.Config{
 		OnReload: m.Reload,
 		Policy:   cfg.Policy,
 		CertFile: cfg.Files.Cert, KeyFile: cfg.Files.Key,
-		ClientCAFile: cfg.Files.ClientCA, BotCAFile: cfg.Files.BotCA,
+		ClientCAFile: cfg.Files.ClientCA, BotCAFile: cfg.Files.BotCA, ClientCRLFile: cfg.Files.ClientCRL,
 		TicketKeysFile:  cfg.Files.TicketKeys,
 		RecheckInterval: cfg.RecheckInterval,
 		Logger:          cfg.Logger,

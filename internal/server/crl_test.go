@@ -1,0 +1,230 @@
+package server
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/req-mtls/req-mtls/internal/certs"
+	"github.com/req-mtls/req-mtls/internal/client"
+	"github.com/req-mtls/req-mtls/internal/testpki"
+)
+
+// opensslCA is a CA run with `openssl ca`: its index of issued and revoked
+// certificates, and the CRLs it makes.
+type opensslCA struct {
+	t   *testing.T
+	dir string
+	cnf string
+}
+
+// newOpensslCA sets up `openssl ca` for the CA whose certificate is caFile,
+// with key.
+func newOpensslCA(t *testing.T, name, caFile string, key crypto.Signer) *opensslCA {
+	t.Helper()
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Fatal("openssl not found: CI installs it (apt-get install openssl)")
+	}
+	dir := filepath.Join(t.TempDir(), name)
+	os.MkdirAll(dir, 0o700)
+	keyPEM, _ := os.ReadFile(writeKey(t, key))
+	os.WriteFile(filepath.Join(dir, "ca.key"), keyPEM, 0o600)
+	data, _ := os.ReadFile(caFile)
+	os.WriteFile(filepath.Join(dir, "ca.crt"), data, 0o600)
+	os.WriteFile(filepath.Join(dir, "index.txt"), nil, 0o600)
+	os.WriteFile(filepath.Join(dir, "crlnumber"), []byte("01\n"), 0o600)
+	cnf := filepath.Join(dir, "ca.cnf")
+	os.WriteFile(cnf, []byte(`[ ca ]
+default_ca = this
+[ this ]
+dir = `+dir+`
+database = $dir/index.txt
+crlnumber = $dir/crlnumber
+certificate = $dir/ca.crt
+private_key = $dir/ca.key
+default_md = sha256
+default_crl_days = 1
+`), 0o600)
+	return &opensslCA{t: t, dir: dir, cnf: cnf}
+}
+
+func (ca *opensslCA) run(args ...string) {
+	ca.t.Helper()
+	out, err := exec.Command("openssl", append([]string{"ca", "-config", ca.cnf, "-batch"}, args...)...).CombinedOutput()
+	if err != nil {
+		ca.t.Fatalf("openssl ca %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// revoke marks the certificate in certFile revoked in the index.
+func (ca *opensslCA) revoke(certFile string) { ca.run("-revoke", certFile) }
+
+// crl makes a CRL valid from a day before testpki.Now to from+days (days
+// may be negative: a CRL past its nextUpdate), written to file.
+func (ca *opensslCA) crl(file string, fromDays, toDays int) {
+	ts := func(d int) string { return testpki.Now.AddDate(0, 0, d).UTC().Format("20060102150405Z") }
+	tmp := file + ".tmp"
+	ca.run("-gencrl", "-crl_lastupdate", ts(fromDays), "-crl_nextupdate", ts(toDays), "-out", tmp)
+	if err := os.Rename(tmp, file); err != nil {
+		ca.t.Fatal(err)
+	}
+}
+
+// TestCRL: CRLs made by `openssl ca`, in the handshake and /debug, at load,
+// reloaded under a live connection, and past their nextUpdate.
+func TestCRL(t *testing.T) {
+	p := testpki.New(t)
+	// A second client of the same CA, never revoked.
+	c2, k2, err := p.CA.Issue(certs.Leaf{Hosts: []string{"second.example"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		NotBefore: p.Now.AddDate(0, -1, 0), NotAfter: p.Now.AddDate(0, 6, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := [2]string{writePEM(t, "CERTIFICATE", c2.Raw), writeKey(t, k2)}
+	ca := newOpensslCA(t, "client-ca", p.RootCA, p.CA.Key)
+	files := livePKI(t, p)
+	files.ClientCRL = filepath.Join(filepath.Dir(files.ClientCA), "crl.pem")
+	ca.crl(files.ClientCRL, -1, 1) // nothing revoked yet
+
+	t.Run("LoadRefusesOtherCA", func(t *testing.T) {
+		oca, err := certs.NewCA(pkix.Name{CommonName: "other root"}, nil, nil, p.Now.AddDate(-1, 0, 0), p.Now.AddDate(5, 0, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := newOpensslCA(t, "other-ca", writePEM(t, "CERTIFICATE", oca.Cert.Raw), oca.Key)
+		bad := filepath.Join(t.TempDir(), "other.crl")
+		other.crl(bad, -1, 1)
+		f := files
+		f.ClientCRL = bad
+		_, err = New(Config{Files: f})
+		if err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), "issuer CN=other root") ||
+			!strings.Contains(err.Error(), "not signed by a CA of the client or bot store") {
+			t.Errorf("a CRL of another CA: %v", err)
+		}
+		os.WriteFile(bad, []byte("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"), 0o600)
+		if _, err := New(Config{Files: f}); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("a malformed CRL: %v", err)
+		}
+	})
+
+	ts := startServer(t, p, Config{Policy: PolicyRequire, Files: files})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ts.Watch(ctx)
+	<-ts.auth.Watching()
+
+	// A live HTTP/2 connection of the client about to be revoked.
+	pool := x509.NewCertPool()
+	pool.AddCert(p.CA.Cert)
+	cfgLive := withCert(p, "valid", 80)
+	cfgLive.RootCAs = pool
+	live, err := client.New(cfgLive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := live.Dial(context.Background(), ts.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := live.RoundTrip(conn, mustGet(ts.url.String())); err != nil {
+		t.Fatal(err)
+	}
+
+	// Revoke it: the reload closes its connection, and new handshakes
+	// with it fail with certificate_revoked.
+	ca.revoke(p.Clients["valid"][0])
+	ca.crl(files.ClientCRL, -1, 1)
+	waitFor(t, "the revoking reload to close the live connection", func() bool {
+		return strings.Contains(ts.logs.String(), "closing connection: its client certificate no longer validates")
+	})
+	if !strings.Contains(ts.logs.String(), `parts="[client CRL]"`) {
+		t.Errorf("no reload of the CRL in the log:\n%s", ts.logs)
+	}
+	if _, err := live.RoundTrip(conn, mustGet(ts.url.String())); err == nil {
+		t.Error("the revoked client's live connection still serves")
+	}
+	o := fetch(t, ts, p, withCert(p, "valid", 80), "/debug")
+	if o.err == nil || !strings.Contains(o.err.Error(), "certificate_revoked") {
+		t.Errorf("revoked client under require: %v, want certificate_revoked", o.err)
+	}
+	t.Logf("revoked client: %v", o.err)
+	cfg2 := withCert(p, "", 80)
+	cfg2.CertFile, cfg2.KeyFile = second[0], second[1]
+	if o := fetch(t, ts, p, cfg2, "/debug"); o.err != nil || !strings.HasSuffix(o.body, "Cert validated: true\n") {
+		t.Errorf("not revoked: %v\n%s", o.err, o.body)
+	}
+
+	// TLS 1.2 under always: the alert goes in the clear, rewritten too.
+	as := startServer(t, p, Config{Policy: PolicyAlways, Files: files})
+	cfg12 := withCert(p, "valid")
+	cfg12.TLS12Only = true
+	if o := fetch(t, as, p, cfg12, "/debug"); o.err == nil || !strings.Contains(o.err.Error(), "certificate_revoked") {
+		t.Errorf("revoked client over TLS 1.2 under always: %v, want certificate_revoked", o.err)
+	}
+
+	// Under request: served, and /debug says why not valid.
+	rs := startServer(t, p, Config{Policy: PolicyRequest, Files: files})
+	if o := fetch(t, rs, p, withCert(p, "valid", 80), "/debug?format=json"); o.err != nil || !strings.Contains(o.body, `"revoked: serial `) {
+		t.Errorf("revoked client under request: %v\n%s", o.err, o.body)
+	}
+
+	// Past its nextUpdate: nothing of that issuer validates, loudly.
+	ca.crl(files.ClientCRL, -2, -1)
+	waitFor(t, "the stale CRL's reload", func() bool { return strings.Count(ts.logs.String(), `parts="[client CRL]"`) >= 2 })
+	if o := fetch(t, ts, p, cfg2, "/debug"); o.err == nil {
+		t.Error("a client of an issuer whose CRL is stale was served under require")
+	}
+	if !strings.Contains(ts.logs.String(), "CRL expired: certificates of its issuer do not validate") {
+		t.Errorf("no loud line for the stale CRL:\n%s", ts.logs)
+	}
+	w := httptest.NewRecorder()
+	ts.AdminHandler(false).ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	want := `reqmtls_crl_next_update_seconds{issuer="CN=test client root"} ` + formatUnix(testpki.Now.AddDate(0, 0, -1))
+	if !strings.Contains(w.Body.String(), want) {
+		t.Errorf("metrics lack %q:\n%s", want, grepLines(w.Body.String(), "reqmtls_crl"))
+	}
+	t.Logf("%s", grepLines(w.Body.String(), "reqmtls_crl"))
+}
+
+func mustGet(u string) *http.Request {
+	r, err := http.NewRequest("GET", u, nil)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
+// formatUnix writes a time as the Prometheus text format writes a gauge.
+func formatUnix(t time.Time) string { return strconv.FormatFloat(float64(t.Unix()), 'g', -1, 64) }
+
+func writePEM(t *testing.T, typ string, der []byte) string {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "*.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pem.Encode(f, &pem.Block{Type: typ, Bytes: der})
+	return f.Name()
+}
+
+func writeKey(t *testing.T, key any) string {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writePEM(t, "PRIVATE KEY", der)
+}
