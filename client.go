@@ -38,6 +38,22 @@ type ClientConfig struct {
 	// change before a handshake; a change that fails to load keeps the
 	// last good pair.
 	CertFile, KeyFile string
+	// GetClientCertificate, instead of CertFile and KeyFile, gives the
+	// certificate when a server asks, with the meaning of tls.Config's:
+	// its PrivateKey may be any crypto.Signer, so keys held by a KMS or
+	// an HSM serve. A nil or empty certificate sends none. Sessions are
+	// resumed only with the certificate it returned last: one that
+	// returns another ends resumption of the older one's sessions.
+	GetClientCertificate func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+	// Proxy chooses an HTTP proxy for each request, with the meaning of
+	// http.Transport.Proxy; nil means http.ProxyFromEnvironment
+	// (HTTPS_PROXY, HTTP_PROXY, NO_PROXY), as for users of
+	// http.DefaultTransport. HTTPS goes through an HTTP CONNECT tunnel,
+	// with Proxy-Authorization from the proxy URL's user info, and the
+	// handshake runs inside it, flags and certificate unchanged; a
+	// refusal is an *Error naming the proxy and its status. For direct
+	// connections whatever the environment says, set Proxy to NoProxy.
+	Proxy func(*http.Request) (*url.URL, error)
 	// RootCAs verifies servers; nil means the system roots.
 	RootCAs *x509.CertPool
 	// Time is the clock servers' certificates are checked against
@@ -79,9 +95,11 @@ func (c ClientConfig) internal() client.Config {
 	cfg := client.Config{
 		Codepoint: c.Codepoint,
 		CertFile:  c.CertFile, KeyFile: c.KeyFile,
-		RootCAs:    c.RootCAs,
-		Time:       c.Time,
-		ServerName: c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify, Resolve: c.Resolve,
+		GetClientCertificate: c.GetClientCertificate,
+		Proxy:                c.Proxy,
+		RootCAs:              c.RootCAs,
+		Time:                 c.Time,
+		ServerName:           c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify, Resolve: c.Resolve,
 		Timeout: c.Timeout,
 		Resume:  !c.DisableResumption,
 		KeyLog:  c.KeyLog,
@@ -90,8 +108,15 @@ func (c ClientConfig) internal() client.Config {
 		IdleTimeout: c.IdleTimeout,
 	}
 	cfg.Flags = c.Flags.s
+	if cfg.Proxy == nil {
+		cfg.Proxy = http.ProxyFromEnvironment
+	}
 	return cfg
 }
+
+// NoProxy is a ClientConfig.Proxy that connects directly, whatever the
+// environment says.
+func NoProxy(*http.Request) (*url.URL, error) { return nil, nil }
 
 func (c ClientConfig) check() error {
 	if c.Codepoint != 0 && c.Codepoint != CodepointExperimental && c.Codepoint != CodepointBoringSSL {
@@ -106,8 +131,11 @@ type Handshake struct {
 	CipherSuite string `json:"cipher_suite"` // "TLS_AES_128_GCM_SHA256"
 	ALPN        string `json:"alpn"`         // "h2" or "http/1.1"
 	ServerName  string `json:"server_name"`
-	FlagsSent   Flags  `json:"tls_flags_sent"`
-	Codepoint   uint16 `json:"tls_flags_codepoint,omitempty"` // 0 when no flags were sent
+	// Proxy is the HTTP proxy tunnelled through (its password hidden), ""
+	// for a direct connection.
+	Proxy     string `json:"proxy,omitempty"`
+	FlagsSent Flags  `json:"tls_flags_sent"`
+	Codepoint uint16 `json:"tls_flags_codepoint,omitempty"` // 0 when no flags were sent
 	// CertRequested reports whether the server sent a CertificateRequest,
 	// RequestedCAs the CA names it listed (escaped for printing).
 	CertRequested bool     `json:"cert_requested"`
@@ -144,7 +172,7 @@ func handshakeOf(h *client.Handshake) Handshake {
 		Version: h.Version, CipherSuite: h.CipherSuite, ALPN: h.ALPN, ServerName: h.ServerName,
 		FlagsSent: Flags{h.FlagsSent}, CertRequested: h.CertRequested, RequestedCAs: h.RequestedCAs,
 		CertSent: h.CertSent, IssuerListed: h.CASMatch, Resumed: h.Resumed, Duration: h.Duration,
-		Addr: h.Addr, PeerCertificates: h.PeerCertificates, Verified: h.Verified,
+		Addr: h.Addr, Proxy: h.Proxy, PeerCertificates: h.PeerCertificates, Verified: h.Verified,
 	}
 	if c := h.ServerCert; c != nil {
 		out.ServerCert = &CertInfo{Subject: c.Subject, Issuer: c.Issuer, SANs: c.SANs, NotAfter: c.NotAfter, SHA256: c.SHA256}
@@ -242,10 +270,11 @@ func (cc *ClientConn) Close() error { return cc.cn.Close() }
 // net/http's own transport. Over HTTP/1.1, responses have no TLS state
 // (resp.TLS is nil). It is safe for concurrent use.
 type Transport struct {
-	d    *Dialer
-	onHS func(string, Handshake)
-	h2   *http2.Transport
-	h1   *http.Transport
+	d     *Dialer
+	onHS  func(string, Handshake)
+	h2    *http2.Transport
+	h1    *http.Transport // https hosts that chose HTTP/1.1, through dialH1
+	plain *http.Transport // http URLs
 
 	mu      sync.Mutex
 	h2pool  map[string][]*h2Conn
@@ -296,6 +325,8 @@ func NewTransport(cfg ClientConfig) (*Transport, error) {
 		MaxIdleConnsPerHost: 8,
 		IdleConnTimeout:     cfg.IdleTimeout,
 	}
+	// Plain http URLs: net/http's own transport, through the same proxy.
+	t.plain = &http.Transport{Proxy: t.d.c.ProxyForRequest, MaxIdleConnsPerHost: 8, IdleConnTimeout: cfg.IdleTimeout}
 	return t, nil
 }
 
@@ -310,13 +341,24 @@ var errH2 = errors.New("reqmtls: the server chose HTTP/2 on a connection for HTT
 // and has no body; a refusal by the server (a TLS alert) never is.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme != "https" {
-		return t.h1.RoundTrip(req)
+		return t.plain.RoundTrip(req)
 	}
 	addr := hostPort(req.URL)
+	proxy, err := t.d.c.ProxyForRequest(req)
+	if err != nil {
+		return nil, publicError(err)
+	}
+	// Pools are by proxy and address: a connection through one proxy
+	// is not one through another, or a direct one.
+	key := addr
+	if proxy != nil {
+		key = proxy.String() + " " + addr
+		req = req.WithContext(context.WithValue(req.Context(), proxyKey{}, proxy))
+	}
 	for attempt := 0; ; attempt++ {
 		t.mu.Lock()
-		h1 := t.h1only[addr]
-		cc := t.idleH2Locked(addr)
+		h1 := t.h1only[key]
+		cc := t.idleH2Locked(key)
 		t.mu.Unlock()
 		if h1 {
 			resp, err := t.h1.RoundTrip(req)
@@ -330,7 +372,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if cc == nil {
 			var err error
-			if cc, err = t.dialH2(req.Context(), addr, req.URL.Hostname()); err != nil {
+			if cc, err = t.dialH2(req.Context(), key, addr, req.URL.Hostname(), proxy); err != nil {
 				return nil, err
 			}
 			if cc == nil {
@@ -346,7 +388,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if attempt == 0 && !cc.CanTakeNewRequest() && req.Body == nil && idempotent(req.Method) && !(errors.As(err, &e) && e.Alert != "") {
 			// The connection went away under us (a GOAWAY, an idle
 			// close): once more on a new one.
-			t.dropH2(addr, cc)
+			t.dropH2(key, cc)
 			continue
 		}
 		return nil, err
@@ -395,19 +437,19 @@ func (t *Transport) dropH2(addr string, cc *h2Conn) {
 // the requests that ask at the same time. When the server chooses HTTP/1.1
 // the host is remembered as such, the connection is handed to the HTTP/1.1
 // pool, and dialH2 returns nil.
-func (t *Transport) dialH2(ctx context.Context, addr, host string) (*h2Conn, error) {
+func (t *Transport) dialH2(ctx context.Context, key, addr, host string, proxy *url.URL) (*h2Conn, error) {
 	t.mu.Lock()
-	call, ok := t.dialing[addr]
+	call, ok := t.dialing[key]
 	if !ok {
 		// The dial is shared: it runs under a context no single caller
 		// owns (the values of the first, none of its deadline or
 		// cancellation), bounded by the Timeout alone.
 		call = &dialCall{done: make(chan struct{})}
-		t.dialing[addr] = call
+		t.dialing[key] = call
 		go func() {
-			call.cc, call.err = t.dialH2Once(context.WithoutCancel(ctx), addr, host)
+			call.cc, call.err = t.dialH2Once(context.WithoutCancel(ctx), key, addr, host, proxy)
 			t.mu.Lock()
-			delete(t.dialing, addr)
+			delete(t.dialing, key)
 			t.mu.Unlock()
 			close(call.done)
 		}()
@@ -432,8 +474,8 @@ func waitError(ctx context.Context, addr string) error {
 	return &Error{Msg: msg, Err: ctx.Err()}
 }
 
-func (t *Transport) dialH2Once(ctx context.Context, addr, host string) (*h2Conn, error) {
-	tc, hs, err := t.d.c.DialTLS(ctx, addr, host)
+func (t *Transport) dialH2Once(ctx context.Context, key, addr, host string, proxy *url.URL) (*h2Conn, error) {
+	tc, hs, err := t.d.c.DialTLS(ctx, addr, host, proxy)
 	if err != nil {
 		return nil, publicError(err)
 	}
@@ -444,11 +486,11 @@ func (t *Transport) dialH2Once(ctx context.Context, addr, host string) (*h2Conn,
 		if len(t.h1only) >= maxH1Hosts {
 			clear(t.h1only)
 		}
-		t.h1only[addr] = true
-		if old := t.handed[addr]; old != nil {
+		t.h1only[key] = true
+		if old := t.handed[key]; old != nil {
 			old.Close()
 		}
-		t.handed[addr] = tc
+		t.handed[key] = tc
 		return nil, nil
 	}
 	// The pool forgets the connection when HTTP/2 closes it (idle,
@@ -463,7 +505,7 @@ func (t *Transport) dialH2Once(ctx context.Context, addr, host string) (*h2Conn,
 			t.mu.Lock()
 			defer t.mu.Unlock()
 			if hc.cc != nil {
-				t.forgetH2Locked(addr, hc.cc)
+				t.forgetH2Locked(key, hc.cc)
 				hc.cc = nil // nothing the closed connection keeps reaches its TLS state
 			}
 		}()
@@ -474,7 +516,7 @@ func (t *Transport) dialH2Once(ctx context.Context, addr, host string) (*h2Conn,
 		return nil, publicError(err)
 	}
 	hc.cc = &h2Conn{ClientConn: cc, tc: tc}
-	t.h2pool[addr] = append(t.h2pool[addr], hc.cc)
+	t.h2pool[key] = append(t.h2pool[key], hc.cc)
 	return hc.cc, nil
 }
 
@@ -561,9 +603,14 @@ func (t *Transport) forgetH2Locked(addr string, cc *h2Conn) {
 // dialH1 is the HTTP/1.1 pool's dial: the connection dialH2 handed over,
 // if any, else a new one.
 func (t *Transport) dialH1(ctx context.Context, network, addr string) (net.Conn, error) {
+	proxy, _ := ctx.Value(proxyKey{}).(*url.URL)
+	key := addr
+	if proxy != nil {
+		key = proxy.String() + " " + addr
+	}
 	t.mu.Lock()
-	c := t.handed[addr]
-	delete(t.handed, addr)
+	c := t.handed[key]
+	delete(t.handed, key)
 	t.mu.Unlock()
 	if c != nil {
 		return c, nil
@@ -572,7 +619,7 @@ func (t *Transport) dialH1(ctx context.Context, network, addr string) (net.Conn,
 	if err != nil {
 		return nil, err
 	}
-	tc, hs, err := t.d.c.DialTLS(ctx, addr, host)
+	tc, hs, err := t.d.c.DialTLS(ctx, addr, host, proxy)
 	if err != nil {
 		return nil, err
 	}
@@ -580,12 +627,15 @@ func (t *Transport) dialH1(ctx context.Context, network, addr string) (net.Conn,
 	if hs.ALPN == "h2" {
 		tc.Close()
 		t.mu.Lock()
-		delete(t.h1only, addr)
+		delete(t.h1only, key)
 		t.mu.Unlock()
 		return nil, errH2
 	}
 	return tc, nil
 }
+
+// proxyKey carries a request's proxy to dialH1 in its context.
+type proxyKey struct{}
 
 func (t *Transport) handshake(addr string, hs *client.Handshake) {
 	if t.onHS != nil {
@@ -603,6 +653,7 @@ func (t *Transport) explainH2(cc *h2Conn, err error) error {
 // CloseIdleConnections closes connections that carry no request.
 func (t *Transport) CloseIdleConnections() {
 	t.h1.CloseIdleConnections()
+	t.plain.CloseIdleConnections()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for addr, pool := range t.h2pool {

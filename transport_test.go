@@ -2,6 +2,7 @@ package reqmtls
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -222,5 +224,81 @@ func TestClientConnIdleTimeout(t *testing.T) {
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+	}
+}
+
+// signerOnly hides everything of a key but crypto.Signer, as a KMS or an
+// HSM client does.
+type signerOnly struct{ s crypto.Signer }
+
+func (k signerOnly) Public() crypto.PublicKey { return k.s.Public() }
+func (k signerOnly) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return k.s.Sign(r, digest, opts)
+}
+
+// TestGetClientCertificateSigner: a certificate whose key is only a
+// crypto.Signer, given by GetClientCertificate, is sent and validates.
+func TestGetClientCertificateSigner(t *testing.T) {
+	p := testpki.New(t)
+	s := revStart(t, p, ServerConfig{Policy: PolicyRequire, ClientCAFile: p.RootCA}, nil, nil)
+	pair, err := tls.LoadX509KeyPair(p.Clients["valid"][0], p.Clients["valid"][1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked int
+	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, RootCAs: roots(p),
+		GetClientCertificate: func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			asked++
+			if len(cri.AcceptableCAs) == 0 || len(cri.SignatureSchemes) == 0 {
+				t.Errorf("request info without CAs or schemes: %+v", cri)
+			}
+			return &tls.Certificate{Certificate: pair.Certificate, PrivateKey: signerOnly{pair.PrivateKey.(crypto.Signer)}}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, err := revDo(&http.Client{Transport: tr}, context.Background(), "GET", s.url+"/", nil); err != nil || !strings.HasSuffix(body, "ok") {
+		t.Fatalf("with a Signer-only key under require: %q, %v", body, err)
+	}
+	if asked != 1 {
+		t.Errorf("GetClientCertificate called %d times, want 1", asked)
+	}
+	if _, err := NewTransport(ClientConfig{CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1],
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return nil, nil }}); err == nil {
+		t.Error("files and GetClientCertificate together: no error")
+	}
+}
+
+// TestTransportThroughProxy: a Transport tunnels through an HTTP proxy
+// (CONNECT) and the handshake inside carries the flag and certificate;
+// requests share the tunnel's connection.
+func TestTransportThroughProxy(t *testing.T) {
+	p := testpki.New(t)
+	a := newAuth(t, ServerConfig{ClientCAFile: p.RootCA})
+	addr := tlsServe(t, p, a, &tls.Config{}, a.DebugHandler())
+	cp := &testutil.ConnectProxy{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := &http.Server{Handler: cp}
+	go ps.Serve(ln)
+	defer ps.Close()
+	proxyURL, _ := url.Parse("http://" + ln.Addr().String())
+	var hs []Handshake
+	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1],
+		RootCAs: roots(p), Proxy: http.ProxyURL(proxyURL), OnHandshake: func(_ string, h Handshake) { hs = append(hs, h) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Transport: tr}
+	for range 2 {
+		body, err := revDo(c, context.Background(), "GET", "https://"+addr+"/debug", nil)
+		if err != nil || !strings.HasSuffix(body, "Cert validated: true\n") {
+			t.Fatalf("through the proxy: %v\n%s", err, body)
+		}
+	}
+	if tun := cp.Tunnels(); len(tun) != 1 || tun[0] != addr || len(hs) != 1 || hs[0].Proxy != proxyURL.String() {
+		t.Errorf("tunnels %q, handshakes %+v", tun, hs)
 	}
 }

@@ -50,6 +50,10 @@ Connection:
   --resolve HOST:PORT:ADDR  connect to ADDR for HOST:PORT, keeping the URL's
                             host for SNI, verification and Host, as curl's
                             --resolve (repeatable; ADDR may be [IPv6])
+  -x URL, --proxy URL       go through this HTTP proxy (http://[USER:PASS@]HOST:PORT),
+                            for every host, loopback ones too; without it,
+                            HTTPS_PROXY, HTTP_PROXY and NO_PROXY are honoured
+                            as by curl and Go (loopback hosts go direct)
   -k                        do not verify the server's certificate (anyone
                             on the path can pose as the server; a warning
                             says so)
@@ -220,6 +224,8 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	resolve := resolveList{}
 	fs.Var(resolve, "resolve", "")
 	serverName := fs.String("servername", "", "")
+	proxyURL := fs.String("x", "", "")
+	fs.StringVar(proxyURL, "proxy", "", "")
 	insecure := fs.Bool("k", false, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -243,6 +249,13 @@ func (c *cli) run(ctx context.Context, args []string) int {
 			return c.misuse("-tlsflags: %v", strings.TrimPrefix(err.Error(), "tlsflags: "))
 		}
 		cfg.Flags = flags
+	}
+	if *proxyURL != "" {
+		pu, err := url.Parse(*proxyURL)
+		if err != nil || pu.Scheme != "http" || pu.Host == "" {
+			return c.misuse("-x %q is not an http://HOST:PORT proxy URL", *proxyURL)
+		}
+		cfg.Proxy = http.ProxyURL(pu)
 	}
 	cp, err := strconv.ParseUint(*codepoint, 0, 16)
 	if err != nil || (uint16(cp) != reqmtls.CodepointExperimental && uint16(cp) != reqmtls.CodepointBoringSSL) {

@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -42,6 +43,11 @@ type Config struct {
 	// server asks. Both empty means no certificate. The files are re-read
 	// when they change between connections.
 	CertFile, KeyFile string
+	// GetClientCertificate, instead of CertFile and KeyFile, gives the
+	// certificate when a server asks, as tls.Config's does: its key may be
+	// any crypto.Signer (a KMS, an HSM). A nil or empty certificate sends
+	// none.
+	GetClientCertificate func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
 	// RootCAs verifies the server; nil means the system roots.
 	RootCAs *x509.CertPool
 	// Time is the clock the server's certificate is checked against
@@ -55,6 +61,10 @@ type Config struct {
 	// path can then pose as the server. For tests against servers whose
 	// root is not at hand.
 	InsecureSkipVerify bool
+	// Proxy chooses an HTTP proxy for a request, as http.Transport.Proxy
+	// does; nil for direct connections. HTTPS goes through a CONNECT
+	// tunnel, the handshake inside it unchanged.
+	Proxy func(*http.Request) (*url.URL, error)
 	// Resolve maps "host:port" (as net.JoinHostPort writes it) to the
 	// "addr:port" to connect to instead, as curl's --resolve does; SNI,
 	// verification and the Host header keep the URL's host. Hosts match
@@ -87,9 +97,10 @@ type Config struct {
 // A Client makes requests. Requests made with the same Conn reuse its
 // connection; Dial opens a new one each time.
 type Client struct {
-	cfg   Config
-	certs *certSource
-	cache utls.ClientSessionCache
+	cfg    Config
+	certs  *certSource
+	getter atomic.Value // string: the session-cache ID of the certificate GetClientCertificate gave last
+	cache  utls.ClientSessionCache
 	//lint:ignore SA1019 see Conn.h2: x/net/http2 is the HTTP/2 client that takes an established uTLS connection.
 	h2 *http2.Transport
 }
@@ -107,6 +118,10 @@ func New(cfg Config) (*Client, error) {
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 		return nil, errors.New("a client certificate needs both -cert and -key")
 	}
+	if cfg.GetClientCertificate != nil && cfg.CertFile != "" {
+		return nil, errors.New("give the client certificate as files or through GetClientCertificate, not both")
+	}
+	c.getter.Store("")
 	if len(cfg.Resolve) > 0 {
 		// Keys in lower case, as resolve looks them up.
 		m := make(map[string]string, len(cfg.Resolve))
@@ -134,6 +149,31 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// fromGetter asks get for the certificate, for the request cri, and notes
+// which one it gave for the session cache.
+func (c *Client) fromGetter(get func(*tls.CertificateRequestInfo) (*tls.Certificate, error), cri *utls.CertificateRequestInfo) (*utls.Certificate, error) {
+	req := &tls.CertificateRequestInfo{AcceptableCAs: cri.AcceptableCAs, Version: cri.Version}
+	for _, s := range cri.SignatureSchemes {
+		req.SignatureSchemes = append(req.SignatureSchemes, tls.SignatureScheme(s))
+	}
+	tc, err := get(req)
+	if err != nil {
+		return nil, fmt.Errorf("GetClientCertificate: %w", err)
+	}
+	if tc == nil || len(tc.Certificate) == 0 {
+		return nil, nil
+	}
+	leaf := tc.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(tc.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("GetClientCertificate: the certificate does not parse: %w", err)
+		}
+	}
+	sum := sha256.Sum256(tc.Certificate[0])
+	c.getter.Store(hex.EncodeToString(sum[:16]))
+	return &utls.Certificate{Certificate: tc.Certificate, PrivateKey: tc.PrivateKey, Leaf: leaf}, nil
+}
+
 // ended explains a failure of a dial step under ctx (the Timeout's, derived
 // from parent) when a context ended it, naming the one whose deadline
 // fired: the caller's own, or the Timeout. It returns nil otherwise.
@@ -150,7 +190,7 @@ func (c *Client) ended(parent, ctx context.Context, err error, during string) *E
 }
 
 // HasCertificate reports whether a client certificate is configured.
-func (c *Client) HasCertificate() bool { return c.certs != nil }
+func (c *Client) HasCertificate() bool { return c.certs != nil || c.cfg.GetClientCertificate != nil }
 
 // Handshake describes one TLS handshake, for -v and -json.
 type Handshake struct {
@@ -165,6 +205,7 @@ type Handshake struct {
 	CASMatch      *bool         `json:"cert_issuer_listed,omitempty"`
 	Resumed       bool          `json:"resumed"`
 	ServerName    string        `json:"server_name"`
+	Proxy         string        `json:"proxy,omitempty"` // the proxy tunnelled through, its password hidden
 	Duration      time.Duration `json:"handshake_ns"`
 	// Addr is the address connected to (after Config.Resolve).
 	Addr string `json:"addr"`
@@ -231,7 +272,11 @@ func (c *Client) Dial(ctx context.Context, u *url.URL) (*Conn, error) {
 	if u.Port() == "" {
 		addr = net.JoinHostPort(u.Hostname(), "443")
 	}
-	tc, hs, err := c.DialTLS(ctx, addr, u.Hostname())
+	proxy, err := c.ProxyFor(u)
+	if err != nil {
+		return nil, err
+	}
+	tc, hs, err := c.DialTLS(ctx, addr, u.Hostname(), proxy)
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +300,7 @@ func (c *Client) Dial(ctx context.Context, u *url.URL) (*Conn, error) {
 // Config.ServerName) as SNI and for verification, and ALPN h2 and
 // http/1.1. Connecting and the handshake are bounded by Config.Timeout
 // together; a failure says which of the two it was.
-func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*AlertConn, *Handshake, error) {
+func (c *Client) DialTLS(ctx context.Context, addr, serverName string, proxy *url.URL) (*AlertConn, *Handshake, error) {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
@@ -277,12 +322,18 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*AlertCo
 	// it may resume: those made with the same certificate.
 	var cert *utls.Certificate
 	cache := c.cache
-	if c.certs != nil {
+	switch {
+	case c.certs != nil:
 		var id string
 		cert, id = c.certs.current()
 		if cache != nil {
 			cache = certCache{ClientSessionCache: cache, id: id}
 		}
+	case c.cfg.GetClientCertificate != nil && cache != nil:
+		// The certificate is known only when the server asks: sessions
+		// are those of the one it gave last, and a full handshake that
+		// brings another moves on to that one's.
+		cache = certCache{ClientSessionCache: cache, id: "get:" + c.getter.Load().(string)}
 	}
 	ucfg := &utls.Config{
 		RootCAs:            c.cfg.RootCAs,
@@ -298,6 +349,12 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*AlertCo
 			hs.CertRequested = true
 			for _, raw := range cri.AcceptableCAs {
 				hs.RequestedCAs = append(hs.RequestedCAs, dnString(raw))
+			}
+			if get := c.cfg.GetClientCertificate; get != nil {
+				var err error
+				if cert, err = c.fromGetter(get, cri); err != nil {
+					return nil, err
+				}
 			}
 			if cert == nil {
 				return &utls.Certificate{}, nil
@@ -330,8 +387,19 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string) (*AlertCo
 	// Connect, then shake hands, each failure told as its own: a server
 	// that accepts and never answers the ClientHello is not one that
 	// cannot be reached.
-	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	var raw net.Conn
+	var err error
+	if proxy != nil {
+		hs.Proxy = proxy.Redacted()
+		raw, err = c.dialTunnel(ctx, proxy, addr)
+	} else {
+		raw, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	}
 	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			return nil, nil, e
+		}
 		if e := c.ended(parent, ctx, err, "connect to "+addr); e != nil {
 			e.Hint = "nothing answered at that address: check the host, the port and any firewall; raise -timeout if the network is slow"
 			return nil, nil, e
