@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -300,5 +301,35 @@ func TestTransportThroughProxy(t *testing.T) {
 	}
 	if tun := cp.Tunnels(); len(tun) != 1 || tun[0] != addr || len(hs) != 1 || hs[0].Proxy != proxyURL.String() {
 		t.Errorf("tunnels %q, handshakes %+v", tun, hs)
+	}
+}
+
+// TestErrorsNameConfigFields: the library's errors speak of its config
+// fields (the CLI turns them into its flags), and still give the alert.
+func TestErrorsNameConfigFields(t *testing.T) {
+	p := testpki.New(t)
+	s := revStart(t, p, ServerConfig{Policy: PolicyRequire, ClientCAFile: p.RootCA}, nil, nil)
+	for _, tc := range []struct {
+		cfg        ClientConfig
+		alert, msg string
+	}{
+		{ClientConfig{Flags: RequestMTLSFlags, RootCAs: roots(p)}, "certificate_required", "give one in CertFile and KeyFile (or GetClientCertificate)"},
+		{ClientConfig{RootCAs: x509.NewCertPool()}, "", "put the server's root in RootCAs"},
+	} {
+		tc.cfg.Time = testpki.Clock
+		tr, err := NewTransport(tc.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = revDo(&http.Client{Transport: tr}, context.Background(), "GET", s.url+"/", nil)
+		var e *Error
+		if !errors.As(err, &e) || e.Alert != tc.alert || !strings.Contains(e.Hint, tc.msg) {
+			t.Errorf("error %v: alert %q, hint %q; want %q and %q", err, e.Alert, e.Hint, tc.alert, tc.msg)
+		}
+		for _, flag := range []string{"-cert", "-key", "-server-cacert", "-timeout"} {
+			if strings.Contains(e.Msg+e.Hint, flag) {
+				t.Errorf("a library error speaks of the flag %s: %s / %s", flag, e.Msg, e.Hint)
+			}
+		}
 	}
 }

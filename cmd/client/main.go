@@ -433,6 +433,18 @@ func (c *cli) load(ctx context.Context, cl *reqmtls.Dialer, r *Request, l Load, 
 	return 0
 }
 
+// flagNames turns the library's field names in errors and hints into this
+// program's flags.
+var flagNames = strings.NewReplacer(
+	"give one in CertFile and KeyFile (or GetClientCertificate)", "pass one with -cert and -key",
+	"CertFile and KeyFile", "-cert and -key",
+	"that the certificate in CertFile is", "that -cert is",
+	"CertFile", "-cert", "KeyFile", "-key",
+	"put the server's root in RootCAs", "pass the server's root with -server-cacert",
+	"RootCAs", "-server-cacert",
+	"raise Timeout", "raise -timeout", "Raise Timeout", "Raise -timeout",
+)
+
 // fail reports a failure and returns exit status 1: on stderr for a
 // person, and with -json as an object on stdout too, with the handshake
 // when one was made:
@@ -444,8 +456,9 @@ func (c *cli) fail(err error, hs ...reqmtls.Handshake) int {
 	msg, alert, hint := err.Error(), "", ""
 	var e *reqmtls.Error
 	if errors.As(err, &e) {
-		msg, alert, hint = e.Msg, e.Alert, e.Hint
+		msg, alert, hint = e.Msg, e.Alert, flagNames.Replace(e.Hint)
 	}
+	msg = flagNames.Replace(msg)
 	c.errorf("%s", msg)
 	if hint != "" {
 		c.hintf("%s", hint)

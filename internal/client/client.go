@@ -116,7 +116,7 @@ func New(cfg Config) (*Client, error) {
 	//lint:ignore SA1019 see Conn.h2
 	c := &Client{cfg: cfg, h2: &http2.Transport{IdleConnTimeout: cfg.IdleTimeout}}
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
-		return nil, errors.New("a client certificate needs both -cert and -key")
+		return nil, errors.New("a client certificate needs both CertFile and KeyFile")
 	}
 	if cfg.GetClientCertificate != nil && cfg.CertFile != "" {
 		return nil, errors.New("give the client certificate as files or through GetClientCertificate, not both")
@@ -401,7 +401,7 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string, proxy *ur
 			return nil, nil, e
 		}
 		if e := c.ended(parent, ctx, err, "connect to "+addr); e != nil {
-			e.Hint = "nothing answered at that address: check the host, the port and any firewall; raise -timeout if the network is slow"
+			e.Hint = "nothing answered at that address: check the host, the port and any firewall; raise Timeout if the network is slow"
 			return nil, nil, e
 		}
 		return nil, nil, c.explain(err, "connect to "+addr)
@@ -414,7 +414,7 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string, proxy *ur
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		if e := c.ended(parent, ctx, err, "TLS handshake with "+addr); e != nil {
-			e.Hint = "the server accepted the connection but did not complete the handshake: is it a TLS server on that port? Raise -timeout if it is only slow"
+			e.Hint = "the server accepted the connection but did not complete the handshake: is it a TLS server on that port? Raise Timeout if it is only slow"
 			return nil, nil, e
 		}
 		return nil, nil, c.explain(err, "TLS handshake with "+addr)

@@ -74,7 +74,7 @@ func (c *Client) explain(err error, during string) error {
 	var e *Error
 	if errors.As(err, &e) && e.Alert == "certificate_required" && c.certs == nil {
 		return &Error{Err: e.Err, Alert: e.Alert, Msg: "server requires a client certificate and none was sent: certificate_required",
-			Hint: "pass one with -cert and -key, issued by a CA the server trusts"}
+			Hint: "give one in CertFile and KeyFile (or GetClientCertificate), issued by a CA the server trusts"}
 	}
 	return err
 }
@@ -92,7 +92,7 @@ func explain(err error, during string) error {
 		}
 		if certificateAlerts[a] {
 			return &Error{Err: err, Alert: name, Msg: "server rejected the client certificate: " + name,
-				Hint: "check that -cert is issued by a CA the server trusts, is within its validity and has the clientAuth usage"}
+				Hint: "check that the certificate in CertFile is issued by a CA the server trusts, is within its validity and has the clientAuth usage"}
 		}
 		return &Error{Err: err, Alert: name, Msg: fmt.Sprintf("%s: server sent TLS alert %s", during, name)}
 	}
@@ -104,7 +104,7 @@ func explain(err error, during string) error {
 	switch {
 	case errors.As(err, &unknownCA):
 		return &Error{Err: err, Msg: "server certificate is not trusted: signed by an unknown authority",
-			Hint: "pass the server's root with -server-cacert (the system roots are used without it)"}
+			Hint: "put the server's root in RootCAs (the system roots are used without it)"}
 	case errors.As(err, &invalid):
 		return &Error{Err: err, Msg: "server certificate is not valid: " + invalid.Error()}
 	case errors.As(err, &hostErr):
@@ -115,7 +115,7 @@ func explain(err error, during string) error {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return &Error{Err: err, Msg: during + ": connection refused", Hint: "is the server running on that address and port?"}
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return &Error{Err: err, Msg: during + ": timed out", Hint: "raise -timeout if the server is slow"}
+		return &Error{Err: err, Msg: during + ": timed out", Hint: "raise Timeout if the server is slow"}
 	}
 	return &Error{Err: err, Msg: fmt.Sprintf("%s: %v", during, err)}
 }
