@@ -3,6 +3,7 @@
 package reqmtls
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,6 +87,13 @@ type ClientConfig struct {
 	// OnHandshake, if set, is called after every handshake a Transport
 	// makes, with the server's address.
 	OnHandshake func(addr string, h Handshake)
+	// MaxConnsPerHost, MaxIdleConns and MaxIdleConnsPerHost have the
+	// meaning of http.Transport's, for a Transport: connections to one
+	// host at most (dialing, in use and idle; 0: no limit), idle
+	// HTTP/1.1 connections in all (0: no limit) and per host (0: 8). An
+	// HTTP/2 connection carries many requests at once, so a host that
+	// speaks it has one connection, more only when its streams run out.
+	MaxConnsPerHost, MaxIdleConns, MaxIdleConnsPerHost int
 	// IdleTimeout closes a kept-alive connection idle that long (default
 	// 90 s for a Transport; for a Dialer's HTTP/2 connections 1 s, after
 	// which a ClientConn must be dialed again).
@@ -270,11 +279,12 @@ func (cc *ClientConn) Close() error { return cc.cn.Close() }
 // net/http's own transport. Over HTTP/1.1, responses have no TLS state
 // (resp.TLS is nil). It is safe for concurrent use.
 type Transport struct {
-	d     *Dialer
-	onHS  func(string, Handshake)
-	h2    *http2.Transport
-	h1    *http.Transport // https hosts that chose HTTP/1.1, through dialH1
-	plain *http.Transport // http URLs
+	d        *Dialer
+	onHS     func(string, Handshake)
+	h2       *http2.Transport
+	h1       *http.Transport // https hosts that chose HTTP/1.1, through dialH1
+	plain    *http.Transport // http URLs
+	maxConns int             // ClientConfig.MaxConnsPerHost, for HTTP/2
 
 	mu      sync.Mutex
 	h2pool  map[string][]*h2Conn
@@ -317,16 +327,21 @@ func NewTransport(cfg ClientConfig) (*Transport, error) {
 	// ClientConn (about 13 KB once hookedConn let go of its TLS state)
 	// reachable from that timer until it fires.
 	t.h2 = &http2.Transport{IdleConnTimeout: cfg.IdleTimeout, ReadIdleTimeout: min(30*time.Second, cfg.IdleTimeout), PingTimeout: 15 * time.Second}
+	t.maxConns = cfg.MaxConnsPerHost
+	idlePerHost := cmp.Or(cfg.MaxIdleConnsPerHost, 8)
 	t.h1 = &http.Transport{
 		DialTLSContext: t.dialH1,
 		// HTTP/2 is this Transport's own (h2 above); an empty map keeps
 		// net/http from trying it on connections it cannot use.
 		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
-		MaxIdleConnsPerHost: 8,
+		MaxIdleConns:        cfg.MaxIdleConns,
+		MaxIdleConnsPerHost: idlePerHost,
+		MaxConnsPerHost:     cfg.MaxConnsPerHost,
 		IdleConnTimeout:     cfg.IdleTimeout,
 	}
 	// Plain http URLs: net/http's own transport, through the same proxy.
-	t.plain = &http.Transport{Proxy: t.d.c.ProxyForRequest, MaxIdleConnsPerHost: 8, IdleConnTimeout: cfg.IdleTimeout}
+	t.plain = &http.Transport{Proxy: t.d.c.ProxyForRequest, MaxIdleConns: cfg.MaxIdleConns, MaxIdleConnsPerHost: idlePerHost,
+		MaxConnsPerHost: cfg.MaxConnsPerHost, IdleConnTimeout: cfg.IdleTimeout}
 	return t, nil
 }
 
@@ -355,11 +370,24 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		key = proxy.String() + " " + addr
 		req = req.WithContext(context.WithValue(req.Context(), proxyKey{}, proxy))
 	}
+	refused := 0
 	for attempt := 0; ; attempt++ {
 		t.mu.Lock()
 		h1 := t.h1only[key]
 		cc := t.idleH2Locked(key)
+		full := t.maxConns > 0 && len(t.h2pool[key]) >= t.maxConns
 		t.mu.Unlock()
+		if cc == nil && full && !h1 {
+			// MaxConnsPerHost: wait for a stream on a connection we
+			// have, not for a new one.
+			select {
+			case <-req.Context().Done():
+				return nil, waitError(req.Context(), addr)
+			case <-time.After(5 * time.Millisecond):
+			}
+			attempt--
+			continue
+		}
 		if h1 {
 			resp, err := t.h1.RoundTrip(req)
 			if errors.Is(err, errH2) && attempt == 0 {
@@ -382,6 +410,30 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp, err := cc.RoundTrip(req)
 		if err == nil {
 			return resp, nil
+		}
+		if st := cc.State(); !st.Closed && !st.Closing && strings.Contains(err.Error(), "client conn not usable") {
+			// Full: another request took the last stream first. Nothing
+			// was sent; look for a stream again.
+			attempt--
+			continue
+		}
+		var se http2.StreamError
+		if errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream && refused < 5 && (req.Body == nil || req.GetBody != nil) {
+			// The server refused the stream unprocessed (RFC 9113,
+			// Section 8.7), over its stream limit before its SETTINGS
+			// reached us: again, on this connection or another, with
+			// the body from the start.
+			refused++
+			if req.Body != nil {
+				body, gerr := req.GetBody()
+				if gerr != nil {
+					return nil, gerr
+				}
+				req = req.Clone(req.Context())
+				req.Body = body
+			}
+			attempt--
+			continue
 		}
 		err = t.explainH2(cc, err)
 		var e *Error

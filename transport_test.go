@@ -333,3 +333,43 @@ func TestErrorsNameConfigFields(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxConnsPerHost: with MaxConnsPerHost 1, concurrent requests to a
+// host share one connection, HTTP/2 (whose server allows one stream at a
+// time) and HTTP/1.1 alike.
+func TestMaxConnsPerHost(t *testing.T) {
+	p := testpki.New(t)
+	for _, tc := range []struct {
+		name   string
+		protos []string
+		h2     *http.HTTP2Config
+	}{
+		{"h2", nil, &http.HTTP2Config{MaxConcurrentStreams: 1}},
+		{"http1", []string{"http/1.1"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := revStart(t, p, ServerConfig{ClientCAFile: p.RootCA}, &tls.Config{NextProtos: tc.protos}, tc.h2)
+			tr, err := NewTransport(ClientConfig{Time: testpki.Clock, RootCAs: roots(p), MaxConnsPerHost: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := &http.Client{Transport: tr}
+			var wg sync.WaitGroup
+			for i := range 6 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if _, err := revDo(c, context.Background(), "GET", fmt.Sprintf("%s/slow?ms=30&id=M%d", s.url, i), nil); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if len(s.addrs) != 1 {
+				t.Errorf("6 concurrent requests with MaxConnsPerHost 1: %d connections", len(s.addrs))
+			}
+		})
+	}
+}
