@@ -41,10 +41,6 @@ var Now = start()
 // Clock returns Now, for the Now and Time fields of configs.
 func Clock() time.Time { return Now }
 
-// Shifted reports whether REQ_MTLS_TEST_YEARS moved Now off the wall
-// clock.
-func Shifted() bool { return Now.Sub(time.Now()) > 24*time.Hour }
-
 func start() time.Time {
 	now := time.Now().Truncate(time.Second)
 	if v := os.Getenv("REQ_MTLS_TEST_YEARS"); v != "" {
