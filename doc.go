@@ -1,5 +1,6 @@
-// Package reqmtls is request mTLS for Go servers and Go clients, on the stock
-// toolchain.
+// Package reqmtls is request mTLS for Go clients (crawlers, agents, bot
+// platforms), and the names both sides share, on the stock toolchain; the
+// site side is the package github.com/req-mtls/req-mtls/server.
 //
 // Request mTLS is a TLS 1.3 ClientHello flag (flag 80 of the TLS Flags
 // extension, draft-ietf-tls-tlsflags; draft-jhoyla-req-mtls-flag-02) with
@@ -10,41 +11,35 @@
 //
 // # Servers
 //
-// An Authenticator adds request mTLS to any crypto/tls server. Wrap the
-// listener, build the TLS config on your own, and read what happened per
-// request:
+// Package server (github.com/req-mtls/req-mtls/server) adds request mTLS to
+// any crypto/tls server, runs a whole HTTPS server as cmd/server does, and
+// puts a gateway in front of any origin:
 //
-//	a, err := reqmtls.NewAuthenticator(reqmtls.ServerConfig{
-//		Policy:    reqmtls.PolicyRequire,
+//	a, err := server.NewAuthenticator(server.Config{
+//		Policy:    server.PolicyRequire,
 //		BotCAFile: "bots.pem",
 //	})
 //	srv := &http.Server{
 //		Handler:     handler,
 //		TLSConfig:   a.TLSConfig(&tls.Config{Certificates: certs}),
-//		ConnContext: reqmtls.ConnContext,
+//		ConnContext: server.ConnContext,
 //	}
 //	ln, err := net.Listen("tcp", ":443")
 //	srv.ServeTLS(a.Listener(ln), "", "")
 //
-//	func handler(w http.ResponseWriter, r *http.Request) {
-//		info := reqmtls.RequestInfo(r)
-//		if info.Validated() { ... info.Chain[0] ... }
-//	}
-//
-// The Authenticator decides, per connection, whether to send a
-// CertificateRequest (Policy), checks a certificate against the store meant
-// for the client (a separate bot store for flagged clients, if given),
-// records the decision on the connection (Info), keeps TLS 1.3 session
-// resumption from crossing decisions, and reloads its files when they
-// change (Watch) or when asked (Reload). Server runs a whole HTTPS server
-// with the reference's /debug page, as cmd/server does.
+// It is a package of its own so that a crawler importing this one links
+// none of what servers need (Prometheus, ACME, the PROXY protocol, file
+// watching).
 //
 // # Clients
 //
 // A Transport is an http.RoundTripper for crawlers that sends the flags in
 // the same ClientHello as cmd/client, answers a CertificateRequest with a
-// certificate that it reloads when its files change, resumes sessions per
-// host, and speaks HTTP/2 or HTTP/1.1 as the server chooses:
+// certificate that it reloads when its files change (or one from
+// GetClientCertificate, whose key may live in a KMS), resumes sessions per
+// host and certificate, goes through the proxies the environment names,
+// bounds connections per host, forgets hosts whose connections closed, and
+// speaks HTTP/2 or HTTP/1.1 as the server chooses:
 //
 //	t, err := reqmtls.NewTransport(reqmtls.ClientConfig{
 //		Flags:    reqmtls.RequestMTLSFlags,

@@ -8,11 +8,12 @@ import (
 
 	reqmtls "github.com/req-mtls/req-mtls"
 	"github.com/req-mtls/req-mtls/internal/testpki"
+	"github.com/req-mtls/req-mtls/server"
 )
 
 func TestLoadStats(t *testing.T) {
 	p := testpki.New(t)
-	addr := startServer(t, p, reqmtls.PolicyRequest)
+	addr := startServer(t, p, server.PolicyRequest)
 	pool := x509.NewCertPool()
 	pool.AddCert(p.CA.Cert)
 	d, err := reqmtls.NewDialer(reqmtls.ClientConfig{Time: testpki.Clock, Flags: reqmtls.RequestMTLSFlags, RootCAs: pool,

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	reqmtls "github.com/req-mtls/req-mtls"
 	"github.com/req-mtls/req-mtls/internal/testpki"
+	"github.com/req-mtls/req-mtls/server"
 )
 
 // runCLI runs the command with args and returns its exit status and output.
@@ -23,9 +23,9 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 	return code, stdout.String(), stderr.String()
 }
 
-func startServer(t *testing.T, p *testpki.PKI, policy reqmtls.Policy) string {
+func startServer(t *testing.T, p *testpki.PKI, policy server.Policy) string {
 	t.Helper()
-	srv, err := reqmtls.NewServer(reqmtls.ServerConfig{CertFile: p.ServerCert, KeyFile: p.ServerKey, ClientCAFile: p.RootCA, Policy: policy,
+	srv, err := server.New(server.Config{CertFile: p.ServerCert, KeyFile: p.ServerKey, ClientCAFile: p.RootCA, Policy: policy,
 		Now: time.Now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +51,7 @@ type jsonFailure struct {
 // says to pass one.
 func TestJSONFailure(t *testing.T) {
 	p := testpki.NewAt(t, time.Now()) // the CLI checks the wall clock
-	addr := startServer(t, p, reqmtls.PolicyRequire)
+	addr := startServer(t, p, server.PolicyRequire)
 	code, stdout, stderr := runCLI(t, "-json", "-tlsflags", "80", "-server-cacert", p.RootCA, "-connect", "https://"+addr+"/debug")
 	var f jsonFailure
 	if err := json.Unmarshal([]byte(stdout), &f); err != nil {
@@ -107,7 +107,7 @@ func TestStalledHandshake(t *testing.T) {
 // TestHeaders: -i prints the status line and the headers before the body.
 func TestHeaders(t *testing.T) {
 	p := testpki.NewAt(t, time.Now()) // the CLI checks the wall clock
-	addr := startServer(t, p, reqmtls.PolicyRequest)
+	addr := startServer(t, p, server.PolicyRequest)
 	code, stdout, stderr := runCLI(t, "-i", "-server-cacert", p.RootCA, "-connect", "https://"+addr+"/debug")
 	head, body, ok := strings.Cut(stdout, "\n\n")
 	if code != 0 || !ok || !strings.HasPrefix(head, "HTTP/2.0 200 OK\n") || !strings.Contains(head, "\nContent-Type: text/plain") ||
@@ -175,7 +175,7 @@ func TestParseResolve(t *testing.T) {
 // shows the server's certificate.
 func TestResolveServerNameInsecureCLI(t *testing.T) {
 	p := testpki.NewAt(t, time.Now()) // the CLI checks the wall clock
-	addr := startServer(t, p, reqmtls.PolicyRequest)
+	addr := startServer(t, p, server.PolicyRequest)
 	_, port, _ := net.SplitHostPort(addr)
 	url := "https://bot.invalid:" + port + "/debug"
 

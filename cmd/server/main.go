@@ -24,6 +24,7 @@ import (
 	"time"
 
 	reqmtls "github.com/req-mtls/req-mtls"
+	"github.com/req-mtls/req-mtls/server"
 )
 
 const usage = `usage: server -cert FILE -key FILE [-client-cacert FILE] [options]
@@ -189,17 +190,17 @@ func run(args []string, stderr io.Writer) int {
 	case *acmeDomain == "" && (*acmeDir != "" || *acmeEmail != "" || *acmeCA != ""):
 		return misuse("-acme-directory, -acme-email and -acme-cacert go with -acme-domain")
 	}
-	policy, err := reqmtls.ParsePolicy(*policyName)
+	policy, err := server.ParsePolicy(*policyName)
 	if err != nil {
 		return misuse("-client-auth: %v", err)
 	}
 	if *clientCRL != "" && *clientCA == "" && *botCA == "" {
 		return misuse("-client-crl needs -client-cacert or -bot-cacert: the CRLs are checked against their CAs")
 	}
-	if policy != reqmtls.PolicyRequest && *clientCA == "" && *botCA == "" {
+	if policy != server.PolicyRequest && *clientCA == "" && *botCA == "" {
 		return misuse("-client-auth %s needs -client-cacert or -bot-cacert", policy)
 	}
-	if policy == reqmtls.PolicyAlways && *clientCA == "" {
+	if policy == server.PolicyAlways && *clientCA == "" {
 		return misuse("-client-auth always needs -client-cacert (for clients that send no flag)")
 	}
 	if *pprofAddr != "" {
@@ -282,7 +283,7 @@ func run(args []string, stderr io.Writer) int {
 		return slog.NewTextHandler(w, nil)
 	}
 
-	cfg := reqmtls.ServerConfig{
+	cfg := server.Config{
 		CertFile: *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, ClientCRLFile: *clientCRL, TicketKeysFile: *ticketKeys,
 		Policy:            policy,
 		ProxyProtocolFrom: proxyPrefixes,
@@ -308,7 +309,7 @@ func run(args []string, stderr io.Writer) int {
 		cfg.AccessLog = slog.New(newHandler(f))
 	}
 	if *upstream != "" {
-		gw, err := reqmtls.NewGateway(reqmtls.GatewayConfig{
+		gw, err := server.NewGateway(server.GatewayConfig{
 			Upstream:         *upstream,
 			UpstreamCertFile: *upCert, UpstreamKeyFile: *upKey, UpstreamCAFile: *upCA,
 			XFCC:                  *xfcc,
@@ -328,7 +329,7 @@ func run(args []string, stderr io.Writer) int {
 		cfg.PagesPath = pagesPath
 	}
 	if *acmeDomain != "" {
-		ac := &reqmtls.ACMEConfig{Domains: strings.Split(*acmeDomain, ","), DirectoryURL: *acmeDir, Email: *acmeEmail, CacheDir: *acmeCache}
+		ac := &server.ACMEConfig{Domains: strings.Split(*acmeDomain, ","), DirectoryURL: *acmeDir, Email: *acmeEmail, CacheDir: *acmeCache}
 		if *acmeCA != "" {
 			if ac.RootCAs, err = reqmtls.LoadCertPool(*acmeCA); err != nil {
 				log.Error("cannot start", "err", fmt.Errorf("-acme-cacert: %w", err))
@@ -347,7 +348,7 @@ func run(args []string, stderr io.Writer) int {
 		cfg.KeyLog = f
 		log.Warn("writing TLS secrets to SSLKEYLOGFILE: anyone with this file can decrypt the traffic", "file", name)
 	}
-	srv, err := reqmtls.NewServer(cfg)
+	srv, err := server.New(cfg)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	reqmtls "github.com/req-mtls/req-mtls"
+	"github.com/req-mtls/req-mtls/server"
 )
 
 func main() {
@@ -25,16 +25,16 @@ func main() {
 	botCA := flag.String("bot-cacert", "rootCA.crt", "roots for bot certificates (PEM)")
 	policy := flag.String("policy", "verify", "request, verify, require or always")
 	flag.Parse()
-	p, err := reqmtls.ParsePolicy(*policy)
+	p, err := server.ParsePolicy(*policy)
 	check(err)
 	cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
 	check(err)
-	a, err := reqmtls.NewAuthenticator(reqmtls.ServerConfig{Policy: p, BotCAFile: *botCA})
+	a, err := server.NewAuthenticator(server.Config{Policy: p, BotCAFile: *botCA})
 	check(err)
 	srv := &http.Server{
 		Handler:     http.HandlerFunc(greet),
 		TLSConfig:   a.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}),
-		ConnContext: reqmtls.ConnContext,
+		ConnContext: server.ConnContext,
 	}
 	ln, err := net.Listen("tcp", *addr)
 	check(err)
@@ -55,7 +55,7 @@ func main() {
 }
 
 func greet(w http.ResponseWriter, r *http.Request) {
-	info := reqmtls.RequestInfo(r)
+	info := server.RequestInfo(r)
 	if info.Validated() && len(info.Chain[0].DNSNames) > 0 {
 		fmt.Fprintf(w, "hello, bot %s\n", info.Chain[0].DNSNames[0])
 		return

@@ -1,4 +1,4 @@
-package reqmtls
+package server
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	reqmtls "github.com/req-mtls/req-mtls"
 	"io"
 	"log"
 	"net"
@@ -22,7 +23,7 @@ import (
 
 // userServer is a plain net/http server of a user's, with request mTLS
 // added the documented way: their own certificate in the base config.
-func userServer(t *testing.T, p *testpki.PKI, cfg ServerConfig, base *tls.Config) string {
+func userServer(t *testing.T, p *testpki.PKI, cfg Config, base *tls.Config) string {
 	t.Helper()
 	cfg.Now = func() time.Time { return testpki.Now }
 	a, err := NewAuthenticator(cfg)
@@ -71,14 +72,14 @@ func get(t *testing.T, c *http.Client, u string) (string, error) {
 }
 
 // TestNetHTTPServerAndTransport: a plain net/http server with an
-// Authenticator, fetched with a Transport, flagged and not.
+// Authenticator, fetched with a reqmtls.Transport, flagged and not.
 func TestNetHTTPServerAndTransport(t *testing.T) {
 	p := testpki.New(t)
-	u := userServer(t, p, ServerConfig{Policy: PolicyVerify, ClientCAFile: p.RootCA}, nil)
+	u := userServer(t, p, Config{Policy: PolicyVerify, ClientCAFile: p.RootCA}, nil)
 	var mu sync.Mutex
-	var handshakes []Handshake
-	flagged, err := NewTransport(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1],
-		RootCAs: roots(p), OnHandshake: func(addr string, h Handshake) {
+	var handshakes []reqmtls.Handshake
+	flagged, err := reqmtls.NewTransport(reqmtls.ClientConfig{Time: testpki.Clock, Flags: reqmtls.RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1],
+		RootCAs: roots(p), OnHandshake: func(addr string, h reqmtls.Handshake) {
 			mu.Lock()
 			handshakes = append(handshakes, h)
 			mu.Unlock()
@@ -106,7 +107,7 @@ func TestNetHTTPServerAndTransport(t *testing.T) {
 		t.Fatalf("resumed: %q, %v", body, err)
 	}
 
-	plain, err := NewTransport(ClientConfig{Time: testpki.Clock, RootCAs: roots(p)})
+	plain, err := reqmtls.NewTransport(reqmtls.ClientConfig{Time: testpki.Clock, RootCAs: roots(p)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,10 +121,10 @@ func TestNetHTTPServerAndTransport(t *testing.T) {
 // kept alive in the HTTP/1.1 pool.
 func TestTransportHTTP1(t *testing.T) {
 	p := testpki.New(t)
-	u := userServer(t, p, ServerConfig{ClientCAFile: p.RootCA}, &tls.Config{Time: testpki.Clock, NextProtos: []string{"http/1.1"}})
+	u := userServer(t, p, Config{ClientCAFile: p.RootCA}, &tls.Config{Time: testpki.Clock, NextProtos: []string{"http/1.1"}})
 	n := 0
-	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1],
-		RootCAs: roots(p), OnHandshake: func(string, Handshake) { n++ }})
+	tr, err := reqmtls.NewTransport(reqmtls.ClientConfig{Time: testpki.Clock, Flags: reqmtls.RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1],
+		RootCAs: roots(p), OnHandshake: func(string, reqmtls.Handshake) { n++ }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,25 +140,25 @@ func TestTransportHTTP1(t *testing.T) {
 	}
 }
 
-// TestTransportErrorsNameTheAlert: a refusal surfaces as an *Error with the
+// TestTransportErrorsNameTheAlert: a refusal surfaces as an *reqmtls.Error with the
 // TLS alert's name.
 func TestTransportErrorsNameTheAlert(t *testing.T) {
 	p := testpki.New(t)
-	u := userServer(t, p, ServerConfig{Policy: PolicyRequire, ClientCAFile: p.RootCA}, nil)
+	u := userServer(t, p, Config{Policy: PolicyRequire, ClientCAFile: p.RootCA}, nil)
 	for _, tc := range []struct{ cert, alert string }{
 		{"", "certificate_required"},
 		{"other-ca", "bad_certificate"},
 	} {
-		cfg := ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, RootCAs: roots(p)}
+		cfg := reqmtls.ClientConfig{Time: testpki.Clock, Flags: reqmtls.RequestMTLSFlags, RootCAs: roots(p)}
 		if tc.cert != "" {
 			cfg.CertFile, cfg.KeyFile = p.Clients[tc.cert][0], p.Clients[tc.cert][1]
 		}
-		tr, err := NewTransport(cfg)
+		tr, err := reqmtls.NewTransport(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		_, err = get(t, &http.Client{Transport: tr}, u)
-		var e *Error
+		var e *reqmtls.Error
 		if !errors.As(err, &e) || e.Alert != tc.alert {
 			t.Errorf("cert %q: %v (%#v), want an *Error with alert %s", tc.cert, err, e, tc.alert)
 		}
@@ -186,8 +187,8 @@ func TestComposesWithBase(t *testing.T) {
 		mu.Unlock()
 		return &tls.Config{Time: testpki.Clock, Certificates: []tls.Certificate{cert}, CurvePreferences: []tls.CurveID{tls.CurveP256}, VerifyConnection: base.VerifyConnection}, nil
 	}
-	u := userServer(t, p, ServerConfig{Policy: PolicyRequire, ClientCAFile: p.RootCA}, base)
-	d, err := NewDialer(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1], RootCAs: roots(p)})
+	u := userServer(t, p, Config{Policy: PolicyRequire, ClientCAFile: p.RootCA}, base)
+	d, err := reqmtls.NewDialer(reqmtls.ClientConfig{Time: testpki.Clock, Flags: reqmtls.RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1], RootCAs: roots(p)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +219,7 @@ func TestComposesWithBase(t *testing.T) {
 
 // TestConstantsMatch: the public constants are the internal ones.
 func TestConstantsMatch(t *testing.T) {
-	if FlagRequestMTLS != tlsflags.RequestMTLS || CodepointExperimental != tlsflags.CodepointExperimental || CodepointBoringSSL != tlsflags.CodepointBoringSSL {
+	if reqmtls.FlagRequestMTLS != tlsflags.RequestMTLS || reqmtls.CodepointExperimental != tlsflags.CodepointExperimental || reqmtls.CodepointBoringSSL != tlsflags.CodepointBoringSSL {
 		t.Error("flag or codepoint constants differ from internal/tlsflags")
 	}
 	for _, p := range []Policy{PolicyRequest, PolicyVerify, PolicyRequire, PolicyAlways} {

@@ -1,4 +1,13 @@
-package reqmtls
+// Package server is the site side of request mTLS: an Authenticator that
+// decides client authentication on any crypto/tls server (a certificate is
+// asked for only when the ClientHello sets flag 80, or always under
+// PolicyAlways), a whole Server as cmd/server runs it, and a gateway that
+// forwards each request's verified identity to an origin.
+//
+// It is a package of its own so that crawlers, which import the root
+// package for its Transport, link none of what servers need (Prometheus,
+// ACME, the PROXY protocol, file watching).
+package server
 
 import (
 	"context"
@@ -14,10 +23,11 @@ import (
 	"strings"
 	"time"
 
+	reqmtls "github.com/req-mtls/req-mtls"
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/certs"
 	"github.com/req-mtls/req-mtls/internal/gateway"
-	"github.com/req-mtls/req-mtls/internal/server"
+	srv "github.com/req-mtls/req-mtls/internal/server"
 )
 
 // ErrRevoked and ErrCRLExpired are wrapped by Info.Err for a certificate
@@ -56,10 +66,10 @@ func ParsePolicy(s string) (Policy, error) {
 
 func (p Policy) String() string { return auth.Policy(p).String() }
 
-// ServerConfig configures an Authenticator, and a Server. Every field is
+// Config configures an Authenticator, and a Server. Every field is
 // optional; the zero value asks flagged clients for a certificate and
 // validates it against nothing (so Info reports it as not validated).
-type ServerConfig struct {
+type Config struct {
 	Policy Policy
 
 	// CertFile and KeyFile name the server's certificate chain and key
@@ -150,7 +160,7 @@ type ServerConfig struct {
 	KeyLog io.Writer
 }
 
-func (c ServerConfig) auth() auth.Config {
+func (c Config) auth() auth.Config {
 	return auth.Config{
 		Policy:   auth.Policy(c.Policy),
 		CertFile: c.CertFile, KeyFile: c.KeyFile,
@@ -166,7 +176,7 @@ func (c ServerConfig) auth() auth.Config {
 }
 
 // An Authenticator decides client authentication for request mTLS on any
-// crypto/tls server. It is safe for concurrent use; one Authenticator may
+// crypto/tls srv. It is safe for concurrent use; one Authenticator may
 // serve several listeners and configs.
 type Authenticator struct {
 	a *auth.Authenticator
@@ -174,7 +184,7 @@ type Authenticator struct {
 
 // NewAuthenticator loads the files named in cfg; any failure is an error
 // that names the file and why.
-func NewAuthenticator(cfg ServerConfig) (*Authenticator, error) {
+func NewAuthenticator(cfg Config) (*Authenticator, error) {
 	a, err := auth.New(cfg.auth())
 	if err != nil {
 		return nil, err
@@ -241,12 +251,12 @@ func (a *Authenticator) Watch(ctx context.Context) error { return a.a.Watch(ctx)
 // DebugHandler answers with the reference server's /debug lines about the
 // request's own connection (text/plain), or everything as JSON with
 // ?format=json. The http.Server's ConnContext must be ConnContext.
-func (a *Authenticator) DebugHandler() http.Handler { return server.DebugHandler(a.a) }
+func (a *Authenticator) DebugHandler() http.Handler { return srv.DebugHandler(a.a) }
 
 // ConnContext is for http.Server.ConnContext: it lets RequestInfo and
 // DebugHandler find a request's connection.
 func ConnContext(ctx context.Context, c net.Conn) context.Context {
-	return server.ConnContext(ctx, c)
+	return srv.ConnContext(ctx, c)
 }
 
 // Info is what happened on one connection: what the client sent and what
@@ -256,7 +266,7 @@ type Info struct {
 	// Flags are the TLS flags of the ClientHello (empty when it sent none,
 	// or did not offer TLS 1.3), Codepoint the extension that carried
 	// them (0 for none).
-	Flags     Flags
+	Flags     reqmtls.Flags
 	Codepoint uint16
 	// Flagged reports whether Flags hold the request-mTLS flag.
 	Flagged bool
@@ -284,7 +294,7 @@ func (i *Info) Validated() bool { return i != nil && len(i.Chain) > 0 && i.Err =
 // RequestInfo returns the Info of the connection behind r, or nil when the
 // server's ConnContext is not ConnContext or the connection did not come
 // through Listener.
-func RequestInfo(r *http.Request) *Info { return connInfo(server.ConnOf(r)) }
+func RequestInfo(r *http.Request) *Info { return connInfo(srv.ConnOf(r)) }
 
 // ConnInfo returns the Info of c (a connection from Listener, or the
 // *tls.Conn over one), or nil for other connections. Before the handshake
@@ -295,7 +305,8 @@ func connInfo(c *auth.Conn) *Info {
 	if c == nil {
 		return nil
 	}
-	i := &Info{Flags: Flags{c.Flags()}, Codepoint: c.FlagsCodepoint(), Flagged: c.Flagged()}
+	flags, _ := reqmtls.NewFlags(c.Flags().Flags()...)
+	i := &Info{Flags: flags, Codepoint: c.FlagsCodepoint(), Flagged: c.Flagged()}
 	if d := c.Decision(); d != nil {
 		i.CertRequested, i.Resumed = d.Requested, d.Resumed
 		if len(d.Chain) > 0 {
@@ -310,14 +321,14 @@ func connInfo(c *auth.Conn) *Info {
 // connection, each under HandshakeTimeout; plain HTTP on its port gets a
 // 400; failed handshakes are logged once with the flags the client sent.
 type Server struct {
-	s *server.Server
+	s *srv.Server
 	a *Authenticator
 }
 
-// NewServer loads the files in cfg (CertFile and KeyFile are required).
-func NewServer(cfg ServerConfig) (*Server, error) {
-	s, err := server.New(server.Config{
-		Files: server.Files{Cert: cfg.CertFile, Key: cfg.KeyFile, ClientCA: cfg.ClientCAFile, BotCA: cfg.BotCAFile,
+// New loads the files in cfg (CertFile and KeyFile are required).
+func New(cfg Config) (*Server, error) {
+	s, err := srv.New(srv.Config{
+		Files: srv.Files{Cert: cfg.CertFile, Key: cfg.KeyFile, ClientCA: cfg.ClientCAFile, BotCA: cfg.BotCAFile,
 			TicketKeys: cfg.TicketKeysFile, ClientCRL: cfg.ClientCRLFile},
 		Policy:            auth.Policy(cfg.Policy),
 		HandshakeTimeout:  cfg.HandshakeTimeout,
@@ -330,7 +341,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		PagesPath:         cfg.PagesPath,
 		ProxyProtocolFrom: cfg.ProxyProtocolFrom,
 		DrainDelay:        cfg.DrainDelay,
-		ACME:              (*server.ACME)(cfg.ACME),
+		ACME:              (*srv.ACME)(cfg.ACME),
 		AccessLog:         cfg.AccessLog,
 		KeyLog:            cfg.KeyLog,
 		Logger:            cfg.Logger,
@@ -418,14 +429,14 @@ type GatewayConfig struct {
 //	Forwarded, X-Forwarded-For, -Proto, -Host
 //
 // The origin answering late gets a 504, failing a 502, both logged. Use it
-// as ServerConfig.Handler, or in any server whose ConnContext is
+// as Config.Handler, or in any server whose ConnContext is
 // ConnContext.
 func NewGateway(cfg GatewayConfig) (http.Handler, error) {
 	gc := gateway.Config{
 		Upstream: cfg.Upstream, XFCC: cfg.XFCC,
 		MaxRequestBody: cfg.MaxRequestBody, MaxResponseBody: cfg.MaxResponseBody, MaxUpstreamConns: cfg.MaxUpstreamConns,
 		DialTimeout: cfg.DialTimeout, ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
-		Logger: cfg.Logger, ConnOf: server.ConnOf,
+		Logger: cfg.Logger, ConnOf: srv.ConnOf,
 	}
 	if strings.HasPrefix(cfg.Upstream, "https:") || cfg.UpstreamCertFile != "" || cfg.UpstreamCAFile != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}

@@ -1,9 +1,10 @@
-package reqmtls
+package server
 
 import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	reqmtls "github.com/req-mtls/req-mtls"
 	"io"
 	"log/slog"
 	"net"
@@ -12,7 +13,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,7 +42,7 @@ func tlsServe(t *testing.T, p *testpki.PKI, a *Authenticator, base *tls.Config, 
 	return ln.Addr().String()
 }
 
-func newAuth(t *testing.T, cfg ServerConfig) *Authenticator {
+func newAuth(t *testing.T, cfg Config) *Authenticator {
 	t.Helper()
 	cfg.Now = testpki.Clock
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -81,7 +81,7 @@ func stockGet(p *testpki.PKI, addr string, protos []string, pair []string, maxVe
 // a certificate.
 func TestACMEProtocolDoesNotBypassPolicy(t *testing.T) {
 	p := testpki.New(t)
-	a := newAuth(t, ServerConfig{Policy: PolicyAlways, ClientCAFile: p.RootCA})
+	a := newAuth(t, Config{Policy: PolicyAlways, ClientCAFile: p.RootCA})
 	cert, _ := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -121,7 +121,7 @@ func TestACMEProtocolDoesNotBypassPolicy(t *testing.T) {
 // client certificates is never served without them.
 func TestBaseClientAuthRefused(t *testing.T) {
 	p := testpki.New(t)
-	a := newAuth(t, ServerConfig{ClientCAFile: p.RootCA})
+	a := newAuth(t, Config{ClientCAFile: p.RootCA})
 	for _, base := range []*tls.Config{
 		{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: roots(p)},
 		{ClientAuth: tls.RequireAnyClientCert},
@@ -141,12 +141,12 @@ func TestBaseClientAuthRefused(t *testing.T) {
 // flagged client for its certificate, which would travel in the clear.
 func TestFlaggedOverTLS12NotAsked(t *testing.T) {
 	p := testpki.New(t)
-	a := newAuth(t, ServerConfig{ClientCAFile: p.RootCA})
+	a := newAuth(t, Config{ClientCAFile: p.RootCA})
 	addr := tlsServe(t, p, a, &tls.Config{MaxVersion: tls.VersionTLS12}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		i := RequestInfo(r)
 		fmt.Fprintf(w, "requested=%t chain=%d", i.CertRequested, len(i.Chain))
 	}))
-	d, err := NewDialer(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1], RootCAs: roots(p), ServerName: "localhost"})
+	d, err := reqmtls.NewDialer(reqmtls.ClientConfig{Time: testpki.Clock, Flags: reqmtls.RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1], RootCAs: roots(p), ServerName: "localhost"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestClientCertChainIsVerifiedPath(t *testing.T) {
 	}
 	got := make(chan http.Header, 1)
 	addr := gatewayServer(t, p, GatewayConfig{XFCC: true}, func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Clone() })
-	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, CertFile: chainFile, KeyFile: p.Clients["valid"][1], RootCAs: roots(p)})
+	tr, err := reqmtls.NewTransport(reqmtls.ClientConfig{Time: testpki.Clock, Flags: reqmtls.RequestMTLSFlags, CertFile: chainFile, KeyFile: p.Clients["valid"][1], RootCAs: roots(p)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func (c *slowConn) Read(p []byte) (int, error) {
 // error names the request's own deadline.
 func TestSharedDialOutlivesFirstCaller(t *testing.T) {
 	p := testpki.New(t)
-	a := newAuth(t, ServerConfig{ClientCAFile: p.RootCA})
+	a := newAuth(t, Config{ClientCAFile: p.RootCA})
 	cert, _ := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -256,80 +256,6 @@ func TestSharedDialOutlivesFirstCaller(t *testing.T) {
 	}
 }
 
-// TestTransportForgetsClosedConnections: a crawl of many distinct hosts
-// leaves no per-host state once their connections are closed, and the live
-// heap comes back to where it was. REQ_MTLS_HOSTS sets how many (default
-// 2000; the README's figure is for 100000).
-func TestTransportForgetsClosedConnections(t *testing.T) {
-	n := 2000
-	if v := os.Getenv("REQ_MTLS_HOSTS"); v != "" {
-		n, _ = strconv.Atoi(v)
-	}
-	p := testpki.New(t)
-	a := newAuth(t, ServerConfig{ClientCAFile: p.RootCA})
-	addr := tlsServe(t, p, a, &tls.Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	_, port, _ := net.SplitHostPort(addr)
-	resolve := make(map[string]string, n+1)
-	for i := range n + 1 {
-		resolve[net.JoinHostPort(fmt.Sprintf("h%d.crawl.test", i), port)] = addr
-	}
-	idle := 200 * time.Millisecond
-	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1],
-		RootCAs: roots(p), ServerName: "localhost", Resolve: resolve, IdleTimeout: idle})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &http.Client{Transport: tr}
-	fetch := func(i int) {
-		if body, err := revDo(c, context.Background(), "GET", fmt.Sprintf("https://h%d.crawl.test:%s/", i, port), nil); err != nil || body != "ok" {
-			t.Fatalf("host %d: %q, %v", i, body, err)
-		}
-	}
-	pooled := func() int {
-		tr.mu.Lock()
-		defer tr.mu.Unlock()
-		return len(tr.h2pool)
-	}
-	settle := func() uint64 {
-		for deadline := time.Now().Add(20 * time.Second); pooled() > 0 && time.Now().Before(deadline); {
-			time.Sleep(50 * time.Millisecond)
-		}
-		time.Sleep(2 * idle) // timers of closed connections run out
-		var ms runtime.MemStats
-		runtime.GC()
-		runtime.GC()
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
-	fetch(n) // warm: the session cache, the certificate, the pools' maps
-	base := settle()
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				fetch(i)
-			}
-		}()
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	after := settle()
-	grown := int64(after) - int64(base)
-	t.Logf("%d hosts: live heap %.1f MB before, %.1f MB after (%+.1f MB); %d pool entries left", n, float64(base)/1e6, float64(after)/1e6, float64(grown)/1e6, pooled())
-	if left := pooled(); left != 0 {
-		t.Errorf("%d pool entries left for closed connections", left)
-	}
-	if grown > 10<<20 {
-		t.Errorf("live heap grew by %.1f MB over %d hosts, want at most 10 MB", float64(grown)/1e6, n)
-	}
-}
-
 // gatewayServer runs a Server whose handler is a gateway (cfg, with its
 // Upstream set here) to an HTTP/1.1 origin served by origin, and returns
 // the server's address.
@@ -343,7 +269,7 @@ func gatewayServer(t *testing.T, p *testpki.PKI, cfg GatewayConfig, origin http.
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := NewServer(ServerConfig{CertFile: p.ServerCert, KeyFile: p.ServerKey, ClientCAFile: p.RootCA, Handler: gw,
+	srv, err := New(Config{CertFile: p.ServerCert, KeyFile: p.ServerKey, ClientCAFile: p.RootCA, Handler: gw,
 		Now: testpki.Clock, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -397,7 +323,7 @@ func TestMaxResponseBodyExact(t *testing.T) {
 		w.(http.Flusher).Flush() // chunked from here
 		io.WriteString(w, body[n/2:])
 	})
-	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, RootCAs: roots(p)})
+	tr, err := reqmtls.NewTransport(reqmtls.ClientConfig{Time: testpki.Clock, RootCAs: roots(p)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -458,7 +384,7 @@ func TestUpgradeOnlyWebSocket(t *testing.T) {
 // whose handshake does not come, by default and as configured.
 func TestListenerHandshakeDeadline(t *testing.T) {
 	p := testpki.New(t)
-	a := newAuth(t, ServerConfig{ClientCAFile: p.RootCA, HandshakeTimeout: 300 * time.Millisecond})
+	a := newAuth(t, Config{ClientCAFile: p.RootCA, HandshakeTimeout: 300 * time.Millisecond})
 	addr := tlsServe(t, p, a, &tls.Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
