@@ -148,28 +148,37 @@ func TestExamples(t *testing.T) {
 	}
 
 	t.Run("flagged", func(t *testing.T) {
-		out, err := crawl(clientCert...)
+		out, err := crawl(append(clientCert, "-body")...)
 		want(t, out, err,
-			"handshake with "+addr+": certificate requested: true, sent: true",
-			url+" 200 OK",
+			url+" 200 OK, certificate requested: true, sent: true",
 			"hello, bot client.example")
 	})
 	t.Run("no-flag", func(t *testing.T) {
-		out, err := crawl(append(clientCert, "-no-flag")...)
+		out, err := crawl(append(clientCert, "-no-flag", "-body")...)
 		want(t, out, err,
-			"handshake with "+addr+": certificate requested: false, sent: false",
-			url+" 200 OK",
+			url+" 200 OK, certificate requested: false, sent: false",
 			"hello, browser or unidentified client (certificate requested: false)")
+	})
+	t.Run("list", func(t *testing.T) {
+		// Several URLs of a list, fetched at once over at most one
+		// connection to the host.
+		list := filepath.Join(t.TempDir(), "urls")
+		os.WriteFile(list, []byte("# to crawl\n"+url+"a\n"+url+"b\n\n"+url+"c\n"), 0o600)
+		out, err := crawl(append(clientCert, "-list", list, "-c", "3", "-per-host", "1")...)
+		want(t, out, err,
+			url+"a 200 OK, certificate requested: true, sent: true",
+			url+"b 200 OK, certificate requested: true, sent: true",
+			url+"c 200 OK, certificate requested: true, sent: true")
 	})
 	t.Run("foreign certificate", func(t *testing.T) {
 		// A certificate from another root: the server asks for it and,
 		// under the verify policy, refuses it with an alert.
 		other := filepath.Join(bin, "other")
-		out, err := crawl("-cert", filepath.Join(other, "client.crt"), "-key", filepath.Join(other, "client.key"))
+		out, err := crawl("-cert", filepath.Join(other, "client.crt"), "-key", filepath.Join(other, "client.key"), "-body")
 		if err == nil {
 			t.Fatalf("crawler succeeded with a certificate the server does not trust:\n%s", out)
 		}
-		for _, s := range []string{"certificate requested: true, sent: true", "crawler: ", "bad_certificate"} {
+		for _, s := range []string{url + " error: ", "bad_certificate"} {
 			if !strings.Contains(out, s) {
 				t.Errorf("crawler output lacks %q:\n%s", s, out)
 			}
