@@ -4,8 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 	reqmtls "github.com/req-mtls/req-mtls"
+	"github.com/req-mtls/req-mtls/internal/testutil"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -409,5 +413,61 @@ func TestListenerHandshakeDeadline(t *testing.T) {
 	io.WriteString(tc, "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
 	if b, err := io.ReadAll(tc); !strings.HasPrefix(string(b), "HTTP/1.1 200") {
 		t.Errorf("a prompt client, 600 ms after its handshake: %q, %v", b, err)
+	}
+}
+
+// TestUnwrappedListenerWarns: a TLS config whose connections did not come
+// through the Authenticator's listener says so in the log, once.
+func TestUnwrappedListenerWarns(t *testing.T) {
+	p := testpki.New(t)
+	var logs testutil.Buffer
+	a, err := NewAuthenticator(Config{ClientCAFile: p.RootCA, Now: testpki.Clock, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), ErrorLog: log.New(io.Discard, "", 0)}
+	go srv.Serve(tls.NewListener(ln, a.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}, Time: testpki.Clock})))
+	defer srv.Close()
+	for range 3 {
+		stockGet(p, ln.Addr().String(), nil, nil, 0)
+	}
+	if n := strings.Count(logs.String(), "without the Authenticator's listener"); n != 1 {
+		t.Errorf("%d warnings, want 1:\n%s", n, logs.String())
+	}
+}
+
+// TestAuthenticatorCollector: a user's own server gets the Authenticator's
+// metrics through a collector registered in the user's registry.
+func TestAuthenticatorCollector(t *testing.T) {
+	p := testpki.New(t)
+	a := newAuth(t, Config{ClientCAFile: p.RootCA})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(a.Collector())
+	addr := tlsServe(t, p, a, &tls.Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	tr, err := reqmtls.NewTransport(reqmtls.ClientConfig{Time: testpki.Clock, Flags: reqmtls.RequestMTLSFlags,
+		CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1], RootCAs: roots(p)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&http.Client{Transport: tr}).Get("https://" + addr + "/"); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		expfmt.MetricFamilyToText(&out, mf)
+	}
+	for _, want := range []string{
+		`reqmtls_decisions_total{cert="valid",cert_requested="true",flagged="true",resumed="false"} 1`,
+		`reqmtls_certificate_not_after_seconds{role="client_root",subject="CN=test client root"}`,
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("metrics lack %s:\n%s", want, out.String())
+		}
 	}
 }

@@ -23,10 +23,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	reqmtls "github.com/req-mtls/req-mtls"
 	"github.com/req-mtls/req-mtls/internal/auth"
+
 	"github.com/req-mtls/req-mtls/internal/certs"
 	"github.com/req-mtls/req-mtls/internal/gateway"
+	"github.com/req-mtls/req-mtls/internal/metrics"
 	srv "github.com/req-mtls/req-mtls/internal/server"
 )
 
@@ -179,17 +182,36 @@ func (c Config) auth() auth.Config {
 // crypto/tls srv. It is safe for concurrent use; one Authenticator may
 // serve several listeners and configs.
 type Authenticator struct {
-	a *auth.Authenticator
+	a       *auth.Authenticator
+	metrics *metrics.AuthMetrics // nil for a Server's own
 }
 
 // NewAuthenticator loads the files named in cfg; any failure is an error
 // that names the file and why.
 func NewAuthenticator(cfg Config) (*Authenticator, error) {
-	a, err := auth.New(cfg.auth())
+	ac := cfg.auth()
+	var a *auth.Authenticator
+	m := metrics.NewAuth(func() (*x509.Certificate, map[string][]*x509.Certificate) { return a.Certificates() },
+		func() []auth.CRLInfo { return a.CRLs() })
+	ac.OnDecision, ac.OnReload = m.Decision, m.Reload
+	a, err := auth.New(ac)
 	if err != nil {
 		return nil, err
 	}
-	return &Authenticator{a: a}, nil
+	return &Authenticator{a: a, metrics: m}, nil
+}
+
+// Collector returns the Authenticator's Prometheus metrics, to register in
+// your own registry: reqmtls_decisions_total (by flagged, cert_requested,
+// cert and resumed), reqmtls_reloads_total, reqmtls_certificate_not_after_seconds
+// and, with ClientCRLFile, reqmtls_crl_next_update_seconds. (A Server
+// serves its own, with handshake failures and more, on its AdminHandler.)
+// It is nil for a Server's Authenticator.
+func (a *Authenticator) Collector() prometheus.Collector {
+	if a.metrics == nil {
+		return nil
+	}
+	return a.metrics
 }
 
 // Listener wraps l so that the flags of each connection's ClientHello can

@@ -48,8 +48,10 @@ type Config struct {
 	// loaded even when no file event came (default 1 minute).
 	RecheckInterval time.Duration
 	// OnReload, if set, is called for every part a reload tries, with its
-	// error (nil when it loaded).
-	OnReload func(part string, err error)
+	// error (nil when it loaded). OnDecision, if set, is called with every
+	// handshake's decision, as it is made.
+	OnDecision func(*Decision)
+	OnReload   func(part string, err error)
 	// Logger receives reloads and closed connections (default
 	// slog.Default()).
 	Logger *slog.Logger
@@ -91,6 +93,8 @@ type Authenticator struct {
 
 	watching  chan struct{} // closed once Watch is armed
 	watchOnce sync.Once
+
+	unwrappedOnce sync.Once // the warning of checkWrapped
 }
 
 // New loads every file in cfg; any failure is an error.
@@ -251,6 +255,7 @@ func (a *Authenticator) TLSConfig(base *tls.Config) *tls.Config {
 		if refused != nil {
 			return nil, refused
 		}
+		a.checkWrapped(chi.Conn)
 		if acme && len(chi.SupportedProtos) == 1 && chi.SupportedProtos[0] == acmeTLS1 {
 			// An ACME tls-alpn-01 validation (RFC 8737, Section 3:
 			// the validator offers acme-tls/1 alone) is never asked
@@ -326,6 +331,18 @@ type templates struct {
 func isFlagged(c net.Conn) bool {
 	ac, ok := c.(*Conn)
 	return ok && ac.Flagged()
+}
+
+// checkWrapped warns once when a connection reaches a TLSConfig without
+// having come through NewListener or WrapConn: no flag can be read then, so
+// no client is ever seen as flagged.
+func (a *Authenticator) checkWrapped(c net.Conn) {
+	if _, ok := c.(*Conn); !ok {
+		a.unwrappedOnce.Do(func() {
+			a.log.Warn("a connection reached the TLS config without the Authenticator's listener: its ClientHello flags cannot be read, so no client is seen as flagged; wrap the listener with Listener (or the connection with WrapConn)",
+				"conn_type", fmt.Sprintf("%T", c))
+		})
+	}
 }
 
 // forConn returns the config for one connection: a clone of the template
@@ -483,6 +500,9 @@ func (a *Authenticator) decide(c *Conn, st *state, flagged bool, cs tls.Connecti
 		store := st.storeFor(flagged)
 		d.Store = store.ref().kind
 		d.Verified, d.Err = a.verified.validate(d.Chain, store, st.crls, a.cfg.Now())
+	}
+	if a.cfg.OnDecision != nil {
+		a.cfg.OnDecision(d)
 	}
 	if c != nil {
 		c.decision.Store(d)

@@ -336,7 +336,7 @@ func TestErrors(t *testing.T) {
 	u, _ := plainServer(t, p, tls.NoClientCert, false)
 	cl, _ = New(Config{Time: testpki.Clock, RootCAs: x509.NewCertPool()})
 	_, _, _, err = get(t, cl, u)
-	if !errors.As(err, &e) || !strings.Contains(e.Msg, "not trusted") || !strings.Contains(e.Hint, "-server-cacert") {
+	if !errors.As(err, &e) || !strings.Contains(e.Msg, "not trusted") || !strings.Contains(e.Hint, "RootCAs") {
 		t.Errorf("unknown CA: %v", err)
 	}
 
@@ -356,7 +356,7 @@ func TestErrors(t *testing.T) {
 	cl, _ = New(Config{Time: testpki.Clock, Flags: tlsflags.Must(80), RootCAs: rootPool(p)})
 	_, _, _, err = get(t, cl, su)
 	if !errors.As(err, &e) || e.Msg != "server requires a client certificate and none was sent: certificate_required" ||
-		e.Alert != "certificate_required" || e.Hint != "pass one with -cert and -key, issued by a CA the server trusts" {
+		e.Alert != "certificate_required" || e.Hint != "give one in CertFile and KeyFile (or GetClientCertificate), issued by a CA the server trusts" {
 		t.Errorf("certificate required: %v (%+v)", err, e)
 	}
 	cl, _ = New(Config{Time: testpki.Clock, Flags: tlsflags.Must(80), RootCAs: rootPool(p), CertFile: p.Clients["other-ca"][0], KeyFile: p.Clients["other-ca"][1]})

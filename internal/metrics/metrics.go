@@ -75,12 +75,7 @@ func New(certs func() (server *x509.Certificate, roots map[string][]*x509.Certif
 		f(c)
 	}
 	if crls != nil {
-		f(&crlCollector{crls: crls,
-			next: prometheus.NewDesc("reqmtls_crl_next_update_seconds",
-				"nextUpdate (Unix time) of each client CRL in force, by issuer: past it, certificates of that issuer do not validate (alert well before).",
-				[]string{"issuer"}, nil),
-			revoked: prometheus.NewDesc("reqmtls_crl_revoked_certificates",
-				"Certificates listed in each client CRL in force, by issuer.", []string{"issuer"}, nil)})
+		f(newCRLCollector(crls))
 	}
 	if inFlight != nil {
 		f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "reqmtls_handshakes_in_progress",
@@ -190,11 +185,14 @@ func FailureReason(err error) string {
 
 // Reload counts a reload of one part.
 func (m *Metrics) Reload(part string, err error) {
-	result := "ok"
+	m.reloads.WithLabelValues(strings.ReplaceAll(part, " ", "_"), reloadResult(err)).Inc()
+}
+
+func reloadResult(err error) string {
 	if err != nil {
-		result = "error"
+		return "error"
 	}
-	m.reloads.WithLabelValues(strings.ReplaceAll(part, " ", "_"), result).Inc()
+	return "ok"
 }
 
 // Upstream counts a gateway request to the origin: status 0 for none.
@@ -236,6 +234,15 @@ func (e *expiry) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+func newCRLCollector(crls func() []auth.CRLInfo) *crlCollector {
+	return &crlCollector{crls: crls,
+		next: prometheus.NewDesc("reqmtls_crl_next_update_seconds",
+			"nextUpdate (Unix time) of each client CRL in force, by issuer: past it, certificates of that issuer do not validate (alert well before).",
+			[]string{"issuer"}, nil),
+		revoked: prometheus.NewDesc("reqmtls_crl_revoked_certificates",
+			"Certificates listed in each client CRL in force, by issuer.", []string{"issuer"}, nil)}
+}
+
 // crlCollector reports the CRLs in force at each scrape.
 type crlCollector struct {
 	crls          func() []auth.CRLInfo
@@ -250,5 +257,66 @@ func (c *crlCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.next, prometheus.GaugeValue, float64(i.NextUpdate.Unix()), i.Issuer)
 		}
 		ch <- prometheus.MustNewConstMetric(c.revoked, prometheus.GaugeValue, float64(i.Revoked), i.Issuer)
+	}
+}
+
+// AuthMetrics are the metrics of an Authenticator used on its own (the
+// library's users with servers of their own): decisions, reloads, and the
+// expiry of certificates and CRLs. It is a prometheus.Collector to register
+// in the user's registry.
+type AuthMetrics struct {
+	decisions *prometheus.CounterVec
+	reloads   *prometheus.CounterVec
+	others    []prometheus.Collector
+}
+
+// NewAuth makes an Authenticator's metrics; certs and crls are read at
+// every scrape.
+func NewAuth(certs func() (*x509.Certificate, map[string][]*x509.Certificate), crls func() []auth.CRLInfo) *AuthMetrics {
+	m := &AuthMetrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reqmtls_decisions_total",
+			Help: "Client-auth decisions made in handshakes, by whether the client set flag 80, whether a certificate was requested, the certificate's outcome (none, valid, invalid) and resumption."},
+			[]string{"flagged", "cert_requested", "cert", "resumed"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reqmtls_reloads_total",
+			Help: "Reloads of each part (server certificate, client CA bundle, bot CA bundle, session ticket keys, client CRL), by result."},
+			[]string{"part", "result"}),
+	}
+	m.others = append(m.others, &expiry{certs: certs, desc: prometheus.NewDesc("reqmtls_certificate_not_after_seconds",
+		"End of validity (Unix time) of the server certificate and of every root in the client and bot stores.",
+		[]string{"role", "subject"}, nil)})
+	m.others = append(m.others, newCRLCollector(crls))
+	return m
+}
+
+// Decision counts one handshake's decision.
+func (m *AuthMetrics) Decision(d *auth.Decision) {
+	cert := "none"
+	if len(d.Chain) > 0 {
+		cert = "valid"
+		if d.Err != nil {
+			cert = "invalid"
+		}
+	}
+	m.decisions.WithLabelValues(strconv.FormatBool(d.Flagged), strconv.FormatBool(d.Requested), cert, strconv.FormatBool(d.Resumed)).Inc()
+}
+
+// Reload counts a reload of one part.
+func (m *AuthMetrics) Reload(part string, err error) {
+	m.reloads.WithLabelValues(strings.ReplaceAll(part, " ", "_"), reloadResult(err)).Inc()
+}
+
+func (m *AuthMetrics) Describe(ch chan<- *prometheus.Desc) {
+	m.decisions.Describe(ch)
+	m.reloads.Describe(ch)
+	for _, c := range m.others {
+		c.Describe(ch)
+	}
+}
+
+func (m *AuthMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.decisions.Collect(ch)
+	m.reloads.Collect(ch)
+	for _, c := range m.others {
+		c.Collect(ch)
 	}
 }
