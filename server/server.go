@@ -245,6 +245,11 @@ func (a *Authenticator) WrapConn(c net.Conn) net.Conn { return a.a.WrapConn(c) }
 // a handshake without a certificate fails with an error saying so. base
 // must not be modified afterwards, nor the config returned.
 //
+// crypto/tls is told only whether to ask for a certificate (ClientAuth
+// RequestClientCert or RequireAnyClientCert): the verification is the
+// Authenticator's, so http.Request.TLS.VerifiedChains stays empty; read
+// RequestInfo(r) (Validated, Chain, Verified) instead.
+//
 // A base that sets ClientAuth or ClientCAs is refused: every handshake
 // fails with an error saying so (and it is logged once), since client
 // authentication is the policy's, and building on such a base would drop
@@ -306,6 +311,10 @@ type Info struct {
 	Chain []*x509.Certificate
 	Store string
 	Err   error
+	// Verified is the path that validated the leaf, leaf first and root
+	// last (what net/http users look for in TLS.VerifiedChains, which
+	// stays empty here); nil unless the certificate validated.
+	Verified []*x509.Certificate
 }
 
 // Validated reports whether a certificate came and validated, against the
@@ -332,7 +341,7 @@ func connInfo(c *auth.Conn) *Info {
 	if d := c.Decision(); d != nil {
 		i.CertRequested, i.Resumed = d.Requested, d.Resumed
 		if len(d.Chain) > 0 {
-			i.Chain, i.Store, i.Err = d.Chain, d.Store.String(), d.Err
+			i.Chain, i.Store, i.Err, i.Verified = d.Chain, d.Store.String(), d.Err, d.Verified
 		}
 	}
 	return i
