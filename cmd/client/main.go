@@ -78,6 +78,20 @@ Reporting:
                             ..., "hint": ...}
   -version                  print the version and exit
 
+Forward proxy (any HTTP client gets request mTLS through it):
+  -listen ADDR              run an HTTP forward proxy on ADDR (127.0.0.1:8080)
+                            instead of one request: CONNECT tunnels are
+                            terminated with a leaf signed by the proxy's root,
+                            and each site is reached with -tlsflags (default
+                            80 here; "" sends none), -cert/-key,
+                            -server-cacert; http:// requests are forwarded
+  -mitm-ca DIR              the proxy's root, ca.crt and ca.key, made on first
+                            run (default: ~/.config/req-mtls/forward-proxy-ca)
+  -proxy-auth FILE          require Basic credentials (user:password lines);
+                            needed to listen on a non-loopback address
+  -flag-hosts PATTERNS      hosts that get the flags and the certificate,
+                            comma-separated (*.example.com; default: all)
+
 Load (for operators):
   -n N                      send N requests (default 1) and print a summary
   -c N                      with N concurrent workers (default 1)
@@ -225,6 +239,10 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	fs.Var(resolve, "resolve", "")
 	serverName := fs.String("servername", "", "")
 	proxyURL := fs.String("x", "", "")
+	listen := fs.String("listen", "", "")
+	mitmCA := fs.String("mitm-ca", "", "")
+	proxyAuth := fs.String("proxy-auth", "", "")
+	flagHosts := fs.String("flag-hosts", "", "")
 	fs.StringVar(proxyURL, "proxy", "", "")
 	insecure := fs.Bool("k", false, "")
 	if err := fs.Parse(args); err != nil {
@@ -326,6 +344,20 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		}
 		defer f.Close()
 		cfg.KeyLog = f
+	}
+	if *listen != "" {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["tlsflags"] {
+			cfg.Flags = reqmtls.RequestMTLSFlags // the proxy's default: flag 80
+		}
+		if cfg.Flags.Has(reqmtls.FlagRequestMTLS) && cfg.CertFile == "" {
+			c.hintf("flag 80 tells sites you hold a client certificate, but no -cert/-key was given: none will be sent")
+		}
+		return c.serveProxy(ctx, cfg, proxyOpts{listen: *listen, caDir: *mitmCA, authFile: *proxyAuth, flagHosts: *flagHosts})
+	}
+	if *mitmCA != "" || *proxyAuth != "" || *flagHosts != "" {
+		return c.misuse("-mitm-ca, -proxy-auth and -flag-hosts go with -listen")
 	}
 	cl, err := reqmtls.NewDialer(cfg)
 	if err != nil {

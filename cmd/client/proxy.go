@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	reqmtls "github.com/req-mtls/req-mtls"
+)
+
+// proxyOpts are the flags of -listen.
+type proxyOpts struct {
+	listen, caDir, authFile, flagHosts string
+}
+
+// serveProxy runs the forward proxy on o.listen until ctx ends.
+func (c *cli) serveProxy(ctx context.Context, cfg reqmtls.ClientConfig, o proxyOpts) int {
+	host, _, err := net.SplitHostPort(o.listen)
+	if err != nil {
+		return c.misuse("-listen %q: want HOST:PORT (127.0.0.1:8080)", o.listen)
+	}
+	loopback := host == "localhost"
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		loopback = true
+	}
+	if !loopback && o.authFile == "" {
+		return c.misuse("-listen %s is not a loopback address: anyone who reaches it could send requests as this bot; give -proxy-auth FILE (user:password lines), or listen on 127.0.0.1", o.listen)
+	}
+	pc := reqmtls.ForwardProxyConfig{Client: cfg, CADir: o.caDir,
+		Logger: slog.New(slog.NewTextHandler(c.stderr, nil))}
+	if o.flagHosts != "" {
+		pc.FlagHosts = strings.Split(o.flagHosts, ",")
+	}
+	if o.authFile != "" {
+		creds, err := readCredentials(o.authFile)
+		if err != nil {
+			return c.fail(err)
+		}
+		pc.Auth = func(user, pass string) bool {
+			want, ok := creds[user]
+			return ok && subtle.ConstantTimeCompare([]byte(want), []byte(pass)) == 1
+		}
+	}
+	p, err := reqmtls.NewForwardProxy(pc)
+	if err != nil {
+		return c.fail(err)
+	}
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return c.fail(fmt.Errorf("-listen: %w", err))
+	}
+	root, made := p.RootFile()
+	state := "loaded"
+	if made {
+		state = "made now"
+	}
+	fmt.Fprintf(c.stderr, "client: forward proxy listening on %s\n", ln.Addr())
+	fmt.Fprintf(c.stderr, "client: root %s (%s): trust it in your clients (curl --cacert, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS)\n", root, state)
+	fmt.Fprintf(c.stderr, "client: root SPKI sha256 %s (Chromium: --ignore-certificate-errors-spki-list=%s)\n", p.RootSPKIHash(), p.RootSPKIHash())
+	srv := &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return c.fail(err)
+	}
+	return 0
+}
+
+// readCredentials reads user:password lines (# comments).
+func readCredentials(file string) (map[string]string, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("-proxy-auth: %w", err)
+	}
+	defer f.Close()
+	creds := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		l := strings.TrimSpace(sc.Text())
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		user, pass, ok := strings.Cut(l, ":")
+		if !ok || user == "" || pass == "" {
+			return nil, fmt.Errorf("-proxy-auth %q: line %d: want user:password", file, n)
+		}
+		creds[user] = pass
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("-proxy-auth %q: %w", file, err)
+	}
+	if len(creds) == 0 {
+		return nil, fmt.Errorf("-proxy-auth %q: no user:password line", file)
+	}
+	return creds, nil
+}

@@ -1,0 +1,195 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startForwardProxy runs `client -listen` on a free loopback port with
+// args, and returns its address and the proxy's root file. Its own
+// connections to anything but loopback go to a dead loopback proxy, so
+// that a browser's background requests through it never leave the
+// machine.
+func startForwardProxy(t *testing.T, args ...string) (addr, root string) {
+	t.Helper()
+	addr = freeAddr(t)
+	caDir := filepath.Join(t.TempDir(), "ca")
+	cmd := exec.Command(filepath.Join(binDir, "client"), append([]string{"-listen", addr, "-mitm-ca", caDir}, args...)...)
+	cmd.Env = append(os.Environ(), "HTTPS_PROXY=http://127.0.0.1:1", "HTTP_PROXY=http://127.0.0.1:1", "NO_PROXY=")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := regexp.MustCompile(`root SPKI sha256 (\S+)`).FindStringSubmatch(sc.Text()); m != nil {
+				ready <- m[1]
+			}
+		}
+	}()
+	select {
+	case spki := <-ready:
+		root = filepath.Join(caDir, "ca.crt")
+		if got := spkiHash(t, root); got != spki {
+			t.Errorf("printed SPKI hash %s, root's %s", spki, got)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("forward proxy did not start")
+	}
+	return addr, root
+}
+
+func spkiHash(t *testing.T, file string) string {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode(data)
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// nodeTunnel is a Node client behind a proxy: Node 20's fetch ignores proxy
+// variables, so a CONNECT tunnel by hand, then https inside it, trusting the
+// proxy's root through NODE_EXTRA_CA_CERTS.
+const nodeTunnel = `const http = require('http'), https = require('https');
+const [host, port] = process.env.PROXY.split(':');
+const target = new URL(process.argv[2]);
+http.request({host, port, method: 'CONNECT', path: target.host}).on('connect', (res, socket) => {
+  if (res.statusCode !== 200) { console.error('proxy answered', res.statusCode); process.exit(1); }
+  https.get({host: target.hostname, servername: target.hostname, path: target.pathname, socket, agent: false}, (r) => {
+    let body = '';
+    r.on('data', (d) => body += d);
+    r.on('end', () => { process.stdout.write('status ' + r.statusCode + ' ' + r.headers['req-mtls-cert-requested'] + '\n' + body); });
+  }).on('error', (e) => { console.error(e.message); process.exit(1); });
+}).on('error', (e) => { console.error(e.message); process.exit(1); }).end();
+`
+
+const pythonRequests = `import os, sys, requests
+r = requests.get(sys.argv[1], proxies={"https": "http://" + os.environ["PROXY"]})
+print("status", r.status_code, r.headers.get("Req-Mtls-Cert-Requested"))
+sys.stdout.write(r.text)
+`
+
+// TestForwardProxyClients: curl, Python's requests, Node and headless
+// Chromium, none of which can set TLS flags, reach /debug through the
+// forward proxy with flag 80 and the certificate; through a proxy started
+// with -tlsflags "" the site asks for nothing.
+func TestForwardProxyClients(t *testing.T) {
+	curl := needPeer(t, "curl")
+	node := needPeer(t, "node")
+	chromium := needPeer(t, "chromium")
+	python := "/usr/bin/python3"
+	if out, err := exec.Command(python, "-c", "import requests").CombinedOutput(); err != nil {
+		if os.Getenv("REQ_MTLS_REQUIRE_PEERS") != "" {
+			t.Fatalf("python3-requests: %v\n%s", err, out)
+		}
+		t.Skip("SKIP: python3-requests not installed")
+	}
+	p := newPKI(t)
+	srv := startServer(t, p, nil)
+	_, port, _ := strings.Cut(srv, ":")
+	target := "https://localhost:" + port + "/debug"
+	dir := t.TempDir()
+	nodeJS, pyFile := filepath.Join(dir, "tunnel.js"), filepath.Join(dir, "get.py")
+	os.WriteFile(nodeJS, []byte(nodeTunnel), 0o600)
+	os.WriteFile(pyFile, []byte(pythonRequests), 0o600)
+
+	for _, tc := range []struct {
+		name, flags string
+		want        string // the /debug tail
+		requested   string // Req-Mtls-Cert-Requested
+	}{
+		{"Flagged", "80", "Client cert requested: true\nPeer certificate received: true\nCert received: client.example\nCert validated: true\n", "?1"},
+		{"NoFlags", "", "Client cert requested: false\nPeer certificate received: false\n", "?0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			proxy, root := startForwardProxy(t, "-tlsflags", tc.flags, "-cert", p.f("client.crt"), "-key", p.f("client.key"), "-server-cacert", p.f("rootCA.crt"))
+			env := []string{"PROXY=" + proxy, "NODE_EXTRA_CA_CERTS=" + root, "REQUESTS_CA_BUNDLE=" + root}
+			profile := t.TempDir()
+			for _, c := range []struct {
+				name string
+				cmd  []string
+			}{
+				{"curl", []string{curl, "-sS", "-i", "--proxy", "http://" + proxy, "--cacert", root, target}},
+				{"python-requests", []string{python, pyFile, target}},
+				{"node", []string{node, nodeJS, target}},
+				{"chromium", []string{chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+					"--disable-background-networking", "--disable-component-update", "--disable-sync", "--user-data-dir=" + profile,
+					"--proxy-server=http://" + proxy, "--proxy-bypass-list=<-loopback>",
+					"--ignore-certificate-errors-spki-list=" + spkiHash(t, root), "--dump-dom", target}},
+			} {
+				out, err := runErr(env, c.cmd[0], c.cmd[1:]...)
+				if c.name == "chromium" {
+					// The page is the text/plain body in a <pre>.
+					if m := regexp.MustCompile(`(?s)<pre[^>]*>(.*)</pre>`).FindStringSubmatch(out); m != nil {
+						out = m[1]
+					}
+				}
+				if err != nil || !strings.Contains(out, "Client sent TLS Flags: ["+tc.flags+"]\n") || !strings.Contains(out, tc.want) {
+					t.Errorf("%s through the proxy: %v\n%s", c.name, err, out)
+					continue
+				}
+				if c.name != "chromium" && !strings.Contains(strings.ToLower(out), strings.ToLower(tc.requested)) {
+					t.Errorf("%s: no Req-Mtls-Cert-Requested %s:\n%s", c.name, tc.requested, out)
+				}
+				t.Logf("%s saw /debug behind the proxy:\n%s", c.name, out)
+			}
+		})
+	}
+}
+
+// TestForwardProxyRefusals: a site whose certificate the proxy does not
+// trust is a 502 whose body says why, seen by curl inside the tunnel; a
+// non-loopback -listen without -proxy-auth refuses to start; with
+// -proxy-auth, a request without credentials gets a 407.
+func TestForwardProxyRefusals(t *testing.T) {
+	curl := needPeer(t, "curl")
+	p, other := newPKI(t), newPKI(t)
+	srv := startServer(t, other, nil) // a site under another root
+	proxy, root := startForwardProxy(t, "-cert", p.f("client.crt"), "-key", p.f("client.key"), "-server-cacert", p.f("rootCA.crt"))
+	out, _ := runErr(nil, curl, "-sS", "-i", "--proxy", "http://"+proxy, "--cacert", root, "https://"+srv+"/debug")
+	if !strings.Contains(out, " 502") || !strings.Contains(out, "server certificate is not trusted: signed by an unknown authority") {
+		t.Errorf("an untrusted site through the proxy:\n%s", out)
+	}
+	t.Logf("untrusted site:\n%s", out)
+
+	out, err := runErr(nil, filepath.Join(binDir, "client"), "-listen", "0.0.0.0:0", "-mitm-ca", t.TempDir())
+	if err == nil || !strings.Contains(out, "is not a loopback address") || !strings.Contains(out, "-proxy-auth") {
+		t.Errorf("non-loopback -listen without -proxy-auth: %v\n%s", err, out)
+	}
+
+	creds := filepath.Join(t.TempDir(), "creds")
+	os.WriteFile(creds, []byte("# who may use the proxy\nbot:s3cret\n"), 0o600)
+	authed, root2 := startForwardProxy(t, "-proxy-auth", creds, "-server-cacert", p.f("rootCA.crt"))
+	good := startServer(t, p, nil)
+	out, _ = runErr(nil, curl, "-sS", "-i", "--proxy", "http://"+authed, "--cacert", root2, "https://"+good+"/debug")
+	if !strings.Contains(out, "407") {
+		t.Errorf("no credentials: want a 407:\n%s", out)
+	}
+	out, err = runErr(nil, curl, "-sS", "--proxy", "http://bot:s3cret@"+authed, "--cacert", root2, "https://"+good+"/debug")
+	if err != nil || !strings.Contains(out, "Client sent TLS Flags: [80]") {
+		t.Errorf("with credentials: %v\n%s", err, out)
+	}
+}
