@@ -284,6 +284,7 @@ type Transport struct {
 	h2       *http2.Transport
 	h1       *http.Transport // https hosts that chose HTTP/1.1, through dialH1
 	plain    *http.Transport // http URLs
+	upgrade  *http.Transport // https requests that switch protocols (WebSocket)
 	maxConns int             // ClientConfig.MaxConnsPerHost, for HTTP/2
 
 	mu      sync.Mutex
@@ -339,6 +340,30 @@ func NewTransport(cfg ClientConfig) (*Transport, error) {
 		MaxConnsPerHost:     cfg.MaxConnsPerHost,
 		IdleConnTimeout:     cfg.IdleTimeout,
 	}
+	// Protocol upgrades (WebSocket): HTTP/1.1 alone, a connection each.
+	icfg := cfg.internal()
+	icfg.HTTP1Only = true
+	up, err := client.New(icfg)
+	if err != nil {
+		return nil, err
+	}
+	t.upgrade = &http.Transport{
+		DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			proxy, _ := ctx.Value(proxyKey{}).(*url.URL)
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			tc, hs, err := up.DialTLS(ctx, addr, host, proxy)
+			if err != nil {
+				return nil, err
+			}
+			t.handshake(addr, hs)
+			return tc, nil
+		},
+		TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{},
+		DisableKeepAlives: true,
+	}
 	// Plain http URLs: net/http's own transport, through the same proxy.
 	t.plain = &http.Transport{Proxy: t.d.c.ProxyForRequest, MaxIdleConns: cfg.MaxIdleConns, MaxIdleConnsPerHost: idlePerHost,
 		MaxConnsPerHost: cfg.MaxConnsPerHost, IdleConnTimeout: cfg.IdleTimeout}
@@ -371,6 +396,18 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		req = req.WithContext(context.WithValue(req.Context(), proxyKey{}, proxy))
 	}
 	refused := 0
+	if req.Header.Get("Upgrade") != "" {
+		// HTTP/2 carries no protocol switch: a connection of its own,
+		// over HTTP/1.1, whose 101 response body is the tunnel.
+		if proxy == nil {
+			req = req.WithContext(context.WithValue(req.Context(), proxyKey{}, (*url.URL)(nil)))
+		}
+		resp, err := t.upgrade.RoundTrip(req)
+		if err != nil {
+			return nil, publicError(t.d.c.Explain(err, "request"))
+		}
+		return resp, nil
+	}
 	for attempt := 0; ; attempt++ {
 		t.mu.Lock()
 		h1 := t.h1only[key]

@@ -3,9 +3,13 @@ package e2e
 import (
 	"bufio"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/websocket"
 )
 
 // startForwardProxy runs `client -listen` on a free loopback port with
@@ -192,4 +198,66 @@ func TestForwardProxyRefusals(t *testing.T) {
 	if err != nil || !strings.Contains(out, "Client sent TLS Flags: [80]") {
 		t.Errorf("with credentials: %v\n%s", err, out)
 	}
+}
+
+// TestForwardProxyWebSocket: a WebSocket through the forward proxy reaches
+// an origin behind the gateway with the bot's certificate (the origin sees
+// Client-Cert), messages echoed both ways.
+func TestForwardProxyWebSocket(t *testing.T) {
+	p := newPKI(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := &http.Server{Handler: websocket.Handler(func(ws *websocket.Conn) {
+		var msg string
+		for websocket.Message.Receive(ws, &msg) == nil {
+			websocket.Message.Send(ws, "echo: "+msg+" (client-cert "+fmt.Sprint(ws.Request().Header.Get("Client-Cert") != "")+")")
+		}
+	})}
+	go origin.Serve(ln)
+	defer origin.Close()
+	gw, _ := startGateway(t, p, "http://"+ln.Addr().String())
+	proxy, root := startForwardProxy(t, "-cert", p.f("client.crt"), "-key", p.f("client.key"), "-server-cacert", p.f("rootCA.crt"))
+
+	// CONNECT by hand, TLS trusting the proxy's root, then the WebSocket.
+	c, err := net.Dial("tcp", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", gw, gw)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	pool := x509.NewCertPool()
+	data, _ := os.ReadFile(root)
+	pool.AppendCertsFromPEM(data)
+	host, _, _ := net.SplitHostPort(gw)
+	tc := tls.Client(c, &tls.Config{RootCAs: pool, ServerName: host, NextProtos: []string{"http/1.1"}})
+	cfg, err := websocket.NewConfig("wss://"+gw+"/ws", "https://"+gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := websocket.NewClient(cfg, tc)
+	if err != nil {
+		t.Fatalf("WebSocket through the forward proxy: %v", err)
+	}
+	defer ws.Close()
+	for _, msg := range []string{"hello", "again"} {
+		if err := websocket.Message.Send(ws, msg); err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		if err := websocket.Message.Receive(ws, &got); err != nil {
+			t.Fatal(err)
+		}
+		if want := "echo: " + msg + " (client-cert true)"; got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	}
+	t.Logf("WebSocket through the forward proxy and the gateway: two messages echoed, the origin saw the bot's certificate")
 }

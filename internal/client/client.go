@@ -75,6 +75,9 @@ type Config struct {
 	Timeout time.Duration
 	// TLS12Only offers TLS 1.2 alone (no flags can be sent then).
 	TLS12Only bool
+	// HTTP1Only offers http/1.1 alone in ALPN: for protocol upgrades
+	// (WebSocket), which HTTP/2 does not carry.
+	HTTP1Only bool
 	// Groups overrides the key exchange groups offered (see
 	// tlsclient.Hello.Groups); for tests and benchmarks.
 	Groups []utls.CurveID
@@ -147,6 +150,13 @@ func New(cfg Config) (*Client, error) {
 		}
 	}
 	return c, nil
+}
+
+func alpn(http1Only bool) []string {
+	if http1Only {
+		return []string{"http/1.1"}
+	}
+	return []string{"h2", "http/1.1"}
 }
 
 // fromGetter asks get for the certificate, for the request cri, and notes
@@ -340,7 +350,7 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string, proxy *ur
 		Time:               c.cfg.Time,
 		InsecureSkipVerify: c.cfg.InsecureSkipVerify,
 		ServerName:         serverName,
-		NextProtos:         []string{"h2", "http/1.1"},
+		NextProtos:         alpn(c.cfg.HTTP1Only),
 		KeyLogWriter:       c.cfg.KeyLog,
 		ClientSessionCache: cache,
 		GetClientCertificate: func(cri *utls.CertificateRequestInfo) (*utls.Certificate, error) {
