@@ -179,7 +179,7 @@ func (c Config) auth() auth.Config {
 }
 
 // An Authenticator decides client authentication for request mTLS on any
-// crypto/tls srv. It is safe for concurrent use; one Authenticator may
+// crypto/tls server. It is safe for concurrent use; one Authenticator may
 // serve several listeners and configs.
 type Authenticator struct {
 	a       *auth.Authenticator

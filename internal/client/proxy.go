@@ -71,8 +71,10 @@ func (c *Client) dialTunnel(ctx context.Context, p *url.URL, addr string) (net.C
 		}
 		return nil, fmt.Errorf("proxy %s: CONNECT %s: %w", redacted(p), addr, err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	// (A 2xx answer to CONNECT has no body, whatever its fields say,
+	// RFC 9110, Section 9.3.6: the tunnel starts right after it.)
+	if resp.StatusCode/100 != 2 {
+		resp.Body.Close()
 		raw.Close()
 		return nil, &Error{Msg: fmt.Sprintf("proxy %s refused CONNECT %s: %s", redacted(p), addr, resp.Status),
 			Err:  errProxyRefused,

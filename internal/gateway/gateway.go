@@ -241,7 +241,10 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 		// only one more read can tell.
 		var one [1]byte
 		n, err := b.ReadCloser.Read(one[:])
-		if n == 0 && err != nil {
+		for n == 0 && err == nil {
+			n, err = b.ReadCloser.Read(one[:])
+		}
+		if n == 0 {
 			return 0, err
 		}
 		b.log.Warn("origin response cut off at the size limit", "url", b.url)
