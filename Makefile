@@ -116,7 +116,7 @@ BENCH_ROUNDS ?= 7
 BENCH_ONLY   ?=
 BENCH_MICRO  := ./internal/tlsflags ./internal/clienthello
 
-bench: build ## server CPU per handshake vs stock crypto/tls, throughput, the gateway vs nginx and Caddy, microbenchmarks; writes OUT/bench.* (OUT=bin/assets; OUT=assets updates the committed ones; BENCH_ONLY=gateway or handshake runs one part)
+bench: build ## server CPU per handshake vs stock crypto/tls, throughput, the gateway vs nginx and Caddy, microbenchmarks; writes OUT/bench.* (OUT=bin/assets; OUT=assets updates the committed ones; BENCH_ONLY=gateway, handshake or forward runs one part)
 	$(GO) build -o $(BIN)/bench ./tools/bench
 	@if command -v taskset >/dev/null && [ "$$(nproc)" -ge 2 ]; then \
 		echo "taskset -c 0 $(BIN)/bench -server-cpu 1 $(if $(BENCH_ONLY),-only $(BENCH_ONLY) )..."; \

@@ -81,7 +81,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodConnect:
 		p.tunnel(w, r)
 	case r.URL.IsAbs() && r.URL.Scheme == "http":
-		p.relay(w, r, "http", r.URL.Host, p.cfg.Plain, false)
+		p.relay(w, r, p.reverseProxy("http", r.URL.Host, p.cfg.Plain), "http", r.URL.Host, false)
 	default:
 		http.Error(w, "this is a forward proxy: send CONNECT host:port for https, or an absolute http:// URL", http.StatusBadRequest)
 	}
@@ -150,8 +150,9 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tc.SetDeadline(time.Time{})
+	rp := p.reverseProxy("https", target, rt)
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.relay(w, r, "https", target, rt, flagged)
+		p.relay(w, r, rp, "https", target, flagged)
 	})
 	if tc.ConnectionState().NegotiatedProtocol == "h2" {
 		(&http2.Server{}).ServeConn(tc, &http2.ServeConnOpts{Handler: inner, BaseConfig: &http.Server{}})
@@ -161,12 +162,10 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
 	serveOne(tc, inner)
 }
 
-// relay sends r to target over rt and copies the answer back, streaming
-// both ways, then logs one line.
-func (p *Proxy) relay(w http.ResponseWriter, r *http.Request, scheme, target string, rt http.RoundTripper, flagged bool) {
-	start := time.Now()
-	rec := &recorder{ResponseWriter: w}
-	rp := &httputil.ReverseProxy{
+// reverseProxy relays requests to target over rt, streaming both ways.
+// One serves a whole tunnel.
+func (p *Proxy) reverseProxy(scheme, target string, rt http.RoundTripper) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme, pr.Out.URL.Host = scheme, target
 			pr.Out.Host = pr.In.Host
@@ -176,8 +175,11 @@ func (p *Proxy) relay(w http.ResponseWriter, r *http.Request, scheme, target str
 			pr.Out.Header.Del("Proxy-Authorization")
 			pr.Out.Header.Del("Proxy-Connection")
 		},
-		Transport:     rt,
-		FlushInterval: -1,
+		Transport: rt,
+		// 0: net/http's ReverseProxy flushes event streams and bodies of
+		// unknown length at once by itself, and the rest when done.
+		FlushInterval: 0,
+		BufferPool:    copyBuffers,
 		ModifyResponse: func(resp *http.Response) error {
 			if scheme == "https" {
 				requested, _, _ := p.cfg.Asked(target)
@@ -196,6 +198,12 @@ func (p *Proxy) relay(w http.ResponseWriter, r *http.Request, scheme, target str
 		},
 		ErrorLog: slog.NewLogLogger(p.cfg.Log.Handler(), slog.LevelWarn),
 	}
+}
+
+// relay sends r on with rp and logs one line.
+func (p *Proxy) relay(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, scheme, target string, flagged bool) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w}
 	rp.ServeHTTP(rec, r)
 	attrs := []any{"method", r.Method, "url", scheme + "://" + target + r.URL.RequestURI(), "flags_sent", flagged && scheme == "https"}
 	if scheme == "https" {
@@ -207,6 +215,14 @@ func (p *Proxy) relay(w http.ResponseWriter, r *http.Request, scheme, target str
 	attrs = append(attrs, "status", rec.status, "bytes", rec.bytes, "duration", time.Since(start))
 	p.cfg.Log.Info("request", attrs...)
 }
+
+// copyBuffers are ReverseProxy's copy buffers, reused across requests.
+var copyBuffers = &bufferPool{sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
+func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
 
 func sfBool(b bool) string {
 	if b {

@@ -67,10 +67,12 @@ func main() {
 	}
 	binDir := flag.String("bin", "bin", "directory with the server binary")
 	outDir := flag.String("out", filepath.Join("bin", "assets"), "where to write bench.md, bench.svg and bench-gateway.svg")
-	only := flag.String("only", "", "run one part only: handshake (CPU per handshake, GET /debug throughput) or gateway (the TLS terminator comparison); bench.md keeps the other part's last results")
+	only := flag.String("only", "", "run one part only: handshake (CPU per handshake, GET /debug throughput), gateway (the TLS terminator comparison; bench.md keeps the other part's last results) or forward (the forward proxy against mitmproxy, in bench-forward.md)")
 	rounds := flag.Int("rounds", 5, "interleaved rounds")
 	handshakes := flag.Int("handshakes", 300, "handshakes per configuration per round")
 	requests := flag.Int("requests", 2000, "requests per throughput measurement")
+	fwdOne := flag.Int("forward-requests", 1000, "forward: requests over one tunnel per proxy per round")
+	fwdNew := flag.Int("forward-tunnels", 200, "forward: requests with a new tunnel each per proxy per round")
 	var gp gatewayParams
 	flag.IntVar(&gp.newConnN, "gateway-requests", 500, "gateway: requests on new connections per terminator per round")
 	flag.IntVar(&gp.newConnConc, "gateway-conc", 2, "gateway: new connections at a time")
@@ -82,8 +84,8 @@ func main() {
 	profileTime := flag.Duration("profile-time", 10*time.Second, "gateway: how long -profile samples")
 	flag.StringVar(&serverCPU, "server-cpu", "", "run the servers on this CPU (taskset -c), apart from the load")
 	flag.Parse()
-	if *only != "" && *only != "handshake" && *only != "gateway" {
-		log.Fatalf("-only must be handshake or gateway, not %q", *only)
+	if *only != "" && *only != "handshake" && *only != "gateway" && *only != "forward" {
+		log.Fatalf("-only must be handshake, gateway or forward, not %q", *only)
 	}
 	gp.rounds = *rounds
 
@@ -100,6 +102,16 @@ func main() {
 		os.Exit(1)
 	}()
 
+	if *only == "" || *only == "forward" {
+		// The forward-proxy comparison has a file of its own.
+		md := forwardBench(dir, *binDir, *rounds, *fwdOne, *fwdNew)
+		check(os.MkdirAll(*outDir, 0o755))
+		check(os.WriteFile(filepath.Join(*outDir, "bench-forward.md"), []byte(md), 0o644))
+		log.Printf("wrote %s:\n%s", filepath.Join(*outDir, "bench-forward.md"), md)
+		if *only == "forward" {
+			return
+		}
+	}
 	var hsMD, gwMD string
 	if *only != "gateway" {
 		var bars []bar
