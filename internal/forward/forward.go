@@ -20,8 +20,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // Config configures a Proxy.
@@ -154,11 +152,8 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.relay(w, r, rp, "https", target, flagged)
 	})
-	if tc.ConnectionState().NegotiatedProtocol == "h2" {
-		(&http2.Server{}).ServeConn(tc, &http2.ServeConnOpts{Handler: inner, BaseConfig: &http.Server{}})
-		tc.Close()
-		return
-	}
+	// net/http serves HTTP/2 on a *tls.Conn that negotiated h2, else
+	// HTTP/1.1.
 	serveOne(tc, inner)
 }
 
@@ -265,7 +260,7 @@ type prefixConn struct {
 
 func (c *prefixConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
-// serveOne serves HTTP/1.1 on one connection until it closes.
+// serveOne serves HTTP/2 or HTTP/1.1 on one connection until it closes.
 func serveOne(c net.Conn, h http.Handler) {
 	l := &oneConn{c: c, done: make(chan struct{})}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: time.Minute, IdleTimeout: 2 * time.Minute,
