@@ -279,19 +279,25 @@ func (cc *ClientConn) Close() error { return cc.cn.Close() }
 // net/http's own transport. Over HTTP/1.1, responses have no TLS state
 // (resp.TLS is nil). It is safe for concurrent use.
 type Transport struct {
-	d        *Dialer
-	onHS     func(string, Handshake)
-	h2       *http2.Transport
-	h1       *http.Transport // https hosts that chose HTTP/1.1, through dialH1
-	plain    *http.Transport // http URLs
-	upgrade  *http.Transport // https requests that switch protocols (WebSocket)
-	maxConns int             // ClientConfig.MaxConnsPerHost, for HTTP/2
+	d      *Dialer
+	onHS   func(string, Handshake)
+	h2     *http2.Transport
+	h1base http.Transport  // the settings of the HTTP/1.1 pools
+	up     *client.Client  // the dialer for protocol upgrades: ALPN http/1.1 alone
+	plain  *http.Transport // http URLs
+
+	maxConns int // ClientConfig.MaxConnsPerHost, for HTTP/2
 
 	mu      sync.Mutex
 	h2pool  map[string][]*h2Conn
 	dialing map[string]*dialCall // dials in progress, by address
 	h1only  map[string]bool      // hosts that chose HTTP/1.1
 	handed  map[string]net.Conn  // a dialed HTTP/1.1 connection for h1's next dial
+	// h1s are the HTTP/1.1 pools, by proxy ("" for none) and by whether
+	// they are for upgrades: net/http pools by address alone, and a
+	// connection through one proxy must never serve a request meant for
+	// another, or for none.
+	h1s map[string]*http.Transport
 }
 
 // An h2Conn is a pooled HTTP/2 connection and the TLS connection under it,
@@ -330,8 +336,7 @@ func NewTransport(cfg ClientConfig) (*Transport, error) {
 	t.h2 = &http2.Transport{IdleConnTimeout: cfg.IdleTimeout, ReadIdleTimeout: min(30*time.Second, cfg.IdleTimeout), PingTimeout: 15 * time.Second}
 	t.maxConns = cfg.MaxConnsPerHost
 	idlePerHost := cmp.Or(cfg.MaxIdleConnsPerHost, 8)
-	t.h1 = &http.Transport{
-		DialTLSContext: t.dialH1,
+	t.h1base = http.Transport{
 		// HTTP/2 is this Transport's own (h2 above); an empty map keeps
 		// net/http from trying it on connections it cannot use.
 		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
@@ -340,29 +345,12 @@ func NewTransport(cfg ClientConfig) (*Transport, error) {
 		MaxConnsPerHost:     cfg.MaxConnsPerHost,
 		IdleConnTimeout:     cfg.IdleTimeout,
 	}
+	t.h1s = map[string]*http.Transport{}
 	// Protocol upgrades (WebSocket): HTTP/1.1 alone, a connection each.
 	icfg := cfg.internal()
 	icfg.HTTP1Only = true
-	up, err := client.New(icfg)
-	if err != nil {
+	if t.up, err = client.New(icfg); err != nil {
 		return nil, err
-	}
-	t.upgrade = &http.Transport{
-		DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			proxy, _ := ctx.Value(proxyKey{}).(*url.URL)
-			host, _, err := net.SplitHostPort(addr)
-			if err != nil {
-				return nil, err
-			}
-			tc, hs, err := up.DialTLS(ctx, addr, host, proxy)
-			if err != nil {
-				return nil, err
-			}
-			t.handshake(addr, hs)
-			return tc, nil
-		},
-		TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{},
-		DisableKeepAlives: true,
 	}
 	// Plain http URLs: net/http's own transport, through the same proxy.
 	t.plain = &http.Transport{Proxy: t.d.c.ProxyForRequest, MaxIdleConns: cfg.MaxIdleConns, MaxIdleConnsPerHost: idlePerHost,
@@ -393,16 +381,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	key := addr
 	if proxy != nil {
 		key = proxy.String() + " " + addr
-		req = req.WithContext(context.WithValue(req.Context(), proxyKey{}, proxy))
 	}
 	refused := 0
 	if req.Header.Get("Upgrade") != "" {
 		// HTTP/2 carries no protocol switch: a connection of its own,
 		// over HTTP/1.1, whose 101 response body is the tunnel.
-		if proxy == nil {
-			req = req.WithContext(context.WithValue(req.Context(), proxyKey{}, (*url.URL)(nil)))
-		}
-		resp, err := t.upgrade.RoundTrip(req)
+		resp, err := t.h1For(proxy, true).RoundTrip(req)
 		if err != nil {
 			return nil, publicError(t.d.c.Explain(err, "request"))
 		}
@@ -426,7 +410,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			continue
 		}
 		if h1 {
-			resp, err := t.h1.RoundTrip(req)
+			resp, err := t.h1For(proxy, false).RoundTrip(req)
 			if errors.Is(err, errH2) && attempt == 0 {
 				continue // the host moved to HTTP/2: dial again
 			}
@@ -689,10 +673,41 @@ func (t *Transport) forgetH2Locked(addr string, cc *h2Conn) {
 	}
 }
 
-// dialH1 is the HTTP/1.1 pool's dial: the connection dialH2 handed over,
+// h1For returns the HTTP/1.1 pool for connections through proxy (nil for
+// direct ones), for upgrades or for ordinary requests.
+func (t *Transport) h1For(proxy *url.URL, upgrade bool) *http.Transport {
+	name := ""
+	if proxy != nil {
+		name = proxy.String()
+	}
+	if upgrade {
+		name = "upgrade " + name
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if h, ok := t.h1s[name]; ok {
+		return h
+	}
+	h := t.h1base.Clone()
+	h.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	if upgrade {
+		// A connection each: its 101 response body is the tunnel.
+		h.DisableKeepAlives = true
+		h.DialTLSContext = func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return t.dialVia(ctx, t.up, addr, proxy)
+		}
+	} else {
+		h.DialTLSContext = func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return t.dialH1(ctx, addr, proxy)
+		}
+	}
+	t.h1s[name] = h
+	return h
+}
+
+// dialH1 is an HTTP/1.1 pool's dial: the connection dialH2 handed over,
 // if any, else a new one.
-func (t *Transport) dialH1(ctx context.Context, network, addr string) (net.Conn, error) {
-	proxy, _ := ctx.Value(proxyKey{}).(*url.URL)
+func (t *Transport) dialH1(ctx context.Context, addr string, proxy *url.URL) (net.Conn, error) {
 	key := addr
 	if proxy != nil {
 		key = proxy.String() + " " + addr
@@ -704,16 +719,11 @@ func (t *Transport) dialH1(ctx context.Context, network, addr string) (net.Conn,
 	if c != nil {
 		return c, nil
 	}
-	host, _, err := net.SplitHostPort(addr)
+	tc, err := t.dialVia(ctx, t.d.c, addr, proxy)
 	if err != nil {
 		return nil, err
 	}
-	tc, hs, err := t.d.c.DialTLS(ctx, addr, host, proxy)
-	if err != nil {
-		return nil, err
-	}
-	t.handshake(addr, hs)
-	if hs.ALPN == "h2" {
+	if tc.ConnectionState().NegotiatedProtocol == "h2" {
 		tc.Close()
 		t.mu.Lock()
 		delete(t.h1only, key)
@@ -723,8 +733,20 @@ func (t *Transport) dialH1(ctx context.Context, network, addr string) (net.Conn,
 	return tc, nil
 }
 
-// proxyKey carries a request's proxy to dialH1 in its context.
-type proxyKey struct{}
+// dialVia dials addr with c, through proxy when not nil, and reports the
+// handshake.
+func (t *Transport) dialVia(ctx context.Context, c *client.Client, addr string, proxy *url.URL) (*client.AlertConn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	tc, hs, err := c.DialTLS(ctx, addr, host, proxy)
+	if err != nil {
+		return nil, err
+	}
+	t.handshake(addr, hs)
+	return tc, nil
+}
 
 func (t *Transport) handshake(addr string, hs *client.Handshake) {
 	if t.onHS != nil {
@@ -741,7 +763,15 @@ func (t *Transport) explainH2(cc *h2Conn, err error) error {
 
 // CloseIdleConnections closes connections that carry no request.
 func (t *Transport) CloseIdleConnections() {
-	t.h1.CloseIdleConnections()
+	t.mu.Lock()
+	h1s := make([]*http.Transport, 0, len(t.h1s))
+	for _, h := range t.h1s {
+		h1s = append(h1s, h)
+	}
+	t.mu.Unlock()
+	for _, h := range h1s {
+		h.CloseIdleConnections()
+	}
 	t.plain.CloseIdleConnections()
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -343,5 +344,44 @@ func TestMaxConnsPerHost(t *testing.T) {
 				t.Errorf("6 concurrent requests with MaxConnsPerHost 1: %d connections", len(s.addrs))
 			}
 		})
+	}
+}
+
+// TestHTTP1PoolsByProxy: over HTTP/1.1, a connection made through a proxy
+// never serves a request meant to go direct (net/http pools by address).
+func TestHTTP1PoolsByProxy(t *testing.T) {
+	p := testpki.New(t)
+	s := revStart(t, p, Config{ClientCAFile: p.RootCA}, &tls.Config{NextProtos: []string{"http/1.1"}}, nil)
+	cp := &testutil.ConnectProxy{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := &http.Server{Handler: cp}
+	go ps.Serve(ln)
+	defer ps.Close()
+	proxyURL, _ := url.Parse("http://" + ln.Addr().String())
+	var viaProxy atomic.Bool
+	viaProxy.Store(true)
+	tr, err := reqmtls.NewTransport(reqmtls.ClientConfig{Time: testpki.Clock, RootCAs: roots(p), Proxy: func(*http.Request) (*url.URL, error) {
+		if viaProxy.Load() {
+			return proxyURL, nil
+		}
+		return nil, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Transport: tr}
+	for i, proxied := range []bool{true, true, false} {
+		viaProxy.Store(proxied)
+		if _, err := revDo(c, context.Background(), "GET", fmt.Sprintf("%s/?id=P%d", s.url, i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(cp.Tunnels()) != 1 || len(s.addrs) != 2 {
+		t.Errorf("%d tunnels, %d connections at the server: want 1 tunnel (reused once) and a direct connection of its own", len(cp.Tunnels()), len(s.addrs))
 	}
 }
