@@ -538,9 +538,10 @@ func (a *Authenticator) reload(trigger string, force bool) error {
 	next := &state{cert: old.cert, client: old.client, bot: old.bot, ticketKeys: old.ticketKeys, crls: old.crls}
 	var errs []error
 	var took []string
+	storesTook := false
 	for _, p := range a.parts() {
 		sum := stamp(p.files)
-		if !force && sum == a.stamps[p.name] {
+		if !force && sum == a.stamps[p.name] && !(p.afterStores && storesTook) {
 			continue
 		}
 		a.stamps[p.name] = sum
@@ -554,6 +555,7 @@ func (a *Authenticator) reload(trigger string, force bool) error {
 			continue
 		}
 		took = append(took, p.name)
+		storesTook = storesTook || p.store
 	}
 	if len(took) == 0 {
 		return errors.Join(errs...)

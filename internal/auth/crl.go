@@ -27,7 +27,7 @@ var (
 // A crlSet is the certificate revocation lists in force, by the CA that
 // signed each (a root of the client or bot store).
 type crlSet struct {
-	byIssuer map[string]*crl // by the issuing CA certificate's DER
+	byIssuer map[string]*crl // by caKey of the issuing CA
 	list     []*crl
 	digest   [32]byte // the lists' DER, in the file's order
 }
@@ -85,20 +85,26 @@ func loadCRLs(file string, stores ...*store) (*crlSet, error) {
 			return nil, fmt.Errorf("load CRL file %q: CRL %d (issuer %s) is not signed by a CA of the client or bot store",
 				file, i+1, safetext.Escape(rl.Issuer.String()))
 		}
-		if _, dup := set.byIssuer[string(issuer.Raw)]; dup {
+		if _, dup := set.byIssuer[caKey(issuer)]; dup {
 			return nil, fmt.Errorf("load CRL file %q: CRL %d: a second CRL of %s", file, i+1, safetext.Escape(issuer.Subject.String()))
 		}
 		c := &crl{issuer: issuer, revoked: map[string]bool{}, thisUpdate: rl.ThisUpdate, nextUpdate: rl.NextUpdate}
 		for _, e := range rl.RevokedCertificateEntries {
 			c.revoked[e.SerialNumber.String()] = true
 		}
-		set.byIssuer[string(issuer.Raw)] = c
+		set.byIssuer[caKey(issuer)] = c
 		set.list = append(set.list, c)
 		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(der))))
 		h.Write(der)
 	}
 	h.Sum(set.digest[:0])
 	return set, nil
+}
+
+// caKey identifies a CA by its subject and key, so that a CRL keeps
+// applying to a root that is issued again with the same name and key.
+func caKey(ca *x509.Certificate) string {
+	return string(ca.RawSubject) + "\x00" + string(ca.RawSubjectPublicKeyInfo)
 }
 
 // crlIssuer returns the root of stores that signed rl, or nil.
@@ -127,7 +133,7 @@ func (set *crlSet) check(path []*x509.Certificate, now time.Time, log func(msg s
 		return until, nil
 	}
 	for i := 0; i+1 < len(path); i++ {
-		c := set.byIssuer[string(path[i+1].Raw)]
+		c := set.byIssuer[caKey(path[i+1])]
 		if c == nil {
 			continue
 		}

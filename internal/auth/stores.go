@@ -126,6 +126,9 @@ type part struct {
 	name  string // in logs: "server certificate", "client CA bundle", "bot CA bundle"
 	files []string
 	load  func(next *state) error
+	// store marks the trust-store parts; afterStores, a part loaded
+	// again whenever one of them is, since it is checked against them.
+	store, afterStores bool
 }
 
 func (a *Authenticator) parts() []part {
@@ -142,7 +145,7 @@ func (a *Authenticator) parts() []part {
 	}
 	// storePart loads a CA bundle into the state's slot for its kind.
 	storePart := func(name string, kind StoreKind, file string, slot func(*state) **store) part {
-		return part{name: name, files: []string{file}, load: func(next *state) error {
+		return part{name: name, files: []string{file}, store: true, load: func(next *state) error {
 			st, err := loadStore(kind, file)
 			if err == nil {
 				*slot(next) = st
@@ -170,7 +173,7 @@ func (a *Authenticator) parts() []part {
 	if c.ClientCRLFile != "" {
 		// After the stores: each CRL is checked against the roots that
 		// the state being built holds.
-		ps = append(ps, part{name: "client CRL", files: []string{c.ClientCRLFile}, load: func(next *state) error {
+		ps = append(ps, part{name: "client CRL", files: []string{c.ClientCRLFile}, afterStores: true, load: func(next *state) error {
 			set, err := loadCRLs(c.ClientCRLFile, next.client, next.bot)
 			if err == nil {
 				next.crls = set

@@ -228,3 +228,36 @@ func writeKey(t *testing.T, key any) string {
 	}
 	return writePEM(t, "PRIVATE KEY", der)
 }
+
+// TestCRLSurvivesRootReissue: the client CA bundle is written again with
+// its root issued anew (same name and key, other bytes) while the CRL file
+// stays as it is: the CRL still applies, and is checked against the new
+// store.
+func TestCRLSurvivesRootReissue(t *testing.T) {
+	p := testpki.New(t)
+	ca := newOpensslCA(t, "client-ca", p.RootCA, p.CA.Key)
+	files := livePKI(t, p)
+	files.ClientCRL = filepath.Join(filepath.Dir(files.ClientCA), "crl.pem")
+	ca.revoke(p.Clients["valid"][0])
+	ca.crl(files.ClientCRL, -1, 1)
+	ts := startServer(t, p, Config{Policy: PolicyRequire, Files: files})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ts.Watch(ctx)
+	<-ts.auth.Watching()
+
+	again, err := certs.NewCA(pkix.Name{}, p.CA.Cert.RawSubject, p.CA.Key, p.Now.AddDate(-1, 0, 0), p.Now.AddDate(6, 0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(again.Cert.Raw) == string(p.CA.Cert.Raw) {
+		t.Fatal("the root issued again is the same certificate")
+	}
+	writeRename(t, files.ClientCA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: again.Cert.Raw}))
+	waitFor(t, "the store and the CRL to reload", func() bool {
+		return strings.Contains(ts.logs.String(), `parts="[client CA bundle client CRL]"`)
+	})
+	if o := fetch(t, ts, p, withCert(p, "valid", 80), "/debug"); o.err == nil || !strings.Contains(o.err.Error(), "certificate_revoked") {
+		t.Errorf("revoked client after the root was issued again: %v, want certificate_revoked", o.err)
+	}
+}
