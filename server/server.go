@@ -216,7 +216,9 @@ func (a *Authenticator) Collector() prometheus.Collector {
 
 // Listener wraps l so that the flags of each connection's ClientHello can
 // be read. Serve TLS on it with a config from TLSConfig: without it, no
-// connection is seen as flagged.
+// connection is seen as flagged, and since the handshake is known to be
+// done only through TLSConfig's VerifyConnection, every connection is
+// closed at HandshakeTimeout.
 func (a *Authenticator) Listener(l net.Listener) net.Listener { return a.a.NewListener(l) }
 
 // WrapConn is Listener for one connection accepted by other means.

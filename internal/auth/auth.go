@@ -187,11 +187,15 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 	ac := l.a.WrapConn(c)
 	if d := l.a.cfg.HandshakeTimeout; d > 0 {
-		ac.hsTimer = time.AfterFunc(d, func() {
+		// Made stopped, set, then started: the callback's close reads
+		// hsTimer.
+		ac.hsTimer = time.AfterFunc(time.Hour, func() {
 			if !ac.handshakeOK.Load() {
 				ac.CloseNow()
 			}
 		})
+		ac.hsTimer.Stop()
+		ac.hsTimer.Reset(d)
 	}
 	return ac, nil
 }

@@ -142,7 +142,7 @@ func (c *Conn) Linger() error {
 }
 
 func (c *Conn) forget() {
-	c.Conn.Release()
+	c.Conn.Done()
 	if c.hsTimer != nil {
 		c.hsTimer.Stop()
 	}

@@ -141,7 +141,8 @@ type Conn struct {
 	peak int // the most bytes held at once during inspection, for tests
 
 	budget   *Budget
-	reserved atomic.Int64 // bytes of budget taken, given back by release
+	reserved atomic.Int64 // bytes of budget taken, given back by Release
+	closed   atomic.Bool  // Close was called: nothing more is reserved
 }
 
 // NewConn wraps c. Use it where connections are accepted by other means than
@@ -150,9 +151,10 @@ func NewConn(c net.Conn, budget *Budget) *Conn {
 	return &Conn{Conn: c, budget: budget}
 }
 
-// reserve takes n bytes of the budget for this Conn.
+// reserve takes n bytes of the budget for this Conn; none once it is
+// closed.
 func (c *Conn) reserve(n int) bool {
-	if !c.budget.take(n) {
+	if c.closed.Load() || !c.budget.take(n) {
 		return false
 	}
 	c.reserved.Add(int64(n))
@@ -170,8 +172,15 @@ func (c *Conn) Release() {
 
 // Close closes the connection and gives back its share of the budget.
 func (c *Conn) Close() error {
-	c.Release()
+	c.Done()
 	return c.Conn.Close()
+}
+
+// Done gives back the Conn's share of the budget for good: for a
+// connection closed by other means than Close.
+func (c *Conn) Done() {
+	c.closed.Store(true)
+	c.Release()
 }
 
 // Read reads data from the connection, inspecting the ClientHello first.
@@ -277,7 +286,7 @@ func (c *Conn) inspect() {
 // the message together never take more than MaxBuffered-base bytes. With
 // skipCCS, change_cipher_spec records before the hello are passed over.
 func (c *Conn) readHello(rr *recordReader, base int, skipCCS bool) (msg []byte, own bool, err error) {
-	var a assembler
+	a := assembler{reserve: rr.reserve}
 	rr.limit = MaxBuffered - base
 	for done := false; !done && err == nil; {
 		var typ uint8

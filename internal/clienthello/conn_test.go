@@ -461,3 +461,42 @@ func TestCaptureSeeds(t *testing.T) {
 		tls.Client(c, &tls.Config{ServerName: "example.com", NextProtos: []string{"h2", "http/1.1"}}).Handshake()
 	})
 }
+
+// TestBudget: the record buffer and a hello reassembled from several
+// records both count against the Budget; past it the hello is refused
+// with internal_error, and what a Conn took is given back when done.
+func TestBudget(t *testing.T) {
+	alertInternal := []byte{21, 3, 3, 0, 2, 2, 80}
+	for _, tc := range []struct {
+		name   string
+		budget int64
+		data   []byte
+		busy   bool
+	}{
+		// A 30 KB hello in 16 KiB records: about 30 KB of records, and
+		// 30 KB again reassembled.
+		{"SpanningFits", 70000, records(sizedHello(t, 30000), 1<<14), false},
+		{"SpanningReassemblyOver", 40000, records(sizedHello(t, 30000), 1<<14), true},
+		{"OneRecordOver", 1000, records(sizedHello(t, 3000), 1<<14), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := NewBudget(tc.budget)
+			sc := &scriptConn{data: append([]byte(nil), tc.data...)}
+			c := NewConn(sc, b)
+			_, err := io.ReadAll(c)
+			if busy := errors.Is(err, ErrBusy); busy != tc.busy {
+				t.Fatalf("err %v, want busy %t", err, tc.busy)
+			}
+			if tc.busy && !bytes.Equal(sc.written.Bytes(), alertInternal) {
+				t.Errorf("wrote %x, want the internal_error alert", sc.written.Bytes())
+			}
+			if !tc.busy && (!c.HelloSeen() || b.Used() == 0 && c.peak == 0) {
+				t.Errorf("hello seen %t, budget used %d", c.HelloSeen(), b.Used())
+			}
+			c.Close()
+			if b.Used() != 0 {
+				t.Errorf("%d bytes still taken after Close", b.Used())
+			}
+		})
+	}
+}

@@ -89,6 +89,9 @@ type assembler struct {
 	msg  []byte // the message once its length is known
 	n    int    // bytes of msg filled
 	own  bool   // msg is a buffer of its own, not a view into a fragment
+	// reserve, if set, is asked for a buffer of its own first; when it
+	// refuses, add returns ErrBusy.
+	reserve func(n int) bool
 }
 
 // empty reports whether no fragment of the message has come yet.
@@ -103,6 +106,13 @@ var errNotClientHello = errors.New("clienthello: not a ClientHello")
 // most the message may take if it needs a buffer of its own: a larger one is
 // ErrTooLarge.
 func (a *assembler) add(frag []byte, room int) (done bool, err error) {
+	own := func(msgLen int) error {
+		if a.reserve != nil && !a.reserve(msgLen) {
+			return ErrBusy
+		}
+		a.msg, a.own = make([]byte, msgLen), true
+		return nil
+	}
 	switch {
 	case a.msg != nil:
 	case a.nhdr == 0 && len(frag) >= len(a.hdr):
@@ -115,7 +125,9 @@ func (a *assembler) add(frag []byte, room int) (done bool, err error) {
 			a.msg, a.n = frag[:msgLen:msgLen], msgLen
 			return true, nil
 		}
-		a.msg, a.own = make([]byte, msgLen), true
+		if err := own(msgLen); err != nil {
+			return false, err
+		}
 	default:
 		// The header itself spans records.
 		k := copy(a.hdr[a.nhdr:], frag)
@@ -130,7 +142,9 @@ func (a *assembler) add(frag []byte, room int) (done bool, err error) {
 		if err != nil {
 			return false, err
 		}
-		a.msg, a.own = make([]byte, msgLen), true
+		if err := own(msgLen); err != nil {
+			return false, err
+		}
 		a.n = copy(a.msg, a.hdr[:])
 	}
 	a.n += copy(a.msg[a.n:], frag)

@@ -143,7 +143,12 @@ func (c *Conn) inspectRetry() {
 		c.refuse(alertDecodeError, ErrTooLarge)
 		return
 	}
-	rr := recordReader{r: c.Conn, buf: make([]byte, len(c.pending), max(initialBuffer, len(c.pending)))}
+	size := max(initialBuffer, len(c.pending))
+	if !c.reserve(size) {
+		c.refuse(alertInternalError, ErrBusy)
+		return
+	}
+	rr := recordReader{r: c.Conn, buf: make([]byte, len(c.pending), size), reserve: c.reserve}
 	copy(rr.buf, c.pending)
 	c.raw, c.pending = nil, nil
 	msg, _, err := c.readHello(&rr, base, true)
