@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,23 +88,16 @@ func TestClientHonoursProxyEnvironment(t *testing.T) {
 	p := newPKI(t)
 	srv := startServer(t, p, nil)
 	_, port, _ := net.SplitHostPort(srv)
-	cp := &testutil.ConnectProxy{Hosts: map[string]string{"bots.example": "127.0.0.1"}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: cp}
-	go hs.Serve(ln)
-	defer hs.Close()
+	cp, proxyURL := testutil.StartConnectProxy(t, map[string]string{"bots.example": "127.0.0.1"})
 	args := []string{"-tlsflags", "80", "-cert", p.f("client.crt"), "-key", p.f("client.key"), "-server-cacert", p.f("rootCA.crt"),
 		"-servername", "localhost", "--connect", "https://bots.example:" + port + "/debug"}
-	out := client(t, []string{"HTTPS_PROXY=http://" + ln.Addr().String(), "NO_PROXY="}, args...)
+	out := client(t, []string{"HTTPS_PROXY=" + proxyURL.String(), "NO_PROXY="}, args...)
 	if !strings.Contains(out, "Cert validated: true\n") || len(cp.Tunnels()) != 1 || cp.Tunnels()[0] != "bots.example:"+port {
 		t.Errorf("HTTPS_PROXY: tunnels %q\n%s", cp.Tunnels(), out)
 	}
 	// NO_PROXY takes the host out: it is then looked up directly, and
 	// does not resolve.
-	out, err = runErr([]string{"HTTPS_PROXY=http://" + ln.Addr().String(), "NO_PROXY=bots.example"}, filepath.Join(binDir, "client"), args...)
+	out, err := runErr([]string{"HTTPS_PROXY=" + proxyURL.String(), "NO_PROXY=bots.example"}, filepath.Join(binDir, "client"), args...)
 	if err == nil || len(cp.Tunnels()) != 1 {
 		t.Errorf("NO_PROXY: %v, tunnels %q\n%s", err, cp.Tunnels(), out)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -14,48 +13,15 @@ import (
 	"path/filepath"
 
 	reqmtls "github.com/req-mtls/req-mtls"
-	"github.com/req-mtls/req-mtls/internal/certs"
+	"github.com/req-mtls/req-mtls/internal/examplesite"
 	"github.com/req-mtls/req-mtls/server"
 )
-
-// exampleCerts writes a development CA, a server certificate for localhost
-// and a client certificate for client.example into a new directory, as
-// `gencert -dir` does, and returns the directory.
-func exampleCerts() string {
-	dir, err := os.MkdirTemp("", "reqmtls-example")
-	if err != nil {
-		log.Fatal(err)
-	}
-	if _, err := certs.WriteSet(certs.Options{Dir: dir}); err != nil {
-		log.Fatal(err)
-	}
-	return dir
-}
-
-// exampleServer runs a Server on a loopback port.
-func exampleServer(dir string) (*server.Server, string) {
-	srv, err := server.New(server.Config{
-		CertFile:     filepath.Join(dir, "server.crt"),
-		KeyFile:      filepath.Join(dir, "server.key"),
-		ClientCAFile: filepath.Join(dir, "rootCA.crt"),
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		log.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	go srv.Serve(ln)
-	return srv, ln.Addr().String()
-}
 
 // Request mTLS added to a plain net/http server that has its own
 // certificate: wrap the listener, build the TLS config on your own, and
 // read per request what the handshake decided.
 func ExampleAuthenticator_TLSConfig() {
-	dir := exampleCerts()
+	dir := examplesite.Certs()
 	defer os.RemoveAll(dir)
 
 	a, err := server.NewAuthenticator(server.Config{
@@ -113,9 +79,9 @@ func ExampleAuthenticator_TLSConfig() {
 // A whole request-mTLS HTTPS server, as cmd/server runs it, and one
 // connection from a Dialer, with what its handshake did.
 func ExampleNew() {
-	dir := exampleCerts()
+	dir := examplesite.Certs()
 	defer os.RemoveAll(dir)
-	srv, addr := exampleServer(dir)
+	srv, addr := examplesite.Serve(dir)
 	defer srv.Shutdown(context.Background())
 
 	roots, _ := reqmtls.LoadCertPool(filepath.Join(dir, "rootCA.crt"))

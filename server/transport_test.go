@@ -250,15 +250,7 @@ func TestTransportThroughProxy(t *testing.T) {
 	p := testpki.New(t)
 	a := newAuth(t, Config{ClientCAFile: p.RootCA})
 	addr := tlsServe(t, p, a, &tls.Config{}, a.DebugHandler())
-	cp := &testutil.ConnectProxy{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps := &http.Server{Handler: cp}
-	go ps.Serve(ln)
-	defer ps.Close()
-	proxyURL, _ := url.Parse("http://" + ln.Addr().String())
+	cp, proxyURL := testutil.StartConnectProxy(t, nil)
 	var hs []reqmtls.Handshake
 	tr, err := reqmtls.NewTransport(reqmtls.ClientConfig{Time: testpki.Clock, Flags: reqmtls.RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1],
 		RootCAs: roots(p), Proxy: http.ProxyURL(proxyURL), OnHandshake: func(_ string, h reqmtls.Handshake) { hs = append(hs, h) }})
@@ -352,15 +344,7 @@ func TestMaxConnsPerHost(t *testing.T) {
 func TestHTTP1PoolsByProxy(t *testing.T) {
 	p := testpki.New(t)
 	s := revStart(t, p, Config{ClientCAFile: p.RootCA}, &tls.Config{NextProtos: []string{"http/1.1"}}, nil)
-	cp := &testutil.ConnectProxy{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps := &http.Server{Handler: cp}
-	go ps.Serve(ln)
-	defer ps.Close()
-	proxyURL, _ := url.Parse("http://" + ln.Addr().String())
+	cp, proxyURL := testutil.StartConnectProxy(t, nil)
 	var viaProxy atomic.Bool
 	viaProxy.Store(true)
 	tr, err := reqmtls.NewTransport(reqmtls.ClientConfig{Time: testpki.Clock, RootCAs: roots(p), Proxy: func(*http.Request) (*url.URL, error) {

@@ -4,7 +4,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
+	"testing"
 )
 
 // ConnectProxy is an HTTP CONNECT proxy for tests: it resolves the names in
@@ -50,4 +52,19 @@ func (cp *ConnectProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	io.Copy(c, up)
 	c.Close()
 	up.Close()
+}
+
+// StartConnectProxy serves a ConnectProxy on a loopback port until the
+// test ends, and returns it with its URL.
+func StartConnectProxy(t testing.TB, hosts map[string]string) (*ConnectProxy, *url.URL) {
+	t.Helper()
+	cp := &ConnectProxy{Hosts: hosts}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: cp}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return cp, &url.URL{Scheme: "http", Host: ln.Addr().String()}
 }
