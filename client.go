@@ -476,8 +476,10 @@ func idempotent(method string) bool {
 	return false
 }
 
-// idleH2Locked returns a pooled HTTP/2 connection to addr that can take a
-// request, dropping dead ones.
+// idleH2Locked returns a pooled HTTP/2 connection to addr with a stream
+// reserved for the request (so that CloseIdleConnections leaves it and no
+// other request takes the stream; RoundTrip uses the reservation), dropping
+// dead ones.
 func (t *Transport) idleH2Locked(addr string) *h2Conn {
 	pool := t.h2pool[addr]
 	kept := pool[:0]
@@ -487,7 +489,7 @@ func (t *Transport) idleH2Locked(addr string) *h2Conn {
 			continue
 		}
 		kept = append(kept, cc)
-		if found == nil && cc.CanTakeNewRequest() {
+		if found == nil && cc.ReserveNewRequest() {
 			found = cc
 		}
 	}
