@@ -167,3 +167,18 @@ func (set *crlSet) info() []CRLInfo {
 	}
 	return out
 }
+
+// earliestNext returns the earliest nextUpdate still to come of the CRLs,
+// if any has one.
+func (set *crlSet) earliestNext() (time.Time, bool) {
+	var t time.Time
+	if set == nil {
+		return t, false
+	}
+	for _, c := range set.list {
+		if !c.nextUpdate.IsZero() && (t.IsZero() || c.nextUpdate.Before(t)) {
+			t = c.nextUpdate
+		}
+	}
+	return t, !t.IsZero()
+}

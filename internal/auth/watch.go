@@ -82,6 +82,17 @@ func (a *Authenticator) Watch(ctx context.Context) error {
 	defer recheck.Stop()
 	backstop := time.NewTicker(a.cfg.RecheckInterval)
 	defer backstop.Stop()
+	// When a CRL in force reaches its nextUpdate, the certificates of its
+	// issuer stop validating: open connections are checked again then,
+	// as after a reload.
+	crlDue := time.NewTimer(time.Hour)
+	crlDue.Stop()
+	armCRL := func() {
+		if next, ok := a.state.Load().crls.earliestNext(); ok {
+			crlDue.Reset(max(next.Sub(a.cfg.Now()), 0) + 100*time.Millisecond)
+		}
+	}
+	armCRL()
 	for {
 		select {
 		case <-ctx.Done():
@@ -112,8 +123,12 @@ func (a *Authenticator) Watch(ctx context.Context) error {
 			pending = false
 			a.reload("file change", false)
 			addMissing() // a symlink may now resolve elsewhere
+			armCRL()
 		case <-backstop.C:
 			a.reload("recheck", false)
+			armCRL()
+		case <-crlDue.C:
+			a.recheck(a.state.Load())
 		}
 	}
 }

@@ -261,3 +261,58 @@ func TestCRLSurvivesRootReissue(t *testing.T) {
 		t.Errorf("revoked client after the root was issued again: %v, want certificate_revoked", o.err)
 	}
 }
+
+// TestCRLGoingStaleClosesConnections: when a CRL in force passes its
+// nextUpdate, open connections of its issuer's certificates are closed
+// under an enforcing policy, with no reload.
+func TestCRLGoingStaleClosesConnections(t *testing.T) {
+	p := testpki.New(t)
+	ca := newOpensslCA(t, "client-ca", p.RootCA, p.CA.Key)
+	files := livePKI(t, p)
+	files.ClientCRL = filepath.Join(filepath.Dir(files.ClientCA), "crl.pem")
+	// CRL times have whole seconds: due two to three seconds from now.
+	due := testpki.Now.Add(3 * time.Second).Truncate(time.Second)
+	tmp := files.ClientCRL + ".tmp"
+	ca.run("-gencrl", "-crl_lastupdate", testpki.Now.Add(-time.Hour).UTC().Format("20060102150405Z"),
+		"-crl_nextupdate", due.UTC().Format("20060102150405Z"), "-out", tmp)
+	os.Rename(tmp, files.ClientCRL)
+	// A clock that moves, from testpki.Now.
+	start := time.Now()
+	ts := startServer(t, p, Config{Policy: PolicyRequire, Files: files, Now: func() time.Time { return testpki.Now.Add(time.Since(start)) }})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ts.Watch(ctx)
+	<-ts.auth.Watching()
+
+	pool := x509.NewCertPool()
+	pool.AddCert(p.CA.Cert)
+	cfg := withCert(p, "valid", 80)
+	cfg.RootCAs = pool
+	cfg.IdleTimeout = time.Minute // the client keeps it: only the server may close it
+	cl, err := client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := cl.Dial(context.Background(), ts.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := cl.RoundTrip(conn, mustGet(ts.url.String())); err != nil {
+		t.Fatalf("before the CRL's nextUpdate: %v", err)
+	}
+	defer func() {
+		if t.Failed() {
+			t.Logf("server log:\n%s", ts.logs)
+		}
+	}()
+	waitFor(t, "the stale CRL to close the connection", func() bool {
+		return strings.Contains(ts.logs.String(), "closing connection: its client certificate no longer validates")
+	})
+	if !strings.Contains(ts.logs.String(), "crl expired") {
+		t.Errorf("the closing line does not say why:\n%s", ts.logs)
+	}
+	if _, err := cl.RoundTrip(conn, mustGet(ts.url.String())); err == nil {
+		t.Error("the connection still serves after its CRL went stale")
+	}
+}

@@ -35,7 +35,9 @@ func startServer(t *testing.T, p *testpki.PKI, cfg Config) *testServer {
 	}
 	logs := &testutil.Buffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cfg.Now = func() time.Time { return testpki.Now }
+	if cfg.Now == nil {
+		cfg.Now = func() time.Time { return testpki.Now }
+	}
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
