@@ -49,4 +49,12 @@
 //
 // A Dialer gives one connection at a time, with what its handshake did
 // (Handshake), for tools that report on it.
+//
+// # Any HTTP client
+//
+// A ForwardProxy (NewForwardProxy) is an http.Handler: an HTTP forward
+// proxy that gives request mTLS to clients that cannot set TLS flags
+// (curl, Python, Node, browsers). It terminates their CONNECT tunnels with
+// leaves of its own root and reaches each site with a Transport; cmd/client
+// -listen runs it.
 package reqmtls

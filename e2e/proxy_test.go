@@ -102,3 +102,13 @@ func TestClientHonoursProxyEnvironment(t *testing.T) {
 		t.Errorf("NO_PROXY: %v, tunnels %q\n%s", err, cp.Tunnels(), out)
 	}
 }
+
+// TestClientProxyDownNamesProxy: a proxy that cannot be reached is named
+// as the failure, not the site behind it.
+func TestClientProxyDownNamesProxy(t *testing.T) {
+	out, err := runErr(nil, filepath.Join(binDir, "client"), "-x", "http://127.0.0.1:9", "-connect", "https://localhost:8775/debug")
+	if err == nil || !strings.Contains(out, "client: error: proxy http://127.0.0.1:9 (tunnel to localhost:8775): connection refused") ||
+		!strings.Contains(out, "client: hint: check the proxy's URL (-x, HTTPS_PROXY)") {
+		t.Errorf("proxy down: %v\n%s", err, out)
+	}
+}

@@ -476,6 +476,7 @@ var flagNames = strings.NewReplacer(
 	"put the server's root in RootCAs", "pass the server's root with -server-cacert",
 	"RootCAs", "-server-cacert",
 	"raise Timeout", "raise -timeout", "Raise Timeout", "Raise -timeout",
+	"the proxy's URL (Proxy, HTTPS_PROXY)", "the proxy's URL (-x, HTTPS_PROXY)",
 )
 
 // fail reports a failure and returns exit status 1: on stderr for a

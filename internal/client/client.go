@@ -410,6 +410,16 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string, proxy *ur
 		if errors.As(err, &e) {
 			return nil, nil, e
 		}
+		if proxy != nil {
+			// The proxy failed, not the site: say so, and where to look.
+			during := fmt.Sprintf("proxy %s (tunnel to %s)", proxy.Redacted(), addr)
+			e := c.ended(parent, ctx, err, during)
+			if e == nil && !errors.As(c.explain(err, during), &e) {
+				e = &Error{Err: err, Msg: during + ": " + err.Error()}
+			}
+			e.Hint = "check the proxy's URL (Proxy, HTTPS_PROXY) and that it is running"
+			return nil, nil, e
+		}
 		if e := c.ended(parent, ctx, err, "connect to "+addr); e != nil {
 			e.Hint = "nothing answered at that address: check the host, the port and any firewall; raise Timeout if the network is slow"
 			return nil, nil, e

@@ -91,8 +91,11 @@ func explain(err error, during string) error {
 			name = fmt.Sprintf("alert %d", a)
 		}
 		if certificateAlerts[a] {
-			return &Error{Err: err, Alert: name, Msg: "server rejected the client certificate: " + name,
-				Hint: "check that the certificate in CertFile is issued by a CA the server trusts, is within its validity and has the clientAuth usage"}
+			hint := "check that the certificate in CertFile is issued by a CA the server trusts, is within its validity and has the clientAuth usage"
+			if name == "certificate_revoked" {
+				hint = "the server holds this certificate revoked (its issuer's CRL lists it): ask the CA for a new one"
+			}
+			return &Error{Err: err, Alert: name, Msg: "server rejected the client certificate: " + name, Hint: hint}
 		}
 		return &Error{Err: err, Alert: name, Msg: fmt.Sprintf("%s: server sent TLS alert %s", during, name)}
 	}

@@ -46,7 +46,7 @@ func (c *Client) dialTunnel(ctx context.Context, p *url.URL, addr string) (net.C
 	}
 	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", proxyAddr)
 	if err != nil {
-		return nil, fmt.Errorf("proxy %s: %w", redacted(p), err)
+		return nil, err
 	}
 	req := &http.Request{Method: "CONNECT", URL: &url.URL{Opaque: addr}, Host: addr, Header: http.Header{}}
 	if u := p.User; u != nil {
@@ -69,7 +69,7 @@ func (c *Client) dialTunnel(ctx context.Context, p *url.URL, addr string) (net.C
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		return nil, fmt.Errorf("proxy %s: CONNECT %s: %w", redacted(p), addr, err)
+		return nil, fmt.Errorf("CONNECT: %w", err)
 	}
 	// (A 2xx answer to CONNECT has no body, whatever its fields say,
 	// RFC 9110, Section 9.3.6: the tunnel starts right after it.)
