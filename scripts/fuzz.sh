@@ -13,6 +13,7 @@ targets=(
 	"internal/clienthello FuzzSummarize"
 	"internal/server FuzzReportJSON"
 	"internal/auth FuzzLoadCRLs"
+	"internal/httpsig FuzzParse"
 )
 if [ -n "${FUZZ_TARGETS:-}" ]; then
 	read -r -a names <<<"$FUZZ_TARGETS"

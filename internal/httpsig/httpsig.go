@@ -1,0 +1,369 @@
+// Package httpsig is HTTP Message Signatures (RFC 9421) for requests: the
+// signature base built from a list of covered components, signing, and
+// reading and verifying the Signature-Input and Signature fields. It is the
+// layer under Web Bot Auth (draft-meunier-webbotauth-httpsig-protocol),
+// which says which components and parameters a bot's signature carries.
+//
+// Structured fields (RFC 9651, formerly 8941) are parsed and written with
+// github.com/dunglas/httpsfv, never by splitting strings.
+package httpsig
+
+import (
+	"crypto"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/dunglas/httpsfv"
+)
+
+// Params are a signature's parameters (RFC 9421, Section 2.3).
+type Params struct {
+	Created, Expires time.Time // zero when absent
+	Nonce            string
+	Alg              string
+	KeyID            string
+	Tag              string
+}
+
+// A Signature is one labelled signature of a request: what it covers, its
+// parameters, and its value.
+type Signature struct {
+	Label string
+	// Covered is the inner list of covered components, with the
+	// signature's parameters, exactly as Signature-Input carried it (its
+	// serialization is the @signature-params line of the base).
+	Covered httpsfv.InnerList
+	Params  Params
+	Value   []byte
+}
+
+// Components returns the covered components' names, in order.
+func (s *Signature) Components() []string {
+	names := make([]string, len(s.Covered.Items))
+	for i, it := range s.Covered.Items {
+		names[i], _ = it.Value.(string)
+	}
+	return names
+}
+
+// Covers reports whether the signature covers the component named name
+// (with no parameters, or with key=key when key is not empty).
+func (s *Signature) Covers(name, key string) bool {
+	for _, it := range s.Covered.Items {
+		if n, _ := it.Value.(string); n != name {
+			continue
+		}
+		k, ok := it.Params.Get("key")
+		if key == "" && !ok || key != "" && ok && k == key {
+			return true
+		}
+	}
+	return false
+}
+
+// Parse reads the signatures of r from its Signature-Input and Signature
+// fields, by label. A label in one field and not the other, or a field
+// that is not the structured dictionary RFC 9421 says, is an error.
+func Parse(h http.Header) (map[string]*Signature, error) {
+	inputs, sigs := h.Values("Signature-Input"), h.Values("Signature")
+	if len(inputs) == 0 && len(sigs) == 0 {
+		return nil, nil
+	}
+	in, err := httpsfv.UnmarshalDictionary(inputs)
+	if err != nil {
+		return nil, fmt.Errorf("Signature-Input: %w", err)
+	}
+	sv, err := httpsfv.UnmarshalDictionary(sigs)
+	if err != nil {
+		return nil, fmt.Errorf("Signature: %w", err)
+	}
+	out := map[string]*Signature{}
+	for _, label := range in.Names() {
+		m, _ := in.Get(label)
+		list, ok := m.(httpsfv.InnerList)
+		if !ok {
+			return nil, fmt.Errorf("Signature-Input %q: not an inner list", label)
+		}
+		for _, it := range list.Items {
+			if _, ok := it.Value.(string); !ok {
+				return nil, fmt.Errorf("Signature-Input %q: a component identifier is not a string", label)
+			}
+		}
+		v, ok := sv.Get(label)
+		if !ok {
+			return nil, fmt.Errorf("Signature-Input %q: no Signature of that label", label)
+		}
+		item, ok := v.(httpsfv.Item)
+		value, isBytes := item.Value.([]byte)
+		if !ok || !isBytes {
+			return nil, fmt.Errorf("Signature %q: not a byte sequence", label)
+		}
+		p, err := readParams(list.Params)
+		if err != nil {
+			return nil, fmt.Errorf("Signature-Input %q: %w", label, err)
+		}
+		out[label] = &Signature{Label: label, Covered: list, Params: p, Value: value}
+	}
+	for _, label := range sv.Names() {
+		if out[label] == nil {
+			return nil, fmt.Errorf("Signature %q: no Signature-Input of that label", label)
+		}
+	}
+	return out, nil
+}
+
+// readParams reads the parameters RFC 9421, Section 2.3 defines, with the
+// types it gives them.
+func readParams(p *httpsfv.Params) (Params, error) {
+	var out Params
+	for _, name := range p.Names() {
+		v, _ := p.Get(name)
+		var ok bool
+		switch name {
+		case "created", "expires":
+			var n int64
+			if n, ok = v.(int64); ok {
+				t := time.Unix(n, 0)
+				if name == "created" {
+					out.Created = t
+				} else {
+					out.Expires = t
+				}
+			}
+		case "nonce":
+			out.Nonce, ok = v.(string)
+		case "alg":
+			out.Alg, ok = v.(string)
+		case "keyid":
+			out.KeyID, ok = v.(string)
+		case "tag":
+			out.Tag, ok = v.(string)
+		default:
+			ok = true // other parameters are covered, and otherwise ignored
+		}
+		if !ok {
+			return out, fmt.Errorf("parameter %s has the wrong type", name)
+		}
+	}
+	return out, nil
+}
+
+// Base returns the signature base of r for the covered components and
+// parameters of covered (RFC 9421, Section 2.5): a line per component,
+// then the @signature-params line.
+func Base(r *http.Request, covered httpsfv.InnerList) (string, error) {
+	var b strings.Builder
+	seen := map[string]bool{}
+	for _, it := range covered.Items {
+		id, err := httpsfv.Marshal(it)
+		if err != nil {
+			return "", err
+		}
+		if seen[id] {
+			return "", fmt.Errorf("component %s covered twice", id)
+		}
+		seen[id] = true
+		v, err := componentValue(r, it)
+		if err != nil {
+			return "", fmt.Errorf("component %s: %w", id, err)
+		}
+		b.WriteString(id + ": " + v + "\n")
+	}
+	params, err := httpsfv.Marshal(httpsfv.List{covered})
+	if err != nil {
+		return "", err
+	}
+	b.WriteString(`"@signature-params": ` + params)
+	return b.String(), nil
+}
+
+// componentValue is a covered component's value: a derived component
+// (Section 2.2) or an HTTP field (Section 2.1).
+func componentValue(r *http.Request, it httpsfv.Item) (string, error) {
+	name := it.Value.(string)
+	if strings.HasPrefix(name, "@") {
+		if len(it.Params.Names()) > 0 {
+			return "", errors.New("parameters on a derived component are not supported")
+		}
+		return derived(r, name)
+	}
+	if name != strings.ToLower(name) {
+		return "", errors.New("field names are covered in lower case")
+	}
+	values := r.Header.Values(name)
+	if name == "host" && len(values) == 0 && r.Host != "" {
+		values = []string{r.Host}
+	}
+	if len(values) == 0 {
+		return "", errors.New("not in the request")
+	}
+	// Section 2.1: each value trimmed, combined with ", ".
+	for i, v := range values {
+		values[i] = strings.TrimSpace(v)
+	}
+	v := strings.Join(values, ", ")
+	if key, ok := it.Params.Get("key"); ok {
+		// Section 2.1.2: a member of a dictionary field, serialized.
+		k, _ := key.(string)
+		d, err := httpsfv.UnmarshalDictionary(values)
+		if err != nil {
+			return "", fmt.Errorf("key=%q: the field is not a dictionary: %w", k, err)
+		}
+		m, ok := d.Get(k)
+		if !ok {
+			return "", fmt.Errorf("key=%q: no such member", k)
+		}
+		one := httpsfv.NewDictionary()
+		one.Add(k, m)
+		s, err := httpsfv.Marshal(one)
+		if err != nil {
+			return "", err
+		}
+		// The member's value alone: what follows "k=".
+		return strings.TrimPrefix(s, k+"="), nil
+	}
+	if _, ok := it.Params.Get("sf"); ok {
+		return "", errors.New("the sf parameter is not supported")
+	}
+	return v, nil
+}
+
+// derived returns a derived component of r (RFC 9421, Section 2.2).
+func derived(r *http.Request, name string) (string, error) {
+	switch name {
+	case "@method":
+		return r.Method, nil // Section 2.2.1: as sent, case kept
+	case "@authority":
+		return authority(r), nil // Section 2.2.3
+	case "@scheme":
+		if r.TLS != nil || r.URL.Scheme == "https" {
+			return "https", nil
+		}
+		return "http", nil // Section 2.2.4
+	case "@target-uri":
+		scheme, _ := derived(r, "@scheme")
+		return scheme + "://" + authority(r) + r.URL.RequestURI(), nil // Section 2.2.2
+	case "@request-target":
+		return r.URL.RequestURI(), nil // Section 2.2.5
+	case "@path":
+		p := r.URL.EscapedPath()
+		if p == "" {
+			p = "/"
+		}
+		return p, nil // Section 2.2.6
+	case "@query":
+		return "?" + r.URL.RawQuery, nil // Section 2.2.7
+	}
+	return "", fmt.Errorf("derived component %s is not supported", name)
+}
+
+// authority is the request's host, in lower case, with its port only when
+// it is not the scheme's default (RFC 9421, Section 2.2.3).
+func authority(r *http.Request) string {
+	host := r.Host
+	if host == "" {
+		host = r.URL.Host
+	}
+	host = strings.ToLower(host)
+	h, port, err := net.SplitHostPort(host)
+	if err != nil {
+		return host
+	}
+	secure := r.TLS != nil || r.URL.Scheme == "https"
+	if secure && port == "443" || !secure && port == "80" {
+		if strings.Contains(h, ":") {
+			return "[" + h + "]"
+		}
+		return h
+	}
+	return host
+}
+
+// NewCovered builds the inner list of covered components and parameters
+// to sign: components in order (a name, or "name;key=K" for a dictionary
+// member), then the parameters set in p, in RFC 9421's order.
+func NewCovered(components []string, p Params) httpsfv.InnerList {
+	list := httpsfv.InnerList{Params: httpsfv.NewParams()}
+	for _, c := range components {
+		name, key, hasKey := strings.Cut(c, ";key=")
+		it := httpsfv.NewItem(name)
+		if hasKey {
+			it.Params.Add("key", key)
+		}
+		list.Items = append(list.Items, it)
+	}
+	if !p.Created.IsZero() {
+		list.Params.Add("created", p.Created.Unix())
+	}
+	if !p.Expires.IsZero() {
+		list.Params.Add("expires", p.Expires.Unix())
+	}
+	for _, kv := range []struct{ k, v string }{{"nonce", p.Nonce}, {"alg", p.Alg}, {"keyid", p.KeyID}, {"tag", p.Tag}} {
+		if kv.v != "" {
+			list.Params.Add(kv.k, kv.v)
+		}
+	}
+	return list
+}
+
+// Sign signs r with key under label, covering covered, and sets its
+// Signature-Input and Signature fields (adding to any already there). Only
+// Ed25519 keys are supported for signing: a crypto.Signer whose public key
+// is an ed25519.PublicKey (a KMS's will do).
+func Sign(r *http.Request, label string, covered httpsfv.InnerList, key crypto.Signer) error {
+	if _, ok := key.Public().(ed25519.PublicKey); !ok {
+		return fmt.Errorf("httpsig: signing key is %T, want Ed25519", key.Public())
+	}
+	base, err := Base(r, covered)
+	if err != nil {
+		return err
+	}
+	sig, err := key.Sign(nil, []byte(base), crypto.Hash(0))
+	if err != nil {
+		return err
+	}
+	in := httpsfv.NewDictionary()
+	in.Add(label, covered)
+	sv := httpsfv.NewDictionary()
+	sv.Add(label, httpsfv.NewItem(sig))
+	inS, err := httpsfv.Marshal(in)
+	if err != nil {
+		return err
+	}
+	svS, err := httpsfv.Marshal(sv)
+	if err != nil {
+		return err
+	}
+	r.Header.Add("Signature-Input", inS)
+	r.Header.Add("Signature", svS)
+	return nil
+}
+
+// ErrBadSignature is a signature that does not verify.
+var ErrBadSignature = errors.New("signature does not verify")
+
+// Verify checks s over r with pub: Ed25519 alone (RFC 9421, Section 3.3.6).
+// It checks the signature, never whether its parameters are acceptable:
+// that is the caller's policy.
+func Verify(r *http.Request, s *Signature, pub crypto.PublicKey) error {
+	k, ok := pub.(ed25519.PublicKey)
+	if !ok {
+		return fmt.Errorf("httpsig: key is %T; only Ed25519 is supported", pub)
+	}
+	if s.Params.Alg != "" && s.Params.Alg != "ed25519" {
+		return fmt.Errorf("httpsig: alg %q does not match the key (ed25519)", s.Params.Alg)
+	}
+	base, err := Base(r, s.Covered)
+	if err != nil {
+		return err
+	}
+	if !ed25519.Verify(k, []byte(base), s.Value) {
+		return ErrBadSignature
+	}
+	return nil
+}
