@@ -5,6 +5,7 @@ package reqmtls
 import (
 	"cmp"
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/req-mtls/req-mtls/internal/certs"
 	"github.com/req-mtls/req-mtls/internal/client"
+	"github.com/req-mtls/req-mtls/internal/httpsig"
 )
 
 // ClientConfig configures a Dialer or a Transport. The zero value sends no
@@ -47,6 +49,20 @@ type ClientConfig struct {
 	// resumed only with the certificate it returned last: one that
 	// returns another ends resumption of the older one's sessions.
 	GetClientCertificate func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+	// SignatureKey, if set, signs every request with Web Bot Auth, HTTP
+	// Message Signatures (RFC 9421) as draft-meunier-webbotauth-httpsig-
+	// protocol-00 profiles them: @authority covered (and Signature-Agent
+	// when SignatureAgent is set), created, expires (SignatureValidity
+	// later, default 1 minute), a random nonce, keyid the key's JWK
+	// thumbprint, tag web-bot-auth. An Ed25519 crypto.Signer: keys in a
+	// KMS work. SignatureAgent is where its directory lives
+	// ("https://bot.example"), sent as the sf-string deployed verifiers
+	// read, or as the working group's dictionary with
+	// SignatureAgentDictionary.
+	SignatureKey             crypto.Signer
+	SignatureAgent           string
+	SignatureAgentDictionary bool
+	SignatureValidity        time.Duration
 	// Proxy chooses an HTTP proxy for each request, with the meaning of
 	// http.Transport.Proxy; nil means http.ProxyFromEnvironment
 	// (HTTPS_PROXY, HTTP_PROXY, NO_PROXY), as for users of
@@ -117,11 +133,20 @@ func (c ClientConfig) internal() client.Config {
 		IdleTimeout: c.IdleTimeout,
 	}
 	cfg.Flags = c.Flags.s
+	if c.SignatureKey != nil {
+		cfg.Signing = &client.Signing{Key: c.SignatureKey, Agent: c.SignatureAgent, AgentDictionary: c.SignatureAgentDictionary,
+			Validity: c.SignatureValidity, Now: c.Time}
+	}
 	if cfg.Proxy == nil {
 		cfg.Proxy = http.ProxyFromEnvironment
 	}
 	return cfg
 }
+
+// LoadSignatureKey reads an Ed25519 private key for
+// ClientConfig.SignatureKey from file: PEM (PKCS #8, as `openssl genpkey
+// -algorithm ed25519` writes it) or a JWK (kty OKP, crv Ed25519, d).
+func LoadSignatureKey(file string) (crypto.Signer, error) { return httpsig.LoadSigningKey(file) }
 
 // NoProxy is a ClientConfig.Proxy that connects directly, whatever the
 // environment says.
@@ -368,6 +393,10 @@ var errH2 = errors.New("reqmtls: the server chose HTTP/2 on a connection for HTT
 // once more on a new one, when it is idempotent (GET, HEAD, OPTIONS, TRACE)
 // and has no body; a refusal by the server (a TLS alert) never is.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req, err := t.d.c.Sign(req)
+	if err != nil {
+		return nil, publicError(err)
+	}
 	if req.URL.Scheme != "https" {
 		return t.plain.RoundTrip(req)
 	}

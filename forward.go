@@ -28,7 +28,8 @@ type ForwardProxyConfig struct {
 	// use (key 0600). Default: the user's config directory
 	// (os.UserConfigDir) + "/req-mtls/forward-proxy-ca".
 	CADir string
-	// FlagHosts are the hosts that get the flags and the certificate, as
+	// FlagHosts are the hosts that get the flags, the certificate and the
+	// signature (Client.SignatureKey), as
 	// path.Match patterns ("*.example.com", "*"); empty means every host.
 	// Sending them identifies the bot, so a crawler may keep them to the
 	// sites it means to be known by.
@@ -103,7 +104,10 @@ func NewForwardProxy(cfg ForwardProxyConfig) (*ForwardProxy, error) {
 		return nil, err
 	}
 	plainCfg := cfg.Client
+	// Hosts left out of FlagHosts learn nothing of the bot: no flag, no
+	// certificate, no signature.
 	plainCfg.Flags, plainCfg.CertFile, plainCfg.KeyFile, plainCfg.GetClientCertificate = Flags{}, "", "", nil
+	plainCfg.SignatureKey = nil
 	plainCfg.OnHandshake = onHS
 	plain, err := NewTransport(plainCfg)
 	if err != nil {

@@ -3,11 +3,13 @@ package server
 import (
 	"context"
 	"crypto"
+	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	reqmtls "github.com/req-mtls/req-mtls"
+	"github.com/req-mtls/req-mtls/internal/httpsig"
 	"io"
 	"log"
 	"net"
@@ -367,5 +369,56 @@ func TestHTTP1PoolsByProxy(t *testing.T) {
 	defer s.mu.Unlock()
 	if len(cp.Tunnels()) != 1 || len(s.addrs) != 2 {
 		t.Errorf("%d tunnels, %d connections at the server: want 1 tunnel (reused once) and a direct connection of its own", len(cp.Tunnels()), len(s.addrs))
+	}
+}
+
+// TestSignedRequests: with a SignatureKey, every request carries a Web Bot
+// Auth signature that verifies with the key, covering @authority and
+// Signature-Agent (as an sf-string, or the dictionary member), with the
+// key's thumbprint as keyid and the web-bot-auth tag.
+func TestSignedRequests(t *testing.T) {
+	p := testpki.New(t)
+	_, key, _ := ed25519.GenerateKey(nil)
+	pub := key.Public().(ed25519.PublicKey)
+	for _, dict := range []bool{false, true} {
+		t.Run(fmt.Sprintf("dictionary=%t", dict), func(t *testing.T) {
+			a := newAuth(t, Config{ClientCAFile: p.RootCA})
+			got := make(chan string, 1)
+			addr := tlsServe(t, p, a, &tls.Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				sigs, err := httpsig.Parse(r.Header)
+				s := sigs["sig1"]
+				switch {
+				case err != nil:
+				case s == nil:
+					err = errors.New("no sig1")
+				default:
+					err = httpsig.Verify(r, s, pub)
+				}
+				agentKey := ""
+				if dict {
+					agentKey = "sig1"
+				}
+				if err == nil && (!s.Covers("@authority", "") || !s.Covers("signature-agent", agentKey) || s.Params.Tag != "web-bot-auth" ||
+					s.Params.KeyID != httpsig.Thumbprint(pub) || s.Params.Expires.Sub(s.Params.Created) != time.Minute || len(s.Params.Nonce) != 88) {
+					err = fmt.Errorf("signature %+v covers %v", s.Params, s.Components())
+				}
+				got <- fmt.Sprintf("%v %s", err, r.Header.Get("Signature-Agent"))
+			}))
+			tr, err := reqmtls.NewTransport(reqmtls.ClientConfig{Time: testpki.Clock, RootCAs: roots(p),
+				SignatureKey: key, SignatureAgent: "https://bot.example", SignatureAgentDictionary: dict})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := (&http.Client{Transport: tr}).Get("https://" + addr + "/"); err != nil {
+				t.Fatal(err)
+			}
+			want := `<nil> "https://bot.example"`
+			if dict {
+				want = `<nil> sig1="https://bot.example"`
+			}
+			if g := <-got; g != want {
+				t.Errorf("server saw %s, want %s", g, want)
+			}
+		})
 	}
 }

@@ -51,6 +51,14 @@ Connection:
   --resolve HOST:PORT:ADDR  connect to ADDR for HOST:PORT, keeping the URL's
                             host for SNI, verification and Host, as curl's
                             --resolve (repeatable; ADDR may be [IPv6])
+  -sign-key FILE            sign every request with Web Bot Auth (HTTP Message
+                            Signatures, RFC 9421): an Ed25519 key, PEM (openssl
+                            genpkey -algorithm ed25519) or a JWK; in -listen
+                            mode too
+  -signature-agent URL      where the key's directory lives, sent as
+                            Signature-Agent and covered by the signature
+  -signature-agent-dict     send Signature-Agent as the working group's
+                            dictionary (sig1="URL") rather than a string
   -x URL, --proxy URL       go through this HTTP proxy (http://[USER:PASS@]HOST:PORT),
                             for every host, loopback ones too; without it,
                             HTTPS_PROXY, HTTP_PROXY and NO_PROXY are honoured
@@ -240,6 +248,9 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	fs.Var(resolve, "resolve", "")
 	serverName := fs.String("servername", "", "")
 	proxyURL := fs.String("x", "", "")
+	signKey := fs.String("sign-key", "", "")
+	signAgent := fs.String("signature-agent", "", "")
+	signDict := fs.Bool("signature-agent-dict", false, "")
 	listen := fs.String("listen", "", "")
 	mitmCA := fs.String("mitm-ca", "", "")
 	proxyAuth := fs.String("proxy-auth", "", "")
@@ -268,6 +279,20 @@ func (c *cli) run(ctx context.Context, args []string) int {
 			return c.misuse("-tlsflags: %v", strings.TrimPrefix(err.Error(), "tlsflags: "))
 		}
 		cfg.Flags = flags
+	}
+	if *signKey != "" {
+		k, err := reqmtls.LoadSignatureKey(*signKey)
+		if err != nil {
+			return c.misuse("-sign-key: %v", err)
+		}
+		cfg.SignatureKey, cfg.SignatureAgent, cfg.SignatureAgentDictionary = k, *signAgent, *signDict
+	} else if *signAgent != "" || *signDict {
+		return c.misuse("-signature-agent and -signature-agent-dict go with -sign-key")
+	}
+	if *signAgent != "" {
+		if u, err := url.Parse(*signAgent); err != nil || u.Scheme != "https" || u.Host == "" {
+			return c.misuse("-signature-agent %q: want the https:// URL where the key's directory lives", *signAgent)
+		}
 	}
 	if *proxyURL != "" {
 		pu, err := url.Parse(*proxyURL)

@@ -61,6 +61,8 @@ type Config struct {
 	// path can then pose as the server. For tests against servers whose
 	// root is not at hand.
 	InsecureSkipVerify bool
+	// Signing, if set, signs every request (Web Bot Auth).
+	Signing *Signing
 	// Proxy chooses an HTTP proxy for a request, as http.Transport.Proxy
 	// does; nil for direct connections. HTTPS goes through a CONNECT
 	// tunnel, the handshake inside it unchanged.
@@ -120,6 +122,11 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{cfg: cfg, h2: &http2.Transport{IdleConnTimeout: cfg.IdleTimeout}}
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 		return nil, errors.New("a client certificate needs both CertFile and KeyFile")
+	}
+	if cfg.Signing != nil {
+		if err := cfg.Signing.check(); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.GetClientCertificate != nil && cfg.CertFile != "" {
 		return nil, errors.New("give the client certificate as files or through GetClientCertificate, not both")
@@ -483,11 +490,14 @@ func (cn *Conn) Close() error {
 // request on the connection; on HTTP/2 requests may run at once. The
 // request's context bounds it, and Config.Timeout too.
 func (c *Client) RoundTrip(cn *Conn, req *http.Request) (*http.Response, error) {
+	req, err := c.Sign(req)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(req.Context(), c.cfg.Timeout)
 	req = req.WithContext(ctx)
 	stop := func() bool { return false }
 	var resp *http.Response
-	var err error
 	if cn.h2 != nil {
 		resp, err = cn.h2.RoundTrip(req)
 	} else {

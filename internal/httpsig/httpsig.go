@@ -11,10 +11,17 @@ package httpsig
 import (
 	"crypto"
 	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -366,4 +373,64 @@ func Verify(r *http.Request, s *Signature, pub crypto.PublicKey) error {
 		return ErrBadSignature
 	}
 	return nil
+}
+
+// Thumbprint is the JWK SHA-256 thumbprint (RFC 7638) of an Ed25519 public
+// key, base64url without padding: Web Bot Auth's keyid. The JWK's required
+// members, in lexicographic order, with no white space (RFC 8037,
+// Section 2: crv, kty, x).
+func Thumbprint(pub ed25519.PublicKey) string {
+	j := `{"crv":"Ed25519","kty":"OKP","x":"` + base64.RawURLEncoding.EncodeToString(pub) + `"}`
+	sum := sha256.Sum256([]byte(j))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// LoadSigningKey reads an Ed25519 private key from file: PEM (PKCS #8, as
+// `openssl genpkey -algorithm ed25519` writes it) or a JWK (kty OKP, crv
+// Ed25519, with d).
+func LoadSigningKey(file string) (ed25519.PrivateKey, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	if b, _ := pem.Decode(data); b != nil {
+		k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("signing key %q: %w", file, err)
+		}
+		ek, ok := k.(ed25519.PrivateKey)
+		if !ok {
+			return nil, fmt.Errorf("signing key %q: a %T, want Ed25519", file, k)
+		}
+		return ek, nil
+	}
+	var jwk struct{ Kty, Crv, D, X string }
+	if err := json.Unmarshal(data, &jwk); err != nil {
+		return nil, fmt.Errorf("signing key %q: neither PEM nor a JWK: %v", file, err)
+	}
+	if jwk.Kty != "OKP" || jwk.Crv != "Ed25519" || jwk.D == "" {
+		return nil, fmt.Errorf("signing key %q: want a JWK with kty OKP, crv Ed25519 and d", file)
+	}
+	seed, err := base64.RawURLEncoding.DecodeString(jwk.D)
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("signing key %q: d is not a 32-byte base64url seed", file)
+	}
+	k := ed25519.NewKeyFromSeed(seed)
+	if jwk.X != "" && jwk.X != base64.RawURLEncoding.EncodeToString(k.Public().(ed25519.PublicKey)) {
+		return nil, fmt.Errorf("signing key %q: x is not the public key of d", file)
+	}
+	return k, nil
+}
+
+// BotParams are Web Bot Auth's parameters for a signature made now by key
+// (draft-meunier-webbotauth-httpsig-protocol-00, Section 4): created and
+// expires, a 64-byte random nonce, keyid the key's thumbprint, alg
+// ed25519, tag web-bot-auth.
+func BotParams(pub ed25519.PublicKey, now time.Time, validity time.Duration) (Params, error) {
+	nonce := make([]byte, 64)
+	if _, err := rand.Read(nonce); err != nil {
+		return Params{}, err
+	}
+	return Params{Created: now, Expires: now.Add(validity), Nonce: base64.StdEncoding.EncodeToString(nonce),
+		Alg: "ed25519", KeyID: Thumbprint(pub), Tag: "web-bot-auth"}, nil
 }

@@ -158,3 +158,12 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestThumbprint: RFC 8037, Appendix A.3, the thumbprint of its Ed25519
+// example key.
+func TestThumbprint(t *testing.T) {
+	x, _ := base64.RawURLEncoding.DecodeString("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
+	if got := Thumbprint(ed25519.PublicKey(x)); got != "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k" {
+		t.Errorf("thumbprint %s", got)
+	}
+}

@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/req-mtls/req-mtls/internal/httpsig"
+)
+
+// needWebBotAuth returns the directory where Cloudflare's web-bot-auth
+// (pinned in e2e/wba/package.json) is installed, and node.
+func needWebBotAuth(t *testing.T) (dir, node string) {
+	t.Helper()
+	node = needPeer(t, "node")
+	dir, _ = filepath.Abs("wba")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "web-bot-auth", "package.json")); err != nil {
+		if os.Getenv("REQ_MTLS_REQUIRE_PEERS") != "" {
+			t.Fatalf("web-bot-auth not installed in %s (npm install --prefix e2e/wba --no-package-lock)", dir)
+		}
+		t.Skipf("SKIP: web-bot-auth not installed in %s", dir)
+	}
+	return dir, node
+}
+
+// botKey writes an Ed25519 key as PEM (PKCS #8) and as private and public
+// JWKs, and returns it with the three files.
+func botKey(t *testing.T) (key ed25519.PrivateKey, pemFile, privJWK, pubJWK string) {
+	t.Helper()
+	_, key, _ = ed25519.GenerateKey(nil)
+	dir := t.TempDir()
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	pemFile = filepath.Join(dir, "bot.pem")
+	os.WriteFile(pemFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	x := base64.RawURLEncoding.EncodeToString(key.Public().(ed25519.PublicKey))
+	d := base64.RawURLEncoding.EncodeToString(key.Seed())
+	privJWK, pubJWK = filepath.Join(dir, "bot.jwk"), filepath.Join(dir, "bot.pub.jwk")
+	os.WriteFile(privJWK, []byte(`{"kty":"OKP","crv":"Ed25519","x":"`+x+`","d":"`+d+`"}`), 0o600)
+	os.WriteFile(pubJWK, []byte(`{"kty":"OKP","crv":"Ed25519","x":"`+x+`"}`), 0o600)
+	return key, pemFile, privJWK, pubJWK
+}
+
+// TestWebBotAuthNPM: Cloudflare's web-bot-auth verifies the requests our
+// client signs (directly, with a PEM or a JWK key, and through the forward
+// proxy for curl), and our verifier verifies the requests it signs.
+func TestWebBotAuthNPM(t *testing.T) {
+	wba, node := needWebBotAuth(t)
+	p := newPKI(t)
+	key, pemFile, privJWK, pubJWK := botKey(t)
+
+	cmd := exec.Command(node, filepath.Join(wba, "verify-server.mjs"), p.f("server.crt"), p.f("server.key"), pubJWK)
+	cmd.Dir = wba
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if port, ok := strings.CutPrefix(sc.Text(), "listening "); ok {
+				ready <- port
+			}
+		}
+	}()
+	var site string
+	select {
+	case port := <-ready:
+		site = "https://127.0.0.1:" + port + "/page"
+	case <-time.After(20 * time.Second):
+		t.Fatal("the web-bot-auth verifier did not start")
+	}
+
+	for _, tc := range []struct{ name, key string }{{"PEMKey", pemFile}, {"JWKKey", privJWK}} {
+		got := client(t, nil, "-sign-key", tc.key, "-signature-agent", "https://bot.example", "-server-cacert", p.f("rootCA.crt"), "--connect", site)
+		if !strings.Contains(got, "web-bot-auth: valid\n") || !strings.Contains(got, `signature-agent: "https://bot.example"`) {
+			t.Errorf("%s: web-bot-auth on our client's request:\n%s", tc.name, got)
+		}
+		t.Logf("%s: web-bot-auth on our client's request: %s", tc.name, strings.TrimSpace(got))
+	}
+
+	// Through the forward proxy: curl signs nothing, the proxy does.
+	curl := needPeer(t, "curl")
+	proxy, root := startForwardProxy(t, "-sign-key", pemFile, "-signature-agent", "https://bot.example", "-server-cacert", p.f("rootCA.crt"))
+	got, err := runErr(nil, curl, "-sS", "--proxy", "http://"+proxy, "--cacert", root, site)
+	if err != nil || !strings.Contains(got, "web-bot-auth: valid\n") {
+		t.Errorf("curl through the signing forward proxy: %v\n%s", err, got)
+	}
+	t.Logf("curl through the forward proxy: %s", strings.TrimSpace(got))
+
+	// The other way: web-bot-auth signs, we verify.
+	signed, err := exec.Command(node, filepath.Join(wba, "sign.mjs"), "https://site.example/x", privJWK, "https://bot.example").CombinedOutput()
+	if err != nil {
+		t.Fatalf("web-bot-auth signing: %v\n%s", err, signed)
+	}
+	var fields map[string]string
+	if err := json.Unmarshal(signed, &fields); err != nil {
+		t.Fatalf("%v: %s", err, signed)
+	}
+	verify := func(target string) error {
+		r, _ := http.NewRequest("GET", target, nil)
+		for k, v := range fields {
+			r.Header.Set(k, v)
+		}
+		sigs, err := httpsig.Parse(r.Header)
+		if err != nil {
+			return err
+		}
+		for _, s := range sigs {
+			if s.Params.Tag != "web-bot-auth" || s.Params.KeyID != httpsig.Thumbprint(key.Public().(ed25519.PublicKey)) || !s.Covers("@authority", "") || !s.Covers("signature-agent", "") {
+				t.Errorf("web-bot-auth's signature: %+v covering %v", s.Params, s.Components())
+			}
+			return httpsig.Verify(r, s, key.Public())
+		}
+		return nil
+	}
+	if err := verify("https://site.example/x"); err != nil {
+		t.Errorf("our verifier on web-bot-auth's signature: %v\n%s", err, signed)
+	}
+	if err := verify("https://other.example/x"); err == nil {
+		t.Error("web-bot-auth's signature for site.example verified for other.example")
+	}
+	t.Logf("web-bot-auth signed %s; our verifier accepts it for site.example, refuses it for other.example", signed)
+}
