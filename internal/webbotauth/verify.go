@@ -1,0 +1,314 @@
+// Package webbotauth verifies Web Bot Auth signatures on requests
+// (draft-meunier-webbotauth-httpsig-protocol-00, over HTTP Message
+// Signatures, RFC 9421): which agent signed, with which key, checked
+// against the agents a site trusts and only those.
+package webbotauth
+
+import (
+	"bufio"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dunglas/httpsfv"
+
+	"github.com/req-mtls/req-mtls/internal/httpsig"
+)
+
+// Tag is the tag parameter of a Web Bot Auth signature.
+const Tag = "web-bot-auth"
+
+// An Agent is a signer the site trusts: its URL, exactly as the agents file
+// lists it, and the keys of its directory, by thumbprint.
+type Agent struct {
+	URL  string
+	Keys map[string]ed25519.PublicKey
+}
+
+// Result is the verdict on one request, made once.
+type Result struct {
+	// Status is "none" (no Web Bot Auth signature), "valid" or "invalid".
+	Status string
+	// Reason says why a signature is invalid.
+	Reason string
+	// Agent is the URL of the agent whose key verified, as listed; KeyID
+	// the key's thumbprint.
+	Agent, KeyID string
+}
+
+// Config configures a Verifier.
+type Config struct {
+	// Agents are the agents the site trusts.
+	Agents []*Agent
+	// Skew is how far created may be in the future and expires in the
+	// past (default 1 minute); MaxValidity bounds expires - created
+	// (default 1 hour).
+	Skew, MaxValidity time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// A Verifier checks requests' signatures. It is safe for concurrent use.
+type Verifier struct {
+	cfg    Config
+	byURL  map[string]*Agent
+	nonces nonceCache
+}
+
+// New returns a Verifier for cfg.
+func New(cfg Config) *Verifier {
+	if cfg.Skew <= 0 {
+		cfg.Skew = time.Minute
+	}
+	if cfg.MaxValidity <= 0 {
+		cfg.MaxValidity = time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	v := &Verifier{cfg: cfg, byURL: map[string]*Agent{}}
+	for _, a := range cfg.Agents {
+		v.byURL[a.URL] = a
+	}
+	return v
+}
+
+// Verify decides on r: the first signature tagged web-bot-auth is checked
+// (RFC 9421 signatures with other tags are not Web Bot Auth's and are left
+// alone).
+func (v *Verifier) Verify(r *http.Request) Result {
+	if r.Header.Get("Signature-Input") == "" && r.Header.Get("Signature") == "" {
+		return Result{Status: "none"}
+	}
+	sigs, err := httpsig.Parse(r.Header)
+	if err != nil {
+		return invalid("malformed signature fields: " + err.Error())
+	}
+	var s *httpsig.Signature
+	for _, label := range sortedLabels(sigs) {
+		if sigs[label].Params.Tag == Tag {
+			s = sigs[label]
+			break
+		}
+	}
+	if s == nil {
+		return Result{Status: "none"}
+	}
+	agentURL, agentKey, err := signatureAgent(r.Header, s.Label)
+	if err != nil {
+		return invalid(err.Error())
+	}
+	// Coverage: the authority always, the agent when it was sent.
+	if !s.Covers("@authority", "") {
+		return invalid("@authority is not covered")
+	}
+	if agentURL != "" && !s.Covers("signature-agent", agentKey) {
+		return invalid("Signature-Agent is sent but not covered")
+	}
+	// Time.
+	now := v.cfg.Now()
+	p := s.Params
+	switch {
+	case p.Created.IsZero() || p.Expires.IsZero():
+		return invalid("created and expires are required")
+	case p.Created.After(now.Add(v.cfg.Skew)):
+		return invalid("created in the future")
+	case p.Expires.Before(now.Add(-v.cfg.Skew)):
+		return invalid("expired")
+	case p.Expires.Sub(p.Created) > v.cfg.MaxValidity:
+		return invalid(fmt.Sprintf("valid for longer than %v", v.cfg.MaxValidity))
+	case p.KeyID == "":
+		return invalid("no keyid")
+	}
+	// The key, of the agent that is named, or of the one that holds it.
+	var agent *Agent
+	if agentURL != "" {
+		if agent = v.byURL[agentURL]; agent == nil {
+			return invalid("agent not trusted: " + agentURL)
+		}
+	} else {
+		for _, a := range v.cfg.Agents {
+			if _, ok := a.Keys[p.KeyID]; ok {
+				agent = a
+				break
+			}
+		}
+		if agent == nil {
+			return invalid("unknown key")
+		}
+	}
+	pub, ok := agent.Keys[p.KeyID]
+	if !ok {
+		return invalid("unknown key for agent " + agent.URL)
+	}
+	if err := httpsig.Verify(r, s, pub); err != nil {
+		return invalid(err.Error())
+	}
+	// A nonce is good once within its signature's validity.
+	if p.Nonce != "" && !v.nonces.first(p.KeyID+" "+p.Nonce, p.Expires.Add(v.cfg.Skew), now) {
+		return invalid("nonce replayed")
+	}
+	return Result{Status: "valid", Agent: agent.URL, KeyID: p.KeyID}
+}
+
+func invalid(reason string) Result { return Result{Status: "invalid", Reason: reason} }
+
+func sortedLabels(m map[string]*httpsig.Signature) []string {
+	labels := make([]string, 0, len(m))
+	for l := range m {
+		labels = append(labels, l)
+	}
+	slices.Sort(labels) // deterministic: the map lost Signature-Input's order
+	return labels
+}
+
+// signatureAgent reads Signature-Agent in either spelling: the sf-string
+// deployed signers send ("URL"), or the working group's dictionary keyed by
+// signature label (label="URL"), whose member is covered with key=label.
+// It returns the URL, and the key for coverage ("" for the string).
+func signatureAgent(h http.Header, label string) (string, string, error) {
+	values := h.Values("Signature-Agent")
+	if len(values) == 0 {
+		return "", "", nil
+	}
+	if it, err := httpsfv.UnmarshalItem(values); err == nil {
+		if s, ok := it.Value.(string); ok {
+			return s, "", nil
+		}
+	}
+	d, err := httpsfv.UnmarshalDictionary(values)
+	if err != nil {
+		return "", "", errors.New("Signature-Agent is neither a string nor a dictionary")
+	}
+	m, ok := d.Get(label)
+	if !ok {
+		return "", "", fmt.Errorf("Signature-Agent has no member %q", label)
+	}
+	it, ok := m.(httpsfv.Item)
+	s, isString := it.Value.(string)
+	if !ok || !isString {
+		return "", "", fmt.Errorf("Signature-Agent member %q is not a string", label)
+	}
+	return s, label, nil
+}
+
+// nonceCache remembers nonces until their signatures expire, at most
+// maxNonces at once (when full, the expired ones go, then the oldest).
+type nonceCache struct {
+	mu sync.Mutex
+	m  map[string]time.Time // nonce -> until
+}
+
+const maxNonces = 100000
+
+func (c *nonceCache) first(nonce string, until, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]time.Time{}
+	}
+	if t, ok := c.m[nonce]; ok && now.Before(t) {
+		return false
+	}
+	if len(c.m) >= maxNonces {
+		for k, t := range c.m {
+			if !now.Before(t) {
+				delete(c.m, k)
+			}
+		}
+		if len(c.m) >= maxNonces {
+			clear(c.m) // under a flood: refuse none rather than grow
+		}
+	}
+	c.m[nonce] = until
+	return true
+}
+
+// ParseAgentsFile reads the agents a site trusts, one a line: "URL" (its
+// directory to be fetched: not supported yet) or "URL JWKSFILE" (keys
+// pinned in a JWKS file, the directory's format). # starts a comment.
+func ParseAgentsFile(file string) ([]*Agent, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("signature agents: %w", err)
+	}
+	defer f.Close()
+	var agents []*Agent
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		u, err := url.Parse(fields[0])
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			return nil, fmt.Errorf("signature agents %q: line %d: %q is not an https:// URL", file, n, fields[0])
+		}
+		if seen[fields[0]] {
+			return nil, fmt.Errorf("signature agents %q: line %d: %s listed twice", file, n, fields[0])
+		}
+		seen[fields[0]] = true
+		if len(fields) != 2 {
+			return nil, fmt.Errorf("signature agents %q: line %d: want URL JWKSFILE (directories fetched from the URL are not supported yet)", file, n)
+		}
+		keys, err := LoadJWKS(fields[1])
+		if err != nil {
+			return nil, fmt.Errorf("signature agents %q: line %d: %w", file, n, err)
+		}
+		agents = append(agents, &Agent{URL: fields[0], Keys: keys})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(agents) == 0 {
+		return nil, fmt.Errorf("signature agents %q: no agent listed", file)
+	}
+	return agents, nil
+}
+
+// LoadJWKS reads the Ed25519 keys of a JWKS file ({"keys": [...]}), by
+// thumbprint; keys of other types are passed over.
+func LoadJWKS(file string) (map[string]ed25519.PublicKey, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("keys: %w", err)
+	}
+	return ParseJWKS(data)
+}
+
+// ParseJWKS reads the Ed25519 keys of a JWKS, by thumbprint.
+func ParseJWKS(data []byte) (map[string]ed25519.PublicKey, error) {
+	var set struct {
+		Keys []struct{ Kty, Crv, X string } `json:"keys"`
+	}
+	if err := json.Unmarshal(data, &set); err != nil {
+		return nil, fmt.Errorf("keys: not a JWKS: %v", err)
+	}
+	keys := map[string]ed25519.PublicKey{}
+	for _, k := range set.Keys {
+		if k.Kty != "OKP" || k.Crv != "Ed25519" {
+			continue
+		}
+		x, err := base64.RawURLEncoding.DecodeString(k.X)
+		if err != nil || len(x) != ed25519.PublicKeySize {
+			return nil, errors.New("keys: an Ed25519 key whose x is not 32 bytes of base64url")
+		}
+		pub := ed25519.PublicKey(x)
+		keys[httpsig.Thumbprint(pub)] = pub
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("keys: no Ed25519 key")
+	}
+	return keys, nil
+}
