@@ -2,11 +2,14 @@ package server
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 	reqmtls "github.com/req-mtls/req-mtls"
+	"github.com/req-mtls/req-mtls/internal/httpsig"
 	"github.com/req-mtls/req-mtls/internal/testutil"
 	"io"
 	"log"
@@ -469,5 +472,69 @@ func TestAuthenticatorCollector(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("metrics lack %s:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestGatewayWebBotAuth: the gateway verifies Web Bot Auth signatures
+// against the agents file and tells the origin, with whether the
+// certificate and the signature name the same bot; spoofed copies of the
+// fields never reach the origin.
+func TestGatewayWebBotAuth(t *testing.T) {
+	p := testpki.New(t)
+	_, key, _ := ed25519.GenerateKey(nil)
+	dir := t.TempDir()
+	x := base64.RawURLEncoding.EncodeToString(key.Public().(ed25519.PublicKey))
+	jwks := filepath.Join(dir, "bot.jwks")
+	os.WriteFile(jwks, []byte(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"`+x+`"}]}`), 0o600)
+	agents := filepath.Join(dir, "agents")
+	os.WriteFile(agents, []byte("# agents this site trusts\nhttps://client.example "+jwks+"\nhttps://bot.example "+jwks+"\n"), 0o600)
+	got := make(chan http.Header, 1)
+	addr := gatewayServer(t, p, GatewayConfig{SignatureAgentsFile: agents}, func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Clone() })
+	for _, tc := range []struct {
+		name  string
+		cfg   reqmtls.ClientConfig
+		spoof bool
+		want  map[string]string
+	}{
+		{"Unsigned", reqmtls.ClientConfig{}, true, map[string]string{"Web-Bot-Auth-Status": "none", "Web-Bot-Auth-Agent": "", "Bot-Identity-Match": ""}},
+		{"SignedAndCertificateAgree", reqmtls.ClientConfig{Flags: reqmtls.RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1],
+			SignatureKey: key, SignatureAgent: "https://client.example"}, false,
+			map[string]string{"Web-Bot-Auth-Status": "valid", "Web-Bot-Auth-Agent": `"https://client.example"`,
+				"Web-Bot-Auth-Keyid": strconv.Quote(httpsig.Thumbprint(key.Public().(ed25519.PublicKey))), "Bot-Identity-Match": "?1"}},
+		{"SignedAndCertificateDisagree", reqmtls.ClientConfig{Flags: reqmtls.RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1],
+			SignatureKey: key, SignatureAgent: "https://bot.example"}, false,
+			map[string]string{"Web-Bot-Auth-Status": "valid", "Web-Bot-Auth-Agent": `"https://bot.example"`, "Bot-Identity-Match": "?0"}},
+		{"SignedOnly", reqmtls.ClientConfig{SignatureKey: key, SignatureAgent: "https://bot.example", SignatureAgentDictionary: true}, false,
+			map[string]string{"Web-Bot-Auth-Status": "valid", "Web-Bot-Auth-Agent": `"https://bot.example"`, "Bot-Identity-Match": ""}},
+		{"UntrustedAgent", reqmtls.ClientConfig{SignatureKey: key, SignatureAgent: "https://stranger.example"}, false,
+			map[string]string{"Web-Bot-Auth-Status": `invalid;reason="agent not trusted: https://stranger.example"`, "Web-Bot-Auth-Agent": ""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Time, tc.cfg.RootCAs = testpki.Clock, roots(p)
+			tr, err := reqmtls.NewTransport(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, _ := http.NewRequest("GET", "https://"+addr+"/", nil)
+			if tc.spoof {
+				req.Header.Set("Web-Bot-Auth-Status", "valid")
+				req.Header.Set("Web_Bot_Auth_Agent", `"https://client.example"`)
+				req.Header.Set("Bot-Identity-Match", "?1")
+			}
+			resp, err := (&http.Client{Transport: tr}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			h := <-got
+			for k, v := range tc.want {
+				if h.Get(k) != v {
+					t.Errorf("%s: %q, want %q", k, h.Get(k), v)
+				}
+			}
+			if tc.spoof && h.Get("Web_Bot_Auth_Agent") != "" {
+				t.Error("a spoofed Web_Bot_Auth_Agent reached the origin")
+			}
+		})
 	}
 }

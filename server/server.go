@@ -31,6 +31,7 @@ import (
 	"github.com/req-mtls/req-mtls/internal/gateway"
 	"github.com/req-mtls/req-mtls/internal/metrics"
 	srv "github.com/req-mtls/req-mtls/internal/server"
+	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
 
 // ErrRevoked and ErrCRLExpired are wrapped by Info.Err for a certificate
@@ -444,6 +445,15 @@ type GatewayConfig struct {
 	MaxUpstreamConns int
 	// Logger receives origin failures (default slog.Default()).
 	Logger *slog.Logger
+	// SignatureAgentsFile lists the Web Bot Auth agents the site trusts,
+	// one a line: "URL JWKSFILE", the agent's URL and its keys pinned in a
+	// JWKS file (directories fetched from the URL are not supported yet).
+	// With it, each request's Web Bot Auth signature is verified and the
+	// origin told: Web-Bot-Auth-Status (none, valid, or
+	// invalid;reason="..."), Web-Bot-Auth-Agent and Web-Bot-Auth-Keyid
+	// when valid, and Bot-Identity-Match (?1 or ?0) when a certificate
+	// validated too: whether one of its DNS names is the agent's host.
+	SignatureAgentsFile string
 }
 
 // NewGateway returns a handler that proxies every request to the origin,
@@ -470,6 +480,13 @@ func NewGateway(cfg GatewayConfig) (http.Handler, error) {
 		MaxRequestBody: cfg.MaxRequestBody, MaxResponseBody: cfg.MaxResponseBody, MaxUpstreamConns: cfg.MaxUpstreamConns,
 		DialTimeout: cfg.DialTimeout, ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		Logger: cfg.Logger, ConnOf: srv.ConnOf,
+	}
+	if cfg.SignatureAgentsFile != "" {
+		agents, err := webbotauth.ParseAgentsFile(cfg.SignatureAgentsFile)
+		if err != nil {
+			return nil, err
+		}
+		gc.Signatures = webbotauth.New(webbotauth.Config{Agents: agents})
 	}
 	if strings.HasPrefix(cfg.Upstream, "https:") || cfg.UpstreamCertFile != "" || cfg.UpstreamCAFile != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}

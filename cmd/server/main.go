@@ -88,6 +88,10 @@ Options:
   -upstream-key FILE        its key
   -upstream-cacert FILE     roots for the origin's certificate (default: system)
   -upstream-timeout D       wait for the origin's response header (default 30s)
+  -signature-agents FILE    verify Web Bot Auth signatures of the agents listed,
+                            one a line: URL JWKSFILE (the agent's keys, pinned);
+                            the origin gets Web-Bot-Auth-Status and, when valid,
+                            Web-Bot-Auth-Agent and -Keyid
   -upstream-max-conns N     connections open to the origin at most (default
                             1024; 0: no cap)
   -xfcc                     also send Envoy's x-forwarded-client-cert
@@ -157,6 +161,7 @@ func run(args []string, stderr io.Writer) int {
 		upCA       = fs.String("upstream-cacert", "", "")
 		upTimeout  = fs.Duration("upstream-timeout", 30*time.Second, "")
 		upConns    = fs.Int("upstream-max-conns", 1024, "")
+		sigAgents  = fs.String("signature-agents", "", "")
 		xfcc       = fs.Bool("xfcc", false, "")
 		maxReq     = fs.String("max-request-body", "10MiB", "")
 		maxResp    = fs.String("max-response-body", "", "")
@@ -254,6 +259,9 @@ func run(args []string, stderr io.Writer) int {
 	if *upConns < 0 {
 		return misuse("-upstream-max-conns must be 0 (no cap) or more, not %d", *upConns)
 	}
+	if *upstream == "" && *sigAgents != "" {
+		return misuse("-signature-agents goes with -upstream: the gateway tells the origin what it verified")
+	}
 	if *upstream == "" && (*upCert != "" || *upKey != "" || *upCA != "" || *xfcc || *maxResp != "") {
 		return misuse("-upstream-* , -xfcc and -max-response-body go with -upstream")
 	}
@@ -317,6 +325,7 @@ func run(args []string, stderr io.Writer) int {
 			MaxResponseBody:       maxRespBytes,
 			ResponseHeaderTimeout: *upTimeout,
 			MaxUpstreamConns:      cmp.Or(*upConns, -1),
+			SignatureAgentsFile:   *sigAgents,
 			Logger:                log,
 		})
 		if err != nil {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/req-mtls/req-mtls/internal/auth"
+	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
 
 // Config configures a gateway.
@@ -53,6 +54,9 @@ type Config struct {
 	Logger *slog.Logger
 	// ConnOf finds a request's connection (server.ConnOf).
 	ConnOf func(*http.Request) *auth.Conn
+	// Signatures, if set, verifies Web Bot Auth signatures, and the
+	// origin is told the verdict (SetWebBotAuth).
+	Signatures *webbotauth.Verifier
 }
 
 // New returns the gateway handler.
@@ -140,6 +144,9 @@ type Timing struct {
 	Status   int           // the origin's status code, 0 when none came
 	Upstream time.Duration // from sending the request to the origin's response header
 	Err      string        // why the origin failed, if it did
+	// WebBotAuth is the verdict on the request's signature, when the
+	// gateway verifies them.
+	WebBotAuth webbotauth.Result
 }
 
 // WithTiming returns a request whose context carries t for the gateway to
@@ -179,6 +186,15 @@ func (g *gateway) rewrite(pr *httputil.ProxyRequest, target *url.URL) {
 		id.Decision = c.Decision()
 	}
 	id.Set(pr.Out.Header, g.cfg.XFCC, g.cfg.XFCCBy)
+	if g.cfg.Signatures != nil {
+		// The verdict is made once per request and read by the
+		// fields, the access log and /debug alike.
+		res := g.cfg.Signatures.Verify(pr.In)
+		if t, ok := pr.In.Context().Value(timingKey).(*Timing); ok {
+			t.WebBotAuth = res
+		}
+		SetWebBotAuth(pr.Out.Header, res, id.Decision)
+	}
 }
 
 // timed measures the origin's time to its response header for the access

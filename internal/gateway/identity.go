@@ -14,6 +14,7 @@ import (
 
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/safetext"
+	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
 
 // The fields the gateway sets on every request to the origin. Client-Cert
@@ -39,13 +40,13 @@ const (
 var spoofable = map[string]bool{
 	"client-cert": true, "client-cert-chain": true, "x-forwarded-client-cert": true, "x-forwarded-client-cert-info": true,
 	"forwarded": true, "x-forwarded-for": true, "x-forwarded-proto": true, "x-forwarded-host": true,
-	"x-real-ip": true, "x-client-ip": true, "true-client-ip": true, "cf-connecting-ip": true,
+	"x-real-ip": true, "x-client-ip": true, "true-client-ip": true, "cf-connecting-ip": true, "bot-identity-match": true,
 }
 
 // spoofablePrefixes are families of such fields: ours, nginx- and
 // Apache-style (X-SSL-Client-Verify, SSL_CLIENT_S_DN), Traefik's
 // X-Forwarded-Tls-Client-Cert and -Info, and X-Client-Cert*.
-var spoofablePrefixes = []string{"req-mtls-", "ssl-client-", "x-ssl-client-", "x-client-cert", "x-forwarded-tls-client-cert"}
+var spoofablePrefixes = []string{"req-mtls-", "web-bot-auth-", "ssl-client-", "x-ssl-client-", "x-client-cert", "x-forwarded-tls-client-cert"}
 
 // normalise maps a field name to the form CGI-style origins compare.
 func normalise(name string) string {
@@ -199,4 +200,50 @@ func xfccValue(v string) string {
 		return strconv.Quote(v)
 	}
 	return v
+}
+
+// The Web Bot Auth fields the gateway sets, when it verifies signatures
+// (-signature-agents).
+const (
+	HeaderWBAStatus = "Web-Bot-Auth-Status" // sf-token none, valid or invalid;reason="..."
+	HeaderWBAAgent  = "Web-Bot-Auth-Agent"  // sf-string: the agent's URL as the agents file lists it, when valid
+	HeaderWBAKeyID  = "Web-Bot-Auth-Keyid"  // sf-string: the key's JWK SHA-256 thumbprint, when valid
+	// HeaderSameBot is set when a certificate validated and a signature
+	// verified: ?1 when they name the same agent (one of the
+	// certificate's DNS names is the agent URL's host), ?0 otherwise.
+	HeaderSameBot = "Bot-Identity-Match"
+)
+
+// SetWebBotAuth sets the Web Bot Auth fields for res, and whether the
+// certificate of d (if one validated) names the same agent.
+func SetWebBotAuth(h http.Header, res webbotauth.Result, d *auth.Decision) {
+	switch res.Status {
+	case "valid":
+		h.Set(HeaderWBAStatus, "valid")
+		h.Set(HeaderWBAAgent, sfString(res.Agent))
+		h.Set(HeaderWBAKeyID, sfString(res.KeyID))
+		if d != nil && d.Validated() {
+			h.Set(HeaderSameBot, sfBool(SameBot(d.Chain[0], res.Agent)))
+		}
+	case "invalid":
+		h.Set(HeaderWBAStatus, "invalid;reason="+sfString(res.Reason))
+	default:
+		h.Set(HeaderWBAStatus, "none")
+	}
+}
+
+// SameBot reports whether a client certificate and a Web Bot Auth agent
+// name the same bot: one of the certificate's DNS names is the host of the
+// agent's URL (letters compared without regard to case).
+func SameBot(leaf *x509.Certificate, agent string) bool {
+	u, err := url.Parse(agent)
+	if err != nil {
+		return false
+	}
+	for _, n := range leaf.DNSNames {
+		if strings.EqualFold(n, u.Hostname()) {
+			return true
+		}
+	}
+	return false
 }

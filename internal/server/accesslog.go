@@ -56,6 +56,15 @@ func observe(h http.Handler, m *metrics.Metrics, log *slog.Logger) http.Handler 
 		if timing.Err != "" {
 			attrs = append(attrs, slog.String("upstream_error", timing.Err))
 		}
+		if wba := timing.WebBotAuth; wba.Status != "" {
+			attrs = append(attrs, slog.String("web_bot_auth", wba.Status))
+			if wba.Agent != "" {
+				attrs = append(attrs, slog.String("web_bot_auth_agent", safetext.Escape(wba.Agent)), slog.String("web_bot_auth_keyid", wba.KeyID))
+			}
+			if wba.Reason != "" {
+				attrs = append(attrs, slog.String("web_bot_auth_reason", safetext.Escape(wba.Reason)))
+			}
+		}
 		log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 	})
 }
