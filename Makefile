@@ -28,7 +28,7 @@ help: ## print this help
 build: ## build client, server and gencert into bin/
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-PEER_TESTS := ^(TestWebBotAuthNPM|TestClientThroughProxy|TestForwardProxyClients|TestForwardProxyRefusals|TestCurl|TestOpenSSLClient|TestOpenSSLServer|TestTshark|TestChromium|TestGatewayNginx|TestFleetHAProxy|TestACMEPebble)$$
+PEER_TESTS := ^(TestWebBotAuthNPM|TestGatewayVerifiesWebBotAuthNPM|TestClientThroughProxy|TestForwardProxyClients|TestForwardProxyRefusals|TestCurl|TestOpenSSLClient|TestOpenSSLServer|TestTshark|TestChromium|TestGatewayNginx|TestFleetHAProxy|TestACMEPebble)$$
 
 test: ## run every test (unit, handshake, end to end; peer tests verbose)
 	$(GO) vet ./...

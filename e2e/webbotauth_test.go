@@ -7,7 +7,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,4 +135,63 @@ func TestWebBotAuthNPM(t *testing.T) {
 		t.Error("web-bot-auth's signature for site.example verified for other.example")
 	}
 	t.Logf("web-bot-auth signed %s; our verifier accepts it for site.example, refuses it for other.example", signed)
+}
+
+// TestGatewayVerifiesWebBotAuthNPM: a request signed by Cloudflare's
+// web-bot-auth reaches the gateway binary, which verifies it against the
+// agents file and tells the origin; the same signature sent to another
+// authority is refused.
+func TestGatewayVerifiesWebBotAuthNPM(t *testing.T) {
+	wba, node := needWebBotAuth(t)
+	curl := needPeer(t, "curl")
+	p := newPKI(t)
+	_, _, privJWK, pubJWK := botKey(t)
+	dir := t.TempDir()
+	jwks := filepath.Join(dir, "bot.jwks")
+	pub, _ := os.ReadFile(pubJWK)
+	os.WriteFile(jwks, []byte(`{"keys":[`+string(pub)+`]}`), 0o600)
+	agents := filepath.Join(dir, "agents")
+	os.WriteFile(agents, []byte("https://bot.example "+jwks+"\n"), 0o600)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, f := range []string{"Web-Bot-Auth-Status", "Web-Bot-Auth-Agent", "Web-Bot-Auth-Keyid"} {
+			fmt.Fprintf(w, "%s: %s\n", f, r.Header.Get(f))
+		}
+	}))
+	defer origin.Close()
+	gw, _ := startGateway(t, p, origin.URL, "-signature-agents", agents)
+	_, port, _ := strings.Cut(gw, ":")
+
+	sign := func(authority string) []string {
+		out, err := exec.Command(node, filepath.Join(wba, "sign.mjs"), "https://"+authority+"/page", privJWK, "https://bot.example").CombinedOutput()
+		if err != nil {
+			t.Fatalf("web-bot-auth signing: %v\n%s", err, out)
+		}
+		var fields map[string]string
+		if err := json.Unmarshal(out, &fields); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		var args []string
+		for k, v := range fields {
+			args = append(args, "-H", k+": "+v)
+		}
+		return args
+	}
+	get := func(args ...string) string {
+		base := []string{"-sS", "--cacert", p.f("rootCA.crt"), "--resolve", "localhost:" + port + ":127.0.0.1", "https://localhost:" + port + "/page"}
+		out, err := runErr(nil, curl, append(base, args...)...)
+		if err != nil {
+			t.Fatalf("curl: %v\n%s", err, out)
+		}
+		return out
+	}
+	out := get(sign("localhost:" + port)...)
+	if !strings.Contains(out, "Web-Bot-Auth-Status: valid\n") || !strings.Contains(out, `Web-Bot-Auth-Agent: "https://bot.example"`) {
+		t.Errorf("a request signed by web-bot-auth, at the origin:\n%s", out)
+	}
+	t.Logf("signed by web-bot-auth, the origin sees:\n%s", out)
+	out = get(sign("other.example")...)
+	if !strings.Contains(out, `Web-Bot-Auth-Status: invalid;reason="signature does not verify"`) {
+		t.Errorf("a signature for another authority, at the origin:\n%s", out)
+	}
+	t.Logf("signed for another authority, the origin sees:\n%s", out)
 }
