@@ -195,3 +195,44 @@ func TestGatewayVerifiesWebBotAuthNPM(t *testing.T) {
 	}
 	t.Logf("signed for another authority, the origin sees:\n%s", out)
 }
+
+// TestDirectoryPublishedAndFetched: a bot operator's key, made by gencert,
+// published by our server as a signed directory, fetched and checked by
+// our gateway (the agent listed by URL alone), which then verifies the
+// bot's signed requests; the access log says so.
+func TestDirectoryPublishedAndFetched(t *testing.T) {
+	p := newPKI(t)
+	key := filepath.Join(t.TempDir(), "bot.key")
+	if out := run(t, nil, filepath.Join(binDir, "gencert"), "-signature-key", key); !strings.Contains(out, "keyid (JWK SHA-256 thumbprint): ") {
+		t.Fatalf("gencert: %s", out)
+	}
+	// The bot operator's site, serving the directory.
+	botSite := startServer(t, p, nil, "-signature-directory", key)
+	agent := "https://" + botSite
+	// The site's gateway, trusting that agent.
+	agents := filepath.Join(t.TempDir(), "agents")
+	os.WriteFile(agents, []byte(agent+"\n"), 0o600)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "status=%s agent=%s\n", r.Header.Get("Web-Bot-Auth-Status"), r.Header.Get("Web-Bot-Auth-Agent"))
+	}))
+	defer origin.Close()
+	gw, accessLog := startGateway(t, p, origin.URL, "-signature-agents", agents, "-signature-agents-cacert", p.f("rootCA.crt"))
+	var out string
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		out = client(t, nil, "-sign-key", key, "-signature-agent", agent, "-server-cacert", p.f("rootCA.crt"), "--connect", "https://"+gw+"/page")
+		if strings.Contains(out, "status=valid") {
+			break
+		}
+	}
+	if want := "status=valid agent=" + strconvQuote(agent); !strings.Contains(out, want) {
+		t.Fatalf("the origin saw %q, want %q", out, want)
+	}
+	t.Logf("the origin saw: %s", strings.TrimSpace(out))
+	time.Sleep(200 * time.Millisecond)
+	log, _ := os.ReadFile(accessLog)
+	if !strings.Contains(string(log), "web_bot_auth=valid") {
+		t.Errorf("the access log lacks the verdict:\n%s", log)
+	}
+}
+
+func strconvQuote(s string) string { return `"` + s + `"` }

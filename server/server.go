@@ -11,6 +11,7 @@ package server
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/req-mtls/req-mtls/internal/certs"
 	"github.com/req-mtls/req-mtls/internal/gateway"
+	"github.com/req-mtls/req-mtls/internal/httpsig"
 	"github.com/req-mtls/req-mtls/internal/metrics"
 	srv "github.com/req-mtls/req-mtls/internal/server"
 	"github.com/req-mtls/req-mtls/internal/webbotauth"
@@ -162,6 +164,12 @@ type Config struct {
 	AccessLog *slog.Logger
 	// KeyLog receives TLS secrets in NSS key log format, for debugging.
 	KeyLog io.Writer
+	// SignatureDirectoryKeyFiles, for a bot operator's site, are Ed25519
+	// keys (PEM or JWK) whose Web Bot Auth directory the server serves at
+	// /.well-known/http-message-signatures-directory: their public JWKS
+	// with the directory's media type, each response signed by every key
+	// and cacheable as long as its signatures last (5 minutes).
+	SignatureDirectoryKeyFiles []string
 }
 
 func (c Config) auth() auth.Config {
@@ -361,7 +369,16 @@ type Server struct {
 
 // New loads the files in cfg (CertFile and KeyFile are required).
 func New(cfg Config) (*Server, error) {
+	var dirKeys []ed25519.PrivateKey
+	for _, f := range cfg.SignatureDirectoryKeyFiles {
+		k, err := httpsig.LoadSigningKey(f)
+		if err != nil {
+			return nil, fmt.Errorf("signature directory: %w", err)
+		}
+		dirKeys = append(dirKeys, k)
+	}
 	s, err := srv.New(srv.Config{
+		DirectoryKeys: dirKeys,
 		Files: srv.Files{Cert: cfg.CertFile, Key: cfg.KeyFile, ClientCA: cfg.ClientCAFile, BotCA: cfg.BotCAFile,
 			TicketKeys: cfg.TicketKeysFile, ClientCRL: cfg.ClientCRLFile},
 		Policy:            auth.Policy(cfg.Policy),
@@ -454,6 +471,15 @@ type GatewayConfig struct {
 	// when valid, and Bot-Identity-Match (?1 or ?0) when a certificate
 	// validated too: whether one of its DNS names is the agent's host.
 	SignatureAgentsFile string
+	// SignatureAgentsCAFile holds the roots that agents' directories are
+	// verified against (default: the system roots). An agent listed by
+	// URL alone has its directory fetched from
+	// URL/.well-known/http-message-signatures-directory over HTTPS, the
+	// response's own signature checked, within size and time bounds,
+	// again when its Cache-Control says (one minute to one hour); a fetch
+	// that fails keeps the last good keys, and says so in the log. Only
+	// the agents listed are ever fetched.
+	SignatureAgentsCAFile string
 }
 
 // NewGateway returns a handler that proxies every request to the origin,
@@ -487,6 +513,19 @@ func NewGateway(cfg GatewayConfig) (http.Handler, error) {
 			return nil, err
 		}
 		gc.Signatures = webbotauth.New(webbotauth.Config{Agents: agents})
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if cfg.SignatureAgentsCAFile != "" {
+			pool, err := certs.LoadPool(cfg.SignatureAgentsCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("signature agents CA: %w", err)
+			}
+			tc.RootCAs = pool
+		}
+		logger := cfg.Logger
+		if logger == nil {
+			logger = slog.Default()
+		}
+		gc.Signatures.Refresh(context.Background(), &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}, logger)
 	}
 	if strings.HasPrefix(cfg.Upstream, "https:") || cfg.UpstreamCertFile != "" || cfg.UpstreamCAFile != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}

@@ -61,6 +61,13 @@ client certificates under a root whose key is RFC 9500's testRSA4096
 subject. It is a public test key: anyone can sign with it, so such a
 certificate identifies no one, and gencert never makes a root from it.
 
+Web Bot Auth:
+  -signature-key FILE  make an Ed25519 key for signing requests (client
+                     -sign-key) into FILE (PEM, mode 0600), its public JWKS
+                     into FILE.jwks (for a site's -signature-agents, or your
+                     own directory), and print its keyid (JWK thumbprint);
+                     an existing FILE is kept unless -force
+
 Checking:
   -check-demo FILE   check that the certificate in FILE is issued under the
                      public demo's root subject and valid now (with -ca-key
@@ -106,6 +113,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	checkDemo := fs.String("check-demo", "", "")
 	checkRoot := fs.String("check-root", "", "")
 	showVersion := fs.Bool("version", false, "")
+	sigKey := fs.String("signature-key", "", "")
 	fs.Var(&hosts, "host", "")
 	misuse := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "gencert: "+format+"\nrun 'gencert -h' for usage\n", a...)
@@ -129,6 +137,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "gencert: error: %v\n", err)
 		return 1
 	}
+	if *sigKey != "" {
+		keyid, err := certs.WriteSignatureKey(*sigKey, *force)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stdout, "wrote %s and %s.jwks\nkeyid (JWK SHA-256 thumbprint): %s\n", *sigKey, *sigKey, keyid)
+		return 0
+	}
+
 	if *checkDemo != "" {
 		return check(*checkDemo, *caKeyFile, stdout, stderr)
 	}

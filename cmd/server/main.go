@@ -89,9 +89,15 @@ Options:
   -upstream-cacert FILE     roots for the origin's certificate (default: system)
   -upstream-timeout D       wait for the origin's response header (default 30s)
   -signature-agents FILE    verify Web Bot Auth signatures of the agents listed,
-                            one a line: URL JWKSFILE (the agent's keys, pinned);
-                            the origin gets Web-Bot-Auth-Status and, when valid,
+                            one a line: URL (its key directory fetched over
+                            HTTPS) or URL JWKSFILE (its keys pinned); the origin
+                            gets Web-Bot-Auth-Status and, when valid,
                             Web-Bot-Auth-Agent and -Keyid
+  -signature-agents-cacert FILE  roots for the agents' directories (default:
+                            the system roots)
+  -signature-directory KEYFILE,...  serve these Ed25519 keys' directory at
+                            /.well-known/http-message-signatures-directory,
+                            signed, for a bot operator's site
   -upstream-max-conns N     connections open to the origin at most (default
                             1024; 0: no cap)
   -xfcc                     also send Envoy's x-forwarded-client-cert
@@ -162,6 +168,8 @@ func run(args []string, stderr io.Writer) int {
 		upTimeout  = fs.Duration("upstream-timeout", 30*time.Second, "")
 		upConns    = fs.Int("upstream-max-conns", 1024, "")
 		sigAgents  = fs.String("signature-agents", "", "")
+		sigAgentCA = fs.String("signature-agents-cacert", "", "")
+		sigDir     = fs.String("signature-directory", "", "")
 		xfcc       = fs.Bool("xfcc", false, "")
 		maxReq     = fs.String("max-request-body", "10MiB", "")
 		maxResp    = fs.String("max-response-body", "", "")
@@ -291,8 +299,13 @@ func run(args []string, stderr io.Writer) int {
 		return slog.NewTextHandler(w, nil)
 	}
 
+	var dirKeys []string
+	if *sigDir != "" {
+		dirKeys = strings.Split(*sigDir, ",")
+	}
 	cfg := server.Config{
-		CertFile: *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, ClientCRLFile: *clientCRL, TicketKeysFile: *ticketKeys,
+		SignatureDirectoryKeyFiles: dirKeys,
+		CertFile:                   *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, ClientCRLFile: *clientCRL, TicketKeysFile: *ticketKeys,
 		Policy:            policy,
 		ProxyProtocolFrom: proxyPrefixes,
 		DrainDelay:        *drainDelay,
@@ -326,6 +339,7 @@ func run(args []string, stderr io.Writer) int {
 			ResponseHeaderTimeout: *upTimeout,
 			MaxUpstreamConns:      cmp.Or(*upConns, -1),
 			SignatureAgentsFile:   *sigAgents,
+			SignatureAgentsCAFile: *sigAgentCA,
 			Logger:                log,
 		})
 		if err != nil {

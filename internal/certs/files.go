@@ -5,10 +5,12 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -19,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/req-mtls/req-mtls/internal/httpsig"
 	"github.com/req-mtls/req-mtls/internal/safetext"
 )
 
@@ -468,4 +471,31 @@ func readBundle(name string) ([]*x509.Certificate, error) {
 		return nil, fmt.Errorf("load CA bundle %q: no certificates found", name)
 	}
 	return roots, nil
+}
+
+// WriteSignatureKey makes an Ed25519 key for Web Bot Auth signatures: file
+// (PKCS #8 PEM, mode 0600) and file.jwks (its public JWKS). An existing
+// file is kept unless force. It returns the key's JWK SHA-256 thumbprint
+// (RFC 7638), Web Bot Auth's keyid.
+func WriteSignatureKey(file string, force bool) (string, error) {
+	if _, err := os.Stat(file); err == nil && !force {
+		return "", fmt.Errorf("%s exists; use -force to overwrite", file)
+	}
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return "", err
+	}
+	x := base64.RawURLEncoding.EncodeToString(pub)
+	jwks := `{"keys":[{"kty":"OKP","crv":"Ed25519","x":"` + x + `"}]}` + "\n"
+	if err := os.WriteFile(file+".jwks", []byte(jwks), 0o644); err != nil {
+		return "", err
+	}
+	return httpsig.Thumbprint(pub), nil
 }

@@ -194,8 +194,12 @@ func Base(r *http.Request, covered httpsfv.InnerList) (string, error) {
 func componentValue(r *http.Request, it httpsfv.Item) (string, error) {
 	name := it.Value.(string)
 	if strings.HasPrefix(name, "@") {
-		if len(it.Params.Names()) > 0 {
-			return "", errors.New("parameters on a derived component are not supported")
+		// Section 2.4: with req, a response's signature covers the
+		// request's component; r is the request either way.
+		for _, p := range it.Params.Names() {
+			if v, _ := it.Params.Get(p); p != "req" || v != true {
+				return "", errors.New("parameters on a derived component other than req are not supported")
+			}
 		}
 		return derived(r, name)
 	}
@@ -292,15 +296,20 @@ func authority(r *http.Request) string {
 }
 
 // NewCovered builds the inner list of covered components and parameters
-// to sign: components in order (a name, or "name;key=K" for a dictionary
-// member), then the parameters set in p, in RFC 9421's order.
+// to sign: components in order (a name, "name;key=K" for a dictionary
+// member, "name;req" for the request's component in a response's
+// signature), then the parameters set in p, in RFC 9421's order.
 func NewCovered(components []string, p Params) httpsfv.InnerList {
 	list := httpsfv.InnerList{Params: httpsfv.NewParams()}
 	for _, c := range components {
-		name, key, hasKey := strings.Cut(c, ";key=")
+		name, req := strings.CutSuffix(c, ";req")
+		name, key, hasKey := strings.Cut(name, ";key=")
 		it := httpsfv.NewItem(name)
 		if hasKey {
 			it.Params.Add("key", key)
+		}
+		if req {
+			it.Params.Add("req", true)
 		}
 		list.Items = append(list.Items, it)
 	}
@@ -323,6 +332,13 @@ func NewCovered(components []string, p Params) httpsfv.InnerList {
 // Ed25519 keys are supported for signing: a crypto.Signer whose public key
 // is an ed25519.PublicKey (a KMS's will do).
 func Sign(r *http.Request, label string, covered httpsfv.InnerList, key crypto.Signer) error {
+	return SignInto(r.Header, r, label, covered, key)
+}
+
+// SignInto signs r's components as Sign does and adds the fields to h: a
+// response's header, for a signature whose components are the request's
+// (covered with req).
+func SignInto(h http.Header, r *http.Request, label string, covered httpsfv.InnerList, key crypto.Signer) error {
 	if _, ok := key.Public().(ed25519.PublicKey); !ok {
 		return fmt.Errorf("httpsig: signing key is %T, want Ed25519", key.Public())
 	}
@@ -346,8 +362,8 @@ func Sign(r *http.Request, label string, covered httpsfv.InnerList, key crypto.S
 	if err != nil {
 		return err
 	}
-	r.Header.Add("Signature-Input", inS)
-	r.Header.Add("Signature", svS)
+	h.Add("Signature-Input", inS)
+	h.Add("Signature", svS)
 	return nil
 }
 

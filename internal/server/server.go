@@ -10,6 +10,7 @@ package server
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -32,6 +33,7 @@ import (
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/metrics"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
+	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
 
 // Supported is the set of flags this server acts on.
@@ -76,6 +78,9 @@ type Config struct {
 	// was loaded even when no file event came (default 1 minute).
 	RecheckInterval time.Duration
 
+	// DirectoryKeys, if set, are served as a Web Bot Auth key directory
+	// (webbotauth.DirectoryHandler) at its well-known path.
+	DirectoryKeys []ed25519.PrivateKey
 	// ACME, if set, replaces Files.Cert and Files.Key: the certificate
 	// comes from an ACME server and is renewed while the server runs.
 	ACME *ACME
@@ -219,6 +224,13 @@ func New(cfg Config) (*Server, error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle(cfg.PagesPath, s.Pages(cfg.PagesPath))
+		mux.Handle("/", h)
+		h = mux
+	}
+	if len(cfg.DirectoryKeys) > 0 {
+		// A bot operator's site: its key directory, signed.
+		mux := http.NewServeMux()
+		mux.Handle(webbotauth.DirectoryPath, webbotauth.DirectoryHandler(cfg.DirectoryKeys, nil))
 		mux.Handle("/", h)
 		h = mux
 	}

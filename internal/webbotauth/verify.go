@@ -30,8 +30,26 @@ const Tag = "web-bot-auth"
 // An Agent is a signer the site trusts: its URL, exactly as the agents file
 // lists it, and the keys of its directory, by thumbprint.
 type Agent struct {
-	URL  string
-	Keys map[string]ed25519.PublicKey
+	URL string
+	// Keys are pinned keys; without them the keys come from the agent's
+	// directory (Verifier.Refresh).
+	Keys  map[string]ed25519.PublicKey
+	fetch *fetched
+}
+
+// NewFetchedAgent is an agent whose keys are fetched from its directory.
+func NewFetchedAgent(url string) *Agent { return &Agent{URL: url, fetch: &fetched{}} }
+
+// keysNow returns the agent's keys in force: pinned, or the last good ones
+// fetched (none before the first fetch).
+func (a *Agent) keysNow() map[string]ed25519.PublicKey {
+	if a.fetch == nil {
+		return a.Keys
+	}
+	if k := a.fetch.keys.Load(); k != nil {
+		return *k
+	}
+	return nil
 }
 
 // Result is the verdict on one request, made once.
@@ -137,7 +155,7 @@ func (v *Verifier) Verify(r *http.Request) Result {
 		}
 	} else {
 		for _, a := range v.cfg.Agents {
-			if _, ok := a.Keys[p.KeyID]; ok {
+			if _, ok := a.keysNow()[p.KeyID]; ok {
 				agent = a
 				break
 			}
@@ -146,7 +164,7 @@ func (v *Verifier) Verify(r *http.Request) Result {
 			return invalid("unknown key")
 		}
 	}
-	pub, ok := agent.Keys[p.KeyID]
+	pub, ok := agent.keysNow()[p.KeyID]
 	if !ok {
 		return invalid("unknown key for agent " + agent.URL)
 	}
@@ -233,8 +251,8 @@ func (c *nonceCache) first(nonce string, until, now time.Time) bool {
 	return true
 }
 
-// ParseAgentsFile reads the agents a site trusts, one a line: "URL" (its
-// directory to be fetched: not supported yet) or "URL JWKSFILE" (keys
+// ParseAgentsFile reads the agents a site trusts, one a line: "URL" (keys
+// from its directory, fetched by Verifier.Refresh) or "URL JWKSFILE" (keys
 // pinned in a JWKS file, the directory's format). # starts a comment.
 func ParseAgentsFile(file string) ([]*Agent, error) {
 	f, err := os.Open(file)
@@ -259,8 +277,12 @@ func ParseAgentsFile(file string) ([]*Agent, error) {
 			return nil, fmt.Errorf("signature agents %q: line %d: %s listed twice", file, n, fields[0])
 		}
 		seen[fields[0]] = true
+		if len(fields) == 1 {
+			agents = append(agents, NewFetchedAgent(fields[0]))
+			continue
+		}
 		if len(fields) != 2 {
-			return nil, fmt.Errorf("signature agents %q: line %d: want URL JWKSFILE (directories fetched from the URL are not supported yet)", file, n)
+			return nil, fmt.Errorf("signature agents %q: line %d: want URL, or URL JWKSFILE", file, n)
 		}
 		keys, err := LoadJWKS(fields[1])
 		if err != nil {
