@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
@@ -268,6 +269,12 @@ func TestSharedDialOutlivesFirstCaller(t *testing.T) {
 // the server's address.
 func gatewayServer(t *testing.T, p *testpki.PKI, cfg GatewayConfig, origin http.HandlerFunc) string {
 	t.Helper()
+	return gatewayServerWith(t, p, Config{}, cfg, origin)
+}
+
+// gatewayServerWith is gatewayServer with more of the server's Config.
+func gatewayServerWith(t *testing.T, p *testpki.PKI, sc Config, cfg GatewayConfig, origin http.HandlerFunc) string {
+	t.Helper()
 	o := httptest.NewServer(origin)
 	t.Cleanup(o.Close)
 	cfg.Upstream = o.URL
@@ -276,8 +283,9 @@ func gatewayServer(t *testing.T, p *testpki.PKI, cfg GatewayConfig, origin http.
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{CertFile: p.ServerCert, KeyFile: p.ServerKey, ClientCAFile: p.RootCA, Handler: gw,
-		Now: testpki.Clock, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	sc.CertFile, sc.KeyFile, sc.ClientCAFile, sc.Handler = p.ServerCert, p.ServerKey, p.RootCA, gw
+	sc.Now, sc.Logger = testpki.Clock, slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := New(sc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -489,7 +497,7 @@ func TestGatewayWebBotAuth(t *testing.T) {
 	agents := filepath.Join(dir, "agents")
 	os.WriteFile(agents, []byte("# agents this site trusts\nhttps://client.example "+jwks+"\nhttps://bot.example "+jwks+"\n"), 0o600)
 	got := make(chan http.Header, 1)
-	addr := gatewayServer(t, p, GatewayConfig{SignatureAgentsFile: agents}, func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Clone() })
+	addr := gatewayServerWith(t, p, Config{SignatureAgentsFile: agents}, GatewayConfig{}, func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Clone() })
 	for _, tc := range []struct {
 		name  string
 		cfg   reqmtls.ClientConfig
@@ -536,5 +544,83 @@ func TestGatewayWebBotAuth(t *testing.T) {
 				t.Error("a spoofed Web_Bot_Auth_Agent reached the origin")
 			}
 		})
+	}
+}
+
+// botAgents writes an agents file trusting https://client.example with
+// key's public key pinned, and returns it.
+func botAgents(t *testing.T, key ed25519.PrivateKey) string {
+	t.Helper()
+	dir := t.TempDir()
+	x := base64.RawURLEncoding.EncodeToString(key.Public().(ed25519.PublicKey))
+	jwks := filepath.Join(dir, "bot.jwks")
+	os.WriteFile(jwks, []byte(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"`+x+`"}]}`), 0o600)
+	agents := filepath.Join(dir, "agents")
+	os.WriteFile(agents, []byte("https://client.example "+jwks+"\n"), 0o600)
+	return agents
+}
+
+// TestWebBotAuthDebugAndMetrics: the verdict made once per request is in
+// /debug?format=json, with whether the certificate names the same bot,
+// and counted in the metrics; the reference's text lines stay as they are.
+func TestWebBotAuthDebugAndMetrics(t *testing.T) {
+	p := testpki.New(t)
+	_, key, _ := ed25519.GenerateKey(nil)
+	srv, err := New(Config{CertFile: p.ServerCert, KeyFile: p.ServerKey, ClientCAFile: p.RootCA, SignatureAgentsFile: botAgents(t, key),
+		Now: testpki.Clock, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(ln)
+	defer srv.Shutdown(context.Background())
+	tr, _ := reqmtls.NewTransport(reqmtls.ClientConfig{Time: testpki.Clock, RootCAs: roots(p), Flags: reqmtls.RequestMTLSFlags,
+		CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1], SignatureKey: key, SignatureAgent: "https://client.example"})
+	c := &http.Client{Transport: tr}
+	body, err := revDo(c, context.Background(), "GET", "https://"+ln.Addr().String()+"/debug?format=json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		WebBotAuth struct {
+			Status  string `json:"status"`
+			Agent   string `json:"agent"`
+			SameBot *bool  `json:"same_bot_as_certificate"`
+		} `json:"web_bot_auth"`
+	}
+	json.Unmarshal([]byte(body), &rep)
+	if w := rep.WebBotAuth; w.Status != "valid" || w.Agent != "https://client.example" || w.SameBot == nil || !*w.SameBot {
+		t.Errorf("/debug?format=json: %s", body)
+	}
+	text, _ := revDo(c, context.Background(), "GET", "https://"+ln.Addr().String()+"/debug", nil)
+	if strings.Contains(text, "bot") || strings.Count(text, "\n") != 6 {
+		t.Errorf("/debug text changed:\n%s", text)
+	}
+	rec := httptest.NewRecorder()
+	srv.AdminHandler(false).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if !strings.Contains(rec.Body.String(), `reqmtls_web_bot_auth_requests_total{status="valid"} 2`) ||
+		!strings.Contains(rec.Body.String(), `reqmtls_web_bot_auth_agent_keys{agent="https://client.example"} 1`) {
+		t.Errorf("metrics lack the two valid requests:\n%s", rec.Body.String())
+	}
+}
+
+// TestSignatureVerifierMiddleware: library users of an Authenticator get
+// the verdict from the middleware.
+func TestSignatureVerifierMiddleware(t *testing.T) {
+	p := testpki.New(t)
+	_, key, _ := ed25519.GenerateKey(nil)
+	v, err := NewSignatureVerifier(botAgents(t, key), "", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newAuth(t, Config{ClientCAFile: p.RootCA})
+	addr := tlsServe(t, p, a, &tls.Config{}, v.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		res, ok := SignatureResultOf(r)
+		fmt.Fprintf(w, "%t %s %s", ok, res.Status, res.Agent)
+	})))
+	tr, _ := reqmtls.NewTransport(reqmtls.ClientConfig{Time: testpki.Clock, RootCAs: roots(p), SignatureKey: key, SignatureAgent: "https://client.example"})
+	body, err := revDo(&http.Client{Transport: tr}, context.Background(), "GET", "https://"+addr+"/", nil)
+	if err != nil || body != "true valid https://client.example" {
+		t.Errorf("%q, %v", body, err)
 	}
 }

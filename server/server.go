@@ -170,6 +170,14 @@ type Config struct {
 	// with the directory's media type, each response signed by every key
 	// and cacheable as long as its signatures last (5 minutes).
 	SignatureDirectoryKeyFiles []string
+	// SignatureAgentsFile lists the Web Bot Auth agents the site trusts,
+	// and SignatureAgentsCAFile the roots for their directories (see
+	// NewSignatureVerifier). With it, each request's signature is
+	// verified once: a gateway tells the origin (Web-Bot-Auth-Status,
+	// -Agent, -Keyid, Bot-Identity-Match), /debug?format=json reports it
+	// (web_bot_auth), the access log and reqmtls_web_bot_auth_requests_total
+	// count it.
+	SignatureAgentsFile, SignatureAgentsCAFile string
 }
 
 func (c Config) auth() auth.Config {
@@ -377,7 +385,16 @@ func New(cfg Config) (*Server, error) {
 		}
 		dirKeys = append(dirKeys, k)
 	}
+	var sigs *webbotauth.Verifier
+	if cfg.SignatureAgentsFile != "" {
+		v, err := NewSignatureVerifier(cfg.SignatureAgentsFile, cfg.SignatureAgentsCAFile, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		sigs = v.v
+	}
 	s, err := srv.New(srv.Config{
+		Signatures:    sigs,
 		DirectoryKeys: dirKeys,
 		Files: srv.Files{Cert: cfg.CertFile, Key: cfg.KeyFile, ClientCA: cfg.ClientCAFile, BotCA: cfg.BotCAFile,
 			TicketKeys: cfg.TicketKeysFile, ClientCRL: cfg.ClientCRLFile},
@@ -462,24 +479,6 @@ type GatewayConfig struct {
 	MaxUpstreamConns int
 	// Logger receives origin failures (default slog.Default()).
 	Logger *slog.Logger
-	// SignatureAgentsFile lists the Web Bot Auth agents the site trusts,
-	// one a line: "URL JWKSFILE", the agent's URL and its keys pinned in a
-	// JWKS file (directories fetched from the URL are not supported yet).
-	// With it, each request's Web Bot Auth signature is verified and the
-	// origin told: Web-Bot-Auth-Status (none, valid, or
-	// invalid;reason="..."), Web-Bot-Auth-Agent and Web-Bot-Auth-Keyid
-	// when valid, and Bot-Identity-Match (?1 or ?0) when a certificate
-	// validated too: whether one of its DNS names is the agent's host.
-	SignatureAgentsFile string
-	// SignatureAgentsCAFile holds the roots that agents' directories are
-	// verified against (default: the system roots). An agent listed by
-	// URL alone has its directory fetched from
-	// URL/.well-known/http-message-signatures-directory over HTTPS, the
-	// response's own signature checked, within size and time bounds,
-	// again when its Cache-Control says (one minute to one hour); a fetch
-	// that fails keeps the last good keys, and says so in the log. Only
-	// the agents listed are ever fetched.
-	SignatureAgentsCAFile string
 }
 
 // NewGateway returns a handler that proxies every request to the origin,
@@ -506,26 +505,6 @@ func NewGateway(cfg GatewayConfig) (http.Handler, error) {
 		MaxRequestBody: cfg.MaxRequestBody, MaxResponseBody: cfg.MaxResponseBody, MaxUpstreamConns: cfg.MaxUpstreamConns,
 		DialTimeout: cfg.DialTimeout, ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		Logger: cfg.Logger, ConnOf: srv.ConnOf,
-	}
-	if cfg.SignatureAgentsFile != "" {
-		agents, err := webbotauth.ParseAgentsFile(cfg.SignatureAgentsFile)
-		if err != nil {
-			return nil, err
-		}
-		gc.Signatures = webbotauth.New(webbotauth.Config{Agents: agents})
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if cfg.SignatureAgentsCAFile != "" {
-			pool, err := certs.LoadPool(cfg.SignatureAgentsCAFile)
-			if err != nil {
-				return nil, fmt.Errorf("signature agents CA: %w", err)
-			}
-			tc.RootCAs = pool
-		}
-		logger := cfg.Logger
-		if logger == nil {
-			logger = slog.Default()
-		}
-		gc.Signatures.Refresh(context.Background(), &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}, logger)
 	}
 	if strings.HasPrefix(cfg.Upstream, "https:") || cfg.UpstreamCertFile != "" || cfg.UpstreamCAFile != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
@@ -577,4 +556,67 @@ type ACMEConfig struct {
 	// RenewBefore renews that long before expiry (default: a third of
 	// the certificate's lifetime, at most 30 days).
 	RenewBefore time.Duration
+}
+
+// A SignatureVerifier checks Web Bot Auth signatures (HTTP Message
+// Signatures, RFC 9421, as draft-meunier-webbotauth-httpsig-protocol-00
+// profiles them) against the agents a site trusts: tag web-bot-auth,
+// @authority covered (and Signature-Agent when sent, in either spelling),
+// created and expires within a minute's skew and an hour's validity, keyid
+// a key of the agent named (or of the agent that holds it), a nonce seen
+// again within its validity refused. Only the agents listed are ever
+// fetched. It is safe for concurrent use.
+type SignatureVerifier struct{ v *webbotauth.Verifier }
+
+// NewSignatureVerifier reads agentsFile, one agent a line: "URL" (its key
+// directory fetched from URL/.well-known/http-message-signatures-directory
+// over HTTPS, trusting caFile or the system roots; the response's own
+// signature checked; again when its Cache-Control says, within a minute and
+// an hour; the last good keys kept, and logged, when a fetch fails) or
+// "URL JWKSFILE" (keys pinned). A Server made with SignatureAgentsFile
+// makes its own.
+func NewSignatureVerifier(agentsFile, caFile string, logger *slog.Logger) (*SignatureVerifier, error) {
+	agents, err := webbotauth.ParseAgentsFile(agentsFile)
+	if err != nil {
+		return nil, err
+	}
+	v := webbotauth.New(webbotauth.Config{Agents: agents})
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pool, err := certs.LoadPool(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("signature agents CA: %w", err)
+		}
+		tc.RootCAs = pool
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	v.Refresh(context.Background(), &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}, logger)
+	return &SignatureVerifier{v: v}, nil
+}
+
+// SignatureResult is the verdict on one request's signature.
+type SignatureResult struct {
+	// Status is "none", "valid" or "invalid"; Reason says why not valid.
+	Status, Reason string
+	// Agent is the agent's URL as listed, KeyID its key's JWK thumbprint,
+	// when valid.
+	Agent, KeyID string
+}
+
+// Verify decides on r.
+func (s *SignatureVerifier) Verify(r *http.Request) SignatureResult {
+	return SignatureResult(s.v.Verify(r))
+}
+
+// Middleware verifies each request and records the verdict for
+// SignatureResultOf and for a gateway (NewGateway) behind it.
+func (s *SignatureVerifier) Middleware(next http.Handler) http.Handler { return s.v.Middleware(next) }
+
+// SignatureResultOf returns the verdict recorded on r by a Server or a
+// Middleware, if any.
+func SignatureResultOf(r *http.Request) (SignatureResult, bool) {
+	res, ok := webbotauth.ResultOf(r)
+	return SignatureResult(res), ok
 }

@@ -267,8 +267,8 @@ func run(args []string, stderr io.Writer) int {
 	if *upConns < 0 {
 		return misuse("-upstream-max-conns must be 0 (no cap) or more, not %d", *upConns)
 	}
-	if *upstream == "" && *sigAgents != "" {
-		return misuse("-signature-agents goes with -upstream: the gateway tells the origin what it verified")
+	if *sigAgentCA != "" && *sigAgents == "" {
+		return misuse("-signature-agents-cacert goes with -signature-agents")
 	}
 	if *upstream == "" && (*upCert != "" || *upKey != "" || *upCA != "" || *xfcc || *maxResp != "") {
 		return misuse("-upstream-* , -xfcc and -max-response-body go with -upstream")
@@ -305,7 +305,8 @@ func run(args []string, stderr io.Writer) int {
 	}
 	cfg := server.Config{
 		SignatureDirectoryKeyFiles: dirKeys,
-		CertFile:                   *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, ClientCRLFile: *clientCRL, TicketKeysFile: *ticketKeys,
+		SignatureAgentsFile:        *sigAgents, SignatureAgentsCAFile: *sigAgentCA,
+		CertFile: *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, ClientCRLFile: *clientCRL, TicketKeysFile: *ticketKeys,
 		Policy:            policy,
 		ProxyProtocolFrom: proxyPrefixes,
 		DrainDelay:        *drainDelay,
@@ -338,8 +339,6 @@ func run(args []string, stderr io.Writer) int {
 			MaxResponseBody:       maxRespBytes,
 			ResponseHeaderTimeout: *upTimeout,
 			MaxUpstreamConns:      cmp.Or(*upConns, -1),
-			SignatureAgentsFile:   *sigAgents,
-			SignatureAgentsCAFile: *sigAgentCA,
 			Logger:                log,
 		})
 		if err != nil {

@@ -54,9 +54,6 @@ type Config struct {
 	Logger *slog.Logger
 	// ConnOf finds a request's connection (server.ConnOf).
 	ConnOf func(*http.Request) *auth.Conn
-	// Signatures, if set, verifies Web Bot Auth signatures, and the
-	// origin is told the verdict (SetWebBotAuth).
-	Signatures *webbotauth.Verifier
 }
 
 // New returns the gateway handler.
@@ -144,9 +141,6 @@ type Timing struct {
 	Status   int           // the origin's status code, 0 when none came
 	Upstream time.Duration // from sending the request to the origin's response header
 	Err      string        // why the origin failed, if it did
-	// WebBotAuth is the verdict on the request's signature, when the
-	// gateway verifies them.
-	WebBotAuth webbotauth.Result
 }
 
 // WithTiming returns a request whose context carries t for the gateway to
@@ -186,13 +180,9 @@ func (g *gateway) rewrite(pr *httputil.ProxyRequest, target *url.URL) {
 		id.Decision = c.Decision()
 	}
 	id.Set(pr.Out.Header, g.cfg.XFCC, g.cfg.XFCCBy)
-	if g.cfg.Signatures != nil {
-		// The verdict is made once per request and read by the
-		// fields, the access log and /debug alike.
-		res := g.cfg.Signatures.Verify(pr.In)
-		if t, ok := pr.In.Context().Value(timingKey).(*Timing); ok {
-			t.WebBotAuth = res
-		}
+	if res, ok := webbotauth.ResultOf(pr.In); ok {
+		// The verdict the server made on this request (one per
+		// request, webbotauth.WithResult).
 		SetWebBotAuth(pr.Out.Header, res, id.Decision)
 	}
 }

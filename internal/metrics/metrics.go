@@ -25,6 +25,7 @@ import (
 
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/clienthello"
+	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
 
 // Metrics holds the server's collectors in a registry of its own.
@@ -38,6 +39,7 @@ type Metrics struct {
 	helloRejections   *prometheus.CounterVec
 	reloads           *prometheus.CounterVec
 	upstreamRequests  *prometheus.CounterVec
+	webBotAuth        *prometheus.CounterVec
 	upstreamDuration  prometheus.Histogram
 }
 
@@ -70,8 +72,10 @@ func New(certs func() (server *x509.Certificate, roots map[string][]*x509.Certif
 	m.upstreamDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "reqmtls_upstream_request_duration_seconds",
 		Help:    "Time from sending a request to the origin to its response header.",
 		Buckets: prometheus.DefBuckets})
+	m.webBotAuth = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reqmtls_web_bot_auth_requests_total",
+		Help: "Requests by the verdict on their Web Bot Auth signature: none, valid or invalid."}, []string{"status"})
 	for _, c := range []prometheus.Collector{m.connsOpen, m.handshakes, m.failures, m.handshakeDuration, m.helloRejections,
-		m.reloads, m.upstreamRequests, m.upstreamDuration} {
+		m.reloads, m.upstreamRequests, m.upstreamDuration, m.webBotAuth} {
 		f(c)
 	}
 	if crls != nil {
@@ -182,6 +186,9 @@ func FailureReason(err error) string {
 	}
 	return "other"
 }
+
+// WebBotAuth counts a request's signature verdict.
+func (m *Metrics) WebBotAuth(status string) { m.webBotAuth.WithLabelValues(status).Inc() }
 
 // Reload counts a reload of one part.
 func (m *Metrics) Reload(part string, err error) {
@@ -318,5 +325,31 @@ func (m *AuthMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.reloads.Collect(ch)
 	for _, c := range m.others {
 		c.Collect(ch)
+	}
+}
+
+// AddAgents reports the Web Bot Auth agents of v at every scrape: the keys
+// in force and the directory fetches by outcome, per agent.
+func (m *Metrics) AddAgents(v *webbotauth.Verifier) {
+	m.reg.MustRegister(&agentCollector{v: v,
+		keys: prometheus.NewDesc("reqmtls_web_bot_auth_agent_keys", "Keys in force for each Web Bot Auth agent the site trusts.", []string{"agent"}, nil),
+		fetches: prometheus.NewDesc("reqmtls_web_bot_auth_directory_fetches_total",
+			"Fetches of each agent's key directory, by result (ok, error); an error keeps the last good keys.", []string{"agent", "result"}, nil)})
+}
+
+type agentCollector struct {
+	v             *webbotauth.Verifier
+	keys, fetches *prometheus.Desc
+}
+
+func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.keys; ch <- c.fetches }
+
+func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, a := range c.v.Agents() {
+		ch <- prometheus.MustNewConstMetric(c.keys, prometheus.GaugeValue, float64(a.Keys), a.URL)
+		if a.Fetched {
+			ch <- prometheus.MustNewConstMetric(c.fetches, prometheus.CounterValue, float64(a.FetchesOK), a.URL, "ok")
+			ch <- prometheus.MustNewConstMetric(c.fetches, prometheus.CounterValue, float64(a.Failures), a.URL, "error")
+		}
 	}
 }

@@ -13,15 +13,24 @@ import (
 	"github.com/req-mtls/req-mtls/internal/gateway"
 	"github.com/req-mtls/req-mtls/internal/metrics"
 	"github.com/req-mtls/req-mtls/internal/safetext"
+	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
 
 // observe wraps h to count the gateway's origin requests in m and, when
 // log is not nil, to write one line per request to it: who (address,
 // flags, certificate and the handshake's decision), what (method, host,
 // path), and how it went (status, bytes, duration, the origin's time).
-func observe(h http.Handler, m *metrics.Metrics, log *slog.Logger) http.Handler {
+func observe(h http.Handler, m *metrics.Metrics, log *slog.Logger, sigs *webbotauth.Verifier) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		var wba webbotauth.Result
+		if sigs != nil {
+			// The request's signature verdict, made once: the gateway's
+			// fields, /debug, this log line and the metrics read it.
+			wba = sigs.Verify(r)
+			r = webbotauth.WithResult(r, wba)
+			m.WebBotAuth(wba.Status)
+		}
 		var timing gateway.Timing
 		if log == nil {
 			h.ServeHTTP(w, gateway.WithTiming(r, &timing))
@@ -56,7 +65,7 @@ func observe(h http.Handler, m *metrics.Metrics, log *slog.Logger) http.Handler 
 		if timing.Err != "" {
 			attrs = append(attrs, slog.String("upstream_error", timing.Err))
 		}
-		if wba := timing.WebBotAuth; wba.Status != "" {
+		if wba.Status != "" {
 			attrs = append(attrs, slog.String("web_bot_auth", wba.Status))
 			if wba.Agent != "" {
 				attrs = append(attrs, slog.String("web_bot_auth_agent", safetext.Escape(wba.Agent)), slog.String("web_bot_auth_keyid", wba.KeyID))

@@ -16,8 +16,10 @@ import (
 
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/clienthello"
+	"github.com/req-mtls/req-mtls/internal/gateway"
 	"github.com/req-mtls/req-mtls/internal/safetext"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
+	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
 
 type connKey struct{}
@@ -53,6 +55,19 @@ type Report struct {
 	HelloRetry  bool                 `json:"hello_retry_request"`
 	ClientHello *clienthello.Summary `json:"client_hello,omitempty"`
 	PeerChain   []CertInfo           `json:"peer_chain,omitempty"`
+	// WebBotAuth is the verdict on the request's Web Bot Auth signature,
+	// when the server verifies them.
+	WebBotAuth *WebBotAuthReport `json:"web_bot_auth,omitempty"`
+}
+
+// WebBotAuthReport is the signature verdict in /debug's JSON, with
+// whether the certificate and the signature name the same bot.
+type WebBotAuthReport struct {
+	Status  string `json:"status"`
+	Reason  string `json:"reason,omitempty"`
+	Agent   string `json:"agent,omitempty"`
+	KeyID   string `json:"keyid,omitempty"`
+	SameBot *bool  `json:"same_bot_as_certificate,omitempty"`
 }
 
 // CertInfo describes one certificate of the client's chain.
@@ -109,6 +124,16 @@ func ConnOf(r *http.Request) *auth.Conn { return connOf(r.Context()) }
 func NewReport(a *auth.Authenticator, req *http.Request) *Report {
 	r := &Report{Policy: a.Policy().String(), ClientAddr: req.RemoteAddr}
 	c := ConnOf(req)
+	if res, ok := webbotauth.ResultOf(req); ok {
+		w := &WebBotAuthReport{Status: res.Status, Reason: safetext.Escape(res.Reason), Agent: safetext.Escape(res.Agent), KeyID: res.KeyID}
+		if c != nil && res.Status == "valid" {
+			if d := c.Decision(); d != nil && d.Validated() {
+				same := gateway.SameBot(d.Chain[0], res.Agent)
+				w.SameBot = &same
+			}
+		}
+		r.WebBotAuth = w
+	}
 	cs := req.TLS
 	if c != nil {
 		r.ClientFlags = c.Flags()

@@ -78,6 +78,10 @@ type Config struct {
 	// was loaded even when no file event came (default 1 minute).
 	RecheckInterval time.Duration
 
+	// Signatures, if set, verifies each request's Web Bot Auth signature;
+	// the verdict is recorded on the request (webbotauth.ResultOf) for the
+	// gateway, /debug, the access log and the metrics.
+	Signatures *webbotauth.Verifier
 	// DirectoryKeys, if set, are served as a Web Bot Auth key directory
 	// (webbotauth.DirectoryHandler) at its well-known path.
 	DirectoryKeys []ed25519.PrivateKey
@@ -227,6 +231,9 @@ func New(cfg Config) (*Server, error) {
 		mux.Handle("/", h)
 		h = mux
 	}
+	if cfg.Signatures != nil {
+		m.AddAgents(cfg.Signatures)
+	}
 	if len(cfg.DirectoryKeys) > 0 {
 		// A bot operator's site: its key directory, signed.
 		mux := http.NewServeMux()
@@ -234,7 +241,7 @@ func New(cfg Config) (*Server, error) {
 		mux.Handle("/", h)
 		h = mux
 	}
-	h = observe(h, m, cfg.AccessLog)
+	h = observe(h, m, cfg.AccessLog, cfg.Signatures)
 	s.http = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,

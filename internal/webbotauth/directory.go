@@ -185,7 +185,28 @@ func cacheFor(cc string) time.Duration {
 
 // fetched is an agent whose keys come from its directory.
 type fetched struct {
-	keys atomic.Pointer[map[string]ed25519.PublicKey]
+	keys       atomic.Pointer[map[string]ed25519.PublicKey]
+	ok, failed atomic.Int64 // fetches, by outcome
+}
+
+// AgentState is what metrics say of an agent.
+type AgentState struct {
+	URL                 string
+	Fetched             bool // its keys come from its directory
+	Keys                int  // keys in force
+	FetchesOK, Failures int64
+}
+
+// Agents describes the agents, for metrics.
+func (v *Verifier) Agents() []AgentState {
+	out := make([]AgentState, len(v.cfg.Agents))
+	for i, a := range v.cfg.Agents {
+		out[i] = AgentState{URL: a.URL, Fetched: a.fetch != nil, Keys: len(a.keysNow())}
+		if a.fetch != nil {
+			out[i].FetchesOK, out[i].Failures = a.fetch.ok.Load(), a.fetch.failed.Load()
+		}
+	}
+	return out
 }
 
 // Refresh fetches the directories of the agents listed without pinned
@@ -202,6 +223,7 @@ func (v *Verifier) Refresh(ctx context.Context, c *http.Client, log *slog.Logger
 				keys, ttl, err := FetchDirectory(ctx, c, a.URL, v.cfg.Now())
 				next := ttl
 				if err != nil {
+					a.fetch.failed.Add(1)
 					next = retryAfterFailed
 					held := 0
 					if k := a.fetch.keys.Load(); k != nil {
@@ -209,6 +231,7 @@ func (v *Verifier) Refresh(ctx context.Context, c *http.Client, log *slog.Logger
 					}
 					log.Warn("key directory fetch failed; keeping the last good keys", "agent", a.URL, "keys_kept", held, "err", err, "retry_in", next)
 				} else {
+					a.fetch.ok.Add(1)
 					a.fetch.keys.Store(&keys)
 					log.Info("key directory fetched", "agent", a.URL, "keys", len(keys), "next_fetch_in", next)
 				}

@@ -98,4 +98,7 @@ func TestVerifierFetchedAgent(t *testing.T) {
 	if res := v.Verify(r); res.Status != "valid" || res.Agent != dir.URL {
 		t.Errorf("%+v", res)
 	}
+	if st := v.Agents(); len(st) != 1 || !st[0].Fetched || st[0].Keys != 1 || st[0].FetchesOK < 1 {
+		t.Errorf("agent state %+v", st)
+	}
 }

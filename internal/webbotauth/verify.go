@@ -6,6 +6,7 @@ package webbotauth
 
 import (
 	"bufio"
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
@@ -333,4 +334,26 @@ func ParseJWKS(data []byte) (map[string]ed25519.PublicKey, error) {
 		return nil, errors.New("keys: no Ed25519 key")
 	}
 	return keys, nil
+}
+
+type resultKey struct{}
+
+// WithResult returns r with res recorded in its context: the verdict is
+// made once per request, and everything that reports on it reads it here.
+func WithResult(r *http.Request, res Result) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), resultKey{}, res))
+}
+
+// ResultOf returns the verdict recorded on r, if one was.
+func ResultOf(r *http.Request) (Result, bool) {
+	res, ok := r.Context().Value(resultKey{}).(Result)
+	return res, ok
+}
+
+// Middleware verifies each request's signature with v, records the
+// verdict (ResultOf) and calls next.
+func (v *Verifier) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, WithResult(r, v.Verify(r)))
+	})
 }
