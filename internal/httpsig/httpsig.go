@@ -10,15 +10,20 @@ package httpsig
 
 import (
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -370,25 +375,56 @@ func SignInto(h http.Header, r *http.Request, label string, covered httpsfv.Inne
 // ErrBadSignature is a signature that does not verify.
 var ErrBadSignature = errors.New("signature does not verify")
 
-// Verify checks s over r with pub: Ed25519 alone (RFC 9421, Section 3.3.6).
-// It checks the signature, never whether its parameters are acceptable:
-// that is the caller's policy.
+// Verify checks s over r with pub, by the algorithm the key's type says
+// (RFC 9421, Section 3.3): ed25519 (Section 3.3.6), ecdsa-p256-sha256
+// (3.3.4, r and s as two 32-byte integers), rsa-pss-sha512 (3.3.1, salt
+// of 64 bytes) for an RSA key. An alg parameter, when present, must be the
+// key's. It checks the signature, never whether its parameters are
+// acceptable: that is the caller's policy.
 func Verify(r *http.Request, s *Signature, pub crypto.PublicKey) error {
-	k, ok := pub.(ed25519.PublicKey)
-	if !ok {
-		return fmt.Errorf("httpsig: key is %T; only Ed25519 is supported", pub)
+	alg := AlgOf(pub)
+	if alg == "" {
+		return fmt.Errorf("httpsig: key is %T; Ed25519, ECDSA P-256 and RSA keys are supported", pub)
 	}
-	if s.Params.Alg != "" && s.Params.Alg != "ed25519" {
-		return fmt.Errorf("httpsig: alg %q does not match the key (ed25519)", s.Params.Alg)
+	if s.Params.Alg != "" && s.Params.Alg != alg {
+		return fmt.Errorf("httpsig: alg %q does not match the key (%s)", s.Params.Alg, alg)
 	}
 	base, err := Base(r, s.Covered)
 	if err != nil {
 		return err
 	}
-	if !ed25519.Verify(k, []byte(base), s.Value) {
+	ok := false
+	switch k := pub.(type) {
+	case ed25519.PublicKey:
+		ok = ed25519.Verify(k, []byte(base), s.Value)
+	case *ecdsa.PublicKey:
+		sum := sha256.Sum256([]byte(base))
+		if len(s.Value) == 64 {
+			ok = ecdsa.Verify(k, sum[:], new(big.Int).SetBytes(s.Value[:32]), new(big.Int).SetBytes(s.Value[32:]))
+		}
+	case *rsa.PublicKey:
+		sum := sha512.Sum512([]byte(base))
+		ok = rsa.VerifyPSS(k, crypto.SHA512, sum[:], s.Value, &rsa.PSSOptions{SaltLength: 64, Hash: crypto.SHA512}) == nil
+	}
+	if !ok {
 		return ErrBadSignature
 	}
 	return nil
+}
+
+// AlgOf is the RFC 9421 algorithm of a public key, "" when none applies.
+func AlgOf(pub crypto.PublicKey) string {
+	switch k := pub.(type) {
+	case ed25519.PublicKey:
+		return "ed25519"
+	case *ecdsa.PublicKey:
+		if k.Curve == elliptic.P256() {
+			return "ecdsa-p256-sha256"
+		}
+	case *rsa.PublicKey:
+		return "rsa-pss-sha512"
+	}
+	return ""
 }
 
 // Thumbprint is the JWK SHA-256 thumbprint (RFC 7638) of an Ed25519 public

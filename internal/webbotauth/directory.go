@@ -2,6 +2,7 @@ package webbotauth
 
 import (
 	"context"
+	"crypto"
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
@@ -86,7 +87,7 @@ func DirectoryHandler(keys []ed25519.PrivateKey, now func() time.Time) http.Hand
 // signed the response for this request (tag
 // http-message-signatures-directory, the request's @authority covered,
 // within its validity at now).
-func FetchDirectory(ctx context.Context, c *http.Client, agent string, now time.Time) (map[string]ed25519.PublicKey, time.Duration, error) {
+func FetchDirectory(ctx context.Context, c *http.Client, agent string, now time.Time) (map[string]crypto.PublicKey, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
 	u := strings.TrimSuffix(agent, "/") + DirectoryPath
@@ -128,7 +129,7 @@ func FetchDirectory(ctx context.Context, c *http.Client, agent string, now time.
 
 // checkDirectorySignature requires one signature of the response, by a key
 // of the directory, that verifies.
-func checkDirectorySignature(req *http.Request, h http.Header, keys map[string]ed25519.PublicKey, now time.Time) error {
+func checkDirectorySignature(req *http.Request, h http.Header, keys map[string]crypto.PublicKey, now time.Time) error {
 	sigs, err := httpsig.Parse(h)
 	if err != nil {
 		return fmt.Errorf("directory signature: %w", err)
@@ -185,7 +186,7 @@ func cacheFor(cc string) time.Duration {
 
 // fetched is an agent whose keys come from its directory.
 type fetched struct {
-	keys       atomic.Pointer[map[string]ed25519.PublicKey]
+	keys       atomic.Pointer[map[string]crypto.PublicKey]
 	ok, failed atomic.Int64 // fetches, by outcome
 }
 

@@ -7,11 +7,17 @@ package webbotauth
 import (
 	"bufio"
 	"context"
+	"crypto"
+	"crypto/ecdh"
 	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/http"
 	"net/url"
 	"os"
@@ -34,7 +40,7 @@ type Agent struct {
 	URL string
 	// Keys are pinned keys; without them the keys come from the agent's
 	// directory (Verifier.Refresh).
-	Keys  map[string]ed25519.PublicKey
+	Keys  map[string]crypto.PublicKey
 	fetch *fetched
 }
 
@@ -43,7 +49,7 @@ func NewFetchedAgent(url string) *Agent { return &Agent{URL: url, fetch: &fetche
 
 // keysNow returns the agent's keys in force: pinned, or the last good ones
 // fetched (none before the first fetch).
-func (a *Agent) keysNow() map[string]ed25519.PublicKey {
+func (a *Agent) keysNow() map[string]crypto.PublicKey {
 	if a.fetch == nil {
 		return a.Keys
 	}
@@ -302,7 +308,7 @@ func ParseAgentsFile(file string) ([]*Agent, error) {
 
 // LoadJWKS reads the Ed25519 keys of a JWKS file ({"keys": [...]}), by
 // thumbprint; keys of other types are passed over.
-func LoadJWKS(file string) (map[string]ed25519.PublicKey, error) {
+func LoadJWKS(file string) (map[string]crypto.PublicKey, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("keys: %w", err)
@@ -310,30 +316,75 @@ func LoadJWKS(file string) (map[string]ed25519.PublicKey, error) {
 	return ParseJWKS(data)
 }
 
-// ParseJWKS reads the Ed25519 keys of a JWKS, by thumbprint.
-func ParseJWKS(data []byte) (map[string]ed25519.PublicKey, error) {
+// ParseJWKS reads the keys of a JWKS that RFC 9421 algorithms use, by JWK
+// thumbprint (RFC 7638): Ed25519 (OKP), ECDSA P-256 (EC) and RSA; keys of
+// other types are passed over.
+func ParseJWKS(data []byte) (map[string]crypto.PublicKey, error) {
 	var set struct {
-		Keys []struct{ Kty, Crv, X string } `json:"keys"`
+		Keys []struct{ Kty, Crv, X, Y, N, E string } `json:"keys"`
 	}
 	if err := json.Unmarshal(data, &set); err != nil {
 		return nil, fmt.Errorf("keys: not a JWKS: %v", err)
 	}
-	keys := map[string]ed25519.PublicKey{}
+	b64 := base64.RawURLEncoding.DecodeString
+	keys := map[string]crypto.PublicKey{}
 	for _, k := range set.Keys {
-		if k.Kty != "OKP" || k.Crv != "Ed25519" {
+		var pub crypto.PublicKey
+		var members string // the thumbprint's input: required members in order
+		switch {
+		case k.Kty == "OKP" && k.Crv == "Ed25519":
+			x, err := b64(k.X)
+			if err != nil || len(x) != ed25519.PublicKeySize {
+				return nil, errors.New("keys: an Ed25519 key whose x is not 32 bytes of base64url")
+			}
+			pub = ed25519.PublicKey(x)
+			members = `{"crv":"Ed25519","kty":"OKP","x":"` + k.X + `"}`
+		case k.Kty == "EC" && k.Crv == "P-256":
+			x, err1 := b64(k.X)
+			y, err2 := b64(k.Y)
+			if err1 != nil || err2 != nil || len(x) != 32 || len(y) != 32 {
+				return nil, errors.New("keys: a P-256 key whose x or y is not 32 bytes of base64url")
+			}
+			raw := append(append([]byte{4}, x...), y...)
+			ek, err := ecdh.P256().NewPublicKey(raw) // checks the point is on the curve
+			if err != nil {
+				return nil, fmt.Errorf("keys: a P-256 key: %v", err)
+			}
+			pk, err := x509.ParsePKIXPublicKey(marshalECDH(ek))
+			if err != nil {
+				return nil, err
+			}
+			pub = pk
+			members = `{"crv":"P-256","kty":"EC","x":"` + k.X + `","y":"` + k.Y + `"}`
+		case k.Kty == "RSA":
+			n, err1 := b64(k.N)
+			e, err2 := b64(k.E)
+			if err1 != nil || err2 != nil || len(n) < 256 || len(e) == 0 || len(e) > 4 {
+				return nil, errors.New("keys: an RSA key whose n is under 2048 bits, or e malformed")
+			}
+			ev := 0
+			for _, b := range e {
+				ev = ev<<8 | int(b)
+			}
+			pub = &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: ev}
+			members = `{"e":"` + k.E + `","kty":"RSA","n":"` + k.N + `"}`
+		default:
 			continue
 		}
-		x, err := base64.RawURLEncoding.DecodeString(k.X)
-		if err != nil || len(x) != ed25519.PublicKeySize {
-			return nil, errors.New("keys: an Ed25519 key whose x is not 32 bytes of base64url")
-		}
-		pub := ed25519.PublicKey(x)
-		keys[httpsig.Thumbprint(pub)] = pub
+		sum := sha256.Sum256([]byte(members))
+		keys[base64.RawURLEncoding.EncodeToString(sum[:])] = pub
 	}
 	if len(keys) == 0 {
-		return nil, errors.New("keys: no Ed25519 key")
+		return nil, errors.New("keys: no Ed25519, P-256 or RSA key")
 	}
 	return keys, nil
+}
+
+// marshalECDH writes an ECDH P-256 public key as a SubjectPublicKeyInfo,
+// which x509 parses as an *ecdsa.PublicKey.
+func marshalECDH(k *ecdh.PublicKey) []byte {
+	der, _ := x509.MarshalPKIXPublicKey(k)
+	return der
 }
 
 type resultKey struct{}

@@ -1,7 +1,16 @@
 package webbotauth
 
 import (
+	"crypto"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/base64"
+	"github.com/dunglas/httpsfv"
 	"net/http"
 	"strconv"
 	"strings"
@@ -38,8 +47,8 @@ func TestVerifier(t *testing.T) {
 	_, botKey, _ := ed25519.GenerateKey(nil)
 	_, otherKey, _ := ed25519.GenerateKey(nil)
 	_, strangerKey, _ := ed25519.GenerateKey(nil)
-	bot := &Agent{URL: "https://bot.example", Keys: map[string]ed25519.PublicKey{httpsig.Thumbprint(botKey.Public().(ed25519.PublicKey)): botKey.Public().(ed25519.PublicKey)}}
-	other := &Agent{URL: "https://other.example", Keys: map[string]ed25519.PublicKey{httpsig.Thumbprint(otherKey.Public().(ed25519.PublicKey)): otherKey.Public().(ed25519.PublicKey)}}
+	bot := &Agent{URL: "https://bot.example", Keys: map[string]crypto.PublicKey{httpsig.Thumbprint(botKey.Public().(ed25519.PublicKey)): botKey.Public().(ed25519.PublicKey)}}
+	other := &Agent{URL: "https://other.example", Keys: map[string]crypto.PublicKey{httpsig.Thumbprint(otherKey.Public().(ed25519.PublicKey)): otherKey.Public().(ed25519.PublicKey)}}
 	params := func(k ed25519.PrivateKey) httpsig.Params {
 		p, err := httpsig.BotParams(k.Public().(ed25519.PublicKey), now, time.Minute)
 		if err != nil {
@@ -108,4 +117,76 @@ func TestVerifier(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestParseJWKSThumbprints: keys are indexed by their RFC 7638
+// thumbprints: the RFC's own RSA example (Section 3.1), and the Ed25519
+// key of RFC 8037, Appendix A.3.
+func TestParseJWKSThumbprints(t *testing.T) {
+	keys, err := ParseJWKS([]byte(`{"keys":[
+	{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw","e":"AQAB","alg":"RS256","kid":"2011-04-29"},
+	{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},
+	{"kty":"oct","k":"c2VjcmV0"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs", "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"} {
+		if _, ok := keys[id]; !ok {
+			t.Errorf("no key %s among %d", id, len(keys))
+		}
+	}
+	if len(keys) != 2 {
+		t.Errorf("%d keys, want 2 (the symmetric one passed over)", len(keys))
+	}
+}
+
+// TestOtherAlgorithms: an agent whose directory holds ECDSA P-256 or RSA
+// keys is verified with RFC 9421's ecdsa-p256-sha256 and rsa-pss-sha512.
+func TestOtherAlgorithms(t *testing.T) {
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
+	b64 := base64.RawURLEncoding.EncodeToString
+	ecBytes, _ := ec.PublicKey.ECDH()
+	raw := ecBytes.Bytes()
+	jwks := `{"keys":[{"kty":"EC","crv":"P-256","x":"` + b64(raw[1:33]) + `","y":"` + b64(raw[33:]) + `"},` +
+		`{"kty":"RSA","n":"` + b64(rk.N.Bytes()) + `","e":"AQAB"}]}`
+	keys, err := ParseJWKS([]byte(jwks))
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("%d keys, %v", len(keys), err)
+	}
+	v := New(Config{Agents: []*Agent{{URL: "https://bot.example", Keys: keys}}, Now: func() time.Time { return now }})
+	for id, pub := range keys {
+		alg := httpsig.AlgOf(pub)
+		r, _ := http.NewRequest("GET", "https://site.example/", nil)
+		r.Header.Set("Signature-Agent", `"https://bot.example"`)
+		p := httpsig.Params{Created: now, Expires: now.Add(time.Minute), KeyID: id, Alg: alg, Tag: Tag}
+		covered := httpsig.NewCovered([]string{"@authority", "signature-agent"}, p)
+		base, _ := httpsig.Base(r, covered)
+		var sig []byte
+		switch alg {
+		case "ecdsa-p256-sha256":
+			sum := sha256.Sum256([]byte(base))
+			rr, ss, _ := ecdsa.Sign(rand.Reader, ec, sum[:])
+			sig = append(rr.FillBytes(make([]byte, 32)), ss.FillBytes(make([]byte, 32))...)
+		case "rsa-pss-sha512":
+			sum := sha512.Sum512([]byte(base))
+			sig, _ = rsa.SignPSS(rand.Reader, rk, crypto.SHA512, sum[:], &rsa.PSSOptions{SaltLength: 64})
+		}
+		in, _ := httpsfv.Marshal(dictOf("sig1", covered))
+		r.Header.Set("Signature-Input", in)
+		r.Header.Set("Signature", "sig1=:"+base64.StdEncoding.EncodeToString(sig)+":")
+		if res := v.Verify(r); res.Status != "valid" {
+			t.Errorf("%s: %+v", alg, res)
+		}
+		r.Header.Set("Signature-Agent", `"https://bot.example/x"`)
+		if res := v.Verify(r); res.Status == "valid" {
+			t.Errorf("%s: a changed agent verified", alg)
+		}
+	}
+}
+
+func dictOf(label string, l httpsfv.InnerList) *httpsfv.Dictionary {
+	d := httpsfv.NewDictionary()
+	d.Add(label, l)
+	return d
 }
