@@ -187,7 +187,9 @@ func TestHandshakeBounds(t *testing.T) {
 	if used := ts.auth.HelloBytes(); used > 256<<10 {
 		t.Errorf("%d bytes held, over the bound", used)
 	}
-	// Handshakes: 20 in progress at most (the 15 above and 5 silent).
+	// Handshakes: 20 in progress at most (the 15 above and 5 silent),
+	// once the refused one has ended.
+	waitFor(t, "the refused handshake to end", func() bool { return ts.inFlight.Load() == 15 })
 	for range 5 {
 		halfHello(t, addr, 0)
 	}
