@@ -178,6 +178,9 @@ type Config struct {
 	// (web_bot_auth), the access log and reqmtls_web_bot_auth_requests_total
 	// count it.
 	SignatureAgentsFile, SignatureAgentsCAFile string
+	// SignatureSkew is how far a signature's created may be in the future
+	// and its expires in the past (default 1 minute).
+	SignatureSkew time.Duration
 }
 
 func (c Config) auth() auth.Config {
@@ -387,7 +390,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	var sigs *webbotauth.Verifier
 	if cfg.SignatureAgentsFile != "" {
-		v, err := NewSignatureVerifier(cfg.SignatureAgentsFile, cfg.SignatureAgentsCAFile, cfg.Logger)
+		v, err := newSignatureVerifier(cfg.SignatureAgentsFile, cfg.SignatureAgentsCAFile, cfg.SignatureSkew, cfg.Logger)
 		if err != nil {
 			return nil, err
 		}
@@ -576,11 +579,15 @@ type SignatureVerifier struct{ v *webbotauth.Verifier }
 // "URL JWKSFILE" (keys pinned). A Server made with SignatureAgentsFile
 // makes its own.
 func NewSignatureVerifier(agentsFile, caFile string, logger *slog.Logger) (*SignatureVerifier, error) {
+	return newSignatureVerifier(agentsFile, caFile, 0, logger)
+}
+
+func newSignatureVerifier(agentsFile, caFile string, skew time.Duration, logger *slog.Logger) (*SignatureVerifier, error) {
 	agents, err := webbotauth.ParseAgentsFile(agentsFile)
 	if err != nil {
 		return nil, err
 	}
-	v := webbotauth.New(webbotauth.Config{Agents: agents})
+	v := webbotauth.New(webbotauth.Config{Agents: agents, Skew: skew})
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caFile != "" {
 		pool, err := certs.LoadPool(caFile)

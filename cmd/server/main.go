@@ -95,6 +95,8 @@ Options:
                             Web-Bot-Auth-Agent and -Keyid
   -signature-agents-cacert FILE  roots for the agents' directories (default:
                             the system roots)
+  -signature-skew D         how far a signature's created may be ahead and its
+                            expires behind (default 1m)
   -signature-directory KEYFILE,...  serve these Ed25519 keys' directory at
                             /.well-known/http-message-signatures-directory,
                             signed, for a bot operator's site
@@ -169,6 +171,7 @@ func run(args []string, stderr io.Writer) int {
 		upConns    = fs.Int("upstream-max-conns", 1024, "")
 		sigAgents  = fs.String("signature-agents", "", "")
 		sigAgentCA = fs.String("signature-agents-cacert", "", "")
+		sigSkew    = fs.Duration("signature-skew", time.Minute, "")
 		sigDir     = fs.String("signature-directory", "", "")
 		xfcc       = fs.Bool("xfcc", false, "")
 		maxReq     = fs.String("max-request-body", "10MiB", "")
@@ -267,6 +270,9 @@ func run(args []string, stderr io.Writer) int {
 	if *upConns < 0 {
 		return misuse("-upstream-max-conns must be 0 (no cap) or more, not %d", *upConns)
 	}
+	if *sigSkew <= 0 || *sigSkew > time.Hour {
+		return misuse("-signature-skew must be positive and at most an hour, not %v", *sigSkew)
+	}
 	if *sigAgentCA != "" && *sigAgents == "" {
 		return misuse("-signature-agents-cacert goes with -signature-agents")
 	}
@@ -305,7 +311,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	cfg := server.Config{
 		SignatureDirectoryKeyFiles: dirKeys,
-		SignatureAgentsFile:        *sigAgents, SignatureAgentsCAFile: *sigAgentCA,
+		SignatureAgentsFile:        *sigAgents, SignatureAgentsCAFile: *sigAgentCA, SignatureSkew: *sigSkew,
 		CertFile: *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, ClientCRLFile: *clientCRL, TicketKeysFile: *ticketKeys,
 		Policy:            policy,
 		ProxyProtocolFrom: proxyPrefixes,
