@@ -609,7 +609,8 @@ func TestWebBotAuthDebugAndMetrics(t *testing.T) {
 func TestSignatureVerifierMiddleware(t *testing.T) {
 	p := testpki.New(t)
 	_, key, _ := ed25519.GenerateKey(nil)
-	v, err := NewSignatureVerifier(botAgents(t, key), "", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	// As NewSignatureVerifier, on the tests' clock (the client signs by it).
+	v, err := newSignatureVerifier(botAgents(t, key), "", 0, testpki.Clock, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -390,7 +390,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	var sigs *webbotauth.Verifier
 	if cfg.SignatureAgentsFile != "" {
-		v, err := newSignatureVerifier(cfg.SignatureAgentsFile, cfg.SignatureAgentsCAFile, cfg.SignatureSkew, cfg.Logger)
+		v, err := newSignatureVerifier(cfg.SignatureAgentsFile, cfg.SignatureAgentsCAFile, cfg.SignatureSkew, cfg.Now, cfg.Logger)
 		if err != nil {
 			return nil, err
 		}
@@ -579,15 +579,17 @@ type SignatureVerifier struct{ v *webbotauth.Verifier }
 // "URL JWKSFILE" (keys pinned). A Server made with SignatureAgentsFile
 // makes its own.
 func NewSignatureVerifier(agentsFile, caFile string, logger *slog.Logger) (*SignatureVerifier, error) {
-	return newSignatureVerifier(agentsFile, caFile, 0, logger)
+	return newSignatureVerifier(agentsFile, caFile, 0, nil, logger)
 }
 
-func newSignatureVerifier(agentsFile, caFile string, skew time.Duration, logger *slog.Logger) (*SignatureVerifier, error) {
+// newSignatureVerifier is NewSignatureVerifier with a skew and a clock (the
+// Server's Config.Now).
+func newSignatureVerifier(agentsFile, caFile string, skew time.Duration, now func() time.Time, logger *slog.Logger) (*SignatureVerifier, error) {
 	agents, err := webbotauth.ParseAgentsFile(agentsFile)
 	if err != nil {
 		return nil, err
 	}
-	v := webbotauth.New(webbotauth.Config{Agents: agents, Skew: skew})
+	v := webbotauth.New(webbotauth.Config{Agents: agents, Skew: skew, Now: now})
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caFile != "" {
 		pool, err := certs.LoadPool(caFile)
