@@ -118,29 +118,10 @@ func TestCRL(t *testing.T) {
 		}
 	})
 
-	ts := startServer(t, p, Config{Policy: PolicyRequire, Files: files})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go ts.Watch(ctx)
-	<-ts.auth.Watching()
+	ts := watchedServer(t, p, Config{Policy: PolicyRequire, Files: files})
 
 	// A live HTTP/2 connection of the client about to be revoked.
-	pool := x509.NewCertPool()
-	pool.AddCert(p.CA.Cert)
-	cfgLive := withCert(p, "valid", 80)
-	cfgLive.RootCAs = pool
-	live, err := client.New(cfgLive)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := live.Dial(context.Background(), ts.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := live.RoundTrip(conn, mustGet(ts.url.String())); err != nil {
-		t.Fatal(err)
-	}
+	live, conn := liveConn(t, ts, p, "valid")
 
 	// Revoke it: the reload closes its connection, and new handshakes
 	// with it fail with certificate_revoked.
@@ -240,11 +221,7 @@ func TestCRLSurvivesRootReissue(t *testing.T) {
 	files.ClientCRL = filepath.Join(filepath.Dir(files.ClientCA), "crl.pem")
 	ca.revoke(p.Clients["valid"][0])
 	ca.crl(files.ClientCRL, -1, 1)
-	ts := startServer(t, p, Config{Policy: PolicyRequire, Files: files})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go ts.Watch(ctx)
-	<-ts.auth.Watching()
+	ts := watchedServer(t, p, Config{Policy: PolicyRequire, Files: files})
 
 	again, err := certs.NewCA(pkix.Name{}, p.CA.Cert.RawSubject, p.CA.Key, p.Now.AddDate(-1, 0, 0), p.Now.AddDate(6, 0, 0))
 	if err != nil {
@@ -278,29 +255,8 @@ func TestCRLGoingStaleClosesConnections(t *testing.T) {
 	os.Rename(tmp, files.ClientCRL)
 	// A clock that moves, from testpki.Now.
 	start := time.Now()
-	ts := startServer(t, p, Config{Policy: PolicyRequire, Files: files, Now: func() time.Time { return testpki.Now.Add(time.Since(start)) }})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go ts.Watch(ctx)
-	<-ts.auth.Watching()
-
-	pool := x509.NewCertPool()
-	pool.AddCert(p.CA.Cert)
-	cfg := withCert(p, "valid", 80)
-	cfg.RootCAs = pool
-	cfg.IdleTimeout = time.Minute // the client keeps it: only the server may close it
-	cl, err := client.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := cl.Dial(context.Background(), ts.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := cl.RoundTrip(conn, mustGet(ts.url.String())); err != nil {
-		t.Fatalf("before the CRL's nextUpdate: %v", err)
-	}
+	ts := watchedServer(t, p, Config{Policy: PolicyRequire, Files: files, Now: func() time.Time { return testpki.Now.Add(time.Since(start)) }})
+	cl, conn := liveConn(t, ts, p, "valid") // served before the CRL's nextUpdate
 	defer func() {
 		if t.Failed() {
 			t.Logf("server log:\n%s", ts.logs)
@@ -315,4 +271,39 @@ func TestCRLGoingStaleClosesConnections(t *testing.T) {
 	if _, err := cl.RoundTrip(conn, mustGet(ts.url.String())); err == nil {
 		t.Error("the connection still serves after its CRL went stale")
 	}
+}
+
+// watchedServer is startServer with its files watched until the test ends.
+func watchedServer(t *testing.T, p *testpki.PKI, cfg Config) *testServer {
+	t.Helper()
+	ts := startServer(t, p, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go ts.Watch(ctx)
+	<-ts.auth.Watching()
+	return ts
+}
+
+// liveConn opens a flagged HTTP/2 connection with the client certificate
+// name that only the server closes, and makes one request on it.
+func liveConn(t *testing.T, ts *testServer, p *testpki.PKI, name string) (*client.Client, *client.Conn) {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AddCert(p.CA.Cert)
+	cfg := withCert(p, name, 80)
+	cfg.RootCAs = pool
+	cfg.IdleTimeout = time.Minute // the client keeps it: only the server may close it
+	cl, err := client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := cl.Dial(context.Background(), ts.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := cl.RoundTrip(conn, mustGet(ts.url.String())); err != nil {
+		t.Fatalf("a request on the live connection: %v", err)
+	}
+	return cl, conn
 }
