@@ -92,6 +92,7 @@ type Authenticator struct {
 	helloBudget *clienthello.Budget
 
 	watching  chan struct{} // closed once Watch is armed
+	reloaded  chan struct{} // Reload tells Watch that the state changed
 	watchOnce sync.Once
 
 	unwrappedOnce sync.Once // the warning of checkWrapped
@@ -123,7 +124,7 @@ func New(cfg Config) (*Authenticator, error) {
 	if cfg.MaxHelloBytes == 0 {
 		cfg.MaxHelloBytes = 32 << 20
 	}
-	a := &Authenticator{cfg: cfg, log: cfg.Logger, stamps: map[string][32]byte{}, conns: map[*Conn]struct{}{}, watching: make(chan struct{})}
+	a := &Authenticator{cfg: cfg, log: cfg.Logger, stamps: map[string][32]byte{}, conns: map[*Conn]struct{}{}, watching: make(chan struct{}), reloaded: make(chan struct{}, 1)}
 	a.verified.log = a.log.Error
 	if cfg.MaxHelloBytes > 0 {
 		a.helloBudget = clienthello.NewBudget(cfg.MaxHelloBytes)
@@ -529,7 +530,12 @@ func (a *Authenticator) decide(c *Conn, st *state, flagged bool, cs tls.Connecti
 // that fails keeps its last good state; the others take their new one.
 // Failures are logged and returned.
 func (a *Authenticator) Reload(trigger string) error {
-	return a.reload(trigger, true)
+	err := a.reload(trigger, true)
+	select {
+	case a.reloaded <- struct{}{}: // Watch re-arms its CRL timer
+	default:
+	}
+	return err
 }
 
 // reload loads the parts whose files changed since they were last loaded

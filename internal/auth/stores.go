@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/req-mtls/req-mtls/internal/certs"
 )
@@ -177,6 +178,9 @@ func (a *Authenticator) parts() []part {
 			set, err := loadCRLs(c.ClientCRLFile, next.client, next.bot)
 			if err == nil {
 				next.crls = set
+				for _, i := range set.info() {
+					a.log.Info("client CRL loaded", "issuer", i.Issuer, "revoked", i.Revoked, "next_update", i.NextUpdate.UTC().Format(time.RFC3339))
+				}
 			}
 			return err
 		}})

@@ -127,6 +127,8 @@ func (a *Authenticator) Watch(ctx context.Context) error {
 		case <-backstop.C:
 			a.reload("recheck", false)
 			armCRL()
+		case <-a.reloaded:
+			armCRL() // a reload by hand (SIGHUP) may have brought new CRLs
 		case <-crlDue.C:
 			a.recheck(a.state.Load())
 		}

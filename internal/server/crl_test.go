@@ -130,8 +130,9 @@ func TestCRL(t *testing.T) {
 	waitFor(t, "the revoking reload to close the live connection", func() bool {
 		return strings.Contains(ts.logs.String(), "closing connection: its client certificate no longer validates")
 	})
-	if !strings.Contains(ts.logs.String(), `parts="[client CRL]"`) {
-		t.Errorf("no reload of the CRL in the log:\n%s", ts.logs)
+	if !strings.Contains(ts.logs.String(), `parts="[client CRL]"`) ||
+		!strings.Contains(ts.logs.String(), `msg="client CRL loaded" issuer="CN=test client root" revoked=1`) {
+		t.Errorf("no reload of the CRL, or what it holds, in the log:\n%s", ts.logs)
 	}
 	if _, err := live.RoundTrip(conn, mustGet(ts.url.String())); err == nil {
 		t.Error("the revoked client's live connection still serves")
