@@ -6,16 +6,15 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	reqmtls "github.com/req-mtls/req-mtls"
+	"github.com/req-mtls/req-mtls/internal/logbuf"
 )
 
 // proxyOpts are the flags of -listen.
@@ -38,7 +37,7 @@ func (c *cli) serveProxy(ctx context.Context, cfg reqmtls.ClientConfig, o proxyO
 	}
 	// The access log is buffered: a write per line costs a system call
 	// per request. It is flushed every 100 ms and at exit.
-	logw := newTimedWriter(c.stderr, 100*time.Millisecond)
+	logw := logbuf.New(c.stderr, 100*time.Millisecond)
 	defer logw.Close()
 	pc := reqmtls.ForwardProxyConfig{Client: cfg, CADir: o.caDir,
 		Logger: slog.New(slog.NewTextHandler(logw, nil))}
@@ -111,47 +110,4 @@ func readCredentials(file string) (map[string]string, error) {
 		return nil, fmt.Errorf("-proxy-auth %q: no user:password line", file)
 	}
 	return creds, nil
-}
-
-// timedWriter buffers writes and flushes them on a timer and at Close.
-type timedWriter struct {
-	mu   sync.Mutex
-	w    *bufio.Writer
-	stop chan struct{}
-	done chan struct{}
-}
-
-func newTimedWriter(w io.Writer, every time.Duration) *timedWriter {
-	t := &timedWriter{w: bufio.NewWriterSize(w, 64<<10), stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(t.done)
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for {
-			select {
-			case <-tick.C:
-				t.mu.Lock()
-				t.w.Flush()
-				t.mu.Unlock()
-			case <-t.stop:
-				return
-			}
-		}
-	}()
-	return t
-}
-
-func (t *timedWriter) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.w.Write(p)
-}
-
-// Close flushes what is buffered and stops the timer.
-func (t *timedWriter) Close() error {
-	close(t.stop)
-	<-t.done
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.w.Flush()
 }

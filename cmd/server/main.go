@@ -24,6 +24,7 @@ import (
 	"time"
 
 	reqmtls "github.com/req-mtls/req-mtls"
+	"github.com/req-mtls/req-mtls/internal/logbuf"
 	"github.com/req-mtls/req-mtls/server"
 )
 
@@ -334,7 +335,11 @@ func run(args []string, stderr io.Writer) int {
 			return 1
 		}
 		defer f.Close()
-		cfg.AccessLog = slog.New(newHandler(f))
+		// Buffered: a write per line would cost a system call per
+		// request. Flushed every 100 ms and at exit (SIGTERM too).
+		lw := logbuf.New(f, 100*time.Millisecond)
+		defer lw.Close()
+		cfg.AccessLog = slog.New(newHandler(lw))
 	}
 	if *upstream != "" {
 		gw, err := server.NewGateway(server.GatewayConfig{
