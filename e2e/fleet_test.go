@@ -185,12 +185,15 @@ func TestFleetHAProxy(t *testing.T) {
 	if !strings.HasPrefix(rep.ClientAddr, "127.0.0.5:") {
 		t.Errorf("/debug client_address %q, want the client's 127.0.0.5", rep.ClientAddr)
 	}
+	// The access log is written in batches, every 100 ms.
 	found := ""
-	for _, in := range fleet {
-		b, _ := os.ReadFile(in.accessLog)
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.Contains(l, "client="+rep.ClientAddr) {
-				found = l
+	for deadline := time.Now().Add(5 * time.Second); found == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for _, in := range fleet {
+			b, _ := os.ReadFile(in.accessLog)
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.Contains(l, "client="+rep.ClientAddr) {
+					found = l
+				}
 			}
 		}
 	}

@@ -231,10 +231,7 @@ func TestGatewayNginx(t *testing.T) {
 	t.Logf("spoofing: %d spellings x HTTP/1.1 and HTTP/2 sent by curl, none reached nginx", len(spellings))
 
 	// The access log has a line per request, with the decision.
-	b, err := os.ReadFile(accessLog)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := waitFileContains(t, accessLog, "cert=valid")
 	var line string
 	for _, l := range strings.Split(string(b), "\n") {
 		if strings.Contains(l, "cert=valid") {
@@ -387,4 +384,17 @@ func TestGatewayOriginMTLS(t *testing.T) {
 		t.Errorf("origin requiring a certificate, gateway without one: %v\n%s", err, out)
 	}
 	t.Logf("gateway to an https origin: mTLS with -upstream-cert, 502 without")
+}
+
+// waitFileContains returns file's contents once they hold s, or after 5 s
+// (the server writes its access log in batches, every 100 ms).
+func waitFileContains(t *testing.T, file, s string) []byte {
+	t.Helper()
+	var b []byte
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if b, _ = os.ReadFile(file); strings.Contains(string(b), s) {
+			break
+		}
+	}
+	return b
 }

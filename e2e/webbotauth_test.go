@@ -228,8 +228,7 @@ func TestDirectoryPublishedAndFetched(t *testing.T) {
 		t.Fatalf("the origin saw %q, want %q", out, want)
 	}
 	t.Logf("the origin saw: %s", strings.TrimSpace(out))
-	time.Sleep(200 * time.Millisecond)
-	log, _ := os.ReadFile(accessLog)
+	log := waitFileContains(t, accessLog, "web_bot_auth=valid")
 	if !strings.Contains(string(log), "web_bot_auth=valid") {
 		t.Errorf("the access log lacks the verdict:\n%s", log)
 	}
