@@ -17,6 +17,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/req-mtls/req-mtls/internal/auth"
@@ -95,6 +96,7 @@ func New(cfg Config) (http.Handler, error) {
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        func(pr *httputil.ProxyRequest) { g.rewrite(pr, target) },
 		Transport:      timed{tr},
+		BufferPool:     copyBuffers,
 		FlushInterval:  -1, // stream: flush every write, for server-sent events and long polls
 		ErrorHandler:   g.fail,
 		ModifyResponse: g.response,
@@ -288,3 +290,13 @@ func (g *gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 		http.Error(w, http.StatusText(status), status)
 	}
 }
+
+// copyBuffers are ReverseProxy's 32 KiB copy buffers, reused across
+// requests instead of made for each (most of the bytes a proxied request
+// allocated).
+var copyBuffers = &bufferPool{sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
+func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
