@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
@@ -623,5 +624,49 @@ func TestSignatureVerifierMiddleware(t *testing.T) {
 	body, err := revDo(&http.Client{Transport: tr}, context.Background(), "GET", "https://"+addr+"/", nil)
 	if err != nil || body != "true valid https://client.example" {
 		t.Errorf("%q, %v", body, err)
+	}
+}
+
+// TestGatewayStreams: event streams and bodies of unknown length reach the
+// client as the origin flushes them, not when it is done.
+func TestGatewayStreams(t *testing.T) {
+	p := testpki.New(t)
+	release := make(chan struct{})
+	defer close(release)
+	addr := gatewayServer(t, p, GatewayConfig{}, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/events" {
+			w.Header().Set("Content-Type", "text/event-stream")
+		}
+		io.WriteString(w, "first\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-time.After(10 * time.Second):
+		}
+		io.WriteString(w, "second\n")
+	})
+	tr, err := reqmtls.NewTransport(reqmtls.ClientConfig{Time: testpki.Clock, RootCAs: roots(p)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/events", "/chunked"} {
+		resp, err := (&http.Client{Transport: tr}).Get("https://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan string, 1)
+		go func() {
+			line, _ := bufio.NewReader(resp.Body).ReadString('\n')
+			got <- line
+		}()
+		select {
+		case line := <-got:
+			if line != "first\n" {
+				t.Errorf("%s: first line %q", path, line)
+			}
+		case <-time.After(3 * time.Second):
+			t.Errorf("%s: the first line did not come while the origin held the rest", path)
+		}
+		resp.Body.Close()
 	}
 }

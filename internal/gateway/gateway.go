@@ -94,10 +94,13 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	g := &gateway{cfg: cfg, log: cfg.Logger}
 	g.proxy = &httputil.ReverseProxy{
-		Rewrite:        func(pr *httputil.ProxyRequest) { g.rewrite(pr, target) },
-		Transport:      timed{tr},
-		BufferPool:     copyBuffers,
-		FlushInterval:  -1, // stream: flush every write, for server-sent events and long polls
+		Rewrite:    func(pr *httputil.ProxyRequest) { g.rewrite(pr, target) },
+		Transport:  timed{tr},
+		BufferPool: copyBuffers,
+		// 0: ReverseProxy flushes event streams and bodies of unknown
+		// length at once by itself (long polls, server-sent events), and
+		// a response of known length once, with one write fewer.
+		FlushInterval:  0,
 		ErrorHandler:   g.fail,
 		ModifyResponse: g.response,
 		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
