@@ -53,6 +53,8 @@ type Conn struct {
 	onClose     func()
 	hsTimer     *time.Timer    // closes the connection if its handshake is not done in time (NewListener)
 	alerts      *alertRewriter // set where a revoked certificate's alert is to be certificate_revoked
+	memoMu      sync.Mutex
+	memo        map[any]any // Memo's values
 }
 
 // WrapConn wraps an accepted connection for inspection, for servers that
@@ -85,6 +87,23 @@ func (c *Conn) Write(p []byte) (int, error) {
 		}
 	}
 	return c.Conn.Write(p)
+}
+
+// Memo returns the value remembered for key on this connection, making it
+// with f the first time: for what is derived from the connection's
+// decision, which never changes, and need not be derived per request.
+func (c *Conn) Memo(key any, f func() any) any {
+	c.memoMu.Lock()
+	defer c.memoMu.Unlock()
+	if v, ok := c.memo[key]; ok {
+		return v
+	}
+	if c.memo == nil {
+		c.memo = map[any]any{}
+	}
+	v := f()
+	c.memo[key] = v
+	return v
 }
 
 // Decision returns the decision of the handshake, or nil before it.

@@ -180,11 +180,25 @@ func (g *gateway) rewrite(pr *httputil.ProxyRequest, target *url.URL) {
 	}
 	pr.Out.Header.Set("Forwarded", forwarded)
 	id := Identity{}
-	if c := g.cfg.ConnOf(pr.In); c != nil {
-		id.Flags = c.Flags().Flags()
-		id.Decision = c.Decision()
+	if c := g.cfg.ConnOf(pr.In); c != nil && c.Decision() != nil {
+		// The identity fields come from the handshake's decision, which
+		// never changes: encoded once per connection (the leaf's
+		// base64 and hash are most of their cost), copied per request.
+		id.Flags, id.Decision = c.Flags().Flags(), c.Decision()
+		fields := c.Memo(g, func() any {
+			h := http.Header{}
+			id.Set(h, g.cfg.XFCC, g.cfg.XFCCBy)
+			return h
+		}).(http.Header)
+		for k, v := range fields {
+			pr.Out.Header[k] = v
+		}
+	} else {
+		if c != nil {
+			id.Flags = c.Flags().Flags()
+		}
+		id.Set(pr.Out.Header, g.cfg.XFCC, g.cfg.XFCCBy)
 	}
-	id.Set(pr.Out.Header, g.cfg.XFCC, g.cfg.XFCCBy)
 	if res, ok := webbotauth.ResultOf(pr.In); ok {
 		// The verdict the server made on this request (one per
 		// request, webbotauth.WithResult).
@@ -221,8 +235,12 @@ func forwardedNode(host, port string) string {
 }
 
 func quoteForwarded(v string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
+	return `"` + quoteEscaper.Replace(v) + `"`
 }
+
+// quoteEscaper escapes a quoted-string's backslashes and quotes (RFC 9110,
+// Section 5.6.4; RFC 8941, Section 3.3.3): made once, for every request.
+var quoteEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
 
 func (g *gateway) response(resp *http.Response) error {
 	if max := g.cfg.MaxResponseBody; max > 0 && resp.StatusCode != http.StatusSwitchingProtocols {

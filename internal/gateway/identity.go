@@ -96,7 +96,7 @@ func sfString(s string) string {
 			break
 		}
 	}
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+	return `"` + quoteEscaper.Replace(s) + `"`
 }
 
 // Identity is what the gateway tells the origin about one request's
