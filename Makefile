@@ -31,6 +31,11 @@ build: ## build client, server and gencert into bin/
 PEER_TESTS := ^(TestWebBotAuthNPM|TestGatewayVerifiesWebBotAuthNPM|TestClientThroughProxy|TestForwardProxyClients|TestForwardProxyRefusals|TestCurl|TestOpenSSLClient|TestOpenSSLServer|TestTshark|TestChromium|TestGatewayNginx|TestFleetHAProxy|TestACMEPebble)$$
 
 test: ## run every test (unit, handshake, end to end; peer tests verbose)
+	@# Cloudflare's web-bot-auth (pinned in e2e/wba/package.json), for the
+	@# Web Bot Auth interoperability tests, once.
+	@if command -v npm >/dev/null && [ ! -d e2e/wba/node_modules/web-bot-auth ]; then \
+		npm install --prefix e2e/wba --no-package-lock --no-audit --no-fund >/dev/null 2>&1 || \
+		echo "make test: npm install in e2e/wba failed: the Web Bot Auth interoperability tests will skip" >&2; fi
 	$(GO) vet ./...
 	$(GO) test -count=1 -skip '$(PEER_TESTS)' ./...
 	$(GO) test -count=1 -v -run '$(PEER_TESTS)' ./e2e
