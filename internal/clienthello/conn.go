@@ -370,7 +370,11 @@ func (c *Conn) stop(err error) {
 // refuse sends a fatal alert in a plaintext record, as a server does before
 // ServerHello (RFC 8446, Section 6), and closes the connection.
 func (c *Conn) refuse(desc byte, err error) {
-	c.Conn.Write([]byte{recordTypeAlert, 3, 3, 0, 2, alertLevelFatal, desc})
+	if !c.closed.Load() {
+		// (A connection being closed, at shutdown say, gets no alert:
+		// its budget is refused because it is closing.)
+		c.Conn.Write([]byte{recordTypeAlert, 3, 3, 0, 2, alertLevelFatal, desc})
+	}
 	c.Conn.Close()
 	c.fatal = err
 	c.pending, c.raw = nil, nil
