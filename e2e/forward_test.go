@@ -30,36 +30,17 @@ func startForwardProxy(t *testing.T, args ...string) (addr, root string) {
 	t.Helper()
 	addr = freeAddr(t)
 	caDir := filepath.Join(t.TempDir(), "ca")
-	cmd := exec.Command(filepath.Join(binDir, "client"), append([]string{"-listen", addr, "-mitm-ca", caDir}, args...)...)
-	cmd.Env = append(os.Environ(), "HTTPS_PROXY=http://127.0.0.1:1", "HTTP_PROXY=http://127.0.0.1:1", "NO_PROXY=")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := regexp.MustCompile(`root SPKI sha256 (\S+)`).FindStringSubmatch(sc.Text()); m != nil {
-				ready <- m[1]
-			}
-		}
-	}()
-	select {
-	case spki := <-ready:
-		root = filepath.Join(caDir, "ca.crt")
-		if got := spkiHash(t, root); got != spki {
-			t.Errorf("printed SPKI hash %s, root's %s", spki, got)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("forward proxy did not start")
+	env := []string{"HTTPS_PROXY=http://127.0.0.1:1", "HTTP_PROXY=http://127.0.0.1:1", "NO_PROXY="}
+	spki := startBinary(t, "client", env, spkiLine, append([]string{"-listen", addr, "-mitm-ca", caDir}, args...)...)
+	root = filepath.Join(caDir, "ca.crt")
+	if got := spkiHash(t, root); got != spki {
+		t.Errorf("printed SPKI hash %s, root's %s", spki, got)
 	}
 	return addr, root
 }
+
+// spkiLine is the forward proxy's line that says it is ready.
+var spkiLine = regexp.MustCompile(`root SPKI sha256 (\S+)`)
 
 func spkiHash(t *testing.T, file string) string {
 	t.Helper()

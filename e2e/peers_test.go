@@ -73,7 +73,15 @@ func runErr(env []string, name string, args ...string) (string, error) {
 func startServer(t *testing.T, p pki, env []string, args ...string) string {
 	t.Helper()
 	args = append([]string{"-cert", p.f("server.crt"), "-key", p.f("server.key"), "-client-cacert", p.f("rootCA.crt"), "-listen-addr", "127.0.0.1:0"}, args...)
-	cmd := exec.Command(filepath.Join(binDir, "server"), args...)
+	return startBinary(t, "server", env, listening, args...)
+}
+
+// startBinary runs one of the built binaries until the test ends, and
+// returns the first submatch of the first stderr line that ready matches,
+// once one does.
+func startBinary(t *testing.T, name string, env []string, ready *regexp.Regexp, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, name), args...)
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -83,22 +91,22 @@ func startServer(t *testing.T, p pki, env []string, args ...string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := make(chan string, 1)
+	found := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sent := false
 		for sc.Scan() {
-			if m := listening.FindStringSubmatch(sc.Text()); m != nil && !sent {
-				addr <- m[1]
+			if m := ready.FindStringSubmatch(sc.Text()); m != nil && !sent {
+				found <- m[1]
 				sent = true
 			}
 		}
 	}()
 	select {
-	case a := <-addr:
-		return a
+	case v := <-found:
+		return v
 	case <-time.After(20 * time.Second):
-		t.Fatal("server did not start")
+		t.Fatalf("%s did not start", name)
 		return ""
 	}
 }

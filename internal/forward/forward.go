@@ -20,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/req-mtls/req-mtls/internal/bufpool"
 )
 
 // Config configures a Proxy.
@@ -174,7 +176,7 @@ func (p *Proxy) reverseProxy(scheme, target string, rt http.RoundTripper) *httpu
 		// 0: net/http's ReverseProxy flushes event streams and bodies of
 		// unknown length at once by itself, and the rest when done.
 		FlushInterval: 0,
-		BufferPool:    copyBuffers,
+		BufferPool:    bufpool.Copy,
 		ModifyResponse: func(resp *http.Response) error {
 			if scheme == "https" {
 				requested, _, _ := p.cfg.Asked(target)
@@ -210,14 +212,6 @@ func (p *Proxy) relay(w http.ResponseWriter, r *http.Request, rp *httputil.Rever
 	attrs = append(attrs, "status", rec.status, "bytes", rec.bytes, "duration", time.Since(start))
 	p.cfg.Log.Info("request", attrs...)
 }
-
-// copyBuffers are ReverseProxy's copy buffers, reused across requests.
-var copyBuffers = &bufferPool{sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
-
-type bufferPool struct{ p sync.Pool }
-
-func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
-func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
 
 func sfBool(b bool) string {
 	if b {

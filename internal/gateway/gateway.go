@@ -17,10 +17,10 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/req-mtls/req-mtls/internal/auth"
+	"github.com/req-mtls/req-mtls/internal/bufpool"
 	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
 
@@ -96,7 +96,7 @@ func New(cfg Config) (http.Handler, error) {
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:    func(pr *httputil.ProxyRequest) { g.rewrite(pr, target) },
 		Transport:  timed{tr},
-		BufferPool: copyBuffers,
+		BufferPool: bufpool.Copy,
 		// 0: ReverseProxy flushes event streams and bodies of unknown
 		// length at once by itself (long polls, server-sent events), and
 		// a response of known length once, with one write fewer.
@@ -311,13 +311,3 @@ func (g *gateway) fail(w http.ResponseWriter, r *http.Request, err error) {
 		http.Error(w, http.StatusText(status), status)
 	}
 }
-
-// copyBuffers are ReverseProxy's 32 KiB copy buffers, reused across
-// requests instead of made for each (most of the bytes a proxied request
-// allocated).
-var copyBuffers = &bufferPool{sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
-
-type bufferPool struct{ p sync.Pool }
-
-func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
-func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
