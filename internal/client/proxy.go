@@ -30,7 +30,7 @@ func (c *Client) ProxyForRequest(req *http.Request) (*url.URL, error) {
 		return nil, &Error{Err: err, Msg: "choose a proxy for " + u.Host + ": " + err.Error()}
 	}
 	if p != nil && p.Scheme != "http" {
-		return nil, &Error{Msg: fmt.Sprintf("proxy %s: scheme %q is not supported (want http://HOST:PORT)", redacted(p), p.Scheme)}
+		return nil, &Error{Msg: fmt.Sprintf("proxy %s: scheme %q is not supported (want http://HOST:PORT)", p.Redacted(), p.Scheme)}
 	}
 	return p, nil
 }
@@ -76,7 +76,7 @@ func (c *Client) dialTunnel(ctx context.Context, p *url.URL, addr string) (net.C
 	if resp.StatusCode/100 != 2 {
 		resp.Body.Close()
 		raw.Close()
-		return nil, &Error{Msg: fmt.Sprintf("proxy %s refused CONNECT %s: %s", redacted(p), addr, resp.Status),
+		return nil, &Error{Msg: fmt.Sprintf("proxy %s refused CONNECT %s: %s", p.Redacted(), addr, resp.Status),
 			Err:  errProxyRefused,
 			Hint: proxyHint(resp.StatusCode)}
 	}
@@ -101,8 +101,6 @@ func proxyHint(status int) string {
 	return ""
 }
 
-// redacted writes a proxy URL without its password.
-func redacted(p *url.URL) string { return p.Redacted() }
 
 // bufferedConn reads what a bufio.Reader holds before the connection.
 type bufferedConn struct {
