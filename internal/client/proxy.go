@@ -101,7 +101,6 @@ func proxyHint(status int) string {
 	return ""
 }
 
-
 // bufferedConn reads what a bufio.Reader holds before the connection.
 type bufferedConn struct {
 	net.Conn
