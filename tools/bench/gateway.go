@@ -188,11 +188,13 @@ func freeAddr() (string, error) {
 
 const nginxConf = `{{if .Root}}user root;
 {{end}}worker_processes 1;
+# Room for the memory comparison's ten thousand connections.
+worker_rlimit_nofile 20000;
 daemon off;
 master_process on;
 pid {{.Dir}}/nginx.pid;
 error_log {{.Dir}}/error.log warn;
-events { worker_connections 1024; }
+events { worker_connections 16384; }
 http {
 	access_log off;
 	# Go's servers close no connection after a number of requests;
@@ -448,8 +450,12 @@ type gatewayResult struct {
 // certificate, X25519 key shares only (neither nginx 1.22 on OpenSSL 3.0
 // nor Caddy 2.6 offers X25519MLKEM768, which Go would pick).
 func newGatewayClient(p *benchPKI) (*client.Client, error) {
-	return client.New(client.Config{Flags: tlsflags.Must(tlsflags.RequestMTLS), RootCAs: p.pool,
-		CertFile: p.clientCert, KeyFile: p.clientKey, Groups: []utls.CurveID{utls.X25519, utls.CurveP256}})
+	return client.New(gatewayClientConfig(p))
+}
+
+func gatewayClientConfig(p *benchPKI) client.Config {
+	return client.Config{Flags: tlsflags.Must(tlsflags.RequestMTLS), RootCAs: p.pool,
+		CertFile: p.clientCert, KeyFile: p.clientKey, Groups: []utls.CurveID{utls.X25519, utls.CurveP256}}
 }
 
 // gatewayGet sends one GET on cn and checks the answer came from the

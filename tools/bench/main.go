@@ -67,12 +67,16 @@ func main() {
 	}
 	binDir := flag.String("bin", "bin", "directory with the server binary")
 	outDir := flag.String("out", filepath.Join("bin", "assets"), "where to write bench.md, bench.svg and bench-gateway.svg")
-	only := flag.String("only", "", "run one part only: handshake (CPU per handshake, GET /debug throughput), gateway (the TLS terminator comparison; bench.md keeps the other part's last results) or forward (the forward proxy against mitmproxy, in bench-forward.md)")
+	only := flag.String("only", "", "run one part only: handshake (CPU per handshake, GET /debug throughput), gateway (the TLS terminator comparison; bench.md keeps the other part's last results), memory (memory per open connection against nginx and Caddy, in bench-memory.md) or forward (the forward proxy against mitmproxy, in bench-forward.md)")
 	rounds := flag.Int("rounds", 5, "interleaved rounds")
 	handshakes := flag.Int("handshakes", 300, "handshakes per configuration per round")
 	requests := flag.Int("requests", 2000, "requests per throughput measurement")
 	fwdOne := flag.Int("forward-requests", 1000, "forward: requests over one tunnel per proxy per round")
 	fwdNew := flag.Int("forward-tunnels", 200, "forward: requests with a new tunnel each per proxy per round")
+	var mp memoryParams
+	flag.IntVar(&mp.idle, "memory-idle", 10000, "memory: idle HTTP/2 connections held open at once")
+	flag.IntVar(&mp.half, "memory-half", 1000, "memory: half-sent ClientHellos held open at once (this server holds at most -max-handshakes, 1024 by default)")
+	heapProfile := flag.String("heap-profile", "", "memory: also write a heap profile of this server with its idle connections open to this file")
 	var gp gatewayParams
 	flag.IntVar(&gp.newConnN, "gateway-requests", 500, "gateway: requests on new connections per terminator per round")
 	flag.IntVar(&gp.newConnConc, "gateway-conc", 2, "gateway: new connections at a time")
@@ -84,8 +88,8 @@ func main() {
 	profileTime := flag.Duration("profile-time", 10*time.Second, "gateway: how long -profile samples")
 	flag.StringVar(&serverCPU, "server-cpu", "", "run the servers on this CPU (taskset -c), apart from the load")
 	flag.Parse()
-	if *only != "" && *only != "handshake" && *only != "gateway" && *only != "forward" {
-		log.Fatalf("-only must be handshake, gateway or forward, not %q", *only)
+	if *only != "" && *only != "handshake" && *only != "gateway" && *only != "memory" && *only != "forward" {
+		log.Fatalf("-only must be handshake, gateway, memory or forward, not %q", *only)
 	}
 	gp.rounds = *rounds
 
@@ -109,6 +113,15 @@ func main() {
 		check(os.WriteFile(filepath.Join(*outDir, "bench-forward.md"), []byte(md), 0o644))
 		log.Printf("wrote %s:\n%s", filepath.Join(*outDir, "bench-forward.md"), md)
 		if *only == "forward" {
+			return
+		}
+	}
+	if *only == "" || *only == "memory" {
+		md := memoryBench(dir, *binDir, mp, *nginxBin, *caddyBin, *heapProfile)
+		check(os.MkdirAll(*outDir, 0o755))
+		check(os.WriteFile(filepath.Join(*outDir, "bench-memory.md"), []byte(md), 0o644))
+		log.Printf("wrote %s", filepath.Join(*outDir, "bench-memory.md"))
+		if *only == "memory" {
 			return
 		}
 	}
