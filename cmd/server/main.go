@@ -25,6 +25,7 @@ import (
 	"time"
 
 	reqmtls "github.com/req-mtls/req-mtls"
+	"github.com/req-mtls/req-mtls/internal/gctune"
 	"github.com/req-mtls/req-mtls/internal/logbuf"
 	"github.com/req-mtls/req-mtls/server"
 )
@@ -134,14 +135,17 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
-// tuneGC collects garbage less often than Go's default (GOGC 400 rather
-// than 100: a server's live heap is small and its garbage short-lived, so
-// the collector costs CPU per request for little memory), bounded by a
-// soft memory limit of 1 GiB that makes it collect sooner near the limit.
-// GOGC and GOMEMLIMIT, when set, keep their meaning.
+// tuneGC collects garbage less often than Go's default while the live heap
+// is small (GOGC up to 400: a server's garbage is short-lived, and each
+// collection costs CPU per request for little memory), and as often as
+// Go's default once it is large (thousands of open connections, where a
+// large GOGC would multiply what each costs): a headroom of 64 MiB, within
+// GOGC 100 to 400 (internal/gctune). A soft memory limit of 1 GiB makes it
+// collect sooner near the limit. GOGC and GOMEMLIMIT, when set, keep their
+// meaning.
 func tuneGC() {
 	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(400)
+		(&gctune.Tuner{Floor: 64 << 20, Min: 100, Max: 400}).Start()
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(1 << 30)
