@@ -28,7 +28,7 @@ help: ## print this help
 build: ## build client, server and gencert into bin/
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-PEER_TESTS := ^(TestWebBotAuthNPM|TestGatewayVerifiesWebBotAuthNPM|TestClientThroughProxy|TestForwardProxyClients|TestForwardProxyRefusals|TestCurl|TestOpenSSLClient|TestOpenSSLServer|TestTshark|TestChromium|TestGatewayNginx|TestFleetHAProxy|TestACMEPebble)$$
+PEER_TESTS := ^(TestDocsExamples|TestDocsPicture|TestWebBotAuthNPM|TestGatewayVerifiesWebBotAuthNPM|TestClientThroughProxy|TestForwardProxyClients|TestForwardProxyRefusals|TestCurl|TestOpenSSLClient|TestOpenSSLServer|TestTshark|TestChromium|TestGatewayNginx|TestFleetHAProxy|TestACMEPebble)$$
 
 test: ## run every test (unit, handshake, end to end; peer tests verbose)
 	@# Cloudflare's web-bot-auth (pinned in e2e/wba/package.json), for the
@@ -121,7 +121,7 @@ BENCH_ROUNDS ?= 7
 BENCH_ONLY   ?=
 BENCH_MICRO  := ./internal/tlsflags ./internal/clienthello
 
-bench: build ## server CPU per handshake vs stock crypto/tls, throughput, the gateway vs nginx and Caddy, microbenchmarks; writes OUT/bench.* (OUT=bin/assets; OUT=assets updates the committed ones; BENCH_ONLY=gateway, handshake or forward runs one part)
+bench: build ## server CPU per handshake vs stock crypto/tls, throughput, the gateway vs nginx and Caddy, microbenchmarks; writes OUT/bench.* (OUT=bin/assets; OUT=assets updates the committed ones; BENCH_ONLY=handshake, gateway, memory or forward runs one part)
 	$(GO) build -o $(BIN)/bench ./tools/bench
 	@if command -v taskset >/dev/null && [ "$$(nproc)" -ge 2 ]; then \
 		echo "taskset -c 0 $(BIN)/bench -server-cpu 1 $(if $(BENCH_ONLY),-only $(BENCH_ONLY) )..."; \

@@ -1,0 +1,505 @@
+package e2e
+
+// Docs that cannot rot: every relative link in the Markdown resolves (files
+// and heading anchors), every flag a documented command line passes to
+// bin/client, bin/server or bin/gencert exists in that binary, every shell
+// example of the pages for sites and bots runs, and the overview picture
+// renders.
+//
+// The shell examples of docs/site.md and docs/bot.md run in order, in one
+// scratch directory per page (with bin/ the binaries just built, and HOME
+// the scratch directory), each block a bash script with -euo pipefail. An
+// HTML comment on the line before a block says how:
+//
+//	<!-- run: background -->        started, left running; the loopback
+//	                                 ports it names must accept connections
+//	<!-- run: expect TEXT -->        must succeed with TEXT in its output
+//	<!-- run: fails TEXT -->         must fail with TEXT in its output
+//	<!-- covered-by: TestName -->    not run here: TestName (in e2e) runs
+//	                                 it, and its source names every flag
+//
+// and a block with no comment must succeed. Loopback ports in a page are
+// replaced by free ones, the same throughout the page.
+
+import (
+	"bytes"
+	"context"
+	"encoding/xml"
+	"fmt"
+	"image/png"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// mdFiles are the Markdown files the checks read.
+func mdFiles(t *testing.T) []string {
+	t.Helper()
+	files := []string{"../README.md"}
+	for _, glob := range []string{"../docs/*.md", "../assets/*.md", "../testdata/*.md", "../examples/*.md", "../third_party/*/*.md"} {
+		m, err := filepath.Glob(glob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, m...)
+	}
+	return files
+}
+
+// mdLink matches an inline link or image: [text](target) or ![alt](target).
+var mdLink = regexp.MustCompile(`!?\[[^\]]*\]\(([^)\s]+)\)`)
+
+// withoutCode blanks fenced and indented code blocks and inline code, where
+// brackets are code, not links.
+func withoutCode(md string) string {
+	var b strings.Builder
+	fenced := false
+	for _, line := range strings.Split(md, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "```") {
+			fenced = !fenced
+			b.WriteString("\n")
+			continue
+		}
+		if fenced || strings.HasPrefix(line, "    ") || strings.HasPrefix(line, "\t") {
+			b.WriteString("\n")
+			continue
+		}
+		b.WriteString(inlineCode.ReplaceAllString(line, "``") + "\n")
+	}
+	return b.String()
+}
+
+var inlineCode = regexp.MustCompile("`[^`]*`")
+
+// anchors returns the GitHub anchors of a Markdown file's headings.
+func anchors(md string) map[string]bool {
+	a := map[string]bool{}
+	seen := map[string]int{}
+	fenced := false
+	for _, line := range strings.Split(md, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "```") {
+			fenced = !fenced
+		}
+		if fenced || !strings.HasPrefix(line, "#") {
+			continue
+		}
+		h := strings.TrimSpace(strings.TrimLeft(line, "#"))
+		slug := anchorSlug(h)
+		if n := seen[slug]; n > 0 {
+			a[fmt.Sprintf("%s-%d", slug, n)] = true
+		} else {
+			a[slug] = true
+		}
+		seen[slug]++
+	}
+	return a
+}
+
+// anchorSlug is GitHub's: lower case, punctuation dropped but for hyphens
+// and underscores, spaces to hyphens.
+func anchorSlug(h string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(h) {
+		switch {
+		case r == ' ':
+			b.WriteRune('-')
+		case r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r > 127 && !strings.ContainsRune("—–’‘“”…·÷×", r):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// brokenLinks returns the relative links of file (contents md) that do
+// not resolve.
+func brokenLinks(file, md string) []string {
+	var broken []string
+	for _, m := range mdLink.FindAllStringSubmatch(withoutCode(md), -1) {
+		target := m[1]
+		if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+			continue
+		}
+		path, frag, _ := strings.Cut(target, "#")
+		resolved := file
+		if path != "" {
+			resolved = filepath.Join(filepath.Dir(file), path)
+			if _, err := os.Stat(resolved); err != nil {
+				broken = append(broken, fmt.Sprintf("%s: %s: no such file", file, target))
+				continue
+			}
+		}
+		if frag == "" || !strings.HasSuffix(resolved, ".md") {
+			continue
+		}
+		data, err := os.ReadFile(resolved)
+		if err != nil {
+			broken = append(broken, fmt.Sprintf("%s: %s: %v", file, target, err))
+			continue
+		}
+		if !anchors(string(data))[frag] {
+			broken = append(broken, fmt.Sprintf("%s: %s: no heading with that anchor in %s", file, target, resolved))
+		}
+	}
+	return broken
+}
+
+func TestDocsLinks(t *testing.T) {
+	n := 0
+	for _, f := range mdFiles(t) {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(mdLink.FindAllString(withoutCode(string(data)), -1))
+		for _, b := range brokenLinks(f, string(data)) {
+			t.Error(b)
+		}
+	}
+	if n < 20 {
+		t.Errorf("only %d links found: is the link pattern right?", n)
+	}
+}
+
+// TestDocsLinksCatchBreakage: the checker itself finds a broken file link
+// and a broken anchor.
+func TestDocsLinksCatchBreakage(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "b.md"), []byte("# Running a site\n\n## The gateway: `-upstream`\n"), 0o644)
+	md := "[ok](b.md#running-a-site) [ok2](b.md#the-gateway--upstream) [gone](c.md) [bad anchor](b.md#nope) `[not](a-link.md)`\n"
+	got := brokenLinks(filepath.Join(dir, "a.md"), md)
+	if len(got) != 2 || !strings.Contains(got[0], "c.md: no such file") || !strings.Contains(got[1], "b.md#nope") {
+		t.Errorf("broken links found: %q", got)
+	}
+}
+
+// commandLine matches a documented invocation of a binary, up to the end
+// of the line, a pipe, a table cell or inline code's end.
+var commandLine = regexp.MustCompile("(?:^|[\\s`(/])bin/(client|server|gencert)((?:[ \\t]+[^\\s`|;&)]+)*)")
+
+// documentedFlags returns, by binary, the flags that the Markdown passes to
+// it, each with where.
+func documentedFlags(file, md string) map[string]map[string]string {
+	out := map[string]map[string]string{}
+	// Continuation lines join their command.
+	md = strings.ReplaceAll(md, "\\\n", " ")
+	for i, line := range strings.Split(md, "\n") {
+		for _, m := range commandLine.FindAllStringSubmatch(line, -1) {
+			bin := m[1]
+			for _, arg := range strings.Fields(m[2]) {
+				if !strings.HasPrefix(arg, "-") || arg == "-" || arg == "--" {
+					continue
+				}
+				name := strings.TrimLeft(arg, "-")
+				name, _, _ = strings.Cut(name, "=")
+				if !regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9-]*$`).MatchString(name) {
+					continue // a value: -1, -'...'
+				}
+				if out[bin] == nil {
+					out[bin] = map[string]string{}
+				}
+				out[bin][name] = fmt.Sprintf("%s:%d", file, i+1)
+			}
+		}
+	}
+	return out
+}
+
+// helpFlags returns the flags a binary's -h names.
+func helpFlags(t *testing.T, bin string) map[string]bool {
+	t.Helper()
+	out, _ := runErr(nil, filepath.Join(binDir, bin), "-h")
+	flags := map[string]bool{"h": true, "help": true}
+	for _, m := range regexp.MustCompile(`(?:^|[\s,\[(])--?([a-zA-Z][a-zA-Z0-9-]*)`).FindAllStringSubmatch(out, -1) {
+		flags[m[1]] = true
+	}
+	if len(flags) < 8 {
+		t.Fatalf("%s -h names only %d flags:\n%s", bin, len(flags), out)
+	}
+	return flags
+}
+
+func TestDocsFlags(t *testing.T) {
+	known := map[string]map[string]bool{}
+	for _, bin := range []string{"client", "server", "gencert"} {
+		known[bin] = helpFlags(t, bin)
+	}
+	total := 0
+	for _, f := range mdFiles(t) {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for bin, flags := range documentedFlags(f, string(data)) {
+			for name, where := range flags {
+				total++
+				if !known[bin][name] {
+					t.Errorf("%s: bin/%s has no flag -%s", where, bin, name)
+				}
+			}
+		}
+	}
+	if total < 40 {
+		t.Errorf("only %d documented flags found: is the command pattern right?", total)
+	}
+	// The checker itself: an unknown flag is caught.
+	bad := documentedFlags("x.md", "    bin/server -cert a.crt \\\n        -no-such-flag 3\n")
+	if bad["server"]["no-such-flag"] == "" || known["server"]["no-such-flag"] {
+		t.Errorf("an unknown flag on a continuation line is not caught: %v", bad)
+	}
+}
+
+// A docBlock is one fenced shell block of a page and how to run it.
+type docBlock struct {
+	line int
+	body string
+	how  string // "", "background", "expect", "fails", "covered-by"
+	arg  string
+}
+
+var runComment = regexp.MustCompile(`^<!--\s*(run|covered-by):\s*(\S+)?\s*(.*?)\s*-->$`)
+
+func shellBlocks(md string) []docBlock {
+	var blocks []docBlock
+	lines := strings.Split(md, "\n")
+	for i := 0; i < len(lines); i++ {
+		fence := strings.TrimSpace(lines[i])
+		if fence != "```sh" && fence != "```bash" && fence != "```console" {
+			continue
+		}
+		b := docBlock{line: i + 1}
+		if i > 0 {
+			if m := runComment.FindStringSubmatch(strings.TrimSpace(lines[i-1])); m != nil {
+				if m[1] == "covered-by" {
+					b.how, b.arg = "covered-by", m[2]
+				} else {
+					b.how, b.arg = m[2], m[3]
+				}
+			}
+		}
+		var body []string
+		for i++; i < len(lines) && strings.TrimSpace(lines[i]) != "```"; i++ {
+			body = append(body, lines[i])
+		}
+		b.body = strings.Join(body, "\n") + "\n"
+		blocks = append(blocks, b)
+	}
+	return blocks
+}
+
+var loopbackPort = regexp.MustCompile(`\b(localhost|127\.0\.0\.1):(\d{4,5})\b`)
+
+func TestDocsExamples(t *testing.T) {
+	for _, page := range []string{"site", "bot"} {
+		t.Run(page, func(t *testing.T) { runPage(t, filepath.Join("..", "docs", page+".md")) })
+	}
+}
+
+func runPage(t *testing.T, file string) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(data)
+	blocks := shellBlocks(md)
+	if len(blocks) < 5 {
+		t.Fatalf("%s: only %d shell blocks", file, len(blocks))
+	}
+	for _, tool := range []string{"curl", "openssl", "node", "chromium"} {
+		if slices.ContainsFunc(blocks, func(b docBlock) bool { return b.how != "covered-by" && strings.Contains(b.body, tool+" ") }) {
+			needPeer(t, tool)
+		}
+	}
+	// The same free port for each port the page names.
+	ports := map[string]string{}
+	for _, m := range loopbackPort.FindAllStringSubmatch(md, -1) {
+		if ports[m[2]] == "" {
+			_, ports[m[2]], _ = net.SplitHostPort(freePort(t))
+		}
+	}
+	rewrite := func(s string) string {
+		return loopbackPort.ReplaceAllStringFunc(s, func(hp string) string {
+			m := loopbackPort.FindStringSubmatch(hp)
+			return m[1] + ":" + ports[m[2]]
+		})
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(binDir, filepath.Join(dir, "bin")); err != nil {
+		t.Fatal(err)
+	}
+	// python3 is Debian's, with requests, ahead of any other.
+	shims := filepath.Join(dir, ".shims")
+	os.Mkdir(shims, 0o755)
+	if _, err := os.Stat("/usr/bin/python3"); err == nil {
+		os.Symlink("/usr/bin/python3", filepath.Join(shims, "python3"))
+	}
+	// No proxy from the environment: an empty https_proxy would hide the
+	// HTTPS_PROXY a block sets from Python.
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasSuffix(strings.ToLower(name), "_proxy") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "HOME="+dir, "PATH="+shims+":"+binDir+":"+os.Getenv("PATH"))
+	e2eSource := e2eSources(t)
+	for _, b := range blocks {
+		body := rewrite(b.body)
+		where := fmt.Sprintf("%s:%d", file, b.line)
+		switch b.how {
+		case "covered-by":
+			checkCoveredBy(t, where, b, e2eSource)
+		case "background":
+			startBlock(t, dir, env, where, body)
+		case "", "expect", "fails":
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", body)
+			cmd.Dir, cmd.Env = dir, env
+			cmd.Stdin = strings.NewReader("")
+			out, err := cmd.CombinedOutput()
+			cancel()
+			switch {
+			case b.how == "fails" && err == nil:
+				t.Errorf("%s: succeeded, want a failure with %q:\n%s\n%s", where, b.arg, body, out)
+			case b.how != "fails" && err != nil:
+				t.Errorf("%s: %v:\n%s\n%s", where, err, body, out)
+			case b.arg != "" && !bytes.Contains(out, []byte(b.arg)):
+				t.Errorf("%s: output lacks %q:\n%s\n%s", where, b.arg, body, out)
+			default:
+				t.Logf("%s: ran (%s)", where, strings.SplitN(strings.TrimSpace(body), "\n", 2)[0])
+			}
+		default:
+			t.Fatalf("%s: unknown run comment %q", where, b.how)
+		}
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+// startBlock runs a block in the background until the test ends and waits
+// for the loopback ports it names to accept connections.
+func startBlock(t *testing.T, dir string, env []string, where, body string) {
+	t.Helper()
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", body)
+	cmd.Dir, cmd.Env = dir, env
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+	})
+	for _, m := range loopbackPort.FindAllStringSubmatch(body, -1) {
+		addr := net.JoinHostPort("127.0.0.1", m[2])
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			select {
+			case <-exited:
+				t.Fatalf("%s: exited at start:\n%s\n%s", where, body, out.String())
+			default:
+			}
+			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: nothing listens on %s after 20 s:\n%s\n%s", where, addr, body, out.String())
+			}
+		}
+	}
+	t.Logf("%s: started (%s)", where, strings.SplitN(strings.TrimSpace(body), "\n", 2)[0])
+}
+
+// e2eSources returns the e2e tests' source, for covered-by.
+func e2eSources(t *testing.T) string {
+	t.Helper()
+	files, _ := filepath.Glob("*_test.go")
+	var b strings.Builder
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(data)
+	}
+	return b.String()
+}
+
+// checkCoveredBy: the test named exists, and every flag the block passes
+// to a binary appears in the e2e sources as a string.
+func checkCoveredBy(t *testing.T, where string, b docBlock, src string) {
+	t.Helper()
+	if !strings.Contains(src, "func "+b.arg+"(t *testing.T)") {
+		t.Errorf("%s: covered by %s, which is not an e2e test", where, b.arg)
+		return
+	}
+	for _, flags := range documentedFlags(where, b.body) {
+		for name := range flags {
+			if !strings.Contains(src, `"-`+name+`"`) {
+				t.Errorf("%s: -%s is not in any e2e test: %s does not run this command", where, name, b.arg)
+			}
+		}
+	}
+}
+
+// TestDocsPicture renders the overview picture in headless Chromium: a
+// well-formed SVG that names both sides, drawn with more than a few
+// colours.
+func TestDocsPicture(t *testing.T) {
+	svgFile, err := filepath.Abs("../assets/overview.svg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(svgFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := xml.Unmarshal(data, new(struct{ XMLName xml.Name })); err != nil {
+		t.Fatalf("overview.svg is not well-formed XML: %v", err)
+	}
+	for _, want := range []string{"crawler", "forward proxy", "flag 80", "gateway", "origin", "CertificateRequest"} {
+		if !bytes.Contains(data, []byte(want)) {
+			t.Errorf("overview.svg does not say %q", want)
+		}
+	}
+	chromium := needPeer(t, "chromium")
+	dir := t.TempDir()
+	shot := filepath.Join(dir, "overview.png")
+	run(t, nil, chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--user-data-dir="+filepath.Join(dir, "profile"), "--window-size=960,420",
+		"--screenshot="+shot, "file://"+svgFile)
+	f, err := os.Open(shot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("screenshot is not a PNG: %v", err)
+	}
+	if colors := distinctColors(img); colors < 6 {
+		t.Errorf("rendered overview has %d colours: blank?", colors)
+	}
+	if keep := os.Getenv("REQ_MTLS_SCREENSHOT_OVERVIEW"); keep != "" {
+		data, _ := os.ReadFile(shot)
+		os.WriteFile(keep, data, 0o644)
+	}
+}
