@@ -47,8 +47,11 @@ func observe(h http.Handler, m *metrics.Metrics, log *slog.Logger, sigs *webbota
 		attrs := make([]slog.Attr, 0, 20)
 		attrs = append(attrs, slog.String("client", r.RemoteAddr))
 		if c := ConnOf(r); c != nil {
-			attrs = append(attrs, slog.Any("tls_flags", c.Flags()))
-			attrs = append(attrs, decisionAttrs(c.Decision())...)
+			// The connection's part, the same on every request of
+			// it, described once.
+			attrs = append(attrs, c.Memo(connAttrsKey{}, func() any {
+				return append([]slog.Attr{slog.Any("tls_flags", c.Flags())}, decisionAttrs(c.Decision())...)
+			}).([]slog.Attr)...)
 		}
 		attrs = append(attrs,
 			slog.String("method", r.Method),
@@ -77,6 +80,9 @@ func observe(h http.Handler, m *metrics.Metrics, log *slog.Logger, sigs *webbota
 		log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 	})
 }
+
+// connAttrsKey keys a connection's log attributes in auth.Conn.Memo.
+type connAttrsKey struct{}
 
 // decisionAttrs describes a handshake's decision for a log line.
 func decisionAttrs(d *auth.Decision) []slog.Attr {
