@@ -79,23 +79,43 @@ func New(cfg Config) (http.Handler, error) {
 		cfg.Logger = slog.Default()
 	}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	if dial == nil {
+		addr := target.Host
+		if target.Port() == "" {
+			addr = net.JoinHostPort(target.Hostname(), map[string]string{"http": "80", "https": "443"}[target.Scheme])
+		}
+		dial = func(ctx context.Context, d *net.Dialer) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	}
+	// One cap on the connections open to the origin, over both ways
+	// of sending (direct.go).
+	caps := newSlots(max(cfg.MaxUpstreamConns, 0))
+	var up *direct
+	counted := func(ctx context.Context) (net.Conn, error) {
+		if err := caps.acquire(ctx, up.closeOldestIdle); err != nil {
+			return nil, err
+		}
+		c, err := dial(ctx, dialer)
+		if err != nil {
+			caps.release()
+			return nil, err
+		}
+		return &countedConn{Conn: c, s: caps}, nil
+	}
 	tr := &http.Transport{
-		DialContext:           dialer.DialContext,
+		DialContext:           func(ctx context.Context, _, _ string) (net.Conn, error) { return counted(ctx) },
 		TLSClientConfig:       cfg.UpstreamTLS,
 		TLSHandshakeTimeout:   cfg.DialTimeout,
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		MaxIdleConnsPerHost:   64,
-		MaxConnsPerHost:       max(cfg.MaxUpstreamConns, 0),
 		IdleConnTimeout:       90 * time.Second,
 		ForceAttemptHTTP2:     cfg.UpstreamTLS != nil,
 	}
-	if dial != nil {
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx, dialer) }
-	}
+	rawDial := func(ctx context.Context) (net.Conn, error) { return dial(ctx, dialer) }
+	up = newDirect(rawDial, tr, caps, cfg.ResponseHeaderTimeout, 90*time.Second)
 	g := &gateway{cfg: cfg, log: cfg.Logger}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:    func(pr *httputil.ProxyRequest) { g.rewrite(pr, target) },
-		Transport:  timed{tr},
+		Transport:  timed{up},
 		BufferPool: bufpool.Copy,
 		// 0: ReverseProxy flushes event streams and bodies of unknown
 		// length at once by itself (long polls, server-sent events), and

@@ -1,0 +1,340 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// direct sends the requests it can to a plain-HTTP origin on the calling
+// goroutine: it writes the request on a kept-alive HTTP/1.1 connection in
+// one write, reads the response header there, and hands back a body that
+// reads from the connection and gives it back to the pool at its end.
+// net/http's Transport hands every request to two goroutines of its
+// connection (a writer and a reader) and back; a proxy that answers most
+// requests with a small body spends a good part of its time in those
+// handoffs. Requests with a body, protocol upgrades (WebSockets) and https
+// origins go to the Transport, which streams both ways at once.
+//
+// Both share one cap on the connections open to the origin (slots).
+type direct struct {
+	dial     func(ctx context.Context) (net.Conn, error)
+	fallback http.RoundTripper
+	slots    *slots
+	header   time.Duration // ResponseHeaderTimeout
+	idleTime time.Duration // an idle connection is closed after it
+	// closeOther closes the fallback's idle connections, for a request
+	// that waits for a slot.
+	closeOther func()
+
+	mu   sync.Mutex
+	idle []*pconn // most recently used last
+}
+
+// pconn is one kept-alive connection to the origin.
+type pconn struct {
+	net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	used time.Time // when it went idle
+}
+
+func newDirect(dial func(ctx context.Context) (net.Conn, error), fallback http.RoundTripper, s *slots, header, idle time.Duration) *direct {
+	d := &direct{dial: dial, fallback: fallback, slots: s, header: header, idleTime: idle, closeOther: func() {}}
+	if tr, ok := fallback.(interface{ CloseIdleConnections() }); ok {
+		d.closeOther = tr.CloseIdleConnections
+	}
+	return d
+}
+
+// takes reports whether r goes the direct way: plain HTTP, no body, no
+// protocol switch.
+func takes(r *http.Request) bool {
+	return r.URL.Scheme == "http" && (r.Body == nil || r.Body == http.NoBody) &&
+		r.ContentLength == 0 && r.Header.Get("Upgrade") == "" && len(r.TransferEncoding) == 0
+}
+
+// idempotent reports whether a request can be sent again on another
+// connection after a kept-alive one failed before any answer (RFC 9110,
+// Section 9.2.2).
+func idempotent(r *http.Request) bool {
+	switch r.Method {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return r.Header.Get("Idempotency-Key") != "" || r.Header.Get("X-Idempotency-Key") != ""
+}
+
+func (d *direct) RoundTrip(r *http.Request) (*http.Response, error) {
+	if !takes(r) {
+		return d.fallback.RoundTrip(r)
+	}
+	for {
+		pc, reused, err := d.get(r.Context())
+		if err != nil {
+			return nil, err
+		}
+		resp, err := d.send(pc, r)
+		if err == nil {
+			return resp, nil
+		}
+		pc.close(d.slots)
+		// A kept-alive connection the origin closed while it was idle
+		// fails before any answer: the request never reached the
+		// origin, and goes again on a new connection.
+		if !reused || !idempotent(r) || r.Context().Err() != nil || !errors.Is(err, errNoAnswer) {
+			return nil, unwrapNoAnswer(err)
+		}
+	}
+}
+
+// errNoAnswer marks a failure before the first byte of the answer.
+var errNoAnswer = errors.New("origin closed the connection before answering")
+
+type noAnswer struct{ err error }
+
+func (e noAnswer) Error() string   { return e.err.Error() }
+func (e noAnswer) Unwrap() []error { return []error{e.err, errNoAnswer} }
+
+func unwrapNoAnswer(err error) error {
+	var n noAnswer
+	if errors.As(err, &n) {
+		return n.err
+	}
+	return err
+}
+
+// send writes r on pc and reads the response header.
+func (d *direct) send(pc *pconn, r *http.Request) (*http.Response, error) {
+	ctx := r.Context()
+	if d.header > 0 {
+		pc.SetDeadline(time.Now().Add(d.header))
+	}
+	// The request's end (the client went away) ends the wait.
+	stop := context.AfterFunc(ctx, func() { pc.SetDeadline(time.Unix(1, 0)) })
+	err := r.Write(pc.bw)
+	if err == nil {
+		err = pc.bw.Flush()
+	}
+	if err == nil {
+		if _, err = pc.br.Peek(1); err != nil {
+			err = noAnswer{err}
+		}
+	}
+	var resp *http.Response
+	for err == nil {
+		resp, err = http.ReadResponse(pc.br, r)
+		// Informational answers (103 Early Hints) come before the
+		// answer; they are not passed on.
+		if err != nil || resp.StatusCode < 100 || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+	}
+	if err != nil {
+		stop()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	pc.SetDeadline(time.Time{})
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		stop()
+		pc.close(d.slots)
+		return nil, errors.New("origin switched protocols on a request that did not ask to")
+	}
+	resp.Body = &directBody{body: resp.Body, pc: pc, d: d, stop: stop, reuse: !resp.Close && !r.Close, eof: resp.Body == http.NoBody}
+	return resp, nil
+}
+
+// get returns an idle connection, or a new one; at the cap, it waits for
+// either.
+func (d *direct) get(ctx context.Context) (*pconn, bool, error) {
+	for {
+		if pc := d.popIdle(); pc != nil {
+			return pc, true, nil
+		}
+		ok, wait := d.slots.tryAcquire()
+		if ok {
+			c, err := d.dial(ctx)
+			if err != nil {
+				d.slots.release()
+				return nil, false, err
+			}
+			return &pconn{Conn: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}, false, nil
+		}
+		d.closeOther() // each it closes gives its slot back
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, false, ctx.Err()
+		}
+	}
+}
+
+// popIdle returns the idle connection used last, or nil; it closes those
+// idle too long.
+func (d *direct) popIdle() *pconn {
+	now := time.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for len(d.idle) > 0 {
+		pc := d.idle[len(d.idle)-1]
+		d.idle = d.idle[:len(d.idle)-1]
+		if now.Sub(pc.used) < d.idleTime {
+			return pc
+		}
+		pc.close(d.slots)
+	}
+	return nil
+}
+
+// put makes pc idle.
+func (d *direct) put(pc *pconn) {
+	pc.used = time.Now()
+	d.mu.Lock()
+	d.idle = append(d.idle, pc)
+	d.mu.Unlock()
+	d.slots.wake() // a request waiting at the cap can take it
+}
+
+// closeOldestIdle closes the idle connection unused the longest, for a
+// request that waits for a slot; it reports whether there was one.
+func (d *direct) closeOldestIdle() bool {
+	d.mu.Lock()
+	if len(d.idle) == 0 {
+		d.mu.Unlock()
+		return false
+	}
+	pc := d.idle[0]
+	d.idle = d.idle[1:]
+	d.mu.Unlock()
+	pc.close(d.slots)
+	return true
+}
+
+// CloseIdle closes every idle connection.
+func (d *direct) CloseIdle() {
+	for d.closeOldestIdle() {
+	}
+}
+
+func (pc *pconn) close(s *slots) {
+	pc.Conn.Close()
+	s.release()
+}
+
+// directBody is a response body read from the connection; at its end the
+// connection goes back to the pool, unless the origin or the request said
+// close, or the body was not read to its end.
+type directBody struct {
+	body  io.ReadCloser
+	pc    *pconn
+	d     *direct
+	stop  func() bool
+	reuse bool
+	once  sync.Once
+	eof   bool
+}
+
+func (b *directBody) Read(p []byte) (int, error) {
+	n, err := b.body.Read(p)
+	if err == io.EOF {
+		b.eof = true
+		b.done()
+	}
+	return n, err
+}
+
+func (b *directBody) Close() error {
+	err := b.body.Close()
+	b.done()
+	return err
+}
+
+func (b *directBody) done() {
+	b.once.Do(func() {
+		stopped := b.stop() // false: the request ended, and set a deadline
+		if b.eof && b.reuse && stopped && b.pc.br.Buffered() == 0 {
+			b.d.put(b.pc)
+			return
+		}
+		b.pc.close(b.d.slots)
+	})
+}
+
+// slots caps the connections open to the origin, over both ways of
+// sending. A request that finds none free waits until one is released or
+// a connection goes idle.
+type slots struct {
+	max  int // 0: no cap
+	mu   sync.Mutex
+	n    int
+	wait chan struct{} // closed and replaced at each release or wake
+}
+
+func newSlots(max int) *slots { return &slots{max: max, wait: make(chan struct{})} }
+
+// tryAcquire takes a slot if one is free; otherwise it returns what to
+// wait on before trying again.
+func (s *slots) tryAcquire() (bool, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.max <= 0 || s.n < s.max {
+		s.n++
+		return true, nil
+	}
+	return false, s.wait
+}
+
+// acquire takes a slot, waiting for one; evict, when it closes an idle
+// connection, makes one free.
+func (s *slots) acquire(ctx context.Context, evict func() bool) error {
+	for {
+		ok, wait := s.tryAcquire()
+		if ok {
+			return nil
+		}
+		if evict() {
+			continue
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *slots) release() {
+	s.mu.Lock()
+	s.n--
+	s.mu.Unlock()
+	s.wake()
+}
+
+func (s *slots) wake() {
+	s.mu.Lock()
+	close(s.wait)
+	s.wait = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// countedConn gives its slot back when closed (the Transport's
+// connections).
+type countedConn struct {
+	net.Conn
+	s    *slots
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.s.release)
+	return err
+}
