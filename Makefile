@@ -119,14 +119,15 @@ fuzz: ## run every fuzz target for FUZZTIME (default 1m), keep corpora in testda
 
 BENCH_ROUNDS ?= 7
 BENCH_ONLY   ?=
+BENCH_ARGS   ?=
 BENCH_MICRO  := ./internal/tlsflags ./internal/clienthello
 
 bench: build ## server CPU per handshake vs stock crypto/tls, throughput, the gateway vs nginx and Caddy, microbenchmarks; writes OUT/bench.* (OUT=bin/assets; OUT=assets updates the committed ones; BENCH_ONLY=handshake, gateway, memory or forward runs one part)
 	$(GO) build -o $(BIN)/bench ./tools/bench
 	@if command -v taskset >/dev/null && [ "$$(nproc)" -ge 2 ]; then \
 		echo "taskset -c 0 $(BIN)/bench -server-cpu 1 $(if $(BENCH_ONLY),-only $(BENCH_ONLY) )..."; \
-		taskset -c 0 $(BIN)/bench -bin $(BIN) -out $(OUT) -rounds $(BENCH_ROUNDS) -server-cpu 1 $(if $(BENCH_ONLY),-only $(BENCH_ONLY)); \
-	else $(BIN)/bench -bin $(BIN) -out $(OUT) -rounds $(BENCH_ROUNDS) $(if $(BENCH_ONLY),-only $(BENCH_ONLY)); fi
+		taskset -c 0 $(BIN)/bench -bin $(BIN) -out $(OUT) -rounds $(BENCH_ROUNDS) -server-cpu 1 $(if $(BENCH_ONLY),-only $(BENCH_ONLY)) $(BENCH_ARGS); \
+	else $(BIN)/bench -bin $(BIN) -out $(OUT) -rounds $(BENCH_ROUNDS) $(if $(BENCH_ONLY),-only $(BENCH_ONLY)) $(BENCH_ARGS); fi
 	@# The status goes through a file: a plain pipe into tee would hide a
 	@# failure of go test, and sh has no pipefail.
 	@if [ -n "$(BENCH_ONLY)" ]; then echo "bench: BENCH_ONLY=$(BENCH_ONLY): microbenchmarks not run"; exit 0; fi; \

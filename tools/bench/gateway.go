@@ -103,6 +103,7 @@ type gatewayEnv struct {
 	caddy     string
 	pprofAddr string // ours serves pprof here when set
 	accessLog bool   // also run ours with its access log on, to price it
+	baseline  string // also run this server binary (an earlier build), to price a change
 }
 
 // findPeer returns the path of a peer terminator, or "" with a message
@@ -147,6 +148,13 @@ func startTerminators(env *gatewayEnv) ([]*terminator, error) {
 		return nil, err
 	}
 	ts = append(ts, &terminator{name: "ours", conf: "-client-auth request: flagged clients asked, certificate verified", p: p, url: siteURL(p.addr)})
+	if env.baseline != "" {
+		p, err := startListening(true, env.baseline, common...)
+		if err != nil {
+			return ts, err
+		}
+		ts = append(ts, &terminator{name: oursBaseline, conf: "the same, built from " + env.baseline, p: p, url: siteURL(p.addr)})
+	}
 	if env.accessLog {
 		// The same with a line per request to a file (the pprof
 		// address, if any, is the first one's).
@@ -178,8 +186,12 @@ func startTerminators(env *gatewayEnv) ([]*terminator, error) {
 	return ts, nil
 }
 
-// oursLogged names this server with its access log on.
-const oursLogged = "ours, access log"
+// oursLogged names this server with its access log on, oursBaseline an
+// earlier build of it.
+const (
+	oursLogged   = "ours, access log"
+	oursBaseline = "ours, baseline"
+)
 
 // siteURL is the URL the load asks for: by the name localhost, so that the
 // client sends it as SNI, as a browser would (Caddy, when it asks for
@@ -709,6 +721,10 @@ func (r *gatewayResults) goals() string {
 			continue
 		}
 		for m, mode := range gatewayModes {
+			if t.name == oursBaseline {
+				fmt.Fprintf(&b, "- %s, ours ÷ baseline: %.3f\n", mode.label, r.ratio(i, m))
+				continue
+			}
 			if t.name == oursLogged {
 				got := 1 / r.ratio(i, m)
 				fmt.Fprintf(&b, "- %s, access log on ÷ off: %.3f, goal at most 1.03: %s\n", mode.label, got, verdict(got, 1.03))
@@ -742,7 +758,7 @@ func verdict(got, limit float64) string {
 // gatewayBench runs the comparison: the origin on the load's CPU, the
 // terminators on the server CPU. It returns the Markdown and the chart's
 // bars.
-func gatewayBench(dir, binDir string, gp gatewayParams, nginxFlag, caddyFlag, profile string, profileTime time.Duration) (string, []bar) {
+func gatewayBench(dir, binDir string, gp gatewayParams, nginxFlag, caddyFlag, baseline, profile string, profileTime time.Duration) (string, []bar) {
 	self, err := os.Executable()
 	check(err)
 	defer stopAll()
@@ -752,7 +768,7 @@ func gatewayBench(dir, binDir string, gp gatewayParams, nginxFlag, caddyFlag, pr
 	check(err)
 	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "gateway", false), origin: origin.addr,
 		serverBin: filepath.Join(binDir, "server"), nginx: findPeer("nginx", nginxFlag), caddy: findPeer("caddy", caddyFlag),
-		accessLog: true}
+		accessLog: true, baseline: baseline}
 	var skipped []string
 	if env.caddy == "" {
 		skipped = append(skipped, "Caddy: not installed, skipped")

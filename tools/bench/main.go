@@ -84,6 +84,7 @@ func main() {
 	flag.IntVar(&gp.keepAliveConc, "gateway-keepalive-conc", 2, "gateway: requests at a time on the kept-alive connection")
 	nginxBin := flag.String("nginx", "", "gateway: the nginx binary (default: nginx from PATH or /usr/sbin)")
 	caddyBin := flag.String("caddy", "", "gateway: the caddy binary (default: caddy from PATH)")
+	baseline := flag.String("baseline", "", "gateway: also run this server binary (an earlier build) as \"ours, baseline\", to price a change in the same interleaved run")
 	profile := flag.String("profile", "", "gateway: also write a CPU profile of this server under the new-connection load to this file")
 	profileTime := flag.Duration("profile-time", 10*time.Second, "gateway: how long -profile samples")
 	flag.StringVar(&serverCPU, "server-cpu", "", "run the servers on this CPU (taskset -c), apart from the load")
@@ -134,7 +135,7 @@ func main() {
 	}
 	if *only != "handshake" {
 		var bars []bar
-		gwMD, bars = gatewayBench(dir, *binDir, gp, *nginxBin, *caddyBin, *profile, *profileTime)
+		gwMD, bars = gatewayBench(dir, *binDir, gp, *nginxBin, *caddyBin, *baseline, *profile, *profileTime)
 		check(os.MkdirAll(*outDir, 0o755))
 		check(os.WriteFile(filepath.Join(*outDir, "bench-gateway.svg"), []byte(svg(bars, gatewayChart)), 0o644))
 	}
