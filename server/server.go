@@ -160,7 +160,8 @@ type Config struct {
 	// AccessLog, if set, receives one line per request: client address,
 	// flags, certificate requested, subject, first DNS name, SHA-256,
 	// validation result and error, resumed, method, host, path, status,
-	// bytes, duration and the origin's time.
+	// bytes, duration and the origin's time. NewAccessLog makes one that
+	// writes these lines at a fraction of a generic slog handler's cost.
 	AccessLog *slog.Logger
 	// KeyLog receives TLS secrets in NSS key log format, for debugging.
 	KeyLog io.Writer
@@ -628,4 +629,13 @@ func (s *SignatureVerifier) Middleware(next http.Handler) http.Handler { return 
 func SignatureResultOf(r *http.Request) (SignatureResult, bool) {
 	res, ok := webbotauth.ResultOf(r)
 	return SignatureResult(res), ok
+}
+
+// NewAccessLog returns a logger for Config.AccessLog that writes text lines
+// to w, or JSON lines with json, exactly as slog.NewTextHandler and
+// slog.NewJSONHandler would, but writes the server's request lines without
+// slog's generic formatting (which costs a few percent of a proxied
+// request). w is written one whole line at a time; buffer it for a file.
+func NewAccessLog(w io.Writer, json bool) *slog.Logger {
+	return slog.New(srv.NewAccessHandler(w, json))
 }

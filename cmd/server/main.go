@@ -319,12 +319,6 @@ func run(args []string, stderr io.Writer) int {
 		return misuse("-log-format must be text or json, not %q", *logFormat)
 	}
 	log := slog.New(handler)
-	newHandler := func(w io.Writer) slog.Handler {
-		if *logFormat == "json" {
-			return slog.NewJSONHandler(w, nil)
-		}
-		return slog.NewTextHandler(w, nil)
-	}
 
 	var dirKeys []string
 	if *sigDir != "" {
@@ -347,7 +341,7 @@ func run(args []string, stderr io.Writer) int {
 	switch *accessLog {
 	case "", "off":
 	case "-":
-		cfg.AccessLog = slog.New(newHandler(stderr))
+		cfg.AccessLog = server.NewAccessLog(stderr, *logFormat == "json")
 	default:
 		f, err := os.OpenFile(*accessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 		if err != nil {
@@ -359,7 +353,7 @@ func run(args []string, stderr io.Writer) int {
 		// request. Flushed every 100 ms and at exit (SIGTERM too).
 		lw := logbuf.New(f, 100*time.Millisecond)
 		defer lw.Close()
-		cfg.AccessLog = slog.New(newHandler(lw))
+		cfg.AccessLog = server.NewAccessLog(lw, *logFormat == "json")
 	}
 	if *upstream != "" {
 		gw, err := server.NewGateway(server.GatewayConfig{

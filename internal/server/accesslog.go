@@ -44,41 +44,82 @@ func observe(h http.Handler, m *metrics.Metrics, log *slog.Logger, sigs *webbota
 		if timing.Sent {
 			m.Upstream(timing.Status, timing.Upstream)
 		}
-		attrs := make([]slog.Attr, 0, 20)
-		attrs = append(attrs, slog.String("client", r.RemoteAddr))
-		if c := ConnOf(r); c != nil {
-			// The connection's part, the same on every request of
-			// it, described once.
-			attrs = append(attrs, c.Memo(connAttrsKey{}, func() any {
-				return append([]slog.Attr{slog.Any("tls_flags", c.Flags())}, decisionAttrs(c.Decision())...)
-			}).([]slog.Attr)...)
+		if ah, ok := log.Handler().(*AccessHandler); ok {
+			// The same line, written without slog's generic
+			// formatting (accessline.go).
+			l := ah.begin(time.Now(), "request")
+			describeRequest(l, r, rec, start, &timing, &wba)
+			ah.end(l)
+			return
 		}
-		attrs = append(attrs,
-			slog.String("method", r.Method),
-			slog.String("host", safetext.Escape(r.Host)),
-			slog.String("path", safetext.Escape(r.URL.RequestURI())),
-			slog.String("proto", r.Proto),
-			slog.Int("status", rec.status),
-			slog.Int64("bytes", rec.bytes),
-			slog.Duration("duration", time.Since(start)),
-		)
-		if timing.Upstream > 0 {
-			attrs = append(attrs, slog.Duration("upstream_time", timing.Upstream))
-		}
-		if timing.Err != "" {
-			attrs = append(attrs, slog.String("upstream_error", timing.Err))
-		}
-		if wba.Status != "" {
-			attrs = append(attrs, slog.String("web_bot_auth", wba.Status))
-			if wba.Agent != "" {
-				attrs = append(attrs, slog.String("web_bot_auth_agent", safetext.Escape(wba.Agent)), slog.String("web_bot_auth_keyid", wba.KeyID))
-			}
-			if wba.Reason != "" {
-				attrs = append(attrs, slog.String("web_bot_auth_reason", safetext.Escape(wba.Reason)))
-			}
-		}
-		log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+		f := &attrFields{attrs: make([]slog.Attr, 0, 20)}
+		describeRequest(f, r, rec, start, &timing, &wba)
+		log.LogAttrs(r.Context(), slog.LevelInfo, "request", f.attrs...)
 	})
+}
+
+// fields receives an access log line's fields in order.
+type fields interface {
+	str(k, v string)
+	int(k string, v int64)
+	dur(k string, d time.Duration)
+	conn(c *auth.Conn) // the connection's part
+}
+
+// describeRequest gives f the fields of a request's line: who (address,
+// flags, certificate and the handshake's decision), what (method, host,
+// path), and how it went (status, bytes, duration, the origin's time, the
+// signature's verdict).
+func describeRequest(f fields, r *http.Request, rec *recorder, start time.Time, timing *gateway.Timing, wba *webbotauth.Result) {
+	f.str("client", r.RemoteAddr)
+	if c := ConnOf(r); c != nil {
+		f.conn(c)
+	}
+	f.str("method", r.Method)
+	f.str("host", safetext.Escape(r.Host))
+	f.str("path", safetext.Escape(r.URL.RequestURI()))
+	f.str("proto", r.Proto)
+	f.int("status", int64(rec.status))
+	f.int("bytes", rec.bytes)
+	f.dur("duration", time.Since(start))
+	if timing.Upstream > 0 {
+		f.dur("upstream_time", timing.Upstream)
+	}
+	if timing.Err != "" {
+		f.str("upstream_error", timing.Err)
+	}
+	if wba.Status != "" {
+		f.str("web_bot_auth", wba.Status)
+		if wba.Agent != "" {
+			f.str("web_bot_auth_agent", safetext.Escape(wba.Agent))
+			f.str("web_bot_auth_keyid", wba.KeyID)
+		}
+		if wba.Reason != "" {
+			f.str("web_bot_auth_reason", safetext.Escape(wba.Reason))
+		}
+	}
+}
+
+// connAttrs is the connection's part of its lines, the same on every
+// request of it: described once.
+func connAttrs(c *auth.Conn) []slog.Attr {
+	return c.Memo(connAttrsKey{}, func() any {
+		return append([]slog.Attr{slog.Any("tls_flags", c.Flags())}, decisionAttrs(c.Decision())...)
+	}).([]slog.Attr)
+}
+
+// attrFields collects the fields as slog attributes, for any handler.
+type attrFields struct{ attrs []slog.Attr }
+
+func (f *attrFields) str(k, v string)               { f.attrs = append(f.attrs, slog.String(k, v)) }
+func (f *attrFields) int(k string, v int64)         { f.attrs = append(f.attrs, slog.Int64(k, v)) }
+func (f *attrFields) dur(k string, d time.Duration) { f.attrs = append(f.attrs, slog.Duration(k, d)) }
+func (f *attrFields) conn(c *auth.Conn)             { f.attrs = append(f.attrs, connAttrs(c)...) }
+
+// conn writes the connection's part of a line: formatted once per
+// connection and handler.
+func (l *line) conn(c *auth.Conn) {
+	l.raw(c.Memo(l.h, func() any { return l.h.formatAttrs(connAttrs(c)) }).([]byte))
 }
 
 // connAttrsKey keys a connection's log attributes in auth.Conn.Memo.

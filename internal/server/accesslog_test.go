@@ -1,0 +1,140 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/req-mtls/req-mtls/internal/auth"
+	"github.com/req-mtls/req-mtls/internal/certs"
+	"github.com/req-mtls/req-mtls/internal/metrics"
+	"github.com/req-mtls/req-mtls/internal/testpki"
+)
+
+// BenchmarkAccessLogDecision: the handshake's part of an access log line,
+// described and written, for a request on a connection with a validated
+// certificate.
+func BenchmarkAccessLogDecision(b *testing.B) {
+	p := testpki.New(b)
+	leaf, err := certs.LoadCertificate(p.Clients["valid"][0])
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := &auth.Decision{Flagged: true, Requested: true, Chain: []*x509.Certificate{leaf}, Store: auth.StoreClient}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b.ReportAllocs()
+	for b.Loop() {
+		log.LogAttrs(b.Context(), slog.LevelInfo, "request", decisionAttrs(d)...)
+	}
+}
+
+// BenchmarkAccessLog: what observe adds to a request, with the access log
+// off and on (the connection's part is BenchmarkAccessLogDecision).
+func BenchmarkAccessLog(b *testing.B) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "6")
+		io.WriteString(w, "hello\n")
+	})
+	for _, c := range []struct {
+		name string
+		log  *slog.Logger
+	}{{"off", nil}, {"slog", slog.New(slog.NewTextHandler(io.Discard, nil))}, {"NewAccessHandler", slog.New(NewAccessHandler(io.Discard, false))}} {
+		log := c.log
+		b.Run(c.name, func(b *testing.B) {
+			o := observe(h, metrics.New(nil, nil, nil, nil), log, nil)
+			r := httptest.NewRequest("GET", "https://site.example/some/path?q=1", nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				o.ServeHTTP(discardWriter{}, r)
+			}
+		})
+	}
+}
+
+type discardWriter struct{}
+
+func (discardWriter) Header() http.Header         { return http.Header{} }
+func (discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (discardWriter) WriteHeader(int)             {}
+
+// tricky are values whose formatting differs between bare, quoted and
+// escaped forms.
+var tricky = []string{"", "plain", "with space", "a=b", `quote"d`, `back\slash`, "new\nline", "tab\there",
+	"\x00\x1f\x7f", "ünïcödé", "µs", "\u2028\u2029", "<a&b>", "\xff\xfe invalid", "emoji 🎉", "nbsp\u00a0x", "=", "\\"}
+
+// TestAccessLineMatchesSlog: the fast line is byte for byte what slog's
+// handler writes for the same fields, in text and JSON.
+func TestAccessLineMatchesSlog(t *testing.T) {
+	p := testpki.New(t)
+	leaf, err := certs.LoadCertificate(p.Clients["forged-name"][0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &auth.Decision{Flagged: true, Requested: true, Chain: []*x509.Certificate{leaf}, Store: auth.StoreClient, Err: errors.New("x509: \"bad\"\nthing")}
+	connPart := append([]slog.Attr{slog.Any("tls_flags", []int{8, 80})}, decisionAttrs(d)...)
+	at := time.Date(2026, 12, 1, 19, 13, 23, 94_567_891, time.UTC)
+	for _, json := range []bool{false, true} {
+		var want, got bytes.Buffer
+		var std slog.Handler = slog.NewTextHandler(&want, nil)
+		if json {
+			std = slog.NewJSONHandler(&want, nil)
+		}
+		ah := NewAccessHandler(&got, json)
+		r := slog.NewRecord(at, slog.LevelInfo, "request", 0)
+		l := ah.begin(at, "request")
+		r.AddAttrs(connPart...)
+		l.raw(ah.formatAttrs(connPart))
+		for i, v := range tricky {
+			k := fmt.Sprintf("k%d", i)
+			r.AddAttrs(slog.String(k, v))
+			l.str(k, v)
+		}
+		r.AddAttrs(slog.Int64("status", 200), slog.Int64("bytes", -3), slog.Duration("duration", 659024*time.Nanosecond), slog.Duration("zero", 0))
+		l.int("status", 200)
+		l.int("bytes", -3)
+		l.dur("duration", 659024*time.Nanosecond)
+		l.dur("zero", 0)
+		if err := std.Handle(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+		ah.end(l)
+		if got.String() != want.String() {
+			t.Errorf("json %v:\n got %s\nwant %s", json, got.String(), want.String())
+		}
+	}
+}
+
+// TestAccessLogFastPathSameLine: a request through observe gives the same
+// line with NewAccessHandler as with slog's own handler.
+func TestAccessLogFastPathSameLine(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusTeapot)
+		io.WriteString(w, "short and stout\n")
+	})
+	stamp := regexp.MustCompile(`time=\S+|"time":"[^"]+"|duration=\S+|"duration":\d+`)
+	for _, json := range []bool{false, true} {
+		var std, fast bytes.Buffer
+		var sh slog.Handler = slog.NewTextHandler(&std, nil)
+		if json {
+			sh = slog.NewJSONHandler(&std, nil)
+		}
+		r := httptest.NewRequest("GET", "https://site.example/a%20b?q=\"x\"", nil)
+		r.RemoteAddr = "192.0.2.1:4242"
+		observe(h, metrics.New(nil, nil, nil, nil), slog.New(sh), nil).ServeHTTP(httptest.NewRecorder(), r)
+		observe(h, metrics.New(nil, nil, nil, nil), slog.New(NewAccessHandler(&fast, json)), nil).ServeHTTP(httptest.NewRecorder(), r)
+		a, b := stamp.ReplaceAllString(std.String(), "T"), stamp.ReplaceAllString(fast.String(), "T")
+		if a != b || !strings.Contains(a, "418") {
+			t.Errorf("json %v:\nslog %s\nfast %s", json, a, b)
+		}
+	}
+}
