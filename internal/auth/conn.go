@@ -91,7 +91,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 
 // Memo returns the value remembered for key on this connection, making it
 // with f the first time: for what is derived from the connection's
-// decision, which never changes, and need not be derived per request.
+// decision, which never changes, and need not be derived per request. f
+// must not call Memo on the same connection.
 func (c *Conn) Memo(key any, f func() any) any {
 	c.memoMu.Lock()
 	defer c.memoMu.Unlock()

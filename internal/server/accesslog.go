@@ -119,7 +119,8 @@ func (f *attrFields) conn(c *auth.Conn)             { f.attrs = append(f.attrs, 
 // conn writes the connection's part of a line: formatted once per
 // connection and handler.
 func (l *line) conn(c *auth.Conn) {
-	l.raw(c.Memo(l.h, func() any { return l.h.formatAttrs(connAttrs(c)) }).([]byte))
+	attrs := connAttrs(c) // (outside: Memo's function may not call Memo)
+	l.raw(c.Memo(l.h, func() any { return l.h.formatAttrs(attrs) }).([]byte))
 }
 
 // connAttrsKey keys a connection's log attributes in auth.Conn.Memo.

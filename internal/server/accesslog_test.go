@@ -19,6 +19,7 @@ import (
 	"github.com/req-mtls/req-mtls/internal/certs"
 	"github.com/req-mtls/req-mtls/internal/metrics"
 	"github.com/req-mtls/req-mtls/internal/testpki"
+	"github.com/req-mtls/req-mtls/internal/testutil"
 )
 
 // BenchmarkAccessLogDecision: the handshake's part of an access log line,
@@ -134,6 +135,39 @@ func TestAccessLogFastPathSameLine(t *testing.T) {
 		observe(h, metrics.New(nil, nil, nil, nil), slog.New(NewAccessHandler(&fast, json)), nil).ServeHTTP(httptest.NewRecorder(), r)
 		a, b := stamp.ReplaceAllString(std.String(), "T"), stamp.ReplaceAllString(fast.String(), "T")
 		if a != b || !strings.Contains(a, "418") {
+			t.Errorf("json %v:\nslog %s\nfast %s", json, a, b)
+		}
+	}
+}
+
+// TestAccessLogOnConnection: a request on a connection with a certificate
+// gets its line through NewAccessHandler, the connection's part included,
+// in the same form as through slog's handler.
+func TestAccessLogOnConnection(t *testing.T) {
+	p := testpki.New(t)
+	for _, json := range []bool{false, true} {
+		var fast, std testutil.Buffer
+		var sh slog.Handler = slog.NewTextHandler(&std, nil)
+		if json {
+			sh = slog.NewJSONHandler(&std, nil)
+		}
+		for _, c := range []struct {
+			log *slog.Logger
+			buf *testutil.Buffer
+		}{{slog.New(NewAccessHandler(&fast, json)), &fast}, {slog.New(sh), &std}} {
+			ts := startServer(t, p, Config{AccessLog: c.log})
+			for range 2 {
+				if o := fetch(t, ts, p, withCert(p, "valid", 80), "/debug"); o.err != nil {
+					t.Fatal(o.err)
+				}
+			}
+			if n := strings.Count(c.buf.String(), "\n"); n != 2 {
+				t.Fatalf("%d lines, want 2:\n%s", n, c.buf)
+			}
+		}
+		drop := regexp.MustCompile(`time=\S+|"time":"[^"]+"|duration=\S+|"duration":\d+|client=\S+|"client":"[^"]+"|host=\S+|"host":"[^"]+"`)
+		a, b := drop.ReplaceAllString(std.String(), ""), drop.ReplaceAllString(fast.String(), "")
+		if a != b || !strings.Contains(a, "valid") || !strings.Contains(a, "client.example") {
 			t.Errorf("json %v:\nslog %s\nfast %s", json, a, b)
 		}
 	}
