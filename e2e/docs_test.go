@@ -503,3 +503,31 @@ func TestDocsPicture(t *testing.T) {
 		os.WriteFile(keep, data, 0o644)
 	}
 }
+
+// TestDocsBenchTables: the tables of docs/performance.md are those make
+// bench OUT=assets last wrote, row for row.
+func TestDocsBenchTables(t *testing.T) {
+	page, err := os.ReadFile("../docs/performance.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := 0
+	for _, f := range []string{"../assets/bench.md", "../assets/bench-memory.md", "../assets/bench-forward.md"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if !strings.HasPrefix(line, "| ") || strings.HasPrefix(line, "|---") {
+				continue
+			}
+			rows++
+			if !bytes.Contains(page, []byte(line+"\n")) {
+				t.Errorf("docs/performance.md lacks this row of %s (run make bench OUT=assets and copy its tables): %s", f, line)
+			}
+		}
+	}
+	if rows < 20 {
+		t.Errorf("only %d table rows in assets/bench*.md", rows)
+	}
+}

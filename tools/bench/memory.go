@@ -309,7 +309,7 @@ func memoryBench(dir, binDir string, mp memoryParams, nginxFlag, caddyFlag, heap
 			t.name, res[i].idle/1024, res[i].half/1024, float64(res[i].base)/(1<<20))
 	}
 	var md strings.Builder
-	fmt.Fprintf(&md, "Memory per open connection (proportional set size of the terminator's processes, with the connections open less after they closed, divided by their number): %d idle flagged HTTP/2 connections held at once (TLS 1.3 with the client certificate, one GET each, then idle), and %d connections that sent half a flagged ClientHello (%d bytes) and stopped:\n\n",
+	fmt.Fprintf(&md, "Memory per open connection (proportional set size of the terminator's processes, while the connections are open less before they were opened, divided by their number): %d idle flagged HTTP/2 connections held at once (TLS 1.3 with the client certificate, one GET each, then idle), and %d connections that sent half a flagged ClientHello (%d bytes) and stopped:\n\n",
 		mp.idle, mp.half, len(half))
 	md.WriteString("| terminator | idle HTTP/2 connection | ours ÷ this | half-sent ClientHello | ours ÷ this | memory with none open |\n|---|---|---|---|---|---|\n")
 	for i, t := range ts {
