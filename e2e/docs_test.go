@@ -26,7 +26,6 @@ import (
 	"context"
 	"encoding/xml"
 	"fmt"
-	"image/png"
 	"net"
 	"os"
 	"os/exec"
@@ -482,19 +481,9 @@ func TestDocsPicture(t *testing.T) {
 	chromium := needPeer(t, "chromium")
 	dir := t.TempDir()
 	shot := filepath.Join(dir, "overview.png")
-	run(t, nil, chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+	img := screenshot(t, chromium, shot, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--user-data-dir="+filepath.Join(dir, "profile"), "--window-size=960,420",
-		"--screenshot="+shot, "file://"+svgFile)
-	f, err := os.Open(shot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatalf("screenshot is not a PNG: %v", err)
-	}
+		"--user-data-dir="+filepath.Join(dir, "profile"), "--window-size=960,420", "file://"+svgFile)
 	if colors := distinctColors(img); colors < 6 {
 		t.Errorf("rendered overview has %d colours: blank?", colors)
 	}

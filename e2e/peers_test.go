@@ -326,16 +326,7 @@ func TestChromium(t *testing.T) {
 			t.Errorf("rendered page lacks %s", want)
 		}
 	}
-	run(t, nil, chromium, append(common, "--screenshot="+shot, "https://"+addr+"/")...)
-	f, err := os.Open(shot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatalf("screenshot is not a PNG: %v", err)
-	}
+	img := screenshot(t, chromium, shot, append(common, "https://"+addr+"/")...)
 	if b := img.Bounds(); b.Dx() != 1024 || b.Dy() != 900 {
 		t.Errorf("screenshot is %v, want 1024x900", b)
 	}
@@ -347,6 +338,24 @@ func TestChromium(t *testing.T) {
 		os.WriteFile(keep, data, 0o644)
 	}
 	t.Logf("chromium: index page rendered over HTTPS, no flags, no certificate requested; screenshot 1024x900")
+}
+
+// screenshot has headless Chromium (with args, the page's URL last) write
+// a PNG to shot, and decodes it.
+func screenshot(t *testing.T, chromium, shot string, args ...string) image.Image {
+	t.Helper()
+	page := args[len(args)-1]
+	run(t, nil, chromium, append(args[:len(args)-1:len(args)-1], "--screenshot="+shot, page)...)
+	f, err := os.Open(shot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("screenshot is not a PNG: %v", err)
+	}
+	return img
 }
 
 func distinctColors(img image.Image) int {
