@@ -7,7 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -42,7 +45,12 @@ type pconn struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	used time.Time // when it went idle
+	once sync.Once
 }
+
+// maxIdle is how many idle connections the pool keeps (as the Transport's
+// MaxIdleConnsPerHost here).
+const maxIdle = 64
 
 func newDirect(dial func(ctx context.Context) (net.Conn, error), fallback http.RoundTripper, s *slots, header, idle time.Duration) *direct {
 	d := &direct{dial: dial, fallback: fallback, slots: s, header: header, idleTime: idle, closeOther: func() {}}
@@ -93,7 +101,10 @@ func (d *direct) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 }
 
-// errNoAnswer marks a failure before the first byte of the answer.
+// errNoAnswer marks a connection that the origin had closed before the
+// request: it failed in writing, or before the first byte of an answer,
+// with an end of stream or a reset (never a timeout: a slow origin may
+// have the request).
 var errNoAnswer = errors.New("origin closed the connection before answering")
 
 type noAnswer struct{ err error }
@@ -109,6 +120,16 @@ func unwrapNoAnswer(err error) error {
 	return err
 }
 
+// connGone reports whether err says the origin closed the connection.
+func connGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED)
+}
+
+// max1xx bounds the informational answers before the answer, as the
+// Transport does.
+const max1xx = 5
+
 // send writes r on pc and reads the response header.
 func (d *direct) send(pc *pconn, r *http.Request) (*http.Response, error) {
 	ctx := r.Context()
@@ -122,17 +143,33 @@ func (d *direct) send(pc *pconn, r *http.Request) (*http.Response, error) {
 		err = pc.bw.Flush()
 	}
 	if err == nil {
-		if _, err = pc.br.Peek(1); err != nil {
-			err = noAnswer{err}
-		}
+		_, err = pc.br.Peek(1)
+	}
+	if err != nil && connGone(err) {
+		err = noAnswer{err}
 	}
 	var resp *http.Response
-	for err == nil {
+	for n := 0; err == nil; n++ {
 		resp, err = http.ReadResponse(pc.br, r)
-		// Informational answers (103 Early Hints) come before the
-		// answer; they are not passed on.
 		if err != nil || resp.StatusCode < 100 || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
+		}
+		// An informational answer (103 Early Hints) goes to the
+		// client through the proxy's trace, as from the Transport.
+		if n == max1xx {
+			err = errors.New("origin sent too many informational responses")
+			break
+		}
+		if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
+			err = trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header))
+		}
+	}
+	if err == nil {
+		pc.SetDeadline(time.Time{})
+		if ctx.Err() != nil {
+			// Ended before the deadline was cleared: its own
+			// deadline went with it.
+			err = ctx.Err()
 		}
 	}
 	if err != nil {
@@ -142,10 +179,8 @@ func (d *direct) send(pc *pconn, r *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	pc.SetDeadline(time.Time{})
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		stop()
-		pc.close(d.slots)
 		return nil, errors.New("origin switched protocols on a request that did not ask to")
 	}
 	resp.Body = &directBody{body: resp.Body, pc: pc, d: d, stop: stop, reuse: !resp.Close && !r.Close, eof: resp.Body == http.NoBody}
@@ -186,7 +221,7 @@ func (d *direct) popIdle() *pconn {
 	for len(d.idle) > 0 {
 		pc := d.idle[len(d.idle)-1]
 		d.idle = d.idle[:len(d.idle)-1]
-		if now.Sub(pc.used) < d.idleTime {
+		if now.Sub(pc.used) < d.idleTime && pc.alive() {
 			return pc
 		}
 		pc.close(d.slots)
@@ -197,9 +232,18 @@ func (d *direct) popIdle() *pconn {
 // put makes pc idle.
 func (d *direct) put(pc *pconn) {
 	pc.used = time.Now()
+	var drop []*pconn
 	d.mu.Lock()
 	d.idle = append(d.idle, pc)
+	// The oldest go: past the pool's size, or idle too long.
+	for len(d.idle) > maxIdle || len(d.idle) > 0 && pc.used.Sub(d.idle[0].used) >= d.idleTime {
+		drop = append(drop, d.idle[0])
+		d.idle = d.idle[1:]
+	}
 	d.mu.Unlock()
+	for _, old := range drop {
+		old.close(d.slots)
+	}
 	d.slots.wake() // a request waiting at the cap can take it
 }
 
@@ -224,9 +268,12 @@ func (d *direct) CloseIdle() {
 	}
 }
 
+// close closes the connection and gives its slot back, once.
 func (pc *pconn) close(s *slots) {
-	pc.Conn.Close()
-	s.release()
+	pc.once.Do(func() {
+		pc.Conn.Close()
+		s.release()
+	})
 }
 
 // directBody is a response body read from the connection; at its end the
@@ -252,6 +299,12 @@ func (b *directBody) Read(p []byte) (int, error) {
 }
 
 func (b *directBody) Close() error {
+	if !b.eof {
+		// Closed before its end: the connection goes first, so that
+		// closing the body does not read the rest of it (an endless
+		// stream, a body past -max-response-body).
+		b.done()
+	}
 	err := b.body.Close()
 	b.done()
 	return err

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -30,6 +31,11 @@ type trackedConn struct {
 	net.Conn
 	o    *origin
 	once sync.Once
+}
+
+// SyscallConn lets the pool peek at the socket (alive).
+func (c *trackedConn) SyscallConn() (syscall.RawConn, error) {
+	return c.Conn.(syscall.Conn).SyscallConn()
 }
 
 func (c *trackedConn) Close() error {
