@@ -47,12 +47,14 @@ type Tuner struct {
 
 // Start applies the tuning to the live heap now and after every collection.
 func (t *Tuner) Start() {
-	t.sample = []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	// GOGC applies to the live heap, the goroutine stacks and the
+	// globals together.
+	t.sample = []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"}}
 	t.adjust()
 	t.arm()
 }
 
-// Stop ends the tuning; GOGC keeps its last value.
+// Stop ends the tuning for good; GOGC keeps its last value.
 func (t *Tuner) Stop() { t.stopped.Store(true) }
 
 // Current returns the GOGC the tuner last set.
@@ -86,8 +88,10 @@ func (t *Tuner) adjust() {
 	defer t.mu.Unlock()
 	metrics.Read(t.sample)
 	var live uint64
-	if t.sample[0].Value.Kind() == metrics.KindUint64 {
-		live = t.sample[0].Value.Uint64()
+	for _, s := range t.sample {
+		if s.Value.Kind() == metrics.KindUint64 {
+			live += s.Value.Uint64()
+		}
 	}
 	if p := Percent(live, t.Floor, t.Min, t.Max); p != t.current {
 		debug.SetGCPercent(p)

@@ -19,19 +19,32 @@ import (
 // go through the standard handler.
 type AccessHandler struct {
 	slog.Handler // the standard handler for the format, on w
-	w            io.Writer
+	w            *lockedWriter
 	json         bool
-	mu           sync.Mutex // one line at a time on w
+}
+
+// lockedWriter writes one line at a time, whoever writes it: the request
+// lines and any other record through the standard handler.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // NewAccessHandler returns an access log handler writing text lines (as
 // slog.TextHandler) or JSON lines (as slog.JSONHandler) to w.
 func NewAccessHandler(w io.Writer, json bool) *AccessHandler {
-	h := &AccessHandler{w: w, json: json}
+	lw := &lockedWriter{w: w}
+	h := &AccessHandler{w: lw, json: json}
 	if json {
-		h.Handler = slog.NewJSONHandler(w, nil)
+		h.Handler = slog.NewJSONHandler(lw, nil)
 	} else {
-		h.Handler = slog.NewTextHandler(w, nil)
+		h.Handler = slog.NewTextHandler(lw, nil)
 	}
 	return h
 }
@@ -115,9 +128,7 @@ func (h *AccessHandler) end(l *line) {
 		l.buf = append(l.buf, '}')
 	}
 	l.buf = append(l.buf, '\n')
-	h.mu.Lock()
 	h.w.Write(l.buf)
-	h.mu.Unlock()
 	if cap(l.buf) <= 16<<10 {
 		linePool.Put(l)
 	}
