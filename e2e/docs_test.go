@@ -11,8 +11,9 @@ package e2e
 // the scratch directory), each block a bash script with -euo pipefail. An
 // HTML comment on the line before a block says how:
 //
-//	<!-- run: background -->        started, left running; the loopback
-//	                                 ports it names must accept connections
+//	<!-- run: background -->        started, left running (its server ends
+//	                                 in &); the loopback ports it names
+//	                                 must accept connections
 //	<!-- run: expect TEXT -->        must succeed with TEXT in its output
 //	<!-- run: fails TEXT -->         must fail with TEXT in its output
 //	<!-- covered-by: TestName -->    not run here: TestName (in e2e) runs
@@ -56,17 +57,23 @@ func mdFiles(t *testing.T) []string {
 var mdLink = regexp.MustCompile(`!?\[[^\]]*\]\(([^)\s]+)\)`)
 
 // withoutCode blanks fenced and indented code blocks and inline code, where
-// brackets are code, not links.
+// brackets are code, not links. An indented line is code only where an
+// indented block can start, after a blank line (or in one): indented
+// lines under a list item are its text.
 func withoutCode(md string) string {
 	var b strings.Builder
-	fenced := false
+	fenced, inBlock, prevBlank := false, false, true
 	for _, line := range strings.Split(md, "\n") {
 		if strings.HasPrefix(strings.TrimSpace(line), "```") {
 			fenced = !fenced
 			b.WriteString("\n")
 			continue
 		}
-		if fenced || strings.HasPrefix(line, "    ") || strings.HasPrefix(line, "\t") {
+		indented := strings.HasPrefix(line, "    ") || strings.HasPrefix(line, "\t")
+		blank := strings.TrimSpace(line) == ""
+		inBlock = indented && (inBlock || prevBlank) || blank && inBlock
+		prevBlank = blank
+		if fenced || inBlock {
 			b.WriteString("\n")
 			continue
 		}
@@ -171,16 +178,17 @@ func TestDocsLinks(t *testing.T) {
 func TestDocsLinksCatchBreakage(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "b.md"), []byte("# Running a site\n\n## The gateway: `-upstream`\n"), 0o644)
-	md := "[ok](b.md#running-a-site) [ok2](b.md#the-gateway--upstream) [gone](c.md) [bad anchor](b.md#nope) `[not](a-link.md)`\n"
+	md := "[ok](b.md#running-a-site) [ok2](b.md#the-gateway--upstream) [gone](c.md) [bad anchor](b.md#nope) `[not](a-link.md)`\n" +
+		"- a list item\n    continued with [a link](gone2.md)\n\n    [code, not a link](x.md)\n"
 	got := brokenLinks(filepath.Join(dir, "a.md"), md)
-	if len(got) != 2 || !strings.Contains(got[0], "c.md: no such file") || !strings.Contains(got[1], "b.md#nope") {
+	if len(got) != 3 || !strings.Contains(got[0], "c.md: no such file") || !strings.Contains(got[1], "b.md#nope") || !strings.Contains(got[2], "gone2.md") {
 		t.Errorf("broken links found: %q", got)
 	}
 }
 
 // commandLine matches a documented invocation of a binary, up to the end
 // of the line, a pipe, a table cell or inline code's end.
-var commandLine = regexp.MustCompile("(?:^|[\\s`(/])bin/(client|server|gencert)((?:[ \\t]+[^\\s`|;&)]+)*)")
+var commandLine = regexp.MustCompile("(?:(?:^|[\\s`(/])bin/|`)(client|server|gencert)((?:[ \\t]+[^\\s`|;&)]+)*)")
 
 // documentedFlags returns, by binary, the flags that the Markdown passes to
 // it, each with where.
@@ -209,6 +217,10 @@ func documentedFlags(file, md string) map[string]map[string]string {
 	}
 	return out
 }
+
+// tableFlag is a flag in a table's first cell: `-name`, `-name VALUE`,
+// `--name` (not `-name-*`, a family).
+var tableFlag = regexp.MustCompile("`--?([a-zA-Z][a-zA-Z0-9-]*)[` ]")
 
 // helpFlags returns the flags a binary's -h names.
 func helpFlags(t *testing.T, bin string) map[string]bool {
@@ -246,6 +258,30 @@ func TestDocsFlags(t *testing.T) {
 	}
 	if total < 40 {
 		t.Errorf("only %d documented flags found: is the command pattern right?", total)
+	}
+	// The flag tables: every flag a row names in its first cell is one
+	// of the binaries'.
+	rows := 0
+	for _, f := range mdFiles(t) {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(data), "\n") {
+			if !strings.HasPrefix(line, "| `-") {
+				continue
+			}
+			cell, _, _ := strings.Cut(line[2:], " | ")
+			for _, m := range tableFlag.FindAllStringSubmatch(cell, -1) {
+				rows++
+				if name := m[1]; !known["client"][name] && !known["server"][name] && !known["gencert"][name] {
+					t.Errorf("%s:%d: the table names -%s, which no binary has", f, i+1, name)
+				}
+			}
+		}
+	}
+	if rows < 60 {
+		t.Errorf("only %d flags found in flag tables", rows)
 	}
 	// The checker itself: an unknown flag is caught.
 	bad := documentedFlags("x.md", "    bin/server -cert a.crt \\\n        -no-such-flag 3\n")
@@ -395,23 +431,28 @@ func startBlock(t *testing.T, dir string, env []string, where, body string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// A block whose server ends in & returns at once, leaving it running
+	// in the block's process group: only a failure counts.
 	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		select {
 		case <-exited:
 		case <-time.After(5 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
 		}
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
 	})
 	for _, m := range loopbackPort.FindAllStringSubmatch(body, -1) {
 		addr := net.JoinHostPort("127.0.0.1", m[2])
 		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 			select {
 			case <-exited:
-				t.Fatalf("%s: exited at start:\n%s\n%s", where, body, out.String())
+				if waitErr != nil {
+					t.Fatalf("%s: failed at start (%v):\n%s\n%s", where, waitErr, body, out.String())
+				}
 			default:
 			}
 			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
