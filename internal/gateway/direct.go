@@ -138,14 +138,10 @@ func (d *direct) send(pc *pconn, r *http.Request) (*http.Response, error) {
 	}
 	// The request's end (the client went away) ends the wait.
 	stop := context.AfterFunc(ctx, func() { pc.SetDeadline(time.Unix(1, 0)) })
-	err := writeHead(pc.bw, r)
-	if err != nil {
-		// Nothing reached the origin: the connection stays usable,
-		// but is given up with the request all the same.
-		stop()
-		return nil, err
+	err := r.Write(pc.bw)
+	if err == nil {
+		err = pc.bw.Flush()
 	}
-	err = pc.bw.Flush()
 	if err == nil {
 		_, err = pc.br.Peek(1)
 	}
