@@ -10,6 +10,9 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/req-mtls/req-mtls/internal/auth"
+	"github.com/req-mtls/req-mtls/internal/tlsflags"
 )
 
 // AccessHandler is a slog handler for access logs: it writes exactly what
@@ -21,6 +24,56 @@ type AccessHandler struct {
 	slog.Handler // the standard handler for the format, on w
 	w            *lockedWriter
 	json         bool
+
+	partsMu sync.Mutex
+	parts   map[string]connPart // by the client certificate's DER
+}
+
+// connPart is the formatted connection part of a line and what it was made
+// from. Bots come back with the same certificate on many connections; its
+// description (the subject's string, its hash) and the formatting cost more
+// than the rest of the line.
+type connPart struct {
+	flags                        tlsflags.Set
+	requested, resumed, hasChain bool
+	store                        auth.StoreKind
+	err                          string
+	text                         []byte
+}
+
+// maxParts bounds the cache of connection parts; past it, it starts over.
+const maxParts = 1024
+
+// connPart returns the formatted connection part for c. (It does not use
+// c.Memo: the caller memoizes its result there.)
+func (h *AccessHandler) connPart(c *auth.Conn) []byte {
+	d := c.Decision()
+	want := connPart{flags: c.Flags()}
+	var raw []byte
+	if d != nil {
+		want.requested, want.resumed, want.store, want.hasChain = d.Requested, d.Resumed, d.Store, len(d.Chain) > 0
+		if d.Err != nil {
+			want.err = d.Err.Error()
+		}
+		if len(d.Chain) > 0 {
+			raw = d.Chain[0].Raw
+		}
+	}
+	h.partsMu.Lock()
+	got, ok := h.parts[string(raw)]
+	h.partsMu.Unlock()
+	if ok && got.flags == want.flags && got.requested == want.requested && got.resumed == want.resumed &&
+		got.hasChain == want.hasChain && got.store == want.store && got.err == want.err {
+		return got.text
+	}
+	want.text = h.formatAttrs(append([]slog.Attr{slog.Any("tls_flags", c.Flags())}, decisionAttrs(d)...))
+	h.partsMu.Lock()
+	if h.parts == nil || len(h.parts) >= maxParts {
+		h.parts = map[string]connPart{}
+	}
+	h.parts[string(raw)] = want
+	h.partsMu.Unlock()
+	return want.text
 }
 
 // lockedWriter writes one line at a time, whoever writes it: the request

@@ -117,10 +117,9 @@ func (f *attrFields) dur(k string, d time.Duration) { f.attrs = append(f.attrs, 
 func (f *attrFields) conn(c *auth.Conn)             { f.attrs = append(f.attrs, connAttrs(c)...) }
 
 // conn writes the connection's part of a line: formatted once per
-// connection and handler.
+// connection and handler, and shared by connections that agree on it.
 func (l *line) conn(c *auth.Conn) {
-	attrs := connAttrs(c) // (outside: Memo's function may not call Memo)
-	l.raw(c.Memo(l.h, func() any { return l.h.formatAttrs(attrs) }).([]byte))
+	l.raw(c.Memo(l.h, func() any { return l.h.connPart(c) }).([]byte))
 }
 
 // connAttrsKey keys a connection's log attributes in auth.Conn.Memo.

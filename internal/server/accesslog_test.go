@@ -156,18 +156,21 @@ func TestAccessLogOnConnection(t *testing.T) {
 			buf *testutil.Buffer
 		}{{slog.New(NewAccessHandler(&fast, json)), &fast}, {slog.New(sh), &std}} {
 			ts := startServer(t, p, Config{AccessLog: c.log})
-			for range 2 {
-				if o := fetch(t, ts, p, withCert(p, "valid", 80), "/debug"); o.err != nil {
+			// The same certificate on three connections, the last
+			// with other flags: a part shared by connections that
+			// agree, and not by those that do not.
+			for _, flags := range [][]int{{80}, {80}, {8, 80}} {
+				if o := fetch(t, ts, p, withCert(p, "valid", flags...), "/debug"); o.err != nil {
 					t.Fatal(o.err)
 				}
 			}
-			if n := strings.Count(c.buf.String(), "\n"); n != 2 {
-				t.Fatalf("%d lines, want 2:\n%s", n, c.buf)
+			if n := strings.Count(c.buf.String(), "\n"); n != 3 {
+				t.Fatalf("%d lines, want 3:\n%s", n, c.buf)
 			}
 		}
 		drop := regexp.MustCompile(`time=\S+|"time":"[^"]+"|duration=\S+|"duration":\d+|client=\S+|"client":"[^"]+"|host=\S+|"host":"[^"]+"`)
 		a, b := drop.ReplaceAllString(std.String(), ""), drop.ReplaceAllString(fast.String(), "")
-		if a != b || !strings.Contains(a, "valid") || !strings.Contains(a, "client.example") {
+		if a != b || !strings.Contains(a, "valid") || !strings.Contains(a, "client.example") || !strings.Contains(a, "8") {
 			t.Errorf("json %v:\nslog %s\nfast %s", json, a, b)
 		}
 	}
