@@ -80,28 +80,16 @@ func TestDirectResponseLimitEndsStream(t *testing.T) {
 
 // A 101 on a plain request releases its slot twice.
 func TestDirectUnexpected101OneRelease(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				br := bufio.NewReader(c)
-				http.ReadRequest(br)
-				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n")
-				time.Sleep(100 * time.Millisecond)
-				c.Close()
-			}()
-		}
-	}()
+	addr := rawOrigin(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		http.ReadRequest(br)
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n")
+		time.Sleep(100 * time.Millisecond)
+		c.Close()
+	})
 	s := newSlots(2)
-	d := newDirect(func(ctx context.Context) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "tcp", ln.Addr().String())
-	}, http.DefaultTransport, s, time.Second, time.Minute)
-	req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/", nil)
+	d := newDirect(dialTo(addr), http.DefaultTransport, s, time.Second, time.Minute)
+	req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
 	if _, err := d.RoundTrip(req); err == nil {
 		t.Fatal("no error")
 	}
@@ -160,34 +148,22 @@ func TestDirectStalePost(t *testing.T) {
 // Bytes the origin sends on an idle connection (a 408 before closing) are
 // taken as the next request's answer.
 func TestDirectUnaskedAnswerDropped(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				if _, err := http.ReadRequest(br); err != nil {
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-				if _, err := br.Peek(1); err != nil {
-					io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-					time.Sleep(100 * time.Millisecond)
-				}
-			}()
+	addr := rawOrigin(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
 		}
-	}()
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, err := br.Peek(1); err != nil {
+			io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
 	s := newSlots(4)
-	d := newDirect(func(ctx context.Context) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "tcp", ln.Addr().String())
-	}, http.DefaultTransport, s, time.Second, time.Minute)
-	u := "http://" + ln.Addr().String() + "/"
+	d := newDirect(dialTo(addr), http.DefaultTransport, s, time.Second, time.Minute)
+	u := "http://" + addr + "/"
 	get(t, d, u)
 	time.Sleep(80 * time.Millisecond)
 	if status, _, err := get(t, d, u); status != 200 {
@@ -222,30 +198,18 @@ func TestDirectEarlyHints(t *testing.T) {
 // A GET on a kept-alive connection the origin reset while idle: the write
 // fails (not wrapped in noAnswer) and the GET is not retried.
 func TestDirectStaleResetRetried(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				br := bufio.NewReader(c)
-				if _, err := http.ReadRequest(br); err != nil {
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				time.Sleep(20 * time.Millisecond)
-				c.(*net.TCPConn).SetLinger(0)
-				c.Close()
-			}()
+	addr := rawOrigin(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
 		}
-	}()
-	d := newDirect(func(ctx context.Context) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "tcp", ln.Addr().String())
-	}, http.DefaultTransport, newSlots(4), time.Second, time.Minute)
-	u := "http://" + ln.Addr().String() + "/"
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		time.Sleep(20 * time.Millisecond)
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	})
+	d := newDirect(dialTo(addr), http.DefaultTransport, newSlots(4), time.Second, time.Minute)
+	u := "http://" + addr + "/"
 	get(t, d, u)
 	time.Sleep(100 * time.Millisecond)
 	if status, _, err := get(t, d, u); err != nil {
@@ -293,4 +257,29 @@ func TestDirectCancelNotLost(t *testing.T) {
 	if n := stuck.Load(); n > 0 {
 		t.Errorf("%d body reads still blocked 2 s after their request was cancelled", n)
 	}
+}
+
+// rawOrigin serves each connection with serve, by hand, until the test
+// ends, and returns its address.
+func rawOrigin(t *testing.T, serve func(c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(c)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func dialTo(addr string) func(ctx context.Context) (net.Conn, error) {
+	return func(ctx context.Context) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "tcp", addr) }
 }
