@@ -558,31 +558,18 @@ func gatewayLoad(t *terminator, cl *client.Client, newConn bool, n, conc int) (g
 	before := t.p.treeCPU()
 	lat := make([]time.Duration, 0, n)
 	var mu sync.Mutex
-	var firstErr error
-	work := make(chan struct{})
-	var wg sync.WaitGroup
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range work {
-				d, err := one()
-				mu.Lock()
-				if err != nil && firstErr == nil {
-					firstErr = err
-				}
-				lat = append(lat, d)
-				mu.Unlock()
-			}
-		}()
-	}
-	for range n {
-		work <- struct{}{}
-	}
-	close(work)
-	wg.Wait()
-	if firstErr != nil {
-		return gatewayResult{}, fmt.Errorf("%s: %w", t.name, firstErr)
+	err := parallel(n, conc, func(int) error {
+		d, err := one()
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		lat = append(lat, d)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return gatewayResult{}, fmt.Errorf("%s: %w", t.name, err)
 	}
 	time.Sleep(50 * time.Millisecond) // let the terminator finish closing
 	cpu := t.p.treeCPU() - before
@@ -814,26 +801,7 @@ func profileOurs(env *gatewayEnv, gp gatewayParams, file string, d time.Duration
 	}
 	done := make(chan error, 1)
 	go func() {
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pa, int(d.Seconds())))
-		if err != nil {
-			done <- err
-			return
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			done <- fmt.Errorf("pprof: %s", resp.Status)
-			return
-		}
-		f, err := os.Create(file)
-		if err != nil {
-			done <- err
-			return
-		}
-		_, err = io.Copy(f, resp.Body)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		done <- err
+		done <- fetchTo(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pa, int(d.Seconds())), file)
 	}()
 	log.Printf("profiling ours under the new-connection load for %v", d)
 	for {

@@ -545,24 +545,44 @@ func handshakeCPU(s *proc, p *benchPKI, group string, flagged bool, n int) float
 		one() // warm up
 	}
 	before := s.cpu()
-	var wg sync.WaitGroup
-	work := make(chan struct{})
-	for range 2 {
+	parallel(n, 2, func(int) error { one(); return nil })
+	time.Sleep(50 * time.Millisecond) // let the server finish closing
+	return float64(s.cpu()-before) / float64(n) / 1e3
+}
+
+// parallel runs f(0..n-1) on conc goroutines and returns the first error.
+func parallel(n, conc int, f func(i int) error) error {
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		next     int
+	)
+	for range conc {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for range work {
-				one()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				stop := firstErr != nil
+				mu.Unlock()
+				if i >= n || stop {
+					return
+				}
+				if err := f(i); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
 			}
 		}()
 	}
-	for range n {
-		work <- struct{}{}
-	}
-	close(work)
 	wg.Wait()
-	time.Sleep(50 * time.Millisecond) // let the server finish closing
-	return float64(s.cpu()-before) / float64(n) / 1e3
+	return firstErr
 }
 
 // throughput measures GET /debug with c concurrent clients, over one
@@ -579,44 +599,30 @@ func throughput(p *benchPKI, u *url.URL, keepAlive bool, c, n int) (float64, tim
 	}
 	lat := make([]time.Duration, 0, n)
 	var mu sync.Mutex
-	work := make(chan struct{})
-	var wg sync.WaitGroup
 	start := time.Now()
-	for range c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range work {
-				t0 := time.Now()
-				// err is the worker's own: throughput's err is shared by
-				// every worker.
-				cn := shared
-				if cn == nil {
-					var err error
-					cn, err = cl.Dial(ctx, u)
-					if err != nil {
-						fatalf("%v", err)
-					}
-				}
-				req, _ := http.NewRequest("GET", u.String(), nil)
-				resp, _, err := cl.Do(ctx, cn, req, 1<<20)
-				if err != nil || resp.StatusCode != http.StatusOK {
-					fatalf("GET /debug: %v", err)
-				}
-				if shared == nil {
-					cn.Close()
-				}
-				mu.Lock()
-				lat = append(lat, time.Since(t0))
-				mu.Unlock()
+	parallel(n, c, func(int) error {
+		t0 := time.Now()
+		cn := shared
+		if cn == nil {
+			var err error
+			cn, err = cl.Dial(ctx, u)
+			if err != nil {
+				fatalf("%v", err)
 			}
-		}()
-	}
-	for range n {
-		work <- struct{}{}
-	}
-	close(work)
-	wg.Wait()
+		}
+		req, _ := http.NewRequest("GET", u.String(), nil)
+		resp, _, err := cl.Do(ctx, cn, req, 1<<20)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			fatalf("GET /debug: %v", err)
+		}
+		if shared == nil {
+			cn.Close()
+		}
+		mu.Lock()
+		lat = append(lat, time.Since(t0))
+		mu.Unlock()
+		return nil
+	})
 	elapsed := time.Since(start)
 	slices.Sort(lat)
 	return float64(n) / elapsed.Seconds(), lat[len(lat)/2], lat[len(lat)*99/100]

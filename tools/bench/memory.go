@@ -29,7 +29,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	utls "github.com/refraction-networking/utls"
@@ -96,41 +95,6 @@ func settle(p *proc) int64 {
 		last = m
 	}
 	return last
-}
-
-// parallel runs f(0..n-1) on conc goroutines and returns the first error.
-func parallel(n, conc int, f func(i int) error) error {
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-		next     int
-	)
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				mu.Lock()
-				i := next
-				next++
-				stop := firstErr != nil
-				mu.Unlock()
-				if i >= n || stop {
-					return
-				}
-				if err := f(i); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return firstErr
 }
 
 // idleCost opens n idle flagged HTTP/2 connections to t (each with one
@@ -287,7 +251,11 @@ func memoryBench(dir, binDir string, mp memoryParams, nginxFlag, caddyFlag, heap
 				if err := fetchTo("http://"+env.pprofAddr+"/debug/pprof/heap?gc=1", heapFile); err != nil {
 					return err
 				}
-				return fetchTo("http://"+env.pprofAddr+"/debug/pprof/goroutine?debug=1", heapFile+".goroutines.txt")
+				if err := fetchTo("http://"+env.pprofAddr+"/debug/pprof/goroutine?debug=1", heapFile+".goroutines.txt"); err != nil {
+					return err
+				}
+				log.Printf("wrote %s (go tool pprof -sample_index inuse_space -top %s) and %s.goroutines.txt", heapFile, heapFile, heapFile)
+				return nil
 			}
 		}
 		ts, err = startTerminators(env)
@@ -351,9 +319,6 @@ func fetchTo(u, file string) error {
 	_, err = io.Copy(f, resp.Body)
 	if cerr := f.Close(); err == nil {
 		err = cerr
-	}
-	if err == nil {
-		log.Printf("wrote %s: go tool pprof -sample_index inuse_space -top %s", file, file)
 	}
 	return err
 }
