@@ -52,12 +52,34 @@ type pconn struct {
 // MaxIdleConnsPerHost here).
 const maxIdle = 64
 
-func newDirect(dial func(ctx context.Context) (net.Conn, error), fallback http.RoundTripper, s *slots, header, idle time.Duration) *direct {
-	d := &direct{dial: dial, fallback: fallback, slots: s, header: header, idleTime: idle, closeOther: func() {}}
-	if tr, ok := fallback.(interface{ CloseIdleConnections() }); ok {
+// dialFunc is http.Transport's DialContext.
+type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// newDirect returns the direct way to the origin that dial reaches, under
+// the cap s. fallback makes the way for the rest, given the dial function
+// it must use: one that takes its slots from s too.
+func newDirect(dial func(ctx context.Context) (net.Conn, error), s *slots, header, idle time.Duration, fallback func(dialFunc) http.RoundTripper) *direct {
+	d := &direct{dial: dial, slots: s, header: header, idleTime: idle, closeOther: func() {}}
+	d.fallback = fallback(d.dialCounted)
+	if tr, ok := d.fallback.(interface{ CloseIdleConnections() }); ok {
 		d.closeOther = tr.CloseIdleConnections
 	}
 	return d
+}
+
+// dialCounted dials the origin for the fallback: a slot first (closing an
+// idle direct connection for one if none is free), given back when the
+// connection closes.
+func (d *direct) dialCounted(ctx context.Context, _, _ string) (net.Conn, error) {
+	if err := d.slots.acquire(ctx, d.closeOldestIdle); err != nil {
+		return nil, err
+	}
+	c, err := d.dial(ctx)
+	if err != nil {
+		d.slots.release()
+		return nil, err
+	}
+	return &countedConn{Conn: c, s: d.slots}, nil
 }
 
 // takes reports whether r goes the direct way: plain HTTP, no body, no

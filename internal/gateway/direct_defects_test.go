@@ -88,7 +88,7 @@ func TestDirectUnexpected101OneRelease(t *testing.T) {
 		c.Close()
 	})
 	s := newSlots(2)
-	d := newDirect(dialTo(addr), http.DefaultTransport, s, time.Second, time.Minute)
+	d := newDirect(dialTo(addr), s, time.Second, time.Minute, transportOn)
 	req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
 	if _, err := d.RoundTrip(req); err == nil {
 		t.Fatal("no error")
@@ -162,7 +162,7 @@ func TestDirectUnaskedAnswerDropped(t *testing.T) {
 		}
 	})
 	s := newSlots(4)
-	d := newDirect(dialTo(addr), http.DefaultTransport, s, time.Second, time.Minute)
+	d := newDirect(dialTo(addr), s, time.Second, time.Minute, transportOn)
 	u := "http://" + addr + "/"
 	get(t, d, u)
 	time.Sleep(80 * time.Millisecond)
@@ -208,7 +208,7 @@ func TestDirectStaleResetRetried(t *testing.T) {
 		c.(*net.TCPConn).SetLinger(0)
 		c.Close()
 	})
-	d := newDirect(dialTo(addr), http.DefaultTransport, newSlots(4), time.Second, time.Minute)
+	d := newDirect(dialTo(addr), newSlots(4), time.Second, time.Minute, transportOn)
 	u := "http://" + addr + "/"
 	get(t, d, u)
 	time.Sleep(100 * time.Millisecond)

@@ -95,22 +95,15 @@ func newTestDirect(t *testing.T, o *origin, maxConns int, header time.Duration) 
 		return &trackedConn{Conn: c, o: o}, nil
 	}
 	s := newSlots(maxConns)
-	var d *direct
-	fallback := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		if err := s.acquire(ctx, d.closeOldestIdle); err != nil {
-			return nil, err
-		}
-		c, err := dial(ctx)
-		if err != nil {
-			s.release()
-			return nil, err
-		}
-		return &countedConn{Conn: c, s: s}, nil
-	}}
-	t.Cleanup(fallback.CloseIdleConnections)
-	d = newDirect(dial, fallback, s, header, time.Minute)
+	d := newDirect(dial, s, header, time.Minute, transportOn)
+	t.Cleanup(d.closeOther)
 	t.Cleanup(d.CloseIdle)
 	return d, s
+}
+
+// transportOn is a plain Transport as the fallback, dialing through dial.
+func transportOn(dial dialFunc) http.RoundTripper {
+	return &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 64}
 }
 
 func get(t *testing.T, rt http.RoundTripper, url string) (int, string, error) {
@@ -314,8 +307,9 @@ func BenchmarkUpstream(b *testing.B) {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", addr)
 	}
-	d := newDirect(dial, tr, newSlots(0), time.Minute, time.Minute)
+	d := newDirect(dial, newSlots(0), time.Minute, time.Minute, transportOn)
 	defer d.CloseIdle()
+	defer d.closeOther()
 	for _, c := range []struct {
 		name string
 		rt   http.RoundTripper

@@ -88,30 +88,19 @@ func New(cfg Config) (http.Handler, error) {
 	}
 	// One cap on the connections open to the origin, over both ways
 	// of sending (direct.go).
-	caps := newSlots(max(cfg.MaxUpstreamConns, 0))
-	var up *direct
-	counted := func(ctx context.Context) (net.Conn, error) {
-		if err := caps.acquire(ctx, up.closeOldestIdle); err != nil {
-			return nil, err
-		}
-		c, err := dial(ctx, dialer)
-		if err != nil {
-			caps.release()
-			return nil, err
-		}
-		return &countedConn{Conn: c, s: caps}, nil
-	}
-	tr := &http.Transport{
-		DialContext:           func(ctx context.Context, _, _ string) (net.Conn, error) { return counted(ctx) },
-		TLSClientConfig:       cfg.UpstreamTLS,
-		TLSHandshakeTimeout:   cfg.DialTimeout,
-		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		ForceAttemptHTTP2:     cfg.UpstreamTLS != nil,
-	}
-	rawDial := func(ctx context.Context) (net.Conn, error) { return dial(ctx, dialer) }
-	up = newDirect(rawDial, tr, caps, cfg.ResponseHeaderTimeout, 90*time.Second)
+	up := newDirect(func(ctx context.Context) (net.Conn, error) { return dial(ctx, dialer) },
+		newSlots(max(cfg.MaxUpstreamConns, 0)), cfg.ResponseHeaderTimeout, 90*time.Second,
+		func(counted dialFunc) http.RoundTripper {
+			return &http.Transport{
+				DialContext:           counted,
+				TLSClientConfig:       cfg.UpstreamTLS,
+				TLSHandshakeTimeout:   cfg.DialTimeout,
+				ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
+				MaxIdleConnsPerHost:   64,
+				IdleConnTimeout:       90 * time.Second,
+				ForceAttemptHTTP2:     cfg.UpstreamTLS != nil,
+			}
+		})
 	g := &gateway{cfg: cfg, log: cfg.Logger}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:    func(pr *httputil.ProxyRequest) { g.rewrite(pr, target) },
