@@ -83,7 +83,8 @@ func TestAccessLineMatchesSlog(t *testing.T) {
 	}
 	d := &auth.Decision{Flagged: true, Requested: true, Chain: []*x509.Certificate{leaf}, Store: auth.StoreClient, Err: errors.New("x509: \"bad\"\nthing")}
 	connPart := append([]slog.Attr{slog.Any("tls_flags", []int{8, 80})}, decisionAttrs(d)...)
-	at := time.Date(2026, 12, 1, 19, 13, 23, 94_567_891, time.UTC)
+	// A moment with digits in every place of the fraction, now.
+	at := time.Now().UTC().Truncate(time.Second).Add(94_567_891)
 	for _, json := range []bool{false, true} {
 		var want, got bytes.Buffer
 		var std slog.Handler = slog.NewTextHandler(&want, nil)
