@@ -32,17 +32,17 @@ func observe(h http.Handler, m *metrics.Metrics, log *slog.Logger, sigs *webbota
 			m.WebBotAuth(wba.Status)
 		}
 		var timing gateway.Timing
-		if log == nil {
-			h.ServeHTTP(w, gateway.WithTiming(r, &timing))
-			if timing.Sent {
-				m.Upstream(timing.Status, timing.Upstream)
-			}
-			return
+		var rec *recorder
+		if log != nil {
+			rec = &recorder{ResponseWriter: w, status: http.StatusOK}
+			w = rec
 		}
-		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
-		h.ServeHTTP(rec, gateway.WithTiming(r, &timing))
+		h.ServeHTTP(w, gateway.WithTiming(r, &timing))
 		if timing.Sent {
 			m.Upstream(timing.Status, timing.Upstream)
+		}
+		if log == nil {
+			return
 		}
 		if ah, ok := log.Handler().(*AccessHandler); ok {
 			// The same line, written without slog's generic
