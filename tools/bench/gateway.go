@@ -102,6 +102,7 @@ type gatewayEnv struct {
 	nginx     string // "" when not installed
 	caddy     string
 	pprofAddr string // ours serves pprof here when set
+	pprofLog  bool   // and, when profiled, writes its access log
 	accessLog bool   // also run ours with its access log on, to price it
 	baseline  string // also run this server binary (an earlier build), to price a change
 }
@@ -142,6 +143,9 @@ func startTerminators(env *gatewayEnv) ([]*terminator, error) {
 	args := slices.Clone(common)
 	if env.pprofAddr != "" {
 		args = append(args, "-pprof-addr", env.pprofAddr)
+		if env.pprofLog {
+			args = append(args, "-access-log", filepath.Join(env.dir, "access-profiled.log"))
+		}
 	}
 	p, err := startListening(true, env.serverBin, args...)
 	if err != nil {
@@ -745,7 +749,7 @@ func verdict(got, limit float64) string {
 // gatewayBench runs the comparison: the origin on the load's CPU, the
 // terminators on the server CPU. It returns the Markdown and the chart's
 // bars.
-func gatewayBench(dir, binDir string, gp gatewayParams, nginxFlag, caddyFlag, baseline, profile string, profileTime time.Duration) (string, []bar) {
+func gatewayBench(dir, binDir string, gp gatewayParams, nginxFlag, caddyFlag, baseline string, prof profileParams) (string, []bar) {
 	self, err := os.Executable()
 	check(err)
 	defer stopAll()
@@ -775,21 +779,29 @@ func gatewayBench(dir, binDir string, gp gatewayParams, nginxFlag, caddyFlag, ba
 		md += "\nGoals (ratios of CPU per request, median per round):\n\n" + g
 	}
 	fmt.Print("\n" + md)
-	if profile != "" {
-		check(profileOurs(env, gp, profile, profileTime))
+	if prof.file != "" {
+		check(profileOurs(env, gp, prof))
 	}
 	return md, res.bars()
 }
 
+// profileParams says what -profile samples.
+type profileParams struct {
+	file      string
+	d         time.Duration
+	keepAlive bool // the kept-alive load instead of new connections
+	accessLog bool // with the access log on
+}
+
 // profileOurs runs this server as the gateway once more, with pprof on,
-// and writes a CPU profile taken under the new-connection load.
-func profileOurs(env *gatewayEnv, gp gatewayParams, file string, d time.Duration) error {
+// and writes a CPU profile taken under one of the loads.
+func profileOurs(env *gatewayEnv, gp gatewayParams, prof profileParams) error {
 	pa, err := freeAddr()
 	if err != nil {
 		return err
 	}
 	e := *env
-	e.pprofAddr, e.caddy, e.nginx = pa, "", ""
+	e.pprofAddr, e.pprofLog, e.caddy, e.nginx, e.accessLog, e.baseline = pa, prof.accessLog, "", "", false, ""
 	ts, err := startTerminators(&e)
 	if err != nil {
 		return err
@@ -801,17 +813,21 @@ func profileOurs(env *gatewayEnv, gp gatewayParams, file string, d time.Duration
 	}
 	done := make(chan error, 1)
 	go func() {
-		done <- fetchTo(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pa, int(d.Seconds())), file)
+		done <- fetchTo(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pa, int(prof.d.Seconds())), prof.file)
 	}()
-	log.Printf("profiling ours under the new-connection load for %v", d)
+	n, conc, load := 100, gp.newConnConc, "new-connection"
+	if prof.keepAlive {
+		n, conc, load = 1000, gp.keepAliveConc, "kept-alive"
+	}
+	log.Printf("profiling ours under the %s load for %v (access log %v)", load, prof.d, prof.accessLog)
 	for {
-		if _, err := gatewayLoad(ts[0], cl, true, 100, gp.newConnConc); err != nil {
+		if _, err := gatewayLoad(ts[0], cl, !prof.keepAlive, n, conc); err != nil {
 			return err
 		}
 		select {
 		case err := <-done:
 			if err == nil {
-				log.Printf("wrote %s: go tool pprof -top %s %s", file, env.serverBin, file)
+				log.Printf("wrote %s: go tool pprof -top %s %s", prof.file, env.serverBin, prof.file)
 			}
 			return err
 		default:

@@ -85,8 +85,11 @@ func main() {
 	nginxBin := flag.String("nginx", "", "gateway: the nginx binary (default: nginx from PATH or /usr/sbin)")
 	caddyBin := flag.String("caddy", "", "gateway: the caddy binary (default: caddy from PATH)")
 	baseline := flag.String("baseline", "", "gateway: also run this server binary (an earlier build) as \"ours, baseline\", to price a change in the same interleaved run")
-	profile := flag.String("profile", "", "gateway: also write a CPU profile of this server under the new-connection load to this file")
-	profileTime := flag.Duration("profile-time", 10*time.Second, "gateway: how long -profile samples")
+	var prof profileParams
+	flag.StringVar(&prof.file, "profile", "", "gateway: also write a CPU profile of this server under the new-connection load to this file")
+	flag.DurationVar(&prof.d, "profile-time", 10*time.Second, "gateway: how long -profile samples")
+	flag.BoolVar(&prof.keepAlive, "profile-keepalive", false, "gateway: -profile samples the kept-alive load instead")
+	flag.BoolVar(&prof.accessLog, "profile-access-log", false, "gateway: -profile samples the server with its access log on")
 	flag.StringVar(&serverCPU, "server-cpu", "", "run the servers on this CPU (taskset -c), apart from the load")
 	flag.Parse()
 	if *only != "" && *only != "handshake" && *only != "gateway" && *only != "memory" && *only != "forward" {
@@ -135,7 +138,7 @@ func main() {
 	}
 	if *only != "handshake" {
 		var bars []bar
-		gwMD, bars = gatewayBench(dir, *binDir, gp, *nginxBin, *caddyBin, *baseline, *profile, *profileTime)
+		gwMD, bars = gatewayBench(dir, *binDir, gp, *nginxBin, *caddyBin, *baseline, prof)
 		check(os.MkdirAll(*outDir, 0o755))
 		check(os.WriteFile(filepath.Join(*outDir, "bench-gateway.svg"), []byte(svg(bars, gatewayChart)), 0o644))
 	}
