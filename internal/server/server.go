@@ -250,6 +250,9 @@ func New(cfg Config) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 		ConnContext:       ConnContext,
 	}
+	if err := serveHTTP2(s.http); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

@@ -1,0 +1,386 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/req-mtls/req-mtls/internal/testpki"
+)
+
+// writeCounter counts the writes on the connections it accepts: each is a
+// system call.
+type writeCounter struct {
+	net.Listener
+	writes atomic.Int64
+}
+
+func (l *writeCounter) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &countedWrites{Conn: c, n: &l.writes}, nil
+}
+
+type countedWrites struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *countedWrites) Write(p []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(p)
+}
+
+// startH2 serves h over HTTP/2 with the server's TLS and returns a client
+// for it and the listener counting the server's writes.
+func startH2(t *testing.T, h http.Handler) (*http.Client, string, *writeCounter) {
+	t.Helper()
+	p := testpki.New(t)
+	s, err := New(Config{Files: Files{Cert: p.ServerCert, Key: p.ServerKey, ClientCA: p.RootCA}, Handler: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc := &writeCounter{Listener: ln}
+	done := make(chan struct{})
+	go func() { s.Serve(wc); close(done) }()
+	t.Cleanup(func() {
+		s.Shutdown(context.Background())
+		<-done
+	})
+	pool := x509.NewCertPool()
+	pool.AddCert(p.CA.Cert)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}, Protocols: new(http.Protocols)}
+	tr.Protocols.SetHTTP2(true)
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}, "https://" + ln.Addr().String(), wc
+}
+
+func get(t *testing.T, cl *http.Client, u string) string {
+	t.Helper()
+	resp, err := cl.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.ProtoMajor != 2 {
+		t.Fatalf("%s: %v", resp.Proto, err)
+	}
+	return string(b)
+}
+
+// TestHTTP2ResponseOneWrite: a response that fits in one write goes out in
+// one (its HEADERS and DATA frames together), not one per frame.
+func TestHTTP2ResponseOneWrite(t *testing.T) {
+	cl, u, wc := startH2(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "6")
+		io.WriteString(w, "hello\n")
+	}))
+	get(t, cl, u) // the handshake and the settings
+	time.Sleep(20 * time.Millisecond)
+	const n = 50
+	before := wc.writes.Load()
+	for range n {
+		if got := get(t, cl, u); got != "hello\n" {
+			t.Fatalf("body %q", got)
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+	if w := wc.writes.Load() - before; w > n+2 {
+		t.Errorf("%d responses took %d writes, want one each", n, w)
+	}
+}
+
+// TestHTTP2HeaderBeforeBody: a response whose header is flushed before its
+// body is ready reaches the client while the body waits; the header is
+// held only for headerHold.
+func TestHTTP2HeaderBeforeBody(t *testing.T) {
+	release := make(chan struct{})
+	cl, u, _ := startH2(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		<-release
+		io.WriteString(w, "data: late\n\n")
+	}))
+	got := make(chan *http.Response, 1)
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := cl.Get(u)
+		if err != nil {
+			errc <- err
+			return
+		}
+		got <- resp
+	}()
+	var resp *http.Response
+	select {
+	case resp = <-got:
+	case err := <-errc:
+		t.Fatal(err)
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("the header never came while the body waited")
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	close(release)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || string(b) != "data: late\n\n" {
+		t.Errorf("body %q, %v", b, err)
+	}
+}
+
+// TestHTTP2ManyStreams: concurrent streams of every shape on one
+// connection all get their own header and body.
+func TestHTTP2ManyStreams(t *testing.T) {
+	cl, u, _ := startH2(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Stream", r.URL.Query().Get("i"))
+		switch r.URL.Path {
+		case "/big":
+			w.Write(bytes.Repeat([]byte(r.URL.Query().Get("i")+","), 20000))
+		case "/flushed":
+			w.WriteHeader(http.StatusAccepted)
+			w.(http.Flusher).Flush()
+			time.Sleep(2 * headerHold)
+			fmt.Fprint(w, r.URL.Query().Get("i"))
+		case "/empty":
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			fmt.Fprint(w, r.URL.Query().Get("i"))
+		}
+	}))
+	get(t, cl, u)
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			path := []string{"/small", "/big", "/flushed", "/empty"}[i%4]
+			resp, err := cl.Get(fmt.Sprintf("%s%s?i=%d", u, path, i))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			want := fmt.Sprint(i)
+			switch path {
+			case "/big":
+				want = strings.Repeat(want+",", 20000)
+			case "/empty":
+				want = ""
+			}
+			if err != nil || string(b) != want || resp.Header.Get("Stream") != fmt.Sprint(i) {
+				t.Errorf("%s: %d bytes (%v), Stream %q", path, len(b), err, resp.Header.Get("Stream"))
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// frames encodes HTTP/2 frames with x/net's framer.
+func frames(t testing.TB, write func(*http2.Framer) error) []byte {
+	var b bytes.Buffer
+	if err := write(http2.NewFramer(&b, nil)); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func headerBlock() []byte {
+	var b bytes.Buffer
+	e := hpack.NewEncoder(&b)
+	e.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+	e.WriteField(hpack.HeaderField{Name: "content-length", Value: "6"})
+	return b.Bytes()
+}
+
+func TestOpensResponses(t *testing.T) {
+	hb := headerBlock()
+	open := func(id uint32) func(*http2.Framer) error {
+		return func(f *http2.Framer) error {
+			return f.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb, EndHeaders: true})
+		}
+	}
+	for _, c := range []struct {
+		name string
+		p    []byte
+		want bool
+	}{
+		{"open HEADERS", frames(t, open(1)), true},
+		{"two open HEADERS", append(frames(t, open(1)), frames(t, open(3))...), true},
+		{"HEADERS ending the stream", frames(t, func(f *http2.Framer) error {
+			return f.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb, EndHeaders: true, EndStream: true})
+		}), false},
+		{"HEADERS with a CONTINUATION to come", frames(t, func(f *http2.Framer) error {
+			return f.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb})
+		}), false},
+		{"HEADERS then DATA", append(frames(t, open(1)), frames(t, func(f *http2.Framer) error { return f.WriteData(1, true, []byte("hello\n")) })...), false},
+		{"DATA", frames(t, func(f *http2.Framer) error { return f.WriteData(1, false, []byte("x")) }), false},
+		{"SETTINGS", frames(t, func(f *http2.Framer) error { return f.WriteSettings() }), false},
+		{"PING", frames(t, func(f *http2.Framer) error { return f.WritePing(true, [8]byte{}) }), false},
+		{"cut short", frames(t, open(1))[:12], false},
+		{"a frame header alone", frames(t, open(1))[:9], false},
+		{"HEADERS with trailing bytes", append(frames(t, open(1)), 0), false},
+		{"stream 0", func() []byte { b := frames(t, open(1)); b[8] = 0; return b }(), false},
+		{"empty", nil, false},
+	} {
+		if got := opensResponses(c.p); got != c.want {
+			t.Errorf("%s: opensResponses = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// FuzzOpensResponses: never a panic, and for what x/net's framer reads as
+// whole frames, true exactly when every frame opens a response.
+func FuzzOpensResponses(f *testing.F) {
+	hb := headerBlock()
+	f.Add(frames(f, func(fr *http2.Framer) error {
+		return fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb, EndHeaders: true})
+	}))
+	f.Add(frames(f, func(fr *http2.Framer) error { return fr.WriteData(3, true, []byte("body")) }))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		got := opensResponses(p)
+		r := bytes.NewReader(p)
+		fr := http2.NewFramer(nil, r)
+		fr.SetMaxReadFrameSize(1<<24 - 1)
+		want, n := true, 0
+		for r.Len() > 0 {
+			fm, err := fr.ReadFrame()
+			if err != nil {
+				return // not frames the server writes
+			}
+			n++
+			h, ok := fm.(*http2.HeadersFrame)
+			if !ok || !h.HeadersEnded() || h.StreamEnded() {
+				want = false
+			}
+		}
+		if n == 0 {
+			want = false
+		}
+		if got != want {
+			t.Errorf("opensResponses(%x) = %v, the framer says %v", p, got, want)
+		}
+	})
+}
+
+// tlsPair returns a headerConn over the server side of a TLS connection on
+// loopback and the client side.
+func tlsPair(t *testing.T) (*headerConn, *tls.Conn) {
+	t.Helper()
+	p := testpki.New(t)
+	cert, err := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(p.CA.Cert)
+	cc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := tls.Server(sc, &tls.Config{Certificates: []tls.Certificate{cert}})
+	cli := tls.Client(cc, &tls.Config{RootCAs: pool, ServerName: "localhost"})
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Handshake() }()
+	if err := cli.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	hc := &headerConn{Conn: srv}
+	t.Cleanup(func() { hc.stop(); hc.Close(); cli.Close() })
+	return hc, cli
+}
+
+// TestHeaderConnHoldsAndReleases: a held header goes out with the next
+// write, or alone after headerHold, or at Close; bytes and order are kept.
+func TestHeaderConnHoldsAndReleases(t *testing.T) {
+	hb := headerBlock()
+	hdr := frames(t, func(f *http2.Framer) error {
+		return f.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb, EndHeaders: true})
+	})
+	data := frames(t, func(f *http2.Framer) error { return f.WriteData(1, true, []byte("hello\n")) })
+	read := func(cli *tls.Conn, n int) []byte {
+		t.Helper()
+		cli.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b := make([]byte, n)
+		if _, err := io.ReadFull(cli, b); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	t.Run("joined", func(t *testing.T) {
+		hc, cli := tlsPair(t)
+		for _, p := range [][]byte{hdr, data} {
+			if n, err := hc.Write(p); n != len(p) || err != nil {
+				t.Fatalf("Write: %d, %v", n, err)
+			}
+		}
+		if got := read(cli, len(hdr)+len(data)); !bytes.Equal(got, append(append([]byte{}, hdr...), data...)) {
+			t.Errorf("read %x", got)
+		}
+	})
+	t.Run("alone after the hold", func(t *testing.T) {
+		hc, cli := tlsPair(t)
+		hc.Write(hdr)
+		start := time.Now()
+		if got := read(cli, len(hdr)); !bytes.Equal(got, hdr) {
+			t.Errorf("read %x", got)
+		}
+		if d := time.Since(start); d < headerHold/2 {
+			t.Errorf("the header came after %v: it was not held", d)
+		}
+	})
+	t.Run("at close", func(t *testing.T) {
+		hc, cli := tlsPair(t)
+		hc.Write(hdr)
+		hc.Close()
+		if got := read(cli, len(hdr)); !bytes.Equal(got, hdr) {
+			t.Errorf("read %x", got)
+		}
+	})
+	t.Run("a failed release fails the next write", func(t *testing.T) {
+		hc, cli := tlsPair(t)
+		hc.Conn.NetConn().Close()
+		hc.Write(hdr)
+		time.Sleep(5 * headerHold)
+		if _, err := hc.Write(data); err == nil {
+			t.Error("a write after the connection failed succeeded")
+		}
+		_ = cli
+	})
+}
