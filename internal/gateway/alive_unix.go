@@ -12,16 +12,11 @@ func (pc *pconn) alive() bool {
 	if pc.br.Buffered() > 0 {
 		return false
 	}
-	sc, ok := pc.Conn.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	if pc.raw == nil {
 		return true
 	}
 	alive := true
-	rc.Read(func(fd uintptr) bool {
+	pc.raw.Read(func(fd uintptr) bool {
 		var b [1]byte
 		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		alive = n <= 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)

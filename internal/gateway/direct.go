@@ -45,7 +45,17 @@ type pconn struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	used time.Time // when it went idle
+	raw  syscall.RawConn
 	once sync.Once
+}
+
+func newPconn(c net.Conn) *pconn {
+	pc := &pconn{Conn: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}
+	if sc, ok := c.(syscall.Conn); ok {
+		// For alive, once: it is a new value each time.
+		pc.raw, _ = sc.SyscallConn()
+	}
+	return pc
 }
 
 // maxIdle is how many idle connections the pool keeps (as the Transport's
@@ -223,7 +233,7 @@ func (d *direct) get(ctx context.Context) (*pconn, bool, error) {
 				d.slots.release()
 				return nil, false, err
 			}
-			return &pconn{Conn: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}, false, nil
+			return newPconn(c), false, nil
 		}
 		d.closeOther() // each it closes gives its slot back
 		select {
@@ -350,10 +360,10 @@ type slots struct {
 	max  int // 0: no cap
 	mu   sync.Mutex
 	n    int
-	wait chan struct{} // closed and replaced at each release or wake
+	wait chan struct{} // closed at the next release or wake; nil while nobody waits
 }
 
-func newSlots(max int) *slots { return &slots{max: max, wait: make(chan struct{})} }
+func newSlots(max int) *slots { return &slots{max: max} }
 
 // tryAcquire takes a slot if one is free; otherwise it returns what to
 // wait on before trying again.
@@ -363,6 +373,9 @@ func (s *slots) tryAcquire() (bool, <-chan struct{}) {
 	if s.max <= 0 || s.n < s.max {
 		s.n++
 		return true, nil
+	}
+	if s.wait == nil {
+		s.wait = make(chan struct{})
 	}
 	return false, s.wait
 }
@@ -393,10 +406,13 @@ func (s *slots) release() {
 	s.wake()
 }
 
+// wake lets every request waiting for a slot try again.
 func (s *slots) wake() {
 	s.mu.Lock()
-	close(s.wait)
-	s.wait = make(chan struct{})
+	if s.wait != nil {
+		close(s.wait)
+		s.wait = nil
+	}
 	s.mu.Unlock()
 }
 

@@ -164,7 +164,9 @@ func WithTiming(r *http.Request, t *Timing) *http.Request {
 }
 
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if g.cfg.MaxRequestBody > 0 {
+	if g.cfg.MaxRequestBody > 0 && r.ContentLength != 0 {
+		// (A length of 0 is an empty body, which HTTP/1.1 and HTTP/2
+		// servers both hold the client to.)
 		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxRequestBody)
 	}
 	g.proxy.ServeHTTP(w, r)
