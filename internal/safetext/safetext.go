@@ -28,6 +28,15 @@ func Escape(s string) string {
 
 func isSafe(s string) bool {
 	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			// ASCII: the printable characters but the backslash and
+			// the quote (unicode.IsPrint, without decoding).
+			if c < 0x20 || c == 0x7f || c == '\\' || c == '"' {
+				return false
+			}
+			i++
+			continue
+		}
 		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError && size <= 1 || r == '\\' || r == '"' || !unicode.IsPrint(r) {
 			return false

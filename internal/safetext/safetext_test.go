@@ -3,6 +3,7 @@ package safetext
 import (
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -55,4 +56,16 @@ func FuzzEscape(f *testing.F) {
 // and quotes that escaping itself adds.
 func isSafeButQuoted(e string) bool {
 	return isSafe(strings.NewReplacer(`\`, "", `"`, "").Replace(e))
+}
+
+// TestIsSafeASCII: the ASCII shortcut decides every byte as the rune test
+// does.
+func TestIsSafeASCII(t *testing.T) {
+	for c := range utf8.RuneSelf {
+		s := string(rune(c))
+		want := c != '\\' && c != '"' && unicode.IsPrint(rune(c))
+		if got := isSafe(s); got != want {
+			t.Errorf("isSafe(%q) = %v, want %v", s, got, want)
+		}
+	}
 }

@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/req-mtls/req-mtls/internal/auth"
+	"github.com/req-mtls/req-mtls/internal/logbuf"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
 )
 
@@ -22,8 +24,9 @@ import (
 // go through the standard handler.
 type AccessHandler struct {
 	slog.Handler // the standard handler for the format, on w
-	w            *lockedWriter
+	w            io.Writer // a line per Write, whoever writes it
 	json         bool
+	clock        atomic.Pointer[stamp] // the last second's formatted time
 
 	partsMu sync.Mutex
 	parts   map[string]connPart // by the client certificate's DER
@@ -92,12 +95,15 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 // NewAccessHandler returns an access log handler writing text lines (as
 // slog.TextHandler) or JSON lines (as slog.JSONHandler) to w.
 func NewAccessHandler(w io.Writer, json bool) *AccessHandler {
-	lw := &lockedWriter{w: w}
-	h := &AccessHandler{w: lw, json: json}
+	if _, ok := w.(*logbuf.Writer); !ok {
+		// (A logbuf.Writer takes each Write whole already.)
+		w = &lockedWriter{w: w}
+	}
+	h := &AccessHandler{w: w, json: json}
 	if json {
-		h.Handler = slog.NewJSONHandler(lw, nil)
+		h.Handler = slog.NewJSONHandler(w, nil)
 	} else {
-		h.Handler = slog.NewTextHandler(lw, nil)
+		h.Handler = slog.NewTextHandler(w, nil)
 	}
 	return h
 }
@@ -122,17 +128,45 @@ func (h *AccessHandler) begin(t time.Time, msg string) *line {
 		l.buf = appendJSONString(l.buf, msg)
 	} else {
 		l.buf = append(l.buf, "time="...)
-		l.buf = appendTime(l.buf, t)
+		l.buf = h.appendTime(l.buf, t)
 		l.buf = append(l.buf, " level=INFO msg="...)
 		l.buf = appendTextString(l.buf, msg)
 	}
 	return l
 }
 
-// appendTime formats t as slog's TextHandler does: RFC 3339 with
-// milliseconds (its JSONHandler gives every digit).
-func appendTime(b []byte, t time.Time) []byte {
-	return t.AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+// textTime is slog's TextHandler's time: RFC 3339 with milliseconds (its
+// JSONHandler gives every digit).
+const textTime = "2006-01-02T15:04:05.000Z07:00"
+
+// A stamp is a second's time formatted as textTime, its milliseconds
+// left to fill in.
+type stamp struct {
+	sec  int64
+	loc  *time.Location
+	text []byte
+}
+
+// msAt is where the milliseconds are in a stamp's text.
+const msAt = len("2006-01-02T15:04:05.")
+
+// appendTime formats t as textTime. Formatting a time is a good part of a
+// line's cost, and all that changes within a second is its milliseconds.
+func (h *AccessHandler) appendTime(b []byte, t time.Time) []byte {
+	sec := t.Unix()
+	st := h.clock.Load()
+	if st == nil || st.sec != sec || st.loc != t.Location() {
+		st = &stamp{sec: sec, loc: t.Location(), text: t.Truncate(time.Second).AppendFormat(nil, textTime)}
+		if len(st.text) < msAt+3 || st.text[msAt-1] != '.' {
+			// A year of other than four digits.
+			return t.AppendFormat(b, textTime)
+		}
+		h.clock.Store(st)
+	}
+	ms := t.Nanosecond() / 1e6
+	b = append(b, st.text[:msAt]...)
+	b = append(b, byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10))
+	return append(b, st.text[msAt+3:]...)
 }
 
 func (l *line) key(k string) {
@@ -167,8 +201,73 @@ func (l *line) dur(k string, d time.Duration) {
 	if l.json {
 		l.buf = strconv.AppendInt(l.buf, int64(d), 10)
 	} else {
-		l.buf = appendTextString(l.buf, d.String())
+		// What d.String gives, without making a string of it: never
+		// quoted (digits, a point, a unit, a sign).
+		l.buf = appendDuration(l.buf, d)
 	}
+}
+
+// appendDuration appends d as time.Duration's String does: "1h2m3.5s",
+// "1.5s", "659.024µs", "0s".
+func appendDuration(b []byte, d time.Duration) []byte {
+	u := uint64(d)
+	if d < 0 {
+		b = append(b, '-')
+		u = -u
+	}
+	if u < uint64(time.Second) {
+		// Under a second: the largest of ns, µs and ms that keeps a
+		// digit before the point.
+		var prec int
+		var unit string
+		switch {
+		case u == 0:
+			return append(b, "0s"...)
+		case u < uint64(time.Microsecond):
+			return append(strconv.AppendUint(b, u, 10), "ns"...)
+		case u < uint64(time.Millisecond):
+			prec, unit = 3, "µs"
+		default:
+			prec, unit = 6, "ms"
+		}
+		b = appendFrac(b, u, prec)
+		return append(b, unit...)
+	}
+	secs := u / uint64(time.Second)
+	frac := u % uint64(time.Second)
+	if h := secs / 3600; h > 0 {
+		b = append(strconv.AppendUint(b, h, 10), 'h')
+	}
+	if m := secs / 60 % 60; secs >= 60 {
+		b = append(strconv.AppendUint(b, m, 10), 'm')
+	}
+	b = appendFrac(b, secs%60*uint64(time.Second)+frac, 9)
+	return append(b, 's')
+}
+
+// appendFrac appends v / 10^prec with the fraction's trailing zeros (and a
+// bare point) left out.
+func appendFrac(b []byte, v uint64, prec int) []byte {
+	pow := uint64(1)
+	for range prec {
+		pow *= 10
+	}
+	b = strconv.AppendUint(b, v/pow, 10)
+	frac := v % pow
+	if frac == 0 {
+		return b
+	}
+	for frac%10 == 0 {
+		frac /= 10
+		prec--
+	}
+	var digits [9]byte
+	for i := prec - 1; i >= 0; i-- {
+		digits[i] = byte('0' + frac%10)
+		frac /= 10
+	}
+	b = append(b, '.')
+	return append(b, digits[:prec]...)
 }
 
 // raw appends attributes formatted before (formatAttrs), each with its

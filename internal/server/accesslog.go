@@ -31,13 +31,20 @@ func observe(h http.Handler, m *metrics.Metrics, log *slog.Logger, sigs *webbota
 			r = webbotauth.WithResult(r, wba)
 			m.WebBotAuth(wba.Status)
 		}
-		var timing gateway.Timing
+		var timing *gateway.Timing
 		var rec *recorder
 		if log != nil {
-			rec = &recorder{ResponseWriter: w, status: http.StatusOK}
-			w = rec
+			// The origin's timing and the response's, in one
+			// allocation.
+			st := &struct {
+				timing gateway.Timing
+				rec    recorder
+			}{rec: recorder{ResponseWriter: w, status: http.StatusOK}}
+			timing, rec, w = &st.timing, &st.rec, &st.rec
+		} else {
+			timing = new(gateway.Timing)
 		}
-		h.ServeHTTP(w, gateway.WithTiming(r, &timing))
+		h.ServeHTTP(w, gateway.WithTiming(r, timing))
 		if timing.Sent {
 			m.Upstream(timing.Status, timing.Upstream)
 		}
@@ -48,12 +55,12 @@ func observe(h http.Handler, m *metrics.Metrics, log *slog.Logger, sigs *webbota
 			// The same line, written without slog's generic
 			// formatting (accessline.go).
 			l := ah.begin(time.Now(), "request")
-			describeRequest(l, r, rec, start, &timing, &wba)
+			describeRequest(l, r, rec, start, timing, &wba)
 			ah.end(l)
 			return
 		}
 		f := &attrFields{attrs: make([]slog.Attr, 0, 20)}
-		describeRequest(f, r, rec, start, &timing, &wba)
+		describeRequest(f, r, rec, start, timing, &wba)
 		log.LogAttrs(r.Context(), slog.LevelInfo, "request", f.attrs...)
 	})
 }

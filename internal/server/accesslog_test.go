@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -173,6 +174,60 @@ func TestAccessLogOnConnection(t *testing.T) {
 		a, b := drop.ReplaceAllString(std.String(), ""), drop.ReplaceAllString(fast.String(), "")
 		if a != b || !strings.Contains(a, "valid") || !strings.Contains(a, "client.example") || !strings.Contains(a, "8") {
 			t.Errorf("json %v:\nslog %s\nfast %s", json, a, b)
+		}
+	}
+}
+
+// TestAppendDuration: the same text as time.Duration's String.
+func TestAppendDuration(t *testing.T) {
+	ds := []time.Duration{0, 1, -1, 999, 1000, 1001, 659024, 1500000, 999999999, time.Second, 1500 * time.Millisecond,
+		time.Minute, 90 * time.Second, time.Hour, time.Hour + 2*time.Minute + 3500*time.Millisecond, 100 * time.Hour,
+		-time.Minute, math.MaxInt64, math.MinInt64, 123456789012345}
+	for e := range 19 {
+		p := time.Duration(1)
+		for range e {
+			p *= 10
+		}
+		ds = append(ds, p, p+1, p-1, 3*p/2, -p)
+	}
+	for _, d := range ds {
+		if got := string(appendDuration(nil, d)); got != d.String() {
+			t.Errorf("appendDuration(%d) = %q, want %q", int64(d), got, d.String())
+		}
+	}
+}
+
+func FuzzAppendDuration(f *testing.F) {
+	f.Add(int64(659024))
+	f.Add(int64(-90 * time.Second))
+	f.Fuzz(func(t *testing.T, n int64) {
+		d := time.Duration(n)
+		if got := string(appendDuration([]byte("x"), d)); got != "x"+d.String() {
+			t.Errorf("appendDuration(%d) = %q, want %q", n, got, "x"+d.String())
+		}
+	})
+}
+
+// TestAppendTime: the same text as slog's TextHandler's layout, at any
+// moment, in any zone, one second after another and back.
+func TestAppendTime(t *testing.T) {
+	h := NewAccessHandler(io.Discard, false)
+	now := time.Now()
+	east := time.FixedZone("east", 5*3600+30*60)
+	ny, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		ny = time.FixedZone("west", -5*3600)
+	}
+	times := []time.Time{now, now.Add(time.Millisecond), now.Add(time.Second), now, now.UTC(), now.In(east), now.In(ny),
+		now.Truncate(time.Second), now.Truncate(time.Second).Add(-time.Nanosecond),
+		time.Date(0, 1, 1, 0, 0, 0, 5e6, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC)}
+	for i := range 2000 {
+		times = append(times, now.Add(time.Duration(i)*1234567*time.Microsecond).In([]*time.Location{time.Local, time.UTC, east, ny}[i%4]))
+	}
+	for _, at := range times {
+		if got, want := string(h.appendTime(nil, at)), at.Format("2006-01-02T15:04:05.000Z07:00"); got != want {
+			t.Errorf("appendTime(%v) = %q, want %q", at, got, want)
 		}
 	}
 }
