@@ -553,7 +553,9 @@ func gatewayLoad(t *terminator, cl *client.Client, newConn bool, n, conc int) (g
 		}
 		return time.Since(t0), nil
 	}
-	for range 5 { // warm up
+	// Warm up: a process started for this round fills its pools and
+	// sizes its heap on these.
+	for range max(5, n/50) {
 		if _, err := one(); err != nil {
 			return gatewayResult{}, fmt.Errorf("%s: %w", t.name, err)
 		}
@@ -597,17 +599,32 @@ type gatewayResults struct {
 }
 
 // runGateway interleaves the terminators over the rounds, in an order
-// rotated each round.
-func runGateway(ts []*terminator, p *benchPKI, gp gatewayParams, progress func(string)) (*gatewayResults, error) {
+// rotated each round. Each round starts them anew (start) and stops them
+// at its end: a process's speed depends on where its memory happens to
+// land, by a few percent between two runs of the same binary, and a new
+// process per round turns that into noise the medians absorb instead of a
+// bias that lasts the whole comparison.
+func runGateway(start func() ([]*terminator, error), p *benchPKI, gp gatewayParams, progress func(string)) (*gatewayResults, error) {
 	cl, err := newGatewayClient(p)
 	if err != nil {
 		return nil, err
 	}
-	r := &gatewayResults{ts: ts, res: make([][][]gatewayResult, len(ts))}
-	for i := range ts {
-		r.res[i] = make([][]gatewayResult, len(gatewayModes))
-	}
+	r := &gatewayResults{}
 	for round := range gp.rounds {
+		ts, err := start()
+		if err != nil {
+			stopTerminators(ts)
+			return nil, err
+		}
+		if r.ts == nil {
+			r.ts, r.res = ts, make([][][]gatewayResult, len(ts))
+			for i := range ts {
+				r.res[i] = make([][]gatewayResult, len(gatewayModes))
+			}
+		} else if len(ts) != len(r.ts) {
+			stopTerminators(ts)
+			return nil, fmt.Errorf("round %d started %d terminators, the first %d", round+1, len(ts), len(r.ts))
+		}
 		for m, mode := range gatewayModes {
 			for k := range ts {
 				i := (k + round) % len(ts)
@@ -617,16 +634,25 @@ func runGateway(ts []*terminator, p *benchPKI, gp gatewayParams, progress func(s
 				}
 				res, err := gatewayLoad(ts[i], cl, mode.newConn, n, conc)
 				if err != nil {
+					stopTerminators(ts)
 					return nil, err
 				}
 				r.res[i][m] = append(r.res[i][m], res)
 			}
 		}
+		stopTerminators(ts)
 		if progress != nil {
 			progress(fmt.Sprintf("gateway round %d/%d done", round+1, gp.rounds))
 		}
 	}
 	return r, nil
+}
+
+// stopTerminators stops the processes of a round's terminators.
+func stopTerminators(ts []*terminator) {
+	for _, t := range ts {
+		t.p.stop()
+	}
 }
 
 func (r *gatewayResults) cpu(i, m int) float64 {
@@ -663,7 +689,7 @@ func (r *gatewayResults) markdown(gp gatewayParams, skipped []string) string {
 	if serverCPU != "" {
 		pinned = fmt.Sprintf("; terminators pinned to CPU %s, origin and load on the other", serverCPU)
 	}
-	fmt.Fprintf(&md, "TLS terminators in front of the same origin (HTTP/1.1 on loopback, a %d-byte answer to GET): terminator CPU per request (µs, its processes' CPU time) and latency at the client; median of %d interleaved rounds of %d requests on new connections (%d at a time) and %d on one kept-alive HTTP/2 connection (%d at a time); ECDSA P-256 certificate, TLS 1.3, X25519, client sends flag 80 and a certificate; %d cores%s:\n\n",
+	fmt.Fprintf(&md, "TLS terminators in front of the same origin (HTTP/1.1 on loopback, a %d-byte answer to GET): terminator CPU per request (µs, its processes' CPU time) and latency at the client; median of %d interleaved rounds (the terminators started anew each round) of %d requests on new connections (%d at a time) and %d on one kept-alive HTTP/2 connection (%d at a time); ECDSA P-256 certificate, TLS 1.3, X25519, client sends flag 80 and a certificate; %d cores%s:\n\n",
 		len(originBody), gp.rounds, gp.newConnN, gp.newConnConc, gp.keepAliveN, gp.keepAliveConc, numCPU(), pinned)
 	fmt.Fprintf(&md, "| terminator | new connection per request: CPU | p50 | p99 | ours ÷ this | kept-alive HTTP/2: CPU | p50 | p99 | ours ÷ this |\n|---|---|---|---|---|---|---|---|---|\n")
 	for i, t := range r.ts {
@@ -767,12 +793,18 @@ func gatewayBench(dir, binDir string, gp gatewayParams, nginxFlag, caddyFlag, ba
 	if env.nginx == "" {
 		skipped = append(skipped, "nginx: not installed, skipped")
 	}
-	ts, err := startTerminators(env)
-	check(err)
-	for _, t := range ts {
-		log.Printf("gateway: %s on %s (%s)", t.name, t.p.addr, t.conf)
+	first := true
+	start := func() ([]*terminator, error) {
+		ts, err := startTerminators(env)
+		if err == nil && first {
+			first = false
+			for _, t := range ts {
+				log.Printf("gateway: %s (%s)", t.name, t.conf)
+			}
+		}
+		return ts, err
 	}
-	res, err := runGateway(ts, env.pki, gp, func(s string) { log.Print(s) })
+	res, err := runGateway(start, env.pki, gp, func(s string) { log.Print(s) })
 	check(err)
 	md := res.markdown(gp, skipped)
 	if g := res.goals(); g != "" {

@@ -51,9 +51,14 @@ func TestGateway(t *testing.T) {
 		t.Fatalf("%d terminators started, want %d", len(ts), want)
 	}
 	gp := gatewayParams{rounds: 2, newConnN: 6, keepAliveN: 20, newConnConc: 2, keepAliveConc: 2}
-	res, err := runGateway(ts, env.pki, gp, func(s string) { t.Log(s) })
+	stopTerminators(ts)
+	starts := 0
+	res, err := runGateway(func() ([]*terminator, error) { starts++; return startTerminators(env) }, env.pki, gp, func(s string) { t.Log(s) })
 	if err != nil {
 		t.Fatal(err)
+	}
+	if starts != gp.rounds {
+		t.Errorf("the terminators were started %d times in %d rounds, want once per round", starts, gp.rounds)
 	}
 	for i, term := range ts {
 		for m, mode := range gatewayModes {

@@ -193,15 +193,17 @@ func handshakeBench(dir, binDir string, rounds, handshakes, requests int) (strin
 	check(err)
 
 	type servers struct{ ours, always, never *proc }
-	running := map[string]servers{}
-	for _, name := range []string{"ECDSA P-256", "RSA-2048"} {
-		p := pkis[name]
-		s := servers{
-			ours:   start(filepath.Join(binDir, "server"), "-cert", p.serverCert, "-key", p.serverKey, "-client-cacert", p.rootCA, "-listen-addr", "127.0.0.1:0"),
-			always: start(self, "serve-stock", "-mode", "always", "-cert", p.serverCert, "-key", p.serverKey, "-ca", p.rootCA, "-addr", "127.0.0.1:0"),
-			never:  start(self, "serve-stock", "-mode", "never", "-cert", p.serverCert, "-key", p.serverKey, "-ca", p.rootCA, "-addr", "127.0.0.1:0"),
+	startServers := func() map[string]servers {
+		running := map[string]servers{}
+		for _, name := range []string{"ECDSA P-256", "RSA-2048"} {
+			p := pkis[name]
+			running[name] = servers{
+				ours:   start(filepath.Join(binDir, "server"), "-cert", p.serverCert, "-key", p.serverKey, "-client-cacert", p.rootCA, "-listen-addr", "127.0.0.1:0"),
+				always: start(self, "serve-stock", "-mode", "always", "-cert", p.serverCert, "-key", p.serverKey, "-ca", p.rootCA, "-addr", "127.0.0.1:0"),
+				never:  start(self, "serve-stock", "-mode", "never", "-cert", p.serverCert, "-key", p.serverKey, "-ca", p.rootCA, "-addr", "127.0.0.1:0"),
+			}
 		}
-		running[name] = s
+		return running
 	}
 	defer stopAll()
 
@@ -209,27 +211,36 @@ func handshakeBench(dir, binDir string, rounds, handshakes, requests int) (strin
 		label   string
 		cert    string
 		group   string
-		srv     *proc
+		srv     func(servers) *proc
 		flagged bool
 	}
+	ours := func(s servers) *proc { return s.ours }
+	always := func(s servers) *proc { return s.always }
+	never := func(s servers) *proc { return s.never }
 	var configs []config
 	for _, certName := range []string{"ECDSA P-256", "RSA-2048"} {
 		for _, group := range []string{"X25519", "X25519MLKEM768"} {
-			s := running[certName]
 			configs = append(configs,
-				config{"ours, flag 80 + certificate", certName, group, s.ours, true},
-				config{"stock, always requests", certName, group, s.always, true},
-				config{"ours, no flag", certName, group, s.ours, false},
-				config{"stock, never requests", certName, group, s.never, false},
+				config{"ours, flag 80 + certificate", certName, group, ours, true},
+				config{"stock, always requests", certName, group, always, true},
+				config{"ours, no flag", certName, group, ours, false},
+				config{"stock, never requests", certName, group, never, false},
 			)
 		}
 	}
+	// Each round starts the servers anew, as the gateway comparison
+	// does (runGateway), and takes the configurations in an order
+	// rotated each round.
 	results := make([][]float64, len(configs))
 	for r := range rounds {
-		for i, c := range configs {
-			us := handshakeCPU(c.srv, pkis[c.cert], c.group, c.flagged, handshakes)
+		running := startServers()
+		for k := range configs {
+			i := (k + r) % len(configs)
+			c := configs[i]
+			us := handshakeCPU(c.srv(running[c.cert]), pkis[c.cert], c.group, c.flagged, handshakes)
 			results[i] = append(results[i], us)
 		}
+		stopAll()
 		log.Printf("round %d/%d done", r+1, rounds)
 	}
 
@@ -238,7 +249,7 @@ func handshakeBench(dir, binDir string, rounds, handshakes, requests int) (strin
 	if serverCPU != "" {
 		pinned = fmt.Sprintf("; servers pinned to CPU %s, load on the other", serverCPU)
 	}
-	fmt.Fprintf(&md, "Server CPU per full TLS 1.3 handshake (µs, median of %d interleaved rounds of %d handshakes; server process CPU time; %d cores%s):\n\n", rounds, handshakes, numCPU(), pinned)
+	fmt.Fprintf(&md, "Server CPU per full TLS 1.3 handshake (µs, median of %d interleaved rounds of %d handshakes, the servers started anew each round; server process CPU time; %d cores%s):\n\n", rounds, handshakes, numCPU(), pinned)
 	fmt.Fprintf(&md, "| certificate | key share | ours, flag 80 + cert | stock, always requests | ratio (median per round) | ours, no flag | stock, never requests | ratio (median per round) |\n|---|---|---|---|---|---|---|---|\n")
 	var bars []bar
 	for i := 0; i < len(configs); i += 4 {
@@ -262,7 +273,8 @@ func handshakeBench(dir, binDir string, rounds, handshakes, requests int) (strin
 
 	// Throughput and latency of GET /debug against our server (ECDSA).
 	p := pkis["ECDSA P-256"]
-	u, _ := url.Parse("https://" + running["ECDSA P-256"].ours.addr + "/debug")
+	srv := start(filepath.Join(binDir, "server"), "-cert", p.serverCert, "-key", p.serverKey, "-client-cacert", p.rootCA, "-listen-addr", "127.0.0.1:0")
+	u, _ := url.Parse("https://" + srv.addr + "/debug")
 	fmt.Fprintf(&md, "\nGET /debug against this server (ECDSA P-256, flag 80 with a certificate; %d requests each):\n\n", requests)
 	fmt.Fprintf(&md, "| connections | clients | requests/s | p50 | p99 |\n|---|---|---|---|---|\n")
 	for _, keep := range []bool{true, false} {
@@ -544,8 +556,8 @@ func handshakeCPU(s *proc, p *benchPKI, group string, flagged bool, n int) float
 		}
 		c.Close()
 	}
-	for range 5 {
-		one() // warm up
+	for range max(5, n/15) { // warm up: the server was started for this round
+		one()
 	}
 	before := s.cpu()
 	parallel(n, 2, func(int) error { one(); return nil })
