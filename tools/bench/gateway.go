@@ -523,16 +523,38 @@ func checkHandshake(hs client.Handshake) error {
 // terminator's CPU time per request and the client's latencies (for a new
 // connection, from dialing to the end of the response).
 func gatewayLoad(t *terminator, cl *client.Client, newConn bool, n, conc int) (gatewayResult, error) {
+	var s gatewaySample
+	if err := s.load(t, cl, newConn, n, conc); err != nil {
+		return gatewayResult{}, err
+	}
+	return s.result(), nil
+}
+
+// A gatewaySample adds up the loads a terminator took in a round.
+type gatewaySample struct {
+	cpu time.Duration
+	n   int
+	lat []time.Duration
+}
+
+func (s *gatewaySample) result() gatewayResult {
+	slices.Sort(s.lat)
+	return gatewayResult{cpuUS: float64(s.cpu) / float64(s.n) / 1e3, p50: s.lat[len(s.lat)/2], p99: s.lat[len(s.lat)*99/100]}
+}
+
+// load sends n requests to t with conc workers, as gatewayLoad, and adds
+// them to s.
+func (s *gatewaySample) load(t *terminator, cl *client.Client, newConn bool, n, conc int) error {
 	ctx := context.Background()
 	var shared *client.Conn
 	if !newConn {
 		var err error
 		if shared, err = cl.Dial(ctx, t.url); err != nil {
-			return gatewayResult{}, fmt.Errorf("%s: %w", t.name, err)
+			return fmt.Errorf("%s: %w", t.name, err)
 		}
 		defer shared.Close()
 		if err := checkHandshake(shared.Handshake); err != nil {
-			return gatewayResult{}, fmt.Errorf("%s: %w", t.name, err)
+			return fmt.Errorf("%s: %w", t.name, err)
 		}
 	}
 	one := func() (time.Duration, error) {
@@ -557,7 +579,7 @@ func gatewayLoad(t *terminator, cl *client.Client, newConn bool, n, conc int) (g
 	// sizes its heap on these.
 	for range max(5, n/50) {
 		if _, err := one(); err != nil {
-			return gatewayResult{}, fmt.Errorf("%s: %w", t.name, err)
+			return fmt.Errorf("%s: %w", t.name, err)
 		}
 	}
 	time.Sleep(20 * time.Millisecond)
@@ -575,12 +597,13 @@ func gatewayLoad(t *terminator, cl *client.Client, newConn bool, n, conc int) (g
 		return nil
 	})
 	if err != nil {
-		return gatewayResult{}, fmt.Errorf("%s: %w", t.name, err)
+		return fmt.Errorf("%s: %w", t.name, err)
 	}
 	time.Sleep(50 * time.Millisecond) // let the terminator finish closing
-	cpu := t.p.treeCPU() - before
-	slices.Sort(lat)
-	return gatewayResult{cpuUS: float64(cpu) / float64(n) / 1e3, p50: lat[len(lat)/2], p99: lat[len(lat)*99/100]}, nil
+	s.cpu += t.p.treeCPU() - before
+	s.n += n
+	s.lat = append(s.lat, lat...)
+	return nil
 }
 
 // gatewayParams sizes the comparison.
@@ -626,18 +649,29 @@ func runGateway(start func() ([]*terminator, error), p *benchPKI, gp gatewayPara
 			return nil, fmt.Errorf("round %d started %d terminators, the first %d", round+1, len(ts), len(r.ts))
 		}
 		for m, mode := range gatewayModes {
-			for k := range ts {
-				i := (k + round) % len(ts)
-				n, conc := gp.keepAliveN, gp.keepAliveConc
-				if mode.newConn {
-					n, conc = gp.newConnN, gp.newConnConc
+			n, conc := gp.keepAliveN, gp.keepAliveConc
+			if mode.newConn {
+				n, conc = gp.newConnN, gp.newConnConc
+			}
+			// The round's load in slices, the terminators taking turns
+			// at each: the machine's speed drifts within seconds, and
+			// each terminator gets its share of every state.
+			samples := make([]gatewaySample, len(ts))
+			for sl := range gatewaySlices {
+				for k := range ts {
+					i := (k + round + sl) % len(ts)
+					if err := samples[i].load(ts[i], cl, mode.newConn, max(n/gatewaySlices, 1), conc); err != nil {
+						stopTerminators(ts)
+						return nil, err
+					}
 				}
-				res, err := gatewayLoad(ts[i], cl, mode.newConn, n, conc)
-				if err != nil {
-					stopTerminators(ts)
-					return nil, err
-				}
+			}
+			for i := range ts {
+				res := samples[i].result()
 				r.res[i][m] = append(r.res[i][m], res)
+				if progress != nil {
+					progress(fmt.Sprintf("round %d, %s, %s: %.1f µs of CPU per request", round+1, ts[i].name, mode.label, res.cpuUS))
+				}
 			}
 		}
 		stopTerminators(ts)
@@ -647,6 +681,9 @@ func runGateway(start func() ([]*terminator, error), p *benchPKI, gp gatewayPara
 	}
 	return r, nil
 }
+
+// gatewaySlices is how many turns the terminators take at a round's load.
+const gatewaySlices = 10
 
 // stopTerminators stops the processes of a round's terminators.
 func stopTerminators(ts []*terminator) {
@@ -689,8 +726,8 @@ func (r *gatewayResults) markdown(gp gatewayParams, skipped []string) string {
 	if serverCPU != "" {
 		pinned = fmt.Sprintf("; terminators pinned to CPU %s, origin and load on the other", serverCPU)
 	}
-	fmt.Fprintf(&md, "TLS terminators in front of the same origin (HTTP/1.1 on loopback, a %d-byte answer to GET): terminator CPU per request (µs, its processes' CPU time) and latency at the client; median of %d interleaved rounds (the terminators started anew each round) of %d requests on new connections (%d at a time) and %d on one kept-alive HTTP/2 connection (%d at a time); ECDSA P-256 certificate, TLS 1.3, X25519, client sends flag 80 and a certificate; %d cores%s:\n\n",
-		len(originBody), gp.rounds, gp.newConnN, gp.newConnConc, gp.keepAliveN, gp.keepAliveConc, numCPU(), pinned)
+	fmt.Fprintf(&md, "TLS terminators in front of the same origin (HTTP/1.1 on loopback, a %d-byte answer to GET): terminator CPU per request (µs, its processes' CPU time) and latency at the client; median of %d interleaved rounds (the terminators started anew each round, taking %d turns at each load) of %d requests on new connections (%d at a time) and %d on kept-alive HTTP/2 connections (%d per connection, %d at a time); ECDSA P-256 certificate, TLS 1.3, X25519, client sends flag 80 and a certificate; %d cores%s:\n\n",
+		len(originBody), gp.rounds, gatewaySlices, gp.newConnN, gp.newConnConc, gp.keepAliveN, max(gp.keepAliveN/gatewaySlices, 1), gp.keepAliveConc, numCPU(), pinned)
 	fmt.Fprintf(&md, "| terminator | new connection per request: CPU | p50 | p99 | ours ÷ this | kept-alive HTTP/2: CPU | p50 | p99 | ours ÷ this |\n|---|---|---|---|---|---|---|---|---|\n")
 	for i, t := range r.ts {
 		fmt.Fprintf(&md, "| %s", t.name)

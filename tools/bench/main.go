@@ -78,9 +78,9 @@ func main() {
 	flag.IntVar(&mp.half, "memory-half", 1000, "memory: half-sent ClientHellos held open at once (this server holds at most -max-handshakes, 1024 by default)")
 	heapProfile := flag.String("heap-profile", "", "memory: also write a heap profile of this server with its idle connections open to this file")
 	var gp gatewayParams
-	flag.IntVar(&gp.newConnN, "gateway-requests", 500, "gateway: requests on new connections per terminator per round")
+	flag.IntVar(&gp.newConnN, "gateway-requests", 1000, "gateway: requests on new connections per terminator per round")
 	flag.IntVar(&gp.newConnConc, "gateway-conc", 2, "gateway: new connections at a time")
-	flag.IntVar(&gp.keepAliveN, "gateway-keepalive-requests", 3000, "gateway: requests on the kept-alive connection per terminator per round")
+	flag.IntVar(&gp.keepAliveN, "gateway-keepalive-requests", 10000, "gateway: requests on the kept-alive connection per terminator per round")
 	flag.IntVar(&gp.keepAliveConc, "gateway-keepalive-conc", 2, "gateway: requests at a time on the kept-alive connection")
 	nginxBin := flag.String("nginx", "", "gateway: the nginx binary (default: nginx from PATH or /usr/sbin)")
 	caddyBin := flag.String("caddy", "", "gateway: the caddy binary (default: caddy from PATH)")
