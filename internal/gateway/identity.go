@@ -58,11 +58,53 @@ func normalise(name string) string {
 // uses dashes or underscores.
 func StripSpoofable(h http.Header) {
 	for name := range h {
-		n := normalise(name)
-		if spoofable[n] || slices.ContainsFunc(spoofablePrefixes, func(p string) bool { return strings.HasPrefix(n, p) }) {
+		if isSpoofable(name) {
 			delete(h, name)
 		}
 	}
+}
+
+// isSpoofable reports whether a field name is one StripSpoofable removes.
+// It runs on every field of every request: the name is normalised in a
+// buffer on the stack, not in a new string.
+func isSpoofable(name string) bool {
+	var buf [64]byte
+	if len(name) > len(buf) || !isASCII(name) {
+		// (Field names are ASCII tokens; anything else, which servers
+		// refuse before here, goes the long way, where ToLower maps
+		// letters such as U+0130 to ASCII ones.)
+		n := normalise(name)
+		return spoofable[n] || slices.ContainsFunc(spoofablePrefixes, func(p string) bool { return strings.HasPrefix(n, p) })
+	}
+	b := buf[:len(name)]
+	for i := range len(name) {
+		c := name[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '_':
+			c = '-'
+		}
+		b[i] = c
+	}
+	if spoofable[string(b)] {
+		return true
+	}
+	for _, p := range spoofablePrefixes {
+		if len(b) >= len(p) && string(b[:len(p)]) == p {
+			return true
+		}
+	}
+	return false
+}
+
+func isASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // CertSHA256 is the SHA-256 of a certificate's DER as the gateway sends it

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -48,4 +49,43 @@ func TestNoFlagsNoField(t *testing.T) {
 	if v := h.Get(HeaderFlags); v != "8, 80" {
 		t.Errorf("%s: %q, want \"8, 80\"", HeaderFlags, v)
 	}
+}
+
+// spoofableByDefinition is isSpoofable's definition, on a normalised copy.
+func spoofableByDefinition(name string) bool {
+	n := normalise(name)
+	if spoofable[n] {
+		return true
+	}
+	for _, p := range spoofablePrefixes {
+		if strings.HasPrefix(n, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestIsSpoofable: the same answers as the definition, for short and long
+// names, without allocating for the usual ones.
+func TestIsSpoofable(t *testing.T) {
+	long := strings.Repeat("x", 70)
+	for _, name := range []string{"Client-Cert", "client_CERT", "Accept", "X-Forwarded-For", "X-Forwarded-Fo", "Req-Mtls-", "Req-Mtls",
+		"req_mtls_x" + long, "Accept" + long, "", "Ssl-Client", "Ssl-Client-", "ÄClient-Cert", "X-Real-\u0130p", "Web-Bot-Auth-Status", "Signature"} {
+		if got, want := isSpoofable(name), spoofableByDefinition(name); got != want {
+			t.Errorf("isSpoofable(%q) = %v, want %v", name, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { isSpoofable("X-Forwarded-Client-Cert-Info") }); n != 0 {
+		t.Errorf("isSpoofable allocates %v times", n)
+	}
+}
+
+func FuzzIsSpoofable(f *testing.F) {
+	f.Add("Client_Cert")
+	f.Add("X-SSL-Client-S-DN")
+	f.Fuzz(func(t *testing.T, name string) {
+		if got, want := isSpoofable(name), spoofableByDefinition(name); got != want {
+			t.Errorf("isSpoofable(%q) = %v, want %v", name, got, want)
+		}
+	})
 }
