@@ -111,6 +111,16 @@ func idempotent(r *http.Request) bool {
 }
 
 func (d *direct) RoundTrip(r *http.Request) (*http.Response, error) {
+	var got1xx func(int, textproto.MIMEHeader) error
+	if trace := httptrace.ContextClientTrace(r.Context()); trace != nil {
+		got1xx = trace.Got1xxResponse
+	}
+	return d.roundTrip(r, got1xx)
+}
+
+// roundTrip is RoundTrip, handing informational answers (103 Early Hints)
+// to got1xx.
+func (d *direct) roundTrip(r *http.Request, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	if !takes(r) {
 		return d.fallback.RoundTrip(r)
 	}
@@ -119,7 +129,7 @@ func (d *direct) RoundTrip(r *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		resp, err := d.send(pc, r)
+		resp, err := d.send(pc, r, got1xx)
 		if err == nil {
 			return resp, nil
 		}
@@ -163,7 +173,7 @@ func connGone(err error) bool {
 const max1xx = 5
 
 // send writes r on pc and reads the response header.
-func (d *direct) send(pc *pconn, r *http.Request) (*http.Response, error) {
+func (d *direct) send(pc *pconn, r *http.Request, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
 	ctx := r.Context()
 	if d.header > 0 {
 		pc.SetDeadline(time.Now().Add(d.header))
@@ -187,13 +197,13 @@ func (d *direct) send(pc *pconn, r *http.Request) (*http.Response, error) {
 			break
 		}
 		// An informational answer (103 Early Hints) goes to the
-		// client through the proxy's trace, as from the Transport.
+		// client (through the proxy's trace, as from the Transport).
 		if n == max1xx {
 			err = errors.New("origin sent too many informational responses")
 			break
 		}
-		if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
-			err = trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header))
+		if got1xx != nil {
+			err = got1xx(resp.StatusCode, textproto.MIMEHeader(resp.Header))
 		}
 	}
 	if err == nil {

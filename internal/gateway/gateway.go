@@ -101,7 +101,7 @@ func New(cfg Config) (http.Handler, error) {
 				ForceAttemptHTTP2:     cfg.UpstreamTLS != nil,
 			}
 		})
-	g := &gateway{cfg: cfg, log: cfg.Logger}
+	g := &gateway{cfg: cfg, log: cfg.Logger, target: target, direct: up, fast: fastTarget(target)}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:    func(pr *httputil.ProxyRequest) { g.rewrite(pr, target) },
 		Transport:  timed{up},
@@ -139,9 +139,12 @@ func parseUpstream(s string) (*url.URL, func(context.Context, *net.Dialer) (net.
 }
 
 type gateway struct {
-	cfg   Config
-	log   *slog.Logger
-	proxy *httputil.ReverseProxy
+	cfg    Config
+	log    *slog.Logger
+	proxy  *httputil.ReverseProxy
+	target *url.URL
+	direct *direct
+	fast   bool // requests that fastRequest takes go the fast way (fast.go)
 }
 
 type ctxKey int
@@ -164,6 +167,10 @@ func WithTiming(r *http.Request, t *Timing) *http.Request {
 }
 
 func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if g.fast && fastRequest(r) {
+		g.serveFast(w, r)
+		return
+	}
 	if g.cfg.MaxRequestBody > 0 && r.ContentLength != 0 {
 		// (A length of 0 is an empty body, which HTTP/1.1 and HTTP/2
 		// servers both hold the client to.)
@@ -184,14 +191,20 @@ func (g *gateway) rewrite(pr *httputil.ProxyRequest, target *url.URL) {
 		pr.Out.Header.Del("HTTP2-Settings")
 	}
 	pr.SetXForwarded()
-	host, port, _ := net.SplitHostPort(pr.In.RemoteAddr)
+	g.setOurs(pr.Out.Header, pr.In)
+}
+
+// setOurs sets the fields the gateway adds to in's request to the origin:
+// Forwarded, the identity fields, and the signature's verdict.
+func (g *gateway) setOurs(out http.Header, in *http.Request) {
+	host, port, _ := net.SplitHostPort(in.RemoteAddr)
 	forwarded := "for=" + forwardedNode(host, port) + ";proto=https"
-	if pr.In.Host != "" {
-		forwarded += ";host=" + quoteForwarded(pr.In.Host)
+	if in.Host != "" {
+		forwarded += ";host=" + quoteForwarded(in.Host)
 	}
-	pr.Out.Header.Set("Forwarded", forwarded)
+	out["Forwarded"] = []string{forwarded}
 	id := Identity{}
-	if c := g.cfg.ConnOf(pr.In); c != nil && c.Decision() != nil {
+	if c := g.cfg.ConnOf(in); c != nil && c.Decision() != nil {
 		// The identity fields come from the handshake's decision, which
 		// never changes: encoded once per connection (the leaf's
 		// base64 and hash are most of their cost), copied per request.
@@ -202,18 +215,18 @@ func (g *gateway) rewrite(pr *httputil.ProxyRequest, target *url.URL) {
 			return h
 		}).(http.Header)
 		for k, v := range fields {
-			pr.Out.Header[k] = v
+			out[k] = v
 		}
 	} else {
 		if c != nil {
 			id.Flags = c.Flags().Flags()
 		}
-		id.Set(pr.Out.Header, g.cfg.XFCC, g.cfg.XFCCBy)
+		id.Set(out, g.cfg.XFCC, g.cfg.XFCCBy)
 	}
-	if res, ok := webbotauth.ResultOf(pr.In); ok {
+	if res, ok := webbotauth.ResultOf(in); ok {
 		// The verdict the server made on this request (one per
 		// request, webbotauth.WithResult).
-		SetWebBotAuth(pr.Out.Header, res, id.Decision)
+		SetWebBotAuth(out, res, id.Decision)
 	}
 }
 
