@@ -23,7 +23,7 @@ import (
 // percent of a proxied request. Records that do not come from the server
 // go through the standard handler.
 type AccessHandler struct {
-	slog.Handler // the standard handler for the format, on w
+	slog.Handler           // the standard handler for the format, on w
 	w            io.Writer // a line per Write, whoever writes it
 	json         bool
 	clock        atomic.Pointer[stamp] // the last second's formatted time
