@@ -46,6 +46,14 @@ const headerHold = time.Millisecond
 // a write of its own).
 const maxHeld = 16 << 10
 
+// joinPool holds the buffers in which a held frame and the write after it
+// are joined.
+var joinPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// heldKept is the most a headerConn keeps of its held buffer's capacity
+// between responses (response headers are mostly far smaller).
+const heldKept = 1 << 10
+
 // headerConn is the TLS connection an HTTP/2 server writes to. The server
 // flushes a response's HEADERS frame on its own, waits for its handler to
 // hand over the body, then flushes the DATA: two TLS records and two system
@@ -60,7 +68,6 @@ type headerConn struct {
 
 	mu    sync.Mutex
 	held  []byte // HEADERS frames, or nothing
-	buf   []byte // the held frame and the next write, joined
 	timer *time.Timer
 	err   error // the held frame's write failed: every later write fails
 }
@@ -91,14 +98,20 @@ func (c *headerConn) Write(p []byte) (int, error) {
 	held := c.held
 	c.held = c.held[:0]
 	if len(p) > maxHeld {
+		defer c.trimHeld()
 		if _, err := c.Conn.Write(held); err != nil {
 			c.err = err
 			return 0, err
 		}
 		return c.Conn.Write(p)
 	}
-	c.buf = append(append(c.buf[:0], held...), p...)
-	n, err := c.Conn.Write(c.buf)
+	// Joined in a pooled buffer: a connection keeps nothing of the
+	// size of its answers while it is idle.
+	bp := joinPool.Get().(*[]byte)
+	*bp = append(append((*bp)[:0], held...), p...)
+	n, err := c.Conn.Write(*bp)
+	joinPool.Put(bp)
+	c.trimHeld()
 	if err != nil {
 		c.err = err
 		return max(n-len(held), 0), err
@@ -114,6 +127,14 @@ func (c *headerConn) release() {
 		_, c.err = c.Conn.Write(c.held)
 	}
 	c.held = c.held[:0]
+	c.trimHeld()
+}
+
+// trimHeld lets go of an unusually large held buffer, once written.
+func (c *headerConn) trimHeld() {
+	if cap(c.held) > heldKept {
+		c.held = nil
+	}
 }
 
 // Close writes a held frame first, unless a write is under way (one stuck

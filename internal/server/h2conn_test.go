@@ -384,3 +384,28 @@ func TestHeaderConnHoldsAndReleases(t *testing.T) {
 		_ = cli
 	})
 }
+
+// TestHeaderConnKeepsLittle: once written, a large held header leaves no
+// buffer of its size on the idle connection.
+func TestHeaderConnKeepsLittle(t *testing.T) {
+	var b bytes.Buffer
+	e := hpack.NewEncoder(&b)
+	e.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+	e.WriteField(hpack.HeaderField{Name: "x-big", Value: strings.Repeat("v", 3000)})
+	hdr := frames(t, func(f *http2.Framer) error {
+		return f.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: b.Bytes(), EndHeaders: true})
+	})
+	data := frames(t, func(f *http2.Framer) error { return f.WriteData(1, true, []byte("hello\n")) })
+	hc, cli := tlsPair(t)
+	hc.Write(hdr)
+	hc.Write(data)
+	cli.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(cli, make([]byte, len(hdr)+len(data))); err != nil {
+		t.Fatal(err)
+	}
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	if cap(hc.held) > heldKept {
+		t.Errorf("the idle connection keeps %d bytes of held buffer", cap(hc.held))
+	}
+}
