@@ -889,14 +889,16 @@ func profileOurs(env *gatewayEnv, gp gatewayParams, prof profileParams) error {
 		n, conc, load = 1000, gp.keepAliveConc, "kept-alive"
 	}
 	log.Printf("profiling ours under the %s load for %v (access log %v)", load, prof.d, prof.accessLog)
+	requests := 0
 	for {
 		if _, err := gatewayLoad(ts[0], cl, !prof.keepAlive, n, conc); err != nil {
 			return err
 		}
+		requests += n
 		select {
 		case err := <-done:
 			if err == nil {
-				log.Printf("wrote %s: go tool pprof -top %s %s", prof.file, env.serverBin, prof.file)
+				log.Printf("wrote %s (about %d requests while it sampled): go tool pprof -top %s %s", prof.file, requests, env.serverBin, prof.file)
 			}
 			return err
 		default:

@@ -69,7 +69,7 @@ func main() {
 	outDir := flag.String("out", filepath.Join("bin", "assets"), "where to write bench.md, bench.svg and bench-gateway.svg")
 	only := flag.String("only", "", "run one part only: handshake (CPU per handshake, GET /debug throughput), gateway (the TLS terminator comparison; bench.md keeps the other part's last results), memory (memory per open connection against nginx and Caddy, in bench-memory.md) or forward (the forward proxy against mitmproxy, in bench-forward.md)")
 	rounds := flag.Int("rounds", 5, "interleaved rounds")
-	handshakes := flag.Int("handshakes", 300, "handshakes per configuration per round")
+	handshakes := flag.Int("handshakes", 500, "handshakes per configuration per round")
 	requests := flag.Int("requests", 2000, "requests per throughput measurement")
 	fwdOne := flag.Int("forward-requests", 1000, "forward: requests over one tunnel per proxy per round")
 	fwdNew := flag.Int("forward-tunnels", 200, "forward: requests with a new tunnel each per proxy per round")
@@ -231,14 +231,26 @@ func handshakeBench(dir, binDir string, rounds, handshakes, requests int) (strin
 	// Each round starts the servers anew, as the gateway comparison
 	// does (runGateway), and takes the configurations in an order
 	// rotated each round.
+	// Each round's handshakes go in slices the configurations take in
+	// turn, as the gateway's load does (gatewaySlices).
 	results := make([][]float64, len(configs))
+	per := max(handshakes/gatewaySlices, 1)
 	for r := range rounds {
 		running := startServers()
-		for k := range configs {
-			i := (k + r) % len(configs)
-			c := configs[i]
-			us := handshakeCPU(c.srv(running[c.cert]), pkis[c.cert], c.group, c.flagged, handshakes)
-			results[i] = append(results[i], us)
+		sums := make([]float64, len(configs))
+		for sl := range gatewaySlices {
+			for k := range configs {
+				i := (k + r + sl) % len(configs)
+				c := configs[i]
+				warm := 5
+				if sl == 0 {
+					warm = max(5, handshakes/15) // the server was started for this round
+				}
+				sums[i] += handshakeCPU(c.srv(running[c.cert]), pkis[c.cert], c.group, c.flagged, per, warm)
+			}
+		}
+		for i := range configs {
+			results[i] = append(results[i], sums[i]/gatewaySlices)
 		}
 		stopAll()
 		log.Printf("round %d/%d done", r+1, rounds)
@@ -249,7 +261,7 @@ func handshakeBench(dir, binDir string, rounds, handshakes, requests int) (strin
 	if serverCPU != "" {
 		pinned = fmt.Sprintf("; servers pinned to CPU %s, load on the other", serverCPU)
 	}
-	fmt.Fprintf(&md, "Server CPU per full TLS 1.3 handshake (µs, median of %d interleaved rounds of %d handshakes, the servers started anew each round; server process CPU time; %d cores%s):\n\n", rounds, handshakes, numCPU(), pinned)
+	fmt.Fprintf(&md, "Server CPU per full TLS 1.3 handshake (µs, median of %d interleaved rounds of %d handshakes, the servers started anew each round and taking %d turns; server process CPU time; %d cores%s):\n\n", rounds, per*gatewaySlices, gatewaySlices, numCPU(), pinned)
 	fmt.Fprintf(&md, "| certificate | key share | ours, flag 80 + cert | stock, always requests | ratio (median per round) | ours, no flag | stock, never requests | ratio (median per round) |\n|---|---|---|---|---|---|---|---|\n")
 	var bars []bar
 	for i := 0; i < len(configs); i += 4 {
@@ -533,7 +545,7 @@ var groupIDs = map[string][]utls.CurveID{
 // and returns the server's CPU time per handshake in microseconds. A
 // handshake counts once the client has read the server's first HTTP/2
 // frame, which the server sends only after the handshake completed.
-func handshakeCPU(s *proc, p *benchPKI, group string, flagged bool, n int) float64 {
+func handshakeCPU(s *proc, p *benchPKI, group string, flagged bool, n, warm int) float64 {
 	hello := tlsclient.Hello{NextProtos: []string{"h2"}, Groups: groupIDs[group]}
 	if flagged {
 		hello.Flags = tlsflags.Must(tlsflags.RequestMTLS)
@@ -556,7 +568,7 @@ func handshakeCPU(s *proc, p *benchPKI, group string, flagged bool, n int) float
 		}
 		c.Close()
 	}
-	for range max(5, n/15) { // warm up: the server was started for this round
+	for range warm {
 		one()
 	}
 	before := s.cpu()
