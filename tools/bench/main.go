@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	httppprof "net/http/pprof"
 	"net/url"
 	"os"
 	"os/exec"
@@ -85,6 +86,8 @@ func main() {
 	nginxBin := flag.String("nginx", "", "gateway: the nginx binary (default: nginx from PATH or /usr/sbin)")
 	caddyBin := flag.String("caddy", "", "gateway: the caddy binary (default: caddy from PATH)")
 	baseline := flag.String("baseline", "", "gateway: also run this server binary (an earlier build) as \"ours, baseline\", to price a change in the same interleaved run")
+	hsProfile := flag.String("profile-handshakes", "", "write a CPU profile of this server under flagged handshakes (ECDSA P-256, X25519) to this file, for -profile-time, and do nothing else")
+	hsProfileStock := flag.Bool("profile-handshakes-stock", false, "-profile-handshakes profiles the stock crypto/tls server that always requests a certificate instead")
 	var prof profileParams
 	flag.StringVar(&prof.file, "profile", "", "gateway: also write a CPU profile of this server under the new-connection load to this file")
 	flag.DurationVar(&prof.d, "profile-time", 10*time.Second, "gateway: how long -profile samples")
@@ -110,6 +113,11 @@ func main() {
 		os.Exit(1)
 	}()
 
+	if *hsProfile != "" {
+		// Only the profile: this server, ECDSA P-256, X25519, flagged.
+		check(profileHandshakes(dir, *binDir, *hsProfile, prof.d, *hsProfileStock))
+		return
+	}
 	if *only == "" || *only == "forward" {
 		// The forward-proxy comparison has a file of its own.
 		md := forwardBench(dir, *binDir, *rounds, *fwdOne, *fwdNew)
@@ -665,7 +673,13 @@ func serveStock(args []string) {
 	keyFile := fs.String("key", "", "")
 	ca := fs.String("ca", "", "")
 	addr := fs.String("addr", "127.0.0.1:0", "")
+	pprofAddr := fs.String("pprof-addr", "", "")
 	fs.Parse(args)
+	if *pprofAddr != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+		go http.ListenAndServe(*pprofAddr, mux)
+	}
 	srv, err := server.New(server.Config{Files: server.Files{Cert: *certFile, Key: *keyFile, ClientCA: *ca},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	check(err)
@@ -688,5 +702,43 @@ func serveStock(args []string) {
 	err = hs.Serve(tls.NewListener(ln, cfg))
 	if !errors.Is(err, http.ErrServerClosed) {
 		log.Fatal(err)
+	}
+}
+
+// profileHandshakes writes a CPU profile of this server taken while it
+// does flagged full handshakes, two at a time.
+func profileHandshakes(dir, binDir, file string, d time.Duration, stock bool) error {
+	pa, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	p := makePKI(dir, "ecdsa", false)
+	var s *proc
+	if stock {
+		self, err := os.Executable()
+		check(err)
+		s = start(self, "serve-stock", "-mode", "always", "-cert", p.serverCert, "-key", p.serverKey, "-ca", p.rootCA,
+			"-addr", "127.0.0.1:0", "-pprof-addr", pa)
+	} else {
+		s = start(filepath.Join(binDir, "server"), "-cert", p.serverCert, "-key", p.serverKey, "-client-cacert", p.rootCA,
+			"-listen-addr", "127.0.0.1:0", "-pprof-addr", pa)
+	}
+	defer s.stop()
+	done := make(chan error, 1)
+	go func() {
+		done <- fetchTo(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pa, int(d.Seconds())), file)
+	}()
+	n := 0
+	for {
+		handshakeCPU(s, p, "X25519", true, 200, 0)
+		n += 200
+		select {
+		case err := <-done:
+			if err == nil {
+				log.Printf("wrote %s (about %d handshakes while it sampled): go tool pprof -top %s %s", file, n, filepath.Join(binDir, "server"), file)
+			}
+			return err
+		default:
+		}
 	}
 }
