@@ -89,3 +89,22 @@ func FuzzIsSpoofable(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkIsSpoofable: the check on a name, and the definition it
+// replaced (a lower-cased copy of the name).
+func BenchmarkIsSpoofable(b *testing.B) {
+	names := []string{"Accept", "Accept-Encoding", "User-Agent", "Sec-Ch-Ua", "Client-Cert", "X_ssl_client_verify"}
+	for _, f := range []struct {
+		name string
+		fn   func(string) bool
+	}{{"stack", isSpoofable}, {"copy", spoofableByDefinition}} {
+		b.Run(f.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				for _, n := range names {
+					f.fn(n)
+				}
+			}
+		})
+	}
+}
