@@ -51,7 +51,7 @@ func (c *countedWrites) Write(p []byte) (int, error) {
 func startH2(t *testing.T, h http.Handler) (*http.Client, string, *writeCounter) {
 	t.Helper()
 	p := testpki.New(t)
-	s, err := New(Config{Files: Files{Cert: p.ServerCert, Key: p.ServerKey, ClientCA: p.RootCA}, Handler: h})
+	s, err := New(Config{Files: Files{Cert: p.ServerCert, Key: p.ServerKey, ClientCA: p.RootCA}, Handler: h, Now: testpki.Clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func startH2(t *testing.T, h http.Handler) (*http.Client, string, *writeCounter)
 	})
 	pool := x509.NewCertPool()
 	pool.AddCert(p.CA.Cert)
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}, Protocols: new(http.Protocols)}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost", Time: testpki.Clock}, Protocols: new(http.Protocols)}
 	tr.Protocols.SetHTTP2(true)
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr}, "https://" + ln.Addr().String(), wc
@@ -312,7 +312,7 @@ func tlsPair(t *testing.T) (*headerConn, *tls.Conn) {
 		t.Fatal(err)
 	}
 	srv := tls.Server(sc, &tls.Config{Certificates: []tls.Certificate{cert}})
-	cli := tls.Client(cc, &tls.Config{RootCAs: pool, ServerName: "localhost"})
+	cli := tls.Client(cc, &tls.Config{RootCAs: pool, ServerName: "localhost", Time: testpki.Clock})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Handshake() }()
 	if err := cli.Handshake(); err != nil {
