@@ -210,6 +210,9 @@ func TestFastSameAsReverseProxy(t *testing.T) {
 		{"GET", "/too-big-stream", nil, true},
 		{"GET", "/slow", nil, true},
 		{"GET", "/hang-up", nil, true},
+		{"GET", "/plain", manyListed(40), true},
+		{"GET", "/plain?" + strings.Repeat("a=1&", maxQueryParams-1) + "a=1", nil, true},
+		{"GET", "/plain?" + strings.Repeat("a=1&", maxQueryParams) + "a=1", nil, false},
 		{"GET", "/plain?a=1;b=2", nil, false},
 		{"GET", "/plain?bad=%zz", nil, false},
 		{"GET", "/plain", []string{"Te: trailers"}, false},
@@ -250,6 +253,18 @@ func TestFastSameAsReverseProxy(t *testing.T) {
 			}
 		}
 	}
+}
+
+// manyListed is a Connection field listing n fields, those fields, and as
+// many that it does not list.
+func manyListed(n int) []string {
+	var names []string
+	fields := []string{}
+	for i := range n {
+		names = append(names, fmt.Sprintf("X-Listed-%d", i))
+		fields = append(fields, fmt.Sprintf("X-Listed-%d: %d", i, i), fmt.Sprintf("X-Kept-%d: %d", i, i))
+	}
+	return append([]string{"Connection: " + strings.Join(names, ", ")}, fields...)
 }
 
 func cmpTarget(t string) string {

@@ -37,6 +37,10 @@ func serveHTTP2(hs *http.Server) error {
 	return nil
 }
 
+// closeWriteTimeout bounds the write of a held frame at Close (as
+// crypto/tls bounds its close_notify).
+const closeWriteTimeout = time.Second
+
 // headerHold is how long a headerConn holds a response's HEADERS frame for
 // the DATA that follows it.
 const headerHold = time.Millisecond
@@ -138,10 +142,12 @@ func (c *headerConn) trimHeld() {
 }
 
 // Close writes a held frame first, unless a write is under way (one stuck
-// on a peer that does not read must not keep the connection open).
+// on a peer that does not read must not keep the connection open), within
+// closeWriteTimeout.
 func (c *headerConn) Close() error {
 	if c.mu.TryLock() {
 		if len(c.held) > 0 && c.err == nil {
+			c.Conn.SetWriteDeadline(time.Now().Add(closeWriteTimeout))
 			c.Conn.Write(c.held)
 		}
 		c.held = c.held[:0]

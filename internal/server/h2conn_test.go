@@ -409,3 +409,45 @@ func TestHeaderConnKeepsLittle(t *testing.T) {
 		t.Errorf("the idle connection keeps %d bytes of held buffer", cap(hc.held))
 	}
 }
+
+// TestHeaderConnCloseStuckPeer: Close with a header held returns even when
+// the peer reads nothing (the held frame's write gives up).
+func TestHeaderConnCloseStuckPeer(t *testing.T) {
+	p := testpki.New(t)
+	cert, err := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(p.CA.Cert)
+	sc, cc := net.Pipe() // no buffer: a write waits for the peer's read
+	srv := tls.Server(sc, &tls.Config{Certificates: []tls.Certificate{cert}})
+	cli := tls.Client(cc, &tls.Config{RootCAs: pool, ServerName: "localhost", Time: testpki.Clock})
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Handshake() }()
+	if err := cli.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	// The client's session tickets, read now: then it reads nothing more.
+	go func() {
+		cli.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		cli.Read(make([]byte, 1))
+	}()
+	time.Sleep(100 * time.Millisecond)
+	hc := &headerConn{Conn: srv}
+	defer hc.stop()
+	hc.Write(frames(t, func(f *http2.Framer) error {
+		return f.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: headerBlock(), EndHeaders: true})
+	}))
+	done := make(chan struct{})
+	go func() { hc.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * closeWriteTimeout):
+		t.Fatal("Close still blocked on a peer that reads nothing")
+	}
+	cc.Close()
+}
