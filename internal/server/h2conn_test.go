@@ -291,18 +291,11 @@ func FuzzOpensResponses(f *testing.F) {
 // loopback and the client side.
 func tlsPair(t *testing.T) (*headerConn, *tls.Conn) {
 	t.Helper()
-	p := testpki.New(t)
-	cert, err := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	pool := x509.NewCertPool()
-	pool.AddCert(p.CA.Cert)
 	cc, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -311,8 +304,25 @@ func tlsPair(t *testing.T) (*headerConn, *tls.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := tls.Server(sc, &tls.Config{Certificates: []tls.Certificate{cert}})
-	cli := tls.Client(cc, &tls.Config{RootCAs: pool, ServerName: "localhost", Time: testpki.Clock})
+	srv, cli := handshake(t, sc, cc)
+	hc := &headerConn{Conn: srv}
+	t.Cleanup(func() { hc.stop(); hc.Close(); cli.Close() })
+	return hc, cli
+}
+
+// handshake runs a TLS handshake between sc (the server's end, with the
+// test PKI's server certificate) and cc.
+func handshake(t *testing.T, sc, cc net.Conn) (srv, cli *tls.Conn) {
+	t.Helper()
+	p := testpki.New(t)
+	cert, err := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(p.CA.Cert)
+	srv = tls.Server(sc, &tls.Config{Certificates: []tls.Certificate{cert}})
+	cli = tls.Client(cc, &tls.Config{RootCAs: pool, ServerName: "localhost", Time: testpki.Clock})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Handshake() }()
 	if err := cli.Handshake(); err != nil {
@@ -321,9 +331,7 @@ func tlsPair(t *testing.T) (*headerConn, *tls.Conn) {
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	hc := &headerConn{Conn: srv}
-	t.Cleanup(func() { hc.stop(); hc.Close(); cli.Close() })
-	return hc, cli
+	return srv, cli
 }
 
 // TestHeaderConnHoldsAndReleases: a held header goes out with the next
@@ -413,24 +421,8 @@ func TestHeaderConnKeepsLittle(t *testing.T) {
 // TestHeaderConnCloseStuckPeer: Close with a header held returns even when
 // the peer reads nothing (the held frame's write gives up).
 func TestHeaderConnCloseStuckPeer(t *testing.T) {
-	p := testpki.New(t)
-	cert, err := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(p.CA.Cert)
 	sc, cc := net.Pipe() // no buffer: a write waits for the peer's read
-	srv := tls.Server(sc, &tls.Config{Certificates: []tls.Certificate{cert}})
-	cli := tls.Client(cc, &tls.Config{RootCAs: pool, ServerName: "localhost", Time: testpki.Clock})
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Handshake() }()
-	if err := cli.Handshake(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
+	srv, cli := handshake(t, sc, cc)
 	// The client's session tickets, read now: then it reads nothing more.
 	go func() {
 		cli.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
