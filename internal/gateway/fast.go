@@ -162,12 +162,7 @@ func (g *gateway) serveFast(w http.ResponseWriter, r *http.Request) {
 	fw.mu.Lock()
 	fw.done = true
 	fw.mu.Unlock()
-	if tm, ok := ctx.Value(timingKey).(*Timing); ok {
-		tm.Sent, tm.Upstream = true, time.Since(start)
-		if err == nil {
-			tm.Status = resp.StatusCode
-		}
-	}
+	noteTiming(ctx, start, resp, err)
 	if err != nil {
 		g.fail(w, out, err)
 		return
@@ -220,14 +215,8 @@ func (g *gateway) serveFast(w http.ResponseWriter, r *http.Request) {
 // removeHopByHop removes the fields that describe one connection: those the
 // Connection field lists, and hopByHop.
 func removeHopByHop(h http.Header) {
-	for _, f := range h["Connection"] {
-		for f != "" {
-			var opt string
-			opt, f, _ = strings.Cut(f, ",")
-			if opt = textproto.TrimString(opt); opt != "" {
-				h.Del(opt)
-			}
-		}
+	for _, k := range connectionOptions(h["Connection"]) {
+		delete(h, k)
 	}
 	for k := range hopByHop {
 		delete(h, k)

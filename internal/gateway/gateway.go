@@ -237,13 +237,19 @@ type timed struct{ http.RoundTripper }
 func (t timed) RoundTrip(r *http.Request) (*http.Response, error) {
 	start := time.Now()
 	resp, err := t.RoundTripper.RoundTrip(r)
-	if tm, ok := r.Context().Value(timingKey).(*Timing); ok {
+	noteTiming(r.Context(), start, resp, err)
+	return resp, err
+}
+
+// noteTiming fills in the request's Timing, if it has one, for a round
+// trip to the origin begun at start.
+func noteTiming(ctx context.Context, start time.Time, resp *http.Response, err error) {
+	if tm, ok := ctx.Value(timingKey).(*Timing); ok {
 		tm.Sent, tm.Upstream = true, time.Since(start)
 		if err == nil {
 			tm.Status = resp.StatusCode
 		}
 	}
-	return resp, err
 }
 
 // forwardedNode formats a node of RFC 7239's Forwarded: an IPv6 address in

@@ -8,7 +8,6 @@ import (
 	"encoding/pem"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -73,8 +72,7 @@ func isSpoofable(name string) bool {
 		// (Field names are ASCII tokens; anything else, which servers
 		// refuse before here, goes the long way, where ToLower maps
 		// letters such as U+0130 to ASCII ones.)
-		n := normalise(name)
-		return spoofable[n] || slices.ContainsFunc(spoofablePrefixes, func(p string) bool { return strings.HasPrefix(n, p) })
+		return spoofableNormal([]byte(normalise(name)))
 	}
 	b := buf[:len(name)]
 	for i := range len(name) {
@@ -87,11 +85,17 @@ func isSpoofable(name string) bool {
 		}
 		b[i] = c
 	}
-	if spoofable[string(b)] {
+	return spoofableNormal(b)
+}
+
+// spoofableNormal reports whether a normalised name (normalise) is one of
+// spoofable or starts with one of spoofablePrefixes.
+func spoofableNormal(n []byte) bool {
+	if spoofable[string(n)] {
 		return true
 	}
 	for _, p := range spoofablePrefixes {
-		if len(b) >= len(p) && string(b[:len(p)]) == p {
+		if len(n) >= len(p) && string(n[:len(p)]) == p {
 			return true
 		}
 	}
