@@ -880,28 +880,13 @@ func profileOurs(env *gatewayEnv, gp gatewayParams, prof profileParams) error {
 	if err != nil {
 		return err
 	}
-	done := make(chan error, 1)
-	go func() {
-		done <- fetchTo(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pa, int(prof.d.Seconds())), prof.file)
-	}()
 	n, conc, load := 100, gp.newConnConc, "new-connection"
 	if prof.keepAlive {
 		n, conc, load = 1000, gp.keepAliveConc, "kept-alive"
 	}
 	log.Printf("profiling ours under the %s load for %v (access log %v)", load, prof.d, prof.accessLog)
-	requests := 0
-	for {
-		if _, err := gatewayLoad(ts[0], cl, !prof.keepAlive, n, conc); err != nil {
-			return err
-		}
-		requests += n
-		select {
-		case err := <-done:
-			if err == nil {
-				log.Printf("wrote %s (about %d requests while it sampled): go tool pprof -top %s %s", prof.file, requests, env.serverBin, prof.file)
-			}
-			return err
-		default:
-		}
-	}
+	return profileWhile(pa, prof.file, prof.d, env.serverBin, "requests", func() (int, error) {
+		_, err := gatewayLoad(ts[0], cl, !prof.keepAlive, n, conc)
+		return n, err
+	})
 }

@@ -197,18 +197,15 @@ func joinBenchMD(hs, gw string) string {
 // chart's bars.
 func handshakeBench(dir, binDir string, rounds, handshakes, requests int) (string, []bar) {
 	pkis := map[string]*benchPKI{"ECDSA P-256": makePKI(dir, "ecdsa", false), "RSA-2048": makePKI(dir, "rsa", true)}
-	self, err := os.Executable()
-	check(err)
-
 	type servers struct{ ours, always, never *proc }
 	startServers := func() map[string]servers {
 		running := map[string]servers{}
 		for _, name := range []string{"ECDSA P-256", "RSA-2048"} {
 			p := pkis[name]
 			running[name] = servers{
-				ours:   start(filepath.Join(binDir, "server"), "-cert", p.serverCert, "-key", p.serverKey, "-client-cacert", p.rootCA, "-listen-addr", "127.0.0.1:0"),
-				always: start(self, "serve-stock", "-mode", "always", "-cert", p.serverCert, "-key", p.serverKey, "-ca", p.rootCA, "-addr", "127.0.0.1:0"),
-				never:  start(self, "serve-stock", "-mode", "never", "-cert", p.serverCert, "-key", p.serverKey, "-ca", p.rootCA, "-addr", "127.0.0.1:0"),
+				ours:   startOurs(filepath.Join(binDir, "server"), p),
+				always: startStock("always", p),
+				never:  startStock("never", p),
 			}
 		}
 		return running
@@ -293,7 +290,7 @@ func handshakeBench(dir, binDir string, rounds, handshakes, requests int) (strin
 
 	// Throughput and latency of GET /debug against our server (ECDSA).
 	p := pkis["ECDSA P-256"]
-	srv := start(filepath.Join(binDir, "server"), "-cert", p.serverCert, "-key", p.serverKey, "-client-cacert", p.rootCA, "-listen-addr", "127.0.0.1:0")
+	srv := startOurs(filepath.Join(binDir, "server"), p)
 	u, _ := url.Parse("https://" + srv.addr + "/debug")
 	fmt.Fprintf(&md, "\nGET /debug against this server (ECDSA P-256, flag 80 with a certificate; %d requests each):\n\n", requests)
 	fmt.Fprintf(&md, "| connections | clients | requests/s | p50 | p99 |\n|---|---|---|---|---|\n")
@@ -705,40 +702,68 @@ func serveStock(args []string) {
 	}
 }
 
-// profileHandshakes writes a CPU profile of this server taken while it
-// does flagged full handshakes, two at a time.
+// startOurs starts this project's server, bin, with p's certificates and
+// the extra flags.
+func startOurs(bin string, p *benchPKI, extra ...string) *proc {
+	return start(bin, append([]string{"-cert", p.serverCert, "-key", p.serverKey, "-client-cacert", p.rootCA,
+		"-listen-addr", "127.0.0.1:0"}, extra...)...)
+}
+
+// startStock starts the stock crypto/tls server (serve-stock) in mode
+// (always or never requesting a certificate), with p's certificates and
+// the extra flags.
+func startStock(mode string, p *benchPKI, extra ...string) *proc {
+	self, err := os.Executable()
+	check(err)
+	return start(self, append([]string{"serve-stock", "-mode", mode, "-cert", p.serverCert, "-key", p.serverKey,
+		"-ca", p.rootCA, "-addr", "127.0.0.1:0"}, extra...)...)
+}
+
+// profileWhile writes to file the CPU profile that the server serving
+// pprof on pprofAddr takes over d, running load until it is written; load
+// returns how many units (requests, handshakes) it did, and bin is the
+// server's binary, for the command that reads the profile.
+func profileWhile(pprofAddr, file string, d time.Duration, bin, unit string, load func() (int, error)) error {
+	done := make(chan error, 1)
+	go func() {
+		done <- fetchTo(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, int(d.Seconds())), file)
+	}()
+	n := 0
+	for {
+		k, err := load()
+		if err != nil {
+			return err
+		}
+		n += k
+		select {
+		case err := <-done:
+			if err == nil {
+				log.Printf("wrote %s (about %d %s while it sampled): go tool pprof -top %s %s", file, n, unit, bin, file)
+			}
+			return err
+		default:
+		}
+	}
+}
+
+// profileHandshakes writes a CPU profile of this server, or of the stock
+// crypto/tls one always requesting a certificate, taken while it does
+// flagged full handshakes, two at a time.
 func profileHandshakes(dir, binDir, file string, d time.Duration, stock bool) error {
 	pa, err := freeAddr()
 	if err != nil {
 		return err
 	}
 	p := makePKI(dir, "ecdsa", false)
-	var s *proc
+	s, bin := startOurs(filepath.Join(binDir, "server"), p, "-pprof-addr", pa), filepath.Join(binDir, "server")
 	if stock {
-		self, err := os.Executable()
+		s = startStock("always", p, "-pprof-addr", pa)
+		bin, err = os.Executable()
 		check(err)
-		s = start(self, "serve-stock", "-mode", "always", "-cert", p.serverCert, "-key", p.serverKey, "-ca", p.rootCA,
-			"-addr", "127.0.0.1:0", "-pprof-addr", pa)
-	} else {
-		s = start(filepath.Join(binDir, "server"), "-cert", p.serverCert, "-key", p.serverKey, "-client-cacert", p.rootCA,
-			"-listen-addr", "127.0.0.1:0", "-pprof-addr", pa)
 	}
 	defer s.stop()
-	done := make(chan error, 1)
-	go func() {
-		done <- fetchTo(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pa, int(d.Seconds())), file)
-	}()
-	n := 0
-	for {
+	return profileWhile(pa, file, d, bin, "handshakes", func() (int, error) {
 		handshakeCPU(s, p, "X25519", true, 200, 0)
-		n += 200
-		select {
-		case err := <-done:
-			if err == nil {
-				log.Printf("wrote %s (about %d handshakes while it sampled): go tool pprof -top %s %s", file, n, filepath.Join(binDir, "server"), file)
-			}
-			return err
-		default:
-		}
-	}
+		return 200, nil
+	})
 }

@@ -41,7 +41,7 @@ func runTests(m *testing.M) int {
 // which go test -race reports), then all share one kept-alive connection.
 func TestThroughput(t *testing.T) {
 	p := makePKI(t.TempDir(), "ecdsa", false)
-	s := start(serverBin, "-cert", p.serverCert, "-key", p.serverKey, "-client-cacert", p.rootCA, "-listen-addr", "127.0.0.1:0")
+	s := startOurs(serverBin, p)
 	t.Cleanup(stopAll)
 	u, err := url.Parse("https://" + s.addr + "/debug")
 	if err != nil {
@@ -62,7 +62,7 @@ func TestThroughput(t *testing.T) {
 // both worker goroutines.
 func TestHandshakeCPU(t *testing.T) {
 	p := makePKI(t.TempDir(), "ecdsa", false)
-	s := start(serverBin, "-cert", p.serverCert, "-key", p.serverKey, "-client-cacert", p.rootCA, "-listen-addr", "127.0.0.1:0")
+	s := startOurs(serverBin, p)
 	t.Cleanup(stopAll)
 	for _, flagged := range []bool{true, false} {
 		us := handshakeCPU(s, p, "X25519", flagged, 6, 2)
