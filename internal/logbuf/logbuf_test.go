@@ -1,33 +1,16 @@
 package logbuf
 
 import (
-	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/req-mtls/req-mtls/internal/testutil"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestWriter: lines wait in the buffer, reach the writer on the timer, and
 // nothing is lost at Close.
 func TestWriter(t *testing.T) {
-	var out syncBuffer
+	var out testutil.Buffer
 	w := New(&out, 50*time.Millisecond)
 	w.Write([]byte("one\n"))
 	if out.String() != "" {
