@@ -487,10 +487,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		err = t.explainH2(cc, err)
 		var e *Error
-		if attempt == 0 && !cc.CanTakeNewRequest() && req.Body == nil && idempotent(req.Method) && !(errors.As(err, &e) && e.Alert != "") {
+		if st := cc.State(); attempt == 0 && (st.Closed || st.Closing) && req.Body == nil && idempotent(req.Method) && !(errors.As(err, &e) && e.Alert != "") {
 			// The connection went away under us (a GOAWAY, an idle
-			// close): once more on a new one.
-			t.dropH2(key, cc)
+			// close, a read error; a stream reset with PROTOCOL_ERROR,
+			// after which HTTP/2 takes no new request on it): once more
+			// on a new one. Its other requests run on (idleH2Locked).
 			continue
 		}
 		return nil, err
@@ -508,13 +509,25 @@ func idempotent(method string) bool {
 // idleH2Locked returns a pooled HTTP/2 connection to addr with a stream
 // reserved for the request (so that CloseIdleConnections leaves it and no
 // other request takes the stream; RoundTrip uses the reservation), dropping
-// dead ones.
+// dead ones. One that takes no new request but still runs some (after a
+// GOAWAY, or a stream reset with PROTOCOL_ERROR) stays in the pool, and
+// counts against MaxConnsPerHost, until HTTP/2 closes it after the last;
+// one that runs none is closed now.
 func (t *Transport) idleH2Locked(addr string) *h2Conn {
 	pool := t.h2pool[addr]
 	kept := pool[:0]
 	var found *h2Conn
 	for _, cc := range pool {
-		if st := cc.State(); st.Closed || st.Closing {
+		st := cc.State()
+		if st.Closed {
+			continue
+		}
+		if st.Closing {
+			if st.StreamsActive == 0 && st.StreamsReserved == 0 {
+				cc.Close()
+				continue
+			}
+			kept = append(kept, cc)
 			continue
 		}
 		kept = append(kept, cc)
@@ -528,13 +541,6 @@ func (t *Transport) idleH2Locked(addr string) *h2Conn {
 		t.h2pool[addr] = kept
 	}
 	return found
-}
-
-func (t *Transport) dropH2(addr string, cc *h2Conn) {
-	t.mu.Lock()
-	t.forgetH2Locked(addr, cc)
-	t.mu.Unlock()
-	cc.Close()
 }
 
 // dialH2 returns a new HTTP/2 connection to addr, dialing once for all

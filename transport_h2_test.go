@@ -1,0 +1,211 @@
+package reqmtls
+
+// The Transport against an HTTP/2 server written frame by frame, for
+// orders of frames a real server gives only by chance.
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/req-mtls/req-mtls/internal/testpki"
+)
+
+// frameServer accepts HTTP/2 over TLS and hands each connection, its
+// preface read, to serve with a framer; the framer's writes go out whole.
+func frameServer(t *testing.T, p *testpki.PKI, serve func(n int, fr *http2.Framer)) string {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}, Time: testpki.Clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); conns.Wait() })
+	go func() {
+		for n := 0; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer conns.Done()
+				defer c.Close()
+				stop := closeAtEnd(t, c)
+				defer stop()
+				preface := make([]byte, len(http2.ClientPreface))
+				if _, err := io.ReadFull(c, preface); err != nil || string(preface) != http2.ClientPreface {
+					return
+				}
+				serve(n, http2.NewFramer(c, c))
+			}()
+		}
+	}()
+	return "https://" + ln.Addr().String()
+}
+
+// closeAtEnd closes c when the test ends, so that no serve outlives it.
+func closeAtEnd(t *testing.T, c net.Conn) func() {
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("a test connection lived 10 s")
+		}
+		c.Close()
+	}()
+	return func() { close(done) }
+}
+
+// answer sends a 200 response with body on stream id.
+func answer(fr *http2.Framer, id uint32, body string) error {
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
+		return err
+	}
+	return fr.WriteData(id, true, []byte(body))
+}
+
+// TestStreamErrorKeepsOtherRequests: a stream reset with PROTOCOL_ERROR
+// (what Go's server sends to a stream over the limit its SETTINGS gave,
+// when the client opened the stream before reading them) while another
+// request is in flight on the connection. HTTP/2 takes no new request on
+// that connection after it. The reset GET is sent again on a new one, and
+// the request in flight (a POST, which nothing would send again) gets its
+// answer: the connection used to be closed under it. With MaxConnsPerHost
+// 1, the new connection waits until the old one has answered its last
+// request: the server answers the POST only later (after 50 ms), so a new
+// connection that came before the answer would be seen.
+func TestStreamErrorKeepsOtherRequests(t *testing.T) {
+	for _, maxConns := range []int{0, 1} {
+		t.Run(fmt.Sprintf("MaxConnsPerHost=%d", maxConns), func(t *testing.T) {
+			testStreamErrorKeepsOthers(t, maxConns)
+		})
+	}
+}
+
+func testStreamErrorKeepsOthers(t *testing.T, maxConns int) {
+	p := testpki.New(t)
+	postSeen := make(chan struct{})
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var events []string // what the server did, in order
+	note := func(e string) {
+		mu.Lock()
+		events = append(events, e)
+		mu.Unlock()
+	}
+	url := frameServer(t, p, func(n int, fr *http2.Framer) {
+		if n > 0 {
+			// Later connections: SETTINGS, then an answer per request.
+			note("new connection")
+			fr.WriteSettings()
+			for {
+				f, err := fr.ReadFrame()
+				if err != nil {
+					return
+				}
+				if h, ok := f.(*http2.HeadersFrame); ok {
+					if answer(fr, h.StreamID, "ok") != nil {
+						return
+					}
+				}
+			}
+		}
+		// The first: no SETTINGS until the GET's stream is open.
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.DataFrame:
+				if f.StreamID == 1 && f.StreamEnded() {
+					close(postSeen)
+				}
+			case *http2.HeadersFrame:
+				if f.StreamID != 3 {
+					continue
+				}
+				if fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1}) != nil ||
+					fr.WriteRSTStream(3, http2.ErrCodeProtocol) != nil {
+					return
+				}
+				var later <-chan time.Time
+				if maxConns == 1 {
+					later = time.After(50 * time.Millisecond)
+				}
+				go func() {
+					select {
+					case <-release:
+					case <-later:
+					}
+					note("POST answered")
+					answer(fr, 1, "posted")
+				}()
+			}
+		}
+	})
+	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, RootCAs: roots(p), MaxConnsPerHost: maxConns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	posted := make(chan string, 1)
+	go func() {
+		resp, err := c.Post(url+"/post", "text/plain", strings.NewReader("a body"))
+		if err != nil {
+			posted <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			posted <- err.Error()
+			return
+		}
+		posted <- string(b)
+	}()
+	select {
+	case <-postSeen:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the POST did not reach the server")
+	}
+	got, err := do(c, url+"/get")
+	if maxConns == 0 {
+		close(release)
+	}
+	if err != nil || got != "ok" {
+		t.Errorf("the GET reset with PROTOCOL_ERROR: %q, %v; want it sent again and answered", got, err)
+	}
+	if got := <-posted; got != "posted" {
+		t.Errorf("the POST in flight when another stream was reset: %q, want its answer", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := "new connection, POST answered"
+	if maxConns == 1 {
+		want = "POST answered, new connection"
+	}
+	if got := strings.Join(events, ", "); got != want {
+		t.Errorf("the server saw: %s; want %s", got, want)
+	}
+}
