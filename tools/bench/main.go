@@ -755,11 +755,14 @@ func profileHandshakes(dir, binDir, file string, d time.Duration, stock bool) er
 		return err
 	}
 	p := makePKI(dir, "ecdsa", false)
-	s, bin := startOurs(filepath.Join(binDir, "server"), p, "-pprof-addr", pa), filepath.Join(binDir, "server")
+	var s *proc
+	bin := filepath.Join(binDir, "server")
 	if stock {
 		s = startStock("always", p, "-pprof-addr", pa)
 		bin, err = os.Executable()
 		check(err)
+	} else {
+		s = startOurs(bin, p, "-pprof-addr", pa)
 	}
 	defer s.stop()
 	return profileWhile(pa, file, d, bin, "handshakes", func() (int, error) {
