@@ -50,7 +50,7 @@ func TestGateway(t *testing.T) {
 	if len(ts) != want {
 		t.Fatalf("%d terminators started, want %d", len(ts), want)
 	}
-	gp := gatewayParams{rounds: 2, newConnN: 6, keepAliveN: 20, newConnConc: 2, keepAliveConc: 2}
+	gp := gatewayParams{rounds: 2, newConnN: 6, keepAliveN: 20, newConnConc: 2, keepAliveConc: 2, warmMax: warmBatch}
 	stopTerminators(ts)
 	starts := 0
 	res, err := runGateway(func() ([]*terminator, error) { starts++; return startTerminators(env) }, env.pki, gp, func(s string) { t.Log(s) })

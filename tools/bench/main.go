@@ -88,6 +88,7 @@ func main() {
 	baseline := flag.String("baseline", "", "gateway: also run this server binary (an earlier build) as \"ours, baseline\", to price a change in the same interleaved run")
 	hsProfile := flag.String("profile-handshakes", "", "write a CPU profile of this server under flagged handshakes (ECDSA P-256, X25519) to this file, for -profile-time, and do nothing else")
 	hsProfileStock := flag.Bool("profile-handshakes-stock", false, "-profile-handshakes profiles the stock crypto/tls server that always requests a certificate instead")
+	warmMax := flag.Int("warm-max", 2000, "handshake, gateway: at most so many handshakes or requests warm a server started for a round, until a batch of 50 takes fewer than one page fault each")
 	var prof profileParams
 	flag.StringVar(&prof.file, "profile", "", "gateway: also write a CPU profile of this server under the new-connection load to this file")
 	flag.DurationVar(&prof.d, "profile-time", 10*time.Second, "gateway: how long -profile samples")
@@ -99,6 +100,7 @@ func main() {
 		log.Fatalf("-only must be handshake, gateway, memory or forward, not %q", *only)
 	}
 	gp.rounds = *rounds
+	gp.warmMax = *warmMax
 
 	dir, err := os.MkdirTemp("", "req-mtls-bench")
 	check(err)
@@ -140,7 +142,7 @@ func main() {
 	var hsMD, gwMD string
 	if *only != "gateway" {
 		var bars []bar
-		hsMD, bars = handshakeBench(dir, *binDir, *rounds, *handshakes, *requests)
+		hsMD, bars = handshakeBench(dir, *binDir, *rounds, *handshakes, *requests, *warmMax)
 		check(os.MkdirAll(*outDir, 0o755))
 		check(os.WriteFile(filepath.Join(*outDir, "bench.svg"), []byte(svg(bars, handshakeChart)), 0o644))
 	}
@@ -195,7 +197,7 @@ func joinBenchMD(hs, gw string) string {
 // handshakeBench measures server CPU per handshake, ours against stock
 // crypto/tls, then GET /debug throughput; it returns the Markdown and the
 // chart's bars.
-func handshakeBench(dir, binDir string, rounds, handshakes, requests int) (string, []bar) {
+func handshakeBench(dir, binDir string, rounds, handshakes, requests, warmMax int) (string, []bar) {
 	pkis := map[string]*benchPKI{"ECDSA P-256": makePKI(dir, "ecdsa", false), "RSA-2048": makePKI(dir, "rsa", true)}
 	type servers struct{ ours, always, never *proc }
 	startServers := func() map[string]servers {
@@ -214,6 +216,7 @@ func handshakeBench(dir, binDir string, rounds, handshakes, requests int) (strin
 
 	type config struct {
 		label   string
+		server  string // which of servers
 		cert    string
 		group   string
 		srv     func(servers) *proc
@@ -226,10 +229,10 @@ func handshakeBench(dir, binDir string, rounds, handshakes, requests int) (strin
 	for _, certName := range []string{"ECDSA P-256", "RSA-2048"} {
 		for _, group := range []string{"X25519", "X25519MLKEM768"} {
 			configs = append(configs,
-				config{"ours, flag 80 + certificate", certName, group, ours, true},
-				config{"stock, always requests", certName, group, always, true},
-				config{"ours, no flag", certName, group, ours, false},
-				config{"stock, never requests", certName, group, never, false},
+				config{"ours, flag 80 + certificate", "ours", certName, group, ours, true},
+				config{"stock, always requests", "stock, always requests", certName, group, always, true},
+				config{"ours, no flag", "ours", certName, group, ours, false},
+				config{"stock, never requests", "stock, never requests", certName, group, never, false},
 			)
 		}
 	}
@@ -238,20 +241,33 @@ func handshakeBench(dir, binDir string, rounds, handshakes, requests int) (strin
 	// rotated each round.
 	// Each round's handshakes go in slices the configurations take in
 	// turn, as the gateway's load does (gatewaySlices).
+	// A server started for the round is first warmed by each of its
+	// configurations in turn, until its memory stops growing
+	// (warmUntilSettled); what that took is reported by server.
 	results := make([][]float64, len(configs))
+	warmed := map[string][]warmup{} // by the server's configuration label, per round
 	per := max(handshakes/gatewaySlices, 1)
 	for r := range rounds {
 		running := startServers()
 		sums := make([]float64, len(configs))
+		warms := map[string]warmup{}
+		for k := range configs {
+			c := configs[(k+r)%len(configs)]
+			s := c.srv(running[c.cert])
+			one := handshaker(s, pkis[c.cert], c.group, c.flagged)
+			w, err := warmUntilSettled(s, warmMax, func() error { one(); return nil })
+			check(err)
+			key := c.cert + ", " + c.server
+			warms[key] = warmup{calls: warms[key].calls + w.calls, cpu: warms[key].cpu + w.cpu}
+		}
+		for key, w := range warms {
+			warmed[key] = append(warmed[key], w)
+		}
 		for sl := range gatewaySlices {
 			for k := range configs {
 				i := (k + r + sl) % len(configs)
 				c := configs[i]
-				warm := 5
-				if sl == 0 {
-					warm = max(5, handshakes/15) // the server was started for this round
-				}
-				sums[i] += handshakeCPU(c.srv(running[c.cert]), pkis[c.cert], c.group, c.flagged, per, warm)
+				sums[i] += handshakeCPU(c.srv(running[c.cert]), pkis[c.cert], c.group, c.flagged, per, 5)
 			}
 		}
 		for i := range configs {
@@ -266,7 +282,7 @@ func handshakeBench(dir, binDir string, rounds, handshakes, requests int) (strin
 	if serverCPU != "" {
 		pinned = fmt.Sprintf("; servers pinned to CPU %s, load on the other", serverCPU)
 	}
-	fmt.Fprintf(&md, "Server CPU per full TLS 1.3 handshake (µs, median of %d interleaved rounds of %d handshakes, the servers started anew each round and taking %d turns; server process CPU time; %d cores%s):\n\n", rounds, per*gatewaySlices, gatewaySlices, numCPU(), pinned)
+	fmt.Fprintf(&md, "Server CPU per full TLS 1.3 handshake (µs, median of %d interleaved rounds of %d handshakes, the servers started anew and warmed each round and taking %d turns; server process CPU time; %d cores%s):\n\n", rounds, per*gatewaySlices, gatewaySlices, numCPU(), pinned)
 	fmt.Fprintf(&md, "| certificate | key share | ours, flag 80 + cert | stock, always requests | ratio (median per round) | ours, no flag | stock, never requests | ratio (median per round) |\n|---|---|---|---|---|---|---|---|\n")
 	var bars []bar
 	for i := 0; i < len(configs); i += 4 {
@@ -285,6 +301,17 @@ func handshakeBench(dir, binDir string, rounds, handshakes, requests int) (strin
 			m(0), m(1), ratio(0, 1), m(2), m(3), ratio(2, 3))
 		for j := range 4 {
 			bars = append(bars, bar{group: configs[i].cert + ", " + configs[i].group, label: configs[i+j].label, value: m(j)})
+		}
+	}
+	fmt.Fprintf(&md, "\nEach server started for a round was first warmed, by each of its configurations in turn, until %d handshakes took fewer than one page fault each (its heap had grown to its collector's goal): a cost paid once per process, not per handshake. What that took (median of rounds):\n\n", warmBatch)
+	fmt.Fprintf(&md, "| server | handshakes | CPU |\n|---|---|---|\n")
+	for _, certName := range []string{"ECDSA P-256", "RSA-2048"} {
+		for _, server := range []string{"ours", "stock, always requests", "stock, never requests"} {
+			var calls, cpu []float64
+			for _, w := range warmed[certName+", "+server] {
+				calls, cpu = append(calls, float64(w.calls)), append(cpu, w.cpu.Seconds()*1e3)
+			}
+			fmt.Fprintf(&md, "| %s, %s | %.0f | %.0f ms |\n", server, certName, median(calls), median(cpu))
 		}
 	}
 
@@ -551,13 +578,26 @@ var groupIDs = map[string][]utls.CurveID{
 // handshake counts once the client has read the server's first HTTP/2
 // frame, which the server sends only after the handshake completed.
 func handshakeCPU(s *proc, p *benchPKI, group string, flagged bool, n, warm int) float64 {
+	one := handshaker(s, p, group, flagged)
+	for range warm {
+		one()
+	}
+	before := s.cpu()
+	parallel(n, 2, func(int) error { one(); return nil })
+	time.Sleep(50 * time.Millisecond) // let the server finish closing
+	return float64(s.cpu()-before) / float64(n) / 1e3
+}
+
+// handshaker returns a function that does one full handshake with s, reads
+// a byte and closes, or ends the bench.
+func handshaker(s *proc, p *benchPKI, group string, flagged bool) func() {
 	hello := tlsclient.Hello{NextProtos: []string{"h2"}, Groups: groupIDs[group]}
 	if flagged {
 		hello.Flags = tlsflags.Must(tlsflags.RequestMTLS)
 	}
 	cfg := &utls.Config{RootCAs: p.pool, ServerName: "localhost",
 		GetClientCertificate: func(*utls.CertificateRequestInfo) (*utls.Certificate, error) { return &p.client, nil }}
-	one := func() {
+	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		c, err := hello.Dial(ctx, &net.Dialer{}, "tcp", s.addr, cfg)
@@ -573,13 +613,6 @@ func handshakeCPU(s *proc, p *benchPKI, group string, flagged bool, n, warm int)
 		}
 		c.Close()
 	}
-	for range warm {
-		one()
-	}
-	before := s.cpu()
-	parallel(n, 2, func(int) error { one(); return nil })
-	time.Sleep(50 * time.Millisecond) // let the server finish closing
-	return float64(s.cpu()-before) / float64(n) / 1e3
 }
 
 // parallel runs f(0..n-1) on conc goroutines and returns the first error.
