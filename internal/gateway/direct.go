@@ -180,7 +180,7 @@ func (d *direct) send(pc *pconn, r *http.Request, got1xx func(int, textproto.MIM
 	}
 	// The request's end (the client went away) ends the wait.
 	stop := context.AfterFunc(ctx, func() { pc.SetDeadline(time.Unix(1, 0)) })
-	err := r.Write(pc.bw)
+	err := writeRequest(pc.bw, r)
 	if err == nil {
 		err = pc.bw.Flush()
 	}
