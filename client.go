@@ -329,7 +329,8 @@ type Transport struct {
 // which knows the alert that ended it, if one did.
 type h2Conn struct {
 	*http2.ClientConn
-	tc *client.AlertConn
+	tc     *client.AlertConn
+	opened atomic.Bool // a request has taken its first stream (awaitSettings)
 }
 
 // dialCall is one dial to an address that concurrent requests wait for.
@@ -424,9 +425,19 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		t.mu.Lock()
 		h1 := t.h1only[key]
-		cc := t.idleH2Locked(key)
-		full := t.maxConns > 0 && len(t.h2pool[key]) >= t.maxConns
+		var cc *h2Conn
+		var usable int
+		var stale []*h2Conn
+		if !h1 {
+			// A host gone to HTTP/1.1 takes no stream of a connection
+			// still pooled for it: a reservation would be kept forever.
+			cc, usable, stale = t.idleH2Locked(key)
+		}
+		full := t.maxConns > 0 && usable >= t.maxConns
 		t.mu.Unlock()
+		for _, c := range stale {
+			c.Close()
+		}
 		if cc == nil && full && !h1 {
 			// MaxConnsPerHost: wait for a stream on a connection we
 			// have, not for a new one.
@@ -456,6 +467,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if cc == nil {
 				continue // the server chose HTTP/1.1
 			}
+		}
+		if t.maxConns > 0 && !cc.opened.CompareAndSwap(false, true) {
+			awaitSettings(req.Context(), cc)
 		}
 		resp, err := cc.RoundTrip(req)
 		if err == nil {
@@ -508,15 +522,17 @@ func idempotent(method string) bool {
 
 // idleH2Locked returns a pooled HTTP/2 connection to addr with a stream
 // reserved for the request (so that CloseIdleConnections leaves it and no
-// other request takes the stream; RoundTrip uses the reservation), dropping
-// dead ones. One that takes no new request but still runs some (after a
-// GOAWAY, or a stream reset with PROTOCOL_ERROR) stays in the pool, and
-// counts against MaxConnsPerHost, until HTTP/2 closes it after the last;
-// one that runs none is closed now.
-func (t *Transport) idleH2Locked(addr string) *h2Conn {
+// other request takes the stream; RoundTrip uses the reservation), how
+// many of the pool take new requests, and the pooled ones to close (after
+// t.mu is let go: a close may wait on its peer). A closed connection
+// leaves the pool. One that takes no new request (after a GOAWAY, or a
+// stream reset with PROTOCOL_ERROR) stays until HTTP/2 closes it after its
+// last request, not counted against MaxConnsPerHost, as net/http does
+// not: a request waiting on it to end would wait for as long as a stream
+// on it lasts. One such that runs none is closed.
+func (t *Transport) idleH2Locked(addr string) (found *h2Conn, usable int, stale []*h2Conn) {
 	pool := t.h2pool[addr]
 	kept := pool[:0]
-	var found *h2Conn
 	for _, cc := range pool {
 		st := cc.State()
 		if st.Closed {
@@ -524,23 +540,41 @@ func (t *Transport) idleH2Locked(addr string) *h2Conn {
 		}
 		if st.Closing {
 			if st.StreamsActive == 0 && st.StreamsReserved == 0 {
-				cc.Close()
+				stale = append(stale, cc)
 				continue
 			}
 			kept = append(kept, cc)
 			continue
 		}
 		kept = append(kept, cc)
+		usable++
 		if found == nil && cc.ReserveNewRequest() {
 			found = cc
 		}
 	}
+	clear(pool[len(kept):])
 	if len(kept) == 0 {
 		delete(t.h2pool, addr)
 	} else {
 		t.h2pool[addr] = kept
 	}
-	return found
+	return found, usable, stale
+}
+
+// awaitSettings waits, under MaxConnsPerHost, until the server's first
+// SETTINGS have come on cc (or cc closes, or ctx ends). Before them HTTP/2
+// lets a client open up to 100 streams; a server allowing fewer resets
+// the streams over its limit, with PROTOCOL_ERROR when the stream crossed
+// its SETTINGS on the way, and HTTP/2 then takes no new request on the
+// connection: one more connection. The first request on a connection does
+// not wait.
+func awaitSettings(ctx context.Context, cc *h2Conn) {
+	for {
+		if st := cc.State(); st.MaxConcurrentStreams != 0 || st.Closed || st.Closing || ctx.Err() != nil {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // dialH2 returns a new HTTP/2 connection to addr, dialing once for all

@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -181,5 +182,34 @@ func TestTransportForgetsClosedConnections(t *testing.T) {
 	}
 	if grown > 10<<20 {
 		t.Errorf("live heap grew by %.1f MB over %d hosts, want at most 10 MB", float64(grown)/1e6, n)
+	}
+}
+
+// TestHTTP1HostReservesNoStream: once a host is served over HTTP/1.1, a
+// request to it takes no stream of an HTTP/2 connection still pooled for
+// it (a reservation nothing would use, which would keep that connection
+// from ever being idle).
+func TestHTTP1HostReservesNoStream(t *testing.T) {
+	p := testpki.New(t)
+	s := testServer(t, p)
+	tr := flaggedTransport(t, p)
+	c := &http.Client{Transport: tr}
+	if body, err := do(c, s.url+"/"); err != nil || body != "HTTP/2.0 ok" {
+		t.Fatalf("first request: %q, %v", body, err)
+	}
+	tr.mu.Lock()
+	tr.h1only[s.addr] = true // as after a later dial that chose HTTP/1.1
+	pooled := tr.h2pool[s.addr]
+	tr.mu.Unlock()
+	if len(pooled) != 1 {
+		t.Fatalf("%d HTTP/2 connections pooled, want 1", len(pooled))
+	}
+	// The HTTP/1.1 dial finds the server choosing HTTP/2 and the request
+	// goes there after all; what matters is what it reserved on the way.
+	if body, err := do(c, s.url+"/"); err != nil || !strings.HasSuffix(body, " ok") {
+		t.Fatalf("request to the HTTP/1.1 host: %q, %v", body, err)
+	}
+	if st := pooled[0].State(); st.StreamsReserved != 0 {
+		t.Errorf("the pooled HTTP/2 connection has %d streams reserved, want 0", st.StreamsReserved)
 	}
 }
