@@ -91,7 +91,7 @@ func answer(fr *http2.Framer, id uint32, body string) error {
 // the request in flight (a POST, which nothing would send again) gets its
 // answer: the connection used to be closed under it.
 func TestStreamErrorKeepsOtherRequests(t *testing.T) {
-		p := testpki.New(t)
+	p := testpki.New(t)
 	postSeen := make(chan struct{})
 	release := make(chan struct{})
 	var mu sync.Mutex
