@@ -403,19 +403,16 @@ func startAt(addr, logFile string, env []string, graceful syscall.Signal, name s
 
 // treeCPU is the CPU time of the process and its children (nginx's
 // workers), from schedstat.
-func (p *proc) treeCPU() time.Duration {
-	total := p.cpu()
-	for _, k := range childProcs(p.cmd.Process.Pid) {
-		total += cpuOfPID(k.pid)
-	}
-	return total
-}
+func (p *proc) treeCPU() time.Duration { return treeSum(p, cpuOfPID) }
 
 // treeFaults is the minor page faults of the process and its children.
-func (p *proc) treeFaults() uint64 {
-	total := faultsOfPID(p.cmd.Process.Pid)
+func (p *proc) treeFaults() uint64 { return treeSum(p, faultsOfPID) }
+
+// treeSum adds up of over the process and its children.
+func treeSum[T ~int64 | ~uint64](p *proc, of func(pid int) T) T {
+	total := of(p.cmd.Process.Pid)
 	for _, k := range childProcs(p.cmd.Process.Pid) {
-		total += faultsOfPID(k.pid)
+		total += of(k.pid)
 	}
 	return total
 }

@@ -52,13 +52,7 @@ type memResult struct {
 
 // treeMemory returns the proportional set size of the process and its
 // children, in bytes.
-func (p *proc) treeMemory() int64 {
-	total := pss(p.cmd.Process.Pid)
-	for _, k := range childProcs(p.cmd.Process.Pid) {
-		total += pss(k.pid)
-	}
-	return total
-}
+func (p *proc) treeMemory() int64 { return treeSum(p, pss) }
 
 // pss reads a process's proportional set size, or its resident set size
 // where the kernel does not give the former.
