@@ -482,11 +482,18 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			continue
 		}
 		var se http2.StreamError
-		if errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream && refused < 5 && (req.Body == nil || req.GetBody != nil) {
-			// The server refused the stream unprocessed (RFC 9113,
-			// Section 8.7), over its stream limit before its SETTINGS
-			// reached us: again, on this connection or another, with
-			// the body from the start.
+		msg := err.Error()
+		unprocessed := errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream ||
+			strings.Contains(msg, "client conn not usable") ||
+			strings.Contains(msg, "received Server's graceful shutdown GOAWAY")
+		if unprocessed && refused < 5 && (req.Body == nil || req.GetBody != nil) {
+			// The server did not process the request: it refused the
+			// stream (RFC 9113, Section 8.7; over its stream limit
+			// before its SETTINGS reached us), or its GOAWAY came with
+			// a last stream below ours, or the connection was closing
+			// before the request was sent. Again, on this connection or
+			// another, with the body from the start, whatever the
+			// method.
 			refused++
 			if req.Body != nil {
 				body, gerr := req.GetBody()

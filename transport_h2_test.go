@@ -260,3 +260,55 @@ func TestMaxConnsAwaitsSettings(t *testing.T) {
 		t.Errorf("the server saw: %s; want %s", got, want)
 	}
 }
+
+// TestGoAwayUnprocessedSentAgain: a POST whose stream is above the last
+// stream of the server's GOAWAY was not processed (RFC 9113, Section 6.8):
+// it is sent again, body and all, on a new connection.
+func TestGoAwayUnprocessedSentAgain(t *testing.T) {
+	p := testpki.New(t)
+	var mu sync.Mutex
+	var bodies []string
+	url := frameServer(t, p, func(n int, fr *http2.Framer) {
+		fr.WriteSettings()
+		var body strings.Builder
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.HeadersFrame:
+				if n == 0 && fr.WriteGoAway(0, http2.ErrCodeNo, nil) != nil {
+					return
+				}
+			case *http2.DataFrame:
+				body.Write(f.Data())
+				if f.StreamEnded() && n > 0 {
+					mu.Lock()
+					bodies = append(bodies, body.String())
+					mu.Unlock()
+					if answer(fr, f.StreamID, "posted") != nil {
+						return
+					}
+				}
+			}
+		}
+	})
+	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, RootCAs: roots(p)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	resp, err := c.Post(url+"/", "text/plain", strings.NewReader("the body"))
+	if err != nil {
+		t.Fatalf("POST refused by a GOAWAY below its stream: %v; want it sent again", err)
+	}
+	defer resp.Body.Close()
+	got, _ := io.ReadAll(resp.Body)
+	mu.Lock()
+	defer mu.Unlock()
+	if string(got) != "posted" || len(bodies) != 1 || bodies[0] != "the body" {
+		t.Errorf("answer %q, the server got bodies %q; want posted and one whole body", got, bodies)
+	}
+}
