@@ -109,6 +109,11 @@ type ClientConfig struct {
 	// HTTP/1.1 connections in all (0: no limit) and per host (0: 8). An
 	// HTTP/2 connection carries many requests at once, so a host that
 	// speaks it has one connection, more only when its streams run out.
+	// Under MaxConnsPerHost, the requests after the first on a new HTTP/2
+	// connection wait for the server's SETTINGS (its stream limit). As
+	// with http.Transport, an HTTP/2 connection that takes no new request
+	// (the server sent GOAWAY) no longer counts while its last requests
+	// finish.
 	MaxConnsPerHost, MaxIdleConns, MaxIdleConnsPerHost int
 	// IdleTimeout closes a kept-alive connection idle that long (default
 	// 90 s for a Transport; for a Dialer's HTTP/2 connections 1 s, after
@@ -390,9 +395,12 @@ var errH2 = errors.New("reqmtls: the server chose HTTP/2 on a connection for HTT
 // RoundTrip sends req. Over https it uses a kept-alive HTTP/2 connection to
 // the host when one can take the request, else dials one; a host whose
 // server chose HTTP/1.1 is served through a pool of HTTP/1.1 connections.
-// A request that fails because its pooled connection went away is sent
-// once more on a new one, when it is idempotent (GET, HEAD, OPTIONS, TRACE)
-// and has no body; a refusal by the server (a TLS alert) never is.
+// A request the server did not process (a refused stream, a stream above
+// the last of its GOAWAY, a connection closing before the request went) is
+// sent again, with its body from GetBody, up to five times. One that fails
+// because its pooled connection went away is sent once more on a new one,
+// when it is idempotent (GET, HEAD, OPTIONS, TRACE) and has no body; a
+// refusal by the server (a TLS alert) never is.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	req, err := t.d.c.Sign(req)
 	if err != nil {
