@@ -389,6 +389,14 @@ func NewTransport(cfg ClientConfig) (*Transport, error) {
 	return t, nil
 }
 
+// errPoolFull says a dial was not made: the pool already holds
+// MaxConnsPerHost connections that take requests.
+var errPoolFull = errors.New("reqmtls: MaxConnsPerHost connections are pooled")
+
+// testHookBeforeDial, when set by a test, runs between a request's finding
+// no connection to take and its dial.
+var testHookBeforeDial func()
+
 // errH2 says a connection meant for HTTP/1.1 negotiated HTTP/2.
 var errH2 = errors.New("reqmtls: the server chose HTTP/2 on a connection for HTTP/1.1")
 
@@ -468,8 +476,14 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		if cc == nil {
+			if testHookBeforeDial != nil {
+				testHookBeforeDial()
+			}
 			var err error
-			if cc, err = t.dialH2(req.Context(), key, addr, req.URL.Hostname(), proxy); err != nil {
+			if cc, err = t.dialH2(req.Context(), key, addr, req.URL.Hostname(), proxy); errors.Is(err, errPoolFull) {
+				attempt--
+				continue
+			} else if err != nil {
 				return nil, err
 			}
 			if cc == nil {
@@ -576,6 +590,18 @@ func (t *Transport) idleH2Locked(addr string) (found *h2Conn, usable int, stale 
 	return found, usable, stale
 }
 
+// usableLocked counts the pooled connections to addr that take new
+// requests.
+func (t *Transport) usableLocked(addr string) int {
+	n := 0
+	for _, cc := range t.h2pool[addr] {
+		if st := cc.State(); !st.Closed && !st.Closing {
+			n++
+		}
+	}
+	return n
+}
+
 // awaitSettings waits, under MaxConnsPerHost, until the server's first
 // SETTINGS have come on cc (or cc closes, or ctx ends). Before them HTTP/2
 // lets a client open up to 100 streams; a server allowing fewer resets
@@ -599,6 +625,12 @@ func awaitSettings(ctx context.Context, cc *h2Conn) {
 func (t *Transport) dialH2(ctx context.Context, key, addr, host string, proxy *url.URL) (*h2Conn, error) {
 	t.mu.Lock()
 	call, ok := t.dialing[key]
+	if !ok && t.maxConns > 0 && t.usableLocked(key) >= t.maxConns {
+		// Another request's dial pooled a connection since this one
+		// found none: it takes a stream of those instead.
+		t.mu.Unlock()
+		return nil, errPoolFull
+	}
 	if !ok {
 		// The dial is shared: it runs under a context no single caller
 		// owns (the values of the first, none of its deadline or

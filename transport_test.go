@@ -213,3 +213,62 @@ func TestHTTP1HostReservesNoStream(t *testing.T) {
 		t.Errorf("the pooled HTTP/2 connection has %d streams reserved, want 0", st.StreamsReserved)
 	}
 }
+
+// TestMaxConnsDialAfterCheck: under MaxConnsPerHost 1, a request that
+// found no connection, and goes to dial only after another request's dial
+// has pooled one, uses that one instead of dialing a second.
+func TestMaxConnsDialAfterCheck(t *testing.T) {
+	p := testpki.New(t)
+	s := testServer(t, p)
+	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, RootCAs: roots(p), MaxConnsPerHost: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	// The first request to find no connection dials once the second has
+	// found none too; the second dials once the first's connection is
+	// pooled.
+	secondChecked := make(chan struct{})
+	var mu sync.Mutex
+	n := 0
+	testHookBeforeDial = func() {
+		mu.Lock()
+		n++
+		k := n
+		mu.Unlock()
+		switch k {
+		case 1:
+			<-secondChecked
+		case 2:
+			close(secondChecked)
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				tr.mu.Lock()
+				pooled := len(tr.h2pool[s.addr])
+				tr.mu.Unlock()
+				if pooled > 0 {
+					return
+				}
+			}
+			t.Error("no connection was pooled in 10 s")
+		}
+	}
+	defer func() { testHookBeforeDial = nil }()
+	errs := make(chan error, 2)
+	for _, id := range []string{"A", "B"} {
+		go func() {
+			_, err := do(c, s.url+"/?id="+id)
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.addrs) != 1 {
+		t.Errorf("2 requests with MaxConnsPerHost 1: %d connections", len(s.addrs))
+	}
+}
