@@ -442,14 +442,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.mu.Lock()
 		h1 := t.h1only[key]
 		var cc *h2Conn
-		var usable int
 		var stale []*h2Conn
 		if !h1 {
 			// A host gone to HTTP/1.1 takes no stream of a connection
 			// still pooled for it: a reservation would be kept forever.
-			cc, usable, stale = t.idleH2Locked(key)
+			cc, stale = t.idleH2Locked(key)
 		}
-		full := t.maxConns > 0 && usable >= t.maxConns
+		full := t.maxConns > 0 && t.usableLocked(key) >= t.maxConns
 		t.mu.Unlock()
 		for _, c := range stale {
 			c.Close()
@@ -497,16 +496,16 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			return resp, nil
 		}
-		if st := cc.State(); !st.Closed && !st.Closing && strings.Contains(err.Error(), "client conn not usable") {
+		msg := err.Error()
+		notUsable := strings.Contains(msg, "client conn not usable") // nothing was sent
+		if st := cc.State(); !st.Closed && !st.Closing && notUsable {
 			// Full: another request took the last stream first. Nothing
 			// was sent; look for a stream again.
 			attempt--
 			continue
 		}
 		var se http2.StreamError
-		msg := err.Error()
-		unprocessed := errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream ||
-			strings.Contains(msg, "client conn not usable") ||
+		unprocessed := errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream || notUsable ||
 			strings.Contains(msg, "received Server's graceful shutdown GOAWAY")
 		if unprocessed && refused < 5 && (req.Body == nil || req.GetBody != nil) {
 			// The server did not process the request: it refused the
@@ -551,15 +550,15 @@ func idempotent(method string) bool {
 
 // idleH2Locked returns a pooled HTTP/2 connection to addr with a stream
 // reserved for the request (so that CloseIdleConnections leaves it and no
-// other request takes the stream; RoundTrip uses the reservation), how
-// many of the pool take new requests, and the pooled ones to close (after
-// t.mu is let go: a close may wait on its peer). A closed connection
+// other request takes the stream; RoundTrip uses the reservation), and the
+// pooled ones to close (after t.mu is let go: a close may wait on its
+// peer). A closed connection
 // leaves the pool. One that takes no new request (after a GOAWAY, or a
 // stream reset with PROTOCOL_ERROR) stays until HTTP/2 closes it after its
 // last request, not counted against MaxConnsPerHost, as net/http does
 // not: a request waiting on it to end would wait for as long as a stream
 // on it lasts. One such that runs none is closed.
-func (t *Transport) idleH2Locked(addr string) (found *h2Conn, usable int, stale []*h2Conn) {
+func (t *Transport) idleH2Locked(addr string) (found *h2Conn, stale []*h2Conn) {
 	pool := t.h2pool[addr]
 	kept := pool[:0]
 	for _, cc := range pool {
@@ -576,7 +575,6 @@ func (t *Transport) idleH2Locked(addr string) (found *h2Conn, usable int, stale 
 			continue
 		}
 		kept = append(kept, cc)
-		usable++
 		if found == nil && cc.ReserveNewRequest() {
 			found = cc
 		}
@@ -587,7 +585,7 @@ func (t *Transport) idleH2Locked(addr string) (found *h2Conn, usable int, stale 
 	} else {
 		t.h2pool[addr] = kept
 	}
-	return found, usable, stale
+	return found, stale
 }
 
 // usableLocked counts the pooled connections to addr that take new
