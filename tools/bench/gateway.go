@@ -796,8 +796,8 @@ func (r *gatewayResults) markdown(gp gatewayParams, skipped []string) string {
 	if serverCPU != "" {
 		pinned = fmt.Sprintf("; terminators pinned to CPU %s, origin and load on the other", serverCPU)
 	}
-	fmt.Fprintf(&md, "TLS terminators in front of the same origin (HTTP/1.1 on loopback, a %d-byte answer to GET): terminator CPU per request (µs, its processes' CPU time) and latency at the client; median of %d interleaved rounds (the terminators started anew each round and warmed on new connections until 50 requests took fewer than one page fault each, taking %d turns at each load) of %d requests on new connections (%d at a time) and %d on kept-alive HTTP/2 connections (%d per connection, %d at a time); ECDSA P-256 certificate, TLS 1.3, X25519, client sends flag 80 and a certificate; %d cores%s:\n\n",
-		len(originBody), gp.rounds, gatewaySlices, gp.newConnN, gp.newConnConc, gp.keepAliveN, max(gp.keepAliveN/gatewaySlices, 1), gp.keepAliveConc, numCPU(), pinned)
+	fmt.Fprintf(&md, "TLS terminators in front of the same origin (HTTP/1.1 on loopback, a %d-byte answer to GET): terminator CPU per request (µs, its processes' CPU time) and latency at the client; median of %d interleaved rounds (the terminators started anew each round and warmed on new connections until %d requests took fewer than one page fault each, taking %d turns at each load) of %d requests on new connections (%d at a time) and %d on kept-alive HTTP/2 connections (%d per connection, %d at a time); ECDSA P-256 certificate, TLS 1.3, X25519, client sends flag 80 and a certificate; %d cores%s:\n\n",
+		len(originBody), gp.rounds, warmBatch, gatewaySlices, gp.newConnN, gp.newConnConc, gp.keepAliveN, max(gp.keepAliveN/gatewaySlices, 1), gp.keepAliveConc, numCPU(), pinned)
 	fmt.Fprintf(&md, "| terminator | new connection per request: CPU | p50 | p99 | ours ÷ this | kept-alive HTTP/2: CPU | p50 | p99 | ours ÷ this |\n|---|---|---|---|---|---|---|---|---|\n")
 	for i, t := range r.ts {
 		fmt.Fprintf(&md, "| %s", t.name)
