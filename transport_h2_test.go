@@ -72,6 +72,24 @@ func closeAtEnd(t *testing.T, c net.Conn) func() {
 	return func() { close(done) }
 }
 
+// An eventLog is what a test server did, in order.
+type eventLog struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (l *eventLog) note(e string) {
+	l.mu.Lock()
+	l.events = append(l.events, e)
+	l.mu.Unlock()
+}
+
+func (l *eventLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.events, ", ")
+}
+
 // answer sends a 200 response with body on stream id.
 func answer(fr *http2.Framer, id uint32, body string) error {
 	var hb bytes.Buffer
@@ -94,13 +112,8 @@ func TestStreamErrorKeepsOtherRequests(t *testing.T) {
 	p := testpki.New(t)
 	postSeen := make(chan struct{})
 	release := make(chan struct{})
-	var mu sync.Mutex
-	var events []string // what the server did, in order
-	note := func(e string) {
-		mu.Lock()
-		events = append(events, e)
-		mu.Unlock()
-	}
+	var events eventLog
+	note := events.note
 	url := frameServer(t, p, func(n int, fr *http2.Framer) {
 		if n > 0 {
 			// Later connections: SETTINGS, then an answer per request.
@@ -179,10 +192,8 @@ func TestStreamErrorKeepsOtherRequests(t *testing.T) {
 	if got := <-posted; got != "posted" {
 		t.Errorf("the POST in flight when another stream was reset: %q, want its answer", got)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	want := "new connection, POST answered"
-	if got := strings.Join(events, ", "); got != want {
+	if got := events.String(); got != want {
 		t.Errorf("the server saw: %s; want %s", got, want)
 	}
 }
@@ -194,13 +205,8 @@ func TestStreamErrorKeepsOtherRequests(t *testing.T) {
 // connection after the first.
 func TestMaxConnsAwaitsSettings(t *testing.T) {
 	p := testpki.New(t)
-	var mu sync.Mutex
-	var events []string
-	note := func(e string) {
-		mu.Lock()
-		events = append(events, e)
-		mu.Unlock()
-	}
+	var events eventLog
+	note := events.note
 	url := frameServer(t, p, func(n int, fr *http2.Framer) {
 		note(fmt.Sprintf("connection %d", n))
 		var wmu sync.Mutex // the framer's writes, from here and the timer
@@ -254,9 +260,7 @@ func TestMaxConnsAwaitsSettings(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	mu.Lock()
-	defer mu.Unlock()
-	if got, want := strings.Join(events, ", "), "connection 0, stream 1, SETTINGS, stream 3"; got != want {
+	if got, want := events.String(), "connection 0, stream 1, SETTINGS, stream 3"; got != want {
 		t.Errorf("the server saw: %s; want %s", got, want)
 	}
 }
