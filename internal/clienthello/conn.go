@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/req-mtls/req-mtls/internal/rawio"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
 )
 
@@ -143,12 +144,16 @@ type Conn struct {
 	budget   *Budget
 	reserved atomic.Int64 // bytes of budget taken, given back by Release
 	closed   atomic.Bool  // Close was called: nothing more is reserved
+
+	// sock reads and writes the socket without a notice to the
+	// scheduler (rawio), when Conn is a TCP connection.
+	sock *rawio.Socket
 }
 
 // NewConn wraps c. Use it where connections are accepted by other means than
 // a Listener. Its inspection buffers count against budget (nil for none).
 func NewConn(c net.Conn, budget *Budget) *Conn {
-	return &Conn{Conn: c, budget: budget}
+	return &Conn{Conn: c, budget: budget, sock: rawio.New(c)}
 }
 
 // reserve takes n bytes of the budget for this Conn; none once it is
@@ -211,6 +216,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 		// once, then read afresh.
 		c.readErr = nil
 		return 0, err
+	}
+	if c.sock != nil {
+		return c.sock.Read(p)
 	}
 	return c.Conn.Read(p)
 }

@@ -12,6 +12,9 @@ func (pc *pconn) alive() bool {
 	if pc.br.Buffered() > 0 {
 		return false
 	}
+	if pc.sock != nil {
+		return pc.sock.Idle()
+	}
 	if pc.raw == nil {
 		return true
 	}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/req-mtls/req-mtls/internal/rawio"
 )
 
 // direct sends the requests it can to a plain-HTTP origin on the calling
@@ -45,13 +47,22 @@ type pconn struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	used time.Time // when it went idle
+	// sock reads and writes a TCP connection without a notice to the
+	// scheduler (rawio), and tells whether it is still open (alive);
+	// raw tells that for any other socket.
+	sock *rawio.Socket
 	raw  syscall.RawConn
 	once sync.Once
 }
 
 func newPconn(c net.Conn) *pconn {
-	pc := &pconn{Conn: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}
-	if sc, ok := c.(syscall.Conn); ok {
+	pc := &pconn{Conn: c, sock: rawio.New(c)}
+	var rw io.ReadWriter = c
+	if pc.sock != nil {
+		rw = pc.sock
+	}
+	pc.br, pc.bw = bufio.NewReaderSize(rw, 4096), bufio.NewWriterSize(rw, 4096)
+	if sc, ok := c.(syscall.Conn); ok && pc.sock == nil {
 		// For alive, once: it is a new value each time.
 		pc.raw, _ = sc.SyscallConn()
 	}
@@ -89,7 +100,7 @@ func (d *direct) dialCounted(ctx context.Context, _, _ string) (net.Conn, error)
 		d.slots.release()
 		return nil, err
 	}
-	return &countedConn{Conn: c, s: d.slots}, nil
+	return &countedConn{Conn: rawio.Wrap(c), s: d.slots}, nil
 }
 
 // takes reports whether r goes the direct way: plain HTTP, no body, no

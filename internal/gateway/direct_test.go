@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/req-mtls/req-mtls/internal/rawio"
 )
 
 // origin is a plain-HTTP test origin that counts its connections.
@@ -26,16 +28,18 @@ type origin struct {
 	dialed, mostDialed int
 }
 
-// trackedConn counts itself out of origin.dialed when closed.
+// trackedConn counts itself out of origin.dialed when closed. It reads
+// and writes its socket as the gateway's own connections do (rawio).
 type trackedConn struct {
 	net.Conn
+	tcp  *net.TCPConn
 	o    *origin
 	once sync.Once
 }
 
 // SyscallConn lets the pool peek at the socket (alive).
 func (c *trackedConn) SyscallConn() (syscall.RawConn, error) {
-	return c.Conn.(syscall.Conn).SyscallConn()
+	return c.tcp.SyscallConn()
 }
 
 func (c *trackedConn) Close() error {
@@ -92,7 +96,7 @@ func newTestDirect(t *testing.T, o *origin, maxConns int, header time.Duration) 
 		o.dialed++
 		o.mostDialed = max(o.mostDialed, o.dialed)
 		o.mu.Unlock()
-		return &trackedConn{Conn: c, o: o}, nil
+		return &trackedConn{Conn: rawio.Wrap(c), tcp: c.(*net.TCPConn), o: o}, nil
 	}
 	s := newSlots(maxConns)
 	d := newDirect(dial, s, header, time.Minute, transportOn)
