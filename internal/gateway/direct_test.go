@@ -173,6 +173,33 @@ func TestDirectStaleConnection(t *testing.T) {
 	}
 }
 
+// TestDirectStaleConnectionTCP: on the gateway's own kind of connection (a
+// *net.TCPConn, whose socket the pool peeks at through rawio), a kept-alive
+// connection the origin closed while idle is found before a bodiless POST
+// goes on it (the POST could not go again).
+func TestDirectStaleConnectionTCP(t *testing.T) {
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	o.closeAfterOK.Store(true)
+	d := newDirect(dialTo(o.Listener.Addr().String()), newSlots(4), time.Second, time.Minute, transportOn)
+	defer d.CloseIdle()
+	for i := range 4 {
+		req, _ := http.NewRequest("POST", o.URL+"/", nil)
+		resp, err := d.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("POST %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != "ok" {
+			t.Fatalf("POST %d: %q", i, body)
+		}
+		time.Sleep(20 * time.Millisecond) // let the origin's close arrive
+	}
+	if n := o.total.Load(); n != 4 {
+		t.Errorf("%d connections, want 4 (one per request)", n)
+	}
+}
+
 // TestDirectBodyNotRead: a body closed before its end takes its
 // connection down with it (what is left of it would be read as the next
 // answer); the next request gets a new one.

@@ -20,17 +20,40 @@
 // wait behave as they do for the net.Conn. Errors read as the net.Conn's
 // would: io.EOF at the end of the stream, a *net.OpError ("read" or
 // "write") around the errno, a deadline, or net.ErrClosed.
+//
+// The price: a call that does wait in the kernel (for the socket's lock
+// while another thread holds it, for memory, for a page fault on the
+// buffer) holds its processor, and a collection's stop waits for it.
+// Calls are bounded to maxIO bytes to keep such waits short. Builds with
+// the race detector or a sanitizer, and 386, use the net.Conn (New
+// returns nil): see rawio_other.go.
 package rawio
 
 import (
 	"errors"
 	"net"
+	"sync"
+	"syscall"
 )
 
 // Socket reads and writes one TCP connection's socket.
 type Socket struct {
 	c   net.Conn
 	raw rawConn
+
+	rmu, wmu sync.Mutex // one read and one write at a time, in rd and wr
+	rd, wr   op
+}
+
+// op is one read or write in progress: the callback that RawConn calls
+// with the socket, bound once (a closure per call would cost three
+// allocations), and what it found.
+type op struct {
+	p     []byte
+	n     int
+	errno syscall.Errno
+	err   error
+	call  func(fd uintptr) bool
 }
 
 // New returns c's socket, or nil when c is not a *net.TCPConn or this
@@ -44,7 +67,9 @@ func New(c net.Conn) *Socket {
 	if err != nil {
 		return nil
 	}
-	return &Socket{c: c, raw: rc}
+	s := &Socket{c: c, raw: rc}
+	s.init()
+	return s
 }
 
 // rawConn is the part of syscall.RawConn a Socket uses.

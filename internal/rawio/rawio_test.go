@@ -39,23 +39,31 @@ func pair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
 	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
 
-// ways are the two ways to read and write a connection: its own methods,
-// and its Socket's. Each test runs both and expects the same.
-var ways = []struct {
+type way struct {
 	name string
 	wrap func(t testing.TB, c *net.TCPConn) net.Conn
-}{
-	{"net.Conn", func(t testing.TB, c *net.TCPConn) net.Conn { return c }},
-	{"Socket", func(t testing.TB, c *net.TCPConn) net.Conn {
-		w := Wrap(c)
-		if _, ok := w.(*Conn); !ok {
-			t.Fatalf("Wrap(%T) = %T, want *rawio.Conn", c, w)
-		}
-		return w
-	}},
 }
 
-func TestNewOnlyTCP(t *testing.T) {
+// ways are the ways to read and write a connection: its own methods, and
+// its Socket's where this build makes raw calls (not under the race
+// detector: TestNew). Each test runs them all and expects the same.
+var ways = func() []way {
+	w := []way{{"net.Conn", func(t testing.TB, c *net.TCPConn) net.Conn { return c }}}
+	if supported {
+		w = append(w, way{"Socket", func(t testing.TB, c *net.TCPConn) net.Conn {
+			w := Wrap(c)
+			if _, ok := w.(*Conn); !ok {
+				t.Fatalf("Wrap(%T) = %T, want *rawio.Conn", c, w)
+			}
+			return w
+		}})
+	}
+	return w
+}()
+
+// TestNew: a Socket for a TCP connection where this build makes raw calls,
+// and for nothing else.
+func TestNew(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
@@ -64,6 +72,10 @@ func TestNewOnlyTCP(t *testing.T) {
 	}
 	if w := Wrap(a); w != a {
 		t.Errorf("Wrap(net.Pipe) = %T, want the conn itself", w)
+	}
+	c, _ := pair(t)
+	if s := New(c); (s != nil) != supported {
+		t.Errorf("New(TCP) = %v with raw calls %v in this build", s, supported)
 	}
 }
 
@@ -112,6 +124,43 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// TestWritesWhole: Writes from several goroutines at once reach the peer
+// each in one piece, as a net.Conn's do (an HTTP/2 server and its
+// handlers' writes may share a connection).
+func TestWritesWhole(t *testing.T) {
+	const writers, writes, size = 4, 50, 200 << 10 // each larger than a system call's bound
+	for _, w := range ways {
+		t.Run(w.name, func(t *testing.T) {
+			a, b := pair(t)
+			c := w.wrap(t, a)
+			var wg sync.WaitGroup
+			for i := range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					block := bytes.Repeat([]byte{byte('a' + i)}, size)
+					for range writes {
+						if _, err := c.Write(block); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			go func() { wg.Wait(); c.Close() }()
+			got, err := io.ReadAll(b)
+			if err != nil || len(got) != writers*writes*size {
+				t.Fatalf("read %d bytes, %v; want %d", len(got), err, writers*writes*size)
+			}
+			for off := 0; off < len(got); off += size {
+				if blk := got[off : off+size]; bytes.Count(blk, blk[:1]) != size {
+					t.Fatalf("the write at offset %d is mixed with another", off)
+				}
+			}
+		})
+	}
+}
+
 // outcome classifies an error as the callers of a net.Conn do.
 func outcome(err error) string {
 	var ne net.Error
@@ -149,6 +198,23 @@ func TestErrorsAsNetConn(t *testing.T) {
 			if n != 0 {
 				return errors.New("read into nothing returned bytes")
 			}
+			return err
+		}},
+		{"empty read after close", "read", "closed", func(c net.Conn, peer *net.TCPConn) error {
+			c.Close()
+			_, err := c.Read(nil)
+			return err
+		}},
+		{"empty write", "write", "nil", func(c net.Conn, peer *net.TCPConn) error {
+			n, err := c.Write(nil)
+			if n != 0 {
+				return errors.New("write of nothing wrote bytes")
+			}
+			return err
+		}},
+		{"empty write after close", "write", "closed", func(c net.Conn, peer *net.TCPConn) error {
+			c.Close()
+			_, err := c.Write(nil)
 			return err
 		}},
 		{"read deadline", "read", "timeout", func(c net.Conn, peer *net.TCPConn) error {
@@ -234,6 +300,9 @@ func TestIdle(t *testing.T) {
 		{"peer closed", func(c, peer *net.TCPConn) { peer.Close() }, false},
 		{"peer reset", func(c, peer *net.TCPConn) { peer.SetLinger(0); peer.Close() }, false},
 		{"closed here", func(c, peer *net.TCPConn) { c.Close() }, false},
+	}
+	if !supported {
+		return // TestNew: no Socket in this build
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
