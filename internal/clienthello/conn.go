@@ -145,15 +145,15 @@ type Conn struct {
 	reserved atomic.Int64 // bytes of budget taken, given back by Release
 	closed   atomic.Bool  // Close was called: nothing more is reserved
 
-	// sock reads and writes the socket without a notice to the
-	// scheduler (rawio), when Conn is a TCP connection.
-	sock *rawio.Socket
+	// rw reads and writes after inspection: Conn, or for a TCP
+	// connection its socket without a notice to the scheduler (rawio).
+	rw net.Conn
 }
 
 // NewConn wraps c. Use it where connections are accepted by other means than
 // a Listener. Its inspection buffers count against budget (nil for none).
 func NewConn(c net.Conn, budget *Budget) *Conn {
-	return &Conn{Conn: c, budget: budget, sock: rawio.New(c)}
+	return &Conn{Conn: c, budget: budget, rw: rawio.Wrap(c)}
 }
 
 // reserve takes n bytes of the budget for this Conn; none once it is
@@ -217,10 +217,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		c.readErr = nil
 		return 0, err
 	}
-	if c.sock != nil {
-		return c.sock.Read(p)
-	}
-	return c.Conn.Read(p)
+	return c.rw.Read(p)
 }
 
 // HelloSeen reports whether a well-formed ClientHello was read.

@@ -29,10 +29,11 @@ func TestRawSocketOnlyOnBareTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tcp.Close()
-	if got, want := NewConn(tcp, nil).sock != nil, rawio.New(tcp) != nil; got != want {
+	raw := func(c *Conn) bool { _, ok := c.rw.(*rawio.Conn); return ok }
+	if got, want := raw(NewConn(tcp, nil)), rawio.New(tcp) != nil; got != want {
 		t.Errorf("bare TCP: raw socket %v, want %v (as rawio.New)", got, want)
 	}
-	if c := NewConn(proxyproto.NewConn(tcp), nil); c.sock != nil {
+	if c := NewConn(proxyproto.NewConn(tcp), nil); raw(c) {
 		t.Errorf("under a PROXY protocol reader: the socket is read directly, past its buffer")
 	}
 }

@@ -96,13 +96,7 @@ func (s *serverHelloScan) feed(p []byte) int {
 // server's first handshake message it also looks at what is written, to
 // learn whether that message is a HelloRetryRequest.
 func (c *Conn) Write(p []byte) (int, error) {
-	var n int
-	var err error
-	if c.sock != nil {
-		n, err = c.sock.Write(p)
-	} else {
-		n, err = c.Conn.Write(p)
-	}
+	n, err := c.rw.Write(p)
 	if c.watch.Load() == watchServerHello {
 		c.observe(p[:n])
 	}
