@@ -345,6 +345,9 @@ func run(args []string, stderr io.Writer) int {
 		// Buffered: a write per line would cost a system call per
 		// request. Flushed every 100 ms and at exit (SIGTERM too).
 		lw := logbuf.New(f, 100*time.Millisecond)
+		lw.OnError = func(err error, dropped int) {
+			log.Error("cannot write the access log: lines dropped until it works again", "file", *accessLog, "err", err, "bytes_dropped", dropped)
+		}
 		defer lw.Close()
 		cfg.AccessLog = server.NewAccessLog(lw, *logFormat == "json")
 	}

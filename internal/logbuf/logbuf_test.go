@@ -1,14 +1,29 @@
 package logbuf
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/req-mtls/req-mtls/internal/testutil"
 )
 
-// TestWriter: lines wait in the buffer, reach the writer on the timer, and
-// nothing is lost at Close.
+// waitFor polls cond for up to five seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 5 s for %s", what)
+		}
+	}
+}
+
+// TestWriter: lines wait in the buffer, reach the writer on the timer (set
+// again by the next line after a flush), and nothing is lost at Close.
 func TestWriter(t *testing.T) {
 	var out testutil.Buffer
 	w := New(&out, 50*time.Millisecond)
@@ -16,14 +31,141 @@ func TestWriter(t *testing.T) {
 	if out.String() != "" {
 		t.Fatal("written at once, not buffered")
 	}
-	for deadline := time.Now().Add(5 * time.Second); out.String() == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-	}
-	if out.String() != "one\n" {
-		t.Fatalf("after the timer: %q", out.String())
-	}
+	waitFor(t, "the first flush", func() bool { return out.String() == "one\n" })
 	w.Write([]byte("two\n"))
+	waitFor(t, "the second flush", func() bool { return out.String() == "one\ntwo\n" })
+	w.Write([]byte("three\n"))
 	w.Close()
-	if out.String() != "one\ntwo\n" {
+	if out.String() != "one\ntwo\nthree\n" {
 		t.Fatalf("after Close: %q", out.String())
+	}
+	w.Write([]byte("four\n"))
+	if out.String() != "one\ntwo\nthree\nfour\n" {
+		t.Fatalf("a write after Close: %q", out.String())
+	}
+}
+
+// chunks records each write it gets.
+type chunks struct {
+	mu  sync.Mutex
+	got [][]byte
+	err error // what every write returns, nil for none
+}
+
+func (c *chunks) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, c.err
+	}
+	c.got = append(c.got, bytes.Clone(p))
+	return len(p), nil
+}
+
+func (c *chunks) all() (n int, joined string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.got), string(bytes.Join(c.got, nil))
+}
+
+// TestFullBuffer: a line that does not fit sends what the buffer holds
+// first, before the timer, and never half a line; a line larger than the
+// buffer goes out whole, after what came before it.
+func TestFullBuffer(t *testing.T) {
+	out := &chunks{}
+	w := New(out, time.Hour)
+	line := strings.Repeat("x", 999) + "\n"
+	var want strings.Builder
+	for range Size/len(line) + 1 {
+		w.Write([]byte(line))
+		want.WriteString(line)
+	}
+	n, got := out.all()
+	if n != 1 || got != strings.Repeat(line, Size/len(line)) {
+		t.Fatalf("after %d lines of %d bytes (buffer %d): %d writes of %d bytes", Size/len(line)+1, len(line), Size, n, len(got))
+	}
+	big := strings.Repeat("y", Size+1)
+	w.Write([]byte(big))
+	want.WriteString(big)
+	n, got = out.all()
+	if n != 3 || got != want.String() {
+		t.Fatalf("after a line larger than the buffer: %d writes, in order %v", n, got == want.String())
+	}
+	for i, c := range out.got {
+		if c[len(c)-1] != '\n' && i != 2 {
+			t.Errorf("write %d ends inside a line", i)
+		}
+	}
+}
+
+// TestConcurrentLines: lines from many goroutines all arrive, each whole.
+func TestConcurrentLines(t *testing.T) {
+	out := &chunks{}
+	w := New(out, 5*time.Millisecond)
+	var wg sync.WaitGroup
+	const writers, lines = 8, 2000
+	for g := range writers {
+		wg.Go(func() {
+			for i := range lines {
+				fmt.Fprintf(w, "writer=%d line=%d %s\n", g, i, strings.Repeat("z", i%300))
+			}
+		})
+	}
+	wg.Wait()
+	w.Close()
+	_, got := out.all()
+	seen := map[string]bool{}
+	for l := range strings.Lines(got) {
+		var g, i int
+		f := strings.Fields(l)
+		if len(f) < 2 || !strings.HasSuffix(l, "\n") {
+			t.Fatalf("a line cut: %q", l)
+		}
+		if _, err := fmt.Sscanf(f[0]+" "+f[1], "writer=%d line=%d", &g, &i); err != nil {
+			t.Fatalf("a line mixed with another: %q", l)
+		}
+		if pad := strings.TrimSuffix(strings.TrimPrefix(l, f[0]+" "+f[1]+" "), "\n"); pad != strings.Repeat("z", i%300) {
+			t.Fatalf("a line cut or mixed: %q", l)
+		}
+		seen[fmt.Sprint(g, i)] = true
+	}
+	if len(seen) != writers*lines {
+		t.Fatalf("%d lines arrived, want %d", len(seen), writers*lines)
+	}
+}
+
+// TestOnError: a failed write is reported once for a run of failures,
+// with the bytes it dropped, and again after the writes worked again.
+func TestOnError(t *testing.T) {
+	out := &chunks{err: errors.New("no space left on device")}
+	type report struct {
+		err     string
+		dropped int
+	}
+	var reports []report
+	w := New(out, time.Hour)
+	w.OnError = func(err error, dropped int) { reports = append(reports, report{err.Error(), dropped}) }
+	w.Write([]byte("lost one\n"))
+	if err := w.Flush(); err == nil {
+		t.Fatal("Flush: no error from a failed write")
+	}
+	w.Write([]byte("lost two\n"))
+	w.Flush()
+	out.mu.Lock()
+	out.err = nil
+	out.mu.Unlock()
+	w.Write([]byte("kept\n"))
+	w.Flush()
+	out.mu.Lock()
+	out.err = errors.New("input/output error")
+	out.mu.Unlock()
+	w.Write([]byte("lost three\n"))
+	w.Close()
+	want := []report{{"no space left on device", len("lost one\n")}, {"input/output error", len("lost three\n")}}
+	if fmt.Sprint(reports) != fmt.Sprint(want) {
+		t.Fatalf("reports %v, want %v", reports, want)
+	}
+	if _, got := out.all(); got != "kept\n" {
+		t.Fatalf("written %q", got)
 	}
 }
