@@ -169,14 +169,16 @@ func (h *AccessHandler) appendTime(b []byte, t time.Time) []byte {
 	return append(b, st.text[msAt+3:]...)
 }
 
+// key starts a field. Keys are this package's own names, letters, digits
+// and underscores, which neither format quotes or escapes.
 func (l *line) key(k string) {
 	if l.json {
-		l.buf = append(l.buf, ',')
-		l.buf = appendJSONString(l.buf, k)
-		l.buf = append(l.buf, ':')
+		l.buf = append(l.buf, ',', '"')
+		l.buf = append(l.buf, k...)
+		l.buf = append(l.buf, '"', ':')
 	} else {
 		l.buf = append(l.buf, ' ')
-		l.buf = appendTextString(l.buf, k)
+		l.buf = append(l.buf, k...)
 		l.buf = append(l.buf, '=')
 	}
 }

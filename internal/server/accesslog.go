@@ -54,13 +54,16 @@ func observe(h http.Handler, m *metrics.Metrics, log *slog.Logger, sigs *webbota
 		if ah, ok := log.Handler().(*AccessHandler); ok {
 			// The same line, written without slog's generic
 			// formatting (accessline.go).
-			l := ah.begin(time.Now(), "request")
-			describeRequest(l, r, rec, start, timing, &wba)
+			// One reading of the clock: the line's time and the
+			// request's end.
+			now := time.Now()
+			l := ah.begin(now, "request")
+			describeRequest(l, r, rec, now.Sub(start), timing, &wba)
 			ah.end(l)
 			return
 		}
 		f := &attrFields{attrs: make([]slog.Attr, 0, 20)}
-		describeRequest(f, r, rec, start, timing, &wba)
+		describeRequest(f, r, rec, time.Since(start), timing, &wba)
 		log.LogAttrs(r.Context(), slog.LevelInfo, "request", f.attrs...)
 	})
 }
@@ -77,7 +80,7 @@ type fields interface {
 // flags, certificate and the handshake's decision), what (method, host,
 // path), and how it went (status, bytes, duration, the origin's time, the
 // signature's verdict).
-func describeRequest(f fields, r *http.Request, rec *recorder, start time.Time, timing *gateway.Timing, wba *webbotauth.Result) {
+func describeRequest(f fields, r *http.Request, rec *recorder, took time.Duration, timing *gateway.Timing, wba *webbotauth.Result) {
 	f.str("client", r.RemoteAddr)
 	if c := ConnOf(r); c != nil {
 		f.conn(c)
@@ -88,7 +91,7 @@ func describeRequest(f fields, r *http.Request, rec *recorder, start time.Time, 
 	f.str("proto", r.Proto)
 	f.int("status", int64(rec.status))
 	f.int("bytes", rec.bytes)
-	f.dur("duration", time.Since(start))
+	f.dur("duration", took)
 	if timing.Upstream > 0 {
 		f.dur("upstream_time", timing.Upstream)
 	}

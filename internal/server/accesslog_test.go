@@ -18,9 +18,11 @@ import (
 
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/certs"
+	"github.com/req-mtls/req-mtls/internal/gateway"
 	"github.com/req-mtls/req-mtls/internal/metrics"
 	"github.com/req-mtls/req-mtls/internal/testpki"
 	"github.com/req-mtls/req-mtls/internal/testutil"
+	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
 
 // BenchmarkAccessLogDecision: the handshake's part of an access log line,
@@ -228,6 +230,34 @@ func TestAppendTime(t *testing.T) {
 	for _, at := range times {
 		if got, want := string(h.appendTime(nil, at)), at.Format("2006-01-02T15:04:05.000Z07:00"); got != want {
 			t.Errorf("appendTime(%v) = %q, want %q", at, got, want)
+		}
+	}
+}
+
+// keyFields records the keys of a line's fields.
+type keyFields struct{ keys []string }
+
+func (k *keyFields) str(key, _ string)               { k.keys = append(k.keys, key) }
+func (k *keyFields) int(key string, _ int64)         { k.keys = append(k.keys, key) }
+func (k *keyFields) dur(key string, _ time.Duration) { k.keys = append(k.keys, key) }
+func (k *keyFields) conn(*auth.Conn)                 {}
+
+// TestAccessLineKeysPlain: every key a request's line can have is one the
+// fast line may write without quoting or escaping (line.key).
+func TestAccessLineKeysPlain(t *testing.T) {
+	r := httptest.NewRequest("GET", "https://site.example/p", nil)
+	var k keyFields
+	describeRequest(&k, r, &recorder{status: 200}, time.Millisecond,
+		&gateway.Timing{Sent: true, Status: 502, Upstream: time.Millisecond, Err: "refused"},
+		&webbotauth.Result{Status: "invalid", Reason: "r", Agent: "https://a.example", KeyID: "k"})
+	if len(k.keys) < 13 {
+		t.Fatalf("only %d keys: %v", len(k.keys), k.keys)
+	}
+	for _, key := range k.keys {
+		for _, c := range key {
+			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_') {
+				t.Errorf("key %q: not plain", key)
+			}
 		}
 	}
 }
