@@ -343,10 +343,15 @@ func run(args []string, stderr io.Writer) int {
 		}
 		defer f.Close()
 		// Buffered: a write per line would cost a system call per
-		// request. Flushed every 100 ms and at exit (SIGTERM too).
+		// request. Written 100 ms after the first line it holds, and
+		// at exit (SIGTERM too).
 		lw := logbuf.New(f, 100*time.Millisecond)
 		lw.OnError = func(err error, dropped int) {
-			log.Error("cannot write the access log: lines dropped until it works again", "file", *accessLog, "err", err, "bytes_dropped", dropped)
+			if err != nil {
+				log.Error("cannot write the access log: lines dropped until it works again", "file", *accessLog, "err", err, "bytes_dropped", dropped)
+			} else {
+				log.Info("the access log is written again", "file", *accessLog, "bytes_dropped", dropped)
+			}
 		}
 		defer lw.Close()
 		cfg.AccessLog = server.NewAccessLog(lw, *logFormat == "json")

@@ -47,19 +47,32 @@ func TestWriter(t *testing.T) {
 
 // chunks records each write it gets.
 type chunks struct {
-	mu  sync.Mutex
-	got [][]byte
-	err error // what every write returns, nil for none
+	mu      sync.Mutex
+	got     [][]byte
+	err     error // what every write returns, nil for none
+	partial int   // with err: the bytes a write takes first
 }
 
 func (c *chunks) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
-		return 0, c.err
+		n := min(c.partial, len(p))
+		if n > 0 {
+			c.got = append(c.got, bytes.Clone(p[:n]))
+		}
+		return n, c.err
 	}
 	c.got = append(c.got, bytes.Clone(p))
 	return len(p), nil
+}
+
+// set makes the writes fail with err (nil: work), after taking partial
+// bytes.
+func (c *chunks) set(err error, partial int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.err, c.partial = err, partial
 }
 
 func (c *chunks) all() (n int, joined string) {
@@ -134,38 +147,91 @@ func TestConcurrentLines(t *testing.T) {
 	}
 }
 
-// TestOnError: a failed write is reported once for a run of failures,
-// with the bytes it dropped, and again after the writes worked again.
+// TestOnError: OnError hears when writes start to fail, with the bytes
+// that write dropped, and when they work again, with all the bytes dropped
+// meanwhile.
 func TestOnError(t *testing.T) {
-	out := &chunks{err: errors.New("no space left on device")}
-	type report struct {
-		err     string
-		dropped int
-	}
-	var reports []report
+	out := &chunks{}
+	out.set(errors.New("no space left on device"), 0)
+	var reports []string
 	w := New(out, time.Hour)
-	w.OnError = func(err error, dropped int) { reports = append(reports, report{err.Error(), dropped}) }
+	w.OnError = func(err error, dropped int) { reports = append(reports, fmt.Sprint(err, " ", dropped)) }
 	w.Write([]byte("lost one\n"))
 	if err := w.Flush(); err == nil {
 		t.Fatal("Flush: no error from a failed write")
 	}
 	w.Write([]byte("lost two\n"))
 	w.Flush()
-	out.mu.Lock()
-	out.err = nil
-	out.mu.Unlock()
+	out.set(nil, 0)
 	w.Write([]byte("kept\n"))
 	w.Flush()
-	out.mu.Lock()
-	out.err = errors.New("input/output error")
-	out.mu.Unlock()
+	out.set(errors.New("input/output error"), 0)
 	w.Write([]byte("lost three\n"))
 	w.Close()
-	want := []report{{"no space left on device", len("lost one\n")}, {"input/output error", len("lost three\n")}}
+	want := []string{"no space left on device 9", "<nil> 18", "input/output error 11"}
 	if fmt.Sprint(reports) != fmt.Sprint(want) {
-		t.Fatalf("reports %v, want %v", reports, want)
+		t.Fatalf("reports %q, want %q", reports, want)
 	}
 	if _, got := out.all(); got != "kept\n" {
 		t.Fatalf("written %q", got)
+	}
+}
+
+// TestPartialWrite: after a write that failed inside a line, the next
+// lines start on a line of their own.
+func TestPartialWrite(t *testing.T) {
+	out := &chunks{}
+	w := New(out, time.Hour)
+	out.set(errors.New("no space left on device"), 5)
+	w.Write([]byte("lost one\n"))
+	w.Flush()
+	out.set(nil, 0)
+	w.Write([]byte("kept\n"))
+	w.Close()
+	if _, got := out.all(); got != "lost \nkept\n" {
+		t.Fatalf("written %q", got)
+	}
+}
+
+// TestOnErrorWritesBack: OnError may write to the Writer, even when that
+// makes a report of its own: no deadlock, and every report made, in order.
+func TestOnErrorWritesBack(t *testing.T) {
+	out := &chunks{}
+	out.set(errors.New("no space left on device"), 0)
+	w := New(out, time.Hour)
+	var reports []string
+	w.OnError = func(err error, dropped int) {
+		reports = append(reports, fmt.Sprint(err, " ", dropped))
+		if err != nil {
+			out.set(nil, 0)
+			fmt.Fprintf(w, "log: %v\n", err)
+			w.Flush() // works: a report of writes working again
+		}
+	}
+	w.Write([]byte("lost\n"))
+	w.Flush()
+	want := []string{"no space left on device 5", "<nil> 5"}
+	if fmt.Sprint(reports) != fmt.Sprint(want) {
+		t.Fatalf("reports %q, want %q", reports, want)
+	}
+	if _, got := out.all(); got != "log: no space left on device\n" {
+		t.Fatalf("written %q", got)
+	}
+}
+
+// TestTimerUnderSteadyLines: lines coming faster than the interval are
+// written every interval, not held until Close.
+func TestTimerUnderSteadyLines(t *testing.T) {
+	out := &chunks{}
+	w := New(out, 50*time.Millisecond)
+	defer w.Close()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		w.Write([]byte("line\n"))
+		if n, _ := out.all(); n >= 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("lines every 10 ms for 5 s, with an interval of 50 ms: fewer than 2 writes")
+		}
 	}
 }

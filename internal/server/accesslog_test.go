@@ -254,6 +254,9 @@ func TestAccessLineKeysPlain(t *testing.T) {
 		t.Fatalf("only %d keys: %v", len(k.keys), k.keys)
 	}
 	for _, key := range k.keys {
+		if key == "" {
+			t.Error("an empty key")
+		}
 		for _, c := range key {
 			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '_') {
 				t.Errorf("key %q: not plain", key)
