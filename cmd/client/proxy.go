@@ -36,7 +36,8 @@ func (c *cli) serveProxy(ctx context.Context, cfg reqmtls.ClientConfig, o proxyO
 		return c.misuse("-listen %s is not a loopback address: anyone who reaches it could send requests as this bot; give -proxy-auth FILE (user:password lines), or listen on 127.0.0.1", o.listen)
 	}
 	// The access log is buffered: a write per line costs a system call
-	// per request. It is flushed every 100 ms and at exit.
+	// per request. It is written 100 ms after the first line it holds,
+	// and at exit.
 	logw := logbuf.New(c.stderr, 100*time.Millisecond)
 	defer logw.Close()
 	pc := reqmtls.ForwardProxyConfig{Client: cfg, CADir: o.caDir,
