@@ -507,7 +507,9 @@ func childProcs(pid int) []childProc {
 // kill sends SIGKILL to the process if it is still the one listed.
 func (c childProc) kill() {
 	if f := procStat(c.pid); len(f) > 19 && f[19] == c.start {
-		syscall.Kill(c.pid, syscall.SIGKILL)
+		if p, err := os.FindProcess(c.pid); err == nil {
+			p.Kill()
+		}
 	}
 }
 
