@@ -33,7 +33,6 @@ type Writer struct {
 	buf      []byte
 	every    time.Duration
 	timer    *time.Timer // runs while buf holds bytes
-	armed    bool
 	closed   bool
 	failing  bool       // the last write failed
 	dropped  int        // bytes dropped since writes started to fail
@@ -73,11 +72,10 @@ func (b *Writer) Write(p []byte) (int, error) {
 			return b.write(p)
 		}
 	}
-	b.buf = append(b.buf, p...)
-	if !b.armed {
-		b.armed = true
+	if len(b.buf) == 0 {
 		b.timer.Reset(b.every)
 	}
+	b.buf = append(b.buf, p...)
 	return len(p), nil
 }
 
@@ -120,13 +118,10 @@ func (b *Writer) deliver() {
 }
 
 func (b *Writer) flushLocked() error {
-	if b.armed {
-		b.armed = false
-		b.timer.Stop()
-	}
 	if len(b.buf) == 0 {
 		return nil
 	}
+	b.timer.Stop()
 	_, err := b.write(b.buf)
 	b.buf = b.buf[:0]
 	return err
