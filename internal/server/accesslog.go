@@ -51,19 +51,19 @@ func observe(h http.Handler, m *metrics.Metrics, log *slog.Logger, sigs *webbota
 		if log == nil {
 			return
 		}
+		// One reading of the clock: the request's end, and the fast
+		// line's time.
+		now := time.Now()
 		if ah, ok := log.Handler().(*AccessHandler); ok {
 			// The same line, written without slog's generic
 			// formatting (accessline.go).
-			// One reading of the clock: the line's time and the
-			// request's end.
-			now := time.Now()
 			l := ah.begin(now, "request")
 			describeRequest(l, r, rec, now.Sub(start), timing, &wba)
 			ah.end(l)
 			return
 		}
 		f := &attrFields{attrs: make([]slog.Attr, 0, 20)}
-		describeRequest(f, r, rec, time.Since(start), timing, &wba)
+		describeRequest(f, r, rec, now.Sub(start), timing, &wba)
 		log.LogAttrs(r.Context(), slog.LevelInfo, "request", f.attrs...)
 	})
 }
