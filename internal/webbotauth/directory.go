@@ -99,11 +99,21 @@ func FetchDirectory(ctx context.Context, c *http.Client, agent string, now time.
 		return nil, 0, errors.New("directories are fetched over HTTPS only")
 	}
 	req.Header.Set("Accept", DirectoryMediaType)
-	resp, err := c.Do(req)
+	// Redirects are never followed (draft-meunier-webbotauth-httpsig-
+	// directory-00, Security Considerations): the keys are the listed
+	// origin's or none, never those of wherever it points, plain HTTP or
+	// loopback included. A copy of c, so the caller's client is left as
+	// it was.
+	nc := *c
+	nc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := nc.Do(req)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return nil, 0, fmt.Errorf("%s: %s: redirects are not followed for a key directory (to %q)", u, resp.Status, resp.Header.Get("Location"))
+	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, 0, fmt.Errorf("%s: %s", u, resp.Status)
 	}

@@ -102,3 +102,30 @@ func TestVerifierFetchedAgent(t *testing.T) {
 		t.Errorf("agent state %+v", st)
 	}
 }
+
+// TestFetchDirectoryNoRedirects: a directory that redirects, even to a
+// good directory, is refused; the redirect is never followed
+// (draft-meunier-webbotauth-httpsig-directory-00).
+func TestFetchDirectoryNoRedirects(t *testing.T) {
+	_, k, _ := ed25519.GenerateKey(nil)
+	followed := false
+	mux := http.NewServeMux()
+	mux.Handle(DirectoryPath, http.RedirectHandler("/moved", http.StatusFound))
+	mux.HandleFunc("/moved", func(w http.ResponseWriter, r *http.Request) {
+		followed = true
+		DirectoryHandler([]ed25519.PrivateKey{k}, nil).ServeHTTP(w, r)
+	})
+	s := httptest.NewTLSServer(mux)
+	defer s.Close()
+	c := s.Client()
+	keys, _, err := FetchDirectory(context.Background(), c, s.URL, time.Now())
+	if err == nil || !strings.Contains(err.Error(), "redirect") {
+		t.Errorf("a redirecting directory: %d keys, err %v; want a redirect refused", len(keys), err)
+	}
+	if followed {
+		t.Error("the redirect was followed")
+	}
+	if c.CheckRedirect != nil {
+		t.Error("the caller's client was changed")
+	}
+}
