@@ -82,11 +82,12 @@ func DirectoryHandler(keys []ed25519.PrivateKey, now func() time.Time) http.Hand
 }
 
 // FetchDirectory gets the directory of agent (its URL, as listed) with c,
-// checks it, and returns its keys and how long to keep them (Cache-Control
-// max-age, within bounds). A directory counts only when a key it lists
-// signed the response for this request (tag
+// checks it, and returns the keys that signed its response and how long
+// to keep them (Cache-Control max-age, within bounds). A directory counts
+// only when a key it lists signed the response for this request (tag
 // http-message-signatures-directory, the request's @authority covered,
-// within its validity at now).
+// within its validity at now); a key it lists without signing is left
+// out. Redirects are not followed.
 func FetchDirectory(ctx context.Context, c *http.Client, agent string, now time.Time) (map[string]crypto.PublicKey, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
@@ -131,27 +132,34 @@ func FetchDirectory(ctx context.Context, c *http.Client, agent string, now time.
 	if err != nil {
 		return nil, 0, fmt.Errorf("%s: %w", u, err)
 	}
-	if err := checkDirectorySignature(req, resp.Header, keys, now); err != nil {
+	vouched, err := vouchedKeys(req, resp.Header, keys, now)
+	if err != nil {
 		return nil, 0, fmt.Errorf("%s: %w", u, err)
 	}
-	return keys, cacheFor(resp.Header.Get("Cache-Control")), nil
+	return vouched, cacheFor(resp.Header.Get("Cache-Control")), nil
 }
 
-// checkDirectorySignature requires one signature of the response, by a key
-// of the directory, that verifies.
-func checkDirectorySignature(req *http.Request, h http.Header, keys map[string]crypto.PublicKey, now time.Time) error {
+// vouchedKeys returns the keys of the directory that signed its response
+// (tag http-message-signatures-directory, the request's @authority
+// covered, within its validity at now), and an error when none did. A key
+// the directory lists but no valid signature of the response vouches for
+// is left out (draft-meunier-webbotauth-httpsig-directory-00: such keys
+// SHOULD be ignored): listing a key is not proof of holding it.
+func vouchedKeys(req *http.Request, h http.Header, keys map[string]crypto.PublicKey, now time.Time) (map[string]crypto.PublicKey, error) {
 	sigs, err := httpsig.Parse(h)
 	if err != nil {
-		return fmt.Errorf("directory signature: %w", err)
+		return nil, fmt.Errorf("directory signature: %w", err)
 	}
+	vouched := map[string]crypto.PublicKey{}
 	var why error = errors.New("the directory is not signed by a key it lists")
-	for _, s := range sigs {
+	for _, label := range sortedLabels(sigs) {
+		s := sigs[label]
 		p := s.Params
 		pub, ok := keys[p.KeyID]
 		if p.Tag != DirectoryTag || !ok {
 			continue
 		}
-		if p.Expires.IsZero() || now.After(p.Expires) || p.Created.After(now.Add(time.Minute)) {
+		if p.Expires.IsZero() || now.After(p.Expires) || p.Created.After(now.Add(time.Minute)) || p.Created.After(p.Expires) {
 			why = errors.New("the directory's signature has expired or is not yet valid")
 			continue
 		}
@@ -163,9 +171,12 @@ func checkDirectorySignature(req *http.Request, h http.Header, keys map[string]c
 			why = errors.New("the directory's signature does not cover @authority")
 			continue
 		}
-		return nil
+		vouched[p.KeyID] = pub
 	}
-	return why
+	if len(vouched) == 0 {
+		return nil, why
+	}
+	return vouched, nil
 }
 
 func coversAuthority(s *httpsig.Signature) bool {

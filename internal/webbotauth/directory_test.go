@@ -129,3 +129,29 @@ func TestFetchDirectoryNoRedirects(t *testing.T) {
 		t.Error("the caller's client was changed")
 	}
 }
+
+// TestFetchDirectoryOnlyVouchedKeys: a directory listing two keys whose
+// response only one of them signed yields that key alone
+// (draft-meunier-webbotauth-httpsig-directory-00: keys no valid signature
+// of the response vouches for are ignored).
+func TestFetchDirectoryOnlyVouchedKeys(t *testing.T) {
+	_, signer, _ := ed25519.GenerateKey(nil)
+	_, silent, _ := ed25519.GenerateKey(nil)
+	s := directoryServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sigs := httptest.NewRecorder()
+		DirectoryHandler([]ed25519.PrivateKey{signer}, nil).ServeHTTP(sigs, r)
+		for k, v := range sigs.Header() {
+			w.Header()[k] = v
+		}
+		body := httptest.NewRecorder()
+		DirectoryHandler([]ed25519.PrivateKey{signer, silent}, nil).ServeHTTP(body, r)
+		io.Copy(w, body.Body)
+	}))
+	keys, _, err := FetchDirectory(context.Background(), s.Client(), s.URL, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := keys[httpsig.Thumbprint(signer.Public().(ed25519.PublicKey))]; !ok || len(keys) != 1 {
+		t.Errorf("got %d keys (signer's among them: %v), want the signer's alone", len(keys), ok)
+	}
+}
