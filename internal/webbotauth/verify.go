@@ -154,26 +154,9 @@ func (v *Verifier) Verify(r *http.Request) Result {
 	case p.KeyID == "":
 		return invalid("no keyid")
 	}
-	// The key, of the agent that is named, or of the one that holds it.
-	var agent *Agent
-	if agentURL != "" {
-		if agent = v.byURL[agentURL]; agent == nil {
-			return invalid("agent not trusted: " + agentURL)
-		}
-	} else {
-		for _, a := range v.cfg.Agents {
-			if _, ok := a.keysNow()[p.KeyID]; ok {
-				agent = a
-				break
-			}
-		}
-		if agent == nil {
-			return invalid("unknown key")
-		}
-	}
-	pub, ok := agent.keysNow()[p.KeyID]
-	if !ok {
-		return invalid("unknown key for agent " + agent.URL)
+	agent, pub, reason := v.key(agentURL, p.KeyID)
+	if agent == nil {
+		return invalid(reason)
 	}
 	if err := httpsig.Verify(r, s, pub); err != nil {
 		return invalid(err.Error())
@@ -183,6 +166,41 @@ func (v *Verifier) Verify(r *http.Request) Result {
 		return invalid("nonce replayed")
 	}
 	return Result{Status: "valid", Agent: agent.URL, KeyID: p.KeyID}
+}
+
+// key finds the key keyid by the (agent, key) pair (draft-ietf-webbotauth-
+// httpsig-protocol-01): the key of the agent Signature-Agent names, and
+// of no other. Without Signature-Agent the key names its agent only when
+// exactly one agent lists it: a key two agents list is credited to
+// neither (whichever the file lists first would otherwise take the
+// credit for the other's requests), and the reason says to send
+// Signature-Agent.
+func (v *Verifier) key(agentURL, keyid string) (*Agent, crypto.PublicKey, string) {
+	if agentURL != "" {
+		agent := v.byURL[agentURL]
+		if agent == nil {
+			return nil, nil, "agent not trusted: " + agentURL
+		}
+		pub, ok := agent.keysNow()[keyid]
+		if !ok {
+			return nil, nil, "unknown key for agent " + agent.URL
+		}
+		return agent, pub, ""
+	}
+	var agent *Agent
+	var pub crypto.PublicKey
+	for _, a := range v.cfg.Agents {
+		if k, ok := a.keysNow()[keyid]; ok {
+			if agent != nil {
+				return nil, nil, "key listed by more than one agent: send Signature-Agent"
+			}
+			agent, pub = a, k
+		}
+	}
+	if agent == nil {
+		return nil, nil, "unknown key"
+	}
+	return agent, pub, ""
 }
 
 func invalid(reason string) Result { return Result{Status: "invalid", Reason: reason} }

@@ -190,3 +190,31 @@ func dictOf(label string, l httpsfv.InnerList) *httpsfv.Dictionary {
 	d.Add(label, l)
 	return d
 }
+
+// TestSharedKeyNeedsSignatureAgent: two agents list the same key. With
+// Signature-Agent the signature is the named agent's, whichever is listed
+// first; without it the key names no one agent and is not credited to
+// either.
+func TestSharedKeyNeedsSignatureAgent(t *testing.T) {
+	_, k, _ := ed25519.GenerateKey(nil)
+	pub := k.Public().(ed25519.PublicKey)
+	id := httpsig.Thumbprint(pub)
+	first := &Agent{URL: "https://first.example", Keys: map[string]crypto.PublicKey{id: pub}}
+	second := &Agent{URL: "https://second.example", Keys: map[string]crypto.PublicKey{id: pub}}
+	v := New(Config{Agents: []*Agent{first, second}, Now: func() time.Time { return now }})
+	p := httpsig.Params{Created: now, Expires: now.Add(time.Minute), KeyID: id, Alg: "ed25519", Tag: Tag}
+	for _, tc := range []struct {
+		name, agent string
+		want        Result
+	}{
+		{"NamedSecond", second.URL, Result{Status: "valid", Agent: second.URL, KeyID: id}},
+		{"NamedFirst", first.URL, Result{Status: "valid", Agent: first.URL, KeyID: id}},
+		{"Unnamed", "", Result{Status: "invalid", Reason: "key listed by more than one agent: send Signature-Agent"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := v.Verify(signed(t, "site.example", k, tc.agent, true, p)); got != tc.want {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
