@@ -107,9 +107,13 @@ func New(cfg Config) *Verifier {
 	return v
 }
 
-// Verify decides on r: the first signature tagged web-bot-auth is checked
-// (RFC 9421 signatures with other tags are not Web Bot Auth's and are left
-// alone).
+// Verify decides on r: each signature tagged web-bot-auth is checked, in
+// label order, and the first that is valid decides
+// (draft-ietf-webbotauth-httpsig-protocol-01: every Web Bot Auth
+// signature of a request is checked, so one an intermediary or a stranger
+// added cannot void the bot's own); when none is valid, the reason is the
+// first label's. RFC 9421 signatures with other tags are not Web Bot
+// Auth's and are left alone.
 func (v *Verifier) Verify(r *http.Request) Result {
 	if r.Header.Get("Signature-Input") == "" && r.Header.Get("Signature") == "" {
 		return Result{Status: "none"}
@@ -118,16 +122,28 @@ func (v *Verifier) Verify(r *http.Request) Result {
 	if err != nil {
 		return invalid("malformed signature fields: " + err.Error())
 	}
-	var s *httpsig.Signature
+	var first *Result
 	for _, label := range sortedLabels(sigs) {
-		if sigs[label].Params.Tag == Tag {
-			s = sigs[label]
-			break
+		s := sigs[label]
+		if s.Params.Tag != Tag {
+			continue
+		}
+		res := v.check(r, s)
+		if res.Status == "valid" {
+			return res
+		}
+		if first == nil {
+			first = &res
 		}
 	}
-	if s == nil {
+	if first == nil {
 		return Result{Status: "none"}
 	}
+	return *first
+}
+
+// check decides on one Web Bot Auth signature of r.
+func (v *Verifier) check(r *http.Request, s *httpsig.Signature) Result {
 	agentURL, agentKey, err := signatureAgent(r.Header, s.Label)
 	if err != nil {
 		return invalid(err.Error())

@@ -218,3 +218,34 @@ func TestSharedKeyNeedsSignatureAgent(t *testing.T) {
 		})
 	}
 }
+
+// TestEverySignatureChecked: a request carrying a valid Web Bot Auth
+// signature is valid whatever other Web Bot Auth signatures it carries
+// (here one by an unknown key, under a label that sorts first); with no
+// valid one, the reason is the first label's.
+func TestEverySignatureChecked(t *testing.T) {
+	_, k, _ := ed25519.GenerateKey(nil)
+	_, stranger, _ := ed25519.GenerateKey(nil)
+	pub := k.Public().(ed25519.PublicKey)
+	bot := &Agent{URL: "https://bot.example", Keys: map[string]crypto.PublicKey{httpsig.Thumbprint(pub): pub}}
+	v := New(Config{Agents: []*Agent{bot}, Now: func() time.Time { return now }})
+	params := func(k ed25519.PrivateKey) httpsig.Params {
+		return httpsig.Params{Created: now, Expires: now.Add(time.Minute), KeyID: httpsig.Thumbprint(k.Public().(ed25519.PublicKey)), Alg: "ed25519", Tag: Tag}
+	}
+	r := signed(t, "site.example", k, bot.URL, false, params(k))
+	if err := httpsig.Sign(r, "a", httpsig.NewCovered([]string{"@authority", "signature-agent"}, params(stranger)), stranger); err != nil {
+		t.Fatal(err)
+	}
+	if got := v.Verify(r); got.Status != "valid" || got.Agent != bot.URL {
+		t.Errorf("a valid signature beside an unknown key's: %+v", got)
+	}
+	only, _ := http.NewRequest("GET", "https://site.example/page", nil)
+	only.Header.Set("Signature-Agent", strconv.Quote(bot.URL))
+	httpsig.Sign(only, "b", httpsig.NewCovered([]string{"@authority", "signature-agent"}, params(stranger)), stranger)
+	expired := params(k)
+	expired.Created, expired.Expires = now.Add(-time.Hour), now.Add(-30*time.Minute)
+	httpsig.Sign(only, "c", httpsig.NewCovered([]string{"@authority", "signature-agent"}, expired), k)
+	if got, want := v.Verify(only), (Result{Status: "invalid", Reason: "unknown key for agent https://bot.example"}); got != want {
+		t.Errorf("no valid signature: got %+v, want %+v", got, want)
+	}
+}
