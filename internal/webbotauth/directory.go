@@ -242,21 +242,7 @@ func (v *Verifier) Refresh(ctx context.Context, c *http.Client, log *slog.Logger
 		}
 		go func() {
 			for {
-				keys, ttl, err := FetchDirectory(ctx, c, a.URL, v.cfg.Now())
-				next := ttl
-				if err != nil {
-					a.fetch.failed.Add(1)
-					next = retryAfterFailed
-					held := 0
-					if k := a.fetch.keys.Load(); k != nil {
-						held = len(*k)
-					}
-					log.Warn("key directory fetch failed; keeping the last good keys", "agent", a.URL, "keys_kept", held, "err", err, "retry_in", next)
-				} else {
-					a.fetch.ok.Add(1)
-					a.fetch.keys.Store(&keys)
-					log.Info("key directory fetched", "agent", a.URL, "keys", len(keys), "next_fetch_in", next)
-				}
+				next := v.refresh(ctx, c, a, log)
 				select {
 				case <-ctx.Done():
 					return
@@ -265,4 +251,22 @@ func (v *Verifier) Refresh(ctx context.Context, c *http.Client, log *slog.Logger
 			}
 		}()
 	}
+}
+
+// refresh fetches a's directory once, and returns when to fetch it next.
+func (v *Verifier) refresh(ctx context.Context, c *http.Client, a *Agent, log *slog.Logger) time.Duration {
+	keys, ttl, err := FetchDirectory(ctx, c, a.URL, v.cfg.Now())
+	if err != nil {
+		a.fetch.failed.Add(1)
+		held := 0
+		if k := a.fetch.keys.Load(); k != nil {
+			held = len(*k)
+		}
+		log.Warn("key directory fetch failed; keeping the last good keys", "agent", a.URL, "keys_kept", held, "err", err, "retry_in", retryAfterFailed)
+		return retryAfterFailed
+	}
+	a.fetch.ok.Add(1)
+	a.fetch.keys.Store(&keys)
+	log.Info("key directory fetched", "agent", a.URL, "keys", len(keys), "next_fetch_in", ttl)
+	return ttl
 }
