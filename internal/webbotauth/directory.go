@@ -81,6 +81,10 @@ func DirectoryHandler(keys []ed25519.PrivateKey, now func() time.Time) http.Hand
 	})
 }
 
+// ErrWithdrawn is a directory that answered 404 Not Found or 410 Gone: its
+// agent withdrew it, and with it its keys.
+var ErrWithdrawn = errors.New("the directory is withdrawn")
+
 // FetchDirectory gets the directory of agent (its URL, as listed) with c,
 // checks it, and returns the keys that signed its response and how long
 // to keep them (Cache-Control max-age, within bounds). A directory counts
@@ -114,6 +118,9 @@ func FetchDirectory(ctx context.Context, c *http.Client, agent string, now time.
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		return nil, 0, fmt.Errorf("%s: %s: redirects are not followed for a key directory (to %q)", u, resp.Status, resp.Header.Get("Location"))
+	}
+	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
+		return nil, 0, fmt.Errorf("%s: %s: %w", u, resp.Status, ErrWithdrawn)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, 0, fmt.Errorf("%s: %s", u, resp.Status)
@@ -207,8 +214,15 @@ func cacheFor(cc string) time.Duration {
 
 // fetched is an agent whose keys come from its directory.
 type fetched struct {
-	keys       atomic.Pointer[map[string]crypto.PublicKey]
+	keys       atomic.Pointer[heldKeys]
 	ok, failed atomic.Int64 // fetches, by outcome
+}
+
+// heldKeys are the keys of a directory's last good answer, in force until
+// its cache lifetime and then the Verifier's MaxStale have passed.
+type heldKeys struct {
+	keys  map[string]crypto.PublicKey
+	until time.Time
 }
 
 // AgentState is what metrics say of an agent.
@@ -223,7 +237,7 @@ type AgentState struct {
 func (v *Verifier) Agents() []AgentState {
 	out := make([]AgentState, len(v.cfg.Agents))
 	for i, a := range v.cfg.Agents {
-		out[i] = AgentState{URL: a.URL, Fetched: a.fetch != nil, Keys: len(a.keysNow())}
+		out[i] = AgentState{URL: a.URL, Fetched: a.fetch != nil, Keys: len(a.keysAt(v.cfg.Now()))}
 		if a.fetch != nil {
 			out[i].FetchesOK, out[i].Failures = a.fetch.ok.Load(), a.fetch.failed.Load()
 		}
@@ -233,8 +247,10 @@ func (v *Verifier) Agents() []AgentState {
 
 // Refresh fetches the directories of the agents listed without pinned
 // keys, until ctx ends: at once, then when the last good answer's
-// Cache-Control says, or 30 s after a failure; a failure keeps the last
-// good keys, and says so in the log.
+// Cache-Control says, or 30 s after a failure. A directory answering 404
+// or 410 is withdrawn: its keys go at once. Any other failure keeps the
+// last good keys while their cache lifetime and then MaxStale last, and
+// says so in the log.
 func (v *Verifier) Refresh(ctx context.Context, c *http.Client, log *slog.Logger) {
 	for _, a := range v.cfg.Agents {
 		if a.fetch == nil {
@@ -255,18 +271,26 @@ func (v *Verifier) Refresh(ctx context.Context, c *http.Client, log *slog.Logger
 
 // refresh fetches a's directory once, and returns when to fetch it next.
 func (v *Verifier) refresh(ctx context.Context, c *http.Client, a *Agent, log *slog.Logger) time.Duration {
-	keys, ttl, err := FetchDirectory(ctx, c, a.URL, v.cfg.Now())
-	if err != nil {
+	now := v.cfg.Now()
+	keys, ttl, err := FetchDirectory(ctx, c, a.URL, now)
+	switch {
+	case errors.Is(err, ErrWithdrawn):
 		a.fetch.failed.Add(1)
-		held := 0
-		if k := a.fetch.keys.Load(); k != nil {
-			held = len(*k)
+		dropped := len(a.keysAt(now))
+		a.fetch.keys.Store(nil)
+		log.Warn("key directory withdrawn; its keys are dropped", "agent", a.URL, "keys_dropped", dropped, "err", err, "retry_in", retryAfterFailed)
+		return retryAfterFailed
+	case err != nil:
+		a.fetch.failed.Add(1)
+		held, until := 0, time.Time{}
+		if h := a.fetch.keys.Load(); h != nil && now.Before(h.until) {
+			held, until = len(h.keys), h.until
 		}
-		log.Warn("key directory fetch failed; keeping the last good keys", "agent", a.URL, "keys_kept", held, "err", err, "retry_in", retryAfterFailed)
+		log.Warn("key directory fetch failed; keeping the last good keys", "agent", a.URL, "keys_kept", held, "kept_until", until, "err", err, "retry_in", retryAfterFailed)
 		return retryAfterFailed
 	}
 	a.fetch.ok.Add(1)
-	a.fetch.keys.Store(&keys)
+	a.fetch.keys.Store(&heldKeys{keys: keys, until: now.Add(ttl + v.cfg.MaxStale)})
 	log.Info("key directory fetched", "agent", a.URL, "keys", len(keys), "next_fetch_in", ttl)
 	return ttl
 }

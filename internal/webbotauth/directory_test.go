@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,7 +92,7 @@ func TestVerifierFetchedAgent(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	v.Refresh(ctx, dir.Client(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	for deadline := time.Now().Add(10 * time.Second); agent.keysNow() == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); agent.keysAt(time.Now()) == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 	}
 	p, _ := httpsig.BotParams(k.Public().(ed25519.PublicKey), time.Now(), time.Minute)
 	r := signed(t, "site.example", k, dir.URL, false, p)
@@ -153,5 +154,53 @@ func TestFetchDirectoryOnlyVouchedKeys(t *testing.T) {
 	}
 	if _, ok := keys[httpsig.Thumbprint(signer.Public().(ed25519.PublicKey))]; !ok || len(keys) != 1 {
 		t.Errorf("got %d keys (signer's among them: %v), want the signer's alone", len(keys), ok)
+	}
+}
+
+// TestDirectoryWithdrawnOrStale: a directory answering 404 or 410 after a
+// good fetch has withdrawn its keys, and they go at that fetch; any other
+// failure keeps the last good keys while the answer's cache lifetime and
+// then MaxStale last, and no longer.
+func TestDirectoryWithdrawnOrStale(t *testing.T) {
+	_, k, _ := ed25519.GenerateKey(nil)
+	var status atomic.Int64 // 0: serve the directory
+	dir := directoryServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if st := status.Load(); st != 0 {
+			http.Error(w, "no", int(st))
+			return
+		}
+		DirectoryHandler([]ed25519.PrivateKey{k}, nil).ServeHTTP(w, r)
+	}))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, tc := range []struct {
+		name   string
+		status int
+		after  time.Duration // since the good fetch
+		keys   int
+	}{
+		{"NotFound", http.StatusNotFound, 0, 0},
+		{"Gone", http.StatusGone, 0, 0},
+		{"ServerErrorWithinCacheLifetime", http.StatusInternalServerError, 4 * time.Minute, 1},
+		{"ServerErrorWithinMaxStale", http.StatusInternalServerError, 5*time.Minute + 59*time.Minute, 1},
+		{"ServerErrorPastMaxStale", http.StatusInternalServerError, 5*time.Minute + 61*time.Minute, 0},
+		{"ForbiddenPastMaxStale", http.StatusForbidden, 5*time.Minute + 61*time.Minute, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			clock := start
+			agent := NewFetchedAgent(dir.URL)
+			v := New(Config{Agents: []*Agent{agent}, Now: func() time.Time { return clock }, MaxStale: time.Hour})
+			status.Store(0)
+			v.refresh(context.Background(), dir.Client(), agent, log)
+			if n := v.Agents()[0].Keys; n != 1 {
+				t.Fatalf("%d keys after a good fetch", n)
+			}
+			status.Store(int64(tc.status))
+			v.refresh(context.Background(), dir.Client(), agent, log)
+			clock = start.Add(tc.after)
+			if n := v.Agents()[0].Keys; n != tc.keys {
+				t.Errorf("%d keys in force %v after the good fetch, the directory answering %d; want %d", n, tc.after, tc.status, tc.keys)
+			}
+		})
 	}
 }

@@ -34,6 +34,9 @@ import (
 // Tag is the tag parameter of a Web Bot Auth signature.
 const Tag = "web-bot-auth"
 
+// DefaultMaxStale is Config.MaxStale's default.
+const DefaultMaxStale = time.Hour
+
 // An Agent is a signer the site trusts: its URL, exactly as the agents file
 // lists it, and the keys of its directory, by thumbprint.
 type Agent struct {
@@ -47,14 +50,15 @@ type Agent struct {
 // NewFetchedAgent is an agent whose keys are fetched from its directory.
 func NewFetchedAgent(url string) *Agent { return &Agent{URL: url, fetch: &fetched{}} }
 
-// keysNow returns the agent's keys in force: pinned, or the last good ones
-// fetched (none before the first fetch).
-func (a *Agent) keysNow() map[string]crypto.PublicKey {
+// keysAt returns the agent's keys in force at now: pinned, or the last
+// good ones fetched while they last (none before the first fetch, after a
+// withdrawal, or once stale past the Verifier's MaxStale).
+func (a *Agent) keysAt(now time.Time) map[string]crypto.PublicKey {
 	if a.fetch == nil {
 		return a.Keys
 	}
-	if k := a.fetch.keys.Load(); k != nil {
-		return *k
+	if h := a.fetch.keys.Load(); h != nil && now.Before(h.until) {
+		return h.keys
 	}
 	return nil
 }
@@ -78,6 +82,13 @@ type Config struct {
 	// past (default 1 minute); MaxValidity bounds expires - created
 	// (default 1 hour).
 	Skew, MaxValidity time.Duration
+	// MaxStale is how long the last good keys of a fetched directory stay
+	// in force past the cache lifetime of the answer that gave them,
+	// while refreshes fail (default 1 hour): long enough to ride out an
+	// outage of the agent's site, bounded so that keys it can no longer
+	// vouch for do not last forever. A directory answering 404 or 410
+	// has withdrawn its keys: they go at once.
+	MaxStale time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -96,6 +107,9 @@ func New(cfg Config) *Verifier {
 	}
 	if cfg.MaxValidity <= 0 {
 		cfg.MaxValidity = time.Hour
+	}
+	if cfg.MaxStale <= 0 {
+		cfg.MaxStale = DefaultMaxStale
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -170,7 +184,7 @@ func (v *Verifier) check(r *http.Request, s *httpsig.Signature) Result {
 	case p.KeyID == "":
 		return invalid("no keyid")
 	}
-	agent, pub, reason := v.key(agentURL, p.KeyID)
+	agent, pub, reason := v.key(agentURL, p.KeyID, now)
 	if agent == nil {
 		return invalid(reason)
 	}
@@ -191,13 +205,13 @@ func (v *Verifier) check(r *http.Request, s *httpsig.Signature) Result {
 // neither (whichever the file lists first would otherwise take the
 // credit for the other's requests), and the reason says to send
 // Signature-Agent.
-func (v *Verifier) key(agentURL, keyid string) (*Agent, crypto.PublicKey, string) {
+func (v *Verifier) key(agentURL, keyid string, now time.Time) (*Agent, crypto.PublicKey, string) {
 	if agentURL != "" {
 		agent := v.byURL[agentURL]
 		if agent == nil {
 			return nil, nil, "agent not trusted: " + agentURL
 		}
-		pub, ok := agent.keysNow()[keyid]
+		pub, ok := agent.keysAt(now)[keyid]
 		if !ok {
 			return nil, nil, "unknown key for agent " + agent.URL
 		}
@@ -206,7 +220,7 @@ func (v *Verifier) key(agentURL, keyid string) (*Agent, crypto.PublicKey, string
 	var agent *Agent
 	var pub crypto.PublicKey
 	for _, a := range v.cfg.Agents {
-		if k, ok := a.keysNow()[keyid]; ok {
+		if k, ok := a.keysAt(now)[keyid]; ok {
 			if agent != nil {
 				return nil, nil, "key listed by more than one agent: send Signature-Agent"
 			}
