@@ -135,11 +135,16 @@ func FetchDirectory(ctx context.Context, c *http.Client, agent string, now time.
 	if len(data) > maxDirectory {
 		return nil, 0, fmt.Errorf("%s: larger than %d bytes", u, maxDirectory)
 	}
+	// The body is what Content-Digest says, when it says (RFC 9530): a
+	// signature covering the digest then covers the keys themselves.
+	if err := httpsig.CheckContentDigest(resp.Header, data); err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", u, err)
+	}
 	keys, err := ParseJWKS(data)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%s: %w", u, err)
 	}
-	vouched, err := vouchedKeys(req, resp.Header, keys, now)
+	vouched, err := vouchedKeys(req, &httpsig.Response{Status: resp.StatusCode, Header: resp.Header}, keys, now)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%s: %w", u, err)
 	}
@@ -152,8 +157,8 @@ func FetchDirectory(ctx context.Context, c *http.Client, agent string, now time.
 // the directory lists but no valid signature of the response vouches for
 // is left out (draft-meunier-webbotauth-httpsig-directory-00: such keys
 // SHOULD be ignored): listing a key is not proof of holding it.
-func vouchedKeys(req *http.Request, h http.Header, keys map[string]crypto.PublicKey, now time.Time) (map[string]crypto.PublicKey, error) {
-	sigs, err := httpsig.Parse(h)
+func vouchedKeys(req *http.Request, resp *httpsig.Response, keys map[string]crypto.PublicKey, now time.Time) (map[string]crypto.PublicKey, error) {
+	sigs, err := httpsig.Parse(resp.Header)
 	if err != nil {
 		return nil, fmt.Errorf("directory signature: %w", err)
 	}
@@ -170,7 +175,10 @@ func vouchedKeys(req *http.Request, h http.Header, keys map[string]crypto.Public
 			why = errors.New("the directory's signature has expired or is not yet valid")
 			continue
 		}
-		if err := httpsig.Verify(req, s, pub); err != nil {
+		// A response's signature: components with req from the
+		// request, the others (content-digest) from the response
+		// (RFC 9421, Section 2.4).
+		if err := httpsig.VerifyResponse(req, resp, s, pub); err != nil {
 			why = fmt.Errorf("directory signature: %w", err)
 			continue
 		}

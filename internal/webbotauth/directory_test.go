@@ -3,6 +3,8 @@ package webbotauth
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dunglas/httpsfv"
 
 	"github.com/req-mtls/req-mtls/internal/httpsig"
 )
@@ -202,5 +206,46 @@ func TestDirectoryWithdrawnOrStale(t *testing.T) {
 				t.Errorf("%d keys in force %v after the good fetch, the directory answering %d; want %d", n, tc.after, tc.status, tc.keys)
 			}
 		})
+	}
+}
+
+// TestFetchDirectorySignedOverContentDigest: a directory whose response
+// signature covers ("@authority";req "content-digest") is checked with
+// @authority from the request and content-digest from the response
+// (RFC 9421, Section 2.4), and the digest against the body (RFC 9530).
+func TestFetchDirectorySignedOverContentDigest(t *testing.T) {
+	_, k, _ := ed25519.GenerateKey(nil)
+	pub := k.Public().(ed25519.PublicKey)
+	jwks := `{"keys":[{"kty":"OKP","crv":"Ed25519","x":"` + base64.RawURLEncoding.EncodeToString(pub) + `"}]}`
+	sha256Digest := func(b string) string {
+		sum := sha256.Sum256([]byte(b))
+		return "sha-256=:" + base64.StdEncoding.EncodeToString(sum[:]) + ":"
+	}
+	serve := func(body, digest string) *httptest.Server {
+		return directoryServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			p := httpsig.Params{Created: time.Now(), Expires: time.Now().Add(time.Minute), KeyID: httpsig.Thumbprint(pub), Alg: "ed25519", Tag: DirectoryTag}
+			covered := httpsig.NewCovered([]string{"@authority;req", "content-digest"}, p)
+			params, _ := httpsfv.Marshal(httpsfv.List{covered})
+			// The base written out as RFC 9421, Section 2.5 says: the
+			// authority the request named, the digest the response
+			// carries.
+			base := `"@authority";req: ` + r.Host + "\n" + `"content-digest": ` + digest + "\n" + `"@signature-params": ` + params
+			in, _ := httpsfv.Marshal(dictOf("directory", covered))
+			w.Header().Set("Signature-Input", in)
+			w.Header().Set("Signature", "directory=:"+base64.StdEncoding.EncodeToString(ed25519.Sign(k, []byte(base)))+":")
+			w.Header().Set("Content-Digest", digest)
+			w.Header().Set("Content-Type", DirectoryMediaType)
+			io.WriteString(w, body)
+		}))
+	}
+	good := serve(jwks, sha256Digest(jwks))
+	keys, _, err := FetchDirectory(context.Background(), good.Client(), good.URL, time.Now())
+	if err != nil || len(keys) != 1 {
+		t.Errorf("a directory signed over its Content-Digest: %d keys, %v", len(keys), err)
+	}
+	// The body is not the one the signed digest names.
+	tampered := serve(jwks+" ", sha256Digest(jwks))
+	if _, _, err := FetchDirectory(context.Background(), tampered.Client(), tampered.URL, time.Now()); err == nil || !strings.Contains(err.Error(), "Content-Digest") {
+		t.Errorf("a body that does not match its signed Content-Digest: %v", err)
 	}
 }
