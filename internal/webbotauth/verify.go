@@ -18,12 +18,15 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dunglas/httpsfv"
@@ -95,9 +98,68 @@ type Config struct {
 
 // A Verifier checks requests' signatures. It is safe for concurrent use.
 type Verifier struct {
-	cfg    Config
-	byURL  map[string]*Agent
-	nonces nonceCache
+	cfg      Config
+	byURL    map[string]*Agent
+	nonces   nonceCache
+	siteCert atomic.Pointer[func() *x509.Certificate]
+}
+
+// SetSiteCertificate gives the Verifier the site's certificate in force
+// (f is called per request that needs it, and may return nil): besides
+// the name a TLS connection was made for, the signed @authority may be
+// any name it covers (a client reusing a connection for another name of
+// the same certificate, RFC 9113, Section 9.1.1).
+func (v *Verifier) SetSiteCertificate(f func() *x509.Certificate) { v.siteCert.Store(&f) }
+
+// authorityHost is the host of r's authority, in lower case, without its
+// port, brackets or a final dot.
+func authorityHost(r *http.Request) string {
+	host := r.Host
+	if host == "" {
+		host = r.URL.Host
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+}
+
+// servedHere reports, for a request that came over TLS, whether its
+// authority is a name the connection was made for: the SNI the client
+// sent, or a name the site's certificate covers, or without either the
+// connection's own address. A request in absolute form
+// (https://other.example/) on a connection to this site names another
+// site: a signature made for that site, replayed here, must not count as
+// one made for this one. The port is not compared: a site behind a port
+// mapping is reached on another port than it listens on. Without TLS
+// (plain HTTP, or TLS ended before this server) there is no connection's
+// name to compare with, and nothing is checked.
+func (v *Verifier) servedHere(r *http.Request) bool {
+	if r.TLS == nil {
+		return true
+	}
+	host := authorityHost(r)
+	if host == "" {
+		return false
+	}
+	if sni := r.TLS.ServerName; sni != "" && strings.EqualFold(host, strings.TrimSuffix(sni, ".")) {
+		return true
+	}
+	if f := v.siteCert.Load(); f != nil {
+		if leaf := (*f)(); leaf != nil && leaf.VerifyHostname(host) == nil {
+			return true
+		}
+	}
+	if r.TLS.ServerName == "" {
+		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			if ap, err := netip.ParseAddrPort(la.String()); err == nil {
+				if ip, err := netip.ParseAddr(host); err == nil && ip.Unmap() == ap.Addr().Unmap() {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // New returns a Verifier for cfg.
@@ -168,6 +230,11 @@ func (v *Verifier) check(r *http.Request, s *httpsig.Signature) Result {
 	}
 	if agentURL != "" && !s.Covers("signature-agent", agentKey) {
 		return invalid("Signature-Agent is sent but not covered")
+	}
+	// The authority covered must be this site's: a signature is made
+	// for one site, and the connection says which site this is.
+	if !v.servedHere(r) {
+		return invalid(fmt.Sprintf("@authority %q is not a name this connection was made for", authorityHost(r)))
 	}
 	// Time.
 	now := v.cfg.Now()

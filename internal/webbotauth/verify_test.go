@@ -1,6 +1,7 @@
 package webbotauth
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -9,13 +10,17 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
-	"github.com/dunglas/httpsfv"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dunglas/httpsfv"
 
 	"github.com/req-mtls/req-mtls/internal/httpsig"
 )
@@ -247,5 +252,50 @@ func TestEverySignatureChecked(t *testing.T) {
 	httpsig.Sign(only, "c", httpsig.NewCovered([]string{"@authority", "signature-agent"}, expired), k)
 	if got, want := v.Verify(only), (Result{Status: "invalid", Reason: "unknown key for agent https://bot.example"}); got != want {
 		t.Errorf("no valid signature: got %+v, want %+v", got, want)
+	}
+}
+
+// TestAuthorityOfTheConnection: over TLS, the signed @authority must be a
+// name the connection was made for (its SNI) or one the site's
+// certificate covers; a signature for another site, replayed here in
+// absolute form, is invalid.
+func TestAuthorityOfTheConnection(t *testing.T) {
+	_, k, _ := ed25519.GenerateKey(nil)
+	pub := k.Public().(ed25519.PublicKey)
+	bot := &Agent{URL: "https://bot.example", Keys: map[string]crypto.PublicKey{httpsig.Thumbprint(pub): pub}}
+	cert := &x509.Certificate{DNSNames: []string{"localhost", "www.site.example"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	for _, tc := range []struct {
+		name, authority, sni string
+		local                string // the connection's local address, when the test sets one
+		withCert             bool
+		want                 string
+	}{
+		{"SNI", "site.example", "site.example", "", false, "valid"},
+		{"SNIWithPort", "site.example:8443", "site.example", "", false, "valid"},
+		{"SNICase", "Site.Example", "site.example", "", false, "valid"},
+		{"OtherThanSNI", "evil.example", "localhost", "", false, `invalid @authority "evil.example" is not a name this connection was made for`},
+		{"OtherThanSNIAndCertificate", "evil.example", "localhost", "", true, `invalid @authority "evil.example" is not a name this connection was made for`},
+		{"CoveredByTheCertificate", "www.site.example", "localhost", "", true, "valid"},
+		{"NoSNICertificateIP", "127.0.0.1:8443", "", "", true, "valid"},
+		{"NoSNILocalAddress", "127.0.0.1:8443", "", "127.0.0.1:8443", false, "valid"},
+		{"NoSNIOtherName", "evil.example", "", "127.0.0.1:8443", false, `invalid @authority "evil.example" is not a name this connection was made for`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := New(Config{Agents: []*Agent{bot}, Now: func() time.Time { return now }})
+			if tc.withCert {
+				v.SetSiteCertificate(func() *x509.Certificate { return cert })
+			}
+			p := httpsig.Params{Created: now, Expires: now.Add(time.Minute), KeyID: httpsig.Thumbprint(pub), Alg: "ed25519", Tag: Tag}
+			r := signed(t, tc.authority, k, bot.URL, true, p)
+			r.TLS = &tls.ConnectionState{ServerName: tc.sni}
+			if tc.local != "" {
+				addr, _ := net.ResolveTCPAddr("tcp", tc.local)
+				r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, addr))
+			}
+			got := v.Verify(r)
+			if s := strings.TrimSpace(got.Status + " " + got.Reason); s != tc.want {
+				t.Errorf("got %q, want %q", s, tc.want)
+			}
+		})
 	}
 }
