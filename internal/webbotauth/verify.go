@@ -242,6 +242,10 @@ func (v *Verifier) check(r *http.Request, s *httpsig.Signature) Result {
 	switch {
 	case p.Created.IsZero() || p.Expires.IsZero():
 		return invalid("created and expires are required")
+	case p.Created.After(p.Expires):
+		// RFC 9421, Section 2.3: expires is when the signature stops
+		// being valid; before its own creation it never was.
+		return invalid("created after expires")
 	case p.Created.After(now.Add(v.cfg.Skew)):
 		return invalid("created in the future")
 	case p.Expires.Before(now.Add(-v.cfg.Skew)):

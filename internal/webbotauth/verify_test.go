@@ -299,3 +299,16 @@ func TestAuthorityOfTheConnection(t *testing.T) {
 		})
 	}
 }
+
+// TestInvertedWindow: a signature whose expires comes before its created
+// has no moment of validity, however near both are to now.
+func TestInvertedWindow(t *testing.T) {
+	_, k, _ := ed25519.GenerateKey(nil)
+	pub := k.Public().(ed25519.PublicKey)
+	bot := &Agent{URL: "https://bot.example", Keys: map[string]crypto.PublicKey{httpsig.Thumbprint(pub): pub}}
+	v := New(Config{Agents: []*Agent{bot}, Now: func() time.Time { return now }})
+	p := httpsig.Params{Created: now, Expires: now.Add(-30 * time.Second), KeyID: httpsig.Thumbprint(pub), Alg: "ed25519", Tag: Tag}
+	if got, want := v.Verify(signed(t, "site.example", k, bot.URL, true, p)), (Result{Status: "invalid", Reason: "created after expires"}); got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+}
