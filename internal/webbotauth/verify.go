@@ -191,7 +191,11 @@ func New(cfg Config) *Verifier {
 // first label's. RFC 9421 signatures with other tags are not Web Bot
 // Auth's and are left alone.
 func (v *Verifier) Verify(r *http.Request) Result {
-	if r.Header.Get("Signature-Input") == "" && r.Header.Get("Signature") == "" {
+	if len(r.Header.Values("Signature-Input")) == 0 {
+		// Every RFC 9421 signature is described in Signature-Input. A
+		// Signature field alone is another scheme's (the older
+		// draft-cavage-http-signatures form, which some clients still
+		// send): no Web Bot Auth signature, rather than a bad one.
 		return Result{Status: "none"}
 	}
 	sigs, err := httpsig.Parse(r.Header)

@@ -312,3 +312,16 @@ func TestInvertedWindow(t *testing.T) {
 		t.Errorf("got %+v, want %+v", got, want)
 	}
 }
+
+// TestCavageSignatureIsNone: a Signature field alone, in the older
+// draft-cavage-http-signatures form that some clients still send, is not
+// an RFC 9421 signature (which always comes with Signature-Input): the
+// request carries no Web Bot Auth signature, rather than a bad one.
+func TestCavageSignatureIsNone(t *testing.T) {
+	v := New(Config{Agents: []*Agent{{URL: "https://bot.example", Keys: map[string]crypto.PublicKey{}}}, Now: func() time.Time { return now }})
+	r, _ := http.NewRequest("GET", "https://site.example/", nil)
+	r.Header.Set("Signature", `keyId="rsa-key-1",algorithm="hs2019",headers="(request-target) host date",signature="c2lnbmF0dXJl"`)
+	if got := v.Verify(r); got != (Result{Status: "none"}) {
+		t.Errorf("got %+v, want none", got)
+	}
+}
