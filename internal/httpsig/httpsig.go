@@ -95,7 +95,13 @@ func Parse(h http.Header) (map[string]*Signature, error) {
 	}
 	sv, err := httpsfv.UnmarshalDictionary(sigs)
 	if err != nil {
-		return nil, fmt.Errorf("Signature: %w", err)
+		// RFC 8941, Section 4.2.7: parsers SHOULD NOT fail when a
+		// byte sequence lacks base64's "=" padding (httpsfv does);
+		// the padding is added and the field parsed again.
+		var err2 error
+		if sv, err2 = httpsfv.UnmarshalDictionary(padByteSequences(sigs)); err2 != nil {
+			return nil, fmt.Errorf("Signature: %w", err)
+		}
 	}
 	out := map[string]*Signature{}
 	for _, label := range in.Names() {
@@ -130,6 +136,42 @@ func Parse(h http.Header) (map[string]*Signature, error) {
 		}
 	}
 	return out, nil
+}
+
+// padByteSequences returns values with "=" padding added to each byte
+// sequence (":" base64 ":", RFC 8941, Section 3.3.5) whose length is not
+// a multiple of 4. Colons inside strings (Section 3.3.3, where a
+// backslash escapes the next character) are left alone; anything else is
+// copied as it is, for the structured-field parser to judge.
+func padByteSequences(values []string) []string {
+	out := make([]string, len(values))
+	for i, v := range values {
+		var b strings.Builder
+		inString := false
+		for j := 0; j < len(v); j++ {
+			c := v[j]
+			switch {
+			case inString && c == '\\' && j+1 < len(v):
+				b.WriteByte(c)
+				j++
+				c = v[j]
+			case c == '"':
+				inString = !inString
+			case !inString && c == ':':
+				end := strings.IndexByte(v[j+1:], ':')
+				if end < 0 {
+					break
+				}
+				data := v[j+1 : j+1+end]
+				b.WriteString(":" + data + strings.Repeat("=", (4-len(data)%4)%4) + ":")
+				j += end + 1
+				continue
+			}
+			b.WriteByte(c)
+		}
+		out[i] = b.String()
+	}
+	return out
 }
 
 // readParams reads the parameters RFC 9421, Section 2.3 defines, with the

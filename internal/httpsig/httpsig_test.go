@@ -217,3 +217,17 @@ func TestResponseComponents(t *testing.T) {
 		t.Error("@method without req in a response's signature was taken")
 	}
 }
+
+func TestPadByteSequences(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`sig1=:AAA:`, `sig1=:AAA=:`},
+		{`sig1=:AA:, sig2=:AAAA:`, `sig1=:AA==:, sig2=:AAAA:`},
+		{`sig1=:AAAA:;p="a:b"`, `sig1=:AAAA:;p="a:b"`},
+		{`s="x\":y", b=:A:`, `s="x\":y", b=:A===:`},
+		{`sig1=:AAA`, `sig1=:AAA`},
+	} {
+		if got := padByteSequences([]string{tc.in})[0]; got != tc.want {
+			t.Errorf("padByteSequences(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

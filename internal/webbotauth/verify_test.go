@@ -325,3 +325,24 @@ func TestCavageSignatureIsNone(t *testing.T) {
 		t.Errorf("got %+v, want none", got)
 	}
 }
+
+// TestUnpaddedSignature: a signature whose byte sequence comes without
+// base64's "=" padding is read (RFC 8941, Section 4.2.7: parsers SHOULD
+// NOT fail when the padding is absent).
+func TestUnpaddedSignature(t *testing.T) {
+	_, k, _ := ed25519.GenerateKey(nil)
+	pub := k.Public().(ed25519.PublicKey)
+	bot := &Agent{URL: "https://bot.example", Keys: map[string]crypto.PublicKey{httpsig.Thumbprint(pub): pub}}
+	v := New(Config{Agents: []*Agent{bot}, Now: func() time.Time { return now }})
+	p := httpsig.Params{Created: now, Expires: now.Add(time.Minute), KeyID: httpsig.Thumbprint(pub), Alg: "ed25519", Tag: Tag}
+	r := signed(t, "site.example", k, bot.URL, true, p)
+	padded := r.Header.Get("Signature")
+	unpadded := strings.Replace(padded, "==:", ":", 1)
+	if unpadded == padded {
+		t.Fatalf("no padding to take off %q", padded)
+	}
+	r.Header.Set("Signature", unpadded)
+	if got := v.Verify(r); got.Status != "valid" {
+		t.Errorf("Signature %s: got %+v, want valid", unpadded, got)
+	}
+}
