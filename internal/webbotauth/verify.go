@@ -322,7 +322,12 @@ func sortedLabels(m map[string]*httpsig.Signature) []string {
 // signatureAgent reads Signature-Agent in either spelling: the sf-string
 // deployed signers send ("URL"), or the working group's dictionary keyed by
 // signature label (label="URL"), whose member is covered with key=label.
-// It returns the URL, and the key for coverage ("" for the string).
+// It returns the URL, and the key for coverage ("" for the string). A
+// value of a type this verifier does not support, anything but a string
+// holding an https URL (a data: URI carrying keys inline, a plain-HTTP
+// URL, a token), is ignored, as draft-ietf-webbotauth-httpsig-protocol-01
+// has verifiers do: the signature is then judged as if no Signature-Agent
+// were sent for it ("", "", nil), its key naming its agent.
 func signatureAgent(h http.Header, label string) (string, string, error) {
 	values := h.Values("Signature-Agent")
 	if len(values) == 0 {
@@ -330,6 +335,9 @@ func signatureAgent(h http.Header, label string) (string, string, error) {
 	}
 	if it, err := httpsfv.UnmarshalItem(values); err == nil {
 		if s, ok := it.Value.(string); ok {
+			if !supportedAgent(s) {
+				return "", "", nil
+			}
 			return s, "", nil
 		}
 	}
@@ -343,10 +351,17 @@ func signatureAgent(h http.Header, label string) (string, string, error) {
 	}
 	it, ok := m.(httpsfv.Item)
 	s, isString := it.Value.(string)
-	if !ok || !isString {
-		return "", "", fmt.Errorf("Signature-Agent member %q is not a string", label)
+	if !ok || !isString || !supportedAgent(s) {
+		return "", "", nil
 	}
 	return s, label, nil
+}
+
+// supportedAgent reports whether a Signature-Agent value is one this
+// verifier can use: an https URL, whose directory it would fetch.
+func supportedAgent(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && u.Scheme == "https" && u.Host != ""
 }
 
 // nonceCache remembers nonces until their signatures expire, at most

@@ -346,3 +346,33 @@ func TestUnpaddedSignature(t *testing.T) {
 		t.Errorf("Signature %s: got %+v, want valid", unpadded, got)
 	}
 }
+
+// TestUnsupportedSignatureAgentIgnored: a Signature-Agent member this
+// verifier cannot use (not an https URL: a data: URI carrying keys
+// inline, a plain-HTTP URL, a value that is not a string) is ignored: the
+// signature is judged as if no Signature-Agent were sent for it, its key
+// naming its agent.
+func TestUnsupportedSignatureAgentIgnored(t *testing.T) {
+	_, k, _ := ed25519.GenerateKey(nil)
+	pub := k.Public().(ed25519.PublicKey)
+	bot := &Agent{URL: "https://bot.example", Keys: map[string]crypto.PublicKey{httpsig.Thumbprint(pub): pub}}
+	v := New(Config{Agents: []*Agent{bot}, Now: func() time.Time { return now }})
+	for _, tc := range []struct{ name, member string }{
+		{"DataURI", `"data:application/jwk-set+json;base64,e30="`},
+		{"PlainHTTP", `"http://bot.example"`},
+		{"Token", `bot`},
+		{"ByteSequence", `:AAAA:`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := httpsig.Params{Created: now, Expires: now.Add(time.Minute), KeyID: httpsig.Thumbprint(pub), Alg: "ed25519", Tag: Tag}
+			r, _ := http.NewRequest("GET", "https://site.example/page", nil)
+			r.Header.Set("Signature-Agent", "sig1="+tc.member)
+			if err := httpsig.Sign(r, "sig1", httpsig.NewCovered([]string{"@authority", "signature-agent;key=sig1"}, p), k); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := v.Verify(r), (Result{Status: "valid", Agent: bot.URL, KeyID: p.KeyID}); got != want {
+				t.Errorf("got %+v, want %+v", got, want)
+			}
+		})
+	}
+}
