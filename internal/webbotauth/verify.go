@@ -25,7 +25,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -92,6 +91,9 @@ type Config struct {
 	// vouch for do not last forever. A directory answering 404 or 410
 	// has withdrawn its keys: they go at once.
 	MaxStale time.Duration
+	// Nonces remembers the nonces of the signatures that verified
+	// (default: NewMemoryNonces(DefaultMaxNonces, Now)).
+	Nonces NonceStore
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -100,7 +102,7 @@ type Config struct {
 type Verifier struct {
 	cfg      Config
 	byURL    map[string]*Agent
-	nonces   nonceCache
+	nonces   NonceStore
 	siteCert atomic.Pointer[func() *x509.Certificate]
 }
 
@@ -176,7 +178,10 @@ func New(cfg Config) *Verifier {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	v := &Verifier{cfg: cfg, byURL: map[string]*Agent{}}
+	if cfg.Nonces == nil {
+		cfg.Nonces = NewMemoryNonces(DefaultMaxNonces, cfg.Now)
+	}
+	v := &Verifier{cfg: cfg, byURL: map[string]*Agent{}, nonces: cfg.Nonces}
 	for _, a := range cfg.Agents {
 		v.byURL[a.URL] = a
 	}
@@ -267,8 +272,14 @@ func (v *Verifier) check(r *http.Request, s *httpsig.Signature) Result {
 		return invalid(err.Error())
 	}
 	// A nonce is good once within its signature's validity.
-	if p.Nonce != "" && !v.nonces.first(p.KeyID+" "+p.Nonce, p.Expires.Add(v.cfg.Skew), now) {
-		return invalid("nonce replayed")
+	if p.Nonce != "" {
+		replayed, err := v.nonces.Seen(r.Context(), p.KeyID+" "+p.Nonce, p.Expires.Add(v.cfg.Skew))
+		if err != nil {
+			return invalid("nonce not checked: " + err.Error())
+		}
+		if replayed {
+			return invalid("nonce replayed")
+		}
 	}
 	return Result{Status: "valid", Agent: agent.URL, KeyID: p.KeyID}
 }
@@ -362,38 +373,6 @@ func signatureAgent(h http.Header, label string) (string, string, error) {
 func supportedAgent(s string) bool {
 	u, err := url.Parse(s)
 	return err == nil && u.Scheme == "https" && u.Host != ""
-}
-
-// nonceCache remembers nonces until their signatures expire, at most
-// maxNonces at once (when full, the expired ones go, then the oldest).
-type nonceCache struct {
-	mu sync.Mutex
-	m  map[string]time.Time // nonce -> until
-}
-
-const maxNonces = 100000
-
-func (c *nonceCache) first(nonce string, until, now time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[string]time.Time{}
-	}
-	if t, ok := c.m[nonce]; ok && now.Before(t) {
-		return false
-	}
-	if len(c.m) >= maxNonces {
-		for k, t := range c.m {
-			if !now.Before(t) {
-				delete(c.m, k)
-			}
-		}
-		if len(c.m) >= maxNonces {
-			clear(c.m) // under a flood: refuse none rather than grow
-		}
-	}
-	c.m[nonce] = until
-	return true
 }
 
 // ParseAgentsFile reads the agents a site trusts, one a line: "URL" (keys
