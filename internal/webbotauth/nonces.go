@@ -1,7 +1,9 @@
 package webbotauth
 
 import (
+	"container/heap"
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -21,13 +23,32 @@ type NonceStore interface {
 // DefaultMaxNonces is how many nonces a Verifier's own MemoryNonces holds.
 const DefaultMaxNonces = 100000
 
+// errNoncesFull is what a MemoryNonces answers for a nonce it may have
+// had to forget.
+var errNoncesFull = errors.New("too many nonces in force")
+
 // MemoryNonces is a NonceStore in this process, of at most a bound of
-// nonces.
+// nonces. Each nonce goes at its own expiry. When the store is full of
+// nonces still in force, the one that expires first (possibly the one
+// being added) is forgotten to make room; and until that expiry has
+// passed, a nonce the store does not hold that expires no later is
+// refused (Seen's error): it may be the one forgotten, replayed. So a
+// replay is never taken for a first use; under a flood of nonces in force,
+// the signatures refused are those that would expire first, while a
+// signer that makes each signature as it sends it, its expiry later than
+// any before, is not refused. Its memory is one map entry and one heap
+// entry a nonce.
 type MemoryNonces struct {
 	max int
 	now func() time.Time
-	mu  sync.Mutex
-	m   map[string]time.Time // key -> expiry
+
+	mu sync.Mutex
+	m  map[string]time.Time // key -> expiry, every nonce held
+	// byExpiry holds the entries of m, the first to expire first.
+	byExpiry nonceHeap
+	// forgotten is the latest expiry of a nonce forgotten before it:
+	// until then, a nonce not held that expires no later may be it.
+	forgotten time.Time
 }
 
 // NewMemoryNonces returns an empty MemoryNonces holding at most max nonces
@@ -42,7 +63,7 @@ func NewMemoryNonces(max int, now func() time.Time) *MemoryNonces {
 	return &MemoryNonces{max: max, now: now, m: map[string]time.Time{}}
 }
 
-// Seen implements NonceStore. When full, the expired go, then all.
+// Seen implements NonceStore.
 func (c *MemoryNonces) Seen(_ context.Context, key string, expiry time.Time) (bool, error) {
 	now := c.now()
 	c.mu.Lock()
@@ -50,16 +71,42 @@ func (c *MemoryNonces) Seen(_ context.Context, key string, expiry time.Time) (bo
 	if t, ok := c.m[key]; ok && now.Before(t) {
 		return true, nil
 	}
-	if len(c.m) >= c.max {
-		for k, t := range c.m {
-			if !now.Before(t) {
-				delete(c.m, k)
-			}
-		}
-		if len(c.m) >= c.max {
-			clear(c.m) // under a flood: refuse none rather than grow
-		}
+	// The expired go, each at the first use after its expiry. A key held
+	// but expired goes here too, so m and byExpiry stay one to one.
+	for len(c.byExpiry) > 0 && !now.Before(c.byExpiry[0].expiry) {
+		delete(c.m, heap.Pop(&c.byExpiry).(nonceEntry).key)
+	}
+	if now.Before(c.forgotten) && !expiry.After(c.forgotten) {
+		return false, errNoncesFull
 	}
 	c.m[key] = expiry
+	heap.Push(&c.byExpiry, nonceEntry{key, expiry})
+	for len(c.m) > c.max {
+		e := heap.Pop(&c.byExpiry).(nonceEntry)
+		delete(c.m, e.key)
+		if e.expiry.After(c.forgotten) {
+			c.forgotten = e.expiry
+		}
+	}
 	return false, nil
+}
+
+type nonceEntry struct {
+	key    string
+	expiry time.Time
+}
+
+// nonceHeap orders entries by expiry, the first to expire first
+// (container/heap).
+type nonceHeap []nonceEntry
+
+func (h nonceHeap) Len() int           { return len(h) }
+func (h nonceHeap) Less(i, j int) bool { return h[i].expiry.Before(h[j].expiry) }
+func (h nonceHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *nonceHeap) Push(x any)        { *h = append(*h, x.(nonceEntry)) }
+func (h *nonceHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
 }
