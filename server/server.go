@@ -182,6 +182,9 @@ type Config struct {
 	// SignatureSkew is how far a signature's created may be in the future
 	// and its expires in the past (default 1 minute).
 	SignatureSkew time.Duration
+	// SignatureMaxValidity is how long a signature may be valid for,
+	// expires - created (default 1 hour): a longer one is invalid.
+	SignatureMaxValidity time.Duration
 	// SignatureKeysMaxStale is how long the last good keys of an agent's
 	// directory stay in force past their cache lifetime while refreshes
 	// fail (default 1 hour). A directory answering 404 or 410 has
@@ -397,7 +400,7 @@ func New(cfg Config) (*Server, error) {
 	var sigs *webbotauth.Verifier
 	if cfg.SignatureAgentsFile != "" {
 		v, err := newSignatureVerifier(cfg.SignatureAgentsFile, cfg.SignatureAgentsCAFile, webbotauth.Config{
-			Skew: cfg.SignatureSkew, MaxStale: cfg.SignatureKeysMaxStale, Now: cfg.Now}, cfg.Logger)
+			Skew: cfg.SignatureSkew, MaxValidity: cfg.SignatureMaxValidity, MaxStale: cfg.SignatureKeysMaxStale, Now: cfg.Now}, cfg.Logger)
 		if err != nil {
 			return nil, err
 		}

@@ -99,6 +99,9 @@ Options:
                             the system roots)
   -signature-skew D         how far a signature's created may be ahead and its
                             expires behind (default 1m)
+  -signature-max-validity D  how long a signature may be valid for, from its
+                            created to its expires (default 1h): a signature
+                            valid for longer is invalid
   -signature-keys-max-stale D  how long a directory's last good keys stay in
                             force past their cache lifetime while fetches
                             fail (default 1h; a 404 or 410 drops them at once)
@@ -189,6 +192,7 @@ func run(args []string, stderr io.Writer) int {
 		sigAgents  = fs.String("signature-agents", "", "")
 		sigAgentCA = fs.String("signature-agents-cacert", "", "")
 		sigSkew    = fs.Duration("signature-skew", time.Minute, "")
+		sigValid   = fs.Duration("signature-max-validity", time.Hour, "")
 		sigStale   = fs.Duration("signature-keys-max-stale", time.Hour, "")
 		sigDir     = fs.String("signature-directory", "", "")
 		xfcc       = fs.Bool("xfcc", false, "")
@@ -291,6 +295,9 @@ func run(args []string, stderr io.Writer) int {
 	if *sigSkew <= 0 || *sigSkew > time.Hour {
 		return misuse("-signature-skew must be positive and at most an hour, not %v", *sigSkew)
 	}
+	if *sigValid <= 0 {
+		return misuse("-signature-max-validity must be positive, not %v", *sigValid)
+	}
 	if *sigStale <= 0 {
 		return misuse("-signature-keys-max-stale must be positive, not %v", *sigStale)
 	}
@@ -327,6 +334,7 @@ func run(args []string, stderr io.Writer) int {
 	cfg := server.Config{
 		SignatureDirectoryKeyFiles: dirKeys,
 		SignatureAgentsFile:        *sigAgents, SignatureAgentsCAFile: *sigAgentCA, SignatureSkew: *sigSkew,
+		SignatureMaxValidity:  *sigValid,
 		SignatureKeysMaxStale: *sigStale,
 		CertFile:              *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, ClientCRLFile: *clientCRL, TicketKeysFile: *ticketKeys,
 		Policy:            policy,
