@@ -239,9 +239,10 @@ func crlIssuer(rl *x509.RevocationList, stores []*store) *x509.Certificate {
 	return nil
 }
 
-// check says whether a verified path (leaf first, root last) stands under
-// the CRLs at now: every certificate whose issuer has a CRL must not be
-// listed, and that CRL must not be past its nextUpdate. It also returns
+// check says whether a verified path (leaf first, trust anchor last)
+// stands under the CRLs at now: every certificate whose issuer has a CRL,
+// the anchor too when it is an intermediate, must not be listed, and that
+// CRL must not be past its nextUpdate. It also returns
 // the earliest nextUpdate it relied on (zero for none), after which the
 // answer must be asked again.
 func (set *crlSet) check(path []*x509.Certificate, now time.Time, log func(msg string, args ...any)) (time.Time, error) {
@@ -249,9 +250,9 @@ func (set *crlSet) check(path []*x509.Certificate, now time.Time, log func(msg s
 	if set == nil {
 		return until, nil
 	}
-	for i := 0; i+1 < len(path); i++ {
-		c := set.byIssuer[caKey(path[i+1])]
-		if c == nil || (c.userOnly && path[i].IsCA) {
+	for i, cert := range path {
+		c := set.issuerCRL(path, i)
+		if c == nil || (c.userOnly && cert.IsCA) {
 			continue
 		}
 		if !c.nextUpdate.IsZero() {
@@ -271,6 +272,25 @@ func (set *crlSet) check(path []*x509.Certificate, now time.Time, log func(msg s
 		}
 	}
 	return until, nil
+}
+
+// issuerCRL returns the CRL of the issuer of path[i], or nil. The issuer is
+// the next certificate of the path; for the last, the trust anchor, it is
+// the CA of a CRL that signed it, when the anchor is not a root: a CA
+// bundle may hold intermediates beside their root, and a path then ends
+// at the intermediate, which the root's CRL may list.
+func (set *crlSet) issuerCRL(path []*x509.Certificate, i int) *crl {
+	if i+1 < len(path) {
+		return set.byIssuer[caKey(path[i+1])]
+	}
+	anchor := path[i]
+	for _, c := range set.list {
+		if bytes.Equal(c.issuer.RawSubject, anchor.RawIssuer) && caKey(c.issuer) != caKey(anchor) &&
+			anchor.CheckSignatureFrom(c.issuer) == nil {
+			return c
+		}
+	}
+	return nil
 }
 
 // info describes the CRLs in force.

@@ -423,3 +423,89 @@ func TestCRLCriticalExtensions(t *testing.T) {
 		}
 	}
 }
+
+// TestCRLRevokesIntermediate: the root's CRL lists the intermediate CA
+// that issued the client: the client is refused with certificate_revoked,
+// and a client of another intermediate of the same root is served.
+func TestCRLRevokesIntermediate(t *testing.T) {
+	p := testpki.New(t)
+	root := newRootCA(t, "intermediate test root")
+	inter := func(name string) *certs.Authority {
+		key, err := certs.NewKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+			NotBefore: p.Now.AddDate(-1, 0, 0), NotAfter: p.Now.AddDate(5, 0, 0),
+			KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, root.Cert, key.Public(), root.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := x509.ParseCertificate(der)
+		return &certs.Authority{Cert: c, Key: key}
+	}
+	revokedCA, goodCA := inter("revoked intermediate"), inter("good intermediate")
+	client := func(ca *certs.Authority) client.Config {
+		c, k, err := ca.Issue(certs.Leaf{Hosts: []string{"client.example"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+			NotBefore: p.Now.AddDate(0, -1, 0), NotAfter: p.Now.AddDate(0, 6, 0)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := withCert(p, "", 80)
+		chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})...)
+		cfg.CertFile, cfg.KeyFile = filepath.Join(t.TempDir(), "chain.pem"), writeKey(t, k)
+		os.WriteFile(cfg.CertFile, chain, 0o600)
+		return cfg
+	}
+	files := Files{Cert: p.ServerCert, Key: p.ServerKey, ClientCA: writePEM(t, "CERTIFICATE", root.Cert.Raw)}
+	files.ClientCRL = filepath.Join(t.TempDir(), "crl.pem")
+	os.WriteFile(files.ClientCRL, makeCRL(t, root, []*x509.Certificate{revokedCA.Cert}, nil, nil), 0o600)
+	ts := startServer(t, p, Config{Policy: PolicyRequire, Files: files})
+	if o := fetch(t, ts, p, client(revokedCA), "/debug"); o.err == nil || !strings.Contains(o.err.Error(), "certificate_revoked") {
+		t.Errorf("client of a revoked intermediate: %v, want certificate_revoked", o.err)
+	}
+	if o := fetch(t, ts, p, client(goodCA), "/debug"); o.err != nil || !strings.HasSuffix(o.body, "Cert validated: true\n") {
+		t.Errorf("client of an intermediate not revoked: %v\n%s", o.err, o.body)
+	}
+	rs := startServer(t, p, Config{Policy: PolicyRequest, Files: files})
+	if o := fetch(t, rs, p, client(revokedCA), "/debug?format=json"); o.err != nil || !strings.Contains(o.body, `is in the CRL of CN=intermediate test root`) {
+		t.Errorf("client of a revoked intermediate under request: %v\n%s", o.err, o.body)
+	}
+
+	// The intermediates in the CA bundle beside the root, as bundles
+	// often are: the verified path then ends at the intermediate, whose
+	// issuer's CRL still applies to it.
+	bundle := filepath.Join(t.TempDir(), "bundle.pem")
+	var b []byte
+	for _, c := range []*x509.Certificate{root.Cert, revokedCA.Cert, goodCA.Cert} {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	os.WriteFile(bundle, b, 0o600)
+	files.ClientCA = bundle
+	bs := startServer(t, p, Config{Policy: PolicyRequire, Files: files})
+	if o := fetch(t, bs, p, client(revokedCA), "/debug"); o.err == nil || !strings.Contains(o.err.Error(), "certificate_revoked") {
+		t.Errorf("client of a revoked intermediate held in the CA bundle: %v, want certificate_revoked", o.err)
+	}
+	if o := fetch(t, bs, p, client(goodCA), "/debug"); o.err != nil || !strings.HasSuffix(o.body, "Cert validated: true\n") {
+		t.Errorf("client of an intermediate not revoked, held in the CA bundle: %v\n%s", o.err, o.body)
+	}
+}
+
+// newRootCA makes a root that may sign intermediate CAs.
+func newRootCA(t *testing.T, name string) *certs.Authority {
+	t.Helper()
+	key, err := certs.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: testpki.Now.AddDate(-1, 0, 0), NotAfter: testpki.Now.AddDate(5, 0, 0),
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, BasicConstraintsValid: true, IsCA: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return &certs.Authority{Cert: c, Key: key}
+}
