@@ -561,3 +561,120 @@ func TestDocsBenchTables(t *testing.T) {
 		t.Errorf("only %d table rows in assets/bench*.md", rows)
 	}
 }
+
+// TestDocsGoFromClone runs docs/go.md's lines for a module path no proxy
+// serves, as written, in a scratch directory where req-mtls is this
+// checkout instead of a fresh clone: the binaries install from it, a
+// module of one's own requires the packages through the replace directive,
+// and a crawler built on them sends flag 80 and has its certificate
+// validated by a server. The go.work route the page gives builds the same
+// crawler in a module that requires nothing.
+func TestDocsGoFromClone(t *testing.T) {
+	data, err := os.ReadFile("../docs/go.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var block *docBlock
+	for _, b := range shellBlocks(string(data)) {
+		if b.how == "covered-by" && b.arg == "TestDocsGoFromClone" {
+			block = &b
+		}
+	}
+	if block == nil {
+		t.Fatal("docs/go.md: no shell block covered by TestDocsGoFromClone: the page gives no route that works from a clone")
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(root, filepath.Join(dir, "req-mtls")); err != nil {
+		t.Fatal(err)
+	}
+	// The clone is this checkout: every other line runs as written.
+	const cloneLine = "git clone https://github.com/req-mtls/req-mtls"
+	script, cloned := "", false
+	for _, line := range strings.Split(block.body, "\n") {
+		if strings.TrimSpace(line) == cloneLine {
+			line, cloned = ": cloned", true
+		}
+		script += line + "\n"
+	}
+	if !cloned {
+		t.Fatalf("docs/go.md:%d: the block does not start from %q:\n%s", block.line, cloneLine, block.body)
+	}
+	gobin := filepath.Join(dir, "gobin")
+	var env []string
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); name != "GOBIN" && name != "GOWORK" {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "GOBIN="+gobin)
+	sh := func(dir, script string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
+		cmd.Dir, cmd.Env = dir, env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v:\n%s\n%s", err, script, out)
+		}
+		return string(out)
+	}
+	sh(dir, script)
+	for _, bin := range []string{"client", "server", "gencert"} {
+		if out, err := runErr(nil, filepath.Join(gobin, bin), "-version"); err != nil {
+			t.Errorf("%s, installed from the clone: %v\n%s", bin, err, out)
+		}
+	}
+
+	// A crawler of one's own, in the module the block made, and again in
+	// one that goes through a go.work.
+	const crawler = `package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+
+	reqmtls "github.com/req-mtls/req-mtls"
+)
+
+func main() {
+	roots, err := reqmtls.LoadCertPool(os.Args[1])
+	if err != nil {
+		panic(err)
+	}
+	t, err := reqmtls.NewTransport(reqmtls.ClientConfig{Flags: reqmtls.RequestMTLSFlags,
+		CertFile: os.Args[2], KeyFile: os.Args[3], RootCAs: roots})
+	if err != nil {
+		panic(err)
+	}
+	resp, err := (&http.Client{Transport: t}).Get(os.Args[4])
+	if err != nil {
+		panic(err)
+	}
+	defer resp.Body.Close()
+	io.Copy(os.Stdout, resp.Body)
+	fmt.Println(resp.Status)
+}
+`
+	work := filepath.Join(dir, "workcrawler")
+	os.Mkdir(work, 0o755)
+	sh(work, "go mod init example.com/workcrawler\ngo work init . ../req-mtls\n")
+	p := newPKI(t)
+	addr := startServer(t, p, nil)
+	for _, mod := range []string{filepath.Join(dir, "mycrawler"), work} {
+		if err := os.WriteFile(filepath.Join(mod, "main.go"), []byte(crawler), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sh(mod, "go build -o crawler .")
+		out := run(t, nil, filepath.Join(mod, "crawler"), p.f("rootCA.crt"), p.f("client.crt"), p.f("client.key"), "https://"+addr+"/debug")
+		if !strings.Contains(out, "Cert validated: true") || !strings.Contains(out, "200 OK") {
+			t.Errorf("%s: the crawler built on the clone was not validated:\n%s", filepath.Base(mod), out)
+		}
+	}
+}
