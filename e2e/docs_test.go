@@ -20,7 +20,8 @@ package e2e
 //	                                 it, and its source names every flag
 //
 // and a block with no comment must succeed. Loopback ports in a page are
-// replaced by free ones, the same throughout the page.
+// replaced by free ones, the same throughout the page (in the TEXT of run
+// comments too).
 
 import (
 	"bytes"
@@ -386,7 +387,7 @@ func runPage(t *testing.T, file string) {
 	env = append(env, "HOME="+dir, "PATH="+shims+":"+binDir+":"+os.Getenv("PATH"))
 	e2eSource := e2eSources(t)
 	for _, b := range blocks {
-		body := rewrite(b.body)
+		body, arg := rewrite(b.body), rewrite(b.arg)
 		where := fmt.Sprintf("%s:%d", file, b.line)
 		switch b.how {
 		case "covered-by":
@@ -402,11 +403,11 @@ func runPage(t *testing.T, file string) {
 			cancel()
 			switch {
 			case b.how == "fails" && err == nil:
-				t.Errorf("%s: succeeded, want a failure with %q:\n%s\n%s", where, b.arg, body, out)
+				t.Errorf("%s: succeeded, want a failure with %q:\n%s\n%s", where, arg, body, out)
 			case b.how != "fails" && err != nil:
 				t.Errorf("%s: %v:\n%s\n%s", where, err, body, out)
-			case b.arg != "" && !bytes.Contains(out, []byte(b.arg)):
-				t.Errorf("%s: output lacks %q:\n%s\n%s", where, b.arg, body, out)
+			case arg != "" && !bytes.Contains(out, []byte(arg)):
+				t.Errorf("%s: output lacks %q:\n%s\n%s", where, arg, body, out)
 			default:
 				t.Logf("%s: ran (%s)", where, strings.SplitN(strings.TrimSpace(body), "\n", 2)[0])
 			}
