@@ -13,7 +13,8 @@ package e2e
 //
 //	<!-- run: background -->        started, left running (its server ends
 //	                                 in &); the loopback ports it names
-//	                                 must accept connections
+//	                                 must accept connections, and one of
+//	                                 them at least be free before
 //	<!-- run: expect TEXT -->        must succeed with TEXT in its output
 //	<!-- run: fails TEXT -->         must fail with TEXT in its output
 //	<!-- covered-by: TestName -->    not run here: TestName (in e2e) runs
@@ -421,9 +422,22 @@ func runPage(t *testing.T, file string) {
 }
 
 // startBlock runs a block in the background until the test ends and waits
-// for the loopback ports it names to accept connections.
+// for the loopback ports it names to accept connections. One of them at
+// least must be new: a block whose every port was taken before it started
+// clashes with an earlier one (its server cannot listen, and the earlier
+// server would answer in its place).
 func startBlock(t *testing.T, dir string, env []string, where, body string) {
 	t.Helper()
+	taken := map[string]bool{}
+	for _, m := range loopbackPort.FindAllStringSubmatch(body, -1) {
+		if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", m[2]), time.Second); err == nil {
+			c.Close()
+			taken[m[2]] = true
+		}
+	}
+	if ports := loopbackPort.FindAllStringSubmatch(body, -1); len(ports) > 0 && !slices.ContainsFunc(ports, func(m []string) bool { return !taken[m[2]] }) {
+		t.Fatalf("%s: every port the block names is in use before it starts: it clashes with an earlier block:\n%s", where, body)
+	}
 	cmd := exec.Command("bash", "-euo", "pipefail", "-c", body)
 	cmd.Dir, cmd.Env = dir, env
 	var out bytes.Buffer
@@ -676,6 +690,65 @@ func main() {
 		out := run(t, nil, filepath.Join(mod, "crawler"), p.f("rootCA.crt"), p.f("client.crt"), p.f("client.key"), "https://"+addr+"/debug")
 		if !strings.Contains(out, "Cert validated: true") || !strings.Contains(out, "200 OK") {
 			t.Errorf("%s: the crawler built on the clone was not validated:\n%s", filepath.Base(mod), out)
+		}
+	}
+}
+
+// TestDocsBothSides: docs/bot.md has a recipe that runs an origin, the
+// gateway and the forward proxy together, each started by a block of its
+// own, on loopback ports that no other part of docs/bot.md or docs/site.md
+// names, so that it runs beside either page's servers (TestDocsExamples
+// runs it).
+func TestDocsBothSides(t *testing.T) {
+	const heading = "## Both sides on one machine\n"
+	bot, err := os.ReadFile("../docs/bot.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	site, err := os.ReadFile("../docs/site.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, section, ok := strings.Cut(string(bot), heading)
+	if !ok {
+		t.Fatalf("docs/bot.md: no section %q runs the gateway, an origin and the forward proxy together", strings.TrimSpace(heading))
+	}
+	after := ""
+	if i := strings.Index(section, "\n## "); i >= 0 {
+		section, after = section[:i], section[i:]
+	}
+	var origin, gateway, proxy bool
+	for _, b := range shellBlocks(section) {
+		if b.how != "background" {
+			continue
+		}
+		switch {
+		case strings.Contains(b.body, "bin/server ") && strings.Contains(b.body, "-upstream http://127.0.0.1:"):
+			gateway = true
+		case strings.Contains(b.body, "bin/client -listen 127.0.0.1:"):
+			proxy = true
+		case strings.Contains(b.body, "python3 "):
+			origin = true
+		}
+	}
+	if !origin || !gateway || !proxy {
+		t.Errorf("docs/bot.md, %q: background blocks start an origin %t, the gateway %t, the forward proxy %t", strings.TrimSpace(heading), origin, gateway, proxy)
+	}
+	elsewhere := map[string]string{}
+	for name, md := range map[string]string{"docs/bot.md": before + after, "docs/site.md": string(site)} {
+		for _, m := range loopbackPort.FindAllStringSubmatch(md, -1) {
+			elsewhere[m[2]] = name
+		}
+	}
+	ports := loopbackPort.FindAllStringSubmatch(section, -1)
+	if len(ports) < 3 {
+		t.Errorf("docs/bot.md, %q names %d loopback ports", strings.TrimSpace(heading), len(ports))
+	}
+	reported := map[string]bool{}
+	for _, m := range ports {
+		if page := elsewhere[m[2]]; page != "" && !reported[m[2]] {
+			reported[m[2]] = true
+			t.Errorf("docs/bot.md, %q: port %s is also used in %s", strings.TrimSpace(heading), m[2], page)
 		}
 	}
 }
