@@ -39,6 +39,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/req-mtls/req-mtls/internal/testutil"
 )
 
 // mdFiles are the Markdown files the checks read.
@@ -583,7 +585,10 @@ func TestDocsBenchTables(t *testing.T) {
 // module of one's own requires the packages through the replace directive,
 // and a crawler built on them sends flag 80 and has its certificate
 // validated by a server. The go.work route the page gives builds the same
-// crawler in a module that requires nothing.
+// crawler in a module that requires nothing. What the page says of proxies
+// holds for that crawler: HTTPS_PROXY is used for other hosts and ignored
+// for localhost and loopback addresses, and a proxy named in
+// ClientConfig.Proxy is used for them too.
 func TestDocsGoFromClone(t *testing.T) {
 	data, err := os.ReadFile("../docs/go.md")
 	if err != nil {
@@ -653,6 +658,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 
 	reqmtls "github.com/req-mtls/req-mtls"
@@ -663,8 +669,16 @@ func main() {
 	if err != nil {
 		panic(err)
 	}
-	t, err := reqmtls.NewTransport(reqmtls.ClientConfig{Flags: reqmtls.RequestMTLSFlags,
-		CertFile: os.Args[2], KeyFile: os.Args[3], RootCAs: roots})
+	cfg := reqmtls.ClientConfig{Flags: reqmtls.RequestMTLSFlags,
+		CertFile: os.Args[2], KeyFile: os.Args[3], RootCAs: roots}
+	if len(os.Args) > 5 { // a proxy named, as the page says
+		proxyURL, err := url.Parse(os.Args[5])
+		if err != nil {
+			panic(err)
+		}
+		cfg.Proxy = http.ProxyURL(proxyURL)
+	}
+	t, err := reqmtls.NewTransport(cfg)
 	if err != nil {
 		panic(err)
 	}
@@ -680,8 +694,19 @@ func main() {
 	work := filepath.Join(dir, "workcrawler")
 	os.Mkdir(work, 0o755)
 	sh(work, "go mod init example.com/workcrawler\ngo work init . ../req-mtls\n")
-	p := newPKI(t)
+	p := pki{filepath.Join(dir, "certs")}
+	run(t, nil, filepath.Join(binDir, "gencert"), "-dir", p.dir, "-host", "bots.example")
 	addr := startServer(t, p, nil)
+	_, port, _ := net.SplitHostPort(addr)
+	fetch := func(env []string, args ...string) string {
+		t.Helper()
+		args = append([]string{p.f("rootCA.crt"), p.f("client.crt"), p.f("client.key")}, args...)
+		out := run(t, env, filepath.Join(dir, "mycrawler", "crawler"), args...)
+		if !strings.Contains(out, "Cert validated: true") || !strings.Contains(out, "200 OK") {
+			t.Errorf("crawler %s: not validated:\n%s", args[3], out)
+		}
+		return out
+	}
 	for _, mod := range []string{filepath.Join(dir, "mycrawler"), work} {
 		if err := os.WriteFile(filepath.Join(mod, "main.go"), []byte(crawler), 0o644); err != nil {
 			t.Fatal(err)
@@ -691,6 +716,35 @@ func main() {
 		if !strings.Contains(out, "Cert validated: true") || !strings.Contains(out, "200 OK") {
 			t.Errorf("%s: the crawler built on the clone was not validated:\n%s", filepath.Base(mod), out)
 		}
+	}
+
+	// The page's word on proxies: HTTPS_PROXY for other hosts, ignored
+	// for localhost and loopback addresses whatever NO_PROXY says, and
+	// a proxy named in Proxy used for them too.
+	paragraph := ""
+	for _, par := range strings.Split(string(data), "\n\n") {
+		if strings.Contains(par, "HTTPS_PROXY") && strings.Contains(par, "localhost") && strings.Contains(par, "loopback") && strings.Contains(par, "http.ProxyURL") {
+			paragraph = par
+		}
+	}
+	if paragraph == "" {
+		t.Error("docs/go.md does not say that HTTPS_PROXY is ignored for localhost and loopback addresses, nor how to proxy them")
+	}
+	cp, proxyURL := testutil.StartConnectProxy(t, map[string]string{"bots.example": "127.0.0.1"})
+	proxyEnv := []string{"HTTPS_PROXY=" + proxyURL.String(), "https_proxy=", "NO_PROXY=", "no_proxy="}
+	fetch(proxyEnv, "https://bots.example:"+port+"/debug")
+	if got := cp.Tunnels(); len(got) != 1 || got[0] != "bots.example:"+port {
+		t.Fatalf("HTTPS_PROXY: tunnels %q, want bots.example:%s alone", got, port)
+	}
+	for _, host := range []string{"localhost", "127.0.0.1"} {
+		fetch(proxyEnv, "https://"+host+":"+port+"/debug")
+	}
+	if got := cp.Tunnels(); len(got) != 1 {
+		t.Errorf("HTTPS_PROXY used for loopback hosts: tunnels %q", got)
+	}
+	fetch(nil, "https://localhost:"+port+"/debug", proxyURL.String())
+	if got := cp.Tunnels(); len(got) != 2 || got[1] != "localhost:"+port {
+		t.Errorf("Proxy: http.ProxyURL not used for localhost: tunnels %q", got)
 	}
 }
 
