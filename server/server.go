@@ -11,7 +11,7 @@ package server
 
 import (
 	"context"
-	"crypto/ed25519"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -165,11 +165,14 @@ type Config struct {
 	AccessLog *slog.Logger
 	// KeyLog receives TLS secrets in NSS key log format, for debugging.
 	KeyLog io.Writer
-	// SignatureDirectoryKeyFiles, for a bot operator's site, are Ed25519
-	// keys (PEM or JWK) whose Web Bot Auth directory the server serves at
-	// /.well-known/http-message-signatures-directory: their public JWKS
-	// with the directory's media type, each response signed by every key
-	// and cacheable as long as its signatures last (5 minutes).
+	// SignatureDirectoryKeyFiles, for a bot operator's site, are the keys
+	// whose Web Bot Auth directory the server serves at
+	// /.well-known/http-message-signatures-directory: Ed25519 signing keys
+	// (PEM or JWK) and the ECDSA P-256 key of the agent's TLS client
+	// certificate (PEM, as gencert -agent writes agent.key), so that sites
+	// listing the agent trust that certificate by its key. The response is
+	// their public JWKS with the directory's media type, signed by every
+	// key and cacheable as long as its signatures last (5 minutes).
 	SignatureDirectoryKeyFiles []string
 	// SignatureAgentsFile lists the Web Bot Auth agents the site trusts,
 	// and SignatureAgentsCAFile the roots for their directories (see
@@ -381,9 +384,9 @@ type Server struct {
 
 // New loads the files in cfg (CertFile and KeyFile are required).
 func New(cfg Config) (*Server, error) {
-	var dirKeys []ed25519.PrivateKey
+	var dirKeys []crypto.Signer
 	for _, f := range cfg.SignatureDirectoryKeyFiles {
-		k, err := httpsig.LoadSigningKey(f)
+		k, err := httpsig.LoadDirectoryKey(f)
 		if err != nil {
 			return nil, fmt.Errorf("signature directory: %w", err)
 		}

@@ -6,8 +6,11 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"fmt"
+	"os"
 )
 
 // PublicJWK returns pub as a public JWK (RFC 7517) holding exactly the
@@ -44,4 +47,36 @@ func ThumbprintOf(pub crypto.PublicKey) (string, error) {
 	}
 	sum := sha256.Sum256([]byte(j))
 	return base64.RawURLEncoding.EncodeToString(sum[:]), nil
+}
+
+// LoadDirectoryKey reads a key a Web Bot Auth directory lists and signs
+// with: an Ed25519 signing key as LoadSigningKey reads it, or an ECDSA
+// P-256 key in PEM (PKCS #8 or SEC 1), the key of an agent's TLS client
+// certificate (gencert -agent writes agent.key so).
+func LoadDirectoryKey(file string) (crypto.Signer, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("directory key: %w", err)
+	}
+	if b, _ := pem.Decode(data); b != nil && (b.Type == "EC PRIVATE KEY" || b.Type == "PRIVATE KEY") {
+		var k any
+		if b.Type == "EC PRIVATE KEY" {
+			k, err = x509.ParseECPrivateKey(b.Bytes)
+		} else {
+			k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("directory key %q: %w", file, err)
+		}
+		switch k := k.(type) {
+		case ed25519.PrivateKey:
+			return k, nil
+		case *ecdsa.PrivateKey:
+			if k.Curve == elliptic.P256() {
+				return k, nil
+			}
+		}
+		return nil, fmt.Errorf("directory key %q: a %T, want Ed25519 or ECDSA P-256", file, k)
+	}
+	return LoadSigningKey(file)
 }

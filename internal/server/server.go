@@ -10,7 +10,7 @@ package server
 
 import (
 	"context"
-	"crypto/ed25519"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -84,7 +84,9 @@ type Config struct {
 	Signatures *webbotauth.Verifier
 	// DirectoryKeys, if set, are served as a Web Bot Auth key directory
 	// (webbotauth.DirectoryHandler) at its well-known path.
-	DirectoryKeys []ed25519.PrivateKey
+	// They are Ed25519 signing keys or the ECDSA P-256 key of the agent's
+	// TLS client certificate.
+	DirectoryKeys []crypto.Signer
 	// ACME, if set, replaces Files.Cert and Files.Key: the certificate
 	// comes from an ACME server and is renewed while the server runs.
 	ACME *ACME
@@ -236,8 +238,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if len(cfg.DirectoryKeys) > 0 {
 		// A bot operator's site: its key directory, signed.
+		dh, err := webbotauth.DirectoryHandler(cfg.DirectoryKeys, nil)
+		if err != nil {
+			return nil, err
+		}
 		mux := http.NewServeMux()
-		mux.Handle(webbotauth.DirectoryPath, webbotauth.DirectoryHandler(cfg.DirectoryKeys, nil))
+		mux.Handle(webbotauth.DirectoryPath, dh)
 		mux.Handle("/", h)
 		h = mux
 	}

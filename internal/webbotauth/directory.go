@@ -3,8 +3,6 @@ package webbotauth
 import (
 	"context"
 	"crypto"
-	"crypto/ed25519"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -45,19 +43,31 @@ const (
 // the directory's media type, each response signed by every key (labels
 // binding0, binding1, ..., covering the request's @authority, tag
 // http-message-signatures-directory), cacheable as long as its
-// signatures are valid.
-func DirectoryHandler(keys []ed25519.PrivateKey, now func() time.Time) http.Handler {
+// signatures are valid. Keys are Ed25519 (request signing keys) or ECDSA
+// P-256 (the key of the agent's TLS client certificate): each is listed
+// as a public JWK of its RFC 7638 members only, and each signs, so the
+// response vouches for every key it lists.
+func DirectoryHandler(keys []crypto.Signer, now func() time.Time) (http.Handler, error) {
 	if now == nil {
 		now = time.Now
 	}
 	var b strings.Builder
 	b.WriteString(`{"keys":[`)
+	ids := make([]string, len(keys))
+	algs := make([]string, len(keys))
 	for i, k := range keys {
+		j, err := httpsig.PublicJWK(k.Public())
+		if err != nil {
+			return nil, fmt.Errorf("directory key %d: %w", i+1, err)
+		}
+		if ids[i], err = httpsig.ThumbprintOf(k.Public()); err != nil {
+			return nil, err
+		}
+		algs[i] = httpsig.AlgOf(k.Public())
 		if i > 0 {
 			b.WriteString(",")
 		}
-		x := base64.RawURLEncoding.EncodeToString(k.Public().(ed25519.PublicKey))
-		fmt.Fprintf(&b, `{"kty":"OKP","crv":"Ed25519","x":%q}`, x)
+		b.WriteString(j)
 	}
 	b.WriteString("]}\n")
 	body := b.String()
@@ -68,8 +78,7 @@ func DirectoryHandler(keys []ed25519.PrivateKey, now func() time.Time) http.Hand
 		}
 		t := now()
 		for i, k := range keys {
-			pub := k.Public().(ed25519.PublicKey)
-			p := httpsig.Params{Created: t, Expires: t.Add(directoryValidity), KeyID: httpsig.Thumbprint(pub), Alg: "ed25519", Tag: DirectoryTag}
+			p := httpsig.Params{Created: t, Expires: t.Add(directoryValidity), KeyID: ids[i], Alg: algs[i], Tag: DirectoryTag}
 			if err := httpsig.SignInto(w.Header(), r, "binding"+strconv.Itoa(i), httpsig.NewCovered([]string{"@authority;req"}, p), k); err != nil {
 				http.Error(w, "signing the directory: "+err.Error(), http.StatusInternalServerError)
 				return
@@ -78,7 +87,7 @@ func DirectoryHandler(keys []ed25519.PrivateKey, now func() time.Time) http.Hand
 		w.Header().Set("Content-Type", DirectoryMediaType)
 		w.Header().Set("Cache-Control", "max-age="+strconv.Itoa(int(directoryValidity.Seconds())))
 		io.WriteString(w, body)
-	})
+	}), nil
 }
 
 // FetchDirectory gets the directory of agent (its URL, as listed) with c,
