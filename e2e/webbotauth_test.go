@@ -194,6 +194,14 @@ func TestGatewayVerifiesWebBotAuthNPM(t *testing.T) {
 		t.Errorf("a signature for another authority, at the origin:\n%s", out)
 	}
 	t.Logf("signed for another authority, the origin sees:\n%s", out)
+	// The same signature for evil.example, sent in absolute form on a
+	// connection made for localhost: its @authority is evil.example, as
+	// signed, but the connection is not that site's.
+	out = get(append(sign("evil.example"), "--http1.1", "--request-target", "https://evil.example/page")...)
+	if !strings.Contains(out, `Web-Bot-Auth-Status: invalid;reason="@authority \"evil.example\" is not a name this connection was made for"`) {
+		t.Errorf("a signature for evil.example replayed in absolute form to localhost, at the origin:\n%s", out)
+	}
+	t.Logf("signed for evil.example, sent in absolute form to localhost, the origin sees:\n%s", out)
 }
 
 // TestDirectoryPublishedAndFetched: a bot operator's key, made by gencert,

@@ -185,6 +185,11 @@ type Config struct {
 	// SignatureSkew is how far a signature's created may be in the future
 	// and its expires in the past (default 1 minute).
 	SignatureSkew time.Duration
+	// SignatureKeysMaxStale is how long the last good keys of an agent's
+	// directory stay in force past their cache lifetime while refreshes
+	// fail (default 1 hour). A directory answering 404 or 410 has
+	// withdrawn its keys: they go at once.
+	SignatureKeysMaxStale time.Duration
 }
 
 func (c Config) auth() auth.Config {
@@ -394,7 +399,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	var sigs *webbotauth.Verifier
 	if cfg.SignatureAgentsFile != "" {
-		v, err := newSignatureVerifier(cfg.SignatureAgentsFile, cfg.SignatureAgentsCAFile, cfg.SignatureSkew, cfg.Now, cfg.Logger)
+		v, err := newSignatureVerifier(cfg.SignatureAgentsFile, cfg.SignatureAgentsCAFile, webbotauth.Config{
+			Skew: cfg.SignatureSkew, MaxStale: cfg.SignatureKeysMaxStale, Now: cfg.Now}, cfg.Logger)
 		if err != nil {
 			return nil, err
 		}
@@ -578,22 +584,25 @@ type SignatureVerifier struct{ v *webbotauth.Verifier }
 // NewSignatureVerifier reads agentsFile, one agent a line: "URL" (its key
 // directory fetched from URL/.well-known/http-message-signatures-directory
 // over HTTPS, trusting caFile or the system roots; the response's own
-// signature checked; again when its Cache-Control says, within a minute and
-// an hour; the last good keys kept, and logged, when a fetch fails) or
+// signatures checked and only the keys that signed it taken; again when
+// its Cache-Control says, within a minute and an hour; redirects not
+// followed; a 404 or 410 drops its keys; another failure keeps the last
+// good keys, and logs it, for an hour past their cache lifetime) or
 // "URL JWKSFILE" (keys pinned). A Server made with SignatureAgentsFile
 // makes its own.
 func NewSignatureVerifier(agentsFile, caFile string, logger *slog.Logger) (*SignatureVerifier, error) {
-	return newSignatureVerifier(agentsFile, caFile, 0, nil, logger)
+	return newSignatureVerifier(agentsFile, caFile, webbotauth.Config{}, logger)
 }
 
-// newSignatureVerifier is NewSignatureVerifier with a skew and a clock (the
-// Server's Config.Now).
-func newSignatureVerifier(agentsFile, caFile string, skew time.Duration, now func() time.Time, logger *slog.Logger) (*SignatureVerifier, error) {
+// newSignatureVerifier is NewSignatureVerifier with the settings of vc
+// (from the Server's Config), its agents read from agentsFile.
+func newSignatureVerifier(agentsFile, caFile string, vc webbotauth.Config, logger *slog.Logger) (*SignatureVerifier, error) {
 	agents, err := webbotauth.ParseAgentsFile(agentsFile)
 	if err != nil {
 		return nil, err
 	}
-	v := webbotauth.New(webbotauth.Config{Agents: agents, Skew: skew, Now: now})
+	vc.Agents = agents
+	v := webbotauth.New(vc)
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caFile != "" {
 		pool, err := certs.LoadPool(caFile)

@@ -99,6 +99,9 @@ Options:
                             the system roots)
   -signature-skew D         how far a signature's created may be ahead and its
                             expires behind (default 1m)
+  -signature-keys-max-stale D  how long a directory's last good keys stay in
+                            force past their cache lifetime while fetches
+                            fail (default 1h; a 404 or 410 drops them at once)
   -signature-directory KEYFILE,...  serve these Ed25519 keys' directory at
                             /.well-known/http-message-signatures-directory,
                             signed, for a bot operator's site
@@ -186,6 +189,7 @@ func run(args []string, stderr io.Writer) int {
 		sigAgents  = fs.String("signature-agents", "", "")
 		sigAgentCA = fs.String("signature-agents-cacert", "", "")
 		sigSkew    = fs.Duration("signature-skew", time.Minute, "")
+		sigStale   = fs.Duration("signature-keys-max-stale", time.Hour, "")
 		sigDir     = fs.String("signature-directory", "", "")
 		xfcc       = fs.Bool("xfcc", false, "")
 		maxReq     = fs.String("max-request-body", "10MiB", "")
@@ -287,6 +291,9 @@ func run(args []string, stderr io.Writer) int {
 	if *sigSkew <= 0 || *sigSkew > time.Hour {
 		return misuse("-signature-skew must be positive and at most an hour, not %v", *sigSkew)
 	}
+	if *sigStale <= 0 {
+		return misuse("-signature-keys-max-stale must be positive, not %v", *sigStale)
+	}
 	if *sigAgentCA != "" && *sigAgents == "" {
 		return misuse("-signature-agents-cacert goes with -signature-agents")
 	}
@@ -320,7 +327,8 @@ func run(args []string, stderr io.Writer) int {
 	cfg := server.Config{
 		SignatureDirectoryKeyFiles: dirKeys,
 		SignatureAgentsFile:        *sigAgents, SignatureAgentsCAFile: *sigAgentCA, SignatureSkew: *sigSkew,
-		CertFile: *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, ClientCRLFile: *clientCRL, TicketKeysFile: *ticketKeys,
+		SignatureKeysMaxStale: *sigStale,
+		CertFile:              *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, ClientCRLFile: *clientCRL, TicketKeysFile: *ticketKeys,
 		Policy:            policy,
 		ProxyProtocolFrom: proxyPrefixes,
 		DrainDelay:        *drainDelay,

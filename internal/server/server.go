@@ -235,6 +235,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Signatures != nil {
 		m.AddAgents(cfg.Signatures)
+		// A signature's @authority may be any name of the certificate
+		// in force, not only the SNI.
+		cfg.Signatures.SetSiteCertificate(func() *x509.Certificate { leaf, _ := a.Certificates(); return leaf })
 	}
 	if len(cfg.DirectoryKeys) > 0 {
 		// A bot operator's site: its key directory, signed.
