@@ -42,6 +42,9 @@ import (
 var (
 	ErrRevoked    = auth.ErrRevoked
 	ErrCRLExpired = auth.ErrCRLExpired
+	// ErrDenied is wrapped by Info.Err for a certificate that DenyFile
+	// lists.
+	ErrDenied = auth.ErrDenied
 )
 
 // Policy says when a server asks for a client certificate and what it does
@@ -97,6 +100,15 @@ type Config struct {
 	// closed, as nginx and OpenSSL. Reloaded like the other files, and
 	// open connections it revokes are closed under enforcing policies.
 	ClientCRLFile string
+	// DenyFile holds a deny list, revoking without any CA's key: lines of
+	// cert-sha256:HEX (a certificate), spki-sha256:HEX (every certificate
+	// of a key), jwk:THUMBPRINT (a signing key) and agent:URL (an agent,
+	// on both layers), with # comments; gencert -fingerprint prints them.
+	// A denied certificate does not validate (Info.Err wraps ErrDenied;
+	// certificate_revoked under the enforcing policies, and open
+	// connections are closed); a denied key or agent's signature is
+	// invalid, reason "denied". Reloaded like the other files.
+	DenyFile string
 	// TicketKeysFile holds session ticket keys shared by the instances of
 	// a fleet, so that a session made on one resumes on another: one key
 	// a line, 32 random bytes in standard base64 (`openssl rand -base64
@@ -176,8 +188,11 @@ type Config struct {
 	SignatureDirectoryKeyFiles []string
 	// SignatureAgentsFile lists the Web Bot Auth agents the site trusts,
 	// and SignatureAgentsCAFile the roots for their directories (see
-	// NewSignatureVerifier). With it, each request's signature is
-	// verified once: a gateway tells the origin (Web-Bot-Auth-Status,
+	// NewSignatureVerifier). Each agent also vouches for TLS client
+	// certificates: one whose subjectAltName URI is exactly the agent's
+	// URL and whose public key the agent's directory lists validates,
+	// whoever issued it, as store "agent" (Info.Agent names it). With
+	// it, each request's signature is verified once: a gateway tells the origin (Web-Bot-Auth-Status,
 	// -Agent, -Keyid, Bot-Identity-Match), /debug?format=json reports it
 	// (web_bot_auth), the access log and reqmtls_web_bot_auth_requests_total
 	// count it.
@@ -197,6 +212,7 @@ func (c Config) auth() auth.Config {
 		Policy:   auth.Policy(c.Policy),
 		CertFile: c.CertFile, KeyFile: c.KeyFile,
 		ClientCAFile: c.ClientCAFile, BotCAFile: c.BotCAFile, ClientCRLFile: c.ClientCRLFile,
+		DenyFile:        c.DenyFile,
 		TicketKeysFile:  c.TicketKeysFile,
 		RecheckInterval: c.RecheckInterval,
 		Logger:          c.Logger,
@@ -335,8 +351,8 @@ type Info struct {
 	Resumed       bool
 	// Chain is the client's certificate chain, leaf first (nil when none
 	// came), Store the trust store it was checked against ("client",
-	// "bot", or "none" when none was configured; "" without a
-	// certificate), and Err why it did not validate: nil when it did, and
+	// "bot", "agent" for one a trusted agent vouched for, or "none" when
+	// none was configured; "" without a certificate), and Err why it did not validate: nil when it did, and
 	// nil too when no certificate came (Chain is empty then; Validated
 	// tells the two apart).
 	Chain []*x509.Certificate
@@ -346,6 +362,10 @@ type Info struct {
 	// last (what net/http users look for in TLS.VerifiedChains, which
 	// stays empty here); nil unless the certificate validated.
 	Verified []*x509.Certificate
+	// Agent is the URL of the trusted agent whose key directory vouched
+	// for the certificate (Store "agent"), as SignatureAgentsFile lists
+	// it; empty otherwise.
+	Agent string
 }
 
 // Validated reports whether a certificate came and validated, against the
@@ -372,7 +392,7 @@ func connInfo(c *auth.Conn) *Info {
 	if d := c.Decision(); d != nil {
 		i.CertRequested, i.Resumed = d.Requested, d.Resumed
 		if len(d.Chain) > 0 {
-			i.Chain, i.Store, i.Err, i.Verified = d.Chain, d.Store.String(), d.Err, d.Verified
+			i.Chain, i.Store, i.Err, i.Verified, i.Agent = d.Chain, d.Store.String(), d.Err, d.Verified, d.Agent
 		}
 	}
 	return i
@@ -410,7 +430,7 @@ func New(cfg Config) (*Server, error) {
 		Signatures:    sigs,
 		DirectoryKeys: dirKeys,
 		Files: srv.Files{Cert: cfg.CertFile, Key: cfg.KeyFile, ClientCA: cfg.ClientCAFile, BotCA: cfg.BotCAFile,
-			TicketKeys: cfg.TicketKeysFile, ClientCRL: cfg.ClientCRLFile},
+			TicketKeys: cfg.TicketKeysFile, ClientCRL: cfg.ClientCRLFile, Deny: cfg.DenyFile},
 		Policy:            auth.Policy(cfg.Policy),
 		HandshakeTimeout:  cfg.HandshakeTimeout,
 		MaxHandshakes:     cfg.MaxHandshakes,

@@ -129,15 +129,15 @@ func (l *List) Certificate(cert *x509.Certificate) string {
 	}
 	sum := sha256.Sum256(cert.Raw)
 	if l.certs[hex.EncodeToString(sum[:])] {
-		return "certificate denied"
+		return "cert-sha256 listed"
 	}
 	sum = sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 	if l.spkis[hex.EncodeToString(sum[:])] {
-		return "key denied"
+		return "spki-sha256 listed"
 	}
 	for _, u := range cert.URIs {
 		if l.agents[u.String()] {
-			return "agent denied"
+			return "agent " + u.String() + " listed"
 		}
 	}
 	return ""

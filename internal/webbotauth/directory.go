@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -233,6 +234,11 @@ func cacheFor(cc string) time.Duration {
 type fetched struct {
 	keys       atomic.Pointer[heldKeys]
 	ok, failed atomic.Int64 // fetches, by outcome
+	// kicks asks the refresh loop to fetch now (VouchTLS, RefreshNow);
+	// lastKick, under kickMu, bounds how often an unknown key does.
+	kicks    chan struct{}
+	kickMu   sync.Mutex
+	lastKick time.Time
 }
 
 // heldKeys are the keys of a directory's last good answer, in force until
@@ -280,6 +286,7 @@ func (v *Verifier) Refresh(ctx context.Context, c *http.Client, log *slog.Logger
 				case <-ctx.Done():
 					return
 				case <-time.After(next):
+				case <-a.fetch.kicks:
 				}
 			}
 		}()
@@ -293,9 +300,12 @@ func (v *Verifier) refresh(ctx context.Context, c *http.Client, a *Agent, log *s
 	switch {
 	case errors.Is(err, ErrWithdrawn):
 		a.fetch.failed.Add(1)
-		dropped := len(a.keysAt(now))
+		held := len(a.keysAt(now))
 		a.fetch.keys.Store(nil)
-		log.Warn("key directory withdrawn; its keys are dropped", "agent", a.URL, "keys_dropped", dropped, "err", err, "retry_in", retryAfterFailed)
+		log.Warn("key directory withdrawn; its keys are dropped", "agent", a.URL, "keys_dropped", held, "err", err, "retry_in", retryAfterFailed)
+		if held > 0 {
+			v.keysDropped(a.URL)
+		}
 		return retryAfterFailed
 	case err != nil:
 		a.fetch.failed.Add(1)
@@ -307,7 +317,11 @@ func (v *Verifier) refresh(ctx context.Context, c *http.Client, a *Agent, log *s
 		return retryAfterFailed
 	}
 	a.fetch.ok.Add(1)
+	prev := a.keysAt(now)
 	a.fetch.keys.Store(&heldKeys{keys: keys, until: now.Add(ttl + v.cfg.MaxStale)})
 	log.Info("key directory fetched", "agent", a.URL, "keys", len(keys), "next_fetch_in", ttl)
+	if dropped(prev, keys) {
+		v.keysDropped(a.URL)
+	}
 	return ttl
 }

@@ -31,6 +31,7 @@ import (
 
 	"github.com/dunglas/httpsfv"
 
+	"github.com/req-mtls/req-mtls/internal/deny"
 	"github.com/req-mtls/req-mtls/internal/httpsig"
 )
 
@@ -51,7 +52,9 @@ type Agent struct {
 }
 
 // NewFetchedAgent is an agent whose keys are fetched from its directory.
-func NewFetchedAgent(url string) *Agent { return &Agent{URL: url, fetch: &fetched{}} }
+func NewFetchedAgent(url string) *Agent {
+	return &Agent{URL: url, fetch: &fetched{kicks: make(chan struct{}, 1)}}
+}
 
 // keysAt returns the agent's keys in force at now: pinned, or the last
 // good ones fetched while they last (none before the first fetch, after a
@@ -102,6 +105,8 @@ type Verifier struct {
 	byURL    map[string]*Agent
 	nonces   nonceCache
 	siteCert atomic.Pointer[func() *x509.Certificate]
+	deny     atomic.Pointer[func() *deny.List]
+	vouchState
 }
 
 // SetSiteCertificate gives the Verifier the site's certificate in force
@@ -265,6 +270,10 @@ func (v *Verifier) check(r *http.Request, s *httpsig.Signature) Result {
 	}
 	if err := httpsig.Verify(r, s, pub); err != nil {
 		return invalid(err.Error())
+	}
+	if l := v.denied(); l.Key(p.KeyID) || l.Agent(agent.URL) {
+		// Revoked by the site, whatever the directory says.
+		return invalid("denied")
 	}
 	// A nonce is good once within its signature's validity.
 	if p.Nonce != "" && !v.nonces.first(p.KeyID+" "+p.Nonce, p.Expires.Add(v.cfg.Skew), now) {
