@@ -607,7 +607,9 @@ type SignatureVerifier struct{ v *webbotauth.Verifier }
 // signatures checked and only the keys that signed it taken; again when
 // its Cache-Control says, within a minute and an hour; redirects not
 // followed; a 404 or 410 drops its keys; another failure keeps the last
-// good keys, and logs it, for an hour past their cache lifetime) or
+// good keys, and logs it, for an hour past their cache lifetime; the first
+// fetches are waited for, 6 s at most, so the first requests are judged
+// with the keys in hand) or
 // "URL JWKSFILE" (keys pinned). A Server made with SignatureAgentsFile
 // makes its own.
 func NewSignatureVerifier(agentsFile, caFile string, logger *slog.Logger) (*SignatureVerifier, error) {
@@ -635,6 +637,12 @@ func newSignatureVerifier(agentsFile, caFile string, vc webbotauth.Config, logge
 		logger = slog.Default()
 	}
 	v.Refresh(context.Background(), &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}, logger)
+	// The first fetches, before the first request: each is bounded (5 s),
+	// and one that fails leaves its agent's signatures invalid until a
+	// later one succeeds.
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
+	defer cancel()
+	v.FirstFetches(ctx)
 	return &SignatureVerifier{v: v}, nil
 }
 

@@ -239,6 +239,9 @@ type fetched struct {
 	kicks    chan struct{}
 	kickMu   sync.Mutex
 	lastKick time.Time
+	// tried is closed once the first fetch has ended, well or not.
+	tried     chan struct{}
+	triedOnce sync.Once
 }
 
 // heldKeys are the keys of a directory's last good answer, in force until
@@ -282,6 +285,7 @@ func (v *Verifier) Refresh(ctx context.Context, c *http.Client, log *slog.Logger
 		go func() {
 			for {
 				next := v.refresh(ctx, c, a, log)
+				a.fetch.triedOnce.Do(func() { close(a.fetch.tried) })
 				select {
 				case <-ctx.Done():
 					return
@@ -290,6 +294,22 @@ func (v *Verifier) Refresh(ctx context.Context, c *http.Client, log *slog.Logger
 				}
 			}
 		}()
+	}
+}
+
+// FirstFetches waits until every fetched agent's first fetch since
+// Refresh has ended, well or not, or ctx ends: a site that starts serving
+// after it judges its first requests with its agents' keys in hand.
+func (v *Verifier) FirstFetches(ctx context.Context) {
+	for _, a := range v.cfg.Agents {
+		if a.fetch == nil {
+			continue
+		}
+		select {
+		case <-a.fetch.tried:
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 

@@ -53,7 +53,7 @@ type Agent struct {
 
 // NewFetchedAgent is an agent whose keys are fetched from its directory.
 func NewFetchedAgent(url string) *Agent {
-	return &Agent{URL: url, fetch: &fetched{kicks: make(chan struct{}, 1)}}
+	return &Agent{URL: url, fetch: &fetched{kicks: make(chan struct{}, 1), tried: make(chan struct{})}}
 }
 
 // keysAt returns the agent's keys in force at now: pinned, or the last
