@@ -232,9 +232,21 @@ type Authenticator struct {
 }
 
 // NewAuthenticator loads the files named in cfg; any failure is an error
-// that names the file and why.
+// that names the file and why. With SignatureAgentsFile, the agents listed
+// vouch for client certificates that name them (store "agent"); signatures
+// are verified by a SignatureVerifier's Middleware.
 func NewAuthenticator(cfg Config) (*Authenticator, error) {
 	ac := cfg.auth()
+	var agents *webbotauth.Verifier
+	if cfg.SignatureAgentsFile != "" {
+		// The agents vouch for certificates that name them.
+		v, err := newSignatureVerifier(cfg.SignatureAgentsFile, cfg.SignatureAgentsCAFile, webbotauth.Config{
+			MaxStale: cfg.SignatureKeysMaxStale, Now: cfg.Now}, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		agents, ac.Agents = v.v, v.v
+	}
 	var a *auth.Authenticator
 	m := metrics.NewAuth(func() (*x509.Certificate, map[string][]*x509.Certificate) { return a.Certificates() },
 		func() []auth.CRLInfo { return a.CRLs() })
@@ -242,6 +254,9 @@ func NewAuthenticator(cfg Config) (*Authenticator, error) {
 	a, err := auth.New(ac)
 	if err != nil {
 		return nil, err
+	}
+	if agents != nil {
+		agents.OnKeysDropped(func(agent string) { a.Recheck("keys dropped by agent " + agent) })
 	}
 	return &Authenticator{a: a, metrics: m}, nil
 }
