@@ -11,7 +11,7 @@ package server
 
 import (
 	"context"
-	"crypto/ed25519"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -42,6 +42,9 @@ import (
 var (
 	ErrRevoked    = auth.ErrRevoked
 	ErrCRLExpired = auth.ErrCRLExpired
+	// ErrDenied is wrapped by Info.Err for a certificate that DenyFile
+	// lists.
+	ErrDenied = auth.ErrDenied
 )
 
 // Policy says when a server asks for a client certificate and what it does
@@ -97,6 +100,15 @@ type Config struct {
 	// closed, as nginx and OpenSSL. Reloaded like the other files, and
 	// open connections it revokes are closed under enforcing policies.
 	ClientCRLFile string
+	// DenyFile holds a deny list, revoking without any CA's key: lines of
+	// cert-sha256:HEX (a certificate), spki-sha256:HEX (every certificate
+	// of a key), jwk:THUMBPRINT (a signing key) and agent:URL (an agent,
+	// on both layers), with # comments; gencert -fingerprint prints them.
+	// A denied certificate does not validate (Info.Err wraps ErrDenied;
+	// certificate_revoked under the enforcing policies, and open
+	// connections are closed); a denied key or agent's signature is
+	// invalid, reason "denied". Reloaded like the other files.
+	DenyFile string
 	// TicketKeysFile holds session ticket keys shared by the instances of
 	// a fleet, so that a session made on one resumes on another: one key
 	// a line, 32 random bytes in standard base64 (`openssl rand -base64
@@ -165,16 +177,22 @@ type Config struct {
 	AccessLog *slog.Logger
 	// KeyLog receives TLS secrets in NSS key log format, for debugging.
 	KeyLog io.Writer
-	// SignatureDirectoryKeyFiles, for a bot operator's site, are Ed25519
-	// keys (PEM or JWK) whose Web Bot Auth directory the server serves at
-	// /.well-known/http-message-signatures-directory: their public JWKS
-	// with the directory's media type, each response signed by every key
-	// and cacheable as long as its signatures last (5 minutes).
+	// SignatureDirectoryKeyFiles, for a bot operator's site, are the keys
+	// whose Web Bot Auth directory the server serves at
+	// /.well-known/http-message-signatures-directory: Ed25519 signing keys
+	// (PEM or JWK) and the ECDSA P-256 key of the agent's TLS client
+	// certificate (PEM, as gencert -agent writes agent.key), so that sites
+	// listing the agent trust that certificate by its key. The response is
+	// their public JWKS with the directory's media type, signed by every
+	// key and cacheable as long as its signatures last (5 minutes).
 	SignatureDirectoryKeyFiles []string
 	// SignatureAgentsFile lists the Web Bot Auth agents the site trusts,
 	// and SignatureAgentsCAFile the roots for their directories (see
-	// NewSignatureVerifier). With it, each request's signature is
-	// verified once: a gateway tells the origin (Web-Bot-Auth-Status,
+	// NewSignatureVerifier). Each agent also vouches for TLS client
+	// certificates: one whose subjectAltName URI is exactly the agent's
+	// URL and whose public key the agent's directory lists validates,
+	// whoever issued it, as store "agent" (Info.Agent names it). With
+	// it, each request's signature is verified once: a gateway tells the origin (Web-Bot-Auth-Status,
 	// -Agent, -Keyid, Bot-Identity-Match), /debug?format=json reports it
 	// (web_bot_auth), the access log and reqmtls_web_bot_auth_requests_total
 	// count it.
@@ -197,6 +215,7 @@ func (c Config) auth() auth.Config {
 		Policy:   auth.Policy(c.Policy),
 		CertFile: c.CertFile, KeyFile: c.KeyFile,
 		ClientCAFile: c.ClientCAFile, BotCAFile: c.BotCAFile, ClientCRLFile: c.ClientCRLFile,
+		DenyFile:        c.DenyFile,
 		TicketKeysFile:  c.TicketKeysFile,
 		RecheckInterval: c.RecheckInterval,
 		Logger:          c.Logger,
@@ -216,9 +235,21 @@ type Authenticator struct {
 }
 
 // NewAuthenticator loads the files named in cfg; any failure is an error
-// that names the file and why.
+// that names the file and why. With SignatureAgentsFile, the agents listed
+// vouch for client certificates that name them (store "agent"); signatures
+// are verified by a SignatureVerifier's Middleware.
 func NewAuthenticator(cfg Config) (*Authenticator, error) {
 	ac := cfg.auth()
+	var agents *webbotauth.Verifier
+	if cfg.SignatureAgentsFile != "" {
+		// The agents vouch for certificates that name them.
+		v, err := newSignatureVerifier(cfg.SignatureAgentsFile, cfg.SignatureAgentsCAFile, webbotauth.Config{
+			MaxStale: cfg.SignatureKeysMaxStale, Now: cfg.Now}, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		agents, ac.Agents = v.v, v.v
+	}
 	var a *auth.Authenticator
 	m := metrics.NewAuth(func() (*x509.Certificate, map[string][]*x509.Certificate) { return a.Certificates() },
 		func() []auth.CRLInfo { return a.CRLs() })
@@ -226,6 +257,9 @@ func NewAuthenticator(cfg Config) (*Authenticator, error) {
 	a, err := auth.New(ac)
 	if err != nil {
 		return nil, err
+	}
+	if agents != nil {
+		agents.OnKeysDropped(func(agent string) { a.Recheck("keys dropped by agent " + agent) })
 	}
 	return &Authenticator{a: a, metrics: m}, nil
 }
@@ -335,8 +369,8 @@ type Info struct {
 	Resumed       bool
 	// Chain is the client's certificate chain, leaf first (nil when none
 	// came), Store the trust store it was checked against ("client",
-	// "bot", or "none" when none was configured; "" without a
-	// certificate), and Err why it did not validate: nil when it did, and
+	// "bot", "agent" for one a trusted agent vouched for, or "none" when
+	// none was configured; "" without a certificate), and Err why it did not validate: nil when it did, and
 	// nil too when no certificate came (Chain is empty then; Validated
 	// tells the two apart).
 	Chain []*x509.Certificate
@@ -346,6 +380,10 @@ type Info struct {
 	// last (what net/http users look for in TLS.VerifiedChains, which
 	// stays empty here); nil unless the certificate validated.
 	Verified []*x509.Certificate
+	// Agent is the URL of the trusted agent whose key directory vouched
+	// for the certificate (Store "agent"), as SignatureAgentsFile lists
+	// it; empty otherwise.
+	Agent string
 }
 
 // Validated reports whether a certificate came and validated, against the
@@ -372,7 +410,7 @@ func connInfo(c *auth.Conn) *Info {
 	if d := c.Decision(); d != nil {
 		i.CertRequested, i.Resumed = d.Requested, d.Resumed
 		if len(d.Chain) > 0 {
-			i.Chain, i.Store, i.Err, i.Verified = d.Chain, d.Store.String(), d.Err, d.Verified
+			i.Chain, i.Store, i.Err, i.Verified, i.Agent = d.Chain, d.Store.String(), d.Err, d.Verified, d.Agent
 		}
 	}
 	return i
@@ -389,9 +427,9 @@ type Server struct {
 
 // New loads the files in cfg (CertFile and KeyFile are required).
 func New(cfg Config) (*Server, error) {
-	var dirKeys []ed25519.PrivateKey
+	var dirKeys []crypto.Signer
 	for _, f := range cfg.SignatureDirectoryKeyFiles {
-		k, err := httpsig.LoadSigningKey(f)
+		k, err := httpsig.LoadDirectoryKey(f)
 		if err != nil {
 			return nil, fmt.Errorf("signature directory: %w", err)
 		}
@@ -410,7 +448,7 @@ func New(cfg Config) (*Server, error) {
 		Signatures:    sigs,
 		DirectoryKeys: dirKeys,
 		Files: srv.Files{Cert: cfg.CertFile, Key: cfg.KeyFile, ClientCA: cfg.ClientCAFile, BotCA: cfg.BotCAFile,
-			TicketKeys: cfg.TicketKeysFile, ClientCRL: cfg.ClientCRLFile},
+			TicketKeys: cfg.TicketKeysFile, ClientCRL: cfg.ClientCRLFile, Deny: cfg.DenyFile},
 		Policy:            auth.Policy(cfg.Policy),
 		HandshakeTimeout:  cfg.HandshakeTimeout,
 		MaxHandshakes:     cfg.MaxHandshakes,
@@ -587,7 +625,9 @@ type SignatureVerifier struct{ v *webbotauth.Verifier }
 // signatures checked and only the keys that signed it taken; again when
 // its Cache-Control says, within a minute and an hour; redirects not
 // followed; a 404 or 410 drops its keys; another failure keeps the last
-// good keys, and logs it, for an hour past their cache lifetime) or
+// good keys, and logs it, for an hour past their cache lifetime; the first
+// fetches are waited for, 6 s at most, so the first requests are judged
+// with the keys in hand) or
 // "URL JWKSFILE" (keys pinned). A Server made with SignatureAgentsFile
 // makes its own.
 func NewSignatureVerifier(agentsFile, caFile string, logger *slog.Logger) (*SignatureVerifier, error) {
@@ -615,6 +655,12 @@ func newSignatureVerifier(agentsFile, caFile string, vc webbotauth.Config, logge
 		logger = slog.Default()
 	}
 	v.Refresh(context.Background(), &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}, logger)
+	// The first fetches, before the first request: each is bounded (5 s),
+	// and one that fails leaves its agent's signatures invalid until a
+	// later one succeeds.
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
+	defer cancel()
+	v.FirstFetches(ctx)
 	return &SignatureVerifier{v: v}, nil
 }
 

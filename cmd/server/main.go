@@ -62,6 +62,10 @@ Options:
                             signed by a CA of -client-cacert or -bot-cacert:
                             revoked certificates, and any of an issuer whose
                             CRL is past its nextUpdate, do not validate
+  -deny FILE                deny list: cert-sha256:HEX, spki-sha256:HEX,
+                            jwk:THUMBPRINT, agent:URL a line (gencert
+                            -fingerprint prints them); refused on both layers,
+                            reloaded on change and SIGHUP
   -ticket-keys FILE         session ticket keys shared by a fleet: one a line,
                             32 bytes in base64 (openssl rand -base64 32); the
                             first encrypts, all decrypt (default: per process)
@@ -105,9 +109,10 @@ Options:
   -signature-keys-max-stale D  how long a directory's last good keys stay in
                             force past their cache lifetime while fetches
                             fail (default 1h; a 404 or 410 drops them at once)
-  -signature-directory KEYFILE,...  serve these Ed25519 keys' directory at
+  -signature-directory KEYFILE,...  serve these keys' directory at
                             /.well-known/http-message-signatures-directory,
-                            signed, for a bot operator's site
+                            signed, for a bot operator's site: Ed25519 signing
+                            keys and the agent certificate's key (agent.key)
   -upstream-max-conns N     connections open to the origin at most (default
                             1024; 0: no cap)
   -xfcc                     also send Envoy's x-forwarded-client-cert
@@ -166,6 +171,7 @@ func run(args []string, stderr io.Writer) int {
 		clientCA   = fs.String("client-cacert", "", "")
 		botCA      = fs.String("bot-cacert", "", "")
 		clientCRL  = fs.String("client-crl", "", "")
+		denyFile   = fs.String("deny", "", "")
 		ticketKeys = fs.String("ticket-keys", "", "")
 		proxyFrom  = fs.String("proxy-protocol-from", "", "")
 		addr       = fs.String("listen-addr", "localhost:8775", "")
@@ -235,11 +241,11 @@ func run(args []string, stderr io.Writer) int {
 	if *clientCRL != "" && *clientCA == "" && *botCA == "" {
 		return misuse("-client-crl needs -client-cacert or -bot-cacert: the CRLs are checked against their CAs")
 	}
-	if policy != server.PolicyRequest && *clientCA == "" && *botCA == "" {
-		return misuse("-client-auth %s needs -client-cacert or -bot-cacert", policy)
+	if policy != server.PolicyRequest && *clientCA == "" && *botCA == "" && *sigAgents == "" {
+		return misuse("-client-auth %s needs -client-cacert, -bot-cacert or -signature-agents (agents vouch for their certificates)", policy)
 	}
-	if policy == server.PolicyAlways && *clientCA == "" {
-		return misuse("-client-auth always needs -client-cacert (for clients that send no flag)")
+	if policy == server.PolicyAlways && *clientCA == "" && *sigAgents == "" {
+		return misuse("-client-auth always needs -client-cacert (for clients that send no flag) or -signature-agents")
 	}
 	if *pprofAddr != "" {
 		if err := checkLoopback(*pprofAddr); err != nil {
@@ -336,7 +342,7 @@ func run(args []string, stderr io.Writer) int {
 		SignatureAgentsFile:        *sigAgents, SignatureAgentsCAFile: *sigAgentCA, SignatureSkew: *sigSkew,
 		SignatureMaxValidity:  *sigValid,
 		SignatureKeysMaxStale: *sigStale,
-		CertFile:              *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, ClientCRLFile: *clientCRL, TicketKeysFile: *ticketKeys,
+		CertFile:              *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, ClientCRLFile: *clientCRL, DenyFile: *denyFile, TicketKeysFile: *ticketKeys,
 		Policy:            policy,
 		ProxyProtocolFrom: proxyPrefixes,
 		DrainDelay:        *drainDelay,

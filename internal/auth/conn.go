@@ -30,8 +30,12 @@ type Decision struct {
 	// last, built from the store's roots and the certificates the client
 	// sent (which may hold others); nil unless the certificate validated.
 	Verified []*x509.Certificate
-	// Store is the trust store the certificate was checked against.
+	// Store is the trust store the certificate was checked against:
+	// StoreAgent when it names a trusted agent.
 	Store StoreKind
+	// Agent is the URL of the trusted agent whose directory vouched for
+	// the certificate's key (Store is StoreAgent); empty otherwise.
+	Agent string
 	// Err is why the certificate did not validate; nil when it did, or
 	// when there was none.
 	Err error

@@ -26,7 +26,8 @@ const (
 	HeaderCertRequested   = "Req-Mtls-Cert-Requested"
 	HeaderCertStatus      = "Req-Mtls-Cert-Status" // sf-token none, valid or invalid;reason="..."
 	HeaderCertSHA256      = "Req-Mtls-Cert-Sha256" // sf-binary: SHA-256 of the leaf's DER, for any certificate received
-	HeaderCertStore       = "Req-Mtls-Cert-Store"  // sf-token client or bot: the store it was checked against
+	HeaderCertStore       = "Req-Mtls-Cert-Store"  // sf-token client, bot or agent: the store it was checked against
+	HeaderCertAgent       = "Req-Mtls-Cert-Agent"  // sf-string: the URL of the trusted agent whose directory vouched for the certificate (store agent)
 	HeaderResumed         = "Req-Mtls-Resumed"
 	HeaderXFCC            = "X-Forwarded-Client-Cert" // Envoy's format, when asked for
 )
@@ -186,6 +187,9 @@ func (id Identity) Set(h http.Header, xfcc bool, by string) {
 		return
 	}
 	h.Set(HeaderCertStatus, "valid")
+	if d.Agent != "" {
+		h.Set(HeaderCertAgent, sfString(d.Agent))
+	}
 	// RFC 9440, Section 2: only for a certificate that validated; the
 	// field itself says nothing of validation.
 	h.Set(HeaderClientCert, sfBinary(leaf.Raw))
@@ -255,8 +259,9 @@ const (
 	HeaderWBAAgent  = "Web-Bot-Auth-Agent"  // sf-string: the agent's URL as the agents file lists it, when valid
 	HeaderWBAKeyID  = "Web-Bot-Auth-Keyid"  // sf-string: the key's JWK SHA-256 thumbprint, when valid
 	// HeaderSameBot is set when a certificate validated and a signature
-	// verified: ?1 when they name the same agent (one of the
-	// certificate's DNS names is the agent URL's host), ?0 otherwise.
+	// verified: ?1 when they name the same agent (the agent that vouched
+	// for the certificate is the signature's, or, for a CA-issued one,
+	// one of its DNS names is the agent URL's host), ?0 otherwise.
 	HeaderSameBot = "Bot-Identity-Match"
 )
 
@@ -269,13 +274,23 @@ func SetWebBotAuth(h http.Header, res webbotauth.Result, d *auth.Decision) {
 		h.Set(HeaderWBAAgent, sfString(res.Agent))
 		h.Set(HeaderWBAKeyID, sfString(res.KeyID))
 		if d != nil && d.Validated() {
-			h.Set(HeaderSameBot, sfBool(SameBot(d.Chain[0], res.Agent)))
+			h.Set(HeaderSameBot, sfBool(SameAgent(d, res.Agent)))
 		}
 	case "invalid":
 		h.Set(HeaderWBAStatus, "invalid;reason="+sfString(res.Reason))
 	default:
 		h.Set(HeaderWBAStatus, "none")
 	}
+}
+
+// SameAgent reports whether the validated certificate of d and a Web Bot
+// Auth agent name the same bot: the agent that vouched for the
+// certificate is agent itself, or (a certificate of a CA store) SameBot.
+func SameAgent(d *auth.Decision, agent string) bool {
+	if d.Agent != "" {
+		return d.Agent == agent
+	}
+	return SameBot(d.Chain[0], agent)
 }
 
 // SameBot reports whether a client certificate and a Web Bot Auth agent

@@ -1,9 +1,14 @@
 package gateway
 
 import (
+	"crypto/x509"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/req-mtls/req-mtls/internal/auth"
+	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
 
 func TestSfString(t *testing.T) {
@@ -106,5 +111,32 @@ func BenchmarkIsSpoofable(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestAgentIdentity: a certificate an agent vouched for tells the origin
+// store agent and the agent's URL, and Bot-Identity-Match compares that
+// agent with the signature's, not DNS names (it has none).
+func TestAgentIdentity(t *testing.T) {
+	u, _ := url.Parse("https://bot.example/")
+	leaf := &x509.Certificate{Raw: []byte("leaf"), URIs: []*url.URL{u}}
+	d := &auth.Decision{Requested: true, Chain: []*x509.Certificate{leaf}, Verified: []*x509.Certificate{leaf}, Store: auth.StoreAgent, Agent: u.String()}
+	h := http.Header{}
+	Identity{Flags: []int{80}, Decision: d}.Set(h, false, "")
+	if h.Get(HeaderCertStatus) != "valid" || h.Get(HeaderCertStore) != "agent" || h.Get(HeaderCertAgent) != `"https://bot.example/"` {
+		t.Errorf("origin sees %v", h)
+	}
+	for agent, want := range map[string]string{"https://bot.example/": "?1", "https://other.example/": "?0"} {
+		h := http.Header{}
+		SetWebBotAuth(h, webbotauth.Result{Status: "valid", Agent: agent, KeyID: "k"}, d)
+		if got := h.Get(HeaderSameBot); got != want {
+			t.Errorf("signature by %s: Bot-Identity-Match %q, want %q", agent, got, want)
+		}
+	}
+	// A certificate of a CA store names no agent: no field.
+	h = http.Header{}
+	Identity{Decision: &auth.Decision{Chain: []*x509.Certificate{leaf}, Store: auth.StoreClient}}.Set(h, false, "")
+	if v, ok := h[HeaderCertAgent]; ok {
+		t.Errorf("a CA store's certificate sets %s: %v", HeaderCertAgent, v)
 	}
 }

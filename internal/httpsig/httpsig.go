@@ -19,6 +19,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -435,9 +436,9 @@ func NewCovered(components []string, p Params) httpsfv.InnerList {
 }
 
 // Sign signs r with key under label, covering covered, and sets its
-// Signature-Input and Signature fields (adding to any already there). Only
-// Ed25519 keys are supported for signing: a crypto.Signer whose public key
-// is an ed25519.PublicKey (a KMS's will do).
+// Signature-Input and Signature fields (adding to any already there). Keys
+// that sign are Ed25519 and ECDSA P-256: a crypto.Signer whose public key is
+// an ed25519.PublicKey or a P-256 *ecdsa.PublicKey (a KMS's will do).
 func Sign(r *http.Request, label string, covered httpsfv.InnerList, key crypto.Signer) error {
 	return sign(r.Header, message{req: r}, label, covered, key)
 }
@@ -451,14 +452,11 @@ func SignInto(h http.Header, r *http.Request, label string, covered httpsfv.Inne
 }
 
 func sign(h http.Header, m message, label string, covered httpsfv.InnerList, key crypto.Signer) error {
-	if _, ok := key.Public().(ed25519.PublicKey); !ok {
-		return fmt.Errorf("httpsig: signing key is %T, want Ed25519", key.Public())
-	}
 	base, err := signatureBase(m, covered)
 	if err != nil {
 		return err
 	}
-	sig, err := key.Sign(nil, []byte(base), crypto.Hash(0))
+	sig, err := signBase(key, base)
 	if err != nil {
 		return err
 	}
@@ -477,6 +475,34 @@ func sign(h http.Header, m message, label string, covered httpsfv.InnerList, key
 	h.Add("Signature-Input", inS)
 	h.Add("Signature", svS)
 	return nil
+}
+
+// signBase signs a signature base with key: ed25519 (RFC 9421, Section 3.3.6),
+// or ecdsa-p256-sha256 (Section 3.3.4: SHA-256, then r and s as two
+// 32-byte big-endian integers, not ASN.1).
+func signBase(key crypto.Signer, base string) ([]byte, error) {
+	switch pub := key.Public().(type) {
+	case ed25519.PublicKey:
+		return key.Sign(nil, []byte(base), crypto.Hash(0))
+	case *ecdsa.PublicKey:
+		if pub.Curve != elliptic.P256() {
+			break
+		}
+		sum := sha256.Sum256([]byte(base))
+		der, err := key.Sign(rand.Reader, sum[:], crypto.SHA256)
+		if err != nil {
+			return nil, err
+		}
+		var rs struct{ R, S *big.Int }
+		if rest, err := asn1.Unmarshal(der, &rs); err != nil || len(rest) > 0 {
+			return nil, fmt.Errorf("httpsig: ECDSA signature is not ASN.1: %v", err)
+		}
+		out := make([]byte, 64)
+		rs.R.FillBytes(out[:32])
+		rs.S.FillBytes(out[32:])
+		return out, nil
+	}
+	return nil, fmt.Errorf("httpsig: signing key is %T, want Ed25519 or ECDSA P-256", key.Public())
 }
 
 // CheckContentDigest checks the Content-Digest field of h, when there is

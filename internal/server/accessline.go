@@ -40,7 +40,7 @@ type connPart struct {
 	flags                        tlsflags.Set
 	requested, resumed, hasChain bool
 	store                        auth.StoreKind
-	err                          string
+	err, agent                   string
 	text                         []byte
 }
 
@@ -58,6 +58,7 @@ func (h *AccessHandler) connPart(c *auth.Conn) []byte {
 		if d.Err != nil {
 			want.err = d.Err.Error()
 		}
+		want.agent = d.Agent
 		if len(d.Chain) > 0 {
 			raw = d.Chain[0].Raw
 		}
@@ -66,7 +67,7 @@ func (h *AccessHandler) connPart(c *auth.Conn) []byte {
 	got, ok := h.parts[string(raw)]
 	h.partsMu.Unlock()
 	if ok && got.flags == want.flags && got.requested == want.requested && got.resumed == want.resumed &&
-		got.hasChain == want.hasChain && got.store == want.store && got.err == want.err {
+		got.hasChain == want.hasChain && got.store == want.store && got.err == want.err && got.agent == want.agent {
 		return got.text
 	}
 	want.text = h.formatAttrs(append([]slog.Attr{slog.Any("tls_flags", c.Flags())}, decisionAttrs(d)...))

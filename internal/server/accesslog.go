@@ -151,6 +151,9 @@ func decisionAttrs(d *auth.Decision) []slog.Attr {
 		slog.String("cert_sha256", gateway.CertSHA256(leaf.Raw)), // as Req-Mtls-Cert-Sha256
 		slog.String("cert_store", d.Store.String()),
 	)
+	if d.Agent != "" {
+		attrs = append(attrs, slog.String("cert_agent", safetext.Escape(d.Agent)))
+	}
 	if d.Err != nil {
 		return append(attrs, slog.String("cert", "invalid"), slog.String("cert_error", safetext.Escape(d.Err.Error())))
 	}

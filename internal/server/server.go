@@ -10,7 +10,7 @@ package server
 
 import (
 	"context"
-	"crypto/ed25519"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -49,6 +49,9 @@ type Files struct {
 	TicketKeys string
 	// ClientCRL is an optional file of CRLs (-client-crl).
 	ClientCRL string
+	// Deny is an optional deny list (-deny): certificates, keys and
+	// agents refused on both layers (package deny).
+	Deny string
 }
 
 // Config configures a Server. The zero value of every optional field is a
@@ -80,11 +83,15 @@ type Config struct {
 
 	// Signatures, if set, verifies each request's Web Bot Auth signature;
 	// the verdict is recorded on the request (webbotauth.ResultOf) for the
-	// gateway, /debug, the access log and the metrics.
+	// gateway, /debug, the access log and the metrics. Its agents also
+	// vouch for client certificates that name them (store agent), and
+	// its deny list is Files.Deny.
 	Signatures *webbotauth.Verifier
 	// DirectoryKeys, if set, are served as a Web Bot Auth key directory
 	// (webbotauth.DirectoryHandler) at its well-known path.
-	DirectoryKeys []ed25519.PrivateKey
+	// They are Ed25519 signing keys or the ECDSA P-256 key of the agent's
+	// TLS client certificate.
+	DirectoryKeys []crypto.Signer
 	// ACME, if set, replaces Files.Cert and Files.Key: the certificate
 	// comes from an ACME server and is renewed while the server runs.
 	ACME *ACME
@@ -186,11 +193,16 @@ func New(cfg Config) (*Server, error) {
 	m = metrics.New(func() (*x509.Certificate, map[string][]*x509.Certificate) { return a.Certificates() },
 		func() []auth.CRLInfo { return a.CRLs() },
 		func() float64 { return float64(s.inFlight.Load()) }, func() float64 { return float64(a.HelloBytes()) })
+	var agents auth.AgentVoucher
+	if cfg.Signatures != nil {
+		agents = cfg.Signatures
+	}
 	a, err := auth.New(auth.Config{
 		OnReload: m.Reload,
 		Policy:   cfg.Policy,
 		CertFile: cfg.Files.Cert, KeyFile: cfg.Files.Key,
 		ClientCAFile: cfg.Files.ClientCA, BotCAFile: cfg.Files.BotCA, ClientCRLFile: cfg.Files.ClientCRL,
+		Agents: agents, DenyFile: cfg.Files.Deny,
 		TicketKeysFile:  cfg.Files.TicketKeys,
 		RecheckInterval: cfg.RecheckInterval,
 		Logger:          cfg.Logger,
@@ -236,11 +248,19 @@ func New(cfg Config) (*Server, error) {
 		// A signature's @authority may be any name of the certificate
 		// in force, not only the SNI.
 		cfg.Signatures.SetSiteCertificate(func() *x509.Certificate { leaf, _ := a.Certificates(); return leaf })
+		cfg.Signatures.SetDenyList(a.Denied)
+		// A key an agent no longer lists vouches for no open
+		// connection either.
+		cfg.Signatures.OnKeysDropped(func(agent string) { a.Recheck("keys dropped by agent " + agent) })
 	}
 	if len(cfg.DirectoryKeys) > 0 {
 		// A bot operator's site: its key directory, signed.
+		dh, err := webbotauth.DirectoryHandler(cfg.DirectoryKeys, nil)
+		if err != nil {
+			return nil, err
+		}
 		mux := http.NewServeMux()
-		mux.Handle(webbotauth.DirectoryPath, webbotauth.DirectoryHandler(cfg.DirectoryKeys, nil))
+		mux.Handle(webbotauth.DirectoryPath, dh)
 		mux.Handle("/", h)
 		h = mux
 	}
@@ -289,8 +309,14 @@ func (s *Server) AdminHandler(pprof bool) http.Handler {
 // Auth returns the server's Authenticator.
 func (s *Server) Auth() *auth.Authenticator { return s.auth }
 
-// Reload loads every certificate file again (see auth.Authenticator.Reload).
-func (s *Server) Reload(trigger string) error { return s.auth.Reload(trigger) }
+// Reload loads every certificate file again (see auth.Authenticator.Reload)
+// and asks for a fetch of every agent's key directory.
+func (s *Server) Reload(trigger string) error {
+	if s.cfg.Signatures != nil {
+		s.cfg.Signatures.RefreshNow()
+	}
+	return s.auth.Reload(trigger)
+}
 
 // Watch reloads certificate files as they change, until ctx ends.
 func (s *Server) Watch(ctx context.Context) error { return s.auth.Watch(ctx) }

@@ -3,8 +3,6 @@ package webbotauth
 import (
 	"context"
 	"crypto"
-	"crypto/ed25519"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,19 +44,31 @@ const (
 // the directory's media type, each response signed by every key (labels
 // binding0, binding1, ..., covering the request's @authority, tag
 // http-message-signatures-directory), cacheable as long as its
-// signatures are valid.
-func DirectoryHandler(keys []ed25519.PrivateKey, now func() time.Time) http.Handler {
+// signatures are valid. Keys are Ed25519 (request signing keys) or ECDSA
+// P-256 (the key of the agent's TLS client certificate): each is listed
+// as a public JWK of its RFC 7638 members only, and each signs, so the
+// response vouches for every key it lists.
+func DirectoryHandler(keys []crypto.Signer, now func() time.Time) (http.Handler, error) {
 	if now == nil {
 		now = time.Now
 	}
 	var b strings.Builder
 	b.WriteString(`{"keys":[`)
+	ids := make([]string, len(keys))
+	algs := make([]string, len(keys))
 	for i, k := range keys {
+		j, err := httpsig.PublicJWK(k.Public())
+		if err != nil {
+			return nil, fmt.Errorf("directory key %d: %w", i+1, err)
+		}
+		if ids[i], err = httpsig.ThumbprintOf(k.Public()); err != nil {
+			return nil, err
+		}
+		algs[i] = httpsig.AlgOf(k.Public())
 		if i > 0 {
 			b.WriteString(",")
 		}
-		x := base64.RawURLEncoding.EncodeToString(k.Public().(ed25519.PublicKey))
-		fmt.Fprintf(&b, `{"kty":"OKP","crv":"Ed25519","x":%q}`, x)
+		b.WriteString(j)
 	}
 	b.WriteString("]}\n")
 	body := b.String()
@@ -68,8 +79,7 @@ func DirectoryHandler(keys []ed25519.PrivateKey, now func() time.Time) http.Hand
 		}
 		t := now()
 		for i, k := range keys {
-			pub := k.Public().(ed25519.PublicKey)
-			p := httpsig.Params{Created: t, Expires: t.Add(directoryValidity), KeyID: httpsig.Thumbprint(pub), Alg: "ed25519", Tag: DirectoryTag}
+			p := httpsig.Params{Created: t, Expires: t.Add(directoryValidity), KeyID: ids[i], Alg: algs[i], Tag: DirectoryTag}
 			if err := httpsig.SignInto(w.Header(), r, "binding"+strconv.Itoa(i), httpsig.NewCovered([]string{"@authority;req"}, p), k); err != nil {
 				http.Error(w, "signing the directory: "+err.Error(), http.StatusInternalServerError)
 				return
@@ -78,7 +88,7 @@ func DirectoryHandler(keys []ed25519.PrivateKey, now func() time.Time) http.Hand
 		w.Header().Set("Content-Type", DirectoryMediaType)
 		w.Header().Set("Cache-Control", "max-age="+strconv.Itoa(int(directoryValidity.Seconds())))
 		io.WriteString(w, body)
-	})
+	}), nil
 }
 
 // ErrWithdrawn is a directory that answered 404 Not Found or 410 Gone: its
@@ -224,6 +234,14 @@ func cacheFor(cc string) time.Duration {
 type fetched struct {
 	keys       atomic.Pointer[heldKeys]
 	ok, failed atomic.Int64 // fetches, by outcome
+	// kicks asks the refresh loop to fetch now (VouchTLS, RefreshNow);
+	// lastKick, under kickMu, bounds how often an unknown key does.
+	kicks    chan struct{}
+	kickMu   sync.Mutex
+	lastKick time.Time
+	// tried is closed once the first fetch has ended, well or not.
+	tried     chan struct{}
+	triedOnce sync.Once
 }
 
 // heldKeys are the keys of a directory's last good answer, in force until
@@ -267,13 +285,31 @@ func (v *Verifier) Refresh(ctx context.Context, c *http.Client, log *slog.Logger
 		go func() {
 			for {
 				next := v.refresh(ctx, c, a, log)
+				a.fetch.triedOnce.Do(func() { close(a.fetch.tried) })
 				select {
 				case <-ctx.Done():
 					return
 				case <-time.After(next):
+				case <-a.fetch.kicks:
 				}
 			}
 		}()
+	}
+}
+
+// FirstFetches waits until every fetched agent's first fetch since
+// Refresh has ended, well or not, or ctx ends: a site that starts serving
+// after it judges its first requests with its agents' keys in hand.
+func (v *Verifier) FirstFetches(ctx context.Context) {
+	for _, a := range v.cfg.Agents {
+		if a.fetch == nil {
+			continue
+		}
+		select {
+		case <-a.fetch.tried:
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
@@ -284,9 +320,12 @@ func (v *Verifier) refresh(ctx context.Context, c *http.Client, a *Agent, log *s
 	switch {
 	case errors.Is(err, ErrWithdrawn):
 		a.fetch.failed.Add(1)
-		dropped := len(a.keysAt(now))
+		held := len(a.keysAt(now))
 		a.fetch.keys.Store(nil)
-		log.Warn("key directory withdrawn; its keys are dropped", "agent", a.URL, "keys_dropped", dropped, "err", err, "retry_in", retryAfterFailed)
+		log.Warn("key directory withdrawn; its keys are dropped", "agent", a.URL, "keys_dropped", held, "err", err, "retry_in", retryAfterFailed)
+		if held > 0 {
+			v.keysDropped(a.URL)
+		}
 		return retryAfterFailed
 	case err != nil:
 		a.fetch.failed.Add(1)
@@ -298,7 +337,11 @@ func (v *Verifier) refresh(ctx context.Context, c *http.Client, a *Agent, log *s
 		return retryAfterFailed
 	}
 	a.fetch.ok.Add(1)
+	prev := a.keysAt(now)
 	a.fetch.keys.Store(&heldKeys{keys: keys, until: now.Add(ttl + v.cfg.MaxStale)})
 	log.Info("key directory fetched", "agent", a.URL, "keys", len(keys), "next_fetch_in", ttl)
+	if dropped(prev, keys) {
+		v.keysDropped(a.URL)
+	}
 	return ttl
 }

@@ -34,7 +34,7 @@ func TestFetchDirectory(t *testing.T) {
 	_, k2, _ := ed25519.GenerateKey(nil)
 	_, stranger, _ := ed25519.GenerateKey(nil)
 	wallNow := time.Now()
-	good := directoryServer(t, DirectoryHandler([]ed25519.PrivateKey{k1, k2}, nil))
+	good := directoryServer(t, dirHandler(t, k1, k2))
 	keys, ttl, err := FetchDirectory(context.Background(), good.Client(), good.URL, wallNow)
 	if err != nil || len(keys) != 2 || ttl != 5*time.Minute {
 		t.Fatalf("fetched %d keys for %v, %v", len(keys), ttl, err)
@@ -51,13 +51,13 @@ func TestFetchDirectory(t *testing.T) {
 	// Signed by a key it does not list.
 	forged := directoryServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := httptest.NewRecorder()
-		DirectoryHandler([]ed25519.PrivateKey{stranger}, nil).ServeHTTP(rec, r)
+		dirHandler(t, stranger).ServeHTTP(rec, r)
 		for k, v := range rec.Header() {
 			w.Header()[k] = v
 		}
 		// ... with k1's JWKS as the body.
 		body := httptest.NewRecorder()
-		DirectoryHandler([]ed25519.PrivateKey{k1}, nil).ServeHTTP(body, r)
+		dirHandler(t, k1).ServeHTTP(body, r)
 		io.Copy(w, body.Body)
 	}))
 	if _, _, err := FetchDirectory(context.Background(), forged.Client(), forged.URL, wallNow); err == nil || !strings.Contains(err.Error(), "not signed by a key it lists") {
@@ -66,7 +66,7 @@ func TestFetchDirectory(t *testing.T) {
 	// Tampered signature.
 	tampered := directoryServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := httptest.NewRecorder()
-		DirectoryHandler([]ed25519.PrivateKey{k1}, nil).ServeHTTP(rec, r)
+		dirHandler(t, k1).ServeHTTP(rec, r)
 		for k, v := range rec.Header() {
 			w.Header()[k] = v
 		}
@@ -90,7 +90,7 @@ func TestFetchDirectory(t *testing.T) {
 // its directory, and a request signed with one of them verifies.
 func TestVerifierFetchedAgent(t *testing.T) {
 	_, k, _ := ed25519.GenerateKey(nil)
-	dir := directoryServer(t, DirectoryHandler([]ed25519.PrivateKey{k}, nil))
+	dir := directoryServer(t, dirHandler(t, k))
 	agent := NewFetchedAgent(dir.URL)
 	v := New(Config{Agents: []*Agent{agent}})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -118,7 +118,7 @@ func TestFetchDirectoryNoRedirects(t *testing.T) {
 	mux.Handle(DirectoryPath, http.RedirectHandler("/moved", http.StatusFound))
 	mux.HandleFunc("/moved", func(w http.ResponseWriter, r *http.Request) {
 		followed = true
-		DirectoryHandler([]ed25519.PrivateKey{k}, nil).ServeHTTP(w, r)
+		dirHandler(t, k).ServeHTTP(w, r)
 	})
 	s := httptest.NewTLSServer(mux)
 	defer s.Close()
@@ -144,12 +144,12 @@ func TestFetchDirectoryOnlyVouchedKeys(t *testing.T) {
 	_, silent, _ := ed25519.GenerateKey(nil)
 	s := directoryServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sigs := httptest.NewRecorder()
-		DirectoryHandler([]ed25519.PrivateKey{signer}, nil).ServeHTTP(sigs, r)
+		dirHandler(t, signer).ServeHTTP(sigs, r)
 		for k, v := range sigs.Header() {
 			w.Header()[k] = v
 		}
 		body := httptest.NewRecorder()
-		DirectoryHandler([]ed25519.PrivateKey{signer, silent}, nil).ServeHTTP(body, r)
+		dirHandler(t, signer, silent).ServeHTTP(body, r)
 		io.Copy(w, body.Body)
 	}))
 	keys, _, err := FetchDirectory(context.Background(), s.Client(), s.URL, time.Now())
@@ -173,7 +173,7 @@ func TestDirectoryWithdrawnOrStale(t *testing.T) {
 			http.Error(w, "no", int(st))
 			return
 		}
-		DirectoryHandler([]ed25519.PrivateKey{k}, nil).ServeHTTP(w, r)
+		dirHandler(t, k).ServeHTTP(w, r)
 	}))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, tc := range []struct {

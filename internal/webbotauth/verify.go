@@ -30,6 +30,7 @@ import (
 
 	"github.com/dunglas/httpsfv"
 
+	"github.com/req-mtls/req-mtls/internal/deny"
 	"github.com/req-mtls/req-mtls/internal/httpsig"
 )
 
@@ -50,7 +51,9 @@ type Agent struct {
 }
 
 // NewFetchedAgent is an agent whose keys are fetched from its directory.
-func NewFetchedAgent(url string) *Agent { return &Agent{URL: url, fetch: &fetched{}} }
+func NewFetchedAgent(url string) *Agent {
+	return &Agent{URL: url, fetch: &fetched{kicks: make(chan struct{}, 1), tried: make(chan struct{})}}
+}
 
 // keysAt returns the agent's keys in force at now: pinned, or the last
 // good ones fetched while they last (none before the first fetch, after a
@@ -104,6 +107,8 @@ type Verifier struct {
 	byURL    map[string]*Agent
 	nonces   NonceStore
 	siteCert atomic.Pointer[func() *x509.Certificate]
+	deny     atomic.Pointer[func() *deny.List]
+	vouchState
 }
 
 // SetSiteCertificate gives the Verifier the site's certificate in force
@@ -270,6 +275,10 @@ func (v *Verifier) check(r *http.Request, s *httpsig.Signature) Result {
 	}
 	if err := httpsig.Verify(r, s, pub); err != nil {
 		return invalid(err.Error())
+	}
+	if l := v.denied(); l.Key(p.KeyID) || l.Agent(agent.URL) {
+		// Revoked by the site, whatever the directory says.
+		return invalid("denied")
 	}
 	// A nonce is good once within its signature's validity.
 	if p.Nonce != "" {
