@@ -57,9 +57,9 @@ func TestList(t *testing.T) {
 		cert *x509.Certificate
 		want string
 	}{
-		{"Cert", denied, "certificate denied"},
-		{"Key", other, "key denied"},
-		{"Agent", byAgent, "agent denied"},
+		{"Cert", denied, "cert-sha256 listed"},
+		{"Key", other, "spki-sha256 listed"},
+		{"Agent", byAgent, "agent https://gone.example/agent listed"},
 		{"NotListed", third, ""},
 	} {
 		if got := l.Certificate(tc.cert); got != tc.want {
