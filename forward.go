@@ -97,6 +97,12 @@ func NewForwardProxy(cfg ForwardProxyConfig) (*ForwardProxy, error) {
 		}
 		asked[addr] = h
 	}
+	if cfg.Client.Proxy == nil {
+		cfg.Client.Proxy = http.ProxyFromEnvironment
+	}
+	// A proxy whose environment names itself would send each request to
+	// itself until it runs out of files: it answers 508 instead.
+	cfg.Client.Proxy = forward.NoLoop(cfg.Client.Proxy)
 	flaggedCfg := cfg.Client
 	flaggedCfg.OnHandshake = onHS
 	flagged, err := NewTransport(flaggedCfg)

@@ -9,14 +9,18 @@
 package forward
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -186,6 +190,9 @@ func (p *Proxy) reverseProxy(scheme, target string, rt http.RoundTripper) *httpu
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			status, msg := p.cfg.Explain(err)
+			if errors.Is(err, ErrLoop) {
+				status, msg = http.StatusLoopDetected, ErrLoop.Error()+": check HTTPS_PROXY and HTTP_PROXY (or the proxy chosen for this request)"
+			}
 			if r.Context().Err() != nil {
 				return // the client went away
 			}
@@ -211,6 +218,63 @@ func (p *Proxy) relay(w http.ResponseWriter, r *http.Request, rp *httputil.Rever
 	}
 	attrs = append(attrs, "status", rec.status, "bytes", rec.bytes, "duration", time.Since(start))
 	p.cfg.Log.Info("request", attrs...)
+}
+
+// ErrLoop says that the proxy chosen for a request is this proxy itself:
+// sent on, the request would come back here, again and again.
+var ErrLoop = errors.New("the proxy chosen for this request is this proxy itself")
+
+// NoLoop wraps a choice of upstream proxy (http.Transport.Proxy's
+// meaning) so that it fails with ErrLoop when the proxy it returns is the
+// listener the request came in on (http.LocalAddrContextKey): a proxy
+// whose HTTPS_PROXY names itself. Names are resolved only when the ports
+// match. A proxy reached on one address and named by another (listening
+// on 0.0.0.0, HTTPS_PROXY naming the host's external address) is caught
+// one hop later, when the request comes in on that address.
+func NoLoop(choose func(*http.Request) (*url.URL, error)) func(*http.Request) (*url.URL, error) {
+	return func(r *http.Request) (*url.URL, error) {
+		u, err := choose(r)
+		if err != nil || u == nil {
+			return u, err
+		}
+		if isSelf(r.Context(), u) {
+			return nil, ErrLoop
+		}
+		return u, nil
+	}
+}
+
+// isSelf reports whether proxy u is the local address of the connection
+// ctx's request came in on.
+func isSelf(ctx context.Context, u *url.URL) bool {
+	la, ok := ctx.Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	local, err := netip.ParseAddrPort(la.String())
+	if err != nil {
+		return false
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443", "socks5": "1080", "socks5h": "1080"}[u.Scheme]
+	}
+	if port != fmt.Sprint(local.Port()) {
+		return false
+	}
+	var ips []netip.Addr
+	if ip, err := netip.ParseAddr(u.Hostname()); err == nil {
+		ips = []netip.Addr{ip}
+	} else if ips, err = net.DefaultResolver.LookupNetIP(ctx, "ip", u.Hostname()); err != nil {
+		return false
+	}
+	for _, ip := range ips {
+		ip = ip.Unmap().WithZone("")
+		if ip == local.Addr().Unmap().WithZone("") || ip.IsUnspecified() {
+			return true
+		}
+	}
+	return false
 }
 
 func sfBool(b bool) string {
