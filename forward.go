@@ -8,11 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/req-mtls/req-mtls/internal/forward"
 )
@@ -34,6 +37,14 @@ type ForwardProxyConfig struct {
 	// Sending them identifies the bot, so a crawler may keep them to the
 	// sites it means to be known by.
 	FlagHosts []string
+	// AllowDestinations opens destinations refused by default to clients
+	// that reach the proxy on a non-loopback address: loopback,
+	// link-local and unspecified addresses, and the proxy host's own.
+	// Such a client could otherwise reach what listens on the host for it
+	// alone (a profiler, an admin port, a cloud metadata service) and map
+	// its open ports. The rule applies to the address connected to, after
+	// the name is resolved. Clients on loopback go anywhere.
+	AllowDestinations []netip.Prefix
 	// Auth, if set, requires Basic proxy credentials (407 otherwise).
 	Auth func(user, password string) bool
 	// Logger receives one line per request (host, flags sent, certificate
@@ -51,8 +62,12 @@ type ForwardProxyConfig struct {
 // are forwarded as they are. Every relayed https response carries
 // Req-Mtls-Cert-Requested: ?1 or ?0, whether the site asked for the
 // certificate. Failures reach the client as a 502 (504 for a timeout)
-// whose body says why. It is an http.Handler: serve it on a listener of
-// your own (loopback, or with Auth).
+// whose body says why. A client that reaches it on a non-loopback address
+// gets a 403 for loopback, link-local, unspecified and the host's own
+// addresses (AllowDestinations). A proxy chosen for a request (Client.Proxy,
+// or the environment's) that is this proxy itself is a 508. It is an
+// http.Handler: serve it on a listener of your own (loopback, or with
+// Auth).
 type ForwardProxy struct {
 	h       *forward.Proxy
 	ca      *forward.CA
@@ -103,24 +118,17 @@ func NewForwardProxy(cfg ForwardProxyConfig) (*ForwardProxy, error) {
 	// A proxy whose environment names itself would send each request to
 	// itself until it runs out of files: it answers 508 instead.
 	cfg.Client.Proxy = forward.NoLoop(cfg.Client.Proxy)
-	flaggedCfg := cfg.Client
-	flaggedCfg.OnHandshake = onHS
-	flagged, err := NewTransport(flaggedCfg)
+	dests := &forward.Destinations{Allow: cfg.AllowDestinations}
+	near, err := upstream(cfg.Client, onHS, nil)
 	if err != nil {
 		return nil, err
 	}
-	plainCfg := cfg.Client
-	// Hosts left out of FlagHosts learn nothing of the bot: no flag, no
-	// certificate, no signature.
-	plainCfg.Flags, plainCfg.CertFile, plainCfg.KeyFile, plainCfg.GetClientCertificate = Flags{}, "", "", nil
-	plainCfg.SignatureKey = nil
-	plainCfg.OnHandshake = onHS
-	plain, err := NewTransport(plainCfg)
+	far, err := upstream(cfg.Client, onHS, dests.Control)
 	if err != nil {
 		return nil, err
 	}
 	h := forward.New(forward.Config{
-		CA: ca, Flagged: flagged, Plain: plain,
+		CA: ca, Near: near, Far: far, Destinations: dests,
 		FlagHost: func(host string) bool {
 			if len(cfg.FlagHosts) == 0 {
 				return true
@@ -143,6 +151,35 @@ func NewForwardProxy(cfg ForwardProxyConfig) (*ForwardProxy, error) {
 		Log:     cfg.Logger,
 	})
 	return &ForwardProxy{h: h, ca: ca, created: created, caDir: dir}, nil
+}
+
+// upstream makes the connections to sites of one kind of client, with
+// control (nil for none) refusing destinations before connecting.
+func upstream(c ClientConfig, onHS func(string, Handshake), control func(context.Context, string, string, syscall.RawConn) error) (forward.Upstream, error) {
+	c.OnHandshake = onHS
+	c.dialControl = control
+	flagged, err := NewTransport(c)
+	if err != nil {
+		return forward.Upstream{}, err
+	}
+	// Hosts left out of FlagHosts learn nothing of the bot: no flag, no
+	// certificate, no signature.
+	c.Flags, c.CertFile, c.KeyFile, c.GetClientCertificate = Flags{}, "", "", nil
+	c.SignatureKey = nil
+	plain, err := NewTransport(c)
+	if err != nil {
+		return forward.Upstream{}, err
+	}
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	// http:// requests: net/http's transport, through the same proxy,
+	// connecting under the same rule and bound.
+	h := &http.Transport{Proxy: c.Proxy, DialContext: (&net.Dialer{Timeout: timeout, ControlContext: control}).DialContext,
+		TLSHandshakeTimeout: timeout, MaxIdleConns: c.MaxIdleConns, MaxIdleConnsPerHost: c.MaxIdleConnsPerHost,
+		MaxConnsPerHost: c.MaxConnsPerHost, IdleConnTimeout: 90 * time.Second}
+	return forward.Upstream{Flagged: flagged, Plain: plain, HTTP: h}, nil
 }
 
 // explainUpstream is the status and message a client of the proxy gets

@@ -100,6 +100,11 @@ Forward proxy (any HTTP client gets request mTLS through it):
                             needed to listen on a non-loopback address
   -flag-hosts PATTERNS      hosts that get the flags and the certificate,
                             comma-separated (*.example.com; default: all)
+  -allow-destinations LIST  CIDR prefixes or addresses, comma-separated, that
+                            clients reaching the proxy off loopback may
+                            connect to all the same: by default they get a
+                            403 for loopback, link-local and unspecified
+                            addresses and the proxy host's own
 
 Load (for operators):
   -n N                      send N requests (default 1) and print a summary
@@ -255,6 +260,7 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	mitmCA := fs.String("mitm-ca", "", "")
 	proxyAuth := fs.String("proxy-auth", "", "")
 	flagHosts := fs.String("flag-hosts", "", "")
+	allowDest := fs.String("allow-destinations", "", "")
 	fs.StringVar(proxyURL, "proxy", "", "")
 	insecure := fs.Bool("k", false, "")
 	if err := fs.Parse(args); err != nil {
@@ -380,10 +386,10 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		if cfg.Flags.Has(reqmtls.FlagRequestMTLS) && cfg.CertFile == "" {
 			c.hintf("flag 80 tells sites you hold a client certificate, but no -cert/-key was given: none will be sent")
 		}
-		return c.serveProxy(ctx, cfg, proxyOpts{listen: *listen, caDir: *mitmCA, authFile: *proxyAuth, flagHosts: *flagHosts})
+		return c.serveProxy(ctx, cfg, proxyOpts{listen: *listen, caDir: *mitmCA, authFile: *proxyAuth, flagHosts: *flagHosts, allow: *allowDest})
 	}
-	if *mitmCA != "" || *proxyAuth != "" || *flagHosts != "" {
-		return c.misuse("-mitm-ca, -proxy-auth and -flag-hosts go with -listen")
+	if *mitmCA != "" || *proxyAuth != "" || *flagHosts != "" || *allowDest != "" {
+		return c.misuse("-mitm-ca, -proxy-auth, -flag-hosts and -allow-destinations go with -listen")
 	}
 	cl, err := reqmtls.NewDialer(cfg)
 	if err != nil {

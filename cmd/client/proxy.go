@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -20,6 +21,8 @@ import (
 // proxyOpts are the flags of -listen.
 type proxyOpts struct {
 	listen, caDir, authFile, flagHosts string
+	// allow is -allow-destinations.
+	allow string
 }
 
 // serveProxy runs the forward proxy on o.listen until ctx ends.
@@ -44,6 +47,9 @@ func (c *cli) serveProxy(ctx context.Context, cfg reqmtls.ClientConfig, o proxyO
 		Logger: slog.New(slog.NewTextHandler(logw, nil))}
 	if o.flagHosts != "" {
 		pc.FlagHosts = strings.Split(o.flagHosts, ",")
+	}
+	if pc.AllowDestinations, err = parsePrefixes(o.allow); err != nil {
+		return c.misuse("-allow-destinations: %v", err)
 	}
 	if o.authFile != "" {
 		creds, err := readCredentials(o.authFile)
@@ -82,6 +88,26 @@ func (c *cli) serveProxy(ctx context.Context, cfg reqmtls.ClientConfig, o proxyO
 		return c.fail(err)
 	}
 	return 0
+}
+
+// parsePrefixes reads a comma-separated list of CIDR prefixes and
+// addresses (an address is a prefix of its full length).
+func parsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	if list == "" {
+		return nil, nil
+	}
+	for _, s := range strings.Split(list, ",") {
+		s = strings.TrimSpace(s)
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+		} else if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		} else {
+			return nil, fmt.Errorf("%q is not a CIDR prefix (127.0.0.0/8, ::1/128) or an IP address", s)
+		}
+	}
+	return out, nil
 }
 
 // readCredentials reads user:password lines (# comments).

@@ -31,9 +31,17 @@ import (
 // Config configures a Proxy.
 type Config struct {
 	CA *CA
-	// Flagged carries requests to hosts that get the flags and the
-	// certificate, Plain the others (and every http:// request).
-	Flagged, Plain http.RoundTripper
+	// Near carries the requests of clients that reach the proxy on a
+	// loopback address; Far, those of the others (on Far's connections,
+	// Destinations refuses what it refuses). They keep connections apart:
+	// one a near client opened to a refused destination never serves a
+	// far one.
+	Near, Far Upstream
+	// Destinations, if set, is the rule for the destinations of clients
+	// that reach the proxy on a non-loopback address: a request to a
+	// refused IP address is answered 403 at once; a name is checked as
+	// Far's connections resolve it (Destinations.Control).
+	Destinations *Destinations
 	// FlagHost says whether a host gets the flags and the certificate.
 	FlagHost func(host string) bool
 	// Asked says what the last handshake with addr ("host:port") did:
@@ -52,6 +60,14 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// Log receives one line per request and the failures.
 	Log *slog.Logger
+}
+
+// Upstream is how the proxy reaches sites.
+type Upstream struct {
+	// Flagged carries https requests to hosts that get the flags and
+	// the certificate, Plain the other https requests, HTTP the http://
+	// ones.
+	Flagged, Plain, HTTP http.RoundTripper
 }
 
 // HeaderCertRequested is added to every relayed https response: ?1 when the
@@ -81,11 +97,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "proxy authentication required", http.StatusProxyAuthRequired)
 		return
 	}
+	up := p.cfg.Near
+	far := p.cfg.Destinations != nil && Far(r.Context())
+	if far {
+		up = p.cfg.Far
+	}
 	switch {
 	case r.Method == http.MethodConnect:
-		p.tunnel(w, r)
+		p.tunnel(w, r, up, far)
 	case r.URL.IsAbs() && r.URL.Scheme == "http":
-		p.relay(w, r, p.reverseProxy("http", r.URL.Host, p.cfg.Plain), "http", r.URL.Host, false)
+		if far && p.refused(w, r, r.URL.Hostname()) {
+			return
+		}
+		p.relay(w, r, p.reverseProxy("http", r.URL.Host, up.HTTP), "http", r.URL.Host, false)
 	default:
 		http.Error(w, "this is a forward proxy: send CONNECT host:port for https, or an absolute http:// URL", http.StatusBadRequest)
 	}
@@ -108,11 +132,14 @@ func (p *Proxy) authorized(r *http.Request) bool {
 // tunnel answers CONNECT: it terminates the client's TLS with a leaf for
 // the host and serves HTTP/2 or HTTP/1.1 inside, every request relayed to
 // the host.
-func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
+func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, up Upstream, far bool) {
 	target := r.Host
 	host, port, err := net.SplitHostPort(target)
 	if err != nil || host == "" || port == "" {
 		http.Error(w, fmt.Sprintf("CONNECT %q: want host:port", target), http.StatusBadRequest)
+		return
+	}
+	if far && p.refused(w, r, host) {
 		return
 	}
 	hj, ok := w.(http.Hijacker)
@@ -133,9 +160,9 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
 		conn = &prefixConn{Conn: c, r: io.MultiReader(io.LimitReader(brw.Reader, int64(brw.Reader.Buffered())), c)}
 	}
 	flagged := p.cfg.FlagHost(host)
-	rt := p.cfg.Plain
+	rt := up.Plain
 	if flagged {
-		rt = p.cfg.Flagged
+		rt = up.Flagged
 	}
 	tc := tls.Server(conn, &tls.Config{
 		MinVersion: tls.VersionTLS12,
@@ -161,6 +188,18 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
 	// net/http serves HTTP/2 on a *tls.Conn that negotiated h2, else
 	// HTTP/1.1.
 	serveOne(tc, inner)
+}
+
+// refused answers 403 and reports true when host is an IP address that
+// Destinations refuses; names are checked when they are resolved.
+func (p *Proxy) refused(w http.ResponseWriter, r *http.Request, host string) bool {
+	err := p.cfg.Destinations.CheckHost(r.Context(), host)
+	if err == nil {
+		return false
+	}
+	p.cfg.Log.Warn("destination refused", "method", r.Method, "host", host, "client", r.RemoteAddr, "err", err)
+	http.Error(w, "req-mtls forward proxy: "+err.Error(), http.StatusForbidden)
+	return true
 }
 
 // reverseProxy relays requests to target over rt, streaming both ways.
@@ -190,8 +229,12 @@ func (p *Proxy) reverseProxy(scheme, target string, rt http.RoundTripper) *httpu
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			status, msg := p.cfg.Explain(err)
-			if errors.Is(err, ErrLoop) {
+			var de *DestinationError
+			switch {
+			case errors.Is(err, ErrLoop):
 				status, msg = http.StatusLoopDetected, ErrLoop.Error()+": check HTTPS_PROXY and HTTP_PROXY (or the proxy chosen for this request)"
+			case errors.As(err, &de):
+				status, msg = http.StatusForbidden, de.Error()
 			}
 			if r.Context().Err() != nil {
 				return // the client went away

@@ -1,0 +1,233 @@
+package reqmtls
+
+// Tests of the forward proxy through the public API: a real site with
+// request mTLS on loopback, the proxy served on a listener, clients that
+// CONNECT by hand.
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/req-mtls/req-mtls/internal/auth"
+	"github.com/req-mtls/req-mtls/internal/testpki"
+)
+
+// fpSite serves h over TLS with request mTLS (the certificate asked for
+// when flag 80 comes) on loopback, and returns its address.
+func fpSite(t *testing.T, p *testpki.PKI, h http.Handler) string {
+	t.Helper()
+	a, err := auth.New(auth.Config{ClientCAFile: p.RootCA, Now: time.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(tls.NewListener(a.NewListener(ln), a.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})))
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// farAddr is the address a far listener says it listens on: what a proxy
+// on a network interface sees, though the test stays on loopback.
+var farAddr = netip.MustParseAddr("192.0.2.10")
+
+// farListener is a loopback listener whose connections say they came in
+// on farAddr.
+type farListener struct{ net.Listener }
+
+func (l farListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return farConn{c}, nil
+}
+
+type farConn struct{ net.Conn }
+
+func (c farConn) LocalAddr() net.Addr {
+	return &net.TCPAddr{IP: farAddr.AsSlice(), Port: c.Conn.LocalAddr().(*net.TCPAddr).Port}
+}
+
+// fpProxy serves a ForwardProxy with cfg (its CADir, client roots and
+// logger filled in) on loopback, or, with far, on a listener that looks
+// off loopback. It returns the proxy's address and its root.
+func fpProxy(t *testing.T, p *testpki.PKI, cfg ForwardProxyConfig, far bool) (string, *x509.CertPool) {
+	t.Helper()
+	cfg.CADir = t.TempDir()
+	if cfg.Client.RootCAs == nil {
+		cfg.Client.RootCAs = x509.NewCertPool()
+		cfg.Client.RootCAs.AddCert(p.CA.Cert)
+	}
+	if cfg.Client.Proxy == nil {
+		cfg.Client.Proxy = NoProxy
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	fp, err := NewForwardProxy(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	if far {
+		ln = farListener{ln}
+	}
+	srv := &http.Server{Handler: fp}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	pool := x509.NewCertPool()
+	pool.AddCert(fp.RootCertificate())
+	return addr, pool
+}
+
+// fpConnect sends CONNECT target to the proxy and returns its answer,
+// with the connection, open, when it is a 200.
+func fpConnect(t *testing.T, proxy, target string) (*http.Response, string, net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		t.Fatalf("CONNECT %s: %v", target, err)
+	}
+	var body []byte
+	if resp.StatusCode != http.StatusOK {
+		body, _ = io.ReadAll(resp.Body)
+	}
+	return resp, string(body), c, br
+}
+
+// fpTunnel opens a CONNECT tunnel to target, speaks TLS in it trusting the
+// proxy's root for serverName, and sends req over HTTP/1.1.
+func fpTunnel(t *testing.T, proxy, target, serverName string, root *x509.CertPool, req *http.Request) (*http.Response, string) {
+	t.Helper()
+	resp, body, c, br := fpConnect(t, proxy, target)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT %s: %s %s", target, resp.Status, body)
+	}
+	pc := &bufConn{Conn: c, r: br}
+	tc := tls.Client(pc, &tls.Config{RootCAs: root, ServerName: serverName, NextProtos: []string{"http/1.1"}})
+	if err := req.Write(tc); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(tc), req)
+	if err != nil {
+		t.Fatalf("%s %s in the tunnel: %v", req.Method, req.URL, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+func fpGet(t *testing.T, u, host string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host != "" {
+		req.Host = host
+	}
+	return req
+}
+
+// TestForwardProxyDestinations: a client that reaches the proxy off
+// loopback cannot reach loopback, link-local, unspecified addresses or the
+// proxy's own, by address or by a name that resolves to one (a 403 that
+// says why, whatever the port); AllowDestinations opens them; a client on
+// loopback goes anywhere.
+func TestForwardProxyDestinations(t *testing.T) {
+	p := testpki.NewAt(t, time.Now())
+	site := fpSite(t, p, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "site reached") }))
+	_, port, _ := net.SplitHostPort(site)
+	closed := freePort(t)
+
+	proxy, root := fpProxy(t, p, ForwardProxyConfig{}, true)
+	for _, target := range []string{site, "127.0.0.1:" + closed, "[::1]:" + port, "127.1.2.3:" + port, "169.254.169.254:80",
+		"[fe80::1]:80", "0.0.0.0:" + port, "[::]:" + port, "0.1.2.3:80", "[::ffff:127.0.0.1]:" + port, net.JoinHostPort(farAddr.String(), port)} {
+		resp, body, _, _ := fpConnect(t, proxy, target)
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "refused to clients that reach the proxy from the network") {
+			t.Errorf("far client, CONNECT %s: %s %q", target, resp.Status, body)
+		}
+	}
+	// An absolute http:// URL, the same.
+	c, err := net.Dial("tcp", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET http://127.0.0.1:%s/ HTTP/1.1\r\nHost: 127.0.0.1:%s\r\n\r\n", port, port)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("far client, GET http://127.0.0.1: %v %v", resp, err)
+	}
+	// A name that resolves to loopback: refused when it is resolved, the
+	// 403 inside the tunnel.
+	resp, body := fpTunnel(t, proxy, "localhost:"+port, "localhost", root, fpGet(t, "https://localhost:"+port+"/", ""))
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "is a loopback address") {
+		t.Errorf("far client, localhost: %s %q", resp.Status, body)
+	}
+
+	// AllowDestinations opens them.
+	open, root2 := fpProxy(t, p, ForwardProxyConfig{AllowDestinations: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}}, true)
+	for _, target := range []string{site, "localhost:" + port} {
+		host, _, _ := net.SplitHostPort(target)
+		resp, body := fpTunnel(t, open, target, host, root2, fpGet(t, "https://"+target+"/", ""))
+		if resp.StatusCode != http.StatusOK || body != "site reached" {
+			t.Errorf("far client, loopback allowed, %s: %s %q", target, resp.Status, body)
+		}
+	}
+	// A client on loopback goes anywhere.
+	near, root3 := fpProxy(t, p, ForwardProxyConfig{}, false)
+	resp, body = fpTunnel(t, near, site, "127.0.0.1", root3, fpGet(t, "https://"+site+"/", ""))
+	if resp.StatusCode != http.StatusOK || body != "site reached" {
+		t.Errorf("near client: %s %q", resp.Status, body)
+	}
+}
+
+// freePort is a loopback port nothing listens on.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	ln.Close()
+	return port
+}
