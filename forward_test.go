@@ -6,6 +6,7 @@ package reqmtls
 
 import (
 	"bufio"
+	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -230,4 +231,39 @@ func freePort(t *testing.T) string {
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	ln.Close()
 	return port
+}
+
+// TestForwardProxyHostMismatch: inside a tunnel to the CONNECT target, a
+// request whose Host names another authority is a 421, never sent (nor
+// signed for that authority); the target's own name in any case, with or
+// without its default port, goes through.
+func TestForwardProxyHostMismatch(t *testing.T) {
+	p := testpki.NewAt(t, time.Now())
+	_, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := fpSite(t, p, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "host=%s signed=%t", r.Host, r.Header.Get("Signature-Input") != "")
+	}))
+	_, port, _ := net.SplitHostPort(site)
+	proxy, root := fpProxy(t, p, ForwardProxyConfig{Client: ClientConfig{SignatureKey: key}}, false)
+	target := "localhost:" + port
+	for _, tc := range []struct {
+		host, want string
+		status     int
+	}{
+		{"victim.example", "", http.StatusMisdirectedRequest},
+		{"victim.example:" + port, "", http.StatusMisdirectedRequest},
+		{"localhost:1", "", http.StatusMisdirectedRequest},
+		{"localhost", "", http.StatusMisdirectedRequest}, // the port is not 443
+		{"LocalHost:" + port, "host=LocalHost:" + port + " signed=true", http.StatusOK},
+		{"localhost.:" + port, "host=localhost.:" + port + " signed=true", http.StatusOK},
+	} {
+		resp, body := fpTunnel(t, proxy, target, "localhost", root, fpGet(t, "https://"+target+"/", tc.host))
+		if resp.StatusCode != tc.status || tc.want != "" && body != tc.want ||
+			tc.status == http.StatusMisdirectedRequest && !strings.Contains(body, "the tunnel goes to "+target) {
+			t.Errorf("Host %q in a tunnel to %s: %s %q", tc.host, target, resp.Status, body)
+		}
+	}
 }

@@ -183,6 +183,15 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, up Upstream, far 
 	tc.SetDeadline(time.Time{})
 	rp := p.reverseProxy("https", target, rt)
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The site gets the request with its Host, signed for it
+		// (@authority), and the flags were chosen for the target: a Host
+		// that names another authority is not for this tunnel (RFC 9110,
+		// Section 15.5.20).
+		if r.Host != "" && !sameAuthority(r.Host, host, port, "443") {
+			p.cfg.Log.Warn("tunnel: Host is not the CONNECT target", "target", target, "host", r.Host)
+			http.Error(w, fmt.Sprintf("req-mtls forward proxy: Host %q is not this tunnel's: the tunnel goes to %s", r.Host, target), http.StatusMisdirectedRequest)
+			return
+		}
 		p.relay(w, r, rp, "https", target, flagged)
 	})
 	// net/http serves HTTP/2 on a *tls.Conn that negotiated h2, else
@@ -200,6 +209,18 @@ func (p *Proxy) refused(w http.ResponseWriter, r *http.Request, host string) boo
 	p.cfg.Log.Warn("destination refused", "method", r.Method, "host", host, "client", r.RemoteAddr, "err", err)
 	http.Error(w, "req-mtls forward proxy: "+err.Error(), http.StatusForbidden)
 	return true
+}
+
+// sameAuthority reports whether authority (a Host field) names host and
+// port: the name in any case, with or without a final dot, the port
+// given or, when it is the default, left out.
+func sameAuthority(authority, host, port, defaultPort string) bool {
+	h, p, err := net.SplitHostPort(authority)
+	if err != nil {
+		h, p = strings.TrimSuffix(strings.TrimPrefix(authority, "["), "]"), defaultPort
+	}
+	norm := func(s string) string { return strings.ToLower(strings.TrimSuffix(s, ".")) }
+	return norm(h) == norm(host) && p == port
 }
 
 // reverseProxy relays requests to target over rt, streaming both ways.
