@@ -99,8 +99,12 @@ func NewForwardProxy(cfg ForwardProxyConfig) (*ForwardProxy, error) {
 		cfg.Logger = slog.Default()
 	}
 	var mu sync.Mutex
+	// The last handshake by "host:port", the host lower-cased: the
+	// Transport names a host as it dials it, the CONNECT line as the
+	// client typed it.
 	asked := map[string]Handshake{}
 	onHS := func(addr string, h Handshake) {
+		addr = strings.ToLower(addr)
 		mu.Lock()
 		defer mu.Unlock()
 		if prev, ok := asked[addr]; ok && h.Resumed {
@@ -143,7 +147,7 @@ func NewForwardProxy(cfg ForwardProxyConfig) (*ForwardProxy, error) {
 		Asked: func(addr string) (bool, bool, bool) {
 			mu.Lock()
 			defer mu.Unlock()
-			h, ok := asked[addr]
+			h, ok := asked[strings.ToLower(addr)]
 			return h.CertRequested, h.CertSent, ok
 		},
 		Explain: explainUpstream,

@@ -267,3 +267,23 @@ func TestForwardProxyHostMismatch(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardProxyCertRequestedHeader: Req-Mtls-Cert-Requested says ?1 when
+// the site asked for the certificate, whatever the case of the CONNECT
+// host.
+func TestForwardProxyCertRequestedHeader(t *testing.T) {
+	p := testpki.NewAt(t, time.Now())
+	site := fpSite(t, p, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "cert=%t", r.TLS != nil && len(r.TLS.PeerCertificates) > 0)
+	}))
+	_, port, _ := net.SplitHostPort(site)
+	proxy, root := fpProxy(t, p, ForwardProxyConfig{Client: ClientConfig{Flags: RequestMTLSFlags,
+		CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1]}}, false)
+	for _, host := range []string{"localhost", "LOCALHOST", "LocalHost"} {
+		target := host + ":" + port
+		resp, body := fpTunnel(t, proxy, target, "localhost", root, fpGet(t, "https://"+target+"/", ""))
+		if got := resp.Header.Get("Req-Mtls-Cert-Requested"); resp.StatusCode != http.StatusOK || body != "cert=true" || got != "?1" {
+			t.Errorf("CONNECT %s: %s %q, %s: %q", target, resp.Status, body, "Req-Mtls-Cert-Requested", got)
+		}
+	}
+}
