@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ import (
 
 // fpSite serves h over TLS with request mTLS (the certificate asked for
 // when flag 80 comes) on loopback, and returns its address.
-func fpSite(t *testing.T, p *testpki.PKI, h http.Handler) string {
+func fpSite(t *testing.T, p *testpki.PKI, h http.Handler, opts ...func(*tls.Config)) string {
 	t.Helper()
 	a, err := auth.New(auth.Config{ClientCAFile: p.RootCA, Now: time.Now})
 	if err != nil {
@@ -40,7 +41,11 @@ func fpSite(t *testing.T, p *testpki.PKI, h http.Handler) string {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: h}
-	go srv.Serve(tls.NewListener(a.NewListener(ln), a.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})))
+	tc := a.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})
+	for _, o := range opts {
+		o(tc)
+	}
+	go srv.Serve(tls.NewListener(a.NewListener(ln), tc))
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
 }
@@ -284,6 +289,63 @@ func TestForwardProxyCertRequestedHeader(t *testing.T) {
 		resp, body := fpTunnel(t, proxy, target, "localhost", root, fpGet(t, "https://"+target+"/", ""))
 		if got := resp.Header.Get("Req-Mtls-Cert-Requested"); resp.StatusCode != http.StatusOK || body != "cert=true" || got != "?1" {
 			t.Errorf("CONNECT %s: %s %q, %s: %q", target, resp.Status, body, "Req-Mtls-Cert-Requested", got)
+		}
+	}
+}
+
+// TestForwardProxyCertRequestedNotSpoofed: Req-Mtls-Cert-Requested is the
+// proxy's alone: an origin that sends it in a plain http:// response, or
+// as an HTTP/1.1 trailer (announced or not), is overruled (?0 for plain
+// HTTP, where no certificate is ever asked for) and its trailer dropped.
+func TestForwardProxyCertRequestedNotSpoofed(t *testing.T) {
+	const name = "Req-Mtls-Cert-Requested"
+	p := testpki.NewAt(t, time.Now())
+	spoof := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/header":
+			w.Header().Set(name, "?1")
+		case "/trailer":
+			w.Header().Set("Trailer", name)
+			io.WriteString(w, "body")
+			w.Header().Set(name, "?1")
+			return
+		case "/undeclared":
+			io.WriteString(w, "body")
+			w.Header().Set(http.TrailerPrefix+name, "?1")
+			return
+		}
+		io.WriteString(w, "body")
+	})
+	site := fpSite(t, p, spoof)
+	h1Site := fpSite(t, p, spoof, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	plainLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plainSrv := &http.Server{Handler: spoof}
+	go plainSrv.Serve(plainLn)
+	defer plainSrv.Close()
+	// No flags: the site never asks for the certificate.
+	proxy, root := fpProxy(t, p, ForwardProxyConfig{}, false)
+
+	for _, s := range []string{site, h1Site} {
+		for _, path := range []string{"/header", "/trailer", "/undeclared"} {
+			resp, body := fpTunnel(t, proxy, s, "127.0.0.1", root, fpGet(t, "https://"+s+path, ""))
+			if resp.StatusCode != http.StatusOK || body != "body" || resp.Header.Get(name) != "?0" || len(resp.Trailer) != 0 {
+				t.Errorf("https %s%s: %s %q, header %q, trailers %v", s, path, resp.Status, body, resp.Header.Get(name), resp.Trailer)
+			}
+		}
+	}
+	c := &http.Client{Transport: &http.Transport{Proxy: func(*http.Request) (*url.URL, error) { return &url.URL{Scheme: "http", Host: proxy}, nil }}}
+	for _, path := range []string{"/header", "/trailer", "/undeclared"} {
+		resp, err := c.Get("http://" + plainLn.Addr().String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(b) != "body" || resp.Header.Get(name) != "?0" || len(resp.Trailer) != 0 {
+			t.Errorf("http %s: %s %q, header %q, trailers %v", path, resp.Status, b, resp.Header.Get(name), resp.Trailer)
 		}
 	}
 }

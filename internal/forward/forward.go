@@ -70,9 +70,11 @@ type Upstream struct {
 	Flagged, Plain, HTTP http.RoundTripper
 }
 
-// HeaderCertRequested is added to every relayed https response: ?1 when the
-// site asked for the client certificate on that connection (or in the
-// session it resumed), ?0 otherwise (RFC 8941 Boolean).
+// HeaderCertRequested is set on every relayed response: ?1 when the site
+// asked for the client certificate on that connection (or in the session
+// it resumed), ?0 otherwise, and for every http:// response (RFC 8941
+// Boolean). The origin's own field and trailers of that name never reach
+// the client.
 const HeaderCertRequested = "Req-Mtls-Cert-Requested"
 
 // A Proxy is the forward proxy's http.Handler.
@@ -242,9 +244,18 @@ func (p *Proxy) reverseProxy(scheme, target string, rt http.RoundTripper) *httpu
 		FlushInterval: 0,
 		BufferPool:    bufpool.Copy,
 		ModifyResponse: func(resp *http.Response) error {
+			// The field is the proxy's word alone: whatever the origin
+			// put there is replaced, and its trailers of that name, sent
+			// announced or not, are dropped once the body has brought
+			// them. Plain HTTP never asks for a certificate.
+			requested := false
 			if scheme == "https" {
-				requested, _, _ := p.cfg.Asked(target)
-				resp.Header.Set(HeaderCertRequested, sfBool(requested))
+				requested, _, _ = p.cfg.Asked(target)
+			}
+			resp.Header.Set(HeaderCertRequested, sfBool(requested))
+			delete(resp.Trailer, HeaderCertRequested)
+			if resp.StatusCode != http.StatusSwitchingProtocols { // an upgrade's body is the connection
+				resp.Body = &trailerFilter{ReadCloser: resp.Body, resp: resp}
 			}
 			return nil
 		},
@@ -339,6 +350,22 @@ func isSelf(ctx context.Context, u *url.URL) bool {
 		}
 	}
 	return false
+}
+
+// trailerFilter drops HeaderCertRequested from the response's trailers
+// when its body ends, before the ReverseProxy copies them.
+type trailerFilter struct {
+	io.ReadCloser
+	resp *http.Response
+}
+
+func (f *trailerFilter) Read(b []byte) (int, error) {
+	n, err := f.ReadCloser.Read(b)
+	if err != nil {
+		f.resp.Trailer.Del(HeaderCertRequested)
+		f.resp.Trailer.Del(http.TrailerPrefix + HeaderCertRequested)
+	}
+	return n, err
 }
 
 func sfBool(b bool) string {
