@@ -105,6 +105,8 @@ Forward proxy (any HTTP client gets request mTLS through it):
                             connect to all the same: by default they get a
                             403 for loopback, link-local and unspecified
                             addresses and the proxy host's own
+  -shutdown-timeout D       at SIGTERM, how long requests in flight have to
+                            finish before they are cut (default 10s)
 
 Load (for operators):
   -n N                      send N requests (default 1) and print a summary
@@ -261,6 +263,7 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	proxyAuth := fs.String("proxy-auth", "", "")
 	flagHosts := fs.String("flag-hosts", "", "")
 	allowDest := fs.String("allow-destinations", "", "")
+	grace := fs.Duration("shutdown-timeout", 10*time.Second, "")
 	fs.StringVar(proxyURL, "proxy", "", "")
 	insecure := fs.Bool("k", false, "")
 	if err := fs.Parse(args); err != nil {
@@ -377,19 +380,23 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		defer f.Close()
 		cfg.KeyLog = f
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if *listen != "" {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		if !set["tlsflags"] {
 			cfg.Flags = reqmtls.RequestMTLSFlags // the proxy's default: flag 80
 		}
 		if cfg.Flags.Has(reqmtls.FlagRequestMTLS) && cfg.CertFile == "" {
 			c.hintf("flag 80 tells sites you hold a client certificate, but no -cert/-key was given: none will be sent")
 		}
-		return c.serveProxy(ctx, cfg, proxyOpts{listen: *listen, caDir: *mitmCA, authFile: *proxyAuth, flagHosts: *flagHosts, allow: *allowDest})
+		if *grace <= 0 {
+			return c.misuse("-shutdown-timeout must be positive")
+		}
+		return c.serveProxy(ctx, cfg, proxyOpts{listen: *listen, caDir: *mitmCA, authFile: *proxyAuth, flagHosts: *flagHosts, allow: *allowDest,
+			grace: *grace})
 	}
-	if *mitmCA != "" || *proxyAuth != "" || *flagHosts != "" || *allowDest != "" {
-		return c.misuse("-mitm-ca, -proxy-auth, -flag-hosts and -allow-destinations go with -listen")
+	if *mitmCA != "" || *proxyAuth != "" || *flagHosts != "" || *allowDest != "" || set["shutdown-timeout"] {
+		return c.misuse("-mitm-ca, -proxy-auth, -flag-hosts, -allow-destinations and -shutdown-timeout go with -listen")
 	}
 	cl, err := reqmtls.NewDialer(cfg)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -23,6 +22,8 @@ type proxyOpts struct {
 	listen, caDir, authFile, flagHosts string
 	// allow is -allow-destinations.
 	allow string
+	// grace is -shutdown-timeout.
+	grace time.Duration
 }
 
 // serveProxy runs the forward proxy on o.listen until ctx ends.
@@ -78,15 +79,24 @@ func (c *cli) serveProxy(ctx context.Context, cfg reqmtls.ClientConfig, o proxyO
 	fmt.Fprintf(c.stderr, "client: root %s (%s): trust it in your clients (curl --cacert, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS)\n", root, state)
 	fmt.Fprintf(c.stderr, "client: root SPKI sha256 %s (Chromium: --ignore-certificate-errors-spki-list=%s)\n", p.RootSPKIHash(), p.RootSPKIHash())
 	srv := &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
 		return c.fail(err)
+	case <-ctx.Done():
 	}
+	// As the server: requests in flight finish, within the grace period,
+	// and their lines are logged before the process exits.
+	pc.Logger.Info("shutting down", "grace", o.grace.String())
+	sctx, cancel := context.WithTimeout(context.Background(), o.grace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		pc.Logger.Warn("shutdown cut requests short", "err", err)
+		srv.Close()
+	}
+	<-errc
+	pc.Logger.Info("stopped")
 	return 0
 }
 
