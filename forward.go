@@ -203,6 +203,16 @@ func explainUpstream(err error) (int, string) {
 
 func (p *ForwardProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.h.ServeHTTP(w, r) }
 
+// Shutdown drains the CONNECT tunnels, which http.Server.Shutdown does not
+// see (their connections are hijacked): a CONNECT gets a 503 from then on,
+// an idle tunnel is closed at once, and one serving a request once the
+// request is done. When ctx ends first, the tunnels left are closed and
+// ctx's error returned. Call it alongside the http.Server's Shutdown:
+//
+//	go fp.Shutdown(ctx)
+//	srv.Shutdown(ctx)
+func (p *ForwardProxy) Shutdown(ctx context.Context) error { return p.h.Shutdown(ctx) }
+
 // RootCertificate returns the proxy's root, for clients to trust.
 func (p *ForwardProxy) RootCertificate() *x509.Certificate { return p.ca.Cert }
 

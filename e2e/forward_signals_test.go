@@ -3,12 +3,19 @@ package e2e
 // The forward proxy as a process: what it does at SIGTERM and SIGHUP.
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -161,3 +168,100 @@ func TestForwardProxySIGTERMWaits(t *testing.T) {
 		t.Errorf("exit %v; the request's line and msg=stopped should be logged:\n%s", err, log)
 	}
 }
+
+// TestForwardProxySIGTERMDrainsTunnels: at SIGTERM a request in flight
+// inside a CONNECT tunnel finishes and is logged, an idle tunnel is
+// closed, and the process exits 0; open tunnels are not cut.
+func TestForwardProxySIGTERMDrainsTunnels(t *testing.T) {
+	gotc, rel := make(chan struct{}, 16), make(chan struct{})
+	site := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			gotc <- struct{}{}
+			<-rel
+		}
+		io.WriteString(w, "answered "+r.URL.Path+"\n")
+	}))
+	defer site.Close()
+	siteRoot := filepath.Join(t.TempDir(), "site.crt")
+	os.WriteFile(siteRoot, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: site.Certificate().Raw}), 0o600)
+	target := strings.TrimPrefix(site.URL, "https://")
+	p := startProxyProc(t, "-server-cacert", siteRoot)
+	pool := x509.NewCertPool()
+	data, err := os.ReadFile(p.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(data)
+
+	// tunnel opens a CONNECT tunnel and TLS inside it.
+	tunnel := func() (*tls.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", p.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("CONNECT %s: %v %v", target, resp, err)
+		}
+		tc := tls.Client(&bufConn{Conn: c, r: br}, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}})
+		return tc, bufio.NewReader(tc)
+	}
+	get := func(tc *tls.Conn, br *bufio.Reader, path string) (string, error) {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+target+path, nil)
+		if err := req.Write(tc); err != nil {
+			return "", err
+		}
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.Status + " " + string(b), err
+	}
+
+	idle, idleBR := tunnel()
+	if got, err := get(idle, idleBR, "/first"); err != nil || got != "200 OK answered /first\n" {
+		t.Fatalf("first request in a tunnel: %q, %v", got, err)
+	}
+	busy, busyBR := tunnel()
+	type result struct {
+		body string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() { b, err := get(busy, busyBR, "/slow"); res <- result{b, err} }()
+	<-gotc
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	p.waitLog(shuttingDown)
+	// The idle tunnel is closed at once, while the busy one is served.
+	if _, err := idleBR.ReadByte(); err == nil {
+		t.Errorf("the idle tunnel sent bytes after SIGTERM")
+	}
+	close(rel)
+	if r := <-res; r.err != nil || r.body != "200 OK answered /slow\n" {
+		t.Errorf("a request in flight in a tunnel at SIGTERM: %q, %v", r.body, r.err)
+	}
+	err, ok := p.exited()
+	if !ok {
+		t.Fatalf("the proxy did not exit after SIGTERM:\n%s", p.out.String())
+	}
+	log := p.out.String()
+	if err != nil || !strings.Contains(log, `msg=request method=GET url=https://`+target+`/slow`) || !strings.Contains(log, "msg=stopped") {
+		t.Errorf("exit %v; the tunnel's request line and msg=stopped should be logged:\n%s", err, log)
+	}
+}
+
+// bufConn reads what a bufio.Reader on the connection has buffered first.
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufConn) Read(b []byte) (int, error) { return c.r.Read(b) }

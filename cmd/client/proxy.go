@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -91,9 +92,16 @@ func (c *cli) serveProxy(ctx context.Context, cfg reqmtls.ClientConfig, o proxyO
 	pc.Logger.Info("shutting down", "grace", o.grace.String())
 	sctx, cancel := context.WithTimeout(context.Background(), o.grace)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		pc.Logger.Warn("shutdown cut requests short", "err", err)
+	// The tunnels are hijacked connections, which srv no longer sees: p
+	// drains them.
+	tunnels := make(chan error, 1)
+	go func() { tunnels <- p.Shutdown(sctx) }()
+	err = srv.Shutdown(sctx)
+	if err != nil {
 		srv.Close()
+	}
+	if err = errors.Join(err, <-tunnels); err != nil {
+		pc.Logger.Warn("shutdown cut requests short", "err", err)
 	}
 	<-errc
 	pc.Logger.Info("stopped")

@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/req-mtls/req-mtls/internal/bufpool"
@@ -80,6 +81,20 @@ const HeaderCertRequested = "Req-Mtls-Cert-Requested"
 // A Proxy is the forward proxy's http.Handler.
 type Proxy struct {
 	cfg Config
+
+	mu      sync.Mutex
+	closing bool // Shutdown was called
+	tunnels map[*tunnel]struct{}
+	open    sync.WaitGroup // one per tunnel
+}
+
+// A tunnel is a CONNECT tunnel being served: the client's connection,
+// hijacked from the proxy's http.Server, which no longer sees it.
+type tunnel struct {
+	raw net.Conn
+	// srv serves inside the tunnel once the client's TLS handshake is
+	// done; nil before.
+	srv *http.Server
 }
 
 // New returns the proxy.
@@ -90,7 +105,73 @@ func New(cfg Config) *Proxy {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Proxy{cfg: cfg}
+	return &Proxy{cfg: cfg, tunnels: map[*tunnel]struct{}{}}
+}
+
+// Shutdown drains the CONNECT tunnels, which the http.Server that serves
+// the proxy does not (their connections are hijacked): from then on a
+// CONNECT gets a 503; a tunnel still in its TLS handshake is closed, an
+// idle one too, and one serving a request is closed once the request is
+// done. When ctx ends first, the tunnels left are closed and ctx's error
+// returned. Call it alongside http.Server.Shutdown.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	p.closing = true
+	for t := range p.tunnels {
+		if t.srv == nil {
+			t.raw.Close() // no request yet
+			continue
+		}
+		go t.srv.Shutdown(ctx)
+	}
+	p.mu.Unlock()
+	done := make(chan struct{})
+	go func() { p.open.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	for t := range p.tunnels {
+		t.raw.Close()
+	}
+	p.mu.Unlock()
+	return ctx.Err()
+}
+
+// track registers a hijacked connection as a tunnel; false when the proxy
+// is shutting down.
+func (p *Proxy) track(raw net.Conn) (*tunnel, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing {
+		return nil, false
+	}
+	t := &tunnel{raw: raw}
+	p.tunnels[t] = struct{}{}
+	p.open.Add(1)
+	return t, true
+}
+
+// serving records the server of t once its handshake is done; false when
+// the proxy is shutting down (t is closed then).
+func (p *Proxy) serving(t *tunnel, srv *http.Server) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing {
+		return false
+	}
+	t.srv = srv
+	return true
+}
+
+func (p *Proxy) untrack(t *tunnel) {
+	p.mu.Lock()
+	delete(p.tunnels, t)
+	p.mu.Unlock()
+	t.raw.Close()
+	p.open.Done()
 }
 
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -149,12 +230,25 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, up Upstream, far 
 		http.Error(w, "CONNECT needs HTTP/1.1 to the proxy", http.StatusHTTPVersionNotSupported)
 		return
 	}
+	p.mu.Lock()
+	closing := p.closing
+	p.mu.Unlock()
+	if closing {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "req-mtls forward proxy: shutting down", http.StatusServiceUnavailable)
+		return
+	}
 	c, brw, err := hj.Hijack()
 	if err != nil {
 		return
 	}
-	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+	t, ok := p.track(c)
+	if !ok {
 		c.Close()
+		return
+	}
+	defer p.untrack(t)
+	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		return
 	}
 	var conn net.Conn = c
@@ -179,7 +273,6 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, up Upstream, far 
 	if err := tc.Handshake(); err != nil {
 		p.cfg.Log.Warn("tunnel: client TLS handshake failed", "target", target, "err", err,
 			"hint", "does the client trust the proxy's root?")
-		tc.Close()
 		return
 	}
 	tc.SetDeadline(time.Time{})
@@ -198,7 +291,11 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, up Upstream, far 
 	})
 	// net/http serves HTTP/2 on a *tls.Conn that negotiated h2, else
 	// HTTP/1.1.
-	serveOne(tc, inner)
+	srv := &http.Server{ReadHeaderTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+	if !p.serving(t, srv) {
+		return
+	}
+	serveConn(srv, tc, inner)
 }
 
 // refused answers 403 and reports true when host is an IP address that
@@ -409,31 +506,44 @@ type prefixConn struct {
 
 func (c *prefixConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
-// serveOne serves HTTP/2 or HTTP/1.1 on one connection until it closes.
-func serveOne(c net.Conn, h http.Handler) {
+// serveConn serves HTTP/2 or HTTP/1.1 on one connection with srv until
+// the connection is closed or hijacked and every handler has returned (a
+// hijacked connection is an upgrade that a handler still relays).
+func serveConn(srv *http.Server, c net.Conn, h http.Handler) {
+	var handlers sync.WaitGroup
 	l := &oneConn{c: c, done: make(chan struct{})}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: time.Minute, IdleTimeout: 2 * time.Minute,
-		ConnState: func(_ net.Conn, s http.ConnState) {
-			if s == http.StateClosed || s == http.StateHijacked {
-				l.close()
-			}
-		}}
-	srv.Serve(l)
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		handlers.Add(1)
+		defer handlers.Done()
+		h.ServeHTTP(w, r)
+	})
+	srv.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed || s == http.StateHijacked {
+			l.close()
+		}
+	}
+	srv.Serve(l) // returns at once after a Shutdown: the connection may still be in use
+	if l.given.Load() {
+		<-l.done
+	}
+	handlers.Wait()
 }
 
 // oneConn is a listener that gives one connection, then waits for it to be
 // done.
 type oneConn struct {
-	c    net.Conn
-	once sync.Once
-	done chan struct{}
-	shut sync.Once
+	c     net.Conn
+	once  sync.Once
+	given atomic.Bool // Accept gave c
+	done  chan struct{}
+	shut  sync.Once
 }
 
 func (l *oneConn) Accept() (net.Conn, error) {
 	var c net.Conn
 	l.once.Do(func() { c = l.c })
 	if c != nil {
+		l.given.Store(true)
 		return c, nil
 	}
 	<-l.done
