@@ -67,7 +67,7 @@ const [host, port] = process.env.PROXY.split(':');
 const target = new URL(process.argv[2]);
 http.request({host, port, method: 'CONNECT', path: target.host}).on('connect', (res, socket) => {
   if (res.statusCode !== 200) { console.error('proxy answered', res.statusCode); process.exit(1); }
-  https.get({host: target.hostname, servername: target.hostname, path: target.pathname, socket, agent: false}, (r) => {
+  https.get({host: target.hostname, port: target.port, servername: target.hostname, path: target.pathname, socket, agent: false}, (r) => {
     let body = '';
     r.on('data', (d) => body += d);
     r.on('end', () => { process.stdout.write('status ' + r.statusCode + ' ' + r.headers['req-mtls-cert-requested'] + '\n' + body); });
