@@ -265,3 +265,80 @@ type bufConn struct {
 }
 
 func (c *bufConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// TestForwardProxyReloadsAuth: the -proxy-auth file is read again when it
+// changes and at SIGHUP, which does not stop the proxy; a bad file keeps
+// the last good credentials, and says so.
+func TestForwardProxyReloadsAuth(t *testing.T) {
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello\n") }))
+	defer origin.Close()
+	dir := t.TempDir()
+	creds := filepath.Join(dir, "creds")
+	// replace writes the file anew and renames it over creds, as tools do.
+	replace := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(creds+".new", []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(creds+".new", creds); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replace("bot:one\n")
+	p := startProxyProc(t, "-proxy-auth", creds)
+	status := func(user string) int {
+		t.Helper()
+		pu, _ := url.Parse("http://" + user + "@" + p.addr)
+		c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu), DisableKeepAlives: true}, Timeout: 30 * time.Second}
+		resp, err := c.Get(origin.URL + "/")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// accepted polls until user gets through, for 20 s at most.
+	accepted := func(user string) bool {
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if status(user) == http.StatusOK {
+				return true
+			}
+		}
+		return false
+	}
+	if got := status("bot:one"); got != http.StatusOK {
+		t.Fatalf("bot:one at start: %d", got)
+	}
+
+	replace("# rotated\nbot:two\n")
+	if !accepted("bot:two") {
+		t.Errorf("bot:two never accepted after the -proxy-auth file changed:\n%s", p.out.String())
+	}
+	if got := status("bot:one"); got != http.StatusProxyAuthRequired {
+		t.Errorf("bot:one after the file changed: %d, want 407", got)
+	}
+
+	// A bad file at SIGHUP: the proxy keeps running on the last good one.
+	replace("no colon here\n")
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !p.waitLog(regexp.MustCompile(`level=ERROR msg="reload failed; keeping the last good credentials" trigger=(SIGHUP|"file change") err=.*line 1: want user:password`)) {
+		t.Errorf("no reload failure logged for a bad file: %v\n%s", p.err, p.out.String())
+	}
+	if got := status("bot:two"); got != http.StatusOK {
+		t.Errorf("bot:two after a bad file: %d, want 200 (exit: %v)", got, p.err)
+	}
+	replace("bot:three\n")
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !accepted("bot:three") || !p.waitLog(regexp.MustCompile(`msg="proxy credentials reloaded" trigger=(SIGHUP|"file change") users=1`)) {
+		t.Errorf("bot:three never accepted after SIGHUP: %v\n%s", p.err, p.out.String())
+	}
+	select {
+	case <-p.done:
+		t.Errorf("the proxy exited: %v\n%s", p.err, p.out.String())
+	default:
+	}
+}

@@ -97,7 +97,8 @@ Forward proxy (any HTTP client gets request mTLS through it):
   -mitm-ca DIR              the proxy's root, ca.crt and ca.key, made on first
                             run (default: ~/.config/req-mtls/forward-proxy-ca)
   -proxy-auth FILE          require Basic credentials (user:password lines);
-                            needed to listen on a non-loopback address
+                            needed to listen on a non-loopback address;
+                            read again when it changes and at SIGHUP
   -flag-hosts PATTERNS      hosts that get the flags and the certificate,
                             comma-separated (*.example.com; default: all)
   -allow-destinations LIST  CIDR prefixes or addresses, comma-separated, that

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -11,7 +13,10 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/signal"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	reqmtls "github.com/req-mtls/req-mtls"
@@ -54,14 +59,17 @@ func (c *cli) serveProxy(ctx context.Context, cfg reqmtls.ClientConfig, o proxyO
 		return c.misuse("-allow-destinations: %v", err)
 	}
 	if o.authFile != "" {
-		creds, err := readCredentials(o.authFile)
+		creds, err := loadCredentials(o.authFile, pc.Logger)
 		if err != nil {
 			return c.fail(err)
 		}
-		pc.Auth = func(user, pass string) bool {
-			want, ok := creds[user]
-			return ok && subtle.ConstantTimeCompare([]byte(want), []byte(pass)) == 1
-		}
+		pc.Auth = creds.check
+		// The file is read again when it changes and at SIGHUP, which
+		// would otherwise end the process.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go creds.watch(ctx, hup)
 	}
 	p, err := reqmtls.NewForwardProxy(pc)
 	if err != nil {
@@ -128,15 +136,85 @@ func parsePrefixes(list string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// readCredentials reads user:password lines (# comments).
-func readCredentials(file string) (map[string]string, error) {
-	f, err := os.Open(file)
+// credentials are the -proxy-auth file's users and passwords, reloaded as
+// the server reloads its certificates: read fully, checked, swapped at
+// once; a bad file keeps the last good ones; both outcomes logged.
+type credentials struct {
+	file  string
+	log   *slog.Logger
+	users atomic.Pointer[map[string]string]
+	// sum is the SHA-256 of the contents last loaded or tried.
+	sum [sha256.Size]byte
+}
+
+// loadCredentials reads file, which must hold credentials.
+func loadCredentials(file string, log *slog.Logger) (*credentials, error) {
+	c := &credentials{file: file, log: log}
+	data, err := os.ReadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("-proxy-auth: %w", err)
 	}
-	defer f.Close()
+	users, err := parseCredentials(file, data)
+	if err != nil {
+		return nil, err
+	}
+	c.users.Store(&users)
+	c.sum = sha256.Sum256(data)
+	return c, nil
+}
+
+func (c *credentials) check(user, pass string) bool {
+	want, ok := (*c.users.Load())[user]
+	return ok && subtle.ConstantTimeCompare([]byte(want), []byte(pass)) == 1
+}
+
+// watch reloads the file at each signal on hup, and when its contents
+// change (compared every second: the file is small, and a comparison sees
+// an edit in place, a rename over it and a symlink swapped alike), until
+// ctx ends.
+func (c *credentials) watch(ctx context.Context, hup <-chan os.Signal) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			c.reload("SIGHUP", true)
+		case <-tick.C:
+			c.reload("file change", false)
+		}
+	}
+}
+
+// reload reads the file and takes its credentials if they are good; without
+// force, only when its contents differ from the last ones loaded or tried.
+func (c *credentials) reload(trigger string, force bool) {
+	data, err := os.ReadFile(c.file)
+	if err != nil {
+		if force {
+			c.log.Error("reload failed; keeping the last good credentials", "trigger", trigger, "err", fmt.Errorf("-proxy-auth: %w", err))
+		}
+		return // a file being replaced may be missing for a moment
+	}
+	sum := sha256.Sum256(data)
+	if !force && sum == c.sum {
+		return
+	}
+	c.sum = sum
+	users, err := parseCredentials(c.file, data)
+	if err != nil {
+		c.log.Error("reload failed; keeping the last good credentials", "trigger", trigger, "err", err)
+		return
+	}
+	c.users.Store(&users)
+	c.log.Info("proxy credentials reloaded", "trigger", trigger, "users", len(users))
+}
+
+// parseCredentials reads user:password lines (# comments) of file.
+func parseCredentials(file string, data []byte) (map[string]string, error) {
 	creds := map[string]string{}
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(bytes.NewReader(data))
 	for n := 1; sc.Scan(); n++ {
 		l := strings.TrimSpace(sc.Text())
 		if l == "" || strings.HasPrefix(l, "#") {
