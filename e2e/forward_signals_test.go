@@ -145,6 +145,13 @@ func TestForwardProxySIGTERMWaits(t *testing.T) {
 		res <- result{resp.Status + " " + string(b), err}
 	}()
 	<-got
+	// SIGHUP, with no -proxy-auth file to read, changes nothing.
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !p.waitLog(regexp.MustCompile(`msg="SIGHUP: no -proxy-auth file to read again"`)) {
+		t.Errorf("SIGHUP: %v\n%s", p.err, p.out.String())
+	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -58,18 +58,24 @@ func (c *cli) serveProxy(ctx context.Context, cfg reqmtls.ClientConfig, o proxyO
 	if pc.AllowDestinations, err = parsePrefixes(o.allow); err != nil {
 		return c.misuse("-allow-destinations: %v", err)
 	}
+	// SIGHUP reads the -proxy-auth file again; it never ends the
+	// process, as it would by default.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	if o.authFile != "" {
 		creds, err := loadCredentials(o.authFile, pc.Logger)
 		if err != nil {
 			return c.fail(err)
 		}
 		pc.Auth = creds.check
-		// The file is read again when it changes and at SIGHUP, which
-		// would otherwise end the process.
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
 		go creds.watch(ctx, hup)
+	} else {
+		go func() {
+			for range hup {
+				pc.Logger.Info("SIGHUP: no -proxy-auth file to read again")
+			}
+		}()
 	}
 	p, err := reqmtls.NewForwardProxy(pc)
 	if err != nil {
