@@ -47,10 +47,23 @@ type ForwardProxyConfig struct {
 	AllowDestinations []netip.Prefix
 	// Auth, if set, requires Basic proxy credentials (407 otherwise).
 	Auth func(user, password string) bool
+	// IdleTimeout closes a CONNECT tunnel idle between requests for that
+	// long (default 2 minutes). The http.Server that serves the proxy
+	// closes the other idle connections: give it the same IdleTimeout.
+	IdleTimeout time.Duration
+	// MaxTunnels caps the CONNECT tunnels open at once (default
+	// DefaultMaxTunnels; negative: no cap): past it a CONNECT gets a 503,
+	// and Logger hears when the cap is reached.
+	MaxTunnels int
 	// Logger receives one line per request (host, flags sent, certificate
 	// requested and sent, status, bytes, duration) and failures.
 	Logger *slog.Logger
 }
+
+// DefaultMaxTunnels is ForwardProxyConfig.MaxTunnels's default: each
+// tunnel holds a file for the client's connection and one or more for the
+// site's.
+const DefaultMaxTunnels = 1024
 
 // A ForwardProxy is an HTTP forward (egress) proxy that gives any HTTP
 // client request mTLS: curl, Python's requests, Node and headless Chromium
@@ -97,6 +110,13 @@ func NewForwardProxy(cfg ForwardProxyConfig) (*ForwardProxy, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	maxTunnels := cfg.MaxTunnels
+	switch {
+	case maxTunnels == 0:
+		maxTunnels = DefaultMaxTunnels
+	case maxTunnels < 0:
+		maxTunnels = 0 // no cap
 	}
 	var mu sync.Mutex
 	// The last handshake by "host:port", the host lower-cased: the
@@ -150,9 +170,11 @@ func NewForwardProxy(cfg ForwardProxyConfig) (*ForwardProxy, error) {
 			h, ok := asked[strings.ToLower(addr)]
 			return h.CertRequested, h.CertSent, ok
 		},
-		Explain: explainUpstream,
-		Auth:    cfg.Auth,
-		Log:     cfg.Logger,
+		Explain:     explainUpstream,
+		Auth:        cfg.Auth,
+		IdleTimeout: cfg.IdleTimeout,
+		MaxTunnels:  maxTunnels,
+		Log:         cfg.Logger,
 	})
 	return &ForwardProxy{h: h, ca: ca, created: created, caDir: dir}, nil
 }

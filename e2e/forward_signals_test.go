@@ -349,3 +349,105 @@ func TestForwardProxyReloadsAuth(t *testing.T) {
 	default:
 	}
 }
+
+// connect opens a CONNECT tunnel to target through the proxy at addr and
+// returns the connection, the reader over it, and the proxy's status.
+func connect(t *testing.T, addr, target string) (net.Conn, *bufio.Reader, int) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		t.Fatalf("CONNECT %s: %v", target, err)
+	}
+	return c, br, resp.StatusCode
+}
+
+// TestForwardProxyIdleTimeout: a client's connection to the proxy, and a
+// tunnel, idle for -idle-timeout are closed by the proxy.
+func TestForwardProxyIdleTimeout(t *testing.T) {
+	site := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello\n") }))
+	defer site.Close()
+	siteRoot := filepath.Join(t.TempDir(), "site.crt")
+	os.WriteFile(siteRoot, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: site.Certificate().Raw}), 0o600)
+	target := strings.TrimPrefix(site.URL, "https://")
+	p := startProxyProc(t, "-server-cacert", siteRoot, "-idle-timeout", "200ms")
+
+	// A keep-alive connection after an http:// request.
+	c, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	req, _ := http.NewRequest(http.MethodGet, "http://"+strings.Replace(target, "127.0.0.1", "localhost", 1)+"/", nil)
+	req.Write(c)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Errorf("an idle client connection: %v, want it closed (EOF)", err)
+	}
+
+	// A tunnel after one request.
+	tc, tbr, status := connect(t, p.addr, target)
+	if status != http.StatusOK {
+		t.Fatalf("CONNECT: %d", status)
+	}
+	pool := x509.NewCertPool()
+	data, _ := os.ReadFile(p.root)
+	pool.AppendCertsFromPEM(data)
+	tls := tls.Client(&bufConn{Conn: tc, r: tbr}, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}})
+	req, _ = http.NewRequest(http.MethodGet, "https://"+target+"/", nil)
+	req.Write(tls)
+	ibr := bufio.NewReader(tls)
+	if resp, err = http.ReadResponse(ibr, req); err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if _, err := ibr.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Errorf("an idle tunnel: %v, want it closed (EOF)", err)
+	}
+}
+
+// TestForwardProxyMaxTunnels: past -max-tunnels open tunnels a CONNECT
+// gets a 503 and the proxy logs that the cap was reached; once a tunnel
+// closes, a CONNECT goes through again.
+func TestForwardProxyMaxTunnels(t *testing.T) {
+	site := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer site.Close()
+	target := strings.TrimPrefix(site.URL, "https://")
+	p := startProxyProc(t, "-max-tunnels", "2")
+	first, _, s1 := connect(t, p.addr, target)
+	_, _, s2 := connect(t, p.addr, target)
+	if s1 != http.StatusOK || s2 != http.StatusOK {
+		t.Fatalf("two tunnels: %d %d", s1, s2)
+	}
+	if _, _, s := connect(t, p.addr, target); s != http.StatusServiceUnavailable {
+		t.Errorf("a third tunnel with -max-tunnels 2: %d, want 503", s)
+	}
+	if !p.waitLog(regexp.MustCompile(`level=WARN msg="tunnel limit reached: CONNECT answered 503" max_tunnels=2`)) {
+		t.Errorf("the cap reached is not logged:\n%s", p.out.String())
+	}
+	first.Close()
+	ok := false
+	for deadline := time.Now().Add(20 * time.Second); !ok && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		c, _, s := connect(t, p.addr, target)
+		ok = s == http.StatusOK
+		c.Close()
+	}
+	if !ok {
+		t.Errorf("no tunnel once one of two closed")
+	}
+}

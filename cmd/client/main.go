@@ -108,6 +108,10 @@ Forward proxy (any HTTP client gets request mTLS through it):
                             addresses and the proxy host's own
   -shutdown-timeout D       at SIGTERM, how long requests in flight have to
                             finish before they are cut (default 10s)
+  -idle-timeout D           close a client's connection, or a tunnel, idle
+                            for D (default 2m)
+  -max-tunnels N            CONNECT tunnels open at once; past them a CONNECT
+                            gets a 503 (default 1024)
 
 Load (for operators):
   -n N                      send N requests (default 1) and print a summary
@@ -265,6 +269,8 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	flagHosts := fs.String("flag-hosts", "", "")
 	allowDest := fs.String("allow-destinations", "", "")
 	grace := fs.Duration("shutdown-timeout", 10*time.Second, "")
+	idle := fs.Duration("idle-timeout", 2*time.Minute, "")
+	maxTunnels := fs.Int("max-tunnels", reqmtls.DefaultMaxTunnels, "")
 	fs.StringVar(proxyURL, "proxy", "", "")
 	insecure := fs.Bool("k", false, "")
 	if err := fs.Parse(args); err != nil {
@@ -390,14 +396,19 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		if cfg.Flags.Has(reqmtls.FlagRequestMTLS) && cfg.CertFile == "" {
 			c.hintf("flag 80 tells sites you hold a client certificate, but no -cert/-key was given: none will be sent")
 		}
-		if *grace <= 0 {
-			return c.misuse("-shutdown-timeout must be positive")
+		if *grace <= 0 || *idle <= 0 {
+			return c.misuse("-shutdown-timeout and -idle-timeout must be positive")
+		}
+		if *maxTunnels < 1 {
+			return c.misuse("-max-tunnels must be at least 1")
 		}
 		return c.serveProxy(ctx, cfg, proxyOpts{listen: *listen, caDir: *mitmCA, authFile: *proxyAuth, flagHosts: *flagHosts, allow: *allowDest,
-			grace: *grace})
+			grace: *grace, idle: *idle, maxTunnels: *maxTunnels})
 	}
-	if *mitmCA != "" || *proxyAuth != "" || *flagHosts != "" || *allowDest != "" || set["shutdown-timeout"] {
-		return c.misuse("-mitm-ca, -proxy-auth, -flag-hosts, -allow-destinations and -shutdown-timeout go with -listen")
+	for _, name := range []string{"mitm-ca", "proxy-auth", "flag-hosts", "allow-destinations", "shutdown-timeout", "idle-timeout", "max-tunnels"} {
+		if set[name] {
+			return c.misuse("-%s: the forward proxy's flags go with -listen", name)
+		}
 	}
 	cl, err := reqmtls.NewDialer(cfg)
 	if err != nil {

@@ -28,8 +28,10 @@ type proxyOpts struct {
 	listen, caDir, authFile, flagHosts string
 	// allow is -allow-destinations.
 	allow string
-	// grace is -shutdown-timeout.
-	grace time.Duration
+	// grace is -shutdown-timeout, idle -idle-timeout.
+	grace, idle time.Duration
+	// maxTunnels is -max-tunnels.
+	maxTunnels int
 }
 
 // serveProxy runs the forward proxy on o.listen until ctx ends.
@@ -50,7 +52,7 @@ func (c *cli) serveProxy(ctx context.Context, cfg reqmtls.ClientConfig, o proxyO
 	// and at exit.
 	logw := logbuf.New(c.stderr, 100*time.Millisecond)
 	defer logw.Close()
-	pc := reqmtls.ForwardProxyConfig{Client: cfg, CADir: o.caDir,
+	pc := reqmtls.ForwardProxyConfig{Client: cfg, CADir: o.caDir, IdleTimeout: o.idle, MaxTunnels: o.maxTunnels,
 		Logger: slog.New(slog.NewTextHandler(logw, nil))}
 	if o.flagHosts != "" {
 		pc.FlagHosts = strings.Split(o.flagHosts, ",")
@@ -93,7 +95,7 @@ func (c *cli) serveProxy(ctx context.Context, cfg reqmtls.ClientConfig, o proxyO
 	fmt.Fprintf(c.stderr, "client: forward proxy listening on %s\n", ln.Addr())
 	fmt.Fprintf(c.stderr, "client: root %s (%s): trust it in your clients (curl --cacert, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS)\n", root, state)
 	fmt.Fprintf(c.stderr, "client: root SPKI sha256 %s (Chromium: --ignore-certificate-errors-spki-list=%s)\n", p.RootSPKIHash(), p.RootSPKIHash())
-	srv := &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second}
+	srv := &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: o.idle}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -59,6 +59,13 @@ type Config struct {
 	// HandshakeTimeout bounds the client's TLS handshake in a tunnel
 	// (default 10 s).
 	HandshakeTimeout time.Duration
+	// IdleTimeout closes a tunnel idle between requests for that long
+	// (default 2 minutes).
+	IdleTimeout time.Duration
+	// MaxTunnels caps the tunnels open at once: past it a CONNECT gets a
+	// 503, and the first refusal after the proxy was below the cap is
+	// logged. 0: no cap.
+	MaxTunnels int
 	// Log receives one line per request and the failures.
 	Log *slog.Logger
 }
@@ -86,12 +93,13 @@ type Proxy struct {
 	closing bool // Shutdown was called
 	tunnels map[*tunnel]struct{}
 	open    sync.WaitGroup // one per tunnel
+	full    bool           // a CONNECT was refused at MaxTunnels, and none closed since
 }
 
 // A tunnel is a CONNECT tunnel being served: the client's connection,
 // hijacked from the proxy's http.Server, which no longer sees it.
 type tunnel struct {
-	raw net.Conn
+	raw net.Conn // nil until hijacked
 	// srv serves inside the tunnel once the client's TLS handshake is
 	// done; nil before.
 	srv *http.Server
@@ -101,6 +109,9 @@ type tunnel struct {
 func New(cfg Config) *Proxy {
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 2 * time.Minute
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -118,11 +129,12 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	p.closing = true
 	for t := range p.tunnels {
-		if t.srv == nil {
+		switch {
+		case t.srv != nil:
+			go t.srv.Shutdown(ctx)
+		case t.raw != nil:
 			t.raw.Close() // no request yet
-			continue
 		}
-		go t.srv.Shutdown(ctx)
 	}
 	p.mu.Unlock()
 	done := make(chan struct{})
@@ -134,24 +146,33 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	p.mu.Lock()
 	for t := range p.tunnels {
-		t.raw.Close()
+		if t.raw != nil {
+			t.raw.Close()
+		}
 	}
 	p.mu.Unlock()
 	return ctx.Err()
 }
 
-// track registers a hijacked connection as a tunnel; false when the proxy
-// is shutting down.
-func (p *Proxy) track(raw net.Conn) (*tunnel, bool) {
+// track registers a tunnel about to be opened; nil and why not when the
+// proxy is shutting down or has MaxTunnels open.
+func (p *Proxy) track() (*tunnel, string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closing {
-		return nil, false
+		return nil, "shutting down"
 	}
-	t := &tunnel{raw: raw}
+	if p.cfg.MaxTunnels > 0 && len(p.tunnels) >= p.cfg.MaxTunnels {
+		if !p.full {
+			p.full = true
+			p.cfg.Log.Warn("tunnel limit reached: CONNECT answered 503", "max_tunnels", p.cfg.MaxTunnels)
+		}
+		return nil, fmt.Sprintf("too many open tunnels (%d): try again later", p.cfg.MaxTunnels)
+	}
+	t := &tunnel{}
 	p.tunnels[t] = struct{}{}
 	p.open.Add(1)
-	return t, true
+	return t, ""
 }
 
 // serving records the server of t once its handshake is done; false when
@@ -169,8 +190,12 @@ func (p *Proxy) serving(t *tunnel, srv *http.Server) bool {
 func (p *Proxy) untrack(t *tunnel) {
 	p.mu.Lock()
 	delete(p.tunnels, t)
+	p.full = false
+	raw := t.raw
 	p.mu.Unlock()
-	t.raw.Close()
+	if raw != nil {
+		raw.Close()
+	}
 	p.open.Done()
 }
 
@@ -230,24 +255,24 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, up Upstream, far 
 		http.Error(w, "CONNECT needs HTTP/1.1 to the proxy", http.StatusHTTPVersionNotSupported)
 		return
 	}
-	p.mu.Lock()
-	closing := p.closing
-	p.mu.Unlock()
-	if closing {
+	t, why := p.track()
+	if t == nil {
 		w.Header().Set("Connection", "close")
-		http.Error(w, "req-mtls forward proxy: shutting down", http.StatusServiceUnavailable)
+		http.Error(w, "req-mtls forward proxy: "+why, http.StatusServiceUnavailable)
 		return
 	}
+	defer p.untrack(t)
 	c, brw, err := hj.Hijack()
 	if err != nil {
 		return
 	}
-	t, ok := p.track(c)
-	if !ok {
-		c.Close()
+	p.mu.Lock()
+	t.raw = c
+	closing := p.closing
+	p.mu.Unlock()
+	if closing {
 		return
 	}
-	defer p.untrack(t)
 	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		return
 	}
@@ -291,7 +316,7 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, up Upstream, far 
 	})
 	// net/http serves HTTP/2 on a *tls.Conn that negotiated h2, else
 	// HTTP/1.1.
-	srv := &http.Server{ReadHeaderTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+	srv := &http.Server{ReadHeaderTimeout: time.Minute, IdleTimeout: p.cfg.IdleTimeout}
 	if !p.serving(t, srv) {
 		return
 	}
