@@ -28,7 +28,7 @@ type ForwardProxyConfig struct {
 	// get the same connection without flags or certificate.
 	Client ClientConfig
 	// CADir holds the proxy's root, ca.crt and ca.key, made there on first
-	// use (key 0600). Default: the user's config directory
+	// use (key 0600), once the rest of the configuration has loaded. Default: the user's config directory
 	// (os.UserConfigDir) + "/req-mtls/forward-proxy-ca".
 	CADir string
 	// FlagHosts are the hosts that get the flags, the certificate and the
@@ -99,10 +99,6 @@ func NewForwardProxy(cfg ForwardProxyConfig) (*ForwardProxy, error) {
 		}
 		dir = filepath.Join(base, "req-mtls", "forward-proxy-ca")
 	}
-	ca, created, err := forward.LoadOrCreateCA(dir)
-	if err != nil {
-		return nil, err
-	}
 	for _, p := range cfg.FlagHosts {
 		if _, err := path.Match(p, ""); err != nil {
 			return nil, fmt.Errorf("forward proxy: flag host pattern %q: %v", p, err)
@@ -148,6 +144,12 @@ func NewForwardProxy(cfg ForwardProxyConfig) (*ForwardProxy, error) {
 		return nil, err
 	}
 	far, err := upstream(cfg.Client, onHS, dests.Control)
+	if err != nil {
+		return nil, err
+	}
+	// The root comes last: a proxy that cannot start (a key pair that
+	// does not load) leaves no new CA behind.
+	ca, created, err := forward.LoadOrCreateCA(dir)
 	if err != nil {
 		return nil, err
 	}

@@ -9,13 +9,17 @@ import (
 	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -347,5 +351,20 @@ func TestForwardProxyCertRequestedNotSpoofed(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || string(b) != "body" || resp.Header.Get(name) != "?0" || len(resp.Trailer) != 0 {
 			t.Errorf("http %s: %s %q, header %q, trailers %v", path, resp.Status, b, resp.Header.Get(name), resp.Trailer)
 		}
+	}
+}
+
+// TestForwardProxyCANotMadeOnBadKeyPair: a client key pair that does not
+// load fails NewForwardProxy before the root is made: no CA directory is
+// left behind for a proxy that never ran.
+func TestForwardProxyCANotMadeOnBadKeyPair(t *testing.T) {
+	p := testpki.New(t)
+	dir := filepath.Join(t.TempDir(), "ca")
+	_, err := NewForwardProxy(ForwardProxyConfig{CADir: dir, Client: ClientConfig{CertFile: p.ServerCert, KeyFile: filepath.Join(t.TempDir(), "missing.key")}})
+	if err == nil {
+		t.Fatal("NewForwardProxy with a missing key: no error")
+	}
+	if _, serr := os.Stat(dir); !errors.Is(serr, fs.ErrNotExist) {
+		t.Errorf("NewForwardProxy failed (%v) but made %s: %v", err, dir, serr)
 	}
 }

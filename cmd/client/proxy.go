@@ -79,13 +79,15 @@ func (c *cli) serveProxy(ctx context.Context, cfg reqmtls.ClientConfig, o proxyO
 			}
 		}()
 	}
-	p, err := reqmtls.NewForwardProxy(pc)
-	if err != nil {
-		return c.fail(err)
-	}
+	// Listening first: a proxy that cannot listen makes no root.
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return c.fail(fmt.Errorf("-listen: %w", err))
+	}
+	defer ln.Close()
+	p, err := reqmtls.NewForwardProxy(pc)
+	if err != nil {
+		return c.fail(err)
 	}
 	root, made := p.RootFile()
 	state := "loaded"
