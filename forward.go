@@ -71,8 +71,8 @@ const DefaultMaxTunnels = 1024
 // their proxy option) and trusting its root, their https requests reach the
 // sites with flag 80 and the certificate. For CONNECT it terminates the
 // client's TLS with a leaf for the host, signed by its root, and opens its
-// own connection to the host with a Transport; absolute http:// requests
-// are forwarded as they are. Every relayed https response carries
+// own connection to the host with a Transport; absolute http:// requests,
+// and plain HTTP in a tunnel (ws://), are forwarded as they are. Every relayed https response carries
 // Req-Mtls-Cert-Requested: ?1 or ?0, whether the site asked for the
 // certificate. Failures reach the client as a 502 (504 for a timeout)
 // whose body says why. A client that reaches it on a non-loopback address

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"os"
@@ -366,5 +367,66 @@ func TestForwardProxyCANotMadeOnBadKeyPair(t *testing.T) {
 	}
 	if _, serr := os.Stat(dir); !errors.Is(serr, fs.ErrNotExist) {
 		t.Errorf("NewForwardProxy failed (%v) but made %s: %v", err, dir, serr)
+	}
+}
+
+// TestForwardProxyPlainHTTPInTunnel: plain HTTP inside a CONNECT tunnel
+// (what ws:// clients send through a proxy) is relayed to the target, an
+// upgrade included, with Req-Mtls-Cert-Requested ?0; a Host for another
+// authority is a 421 there too.
+func TestForwardProxyPlainHTTPInTunnel(t *testing.T) {
+	p := testpki.New(t)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			fmt.Fprintf(w, "plain %s %s", r.Host, r.URL.Path)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		brw.Flush()
+		io.Copy(c, brw)
+	}))
+	defer origin.Close()
+	target := strings.TrimPrefix(origin.URL, "http://")
+	proxy, _ := fpProxy(t, p, ForwardProxyConfig{}, false)
+
+	send := func(raw string) (*http.Response, string, net.Conn, *bufio.Reader) {
+		t.Helper()
+		resp, body, c, br := fpConnect(t, proxy, target)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("CONNECT %s: %s %s", target, resp.Status, body)
+		}
+		io.WriteString(c, raw)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("plain HTTP in a tunnel: %v", err)
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, "", c, br
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b), c, br
+	}
+	resp, body, _, _ := send("GET /path HTTP/1.1\r\nHost: " + target + "\r\n\r\n")
+	if resp.StatusCode != http.StatusOK || body != "plain "+target+" /path" || resp.Header.Get("Req-Mtls-Cert-Requested") != "?0" {
+		t.Errorf("GET in a plain tunnel: %s %q %q", resp.Status, body, resp.Header.Get("Req-Mtls-Cert-Requested"))
+	}
+	resp, body, _, _ = send("GET / HTTP/1.1\r\nHost: victim.example\r\n\r\n")
+	if resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Errorf("another Host in a plain tunnel: %s %q", resp.Status, body)
+	}
+	resp, _, c, br := send("GET /ws HTTP/1.1\r\nHost: " + target + "\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade in a plain tunnel: %s", resp.Status)
+	}
+	io.WriteString(c, "ping")
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "ping" {
+		t.Errorf("upgraded plain tunnel: %q, %v", got, err)
 	}
 }

@@ -9,6 +9,7 @@
 package forward
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -276,43 +277,62 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, up Upstream, far 
 	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		return
 	}
-	var conn net.Conn = c
+	var raw io.Reader = c
 	if brw.Reader.Buffered() > 0 {
-		conn = &prefixConn{Conn: c, r: io.MultiReader(io.LimitReader(brw.Reader, int64(brw.Reader.Buffered())), c)}
+		raw = io.MultiReader(io.LimitReader(brw.Reader, int64(brw.Reader.Buffered())), c)
 	}
-	flagged := p.cfg.FlagHost(host)
-	rt := up.Plain
-	if flagged {
-		rt = up.Flagged
-	}
-	tc := tls.Server(conn, &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"h2", "http/1.1"},
-		GetCertificate: func(chi *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			// The leaf is for the CONNECT host: the tunnel goes there,
-			// whatever name the client sends inside it.
-			return p.cfg.CA.Leaf(host)
-		},
-	})
-	tc.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
-	if err := tc.Handshake(); err != nil {
-		p.cfg.Log.Warn("tunnel: client TLS handshake failed", "target", target, "err", err,
-			"hint", "does the client trust the proxy's root?")
+	// The client speaks first: TLS for https, or plain HTTP, which
+	// clients send for ws:// and http:// through a tunnel.
+	br := bufio.NewReader(raw)
+	c.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
+	first, err := br.Peek(1)
+	if err != nil {
 		return
 	}
-	tc.SetDeadline(time.Time{})
-	rp := p.reverseProxy("https", target, rt)
-	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	conn := &prefixConn{Conn: c, r: br}
+	var (
+		inner  net.Conn = conn
+		scheme          = "http"
+		rt              = up.HTTP
+	)
+	flagged := false
+	// RFC 8446, Section 5.1: a TLS connection opens with a handshake
+	// record, ContentType 22.
+	if first[0] == 22 {
+		flagged, scheme, rt = p.cfg.FlagHost(host), "https", up.Plain
+		if flagged {
+			rt = up.Flagged
+		}
+		tc := tls.Server(conn, &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			NextProtos: []string{"h2", "http/1.1"},
+			GetCertificate: func(chi *tls.ClientHelloInfo) (*tls.Certificate, error) {
+				// The leaf is for the CONNECT host: the tunnel goes
+				// there, whatever name the client sends inside it.
+				return p.cfg.CA.Leaf(host)
+			},
+		})
+		if err := tc.Handshake(); err != nil {
+			p.cfg.Log.Warn("tunnel: client TLS handshake failed", "target", target, "err", err,
+				"hint", "does the client trust the proxy's root?")
+			return
+		}
+		inner = tc
+	}
+	c.SetDeadline(time.Time{})
+	defaultPort := map[string]string{"http": "80", "https": "443"}[scheme]
+	rp := p.reverseProxy(scheme, target, rt)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The site gets the request with its Host, signed for it
 		// (@authority), and the flags were chosen for the target: a Host
 		// that names another authority is not for this tunnel (RFC 9110,
 		// Section 15.5.20).
-		if r.Host != "" && !sameAuthority(r.Host, host, port, "443") {
+		if r.Host != "" && !sameAuthority(r.Host, host, port, defaultPort) {
 			p.cfg.Log.Warn("tunnel: Host is not the CONNECT target", "target", target, "host", r.Host)
 			http.Error(w, fmt.Sprintf("req-mtls forward proxy: Host %q is not this tunnel's: the tunnel goes to %s", r.Host, target), http.StatusMisdirectedRequest)
 			return
 		}
-		p.relay(w, r, rp, "https", target, flagged)
+		p.relay(w, r, rp, scheme, target, flagged)
 	})
 	// net/http serves HTTP/2 on a *tls.Conn that negotiated h2, else
 	// HTTP/1.1.
@@ -320,7 +340,7 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, up Upstream, far 
 	if !p.serving(t, srv) {
 		return
 	}
-	serveConn(srv, tc, inner)
+	serveConn(srv, inner, h)
 }
 
 // refused answers 403 and reports true when host is an IP address that
