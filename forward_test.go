@@ -430,3 +430,41 @@ func TestForwardProxyPlainHTTPInTunnel(t *testing.T) {
 		t.Errorf("upgraded plain tunnel: %q, %v", got, err)
 	}
 }
+
+// TestForwardProxyConnectTarget: a CONNECT target that is not host:port
+// with a DNS name or an IP address and a port from 1 to 65535 is a 400
+// that says why; good ones open a tunnel.
+func TestForwardProxyConnectTarget(t *testing.T) {
+	p := testpki.New(t)
+	proxy, _ := fpProxy(t, p, ForwardProxyConfig{}, false)
+	for target, want := range map[string]string{
+		"*.com:443":                             `host "*.com" is not a DNS name or an IP address`,
+		"example.com:0":                         `port "0" is not a number from 1 to 65535`,
+		"example.com:99999":                     `port "99999" is not a number from 1 to 65535`,
+		"example.com:https":                     "", // net/http's own 400
+		"example.com:+443":                      "",
+		strings.Repeat("a.", 35000) + "com:443": "is longer than 253 characters",
+		strings.Repeat("a", 64) + ".com:443":    "a label is longer than 63 characters",
+		"-bad.example:443":                      `host "-bad.example" is not a DNS name or an IP address`,
+		"bad-.example:443":                      `host "bad-.example" is not a DNS name or an IP address`,
+		"a..b:443":                              `host "a..b" is not a DNS name or an IP address`,
+		"bad!.example:443":                      `host "bad!.example" is not a DNS name or an IP address`,
+		"[fe80::1%25eth0]:443":                  `is not a DNS name or an IP address`,
+		"example.com":                           "want host:port",
+	} {
+		resp, body, _, _ := fpConnect(t, proxy, target)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, want) {
+			name := target
+			if len(name) > 40 {
+				name = name[:40] + "..."
+			}
+			t.Errorf("CONNECT %s: %s %.200q, want 400 with %q", name, resp.Status, body, want)
+		}
+	}
+	for _, target := range []string{"localhost:1", "127.0.0.1:443", "[::1]:8443", "Example.COM.:65535", "under_score.example:443",
+		strings.Repeat("a", 63) + ".example:443", "xn--bcher-kva.example:443"} {
+		if resp, body, _, _ := fpConnect(t, proxy, target); resp.StatusCode != http.StatusOK {
+			t.Errorf("CONNECT %s: %s %q, want 200", target, resp.Status, body)
+		}
+	}
+}

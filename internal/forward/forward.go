@@ -22,6 +22,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -248,6 +249,11 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, up Upstream, far 
 		http.Error(w, fmt.Sprintf("CONNECT %q: want host:port", target), http.StatusBadRequest)
 		return
 	}
+	if err := checkTarget(host, port); err != nil {
+		p.cfg.Log.Warn("CONNECT refused", "client", r.RemoteAddr, "err", err)
+		http.Error(w, "req-mtls forward proxy: CONNECT: "+err.Error(), http.StatusBadRequest)
+		return
+	}
 	if far && p.refused(w, r, host) {
 		return
 	}
@@ -341,6 +347,42 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, up Upstream, far 
 		return
 	}
 	serveConn(srv, inner, h)
+}
+
+// checkTarget checks a CONNECT target's host and port: an IP address (no
+// zone) or a DNS name (RFC 1035, Section 2.3.4: at most 253 characters
+// without the final dot, labels of 1 to 63; letters, digits and inner
+// hyphens, underscores tolerated as resolvers do), and a port from 1 to
+// 65535 in decimal.
+func checkTarget(host, port string) error {
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || port[0] < '0' || port[0] > '9' {
+		return fmt.Errorf("port %q is not a number from 1 to 65535", port)
+	}
+	if a, err := netip.ParseAddr(host); err == nil && a.Zone() == "" {
+		return nil
+	}
+	name := strings.TrimSuffix(host, ".")
+	if len(name) > 253 {
+		return fmt.Errorf("host %.40q... is longer than 253 characters", host)
+	}
+	bad := fmt.Errorf("host %q is not a DNS name or an IP address", host)
+	if name == "" {
+		return bad
+	}
+	for _, label := range strings.Split(name, ".") {
+		if len(label) > 63 {
+			return fmt.Errorf("host %q: a label is longer than 63 characters", host)
+		}
+		if label == "" || label[0] == '-' || label[len(label)-1] == '-' {
+			return bad
+		}
+		for _, c := range []byte(label) {
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return bad
+			}
+		}
+	}
+	return nil
 }
 
 // refused answers 403 and reports true when host is an IP address that
