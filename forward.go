@@ -28,7 +28,9 @@ type ForwardProxyConfig struct {
 	// get the same connection without flags or certificate.
 	Client ClientConfig
 	// CADir holds the proxy's root, ca.crt and ca.key, made there on first
-	// use (key 0600), once the rest of the configuration has loaded. Default: the user's config directory
+	// use (key 0600), once the rest of the configuration has loaded. A key
+	// open to other users is loaded with a warning (Client.Warn, else
+	// Logger). Default: the user's config directory
 	// (os.UserConfigDir) + "/req-mtls/forward-proxy-ca".
 	CADir string
 	// FlagHosts are the hosts that get the flags, the certificate and the
@@ -149,7 +151,11 @@ func NewForwardProxy(cfg ForwardProxyConfig) (*ForwardProxy, error) {
 	}
 	// The root comes last: a proxy that cannot start (a key pair that
 	// does not load) leaves no new CA behind.
-	ca, created, err := forward.LoadOrCreateCA(dir)
+	warn := cfg.Client.Warn
+	if warn == nil {
+		warn = func(format string, a ...any) { cfg.Logger.Warn(fmt.Sprintf(format, a...)) }
+	}
+	ca, created, err := forward.LoadOrCreateCA(dir, warn)
 	if err != nil {
 		return nil, err
 	}

@@ -468,3 +468,38 @@ func TestForwardProxyConnectTarget(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardProxyCAKeyMode: a ca.key that group or others may read is
+// loaded with a warning that names it and says how to fix it; a 0600 one
+// without.
+func TestForwardProxyCAKeyMode(t *testing.T) {
+	dir := t.TempDir()
+	var warnings []string
+	load := func() {
+		t.Helper()
+		warnings = nil
+		cfg := ForwardProxyConfig{CADir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Client: ClientConfig{Warn: func(format string, a ...any) { warnings = append(warnings, fmt.Sprintf(format, a...)) }}}
+		if _, err := NewForwardProxy(cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	load() // made now, 0600
+	if len(warnings) != 0 {
+		t.Errorf("a new root: warnings %q", warnings)
+	}
+	key := filepath.Join(dir, "ca.key")
+	if err := os.Chmod(key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	load()
+	want := fmt.Sprintf("the proxy's root key %q is open to other users (mode 0644): anyone who reads it can pose as any site to the proxy's clients; chmod 600 it", key)
+	if len(warnings) != 1 || warnings[0] != want {
+		t.Errorf("ca.key 0644: warnings %q, want %q", warnings, want)
+	}
+	os.Chmod(key, 0o600)
+	load()
+	if len(warnings) != 0 {
+		t.Errorf("ca.key 0600: warnings %q", warnings)
+	}
+}
