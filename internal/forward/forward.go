@@ -597,33 +597,51 @@ func (c *prefixConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 // the connection is closed or hijacked and every handler has returned (a
 // hijacked connection is an upgrade that a handler still relays).
 func serveConn(srv *http.Server, c net.Conn, h http.Handler) {
-	var handlers sync.WaitGroup
-	l := &oneConn{c: c, done: make(chan struct{})}
+	var (
+		mu      sync.Mutex
+		running int // handlers
+		idle    = sync.NewCond(&mu)
+	)
+	l := &oneConn{c: c, done: make(chan struct{}), closed: make(chan struct{})}
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		handlers.Add(1)
-		defer handlers.Done()
+		mu.Lock()
+		running++
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			if running--; running == 0 {
+				idle.Broadcast()
+			}
+			mu.Unlock()
+		}()
 		h.ServeHTTP(w, r)
 	})
 	srv.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateClosed || s == http.StateHijacked {
-			l.close()
+			l.connDone()
 		}
 	}
 	srv.Serve(l) // returns at once after a Shutdown: the connection may still be in use
 	if l.given.Load() {
 		<-l.done
 	}
-	handlers.Wait()
+	mu.Lock()
+	for running > 0 {
+		idle.Wait()
+	}
+	mu.Unlock()
 }
 
-// oneConn is a listener that gives one connection, then waits for it to be
-// done.
+// oneConn is a listener that gives one connection, then blocks until it
+// is closed.
 type oneConn struct {
-	c     net.Conn
-	once  sync.Once
-	given atomic.Bool // Accept gave c
-	done  chan struct{}
-	shut  sync.Once
+	c      net.Conn
+	once   sync.Once
+	given  atomic.Bool   // Accept gave c
+	done   chan struct{} // closed when c is closed or hijacked
+	closed chan struct{} // closed by Close
+	doneMu sync.Once
+	shut   sync.Once
 }
 
 func (l *oneConn) Accept() (net.Conn, error) {
@@ -633,10 +651,13 @@ func (l *oneConn) Accept() (net.Conn, error) {
 		l.given.Store(true)
 		return c, nil
 	}
-	<-l.done
+	select {
+	case <-l.done:
+	case <-l.closed:
+	}
 	return nil, net.ErrClosed
 }
 
-func (l *oneConn) close()         { l.shut.Do(func() { close(l.done) }) }
-func (l *oneConn) Close() error   { l.close(); return nil }
+func (l *oneConn) connDone()      { l.doneMu.Do(func() { close(l.done) }) }
+func (l *oneConn) Close() error   { l.shut.Do(func() { close(l.closed) }); return nil }
 func (l *oneConn) Addr() net.Addr { return l.c.LocalAddr() }
