@@ -65,6 +65,9 @@ func (c *cli) serveProxy(ctx context.Context, cfg reqmtls.ClientConfig, o proxyO
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	// ctx also ends the goroutines below when the proxy fails to start.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	if o.authFile != "" {
 		creds, err := loadCredentials(o.authFile, pc.Logger)
 		if err != nil {
@@ -74,8 +77,13 @@ func (c *cli) serveProxy(ctx context.Context, cfg reqmtls.ClientConfig, o proxyO
 		go creds.watch(ctx, hup)
 	} else {
 		go func() {
-			for range hup {
-				pc.Logger.Info("SIGHUP: no -proxy-auth file to read again")
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					pc.Logger.Info("SIGHUP: no -proxy-auth file to read again")
+				}
 			}
 		}()
 	}
