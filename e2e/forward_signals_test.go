@@ -380,18 +380,20 @@ func TestForwardProxyIdleTimeout(t *testing.T) {
 	p := startProxyProc(t, "-server-cacert", siteRoot, "-idle-timeout", "200ms")
 
 	// A keep-alive connection after an http:// request.
+	origin := httptest.NewServer(site.Config.Handler)
+	defer origin.Close()
 	c, err := net.Dial("tcp", p.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(20 * time.Second))
-	req, _ := http.NewRequest(http.MethodGet, "http://"+strings.Replace(target, "127.0.0.1", "localhost", 1)+"/", nil)
-	req.Write(c)
+	req, _ := http.NewRequest(http.MethodGet, origin.URL+"/", nil)
+	req.WriteProxy(c)
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("http:// through the proxy: %v %v", resp, err)
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
@@ -411,8 +413,8 @@ func TestForwardProxyIdleTimeout(t *testing.T) {
 	req, _ = http.NewRequest(http.MethodGet, "https://"+target+"/", nil)
 	req.Write(tls)
 	ibr := bufio.NewReader(tls)
-	if resp, err = http.ReadResponse(ibr, req); err != nil {
-		t.Fatal(err)
+	if resp, err = http.ReadResponse(ibr, req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("https:// in a tunnel: %v %v", resp, err)
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
