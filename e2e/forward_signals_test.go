@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // proxyProc is a forward proxy process whose stderr the test reads.
@@ -176,9 +178,9 @@ func TestForwardProxySIGTERMWaits(t *testing.T) {
 	}
 }
 
-// TestForwardProxySIGTERMDrainsTunnels: at SIGTERM a request in flight
-// inside a CONNECT tunnel finishes and is logged, an idle tunnel is
-// closed, and the process exits 0; open tunnels are not cut.
+// TestForwardProxySIGTERMDrainsTunnels: at SIGTERM requests in flight
+// inside CONNECT tunnels (HTTP/1.1 and HTTP/2) finish and are logged, an
+// idle tunnel is closed, and the process exits 0; open tunnels are not cut.
 func TestForwardProxySIGTERMDrainsTunnels(t *testing.T) {
 	gotc, rel := make(chan struct{}, 16), make(chan struct{})
 	site := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -201,7 +203,7 @@ func TestForwardProxySIGTERMDrainsTunnels(t *testing.T) {
 	pool.AppendCertsFromPEM(data)
 
 	// tunnel opens a CONNECT tunnel and TLS inside it.
-	tunnel := func() (*tls.Conn, *bufio.Reader) {
+	tunnel := func(protos ...string) (*tls.Conn, *bufio.Reader) {
 		c, err := net.Dial("tcp", p.addr)
 		if err != nil {
 			t.Fatal(err)
@@ -214,7 +216,10 @@ func TestForwardProxySIGTERMDrainsTunnels(t *testing.T) {
 		if err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("CONNECT %s: %v %v", target, resp, err)
 		}
-		tc := tls.Client(&bufConn{Conn: c, r: br}, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}})
+		if len(protos) == 0 {
+			protos = []string{"http/1.1"}
+		}
+		tc := tls.Client(&bufConn{Conn: c, r: br}, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", NextProtos: protos})
 		return tc, bufio.NewReader(tc)
 	}
 	get := func(tc *tls.Conn, br *bufio.Reader, path string) (string, error) {
@@ -240,8 +245,29 @@ func TestForwardProxySIGTERMDrainsTunnels(t *testing.T) {
 		body string
 		err  error
 	}
-	res := make(chan result, 1)
+	res := make(chan result, 2)
 	go func() { b, err := get(busy, busyBR, "/slow"); res <- result{b, err} }()
+	// And one over HTTP/2, as curl and browsers speak in a tunnel.
+	h2tc, _ := tunnel("h2")
+	if err := h2tc.Handshake(); err != nil || h2tc.ConnectionState().NegotiatedProtocol != "h2" {
+		t.Fatalf("h2 in a tunnel: %v, %q", err, h2tc.ConnectionState().NegotiatedProtocol)
+	}
+	h2c, err := (&http2.Transport{}).NewClientConn(h2tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+target+"/slow", nil)
+		resp, err := h2c.RoundTrip(req)
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		res <- result{resp.Status + " " + string(b), err}
+	}()
+	<-gotc
 	<-gotc
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -252,8 +278,10 @@ func TestForwardProxySIGTERMDrainsTunnels(t *testing.T) {
 		t.Errorf("the idle tunnel sent bytes after SIGTERM")
 	}
 	close(rel)
-	if r := <-res; r.err != nil || r.body != "200 OK answered /slow\n" {
-		t.Errorf("a request in flight in a tunnel at SIGTERM: %q, %v", r.body, r.err)
+	for range 2 {
+		if r := <-res; r.err != nil || r.body != "200 OK answered /slow\n" {
+			t.Errorf("a request in flight in a tunnel at SIGTERM: %q, %v", r.body, r.err)
+		}
 	}
 	err, ok := p.exited()
 	if !ok {
