@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -119,6 +120,10 @@ type ClientConfig struct {
 	// 90 s for a Transport; for a Dialer's HTTP/2 connections 1 s, after
 	// which a ClientConn must be dialed again).
 	IdleTimeout time.Duration
+
+	// dialControl, set by NewForwardProxy, refuses destinations before
+	// connecting (client.Config.DialControl).
+	dialControl func(ctx context.Context, network, address string, c syscall.RawConn) error
 }
 
 func (c ClientConfig) internal() client.Config {
@@ -136,6 +141,7 @@ func (c ClientConfig) internal() client.Config {
 		Warn:    c.Warn,
 
 		IdleTimeout: c.IdleTimeout,
+		DialControl: c.dialControl,
 	}
 	cfg.Flags = c.Flags.s
 	if c.SignatureKey != nil {

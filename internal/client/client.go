@@ -67,6 +67,10 @@ type Config struct {
 	// does; nil for direct connections. HTTPS goes through a CONNECT
 	// tunnel, the handshake inside it unchanged.
 	Proxy func(*http.Request) (*url.URL, error)
+	// DialControl, if set, is the net.Dialer's ControlContext for direct
+	// connections to servers (not to a proxy): an error refuses the
+	// address before anything is sent to it.
+	DialControl func(ctx context.Context, network, address string, c syscall.RawConn) error
 	// Resolve maps "host:port" (as net.JoinHostPort writes it) to the
 	// "addr:port" to connect to instead, as curl's --resolve does; SNI,
 	// verification and the Host header keep the URL's host. Hosts match
@@ -410,7 +414,7 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string, proxy *ur
 		hs.Proxy = proxy.Redacted()
 		raw, err = c.dialTunnel(ctx, proxy, addr)
 	} else {
-		raw, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		raw, err = (&net.Dialer{ControlContext: c.cfg.DialControl}).DialContext(ctx, "tcp", addr)
 	}
 	if err != nil {
 		var e *Error
