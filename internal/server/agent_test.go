@@ -215,6 +215,7 @@ func TestAgentDenyAndWithdrawal(t *testing.T) {
 
 	// Denied: the open connection closes (the file is watched), a new
 	// handshake is refused with certificate_revoked.
+	denied := time.Now()
 	if err := os.WriteFile(denyFile, []byte("spki-sha256:"+spkiHex(selfCert)+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -222,6 +223,7 @@ func TestAgentDenyAndWithdrawal(t *testing.T) {
 		_, err := cl.RoundTrip(conn, mustGet(ts.url.String()))
 		return err != nil
 	})
+	t.Logf("the open connection refused requests %v after the deny list was written", time.Since(denied).Round(time.Millisecond))
 	if o := fetch(t, ts, p, self, "/debug"); o.err == nil || !strings.Contains(o.err.Error(), "certificate_revoked") {
 		t.Errorf("a denied certificate's handshake: %v, want certificate_revoked", o.err)
 	}
@@ -229,6 +231,7 @@ func TestAgentDenyAndWithdrawal(t *testing.T) {
 	// Withdrawn: the agent drops the other key from its directory; at the
 	// next fetch (asked for by a reload) its connection closes.
 	as.keys.Store(&[]crypto.Signer{sk})
+	withdrawn := time.Now()
 	if err := ts.Reload("test"); err != nil {
 		t.Fatal(err)
 	}
@@ -236,6 +239,7 @@ func TestAgentDenyAndWithdrawal(t *testing.T) {
 		_, err := ocl.RoundTrip(oconn, mustGet(ts.url.String()))
 		return err != nil
 	})
+	t.Logf("the open connection refused requests %v after the reload that fetched the directory without its key", time.Since(withdrawn).Round(time.Millisecond))
 	if !strings.Contains(ts.logs.String(), "is not in the agent's directory") {
 		t.Error("the closing line does not say the key left the directory")
 	}
