@@ -215,7 +215,9 @@ func TestAgentIdentityGateway(t *testing.T) {
 		}
 	}
 	check("withdrawn key", got, map[string]string{"Req-Mtls-Cert-Status": `~is not in the agent's directory`, "Req-Mtls-Cert-Store": "agent"})
-	if log, _ := os.ReadFile(accessLog); !strings.Contains(string(log), "cert_store=agent cert_agent="+agent) {
+	log, _ := os.ReadFile(accessLog)
+	if !strings.Contains(string(log), "cert_store=agent cert_agent="+agent) {
 		t.Errorf("the access log does not name the agent:\n%s", log)
 	}
+	t.Logf("the gateway's access log:\n%s", log)
 }
