@@ -191,27 +191,8 @@ func TestAgentDenyAndWithdrawal(t *testing.T) {
 			t.Logf("server log:\n%s", ts.logs)
 		}
 	}()
-	pool := x509.NewCertPool()
-	pool.AddCert(p.CA.Cert)
-	live := func(cfg client.Config) (*client.Client, *client.Conn) {
-		cfg.RootCAs = pool
-		cfg.IdleTimeout = time.Minute
-		cl, err := client.New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn, err := cl.Dial(context.Background(), ts.url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		if _, err := cl.RoundTrip(conn, mustGet(ts.url.String())); err != nil {
-			t.Fatalf("a request on the live connection: %v", err)
-		}
-		return cl, conn
-	}
-	cl, conn := live(self)
-	ocl, oconn := live(other)
+	cl, conn := liveConnWith(t, ts, p, self)
+	ocl, oconn := liveConnWith(t, ts, p, other)
 
 	// Denied: the open connection closes (the file is watched), a new
 	// handshake is refused with certificate_revoked.

@@ -292,9 +292,14 @@ func watchedServer(t *testing.T, p *testpki.PKI, cfg Config) *testServer {
 // name that only the server closes, and makes one request on it.
 func liveConn(t *testing.T, ts *testServer, p *testpki.PKI, name string) (*client.Client, *client.Conn) {
 	t.Helper()
+	return liveConnWith(t, ts, p, withCert(p, name, 80))
+}
+
+// liveConnWith is liveConn for a client config of the caller's.
+func liveConnWith(t *testing.T, ts *testServer, p *testpki.PKI, cfg client.Config) (*client.Client, *client.Conn) {
+	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AddCert(p.CA.Cert)
-	cfg := withCert(p, name, 80)
 	cfg.RootCAs = pool
 	cfg.IdleTimeout = time.Minute // the client keeps it: only the server may close it
 	cl, err := client.New(cfg)
