@@ -21,6 +21,7 @@ import (
 
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/bufpool"
+	"github.com/req-mtls/req-mtls/internal/policy"
 	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
 
@@ -158,6 +159,15 @@ type Timing struct {
 	Status   int           // the origin's status code, 0 when none came
 	Upstream time.Duration // from sending the request to the origin's response header
 	Err      string        // why the origin failed, if it did
+	// Verdict is the site's rules' verdict on the request, for the
+	// access log (the server sets it before the gateway runs).
+	Verdict policy.Verdict
+}
+
+// TimingOf returns the Timing r carries (WithTiming), or nil.
+func TimingOf(r *http.Request) *Timing {
+	t, _ := r.Context().Value(timingKey).(*Timing)
+	return t
 }
 
 // WithTiming returns a request whose context carries t for the gateway to

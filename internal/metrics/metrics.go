@@ -40,6 +40,7 @@ type Metrics struct {
 	reloads           *prometheus.CounterVec
 	upstreamRequests  *prometheus.CounterVec
 	webBotAuth        *prometheus.CounterVec
+	rules             *prometheus.CounterVec
 	upstreamDuration  prometheus.Histogram
 }
 
@@ -74,8 +75,11 @@ func New(certs func() (server *x509.Certificate, roots map[string][]*x509.Certif
 		Buckets: prometheus.DefBuckets})
 	m.webBotAuth = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reqmtls_web_bot_auth_requests_total",
 		Help: "Requests by the verdict on their Web Bot Auth signature: none, valid or invalid."}, []string{"status"})
+	m.rules = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reqmtls_rule_requests_total",
+		Help: "Requests a rule decided, by rule name, action, whether the rule is a shadow, and result: refused (the rule answered, or a shadow would have) or passed."},
+		[]string{"rule", "action", "shadow", "result"})
 	for _, c := range []prometheus.Collector{m.connsOpen, m.handshakes, m.failures, m.handshakeDuration, m.helloRejections,
-		m.reloads, m.upstreamRequests, m.upstreamDuration, m.webBotAuth} {
+		m.reloads, m.upstreamRequests, m.upstreamDuration, m.webBotAuth, m.rules} {
 		f(c)
 	}
 	if crls != nil {
@@ -189,6 +193,15 @@ func FailureReason(err error) string {
 
 // WebBotAuth counts a request's signature verdict.
 func (m *Metrics) WebBotAuth(status string) { m.webBotAuth.WithLabelValues(status).Inc() }
+
+// Rule counts a request a rule decided (or, shadow, would have).
+func (m *Metrics) Rule(name, action string, shadow, refused bool) {
+	result := "passed"
+	if refused {
+		result = "refused"
+	}
+	m.rules.WithLabelValues(name, action, strconv.FormatBool(shadow), result).Inc()
+}
 
 // Reload counts a reload of one part.
 func (m *Metrics) Reload(part string, err error) {

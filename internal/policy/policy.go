@@ -132,11 +132,11 @@ type Engine struct {
 
 type rule struct {
 	Rule
-	action   Action
-	sha      [32]byte
-	hasSHA   bool
-	rate     float64 // tokens per second
-	bucket   string  // the prefix of its buckets' keys: the rule's name
+	action Action
+	sha    [32]byte
+	hasSHA bool
+	rate   float64 // tokens per second
+	bucket string  // the prefix of its buckets' keys: the rule's name
 }
 
 // A Problem is what is wrong with one key of one rule.
@@ -235,7 +235,9 @@ func Compile(rules []Rule, lim Limiter) (*Engine, []Problem) {
 		case "limit":
 			c.action = Limit
 			rate, err := ParseRate(r.Rate)
-			if err != nil {
+			if r.Rate == "" {
+				bad(i, "rate", "a limit needs a rate, such as 10/s or 600/m")
+			} else if err != nil {
 				bad(i, "rate", "%v", err)
 			}
 			c.rate = rate

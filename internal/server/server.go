@@ -32,6 +32,7 @@ import (
 
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/metrics"
+	"github.com/req-mtls/req-mtls/internal/policy"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
 	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
@@ -109,6 +110,11 @@ type Config struct {
 	PagesPath string
 	// AccessLog, if set, receives a line per request.
 	AccessLog *slog.Logger
+	// Rules are the rules in force at the start (SetRules replaces
+	// them), Limiter the buckets of their limit rules (default: this
+	// process's, policy.NewLocal).
+	Rules   *policy.Engine
+	Limiter policy.Limiter
 	// TLS is a base config for what request mTLS leaves alone (curves,
 	// say); see auth.Authenticator.TLSConfig. May be nil.
 	TLS *tls.Config
@@ -138,6 +144,8 @@ type Server struct {
 	refusedLimit *rateLimiter // "too many handshakes" log lines
 	metrics      *metrics.Metrics
 	draining     atomic.Bool
+	rules        atomic.Pointer[policy.Engine] // the rules in force (rules.go)
+	limiter      policy.Limiter
 	inFlight     atomic.Int64 // handshakes in progress, over every listener
 }
 
@@ -241,7 +249,12 @@ func New(cfg Config) (*Server, error) {
 		mux.Handle("/", h)
 		h = mux
 	}
-	h = observe(h, m, cfg.AccessLog, cfg.Signatures)
+	s.limiter = cfg.Limiter
+	if s.limiter == nil {
+		s.limiter = policy.NewLocal(0)
+	}
+	s.rules.Store(cfg.Rules)
+	h = observe(s.enforce(h), m, cfg.AccessLog, cfg.Signatures)
 	s.http = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,

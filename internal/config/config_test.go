@@ -1,0 +1,129 @@
+package config
+
+import (
+	"flag"
+	"io"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/req-mtls/req-mtls/server"
+)
+
+// The same settings by flags and by a file make the same Config.
+func TestFlagsAndFileAgree(t *testing.T) {
+	byFlags := Defaults()
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	byFlags.Flags(fs)
+	err := fs.Parse([]string{"-cert", "s.crt", "-key", "s.key", "-client-cacert", "ca.crt", "-client-auth", "verify",
+		"-upstream", "http://127.0.0.1:8080", "-max-request-body", "1MiB", "-upstream-max-conns", "0",
+		"-proxy-protocol-from", "10.0.0.0/8,192.0.2.1", "-signature-directory", "a.pem,b.pem",
+		"-idle-timeout", "30s", "-access-log", "-", "-v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := byFlags.Validate(func(k string) string { return "-" + FlagName(k) }); p != nil {
+		t.Fatal(p)
+	}
+	f, err := Parse("c.yaml", []byte(`
+cert: s.crt
+key: s.key
+client_cacert: ca.crt
+client_auth: verify
+upstream: http://127.0.0.1:8080
+max_request_body: 1MiB
+upstream_max_conns: 0
+proxy_protocol_from: [10.0.0.0/8, 192.0.2.1]
+signature_directory: [a.pem, b.pem]
+idle_timeout: 30s
+access_log: "-"
+v: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(byFlags, f.Config) {
+		t.Errorf("by flags:\n%+v\nby file:\n%+v", byFlags, f.Config)
+	}
+	want := Defaults()
+	want.CertFile, want.KeyFile, want.ClientCAFile, want.Policy = "s.crt", "s.key", "ca.crt", server.PolicyVerify
+	want.Upstream, want.MaxRequestBody, want.MaxUpstreamConns = "http://127.0.0.1:8080", 1<<20, -1
+	want.ProxyProtocolFrom = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.1/32")}
+	want.SignatureDirectoryKeyFiles = []string{"a.pem", "b.pem"}
+	want.IdleTimeout, want.AccessLog, want.Verbose = 30*time.Second, "-", true
+	if !reflect.DeepEqual(want, f.Config) {
+		t.Errorf("by file:\n%+v\nwant:\n%+v", f.Config, want)
+	}
+}
+
+// Every flag is a key, and every key but the rules a flag.
+func TestEveryKeyAFlag(t *testing.T) {
+	c := Defaults()
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	c.Flags(fs)
+	for _, kv := range c.Fields() {
+		if kv.Key == "rules" {
+			continue
+		}
+		if fs.Lookup(FlagName(kv.Key)) == nil {
+			t.Errorf("key %s has no flag -%s", kv.Key, FlagName(kv.Key))
+		}
+	}
+	for _, name := range []string{"cert", "key", "listen-addr", "client-cacert", "client-auth", "upstream", "signature-agents", "access-log", "admin-addr", "acme-domain", "acme-cacert", "max-hello-memory", "v"} {
+		if fs.Lookup(name) == nil {
+			t.Errorf("no flag -%s", name)
+		}
+	}
+}
+
+func TestFileErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, file, want string
+	}{
+		{"UnknownKey", "cert: a\nkey: b\nlisten_adr: x\n", `c.yaml:3: unknown field "listen_adr"`},
+		{"WrongType", "cert: a\nkey: b\nmax_handshakes: lots\n", `c.yaml:3: max_handshakes: want a number, not a string`},
+		{"WrongDuration", "cert: a\nkey: b\nidle_timeout: soon\n", `c.yaml:3: idle_timeout: "soon" is not a duration`},
+		{"BadPolicy", "cert: a\nkey: b\nclient_auth: sometimes\n", `c.yaml:3: client_auth: unknown client-auth policy "sometimes"`},
+		{"BadSize", "cert: a\n\nmax_request_body: 10XB\nkey: b\n", `c.yaml:3: max_request_body: "10XB" is not a size`},
+		{"BadPrefix", "cert: a\nkey: b\nproxy_protocol_from:\n  - 10.0.0.0/8\n  - lb.example\n", `c.yaml:5: proxy_protocol_from[1]: "lb.example" is neither an address nor a CIDR prefix`},
+		{"UnknownRuleKey", "cert: a\nkey: b\nrules:\n  - name: x\n    action: allow\n    matc: {}\n", `c.yaml:6: rules[0].matc: unknown field "matc"`},
+		{"Syntax", "cert: [a\n", `c.yaml:1: sequence end token ']' not found`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("c.yaml", []byte(tc.file))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Parse: %v; want an error with %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidateNamesLines(t *testing.T) {
+	f, err := Parse("c.yaml", []byte(`key: b
+handshake_timeout: 0s
+rules:
+  - name: x
+    match:
+      cert: maybe
+    action: deny
+  - name: y
+    action: limit
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `c.yaml: cert and key are required (or acme_domain)
+c.yaml:2: handshake_timeout must be positive, not 0s
+c.yaml:6: rules[0].match.cert: "maybe": want valid, invalid, none
+c.yaml:8: rules[1].rate: a limit needs a rate, such as 10/s or 600/m
+c.yaml:8: rules[1].burst: a limit needs a burst of 1 or more`
+	if err := f.Validate(); err == nil || err.Error() != want {
+		t.Errorf("Validate:\n%v\nwant:\n%s", err, want)
+	}
+}
