@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -84,4 +85,83 @@ listen_addr: 127.0.0.1:0
 		t.Errorf("by flags:\n%s\nby file:\n%s", a, b)
 	}
 	t.Logf("both: %s", a)
+}
+
+// docsBlock returns the fenced block that follows the HTML comment marker
+// in a page of docs/.
+func docsBlock(t *testing.T, page, marker string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "docs", page))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(data), "<!-- "+marker+" -->\n```")
+	if !ok {
+		t.Fatalf("docs/%s has no block after <!-- %s -->", page, marker)
+	}
+	_, body, _ := strings.Cut(after, "\n")
+	body, _, ok = strings.Cut(body, "\n```")
+	if !ok {
+		t.Fatalf("docs/%s: the block after <!-- %s --> does not end", page, marker)
+	}
+	return body + "\n"
+}
+
+// TestBotIdentityPythonOrigin: the Python origin of docs/config.md behind
+// the gateway greets a bot by the name Bot-Identity gives for each layer
+// that verified, and refuses a client that verified none, whatever
+// Bot-Identity it sends itself.
+func TestBotIdentityPythonOrigin(t *testing.T) {
+	python := needPeer(t, "python3")
+	p := newPKI(t)
+	dir := t.TempDir()
+	originAddr := freeAddr(t)
+	_, port, _ := strings.Cut(originAddr, ":")
+	src := docsBlock(t, "config.md", "origin: bot-identity")
+	if !strings.Contains(src, "8080") {
+		t.Fatalf("the origin listens on no port 8080:\n%s", src)
+	}
+	script := filepath.Join(dir, "origin.py")
+	if err := os.WriteFile(script, []byte(strings.ReplaceAll(src, "8080", port)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	origin := exec.Command(python, script)
+	var originLog strings.Builder
+	origin.Stderr = &originLog
+	if err := origin.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { origin.Process.Kill(); origin.Wait() })
+	waitListening(t, originAddr, originLog.String)
+
+	key := filepath.Join(dir, "bot.key")
+	run(t, nil, filepath.Join(binDir, "gencert"), "-signature-key", key)
+	agents := filepath.Join(dir, "agents")
+	if err := os.WriteFile(agents, []byte("https://bot.example "+key+".jwks\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := startGateway(t, p, "http://"+originAddr, "-bot-cacert", p.f("rootCA.crt"), "-signature-agents", agents)
+	url := "https://" + addr + "/"
+	cert := []string{"-tlsflags", "80", "-cert", p.f("client.crt"), "-key", p.f("client.key")}
+	sign := []string{"-sign-key", key, "-signature-agent", "https://bot.example"}
+	spoof := []string{"-H", `Bot-Identity: dns="evil.example", layers=(tls)`, "-H", `Bot_Identity: agent="https://evil.example", layers=(signature)`,
+		"-H", `BOT-IDENTITY: dns="evil.example", layers=(tls)`}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"Cert", cert, "HTTP/2.0 200 OK\n.*\n\nhello client.example, verified by tls\n"},
+		{"Signature", sign, "HTTP/2.0 200 OK\n.*\n\nhello https://bot.example, verified by signature\n"},
+		{"CertAndSignature", append(append(append([]string{}, cert...), sign...), spoof...), "HTTP/2.0 200 OK\n.*\n\nhello client.example, verified by tls and signature\n"},
+		{"Neither_Spoofed", spoof, "HTTP/2.0 403 Forbidden\n.*\n\nverified bots only\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append(append([]string{"-i", "-server-cacert", p.f("rootCA.crt")}, tc.args...), "-connect", url)
+			out, _ := runErr(nil, filepath.Join(binDir, "client"), args...)
+			if !regexp.MustCompile(`(?s)^` + tc.want).MatchString(out) {
+				t.Errorf("client saw:\n%s\nwant %q", out, tc.want)
+			}
+		})
+	}
 }

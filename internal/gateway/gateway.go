@@ -214,7 +214,8 @@ func (g *gateway) setOurs(out http.Header, in *http.Request) {
 	}
 	out["Forwarded"] = []string{forwarded}
 	id := Identity{}
-	if c := g.cfg.ConnOf(in); c != nil && c.Decision() != nil {
+	c := g.cfg.ConnOf(in)
+	if c != nil && c.Decision() != nil {
 		// The identity fields come from the handshake's decision, which
 		// never changes: encoded once per connection (the leaf's
 		// base64 and hash are most of their cost), copied per request.
@@ -233,12 +234,27 @@ func (g *gateway) setOurs(out http.Header, in *http.Request) {
 		}
 		id.Set(out, g.cfg.XFCC, g.cfg.XFCCBy)
 	}
-	if res, ok := webbotauth.ResultOf(in); ok {
+	res, ok := webbotauth.ResultOf(in)
+	if ok {
 		// The verdict the server made on this request (one per
 		// request, webbotauth.WithResult).
 		SetWebBotAuth(out, res, id.Decision)
 	}
+	var bi string
+	if res.Status != "valid" && c != nil && id.Decision != nil {
+		// The certificate alone: the same on every request of the
+		// connection.
+		bi = c.Memo(botIdentityKey{}, func() any { return BotIdentity(id.Decision, res) }).(string)
+	} else {
+		bi = BotIdentity(id.Decision, res)
+	}
+	if bi != "" {
+		out[HeaderBotIdentity] = []string{bi}
+	}
 }
+
+// botIdentityKey keys a connection's Bot-Identity in auth.Conn.Memo.
+type botIdentityKey struct{}
 
 // timed measures the origin's time to its response header for the access
 // log.
