@@ -268,4 +268,3 @@ func requestLine(t *testing.T, file string, n int, path string) string {
 	t.Fatalf("no access log line %d (for %s) in %s", n, path, file)
 	return ""
 }
-
