@@ -221,6 +221,87 @@ type Config struct {
 	// in reqmtls_rule_requests_total. Server.SetRules replaces them on a
 	// running server.
 	Rules []Rule `yaml:"rules"`
+
+	// Sites, if set, are the sites served on the address, each with
+	// its own names (Hosts, matched against SNI and Host), certificate,
+	// client authentication, origin, agents and rules: a handshake gets
+	// the site whose Hosts hold its SNI, the first when none does (as
+	// nginx's default server), and a request whose Host names another
+	// site than its handshake's is answered 421 Misdirected Request.
+	// The keys Config gives are the defaults of every site's; with
+	// Sites, Config's own are no site of their own.
+	Sites []Site `yaml:"sites"`
+}
+
+// A Site is one of Config.Sites. A key left out (empty, or nil) is
+// Config's.
+type Site struct {
+	// Hosts are the site's names, without regard to case;
+	// "*.example.com" matches one label in front of example.com.
+	Hosts []string `yaml:"hosts"`
+
+	CertFile      string  `yaml:"cert"`
+	KeyFile       string  `yaml:"key"`
+	ClientCAFile  string  `yaml:"client_cacert"`
+	BotCAFile     string  `yaml:"bot_cacert"`
+	ClientCRLFile string  `yaml:"client_crl"`
+	Policy        *Policy `yaml:"client_auth"`
+
+	// SignatureAgentsFile lists the agents whose Web Bot Auth
+	// signatures the site verifies (with Config's
+	// SignatureAgentsCAFile and SignatureSkew).
+	SignatureAgentsFile string `yaml:"signature_agents"`
+	// Upstream is the site's origin, for bin/server, which makes the
+	// site's Handler a gateway to it (with the rest of its
+	// GatewayConfig); Go programs set Handler.
+	Upstream string       `yaml:"upstream"`
+	Handler  http.Handler `yaml:"-"`
+	// Rules are the site's rules; nil is Config's, an empty list none.
+	Rules []Rule `yaml:"rules"`
+}
+
+// Resolved returns the site as served: each key it leaves out filled from
+// c.
+func (st Site) Resolved(c Config) Site {
+	if st.CertFile == "" && st.KeyFile == "" {
+		st.CertFile, st.KeyFile = c.CertFile, c.KeyFile
+	}
+	for _, f := range []struct {
+		site *string
+		top  string
+	}{
+		{&st.ClientCAFile, c.ClientCAFile}, {&st.BotCAFile, c.BotCAFile}, {&st.ClientCRLFile, c.ClientCRLFile},
+		{&st.SignatureAgentsFile, c.SignatureAgentsFile},
+	} {
+		if *f.site == "" {
+			*f.site = f.top
+		}
+	}
+	if st.Policy == nil {
+		st.Policy = &c.Policy
+	}
+	if st.Handler == nil {
+		st.Handler = c.Handler
+	}
+	if st.Rules == nil {
+		st.Rules = c.Rules
+	}
+	return st
+}
+
+// SitesOf returns the sites c describes, resolved: Config.Sites, or the
+// one site of Config's own keys.
+func (c Config) SitesOf() []Site {
+	if len(c.Sites) == 0 {
+		p := c.Policy
+		return []Site{{CertFile: c.CertFile, KeyFile: c.KeyFile, ClientCAFile: c.ClientCAFile, BotCAFile: c.BotCAFile,
+			ClientCRLFile: c.ClientCRLFile, Policy: &p, SignatureAgentsFile: c.SignatureAgentsFile, Handler: c.Handler, Rules: c.Rules}}
+	}
+	out := make([]Site, len(c.Sites))
+	for i, st := range c.Sites {
+		out[i] = st.Resolved(c)
+	}
+	return out
 }
 
 func (c Config) auth() auth.Config {
@@ -428,34 +509,49 @@ func New(cfg Config) (*Server, error) {
 		}
 		dirKeys = append(dirKeys, k)
 	}
-	var sigs *webbotauth.Verifier
-	if cfg.SignatureAgentsFile != "" {
-		v, err := newSignatureVerifier(cfg.SignatureAgentsFile, cfg.SignatureAgentsCAFile, cfg.SignatureSkew, cfg.Now, cfg.Logger)
-		if err != nil {
-			return nil, err
-		}
-		sigs = v.v
-	}
 	lim := policy.NewLocal(0)
-	rules, err := compileRules(cfg.Rules, lim)
-	if err != nil {
-		return nil, err
+	var sites []srv.Site
+	for i, st := range cfg.SitesOf() {
+		where := func(err error) error {
+			if len(cfg.Sites) == 0 {
+				return err
+			}
+			return fmt.Errorf("site %d (%s): %w", i, strings.Join(st.Hosts, ", "), err)
+		}
+		var sigs *webbotauth.Verifier
+		if st.SignatureAgentsFile != "" {
+			v, err := newSignatureVerifier(st.SignatureAgentsFile, cfg.SignatureAgentsCAFile, cfg.SignatureSkew, cfg.Now, cfg.Logger)
+			if err != nil {
+				return nil, where(err)
+			}
+			sigs = v.v
+		}
+		rules, err := compileRules(st.Rules, lim)
+		if err != nil {
+			return nil, where(err)
+		}
+		sites = append(sites, srv.Site{Hosts: st.Hosts,
+			Files:  srv.Files{Cert: st.CertFile, Key: st.KeyFile, ClientCA: st.ClientCAFile, BotCA: st.BotCAFile, ClientCRL: st.ClientCRLFile},
+			Policy: auth.Policy(*st.Policy), Handler: st.Handler, Signatures: sigs, Rules: rules})
 	}
+	first := sites[0]
+	first.Files.TicketKeys = cfg.TicketKeysFile
 	s, err := srv.New(srv.Config{
-		Rules:         rules,
-		Limiter:       lim,
-		Signatures:    sigs,
-		DirectoryKeys: dirKeys,
-		Files: srv.Files{Cert: cfg.CertFile, Key: cfg.KeyFile, ClientCA: cfg.ClientCAFile, BotCA: cfg.BotCAFile,
-			TicketKeys: cfg.TicketKeysFile, ClientCRL: cfg.ClientCRLFile},
-		Policy:            auth.Policy(cfg.Policy),
+		Hosts:             first.Hosts,
+		Sites:             sites[1:],
+		Rules:             first.Rules,
+		Limiter:           lim,
+		Signatures:        first.Signatures,
+		DirectoryKeys:     dirKeys,
+		Files:             first.Files,
+		Policy:            first.Policy,
 		HandshakeTimeout:  cfg.HandshakeTimeout,
 		MaxHandshakes:     cfg.MaxHandshakes,
 		MaxHelloBytes:     cfg.MaxHelloBytes,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		RecheckInterval:   cfg.RecheckInterval,
-		Handler:           cfg.Handler,
+		Handler:           first.Handler,
 		PagesPath:         cfg.PagesPath,
 		ProxyProtocolFrom: cfg.ProxyProtocolFrom,
 		DrainDelay:        cfg.DrainDelay,
@@ -495,6 +591,27 @@ func (s *Server) SetRules(rules []Rule) error {
 	}
 	s.s.SetRules(e)
 	return nil
+}
+
+// SetConfigRules puts in force the rules cfg gives each site (Config.Rules,
+// or each of Config.Sites' own): all of them or, when any does not compile,
+// none, every problem named. The sites themselves (their number and order)
+// are the server's since New.
+func (s *Server) SetConfigRules(cfg Config) error {
+	var engines []*policy.Engine
+	var errs []error
+	for i, st := range cfg.SitesOf() {
+		e, err := compileRules(st.Rules, s.s.Limiter())
+		if err != nil && len(cfg.Sites) > 0 {
+			err = fmt.Errorf("site %d (%s): %w", i, strings.Join(st.Hosts, ", "), err)
+		}
+		engines = append(engines, e)
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return s.s.SetSitesRules(engines)
 }
 
 // Authenticator returns the server's Authenticator.

@@ -38,17 +38,36 @@ func configReloader(name string, running config.Config, srv *server.Server, log 
 			log.Error("configuration not reloaded: keeping the running one", "trigger", trigger, "file", name, "err", err)
 			return
 		}
-		if err := srv.SetRules(f.Rules); err != nil {
+		if err := srv.SetConfigRules(f.Config.Config); err != nil {
 			log.Error("configuration not reloaded: keeping the running one", "trigger", trigger, "file", name, "err", err)
 			return
 		}
-		next := f.Config
-		next.Rules, running.Rules = nil, nil
-		if changed := changedKeys(running, next); len(changed) > 0 {
+		next, was := f.Config, running
+		next.Rules, was.Rules = nil, nil
+		next.Sites, was.Sites = withoutRules(next.Sites), withoutRules(was.Sites)
+		if changed := changedKeys(was, next); len(changed) > 0 {
 			log.Warn("configuration reloaded, but these keys apply at the next start", "trigger", trigger, "file", name, "keys", changed)
 		}
-		log.Info("configuration reloaded", "trigger", trigger, "file", name, "rules", len(f.Rules))
+		rules := len(f.Rules)
+		if len(f.Sites) > 0 {
+			rules = 0
+			for _, st := range f.SitesOf() {
+				rules += len(st.Rules)
+			}
+		}
+		log.Info("configuration reloaded", "trigger", trigger, "file", name, "rules", rules)
 	}
+}
+
+// withoutRules is a copy of sites without their rules and handlers, for
+// changedKeys: rules are reloaded, handlers are made from the other keys.
+func withoutRules(sites []server.Site) []server.Site {
+	out := make([]server.Site, len(sites))
+	for i, st := range sites {
+		st.Rules, st.Handler = nil, nil
+		out[i] = st
+	}
+	return out
 }
 
 // changedKeys lists the keys whose values differ between a and b.

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -43,8 +44,9 @@ keeps the last good state. SIGINT or SIGTERM shuts down gracefully.
 
 With -config, every setting comes from a YAML file instead, whose keys are
 the flags' names with _ for - (listen_addr, client_cacert, ...), plus the
-site's rules (docs/site.md); the file is read again on SIGHUP and when it
-changes, and a bad one keeps the running configuration.
+site's rules and several sites on one address (docs/config.md); the file is
+read again on SIGHUP and when it changes, and a bad one keeps the running
+configuration.
 
 Options:
   -config FILE              read the settings from this YAML file (no other
@@ -315,6 +317,9 @@ func run(args []string, stderr io.Writer) int {
 	if cfg.Upstream != "" {
 		attrs = append(attrs, "upstream", cfg.Upstream)
 	}
+	if len(cfg.Sites) > 0 {
+		attrs = append(attrs, "sites", len(cfg.Sites))
+	}
 	if len(cfg.Rules) > 0 {
 		attrs = append(attrs, "rules", len(cfg.Rules))
 	}
@@ -374,16 +379,31 @@ func run(args []string, stderr io.Writer) int {
 // make: the gateway (with upstream), the pages' handler, ACME.
 func build(cfg *config.Config, sc *server.Config, log *slog.Logger) (http.Handler, error) {
 	sc.PagesPath = cfg.PagesPath
-	if cfg.Upstream != "" {
+	gateway := func(upstream string) (http.Handler, error) {
 		gc := cfg.GatewayConfig
-		gc.Logger = log
-		gw, err := server.NewGateway(gc)
+		gc.Upstream, gc.Logger = upstream, log
+		return server.NewGateway(gc)
+	}
+	if cfg.Upstream != "" {
+		gw, err := gateway(cfg.Upstream)
 		if err != nil {
 			return nil, err
 		}
 		sc.Handler = gw
 	} else if cfg.PagesPath != "/" {
 		sc.Handler = http.NotFoundHandler()
+	}
+	// Each site with an origin of its own gets a gateway to it; the others
+	// take the top level's handler. (A copy: cfg's sites stay as read.)
+	sc.Sites = slices.Clone(sc.Sites)
+	for i, st := range sc.Sites {
+		if st.Upstream != "" && st.Upstream != cfg.Upstream {
+			gw, err := gateway(st.Upstream)
+			if err != nil {
+				return nil, fmt.Errorf("sites[%d]: %w", i, err)
+			}
+			sc.Sites[i].Handler = gw
+		}
 	}
 	if len(cfg.Domains) > 0 {
 		ac := cfg.ACMEConfig

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -413,21 +414,28 @@ func (c *Config) Validate(name func(key string) string) []Problem {
 	}
 	k := name
 	acme := len(c.Domains) > 0
+	sitesCerts := len(c.Sites) > 0 && !slices.ContainsFunc(c.Sites, func(s server.Site) bool { return s.CertFile == "" && s.KeyFile == "" })
 	switch {
 	case acme && (c.CertFile != "" || c.KeyFile != ""):
 		bad("acme_domain", "%s replaces %s and %s: give one or the other", k("acme_domain"), k("cert"), k("key"))
-	case !acme && (c.CertFile == "" || c.KeyFile == ""):
-		bad("cert", "%s and %s are required (or %s)", k("cert"), k("key"), k("acme_domain"))
+	case !acme && (c.CertFile == "" || c.KeyFile == "") && !sitesCerts:
+		if len(c.Sites) > 0 {
+			bad("cert", "%s and %s are required, for every site or once for all (or %s)", k("cert"), k("key"), k("acme_domain"))
+		} else {
+			bad("cert", "%s and %s are required (or %s)", k("cert"), k("key"), k("acme_domain"))
+		}
 	case !acme && (c.DirectoryURL != "" || c.Email != "" || c.ACMECACert != ""):
 		bad("acme_directory", "%s, %s and %s go with %s", k("acme_directory"), k("acme_email"), k("acme_cacert"), k("acme_domain"))
 	}
-	if c.ClientCRLFile != "" && c.ClientCAFile == "" && c.BotCAFile == "" {
+	// (With sites, these hold of each site as resolved: validateSites.)
+	single := len(c.Sites) == 0
+	if single && c.ClientCRLFile != "" && c.ClientCAFile == "" && c.BotCAFile == "" {
 		bad("client_crl", "%s needs %s or %s: the CRLs are checked against their CAs", k("client_crl"), k("client_cacert"), k("bot_cacert"))
 	}
-	if c.Policy != server.PolicyRequest && c.ClientCAFile == "" && c.BotCAFile == "" {
+	if single && c.Policy != server.PolicyRequest && c.ClientCAFile == "" && c.BotCAFile == "" {
 		bad("client_auth", "%s %s needs %s or %s", k("client_auth"), c.Policy, k("client_cacert"), k("bot_cacert"))
 	}
-	if c.Policy == server.PolicyAlways && c.ClientCAFile == "" {
+	if single && c.Policy == server.PolicyAlways && c.ClientCAFile == "" {
 		bad("client_auth", "%s always needs %s (for clients that send no flag)", k("client_auth"), k("client_cacert"))
 	}
 	if c.PprofAddr != "" {
@@ -448,16 +456,19 @@ func (c *Config) Validate(name func(key string) string) []Problem {
 	if c.MaxHelloBytes <= 0 {
 		bad("max_hello_memory", "%s: want a positive size", k("max_hello_memory"))
 	}
+	upstream := c.Upstream != "" || slices.ContainsFunc(c.Sites, func(s server.Site) bool { return s.Upstream != "" })
 	switch {
-	case c.PagesPath == "" && c.Upstream == "":
+	case c.PagesPath == "" && !upstream:
 		c.PagesPath = "/"
 	case c.PagesPath == "off" || c.PagesPath == "":
 		c.PagesPath = ""
-		if c.Upstream == "" {
+		if !upstream {
 			bad("pages", "%s off leaves nothing to serve without %s", k("pages"), k("upstream"))
 		}
 	case !strings.HasPrefix(c.PagesPath, "/"):
 		bad("pages", "%s must be a path starting with / or off, not %q", k("pages"), c.PagesPath)
+	case c.PagesPath == "/" && upstream:
+		bad("pages", "%s / leaves no path to the origin: mount the pages under one, such as /.well-known/req-mtls/", k("pages"))
 	case !strings.HasSuffix(c.PagesPath, "/"):
 		c.PagesPath += "/"
 	}
@@ -473,7 +484,7 @@ func (c *Config) Validate(name func(key string) string) []Problem {
 	if c.SignatureAgentsCAFile != "" && c.SignatureAgentsFile == "" {
 		bad("signature_agents_cacert", "%s goes with %s", k("signature_agents_cacert"), k("signature_agents"))
 	}
-	if c.Upstream == "" && (c.UpstreamCertFile != "" || c.UpstreamKeyFile != "" || c.UpstreamCAFile != "" || c.XFCC || c.MaxResponseBody != 0) {
+	if !upstream && (c.UpstreamCertFile != "" || c.UpstreamKeyFile != "" || c.UpstreamCAFile != "" || c.XFCC || c.MaxResponseBody != 0) {
 		bad("upstream", "%s , %s and %s go with %s", k("upstream")+"-*", k("xfcc"), k("max_response_body"), k("upstream"))
 	}
 	for _, d := range []struct {
@@ -491,6 +502,56 @@ func (c *Config) Validate(name func(key string) string) []Problem {
 		for _, p := range rp {
 			key := fmt.Sprintf("rules[%d].%s", p.Index, p.Key)
 			bad(key, "%s: %s", key, p.Msg)
+		}
+	}
+	probs = append(probs, c.validateSites()...)
+	return probs
+}
+
+// validateSites checks each of sites, resolved (a key a site leaves out
+// is the top level's): its hosts, its certificate, its client
+// authentication, its rules. Sites are the file's alone: the problems
+// name file keys.
+func (c *Config) validateSites() []Problem {
+	var probs []Problem
+	bad := func(key, format string, a ...any) {
+		probs = append(probs, Problem{Key: key, Msg: key + ": " + fmt.Sprintf(format, a...)})
+	}
+	hosts := map[string]int{}
+	for i, raw := range c.Sites {
+		at := fmt.Sprintf("sites[%d]", i)
+		st := raw.Resolved(c.Config)
+		if len(st.Hosts) == 0 {
+			bad(at+".hosts", "every site needs hosts: the names it answers to")
+		}
+		for j, h := range st.Hosts {
+			lh := strings.ToLower(h)
+			switch {
+			case h == "" || strings.ContainsAny(h, " /:") || (strings.Contains(h, "*") && (!strings.HasPrefix(h, "*.") || strings.Count(h, "*") > 1)):
+				bad(fmt.Sprintf("%s.hosts[%d]", at, j), "%q: want a DNS name, or *.name for one label in front of name", h)
+			case hosts[lh] != 0:
+				bad(fmt.Sprintf("%s.hosts[%d]", at, j), "%q is also sites[%d]'s", h, hosts[lh]-1)
+			default:
+				hosts[lh] = i + 1
+			}
+		}
+		if (raw.CertFile == "") != (raw.KeyFile == "") {
+			bad(at+".cert", "cert and key go together")
+		}
+		if st.ClientCRLFile != "" && st.ClientCAFile == "" && st.BotCAFile == "" {
+			bad(at+".client_crl", "client_crl needs client_cacert or bot_cacert: the CRLs are checked against their CAs")
+		}
+		if *st.Policy != server.PolicyRequest && st.ClientCAFile == "" && st.BotCAFile == "" {
+			bad(at+".client_auth", "client_auth %s needs client_cacert or bot_cacert", *st.Policy)
+		}
+		if *st.Policy == server.PolicyAlways && st.ClientCAFile == "" {
+			bad(at+".client_auth", "client_auth always needs client_cacert (for clients that send no flag)")
+		}
+		if _, rp := policy.Compile(raw.Rules, policy.NewLocal(1)); rp != nil {
+			for _, p := range rp {
+				key := fmt.Sprintf("%s.rules[%d].%s", at, p.Index, p.Key)
+				probs = append(probs, Problem{Key: key, Msg: key + ": " + p.Msg})
+			}
 		}
 	}
 	return probs

@@ -62,13 +62,13 @@ v: true
 	}
 }
 
-// Every flag is a key, and every key but the rules a flag.
+// Every flag is a key, and every key but the rules and the sites a flag.
 func TestEveryKeyAFlag(t *testing.T) {
 	c := Defaults()
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	c.Flags(fs)
 	for _, kv := range c.Fields() {
-		if kv.Key == "rules" {
+		if kv.Key == "rules" || kv.Key == "sites" {
 			continue
 		}
 		if fs.Lookup(FlagName(kv.Key)) == nil {
@@ -94,6 +94,8 @@ func TestFileErrors(t *testing.T) {
 		{"BadPrefix", "cert: a\nkey: b\nproxy_protocol_from:\n  - 10.0.0.0/8\n  - lb.example\n", `c.yaml:5: proxy_protocol_from[1]: "lb.example" is neither an address nor a CIDR prefix`},
 		{"UnknownRuleKey", "cert: a\nkey: b\nrules:\n  - name: x\n    action: allow\n    matc: {}\n", `c.yaml:6: rules[0].matc: unknown field "matc"`},
 		{"Syntax", "cert: [a\n", `c.yaml:1: sequence end token ']' not found`},
+		{"UnknownSiteKey", "sites:\n  - hosts: [a.example]\n    upstrem: http://x\n", `c.yaml:3: sites[0].upstrem: unknown field "upstrem"`},
+		{"BadSitePolicy", "sites:\n  - hosts: [a.example]\n\n    client_auth: often\n", `c.yaml:4: sites[0].client_auth: unknown client-auth policy "often"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("c.yaml", []byte(tc.file))
@@ -125,5 +127,69 @@ c.yaml:8: rules[1].rate: a limit needs a rate, such as 10/s or 600/m
 c.yaml:8: rules[1].burst: a limit needs a burst of 1 or more`
 	if err := f.Validate(); err == nil || err.Error() != want {
 		t.Errorf("Validate:\n%v\nwant:\n%s", err, want)
+	}
+}
+
+// TestSites: a site's keys as read, each key a site leaves out the top
+// level's, and every problem of a site named by its file line and key.
+func TestSites(t *testing.T) {
+	f, err := Parse("c.yaml", []byte(`cert: s.crt
+key: s.key
+client_cacert: ca.crt
+upstream: http://127.0.0.1:8080
+rules:
+  - {name: top, action: allow}
+sites:
+  - hosts: [a.example]
+  - hosts: [b.example, "*.b.example"]
+    cert: b.crt
+    key: b.key
+    client_auth: require
+    bot_cacert: bot.crt
+    upstream: http://127.0.0.1:8081
+    rules: []
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	sites := f.SitesOf()
+	require, request := server.PolicyRequire, server.PolicyRequest
+	want := []server.Site{
+		{Hosts: []string{"a.example"}, CertFile: "s.crt", KeyFile: "s.key", ClientCAFile: "ca.crt", Policy: &request,
+			Rules: []server.Rule{{Name: "top", Action: "allow"}}},
+		{Hosts: []string{"b.example", "*.b.example"}, CertFile: "b.crt", KeyFile: "b.key", ClientCAFile: "ca.crt", BotCAFile: "bot.crt",
+			Policy: &require, Upstream: "http://127.0.0.1:8081", Rules: []server.Rule{}},
+	}
+	if !reflect.DeepEqual(sites, want) {
+		t.Errorf("sites:\n%+v\nwant:\n%+v", sites, want)
+	}
+
+	f, err = Parse("c.yaml", []byte(`sites:
+  - hosts: [a.example]
+    cert: a.crt
+    key: a.key
+    rules:
+      - name: x
+        action: block
+  - cert: b.crt
+    key: b.key
+  - hosts: [A.example, "b*.example"]
+    cert: c.crt
+    client_auth: verify
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErr := `c.yaml:7: sites[0].rules[0].action: "block": want allow, deny, require or limit
+c.yaml:8: sites[1].hosts: every site needs hosts: the names it answers to
+c.yaml:10: sites[2].hosts[0]: "A.example" is also sites[0]'s
+c.yaml:10: sites[2].hosts[1]: "b*.example": want a DNS name, or *.name for one label in front of name
+c.yaml:11: sites[2].cert: cert and key go together
+c.yaml:12: sites[2].client_auth: client_auth verify needs client_cacert or bot_cacert`
+	if err := f.Validate(); err == nil || err.Error() != wantErr {
+		t.Errorf("Validate:\n%v\nwant:\n%s", err, wantErr)
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -16,8 +17,21 @@ import (
 )
 
 // SetRules puts e in force for the requests that come after (nil: no
-// rules). The engine in force is read once per request.
-func (s *Server) SetRules(e *policy.Engine) { s.rules.Store(e) }
+// rules), on the first site. The engine in force is read once per request.
+func (s *Server) SetRules(e *policy.Engine) { s.sites[0].rules.Store(e) }
+
+// SetSitesRules puts engines[i] in force on site i (Config's own first,
+// then Config.Sites), every one at once as far as a request can tell: each
+// reads its site's once. It refuses a count other than the sites'.
+func (s *Server) SetSitesRules(engines []*policy.Engine) error {
+	if len(engines) != len(s.sites) {
+		return fmt.Errorf("%d sets of rules for %d sites: a change of sites needs a restart", len(engines), len(s.sites))
+	}
+	for i, e := range engines {
+		s.sites[i].rules.Store(e)
+	}
+	return nil
+}
 
 // Limiter is the token buckets of the server's limit rules, for engines
 // compiled for SetRules.
@@ -26,9 +40,9 @@ func (s *Server) Limiter() policy.Limiter { return s.limiter }
 // enforce applies the rules in force to each request before h: a refusal
 // is answered here, anything else goes on to h. The verdict is recorded
 // on the request's Timing for the access log, and counted.
-func (s *Server) enforce(h http.Handler) http.Handler {
+func (s *Server) enforce(st *site, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e := s.rules.Load()
+		e := st.rules.Load()
 		if e == nil || e.Len() == 0 {
 			h.ServeHTTP(w, r)
 			return

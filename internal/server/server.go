@@ -110,6 +110,16 @@ type Config struct {
 	PagesPath string
 	// AccessLog, if set, receives a line per request.
 	AccessLog *slog.Logger
+	// Hosts names the site that Config's own fields describe (Files,
+	// Policy, Handler, Signatures, Rules), when Sites lists others.
+	// Sites are more sites served on the same listeners, each with its
+	// own certificate, client authentication, handler, signatures and
+	// rules (sites.go): a handshake is served by the site whose Hosts
+	// hold its SNI, the first (Config's own) when none does, and a
+	// request whose Host names another site than its handshake's is
+	// answered 421 Misdirected Request.
+	Hosts []string
+	Sites []Site
 	// Rules are the rules in force at the start (SetRules replaces
 	// them), Limiter the buckets of their limit rules (default: this
 	// process's, policy.NewLocal).
@@ -144,7 +154,7 @@ type Server struct {
 	refusedLimit *rateLimiter // "too many handshakes" log lines
 	metrics      *metrics.Metrics
 	draining     atomic.Bool
-	rules        atomic.Pointer[policy.Engine] // the rules in force (rules.go)
+	sites        []*site // the first is Config's own (sites.go)
 	limiter      policy.Limiter
 	inFlight     atomic.Int64 // handshakes in progress, over every listener
 }
@@ -194,19 +204,22 @@ func New(cfg Config) (*Server, error) {
 	m = metrics.New(func() (*x509.Certificate, map[string][]*x509.Certificate) { return a.Certificates() },
 		func() []auth.CRLInfo { return a.CRLs() },
 		func() float64 { return float64(s.inFlight.Load()) }, func() float64 { return float64(a.HelloBytes()) })
-	a, err := auth.New(auth.Config{
-		OnReload: m.Reload,
-		Policy:   cfg.Policy,
-		CertFile: cfg.Files.Cert, KeyFile: cfg.Files.Key,
-		ClientCAFile: cfg.Files.ClientCA, BotCAFile: cfg.Files.BotCA, ClientCRLFile: cfg.Files.ClientCRL,
-		TicketKeysFile:  cfg.Files.TicketKeys,
-		RecheckInterval: cfg.RecheckInterval,
-		Logger:          cfg.Logger,
-		Now:             cfg.Now,
-		MaxHelloBytes:   cfg.MaxHelloBytes,
-		// The handshake listener bounds handshakes itself.
-		HandshakeTimeout: -1,
-	})
+	newAuth := func(files Files, policy auth.Policy) (*auth.Authenticator, error) {
+		return auth.New(auth.Config{
+			OnReload: m.Reload,
+			Policy:   policy,
+			CertFile: files.Cert, KeyFile: files.Key,
+			ClientCAFile: files.ClientCA, BotCAFile: files.BotCA, ClientCRLFile: files.ClientCRL,
+			TicketKeysFile:  cfg.Files.TicketKeys,
+			RecheckInterval: cfg.RecheckInterval,
+			Logger:          cfg.Logger,
+			Now:             cfg.Now,
+			MaxHelloBytes:   cfg.MaxHelloBytes,
+			// The handshake listener bounds handshakes itself.
+			HandshakeTimeout: -1,
+		})
+	}
+	a, err := newAuth(cfg.Files, cfg.Policy)
 	if err != nil {
 		return nil, err
 	}
@@ -225,36 +238,42 @@ func New(cfg Config) (*Server, error) {
 		// handshake.
 		base.NextProtos = []string{"h2", "http/1.1", acme.ALPNProto}
 	}
-	s = &Server{cfg: cfg, log: cfg.Logger, auth: a, base: a.TLSConfig(base), hsLimit: newRateLimiter(10, 50), refusedLimit: newRateLimiter(1, 5), metrics: m, acme: manager}
-	h := cfg.Handler
-	switch {
-	case h == nil:
-		h = s.Pages("/")
-	case cfg.PagesPath != "":
-		if !strings.HasPrefix(cfg.PagesPath, "/") || !strings.HasSuffix(cfg.PagesPath, "/") {
-			return nil, fmt.Errorf("pages path %q must start and end with /", cfg.PagesPath)
-		}
-		mux := http.NewServeMux()
-		mux.Handle(cfg.PagesPath, s.Pages(cfg.PagesPath))
-		mux.Handle("/", h)
-		h = mux
-	}
-	if cfg.Signatures != nil {
-		m.AddAgents(cfg.Signatures)
-	}
-	if len(cfg.DirectoryKeys) > 0 {
-		// A bot operator's site: its key directory, signed.
-		mux := http.NewServeMux()
-		mux.Handle(webbotauth.DirectoryPath, webbotauth.DirectoryHandler(cfg.DirectoryKeys, nil))
-		mux.Handle("/", h)
-		h = mux
+	s = &Server{cfg: cfg, log: cfg.Logger, auth: a, hsLimit: newRateLimiter(10, 50), refusedLimit: newRateLimiter(1, 5), metrics: m, acme: manager}
+	if cfg.PagesPath != "" && (!strings.HasPrefix(cfg.PagesPath, "/") || !strings.HasSuffix(cfg.PagesPath, "/")) {
+		return nil, fmt.Errorf("pages path %q must start and end with /", cfg.PagesPath)
 	}
 	s.limiter = cfg.Limiter
 	if s.limiter == nil {
 		s.limiter = policy.NewLocal(0)
 	}
-	s.rules.Store(cfg.Rules)
-	h = observe(s.enforce(h), m, cfg.AccessLog, cfg.Signatures)
+	sites := append([]Site{{Hosts: cfg.Hosts, Files: cfg.Files, Policy: cfg.Policy, Handler: cfg.Handler, Signatures: cfg.Signatures, Rules: cfg.Rules}}, cfg.Sites...)
+	for i, sc := range sites {
+		sa := a
+		if i > 0 {
+			if sc.Files.Cert == "" && sc.Files.Key == "" && manager == nil {
+				return nil, fmt.Errorf("site %d (%s): a server certificate and key are required", i, strings.Join(sc.Hosts, ", "))
+			}
+			if sa, err = newAuth(sc.Files, sc.Policy); err != nil {
+				return nil, fmt.Errorf("site %d (%s): %w", i, strings.Join(sc.Hosts, ", "), err)
+			}
+		}
+		st := &site{hosts: lowerAll(sc.Hosts), auth: sa, tls: sa.TLSConfig(base)}
+		st.rules.Store(sc.Rules)
+		if sc.Signatures != nil {
+			m.AddAgents(sc.Signatures)
+		}
+		st.handler = observe(s.misdirected(st, s.enforce(st, s.siteHandler(sa, sc.Handler))), m, cfg.AccessLog, sc.Signatures)
+		s.sites = append(s.sites, st)
+	}
+	if err := checkHosts(s.sites); err != nil {
+		return nil, err
+	}
+	h := s.sites[0].handler
+	s.base = s.sites[0].tls
+	if len(s.sites) > 1 {
+		h = http.HandlerFunc(s.serveSite)
+		s.base = s.dispatchTLS()
+	}
 	s.http = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
@@ -299,11 +318,33 @@ func (s *Server) AdminHandler(pprof bool) http.Handler {
 // Auth returns the server's Authenticator.
 func (s *Server) Auth() *auth.Authenticator { return s.auth }
 
-// Reload loads every certificate file again (see auth.Authenticator.Reload).
-func (s *Server) Reload(trigger string) error { return s.auth.Reload(trigger) }
+// Reload loads every certificate file of every site again (see
+// auth.Authenticator.Reload).
+func (s *Server) Reload(trigger string) error {
+	var errs []error
+	for _, st := range s.sites {
+		errs = append(errs, st.auth.Reload(trigger))
+	}
+	return errors.Join(errs...)
+}
 
 // Watch reloads certificate files as they change, until ctx ends.
-func (s *Server) Watch(ctx context.Context) error { return s.auth.Watch(ctx) }
+func (s *Server) Watch(ctx context.Context) error {
+	if len(s.sites) == 1 {
+		return s.auth.Watch(ctx)
+	}
+	errs := make([]error, len(s.sites))
+	var wg sync.WaitGroup
+	for i, st := range s.sites {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = st.auth.Watch(ctx)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
 
 // Serve accepts connections on l (a plain TCP listener) until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
