@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
@@ -267,4 +269,64 @@ func requestLine(t *testing.T, file string, n int, path string) string {
 	}
 	t.Fatalf("no access log line %d (for %s) in %s", n, path, file)
 	return ""
+}
+
+// TestLimitAdmits: a limit of 10/s with a burst of 5, under 50 requests a
+// second for 5 seconds from one client, admits the burst and 10 a second:
+// 55, within 15 %. Every refusal is a 429 with Retry-After.
+func TestLimitAdmits(t *testing.T) {
+	p := newPKI(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "server.yaml")
+	conf := fmt.Sprintf(`cert: %s
+key: %s
+listen_addr: 127.0.0.1:0
+rules:
+  - name: ten-a-second
+    action: limit
+    rate: 10/s
+    burst: 5
+`, p.f("server.crt"), p.f("server.key"))
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := startBinary(t, "server", nil, listening, "-config", file)
+	pool := x509.NewCertPool()
+	root, err := os.ReadFile(p.f("rootCA.crt"))
+	if err != nil || !pool.AppendCertsFromPEM(root) {
+		t.Fatalf("roots: %v", err)
+	}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}, Timeout: 10 * time.Second}
+	get := func() (int, string) {
+		resp, err := c.Get("https://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Retry-After")
+	}
+	const rate, seconds = 50, 5
+	tick := time.NewTicker(time.Second / rate)
+	defer tick.Stop()
+	admitted, refused := 0, 0
+	for range rate * seconds {
+		<-tick.C
+		switch status, retry := get(); status {
+		case http.StatusOK:
+			admitted++
+		case http.StatusTooManyRequests:
+			refused++
+			if retry != "1" {
+				t.Errorf("429 with Retry-After %q, want 1", retry)
+			}
+		default:
+			t.Fatalf("status %d", status)
+		}
+	}
+	t.Logf("%d requests at %d/s: %d admitted, %d refused with 429", admitted+refused, rate, admitted, refused)
+	// 5 + 10/s × 5 s = 55, within 15 %.
+	if admitted < 47 || admitted > 63 {
+		t.Errorf("admitted %d, want 55 within 15 %% (47 to 63)", admitted)
+	}
 }
