@@ -44,6 +44,11 @@ sites:
       - name: a-private
         match: {path: /private, cert: none}
         action: deny
+      - name: slow
+        match: {path: /slow}
+        action: limit
+        rate: 1/m
+        burst: 1
   - hosts: [b.example, "*.b.example"]
     cert: {{b}}/server.crt
     key: {{b}}/server.key
@@ -55,6 +60,11 @@ sites:
         match: {path: /private}
         action: require
         what: cert
+      - name: slow
+        match: {path: /slow}
+        action: limit
+        rate: 1/m
+        burst: 1
 `)), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -83,6 +93,11 @@ sites:
 		{"SiteB_CertOfA", append(append(resolve("b.example"), certOf(a)...), "-server-cacert", b.f("rootCA.crt")), "https://b.example:PORT/", "error"},
 		{"SNI_A_Host_B", append(resolve("b.example"), "-servername", "a.example", "-server-cacert", a.f("rootCA.crt")), "https://b.example:PORT/", "421 misdirected request"},
 		{"SNI_B_Host_A", append(resolve("a.example"), "-servername", "b.example", "-server-cacert", b.f("rootCA.crt")), "https://a.example:PORT/", "421 misdirected request"},
+		// Each site's limit counts on its own, rules of the same name
+		// and one client.
+		{"SiteA_Limit", append(resolve("a.example"), "-server-cacert", a.f("rootCA.crt")), "https://a.example:PORT/slow", "200 origin=a"},
+		{"SiteB_Limit", append(resolve("b.example"), "-server-cacert", b.f("rootCA.crt")), "https://b.example:PORT/slow", "200 origin=b"},
+		{"SiteA_Limit_Again", append(resolve("a.example"), "-server-cacert", a.f("rootCA.crt")), "https://a.example:PORT/slow", "429 too many requests"},
 		{"SNI_B_Host_Unknown", append(resolve("c.example"), "-servername", "b.example", "-server-cacert", b.f("rootCA.crt")), "https://c.example:PORT/", "200 origin=b"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

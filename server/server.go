@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -526,7 +527,7 @@ func New(cfg Config) (*Server, error) {
 			}
 			sigs = v.v
 		}
-		rules, err := compileRules(st.Rules, lim)
+		rules, err := compileRules(st.Rules, siteLimiter(lim, i))
 		if err != nil {
 			return nil, where(err)
 		}
@@ -567,6 +568,27 @@ func New(cfg Config) (*Server, error) {
 	return &Server{s: s, a: &Authenticator{a: s.Auth()}}, nil
 }
 
+// siteLimiter is lim for the limit rules of site i (of Config.Sites):
+// their buckets are apart from those of another site's rule of the same
+// name. (The first site's are lim's own, as a server of one site has
+// them.)
+func siteLimiter(lim policy.Limiter, i int) policy.Limiter {
+	if i == 0 {
+		return lim
+	}
+	return prefixedLimiter{lim, "site " + strconv.Itoa(i) + ": "}
+}
+
+// prefixedLimiter names its buckets with a prefix.
+type prefixedLimiter struct {
+	policy.Limiter
+	prefix string
+}
+
+func (p prefixedLimiter) Take(key string, rate float64, burst int, now time.Time) (bool, time.Duration) {
+	return p.Limiter.Take(p.prefix+key, rate, burst, now)
+}
+
 // compileRules compiles rules, or says every problem they have.
 func compileRules(rules []Rule, lim policy.Limiter) (*policy.Engine, error) {
 	e, probs := policy.Compile(rules, lim)
@@ -580,10 +602,11 @@ func compileRules(rules []Rule, lim policy.Limiter) (*policy.Engine, error) {
 	return e, nil
 }
 
-// SetRules replaces the server's rules: the requests that come after are
-// decided by them. Rules that do not compile are an error, every problem
-// named, and the rules in force stay. Limit rules keep their buckets
-// across calls as long as their names do.
+// SetRules replaces the server's rules (the first site's, with
+// Config.Sites: SetConfigRules sets every site's): the requests that come
+// after are decided by them. Rules that do not compile are an error, every
+// problem named, and the rules in force stay. Limit rules keep their
+// buckets across calls as long as their names do.
 func (s *Server) SetRules(rules []Rule) error {
 	e, err := compileRules(rules, s.s.Limiter())
 	if err != nil {
@@ -601,7 +624,7 @@ func (s *Server) SetConfigRules(cfg Config) error {
 	var engines []*policy.Engine
 	var errs []error
 	for i, st := range cfg.SitesOf() {
-		e, err := compileRules(st.Rules, s.s.Limiter())
+		e, err := compileRules(st.Rules, siteLimiter(s.s.Limiter(), i))
 		if err != nil && len(cfg.Sites) > 0 {
 			err = fmt.Errorf("site %d (%s): %w", i, strings.Join(st.Hosts, ", "), err)
 		}
