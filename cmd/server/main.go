@@ -197,7 +197,7 @@ func run(args []string, stderr io.Writer) int {
 		}
 		f, err := loadConfig(*configFile)
 		if err != nil {
-			fmt.Fprintf(stderr, "server: %v\n", err)
+			printErrors(stderr, err)
 			return 1
 		}
 		cfg = f.Config
@@ -223,11 +223,11 @@ func run(args []string, stderr io.Writer) int {
 	if *check {
 		// Load every file as serving would, and stop there.
 		if _, err := build(&cfg, &sc, log); err != nil {
-			fmt.Fprintf(stderr, "server: %v\n", err)
+			printErrors(stderr, err)
 			return 1
 		}
 		if _, err := server.New(sc); err != nil {
-			fmt.Fprintf(stderr, "server: %v\n", err)
+			printErrors(stderr, err)
 			return 1
 		}
 		fmt.Fprintf(stderr, "server: the configuration is valid\n")
@@ -373,6 +373,14 @@ func run(args []string, stderr io.Writer) int {
 	<-errc
 	log.Info("stopped")
 	return 0
+}
+
+// printErrors writes err on stderr, a "server: " line for each of its
+// lines (a file's problems are one error of a line each).
+func printErrors(stderr io.Writer, err error) {
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintf(stderr, "server: %s\n", line)
+	}
 }
 
 // build completes sc, the server's part of cfg, with what the other keys

@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -199,13 +200,16 @@ func Compile(rules []Rule, lim Limiter) (*Engine, []Problem) {
 			}
 			c.sha, c.hasSHA = sum, true
 		}
-		if r.Action != "deny" && (r.Status != 0 || r.Reason != "") {
+		// (With an action of none of these names, the action's own
+		// problem is the one to tell.)
+		known := slices.Contains([]string{"allow", "deny", "require", "limit"}, r.Action)
+		if known && r.Action != "deny" && (r.Status != 0 || r.Reason != "") {
 			bad(i, "status", "status and reason go with action deny")
 		}
-		if r.Action != "require" && r.What != "" {
+		if known && r.Action != "require" && r.What != "" {
 			bad(i, "what", "what goes with action require")
 		}
-		if r.Action != "limit" && (r.Rate != "" || r.Burst != 0) {
+		if known && r.Action != "limit" && (r.Rate != "" || r.Burst != 0) {
 			bad(i, "rate", "rate and burst go with action limit")
 		}
 		switch r.Action {

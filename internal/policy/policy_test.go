@@ -128,6 +128,7 @@ func TestCompileProblems(t *testing.T) {
 		{Name: "", Action: "limit", Rate: "fast", Match: Match{Cert: "maybe", Path: "x"}},
 		{Name: "r", Action: "require"},
 		{Name: "q", Action: "block", Match: Match{CertSHA256: "abc"}},
+		{Name: "t", Action: "requier", What: "cert"},
 	}, NewLocal(0))
 	var got []string
 	for _, p := range probs {
@@ -145,6 +146,7 @@ func TestCompileProblems(t *testing.T) {
 		`rules[3].what: require needs what: cert, signature or both`,
 		`rules[4].match.cert_sha256: "abc": want a SHA-256 as 64 hex digits or :base64:`,
 		`rules[4].action: "block": want allow, deny, require or limit`,
+		`rules[5].action: "requier": want allow, deny, require or limit`,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
