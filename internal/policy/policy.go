@@ -286,7 +286,7 @@ func parseSHA256(s string) ([32]byte, error) {
 		b, err = hex.DecodeString(strings.ReplaceAll(s, ":", ""))
 	}
 	if err != nil || len(b) != len(sum) {
-		return sum, fmt.Errorf("%q: want a SHA-256 as 64 hex digits or :base64:", s)
+		return sum, fmt.Errorf("%q: want a SHA-256 as 64 hex digits or :base64: (as the access log writes it)", s)
 	}
 	copy(sum[:], b)
 	return sum, nil

@@ -145,7 +145,7 @@ func TestCompileProblems(t *testing.T) {
 		`rules[2].rate: "fast": want a rate such as 10/s or 600/m`,
 		`rules[2].burst: a limit needs a burst of 1 or more`,
 		`rules[3].what: require needs what: cert, signature or both`,
-		`rules[4].match.cert_sha256: "abc": want a SHA-256 as 64 hex digits or :base64:`,
+		`rules[4].match.cert_sha256: "abc": want a SHA-256 as 64 hex digits or :base64: (as the access log writes it)`,
 		`rules[4].action: "block": want allow, deny, require or limit`,
 		`rules[5].action: "requier": want allow, deny, require or limit`,
 	}
