@@ -2,8 +2,10 @@ package config
 
 import (
 	"flag"
+	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -191,5 +193,31 @@ c.yaml:11: sites[2].cert: cert and key go together
 c.yaml:12: sites[2].client_auth: client_auth verify needs client_cacert or bot_cacert`
 	if err := f.Validate(); err == nil || err.Error() != wantErr {
 		t.Errorf("Validate:\n%v\nwant:\n%s", err, wantErr)
+	}
+}
+
+// TestDocsExamples: every YAML example of docs/config.md reads, and the
+// whole configurations among them (those with a certificate) validate.
+func TestDocsExamples(t *testing.T) {
+	data, err := os.ReadFile("../../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(data), "```yaml\n")[1:]
+	if len(blocks) < 3 {
+		t.Fatalf("%d YAML examples in docs/config.md, want 3 or more", len(blocks))
+	}
+	for i, b := range blocks {
+		b, _, _ = strings.Cut(b, "```")
+		f, err := Parse(fmt.Sprintf("example %d", i+1), []byte(b))
+		if err != nil {
+			t.Errorf("%v\n%s", err, b)
+			continue
+		}
+		if strings.Contains(b, "cert:") {
+			if err := f.Validate(); err != nil {
+				t.Errorf("%v\n%s", err, b)
+			}
+		}
 	}
 }
