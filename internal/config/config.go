@@ -538,6 +538,9 @@ func (c *Config) validateSites() []Problem {
 		if (raw.CertFile == "") != (raw.KeyFile == "") {
 			bad(at+".cert", "cert and key go together")
 		}
+		if raw.Upstream == "" && c.Upstream == "" && c.PagesPath == "" {
+			bad(at, "no upstream, and pages off: the site would have nothing to serve; give it an upstream (or one at the top level)")
+		}
 		if st.ClientCRLFile != "" && st.ClientCAFile == "" && st.BotCAFile == "" {
 			bad(at+".client_crl", "client_crl needs client_cacert or bot_cacert: the CRLs are checked against their CAs")
 		}

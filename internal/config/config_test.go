@@ -181,15 +181,22 @@ sites:
   - hosts: [A.example, "b*.example"]
     cert: c.crt
     client_auth: verify
+  - hosts: [d.example]
+    cert: d.crt
+    key: d.key
+    upstream: http://127.0.0.1:8081
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantErr := `c.yaml:7: sites[0].rules[0].action: "block": want allow, deny, require or limit
+	wantErr := `c.yaml:2: sites[0]: no upstream, and pages off: the site would have nothing to serve; give it an upstream (or one at the top level)
+c.yaml:7: sites[0].rules[0].action: "block": want allow, deny, require or limit
 c.yaml:8: sites[1].hosts: every site needs hosts: the names it answers to
+c.yaml:8: sites[1]: no upstream, and pages off: the site would have nothing to serve; give it an upstream (or one at the top level)
 c.yaml:10: sites[2].hosts[0]: "A.example" is also sites[0]'s
 c.yaml:10: sites[2].hosts[1]: "b*.example": want a DNS name, or *.name for one label in front of name
 c.yaml:11: sites[2].cert: cert and key go together
+c.yaml:10: sites[2]: no upstream, and pages off: the site would have nothing to serve; give it an upstream (or one at the top level)
 c.yaml:12: sites[2].client_auth: client_auth verify needs client_cacert or bot_cacert`
 	if err := f.Validate(); err == nil || err.Error() != wantErr {
 		t.Errorf("Validate:\n%v\nwant:\n%s", err, wantErr)

@@ -11,7 +11,7 @@ var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func yes() *bool { b := true; return &b }
 
-// The rules of docs/site.md's example.
+// A site's rules, one of each kind of action and most match keys.
 var docRules = []Rule{
 	{Name: "admin-needs-cert", Match: Match{Path: "/admin/"}, Action: "require", What: "cert"},
 	{Name: "block-unknown-bots", Match: Match{Cert: "invalid"}, Action: "deny", Status: 451, Reason: "unknown bot"},
