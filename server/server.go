@@ -517,7 +517,7 @@ func New(cfg Config) (*Server, error) {
 			if len(cfg.Sites) == 0 {
 				return err
 			}
-			return fmt.Errorf("site %d (%s): %w", i, strings.Join(st.Hosts, ", "), err)
+			return fmt.Errorf("sites[%d] %q: %w", i, strings.Join(st.Hosts, ","), err)
 		}
 		var sigs *webbotauth.Verifier
 		if st.SignatureAgentsFile != "" {
@@ -626,7 +626,7 @@ func (s *Server) SetConfigRules(cfg Config) error {
 	for i, st := range cfg.SitesOf() {
 		e, err := compileRules(st.Rules, siteLimiter(s.s.Limiter(), i))
 		if err != nil && len(cfg.Sites) > 0 {
-			err = fmt.Errorf("site %d (%s): %w", i, strings.Join(st.Hosts, ", "), err)
+			err = fmt.Errorf("sites[%d] %q: %w", i, strings.Join(st.Hosts, ","), err)
 		}
 		engines = append(engines, e)
 		errs = append(errs, err)

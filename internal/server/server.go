@@ -251,10 +251,10 @@ func New(cfg Config) (*Server, error) {
 		sa := a
 		if i > 0 {
 			if sc.Files.Cert == "" && sc.Files.Key == "" && manager == nil {
-				return nil, fmt.Errorf("site %d (%s): a server certificate and key are required", i, strings.Join(sc.Hosts, ", "))
+				return nil, fmt.Errorf("sites[%d] %q: a server certificate and key are required", i, strings.Join(sc.Hosts, ","))
 			}
 			if sa, err = newAuth(sc.Files, sc.Policy); err != nil {
-				return nil, fmt.Errorf("site %d (%s): %w", i, strings.Join(sc.Hosts, ", "), err)
+				return nil, fmt.Errorf("sites[%d] %q: %w", i, strings.Join(sc.Hosts, ","), err)
 			}
 		}
 		st := &site{hosts: lowerAll(sc.Hosts), auth: sa, tls: sa.TLSConfig(base)}

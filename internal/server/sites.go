@@ -53,14 +53,14 @@ func checkHosts(sites []*site) error {
 	seen := map[string]int{}
 	for i, st := range sites {
 		if i > 0 && len(st.hosts) == 0 {
-			return fmt.Errorf("site %d has no hosts: only the first site, the default, may go without", i)
+			return fmt.Errorf("sites[%d] has no hosts: only the first site, the default, may go without", i)
 		}
 		for _, h := range st.hosts {
 			if h == "" || strings.ContainsAny(h, " /:") || (strings.Contains(h, "*") && (!strings.HasPrefix(h, "*.") || strings.Count(h, "*") > 1)) {
-				return fmt.Errorf("site %d: host %q: want a DNS name, or *.name for one label in front of name", i, h)
+				return fmt.Errorf("sites[%d]: host %q: want a DNS name, or *.name for one label in front of name", i, h)
 			}
 			if j, dup := seen[h]; dup {
-				return fmt.Errorf("site %d: host %q is also site %d's", i, h, j)
+				return fmt.Errorf("sites[%d]: host %q is also sites[%d]'s", i, h, j)
 			}
 			seen[h] = i
 		}
