@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -32,8 +33,10 @@ func TestTwoSitesOnePort(t *testing.T) {
 	run(t, nil, gencert, "-dir", b.dir, "-host", "b.example", "-ca-name", "b root")
 	originA, originB := siteOrigin(t, "a"), siteOrigin(t, "b")
 	conf := filepath.Join(dir, "sites.yaml")
-	if err := os.WriteFile(conf, []byte(strings.NewReplacer("{{a}}", a.dir, "{{b}}", b.dir, "{{oa}}", originA.URL, "{{ob}}", originB.URL).Replace(`
+	admin := freeAddr(t)
+	if err := os.WriteFile(conf, []byte(strings.NewReplacer("{{a}}", a.dir, "{{b}}", b.dir, "{{oa}}", originA.URL, "{{ob}}", originB.URL, "{{admin}}", admin).Replace(`
 listen_addr: 127.0.0.1:0
+admin_addr: {{admin}}
 sites:
   - hosts: [a.example]
     cert: {{a}}/server.crt
@@ -116,5 +119,17 @@ sites:
 				t.Errorf("got %q, want %q; answer:\n%s", got, tc.want, out)
 			}
 		})
+	}
+	// Each site's client CA is in the metrics.
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, root := range []string{"req-mtls development root", "b root"} {
+		if want := `reqmtls_certificate_not_after_seconds{role="client_root",subject="CN=` + root; resp.StatusCode != 200 || !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics (status %d) lack %s", resp.StatusCode, want)
+		}
 	}
 }

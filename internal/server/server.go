@@ -201,8 +201,8 @@ func New(cfg Config) (*Server, error) {
 	var m *metrics.Metrics
 	var a *auth.Authenticator
 	var s *Server
-	m = metrics.New(func() (*x509.Certificate, map[string][]*x509.Certificate) { return a.Certificates() },
-		func() []auth.CRLInfo { return a.CRLs() },
+	m = metrics.New(func() ([]*x509.Certificate, map[string][]*x509.Certificate) { return s.certificates() },
+		func() []auth.CRLInfo { return s.crls() },
 		func() float64 { return float64(s.inFlight.Load()) }, func() float64 { return float64(a.HelloBytes()) })
 	newAuth := func(files Files, policy auth.Policy) (*auth.Authenticator, error) {
 		return auth.New(auth.Config{

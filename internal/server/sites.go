@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -175,4 +176,29 @@ func (s *Server) siteHandler(a *auth.Authenticator, h http.Handler) http.Handler
 		h = mux
 	}
 	return h
+}
+
+// certificates are every site's server certificate and the roots of its
+// stores, by store, for the metrics (which report a root that sites share
+// once).
+func (s *Server) certificates() ([]*x509.Certificate, map[string][]*x509.Certificate) {
+	var servers []*x509.Certificate
+	roots := map[string][]*x509.Certificate{}
+	for _, st := range s.sites {
+		leaf, r := st.auth.Certificates()
+		servers = append(servers, leaf)
+		for store, rs := range r {
+			roots[store] = append(roots[store], rs...)
+		}
+	}
+	return servers, roots
+}
+
+// crls are every site's CRLs in force, for the metrics.
+func (s *Server) crls() []auth.CRLInfo {
+	var out []auth.CRLInfo
+	for _, st := range s.sites {
+		out = append(out, st.auth.CRLs()...)
+	}
+	return out
 }
