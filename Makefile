@@ -123,7 +123,7 @@ fuzz: ## run every fuzz target for FUZZTIME (default 1m), keep corpora in testda
 BENCH_ROUNDS ?= 7
 BENCH_ONLY   ?=
 BENCH_ARGS   ?=
-BENCH_MICRO  := ./internal/tlsflags ./internal/clienthello
+BENCH_MICRO  := ./internal/tlsflags ./internal/clienthello ./internal/policy
 
 bench: build ## server CPU per handshake vs stock crypto/tls, throughput, the gateway vs nginx and Caddy, microbenchmarks; writes OUT/bench.* (OUT=bin/assets; OUT=assets updates the committed ones; BENCH_ONLY=handshake, gateway, memory or forward runs one part)
 	$(GO) build -o $(BIN)/bench ./tools/bench

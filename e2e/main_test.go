@@ -77,7 +77,7 @@ func cmdStartServer(ts *testscript.TestScript, neg bool, args []string) {
 	if neg {
 		ts.Fatalf("unsupported: ! startserver")
 	}
-	if !contains(args, "-listen-addr") {
+	if !contains(args, "-listen-addr") && !contains(args, "-config") {
 		args = append(args, "-listen-addr", "127.0.0.1:0")
 	}
 	logf, err := os.Create(ts.MkAbs("server.log"))

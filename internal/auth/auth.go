@@ -519,7 +519,7 @@ func (a *Authenticator) decide(c *Conn, st *state, flagged bool, cs tls.Connecti
 	if c != nil {
 		c.decision.Store(d)
 		if len(d.Chain) > 0 {
-			c.track()
+			c.track(a)
 		}
 	}
 	if d.Err != nil && policy.enforces() {

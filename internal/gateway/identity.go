@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dunglas/httpsfv"
+
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/safetext"
 	"github.com/req-mtls/req-mtls/internal/webbotauth"
@@ -41,6 +43,7 @@ var spoofable = map[string]bool{
 	"client-cert": true, "client-cert-chain": true, "x-forwarded-client-cert": true, "x-forwarded-client-cert-info": true,
 	"forwarded": true, "x-forwarded-for": true, "x-forwarded-proto": true, "x-forwarded-host": true,
 	"x-real-ip": true, "x-client-ip": true, "true-client-ip": true, "cf-connecting-ip": true, "bot-identity-match": true,
+	"bot-identity": true,
 }
 
 // spoofablePrefixes are families of such fields: ours, nginx- and
@@ -291,6 +294,68 @@ func SameAgent(d *auth.Decision, agent string) bool {
 		return d.Agent == agent
 	}
 	return SameBot(d.Chain[0], agent)
+}
+
+// HeaderBotIdentity is the identity the origin can act on without an X.509
+// parser: an RFC 9651 Dictionary with agent (sf-string: the agent's URL,
+// when a layer verified one), dns (sf-string: the validated certificate's
+// first DNS name) and layers (an inner list of the tokens tls and
+// signature, the layers that verified). Absent when none did.
+const HeaderBotIdentity = "Bot-Identity"
+
+// BotIdentity serialises Bot-Identity for the decision d (nil for none)
+// and the signature's verdict res; "" when no layer verified.
+func BotIdentity(d *auth.Decision, res webbotauth.Result) string {
+	tlsOK := d != nil && d.Validated()
+	sigOK := res.Status == "valid"
+	if !tlsOK && !sigOK {
+		return ""
+	}
+	dict := httpsfv.NewDictionary()
+	switch {
+	case sigOK:
+		dict.Add("agent", httpsfv.NewItem(sfASCII(res.Agent)))
+	case tlsOK && d.Agent != "":
+		// The agent whose directory vouched for the certificate.
+		dict.Add("agent", httpsfv.NewItem(sfASCII(d.Agent)))
+	}
+	if tlsOK && len(d.Chain[0].DNSNames) > 0 {
+		dict.Add("dns", httpsfv.NewItem(sfASCII(d.Chain[0].DNSNames[0])))
+	}
+	layers := httpsfv.InnerList{Params: httpsfv.NewParams()}
+	if tlsOK {
+		layers.Items = append(layers.Items, httpsfv.NewItem(httpsfv.Token("tls")))
+	}
+	if sigOK {
+		layers.Items = append(layers.Items, httpsfv.NewItem(httpsfv.Token("signature")))
+	}
+	dict.Add("layers", layers)
+	v, err := httpsfv.Marshal(dict)
+	if err != nil {
+		// (Not reached: every string is made printable ASCII first.)
+		return ""
+	}
+	return v
+}
+
+// sfASCII makes s fit an RFC 9651 String, which holds printable ASCII
+// alone: each other character is written in Go's ASCII escaping (a
+// newline as \n, ü as \u00fc); quotes and backslashes are left to the
+// serialiser.
+func sfASCII(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r >= 0x7f }) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if r < 0x20 || r >= 0x7f {
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // SameBot reports whether a client certificate and a Web Bot Auth agent

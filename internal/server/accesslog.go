@@ -98,6 +98,17 @@ func describeRequest(f fields, r *http.Request, rec *recorder, took time.Duratio
 	if timing.Err != "" {
 		f.str("upstream_error", timing.Err)
 	}
+	if v := &timing.Verdict; v.Rule != "" || v.Shadow != "" {
+		if v.Rule != "" {
+			f.str("rule", v.Rule)
+			f.str("action", v.Action.String())
+		}
+		if v.Shadow != "" {
+			f.str("shadow_rule", v.Shadow)
+			f.str("shadow_action", v.ShadowAction.String())
+			f.int("shadow_status", int64(v.ShadowStatus))
+		}
+	}
 	if wba.Status != "" {
 		f.str("web_bot_auth", wba.Status)
 		if wba.Agent != "" {
