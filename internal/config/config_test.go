@@ -197,7 +197,7 @@ c.yaml:10: sites[2].hosts[0]: "A.example" is also sites[0]'s
 c.yaml:10: sites[2].hosts[1]: "b*.example": want a DNS name, or *.name for one label in front of name
 c.yaml:11: sites[2].cert: cert and key go together
 c.yaml:10: sites[2]: no upstream, and pages off: the site would have nothing to serve; give it an upstream (or one at the top level)
-c.yaml:12: sites[2].client_auth: client_auth verify needs client_cacert or bot_cacert`
+c.yaml:12: sites[2].client_auth: client_auth verify needs client_cacert, bot_cacert or signature_agents`
 	if err := f.Validate(); err == nil || err.Error() != wantErr {
 		t.Errorf("Validate:\n%v\nwant:\n%s", err, wantErr)
 	}
