@@ -18,6 +18,7 @@ import (
 
 	"github.com/req-mtls/req-mtls/internal/certs"
 	"github.com/req-mtls/req-mtls/internal/client"
+	"github.com/req-mtls/req-mtls/internal/policy"
 	"github.com/req-mtls/req-mtls/internal/testpki"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
 	"github.com/req-mtls/req-mtls/internal/webbotauth"
@@ -153,6 +154,26 @@ func TestAgentCertificate(t *testing.T) {
 			}
 		})
 	}
+
+	// Rules see the agent from the TLS layer alone: store agent, and the
+	// agent's URL.
+	rules, probs := policy.Compile([]policy.Rule{
+		{Name: "agent-by-store", Match: policy.Match{Store: "agent", Agent: as.url, Path: "/store"}, Action: "deny", Status: 418, Reason: "store agent"},
+		{Name: "agent-by-url", Match: policy.Match{Agent: as.url}, Action: "deny", Status: 451, Reason: "agent"},
+	}, policy.NewLocal(0))
+	if probs != nil {
+		t.Fatal(probs)
+	}
+	ts.SetRules(rules)
+	for path, want := range map[string]int{"/store": 418, "/debug": 451} {
+		if o := fetch(t, ts, p, self, path); o.err != nil || o.status != want {
+			t.Errorf("%s with the agent's certificate: %d %v, want %d", path, o.status, o.err, want)
+		}
+		if o := fetch(t, ts, p, stranger, path); o.err != nil || o.status == want {
+			t.Errorf("%s with a stranger's certificate: %d %v, want no rule's answer", path, o.status, o.err)
+		}
+	}
+	ts.SetRules(nil)
 
 	// Denied by its certificate's hash, whatever vouches for it.
 	if err := os.WriteFile(denyFile, []byte("cert-sha256:"+certs.CertSHA256(selfCert)+"\n"), 0o644); err != nil {

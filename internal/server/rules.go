@@ -100,6 +100,7 @@ var acceptSignature = func() string {
 // on every request of it: read once.
 type connIdentity struct {
 	cert, store string
+	agent       string // the agent that vouched for a valid certificate
 	names       []string
 	sum         [32]byte
 	hasCert     bool
@@ -121,6 +122,7 @@ func connIdentityOf(c *auth.Conn) *connIdentity {
 			return ci
 		}
 		ci.cert = "valid"
+		ci.agent = d.Agent
 		ci.names = append(ci.names, leaf.DNSNames...)
 		for _, u := range leaf.URIs {
 			ci.names = append(ci.names, u.String())
@@ -138,6 +140,9 @@ func requestIdentity(r *http.Request) policy.Identity {
 	if c := ConnOf(r); c != nil {
 		ci := connIdentityOf(c)
 		id.Cert, id.Store, id.Names, id.CertSHA256, id.HasCert = ci.cert, ci.store, ci.names, ci.sum, ci.hasCert
+		// The agent from the TLS layer: the one whose directory vouched
+		// for the certificate (a signature's, below, comes first).
+		id.Agent = ci.agent
 		d = c.Decision()
 	}
 	if res, ok := webbotauth.ResultOf(r); ok {
@@ -146,7 +151,7 @@ func requestIdentity(r *http.Request) policy.Identity {
 			id.Agent = res.Agent
 			if d != nil && d.Validated() {
 				id.SameBot = -1
-				if gateway.SameBot(d.Chain[0], res.Agent) {
+				if gateway.SameAgent(d, res.Agent) {
 					id.SameBot = 1
 				}
 			}
