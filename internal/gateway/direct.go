@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -44,6 +46,7 @@ type direct struct {
 // pconn is one kept-alive connection to the origin.
 type pconn struct {
 	net.Conn
+	lim  headerLimit // under br
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	used time.Time // when it went idle
@@ -61,13 +64,42 @@ func newPconn(c net.Conn) *pconn {
 	if pc.sock != nil {
 		rw = pc.sock
 	}
-	pc.br, pc.bw = bufio.NewReaderSize(rw, 4096), bufio.NewWriterSize(rw, 4096)
+	pc.lim = headerLimit{r: rw, left: math.MaxInt64}
+	pc.br, pc.bw = bufio.NewReaderSize(&pc.lim, 4096), bufio.NewWriterSize(rw, 4096)
 	if sc, ok := c.(syscall.Conn); ok && pc.sock == nil {
 		// For alive, once: it is a new value each time.
 		pc.raw, _ = sc.SyscallConn()
 	}
 	return pc
 }
+
+// maxHeaderBytes bounds an origin's response header, the informational
+// answers before it included unless they went to the client: the limit
+// of the Transport (MaxResponseHeaderBytes), which takes the other
+// requests.
+const maxHeaderBytes = 10 << 20
+
+// headerLimit counts what a connection reads against what is left of
+// the limit on the header being read (as the Transport does): every byte
+// read, the body's first bytes that came with the header included.
+type headerLimit struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *headerLimit) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		return 0, errHeaderTooLarge
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
+}
+
+var errHeaderTooLarge = fmt.Errorf("origin response header exceeded %d bytes", maxHeaderBytes)
 
 // maxIdle is how many idle connections the pool keeps (as the Transport's
 // MaxIdleConnsPerHost here).
@@ -191,6 +223,7 @@ func (d *direct) send(pc *pconn, r *http.Request, got1xx func(int, textproto.MIM
 	}
 	// The request's end (the client went away) ends the wait.
 	stop := context.AfterFunc(ctx, func() { pc.SetDeadline(time.Unix(1, 0)) })
+	pc.lim.left = maxHeaderBytes
 	err := writeRequest(pc.bw, r)
 	if err == nil {
 		err = pc.bw.Flush()
@@ -215,8 +248,15 @@ func (d *direct) send(pc *pconn, r *http.Request, got1xx func(int, textproto.MIM
 		}
 		if got1xx != nil {
 			err = got1xx(resp.StatusCode, textproto.MIMEHeader(resp.Header))
+			// Passed on: the client's to bound. The next header
+			// has the whole limit.
+			pc.lim.left = maxHeaderBytes
 		}
 	}
+	if err != nil && pc.lim.left <= 0 {
+		err = errHeaderTooLarge
+	}
+	pc.lim.left = math.MaxInt64 // the body's length is the origin's
 	if err == nil {
 		pc.SetDeadline(time.Time{})
 		if ctx.Err() != nil {
