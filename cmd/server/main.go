@@ -344,7 +344,9 @@ func run(args []string, stderr io.Writer) int {
 		defer f.Close()
 		// Buffered: a write per line would cost a system call per
 		// request. Written 100 ms after the first line it holds, and
-		// at exit (SIGTERM too).
+		// at exit (SIGTERM too), by a goroutine of its own: a file
+		// that takes nothing (a FIFO nobody reads) holds up no
+		// request, and the exit waits for it at most 5 s.
 		lw := logbuf.New(f, 100*time.Millisecond)
 		lw.OnError = func(err error, dropped int) {
 			if err != nil {
@@ -353,8 +355,14 @@ func run(args []string, stderr io.Writer) int {
 				log.Info("the access log is written again", "file", *accessLog, "bytes_dropped", dropped)
 			}
 		}
-		defer lw.Close()
+		defer func() {
+			// (A failed write was reported by OnError.)
+			if err := lw.Close(); errors.Is(err, logbuf.ErrCloseTimeout) {
+				log.Error("cannot write the access log at exit", "file", *accessLog, "err", err)
+			}
+		}()
 		cfg.AccessLog = server.NewAccessLog(lw, *logFormat == "json")
+		cfg.AccessLogDropped = lw.Dropped
 	}
 	if *upstream != "" {
 		gw, err := server.NewGateway(server.GatewayConfig{

@@ -109,6 +109,9 @@ type Config struct {
 	PagesPath string
 	// AccessLog, if set, receives a line per request.
 	AccessLog *slog.Logger
+	// AccessLogDropped, if set, counts the access log's lines dropped
+	// (metrics.AddAccessLog).
+	AccessLogDropped func() (failed, behind uint64)
 	// TLS is a base config for what request mTLS leaves alone (curves,
 	// say); see auth.Authenticator.TLSConfig. May be nil.
 	TLS *tls.Config
@@ -186,6 +189,9 @@ func New(cfg Config) (*Server, error) {
 	m = metrics.New(func() (*x509.Certificate, map[string][]*x509.Certificate) { return a.Certificates() },
 		func() []auth.CRLInfo { return a.CRLs() },
 		func() float64 { return float64(s.inFlight.Load()) }, func() float64 { return float64(a.HelloBytes()) })
+	if cfg.AccessLogDropped != nil {
+		m.AddAccessLog(cfg.AccessLogDropped)
+	}
 	a, err := auth.New(auth.Config{
 		OnReload: m.Reload,
 		Policy:   cfg.Policy,
