@@ -9,6 +9,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
@@ -104,6 +105,9 @@ type Config struct {
 	// Handler serves requests (default: the server's own pages, the index
 	// at / and the report at /debug).
 	Handler http.Handler
+
+	// headerHold, for tests, replaces headerHold.
+	headerHold time.Duration
 	// PagesPath, with a Handler, mounts the server's own pages under this
 	// path (ending in "/") in front of it; empty leaves them out.
 	PagesPath string
@@ -256,7 +260,7 @@ func New(cfg Config) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 		ConnContext:       ConnContext,
 	}
-	if err := serveHTTP2(s.http); err != nil {
+	if err := serveHTTP2(s.http, cmp.Or(cfg.headerHold, headerHold)); err != nil {
 		return nil, err
 	}
 	return s, nil
