@@ -208,6 +208,11 @@ type Config struct {
 	// bytes, duration and the origin's time. NewAccessLog makes one that
 	// writes these lines at a fraction of a generic slog handler's cost.
 	AccessLog *slog.Logger `yaml:"-"`
+	// AccessLogDropped, if set, is read at every metrics scrape: the
+	// access log's lines dropped so far, because a write failed or
+	// because lines came faster than the file took them (as
+	// logbuf.Writer.Dropped counts them).
+	AccessLogDropped func() (failed, behind uint64) `yaml:"-"`
 	// KeyLog receives TLS secrets in NSS key log format, for debugging.
 	KeyLog io.Writer `yaml:"-"`
 	// SignatureDirectoryKeyFiles, for a bot operator's site, are the keys
@@ -609,6 +614,7 @@ func New(cfg Config) (*Server, error) {
 		DrainDelay:        cfg.DrainDelay,
 		ACME:              (*srv.ACME)(cfg.ACME),
 		AccessLog:         cfg.AccessLog,
+		AccessLogDropped:  cfg.AccessLogDropped,
 		KeyLog:            cfg.KeyLog,
 		Logger:            cfg.Logger,
 		Now:               cfg.Now,

@@ -258,7 +258,9 @@ func run(args []string, stderr io.Writer) int {
 		defer f.Close()
 		// Buffered: a write per line would cost a system call per
 		// request. Written 100 ms after the first line it holds, and
-		// at exit (SIGTERM too).
+		// at exit (SIGTERM too), by a goroutine of its own: a file
+		// that takes nothing (a FIFO nobody reads) holds up no
+		// request, and the exit waits for it at most 5 s.
 		lw := logbuf.New(f, 100*time.Millisecond)
 		lw.OnError = func(err error, dropped int) {
 			if err != nil {
@@ -267,8 +269,14 @@ func run(args []string, stderr io.Writer) int {
 				log.Info("the access log is written again", "file", cfg.AccessLog, "bytes_dropped", dropped)
 			}
 		}
-		defer lw.Close()
+		defer func() {
+			// (A failed write was reported by OnError.)
+			if err := lw.Close(); errors.Is(err, logbuf.ErrCloseTimeout) {
+				log.Error("cannot write the access log at exit", "file", cfg.AccessLog, "err", err)
+			}
+		}()
 		sc.AccessLog = server.NewAccessLog(lw, cfg.LogFormat == "json")
+		sc.AccessLogDropped = lw.Dropped
 	}
 	if _, err := build(&cfg, &sc, log); err != nil {
 		log.Error("cannot start", "err", err)

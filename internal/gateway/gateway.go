@@ -93,13 +93,14 @@ func New(cfg Config) (http.Handler, error) {
 		newSlots(max(cfg.MaxUpstreamConns, 0)), cfg.ResponseHeaderTimeout, 90*time.Second,
 		func(counted dialFunc) http.RoundTripper {
 			return &http.Transport{
-				DialContext:           counted,
-				TLSClientConfig:       cfg.UpstreamTLS,
-				TLSHandshakeTimeout:   cfg.DialTimeout,
-				ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
-				MaxIdleConnsPerHost:   64,
-				IdleConnTimeout:       90 * time.Second,
-				ForceAttemptHTTP2:     cfg.UpstreamTLS != nil,
+				DialContext:            counted,
+				TLSClientConfig:        cfg.UpstreamTLS,
+				TLSHandshakeTimeout:    cfg.DialTimeout,
+				ResponseHeaderTimeout:  cfg.ResponseHeaderTimeout,
+				MaxResponseHeaderBytes: maxHeaderBytes,
+				MaxIdleConnsPerHost:    64,
+				IdleConnTimeout:        90 * time.Second,
+				ForceAttemptHTTP2:      cfg.UpstreamTLS != nil,
 			}
 		})
 	g := &gateway{cfg: cfg, log: cfg.Logger, target: target, direct: up, fast: fastTarget(target)}

@@ -362,6 +362,29 @@ func (m *Metrics) AddAgents(v *webbotauth.Verifier) {
 			"Fetches of each agent's key directory, by result (ok, error); an error keeps the last good keys.", []string{"agent", "result"}, nil)})
 }
 
+// AddAccessLog reports, at every scrape, the access log's lines dropped
+// so far, by reason: a write that failed (write_error), or lines that came
+// faster than the file took them (behind).
+func (m *Metrics) AddAccessLog(dropped func() (failed, behind uint64)) {
+	m.reg.MustRegister(&accessLogCollector{dropped: dropped,
+		desc: prometheus.NewDesc("reqmtls_access_log_lines_dropped_total",
+			"Access log lines dropped, by reason: write_error (a write to the file failed) or behind (the file took lines slower than they came).",
+			[]string{"reason"}, nil)})
+}
+
+type accessLogCollector struct {
+	dropped func() (failed, behind uint64)
+	desc    *prometheus.Desc
+}
+
+func (c *accessLogCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *accessLogCollector) Collect(ch chan<- prometheus.Metric) {
+	failed, behind := c.dropped()
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(failed), "write_error")
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(behind), "behind")
+}
+
 type agentCollector struct {
 	v             *webbotauth.Verifier
 	keys, fetches *prometheus.Desc

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -74,5 +75,24 @@ func TestSitesShareRoots(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("series:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestAccessLogDropped: the access log's dropped lines are scraped by
+// reason, as the function given says at the time of the scrape.
+func TestAccessLogDropped(t *testing.T) {
+	m := New(nil, nil, nil, nil)
+	var failed, behind uint64 = 3, 0
+	m.AddAccessLog(func() (uint64, uint64) { return failed, behind })
+	behind = 1572
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{
+		`reqmtls_access_log_lines_dropped_total{reason="write_error"} 3`,
+		`reqmtls_access_log_lines_dropped_total{reason="behind"} 1572`,
+	} {
+		if !strings.Contains(rec.Body.String(), want+"\n") {
+			t.Errorf("no %s in:\n%s", want, rec.Body)
+		}
 	}
 }

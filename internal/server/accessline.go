@@ -198,6 +198,12 @@ func (l *line) int(k string, v int64) {
 	l.buf = strconv.AppendInt(l.buf, v, 10)
 }
 
+// flag is a true boolean.
+func (l *line) flag(k string) {
+	l.key(k)
+	l.buf = append(l.buf, "true"...)
+}
+
 // dur is a duration: its String in text, nanoseconds in JSON (as slog).
 func (l *line) dur(k string, d time.Duration) {
 	l.key(k)

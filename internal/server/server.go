@@ -9,6 +9,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -110,6 +111,9 @@ type Config struct {
 	// Handler serves requests (default: the server's own pages, the index
 	// at / and the report at /debug).
 	Handler http.Handler
+
+	// headerHold, for tests, replaces headerHold.
+	headerHold time.Duration
 	// PagesPath, with a Handler, mounts the server's own pages under this
 	// path (ending in "/") in front of it; empty leaves them out.
 	PagesPath string
@@ -130,6 +134,9 @@ type Config struct {
 	// process's, policy.NewLocal).
 	Rules   *policy.Engine
 	Limiter policy.Limiter
+	// AccessLogDropped, if set, counts the access log's lines dropped
+	// (metrics.AddAccessLog).
+	AccessLogDropped func() (failed, behind uint64)
 	// TLS is a base config for what request mTLS leaves alone (curves,
 	// say); see auth.Authenticator.TLSConfig. May be nil.
 	TLS *tls.Config
@@ -211,6 +218,9 @@ func New(cfg Config) (*Server, error) {
 	m = metrics.New(func() ([]*x509.Certificate, map[string][]*x509.Certificate) { return s.certificates() },
 		func() []auth.CRLInfo { return s.crls() },
 		func() float64 { return float64(s.inFlight.Load()) }, func() float64 { return float64(a.HelloBytes()) })
+	if cfg.AccessLogDropped != nil {
+		m.AddAccessLog(cfg.AccessLogDropped)
+	}
 	newAuth := func(files Files, policy auth.Policy, sigs *webbotauth.Verifier) (*auth.Authenticator, error) {
 		// A site's agents vouch for client certificates naming them.
 		var agents auth.AgentVoucher
@@ -309,7 +319,7 @@ func New(cfg Config) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 		ConnContext:       ConnContext,
 	}
-	if err := serveHTTP2(s.http); err != nil {
+	if err := serveHTTP2(s.http, cmp.Or(cfg.headerHold, headerHold)); err != nil {
 		return nil, err
 	}
 	return s, nil
