@@ -1,11 +1,9 @@
-package reqmtls
+package client
 
-// Tests of the Transport's own state. The servers here are built from the
-// internal packages: the public server package imports this one.
+// Tests of the Transport's own state.
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/testpki"
+	"github.com/req-mtls/req-mtls/internal/tlsflags"
 )
 
 type testSrv struct {
@@ -58,15 +57,9 @@ func testServer(t *testing.T, p *testpki.PKI) *testSrv {
 	return s
 }
 
-func roots(p *testpki.PKI) *x509.CertPool {
-	pool := x509.NewCertPool()
-	pool.AddCert(p.CA.Cert)
-	return pool
-}
-
 func flaggedTransport(t *testing.T, p *testpki.PKI) *Transport {
 	t.Helper()
-	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1], RootCAs: roots(p)})
+	tr, err := NewTransport(TransportConfig{Config: Config{Time: testpki.Clock, Flags: tlsflags.Must(tlsflags.RequestMTLS), CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1], RootCAs: rootPool(p)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,8 +122,8 @@ func TestTransportForgetsClosedConnections(t *testing.T) {
 		resolve[net.JoinHostPort(fmt.Sprintf("h%d.crawl.test", i), port)] = addr
 	}
 	idle := 200 * time.Millisecond
-	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, Flags: RequestMTLSFlags, CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1],
-		RootCAs: roots(p), ServerName: "localhost", Resolve: resolve, IdleTimeout: idle})
+	tr, err := NewTransport(TransportConfig{Config: Config{Time: testpki.Clock, Flags: tlsflags.Must(tlsflags.RequestMTLS), CertFile: p.Clients["valid"][0], KeyFile: p.Clients["valid"][1],
+		RootCAs: rootPool(p), ServerName: "localhost", Resolve: resolve, IdleTimeout: idle}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +213,7 @@ func TestHTTP1HostReservesNoStream(t *testing.T) {
 func TestMaxConnsDialAfterCheck(t *testing.T) {
 	p := testpki.New(t)
 	s := testServer(t, p)
-	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, RootCAs: roots(p), MaxConnsPerHost: 1})
+	tr, err := NewTransport(TransportConfig{Config: Config{Time: testpki.Clock, RootCAs: rootPool(p)}, MaxConnsPerHost: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
