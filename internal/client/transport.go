@@ -39,7 +39,8 @@ type Transport struct {
 	up     *Client         // the dialer for protocol upgrades: ALPN http/1.1 alone
 	plain  *http.Transport // http URLs
 
-	maxConns int // TransportConfig.MaxConnsPerHost, for HTTP/2
+	maxConns int           // TransportConfig.MaxConnsPerHost, for HTTP/2
+	idle     time.Duration // Config.IdleTimeout
 
 	mu      sync.Mutex
 	h2pool  map[string][]*h2Conn
@@ -101,7 +102,7 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 	// ClientConn (about 13 KB once hookedConn let go of its TLS state)
 	// reachable from that timer until it fires.
 	t.h2 = &http2.Transport{IdleConnTimeout: cfg.IdleTimeout, ReadIdleTimeout: min(30*time.Second, cfg.IdleTimeout), PingTimeout: 15 * time.Second}
-	t.maxConns = cfg.MaxConnsPerHost
+	t.maxConns, t.idle = cfg.MaxConnsPerHost, cfg.IdleTimeout
 	idlePerHost := cmp.Or(cfg.MaxIdleConnsPerHost, 8)
 	t.h1base = http.Transport{
 		// HTTP/2 is this Transport's own (h2 above); an empty map keeps
@@ -416,6 +417,21 @@ func (t *Transport) dialH2Once(ctx context.Context, key, addr, host string, prox
 			old.Close()
 		}
 		t.handed[key] = tc
+		// The request that dialed may be gone (canceled while the dial,
+		// which is no caller's own, ran on): a connection no HTTP/1.1
+		// pool takes within the idle timeout is closed, as that pool
+		// would close it idle.
+		time.AfterFunc(t.idle, func() {
+			t.mu.Lock()
+			left := t.handed[key] == net.Conn(tc)
+			if left {
+				delete(t.handed, key)
+			}
+			t.mu.Unlock()
+			if left {
+				tc.Close()
+			}
+		})
 		return nil, nil
 	}
 	// The pool forgets the connection when HTTP/2 closes it (idle,

@@ -3,6 +3,7 @@ package client
 // Tests of the Transport's own state.
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -263,5 +265,106 @@ func TestMaxConnsDialAfterCheck(t *testing.T) {
 	defer s.mu.Unlock()
 	if len(s.addrs) != 1 {
 		t.Errorf("2 requests with MaxConnsPerHost 1: %d connections", len(s.addrs))
+	}
+}
+
+// h1Srv serves HTTP/1.1 alone over TLS and counts the connections open on
+// its side. With gated, each handshake waits, once its ClientHello is in,
+// for a value on release, and says so on hello.
+type h1Srv struct {
+	url, addr      string
+	open           atomic.Int64
+	hello, release chan struct{}
+}
+
+func h1Server(t *testing.T, p *testpki.PKI, gated bool) *h1Srv {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &h1Srv{url: "https://" + ln.Addr().String(), addr: ln.Addr().String(), hello: make(chan struct{}), release: make(chan struct{})}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}, Time: testpki.Clock}
+	if gated {
+		cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			s.hello <- struct{}{}
+			<-s.release
+			return nil, nil
+		}
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "%s ok", r.Proto) }),
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				s.open.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				s.open.Add(-1)
+			}
+		},
+	}
+	go srv.Serve(tls.NewListener(ln, cfg))
+	t.Cleanup(func() { srv.Close() })
+	return s
+}
+
+// waitFor polls cond until it holds or 10 s pass, and reports whether it
+// held.
+func waitFor(cond func() bool) bool {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
+// TestCanceledFirstRequestH1Closed: the first request to each of 50
+// HTTP/1.1-only hosts is canceled while its (shared) dial is under way. The
+// dial completes and its connection waits for the HTTP/1.1 pool; none is
+// left open once the idle timeout has passed.
+func TestCanceledFirstRequestH1Closed(t *testing.T) {
+	const hosts = 50
+	p := testpki.New(t)
+	s := h1Server(t, p, true)
+	_, port, _ := net.SplitHostPort(s.addr)
+	resolve := map[string]string{}
+	for i := range hosts {
+		resolve[net.JoinHostPort(fmt.Sprintf("h%d.h1.test", i), port)] = s.addr
+	}
+	tr, err := NewTransport(TransportConfig{Config: Config{Time: testpki.Clock, RootCAs: rootPool(p), ServerName: "localhost",
+		Resolve: resolve, IdleTimeout: 100 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range hosts {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("https://h%d.h1.test:%s/", i, port), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errc := make(chan error, 1)
+		go func() {
+			_, err := tr.RoundTrip(req)
+			errc <- err
+		}()
+		<-s.hello
+		cancel()
+		if err := <-errc; err == nil {
+			t.Fatalf("host %d: the canceled request succeeded", i)
+		}
+		s.release <- struct{}{}
+	}
+	if !waitFor(func() bool { return s.open.Load() == 0 }) {
+		t.Errorf("%d of %d connections of canceled first requests still open on the server 10 s after the idle timeout", s.open.Load(), hosts)
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if n := len(tr.handed); n != 0 {
+		t.Errorf("%d connections still wait for an HTTP/1.1 pool", n)
 	}
 }
