@@ -100,7 +100,10 @@ type ClientConfig struct {
 	// HTTP/2 connection carries many requests at once, so a host that
 	// speaks it has one connection, more only when its streams run out.
 	// Under MaxConnsPerHost, the requests after the first on a new HTTP/2
-	// connection wait for the server's SETTINGS (its stream limit). As
+	// connection wait for the server's SETTINGS (its stream limit), and a
+	// request that finds every stream of the host's connections taken
+	// waits, without polling, for one to be free, for as long as its
+	// context allows (its failure then is the request's, not a dial's). As
 	// with http.Transport, an HTTP/2 connection that takes no new request
 	// (the server sent GOAWAY) no longer counts while its last requests
 	// finish.

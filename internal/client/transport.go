@@ -60,6 +60,9 @@ type h2Conn struct {
 	*http2.ClientConn
 	tc     *AlertConn
 	opened atomic.Bool // a request has taken its first stream (awaitSettings)
+	// given counts, under MaxConnsPerHost, the requests given this
+	// connection whose RoundTrip has not returned (see hasRoom).
+	given atomic.Int32
 }
 
 // dialCall is one dial to an address that concurrent requests wait for.
@@ -101,7 +104,12 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 	// IdleTimeout, if shorter). x/net/http2 keeps a closed connection's
 	// ClientConn (about 13 KB once hookedConn let go of its TLS state)
 	// reachable from that timer until it fires.
-	t.h2 = &http2.Transport{IdleConnTimeout: cfg.IdleTimeout, ReadIdleTimeout: min(30*time.Second, cfg.IdleTimeout), PingTimeout: 15 * time.Second}
+	// Under MaxConnsPerHost, a request that finds every stream taken
+	// waits inside HTTP/2 for one to be free (StrictMaxConcurrentStreams);
+	// which connection has room is then the Transport's to say
+	// (idleH2Locked).
+	t.h2 = &http2.Transport{IdleConnTimeout: cfg.IdleTimeout, ReadIdleTimeout: min(30*time.Second, cfg.IdleTimeout), PingTimeout: 15 * time.Second,
+		StrictMaxConcurrentStreams: cfg.MaxConnsPerHost > 0}
 	t.maxConns, t.idle = cfg.MaxConnsPerHost, cfg.IdleTimeout
 	idlePerHost := cmp.Or(cfg.MaxIdleConnsPerHost, 8)
 	t.h1base = http.Transport{
@@ -129,6 +137,10 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 // errPoolFull says a dial was not made: the pool already holds
 // MaxConnsPerHost connections that take requests.
 var errPoolFull = errors.New("client: MaxConnsPerHost connections are pooled")
+
+// testHookAttempt, when set by a test, runs at each attempt of a request
+// to find a connection.
+var testHookAttempt func()
 
 // testHookBeforeDial, when set by a test, runs between a request's finding
 // no connection to take and its dial.
@@ -176,6 +188,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, nil
 	}
 	for attempt := 0; ; attempt++ {
+		if testHookAttempt != nil {
+			testHookAttempt()
+		}
 		t.mu.Lock()
 		h1 := t.h1only[key]
 		var cc *h2Conn
@@ -184,22 +199,16 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			// A host gone to HTTP/1.1 takes no stream of a connection
 			// still pooled for it: a reservation would be kept forever.
 			cc, stale = t.idleH2Locked(key)
+			if cc == nil && t.maxConns > 0 && t.usableLocked(key) >= t.maxConns {
+				// MaxConnsPerHost: the request queues for a stream on
+				// a connection we have, not for a new one. HTTP/2 holds
+				// it until a stream is free (StrictMaxConcurrentStreams).
+				cc = t.queueH2Locked(key)
+			}
 		}
-		full := t.maxConns > 0 && t.usableLocked(key) >= t.maxConns
 		t.mu.Unlock()
 		for _, c := range stale {
 			c.Close()
-		}
-		if cc == nil && full && !h1 {
-			// MaxConnsPerHost: wait for a stream on a connection we
-			// have, not for a new one.
-			select {
-			case <-req.Context().Done():
-				return nil, waitError(req.Context(), addr)
-			case <-time.After(5 * time.Millisecond):
-			}
-			attempt--
-			continue
 		}
 		if h1 {
 			resp, err := t.h1For(proxy, false).RoundTrip(req)
@@ -225,11 +234,17 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if cc == nil {
 				continue // the server chose HTTP/1.1
 			}
+			if t.maxConns > 0 {
+				cc.given.Add(1)
+			}
 		}
 		if t.maxConns > 0 && !cc.opened.CompareAndSwap(false, true) {
 			awaitSettings(req.Context(), cc)
 		}
 		resp, err := cc.RoundTrip(req)
+		if t.maxConns > 0 {
+			cc.given.Add(-1)
+		}
 		if err == nil {
 			return resp, nil
 		}
@@ -287,7 +302,8 @@ func idempotent(method string) bool {
 
 // idleH2Locked returns a pooled HTTP/2 connection to addr with a stream
 // reserved for the request (so that CloseIdleConnections leaves it and no
-// other request takes the stream; RoundTrip uses the reservation), and the
+// other request takes the stream; RoundTrip uses the reservation; under
+// MaxConnsPerHost, counted as given the request instead, see hasRoom), and the
 // pooled ones to close (after t.mu is let go: a close may wait on its
 // peer). A closed connection
 // leaves the pool. One that takes no new request (after a GOAWAY, or a
@@ -304,7 +320,7 @@ func (t *Transport) idleH2Locked(addr string) (found *h2Conn, stale []*h2Conn) {
 			continue
 		}
 		if st.Closing {
-			if st.StreamsActive == 0 && st.StreamsReserved == 0 {
+			if st.StreamsActive == 0 && st.StreamsReserved == 0 && cc.given.Load() == 0 {
 				stale = append(stale, cc)
 				continue
 			}
@@ -312,7 +328,13 @@ func (t *Transport) idleH2Locked(addr string) (found *h2Conn, stale []*h2Conn) {
 			continue
 		}
 		kept = append(kept, cc)
-		if found == nil && cc.ReserveNewRequest() {
+		if found != nil {
+			continue
+		}
+		if t.maxConns == 0 && cc.ReserveNewRequest() {
+			found = cc
+		} else if t.maxConns > 0 && hasRoom(st, cc) {
+			cc.given.Add(1)
 			found = cc
 		}
 	}
@@ -323,6 +345,47 @@ func (t *Transport) idleH2Locked(addr string) (found *h2Conn, stale []*h2Conn) {
 		t.h2pool[addr] = kept
 	}
 	return found, stale
+}
+
+// hasRoom reports whether cc, of a Transport with MaxConnsPerHost, has a
+// stream free for one more request. Its HTTP/2 then holds a request until
+// a stream is free (StrictMaxConcurrentStreams), and reserves none: it
+// counts reservations as streams taken while a request waits, so that
+// those of requests queued behind the one waiting (for the lock HTTP/2
+// takes for new streams) would keep it waiting for ever. The load counted
+// is HTTP/2's streams and waiting requests, and the requests given cc that
+// have not started or returned: a request counts twice while its stream
+// is open and its response not in, which errs towards a new connection,
+// within MaxConnsPerHost. Before the server's SETTINGS its limit is not
+// known: a connection takes a request only when it carries none.
+func hasRoom(st http2.ClientConnState, cc *h2Conn) bool {
+	load := st.StreamsActive + st.StreamsPending + int(cc.given.Load())
+	if st.MaxConcurrentStreams == 0 {
+		return load == 0
+	}
+	return load < int(st.MaxConcurrentStreams)
+}
+
+// queueH2Locked returns, for a request that found no stream free under
+// MaxConnsPerHost, the pooled connection to addr with the fewest requests,
+// running and waiting; HTTP/2 holds the request until a stream is free. It
+// returns nil when no connection takes new requests.
+func (t *Transport) queueH2Locked(addr string) *h2Conn {
+	var best *h2Conn
+	load := 0
+	for _, cc := range t.h2pool[addr] {
+		st := cc.State()
+		if st.Closed || st.Closing {
+			continue
+		}
+		if n := st.StreamsActive + st.StreamsPending + int(cc.given.Load()); best == nil || n < load {
+			best, load = cc, n
+		}
+	}
+	if best != nil {
+		best.given.Add(1)
+	}
+	return best
 }
 
 // usableLocked counts the pooled connections to addr that take new
@@ -646,7 +709,7 @@ func (t *Transport) CloseIdleConnections() {
 	for addr, pool := range t.h2pool {
 		kept := pool[:0]
 		for _, cc := range pool {
-			if st := cc.State(); st.StreamsActive == 0 && st.StreamsReserved == 0 {
+			if st := cc.State(); st.StreamsActive == 0 && st.StreamsReserved == 0 && cc.given.Load() == 0 {
 				cc.Close()
 				continue
 			}

@@ -5,6 +5,7 @@ package client
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -366,5 +367,102 @@ func TestCanceledFirstRequestH1Closed(t *testing.T) {
 	defer tr.mu.Unlock()
 	if n := len(tr.handed); n != 0 {
 		t.Errorf("%d connections still wait for an HTTP/1.1 pool", n)
+	}
+}
+
+// TestMaxConnsWaitersBlock: under MaxConnsPerHost 1, to a server allowing
+// one stream at a time, requests that find the stream taken wait for it
+// without coming round again while nothing changes (they used to look
+// every 5 ms), one canceled while it waits fails as a request and not as
+// a dial, and the others are served on the one connection.
+func TestMaxConnsWaitersBlock(t *testing.T) {
+	const waiters = 10
+	p := testpki.New(t)
+	cert, err := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, release := make(chan struct{}), make(chan struct{})
+	var conns atomic.Int64
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/hold" {
+				close(held)
+				<-release
+			}
+			fmt.Fprint(w, "ok")
+		}),
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				conns.Add(1)
+			}
+		},
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: 1},
+	}
+	go srv.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}, Time: testpki.Clock}))
+	defer srv.Close()
+	url := "https://" + ln.Addr().String()
+
+	var attempts atomic.Int64
+	testHookAttempt = func() { attempts.Add(1) }
+	defer func() { testHookAttempt = nil }()
+	tr, err := NewTransport(TransportConfig{Config: Config{Time: testpki.Clock, RootCAs: rootPool(p)}, MaxConnsPerHost: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 20 * time.Second}
+	first := make(chan error, 1)
+	go func() {
+		_, err := do(c, url+"/hold")
+		first <- err
+	}()
+	<-held
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	canceled := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "GET", url+"/", nil)
+		resp, err := c.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		canceled <- err
+	}()
+	var wg sync.WaitGroup
+	for range waiters - 1 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if got, err := do(c, url+"/"); err != nil || got != "ok" {
+				t.Errorf("a waiter: %q, %v", got, err)
+			}
+		}()
+	}
+	// Every request has made its first attempt; while the stream stays
+	// taken nothing changes, and a waiter that blocks makes no other.
+	if !waitFor(func() bool { return attempts.Load() >= waiters+1 }) {
+		t.Fatalf("%d attempts, want at least %d", attempts.Load(), waiters+1)
+	}
+	before := attempts.Load()
+	time.Sleep(100 * time.Millisecond)
+	if extra := attempts.Load() - before; extra != 0 {
+		t.Errorf("%d waiters made %d attempts more in 100 ms while the stream stayed taken, want 0", waiters, extra)
+	}
+	cancel()
+	if err := <-canceled; !errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "dial") {
+		t.Errorf("a waiter canceled while it waited for a stream: %v; want a request error, not a dial error", err)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Errorf("the request holding the stream: %v", err)
+	}
+	wg.Wait()
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections, want 1", n)
 	}
 }
