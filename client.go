@@ -79,9 +79,11 @@ type ClientConfig struct {
 	// verification and the Host header keep the URL's host. Hosts match
 	// without regard to case.
 	Resolve map[string]string
-	// Timeout bounds connecting and the TLS handshake, and, on a
-	// ClientConn, each request (default 30 s). An http.Client's own
-	// Timeout bounds whole requests made through a Transport.
+	// Timeout bounds connecting (to the site or the proxy, for http URLs
+	// as for https ones) and the TLS handshake, and, on a ClientConn, each
+	// request (default 30 s); a connection it cuts short is an *Error
+	// saying "timed out after" it. An http.Client's own Timeout bounds
+	// whole requests made through a Transport.
 	Timeout time.Duration
 	// DisableResumption turns the per-host TLS session cache off.
 	DisableResumption bool

@@ -73,7 +73,8 @@ type Config struct {
 	// without regard to case.
 	Resolve map[string]string
 	// Timeout bounds each request, connection and handshake included
-	// (default 30 s).
+	// (default 30 s); for a Transport, connecting (http URLs too) and the
+	// handshake.
 	Timeout time.Duration
 	// TLS12Only offers TLS 1.2 alone (no flags can be sent then).
 	TLS12Only bool
@@ -195,12 +196,20 @@ func (c *Client) fromGetter(get func(*tls.CertificateRequestInfo) (*tls.Certific
 // from parent) when a context ended it, naming the one whose deadline
 // fired: the caller's own, or the Timeout. It returns nil otherwise.
 func (c *Client) ended(parent, ctx context.Context, err error, during string) *Error {
+	// A dialer's timer for a deadline may fire a moment before the
+	// context's: a timeout once a deadline has passed is that deadline's.
+	var ne net.Error
+	timedOut := errors.As(err, &ne) && ne.Timeout()
+	passed := func(ctx context.Context) bool {
+		dl, ok := ctx.Deadline()
+		return ok && !time.Now().Before(dl)
+	}
 	switch {
-	case errors.Is(parent.Err(), context.DeadlineExceeded):
+	case errors.Is(parent.Err(), context.DeadlineExceeded) || timedOut && passed(parent):
 		return &Error{Err: err, Msg: fmt.Sprintf("%s: the request's own deadline passed (before the %v timeout)", during, c.cfg.Timeout)}
 	case parent.Err() != nil:
 		return &Error{Err: err, Msg: during + ": the request was canceled"}
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) || timedOut && passed(ctx):
 		return &Error{Err: err, Msg: fmt.Sprintf("%s: timed out after %v", during, c.cfg.Timeout)}
 	}
 	return nil
@@ -413,25 +422,7 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string, proxy *ur
 		raw, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	}
 	if err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			return nil, nil, e
-		}
-		if proxy != nil {
-			// The proxy failed, not the site: say so, and where to look.
-			during := fmt.Sprintf("proxy %s (tunnel to %s)", proxy.Redacted(), addr)
-			e := c.ended(parent, ctx, err, during)
-			if e == nil && !errors.As(c.explain(err, during), &e) {
-				e = &Error{Err: err, Msg: during + ": " + err.Error()}
-			}
-			e.Hint = "check the proxy's URL (Proxy, HTTPS_PROXY) and that it is running"
-			return nil, nil, e
-		}
-		if e := c.ended(parent, ctx, err, "connect to "+addr); e != nil {
-			e.Hint = "nothing answered at that address: check the host, the port and any firewall; raise Timeout if the network is slow"
-			return nil, nil, e
-		}
-		return nil, nil, c.explain(err, "connect to "+addr)
+		return nil, nil, c.connectError(parent, ctx, err, addr, proxy, fmt.Sprintf("proxy %s (tunnel to %s)", redacted(proxy), addr))
 	}
 	tc, err := hello.Client(raw, ucfg)
 	if err != nil {
@@ -460,6 +451,54 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string, proxy *ur
 	}
 	hs.Verified = !c.cfg.InsecureSkipVerify
 	return &AlertConn{Conn: tc}, hs, nil
+}
+
+// DialPlain connects, for a plain http request, to addr: the site's, or
+// that of proxy (nil for none), which forwards the request. Connecting
+// is bounded by Config.Timeout, as for DialTLS, and a failure is told
+// the same way.
+func (c *Client) DialPlain(ctx context.Context, addr string, proxy *url.URL) (net.Conn, error) {
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, c.connectError(parent, ctx, err, addr, proxy, "proxy "+redacted(proxy))
+	}
+	return raw, nil
+}
+
+// connectError explains a failure to connect to addr, or through proxy
+// when not nil (the step named viaProxy), under ctx, the Timeout's,
+// derived from parent.
+func (c *Client) connectError(parent, ctx context.Context, err error, addr string, proxy *url.URL, viaProxy string) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	if proxy != nil {
+		// The proxy failed, not the site: say so, and where to look.
+		e := c.ended(parent, ctx, err, viaProxy)
+		if e == nil && !errors.As(c.explain(err, viaProxy), &e) {
+			e = &Error{Err: err, Msg: viaProxy + ": " + err.Error()}
+		}
+		e.Hint = "check the proxy's URL (Proxy, HTTPS_PROXY) and that it is running"
+		return e
+	}
+	if e := c.ended(parent, ctx, err, "connect to "+addr); e != nil {
+		e.Hint = "nothing answered at that address: check the host, the port and any firewall; raise Timeout if the network is slow"
+		return e
+	}
+	errors.As(c.explain(err, "connect to "+addr), &e)
+	return e
+}
+
+// redacted is u's text with its password hidden, "" for nil.
+func redacted(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	return u.Redacted()
 }
 
 // resolve returns where to connect for addr, after Config.Resolve.

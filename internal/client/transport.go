@@ -128,11 +128,27 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 	if t.up, err = New(icfg); err != nil {
 		return nil, err
 	}
-	// Plain http URLs: net/http's own transport, through the same proxy.
-	t.plain = &http.Transport{Proxy: t.c.ProxyForRequest, MaxIdleConns: cfg.MaxIdleConns, MaxIdleConnsPerHost: idlePerHost,
+	// Plain http URLs: net/http's own transport, through the proxy
+	// RoundTrip chose, connecting within the Timeout.
+	t.plain = &http.Transport{
+		Proxy: func(req *http.Request) (*url.URL, error) {
+			p, _ := req.Context().Value(plainProxy{}).(*url.URL)
+			return p, nil
+		},
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			// net/http dials under the context of the request that
+			// asked, with its values: its proxy is this connection's.
+			p, _ := ctx.Value(plainProxy{}).(*url.URL)
+			return t.c.DialPlain(ctx, addr, p)
+		},
+		MaxIdleConns: cfg.MaxIdleConns, MaxIdleConnsPerHost: idlePerHost,
 		MaxConnsPerHost: cfg.MaxConnsPerHost, IdleConnTimeout: cfg.IdleTimeout}
 	return t, nil
 }
+
+// plainProxy is the key of the proxy RoundTrip chose for a plain http
+// request, in the request's context.
+type plainProxy struct{}
 
 // errPoolFull says a dial was not made: the pool already holds
 // MaxConnsPerHost connections that take requests.
@@ -163,14 +179,19 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	if req.URL.Scheme != "https" {
-		return t.plain.RoundTrip(req)
-	}
-	addr := hostPort(req.URL)
 	proxy, err := t.c.ProxyForRequest(req)
 	if err != nil {
 		return nil, err
 	}
+	if req.URL.Scheme != "https" {
+		resp, err := t.plain.RoundTrip(req.WithContext(context.WithValue(req.Context(), plainProxy{}, proxy)))
+		var e *Error
+		if errors.As(err, &e) {
+			return nil, e // a failure to connect, explained
+		}
+		return resp, err
+	}
+	addr := hostPort(req.URL)
 	// Pools are by proxy and address: a connection through one proxy
 	// is not one through another, or a direct one.
 	key := addr
