@@ -53,14 +53,18 @@ type ClientConfig struct {
 	SignatureAgent           string
 	SignatureAgentDictionary bool
 	SignatureValidity        time.Duration
-	// Proxy chooses an HTTP proxy for each request, with the meaning of
+	// Proxy chooses a proxy for each request, with the meaning of
 	// http.Transport.Proxy; nil means http.ProxyFromEnvironment
 	// (HTTPS_PROXY, HTTP_PROXY, NO_PROXY), as for users of
-	// http.DefaultTransport. HTTPS goes through an HTTP CONNECT tunnel,
-	// with Proxy-Authorization from the proxy URL's user info, and the
-	// handshake runs inside it, flags and certificate unchanged; a
-	// refusal is an *Error naming the proxy and its status. For direct
-	// connections whatever the environment says, set Proxy to NoProxy.
+	// http.DefaultTransport. The schemes are net/http's: http, https (TLS
+	// to the proxy, verified with RootCAs, Time and InsecureSkipVerify as
+	// servers are), socks5 and socks5h (RFC 1928; both ask the proxy for
+	// the host by name). HTTPS goes through a CONNECT tunnel (a SOCKS5
+	// connection), with Proxy-Authorization (RFC 1929's username and
+	// password) from the proxy URL's user info, and the handshake runs
+	// inside it, flags and certificate unchanged; a refusal is an *Error
+	// naming the proxy and its status. For direct connections whatever
+	// the environment says, set Proxy to NoProxy.
 	Proxy func(*http.Request) (*url.URL, error)
 	// RootCAs verifies servers; nil means the system roots.
 	RootCAs *x509.CertPool
@@ -165,8 +169,8 @@ type Handshake struct {
 	CipherSuite string `json:"cipher_suite"` // "TLS_AES_128_GCM_SHA256"
 	ALPN        string `json:"alpn"`         // "h2" or "http/1.1"
 	ServerName  string `json:"server_name"`
-	// Proxy is the HTTP proxy tunnelled through (its password hidden), ""
-	// for a direct connection.
+	// Proxy is the proxy tunnelled through (its password hidden), "" for
+	// a direct connection.
 	Proxy     string `json:"proxy,omitempty"`
 	FlagsSent Flags  `json:"tls_flags_sent"`
 	Codepoint uint16 `json:"tls_flags_codepoint,omitempty"` // 0 when no flags were sent

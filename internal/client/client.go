@@ -63,9 +63,10 @@ type Config struct {
 	InsecureSkipVerify bool
 	// Signing, if set, signs every request (Web Bot Auth).
 	Signing *Signing
-	// Proxy chooses an HTTP proxy for a request, as http.Transport.Proxy
-	// does; nil for direct connections. HTTPS goes through a CONNECT
-	// tunnel, the handshake inside it unchanged.
+	// Proxy chooses a proxy for a request, as http.Transport.Proxy does
+	// (http, https, socks5 and socks5h); nil for direct connections.
+	// HTTPS goes through a CONNECT (or SOCKS5) tunnel, the handshake
+	// inside it unchanged.
 	Proxy func(*http.Request) (*url.URL, error)
 	// Resolve maps "host:port" (as net.JoinHostPort writes it) to the
 	// "addr:port" to connect to instead, as curl's --resolve does; SNI,

@@ -141,7 +141,10 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 			p, _ := ctx.Value(plainProxy{}).(*url.URL)
 			return t.c.DialPlain(ctx, addr, p)
 		},
-		MaxIdleConns: cfg.MaxIdleConns, MaxIdleConnsPerHost: idlePerHost,
+		// An https proxy is verified as servers are, within the Timeout.
+		TLSClientConfig:     &tls.Config{RootCAs: cfg.RootCAs, Time: cfg.Time, InsecureSkipVerify: cfg.InsecureSkipVerify},
+		TLSHandshakeTimeout: t.c.cfg.Timeout,
+		MaxIdleConns:        cfg.MaxIdleConns, MaxIdleConnsPerHost: idlePerHost,
 		MaxConnsPerHost: cfg.MaxConnsPerHost, IdleConnTimeout: cfg.IdleTimeout}
 	return t, nil
 }
