@@ -50,8 +50,8 @@ type Transport struct {
 	// h1s are the HTTP/1.1 pools, by proxy ("" for none) and by whether
 	// they are for upgrades: net/http pools by address alone, and a
 	// connection through one proxy must never serve a request meant for
-	// another, or for none.
-	h1s map[string]*http.Transport
+	// another, or for none. Each is dropped with its last use.
+	h1s map[string]*h1Pool
 }
 
 // An h2Conn is a pooled HTTP/2 connection and the TLS connection under it,
@@ -121,7 +121,7 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 		MaxConnsPerHost:     cfg.MaxConnsPerHost,
 		IdleConnTimeout:     cfg.IdleTimeout,
 	}
-	t.h1s = map[string]*http.Transport{}
+	t.h1s = map[string]*h1Pool{}
 	// Protocol upgrades (WebSocket): HTTP/1.1 alone, a connection each.
 	icfg := cfg.Config
 	icfg.HTTP1Only = true
@@ -205,7 +205,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Header.Get("Upgrade") != "" {
 		// HTTP/2 carries no protocol switch: a connection of its own,
 		// over HTTP/1.1, whose 101 response body is the tunnel.
-		resp, err := t.h1For(proxy, true).RoundTrip(req)
+		h := t.h1For(proxy, true)
+		resp, err := h.RoundTrip(req)
+		t.h1Done(h)
 		if err != nil {
 			return nil, t.c.Explain(err, "request")
 		}
@@ -235,7 +237,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			c.Close()
 		}
 		if h1 {
-			resp, err := t.h1For(proxy, false).RoundTrip(req)
+			h := t.h1For(proxy, false)
+			resp, err := h.RoundTrip(req)
+			t.h1Done(h)
 			if errors.Is(err, errH2) && attempt == 0 {
 				continue // the host moved to HTTP/2: dial again
 			}
@@ -628,9 +632,21 @@ func (t *Transport) forgetH2Locked(addr string, cc *h2Conn) {
 	}
 }
 
+// An h1Pool is one of the Transport's HTTP/1.1 pools. It is dropped
+// from the Transport's map when nothing uses it: refs counts the requests
+// given it whose RoundTrip has not returned, its dials under way and its
+// open connections, so that a crawl through many proxy URLs (rotating
+// credentials, one per session) keeps only the pools it still uses.
+type h1Pool struct {
+	*http.Transport
+	name string
+	refs int // guarded by the Transport's mu
+}
+
 // h1For returns the HTTP/1.1 pool for connections through proxy (nil for
-// direct ones), for upgrades or for ordinary requests.
-func (t *Transport) h1For(proxy *url.URL, upgrade bool) *http.Transport {
+// direct ones), for upgrades or for ordinary requests, counting a use of
+// it that the caller ends with h1Done.
+func (t *Transport) h1For(proxy *url.URL, upgrade bool) *h1Pool {
 	name := ""
 	if proxy != nil {
 		name = proxy.String()
@@ -641,23 +657,55 @@ func (t *Transport) h1For(proxy *url.URL, upgrade bool) *http.Transport {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if h, ok := t.h1s[name]; ok {
+		h.refs++
 		return h
 	}
-	h := t.h1base.Clone()
+	h := &h1Pool{Transport: t.h1base.Clone(), name: name, refs: 1}
 	h.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	dial := func(ctx context.Context, addr string) (net.Conn, error) { return t.dialH1(ctx, addr, proxy) }
 	if upgrade {
 		// A connection each: its 101 response body is the tunnel.
 		h.DisableKeepAlives = true
-		h.DialTLSContext = func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return t.dialVia(ctx, t.up, addr, proxy)
+		dial = func(ctx context.Context, addr string) (net.Conn, error) { return t.dialVia(ctx, t.up, addr, proxy) }
+	}
+	h.DialTLSContext = func(ctx context.Context, _, addr string) (net.Conn, error) {
+		t.mu.Lock()
+		h.refs++
+		t.mu.Unlock()
+		c, err := dial(ctx, addr)
+		if err != nil {
+			t.h1Done(h)
+			return nil, err
 		}
-	} else {
-		h.DialTLSContext = func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return t.dialH1(ctx, addr, proxy)
-		}
+		return &poolConn{Conn: c, done: func() { t.h1Done(h) }}, nil
 	}
 	t.h1s[name] = h
 	return h
+}
+
+// h1Done ends a use of h (a RoundTrip, a dial, a connection), and drops h
+// when it was the last.
+func (t *Transport) h1Done(h *h1Pool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h.refs--
+	if h.refs == 0 && t.h1s[h.name] == h {
+		delete(t.h1s, h.name)
+	}
+}
+
+// poolConn is a connection of an HTTP/1.1 pool, which calls done when
+// first closed.
+type poolConn struct {
+	net.Conn
+	once sync.Once
+	done func()
+}
+
+func (c *poolConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.done)
+	return err
 }
 
 // dialH1 is an HTTP/1.1 pool's dial: the connection dialH2 handed over,
@@ -719,7 +767,7 @@ func (t *Transport) explainH2(cc *h2Conn, err error) error {
 // CloseIdleConnections closes connections that carry no request.
 func (t *Transport) CloseIdleConnections() {
 	t.mu.Lock()
-	h1s := make([]*http.Transport, 0, len(t.h1s))
+	h1s := make([]*h1Pool, 0, len(t.h1s))
 	for _, h := range t.h1s {
 		h1s = append(h1s, h)
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime"
 	"strconv"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/testpki"
+	"github.com/req-mtls/req-mtls/internal/testutil"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
 )
 
@@ -464,5 +466,48 @@ func TestMaxConnsWaitersBlock(t *testing.T) {
 	wg.Wait()
 	if n := conns.Load(); n != 1 {
 		t.Errorf("%d connections, want 1", n)
+	}
+}
+
+// TestH1PoolsPerProxyFreed: requests to an HTTP/1.1 host through 50 proxy
+// URLs (one set of credentials each, as rotating sessions use) make 50
+// HTTP/1.1 pools; each is dropped with its last connection, closed idle,
+// and a URL used again gets a pool anew.
+func TestH1PoolsPerProxyFreed(t *testing.T) {
+	const urls = 50
+	p := testpki.New(t)
+	site, states := plainServer(t, p, tls.NoClientCert, true)
+	go func() {
+		for range states { // what plainServer reports, unread here
+		}
+	}()
+	_, proxyURL := testutil.StartConnectProxy(t, nil)
+	var n atomic.Int64
+	tr, err := NewTransport(TransportConfig{Config: Config{Time: testpki.Clock, RootCAs: rootPool(p), IdleTimeout: 100 * time.Millisecond,
+		Proxy: func(*http.Request) (*url.URL, error) {
+			u := *proxyURL
+			u.User = url.UserPassword(fmt.Sprintf("session-%d", n.Add(1)%urls), "x")
+			return &u, nil
+		}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	pools := func() int {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		return len(tr.h1s)
+	}
+	for range 2 * urls {
+		if got, err := do(c, site); err != nil || got != "HTTP/1.1 certs=0" {
+			t.Fatalf("GET %s: %q, %v", site, got, err)
+		}
+	}
+	if !waitFor(func() bool { return pools() == 0 }) {
+		t.Errorf("%d HTTP/1.1 pools left once their connections closed idle, want 0", pools())
+	}
+	if got, err := do(c, site); err != nil || got != "HTTP/1.1 certs=0" || pools() != 1 {
+		t.Errorf("GET %s again: %q, %v, %d pools", site, got, err, pools())
 	}
 }
