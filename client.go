@@ -3,11 +3,13 @@ package reqmtls
 import (
 	"context"
 	"crypto"
+	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"time"
@@ -48,7 +50,8 @@ type ClientConfig struct {
 	// KMS work. SignatureAgent is where its directory lives
 	// ("https://bot.example"), sent as the sf-string deployed verifiers
 	// read, or as the working group's dictionary with
-	// SignatureAgentDictionary.
+	// SignatureAgentDictionary. Either without SignatureKey is an error,
+	// as is a SignatureAgent that is not an https URL.
 	SignatureKey             crypto.Signer
 	SignatureAgent           string
 	SignatureAgentDictionary bool
@@ -156,9 +159,34 @@ func LoadSignatureKey(file string) (crypto.Signer, error) { return httpsig.LoadS
 // environment says.
 func NoProxy(*http.Request) (*url.URL, error) { return nil, nil }
 
+// check says which field of c is wrong and why, or returns nil; the
+// errors of internal/client that reach a user name their field too.
 func (c ClientConfig) check() error {
 	if c.Codepoint != 0 && c.Codepoint != CodepointExperimental && c.Codepoint != CodepointBoringSSL {
-		return fmt.Errorf("tls_flags codepoint 0x%04x: want 0x%04x or %d", c.Codepoint, CodepointExperimental, CodepointBoringSSL)
+		return fmt.Errorf("ClientConfig.Codepoint 0x%04x: want 0x%04x (CodepointExperimental) or %d (CodepointBoringSSL)", c.Codepoint, CodepointExperimental, CodepointBoringSSL)
+	}
+	for k := range c.Resolve {
+		if _, _, err := net.SplitHostPort(k); err != nil {
+			return fmt.Errorf("ClientConfig.Resolve %q: want host:port (%v)", k, err)
+		}
+	}
+	if c.SignatureKey == nil {
+		// A crawler that meant to sign and would silently not.
+		switch {
+		case c.SignatureAgent != "":
+			return fmt.Errorf("SignatureAgent %q: no SignatureKey to sign with", c.SignatureAgent)
+		case c.SignatureAgentDictionary:
+			return errors.New("SignatureAgentDictionary: no SignatureKey to sign with")
+		}
+		return nil
+	}
+	if _, ok := c.SignatureKey.Public().(ed25519.PublicKey); !ok {
+		return fmt.Errorf("SignatureKey: a %T, want an Ed25519 key", c.SignatureKey)
+	}
+	if c.SignatureAgent != "" {
+		if u, err := url.Parse(c.SignatureAgent); err != nil || u.Scheme != "https" || u.Host == "" {
+			return fmt.Errorf("SignatureAgent %q: want the https:// URL where the key's directory lives", c.SignatureAgent)
+		}
 	}
 	return nil
 }

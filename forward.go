@@ -107,7 +107,7 @@ func NewForwardProxy(cfg ForwardProxyConfig) (*ForwardProxy, error) {
 	// Hosts left out of FlagHosts learn nothing of the bot: no flag, no
 	// certificate, no signature.
 	plainCfg.Flags, plainCfg.CertFile, plainCfg.KeyFile, plainCfg.GetClientCertificate = Flags{}, "", "", nil
-	plainCfg.SignatureKey = nil
+	plainCfg.SignatureKey, plainCfg.SignatureAgent, plainCfg.SignatureAgentDictionary = nil, "", false
 	plainCfg.OnHandshake = onHS
 	plain, err := NewTransport(plainCfg)
 	if err != nil {

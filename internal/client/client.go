@@ -140,7 +140,7 @@ func New(cfg Config) (*Client, error) {
 		for k, v := range cfg.Resolve {
 			host, port, err := net.SplitHostPort(k)
 			if err != nil {
-				return nil, fmt.Errorf("resolve %q: %v", k, err)
+				return nil, fmt.Errorf("Config.Resolve %q: want host:port (%v)", k, err)
 			}
 			m[net.JoinHostPort(strings.ToLower(host), port)] = v
 		}
