@@ -84,7 +84,8 @@ type ClientConfig struct {
 	// Resolve maps "host:port" (as net.JoinHostPort writes it) to the
 	// "addr:port" to connect to instead, as curl's --resolve does; SNI,
 	// verification and the Host header keep the URL's host. Hosts match
-	// without regard to case.
+	// without regard to case. Through a proxy it is not used: the proxy
+	// is asked for the host by name (as curl does), and resolves it.
 	Resolve map[string]string
 	// Timeout bounds connecting (to the site or the proxy, for http URLs
 	// as for https ones) and the TLS handshake, and, on a ClientConn, each
@@ -213,7 +214,8 @@ type Handshake struct {
 	IssuerListed *bool         `json:"cert_issuer_listed,omitempty"`
 	Resumed      bool          `json:"resumed"`
 	Duration     time.Duration `json:"handshake_ns"`
-	// Addr is the address connected to (after ClientConfig.Resolve).
+	// Addr is the address connected to (after ClientConfig.Resolve), or
+	// the one asked of the proxy.
 	Addr string `json:"addr"`
 	// ServerCert describes the server's certificate; PeerCertificates is
 	// the chain it sent (on a resumed session, those of the original

@@ -71,7 +71,8 @@ type Config struct {
 	// Resolve maps "host:port" (as net.JoinHostPort writes it) to the
 	// "addr:port" to connect to instead, as curl's --resolve does; SNI,
 	// verification and the Host header keep the URL's host. Hosts match
-	// without regard to case.
+	// without regard to case. Through a proxy it is not used: the proxy
+	// is asked for the host by name.
 	Resolve map[string]string
 	// Timeout bounds each request, connection and handshake included
 	// (default 30 s); for a Transport, connecting (http URLs too) and the
@@ -234,7 +235,8 @@ type Handshake struct {
 	ServerName    string        `json:"server_name"`
 	Proxy         string        `json:"proxy,omitempty"` // the proxy tunnelled through, its password hidden
 	Duration      time.Duration `json:"handshake_ns"`
-	// Addr is the address connected to (after Config.Resolve).
+	// Addr is the address connected to (after Config.Resolve), or asked
+	// of the proxy.
 	Addr string `json:"addr"`
 	// ServerCert describes the server's certificate (its leaf),
 	// PeerCertificates is the chain it sent. On a resumed session they
@@ -335,7 +337,11 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string, proxy *ur
 	if c.cfg.ServerName != "" {
 		serverName = c.cfg.ServerName
 	}
-	addr = c.resolve(addr)
+	if proxy == nil {
+		// Through a proxy, the proxy is asked for the host by name and
+		// resolves it, as curl does: Resolve is for direct connections.
+		addr = c.resolve(addr)
+	}
 	hs := &Handshake{FlagsSent: c.cfg.Flags, ServerName: serverName, Addr: addr}
 	if !c.cfg.Flags.IsEmpty() {
 		cp := c.cfg.Codepoint

@@ -248,3 +248,43 @@ func TestProxySchemes(t *testing.T) {
 		})
 	}
 }
+
+// TestResolveThroughProxyNamesHost: with Resolve and a proxy, the proxy
+// is asked for the URL's host by name (CONNECT, SOCKS5), as curl does: it
+// resolves names itself, and Resolve is for direct connections.
+func TestResolveThroughProxyNamesHost(t *testing.T) {
+	p := testpki.New(t)
+	site := testServer(t, p)
+	_, port, _ := net.SplitHostPort(site.addr)
+	hosts := map[string]string{"localhost": "127.0.0.1"}
+	cp, connectURL := testutil.StartConnectProxy(t, hosts)
+	socks, socksURL := startSOCKS5(t, "", "", hosts)
+	for _, tc := range []struct {
+		name    string
+		proxy   *url.URL
+		targets func() []string
+	}{
+		{"connect", connectURL, cp.Tunnels},
+		{"socks5", socksURL, socks.Targets},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var hs []*Handshake
+			tr, err := NewTransport(TransportConfig{Config: Config{Time: testpki.Clock, RootCAs: rootPool(p), Proxy: http.ProxyURL(tc.proxy),
+				Resolve: map[string]string{"localhost:" + port: site.addr}},
+				OnHandshake: func(_ string, h *Handshake) { hs = append(hs, h) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.CloseIdleConnections()
+			if got, err := do(&http.Client{Transport: tr}, "https://localhost:"+port+"/"); err != nil || got != "HTTP/2.0 ok" {
+				t.Fatalf("GET through %s: %q, %v", tc.proxy, got, err)
+			}
+			if targets := tc.targets(); len(targets) != 1 || targets[0] != "localhost:"+port {
+				t.Errorf("the proxy was asked for %q, want [localhost:%s]", targets, port)
+			}
+			if len(hs) != 1 || hs[0].Addr != "localhost:"+port {
+				t.Errorf("handshakes %+v, want one with Addr localhost:%s", hs, port)
+			}
+		})
+	}
+}
