@@ -134,9 +134,47 @@ func (s *socksServer) serve(c net.Conn) {
 	io.Copy(c, up)
 }
 
-// startTLSConnectProxy serves a CONNECT proxy over TLS (an https proxy)
-// with the test PKI's server certificate, for 127.0.0.1.
-func startTLSConnectProxy(t *testing.T, p *testpki.PKI, hosts map[string]string) (*testutil.ConnectProxy, *url.URL) {
+// tlsProxy is an https proxy for tests: CONNECT (testutil.ConnectProxy)
+// and plain http requests, forwarded, over TLS with the test PKI's server
+// certificate, for 127.0.0.1. Targets lists the hosts asked for.
+type tlsProxy struct {
+	cp *testutil.ConnectProxy
+
+	mu    sync.Mutex
+	plain []string
+}
+
+func (tp *tlsProxy) Targets() []string {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return append(tp.cp.Tunnels(), tp.plain...)
+}
+
+func (tp *tlsProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodConnect {
+		tp.cp.ServeHTTP(w, r)
+		return
+	}
+	tp.mu.Lock()
+	tp.plain = append(tp.plain, r.URL.Host)
+	tp.mu.Unlock()
+	out := r.Clone(r.Context())
+	out.RequestURI = ""
+	host, port, _ := net.SplitHostPort(r.URL.Host)
+	if a, ok := tp.cp.Hosts[host]; ok {
+		out.URL.Host = net.JoinHostPort(a, port)
+	}
+	resp, err := http.DefaultTransport.RoundTrip(out)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, resp.Body)
+}
+
+func startTLSConnectProxy(t *testing.T, p *testpki.PKI, hosts map[string]string) (*tlsProxy, *url.URL) {
 	t.Helper()
 	cert, err := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
 	if err != nil {
@@ -146,17 +184,17 @@ func startTLSConnectProxy(t *testing.T, p *testpki.PKI, hosts map[string]string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := &testutil.ConnectProxy{Hosts: hosts}
-	srv := &http.Server{Handler: cp, ErrorLog: log.New(io.Discard, "", 0)}
+	tp := &tlsProxy{cp: &testutil.ConnectProxy{Hosts: hosts}}
+	srv := &http.Server{Handler: tp, ErrorLog: log.New(io.Discard, "", 0)}
 	go srv.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, Time: testpki.Clock}))
 	t.Cleanup(func() { srv.Close() })
-	return cp, &url.URL{Scheme: "https", Host: ln.Addr().String()}
+	return tp, &url.URL{Scheme: "https", Host: ln.Addr().String()}
 }
 
 // TestProxySchemes: https and socks5 proxies work as with net/http's
 // Proxy: an https site through an https proxy (CONNECT over TLS, the
 // proxy verified with RootCAs), through socks5 and socks5h (with a
-// username and password), and an http site through socks5; each proxy is
+// username and password), and an http site through both; each proxy is
 // asked for the URL's host by name. A refusal names the proxy and why.
 func TestProxySchemes(t *testing.T) {
 	p := testpki.New(t)
@@ -183,7 +221,8 @@ func TestProxySchemes(t *testing.T) {
 		want    string
 		targets func() []string
 	}{
-		{"https", tlsProxyURL, "https://localhost:" + sitePort + "/", "HTTP/2.0 ok", tlsProxy.Tunnels},
+		{"https", tlsProxyURL, "https://localhost:" + sitePort + "/", "HTTP/2.0 ok", tlsProxy.Targets},
+		{"https_http", tlsProxyURL, "http://localhost:" + plainPort + "/", "plain ok", tlsProxy.Targets},
 		{"socks5", socksURL, "https://localhost:" + sitePort + "/", "HTTP/2.0 ok", socks.Targets},
 		{"socks5h_auth", socksAuthURL, "https://localhost:" + sitePort + "/", "HTTP/2.0 ok", socksAuth.Targets},
 		{"socks5_http", socksURL, "http://localhost:" + plainPort + "/", "plain ok", socks.Targets},
