@@ -61,9 +61,10 @@ Connection:
                             dictionary (sig1="URL") rather than a string
   -x URL, --proxy URL       go through this proxy (http://[USER:PASS@]HOST:PORT,
                             https:// for TLS to the proxy, socks5:// or
-                            socks5h://), for every host, loopback ones too; without it,
-                            HTTPS_PROXY, HTTP_PROXY and NO_PROXY are honoured
-                            as by curl and Go (loopback hosts go direct)
+                            socks5h://), for every host, loopback ones too;
+                            without it, HTTPS_PROXY, HTTP_PROXY and NO_PROXY
+                            are honoured as by curl and Go (loopback hosts go
+                            direct)
   -k                        do not verify the server's certificate (anyone
                             on the path can pose as the server; a warning
                             says so)
