@@ -199,7 +199,7 @@ func upstream(c ClientConfig, onHS func(string, Handshake), control func(context
 	// Hosts left out of FlagHosts learn nothing of the bot: no flag, no
 	// certificate, no signature.
 	c.Flags, c.CertFile, c.KeyFile, c.GetClientCertificate = Flags{}, "", "", nil
-	c.SignatureKey = nil
+	c.SignatureKey, c.SignatureAgent, c.SignatureAgentDictionary = nil, "", false
 	plain, err := NewTransport(c)
 	if err != nil {
 		return forward.Upstream{}, err

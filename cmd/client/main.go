@@ -59,10 +59,12 @@ Connection:
                             Signature-Agent and covered by the signature
   -signature-agent-dict     send Signature-Agent as the working group's
                             dictionary (sig1="URL") rather than a string
-  -x URL, --proxy URL       go through this HTTP proxy (http://[USER:PASS@]HOST:PORT),
-                            for every host, loopback ones too; without it,
-                            HTTPS_PROXY, HTTP_PROXY and NO_PROXY are honoured
-                            as by curl and Go (loopback hosts go direct)
+  -x URL, --proxy URL       go through this proxy (http://[USER:PASS@]HOST:PORT,
+                            https:// for TLS to the proxy, socks5:// or
+                            socks5h://), for every host, loopback ones too;
+                            without it, HTTPS_PROXY, HTTP_PROXY and NO_PROXY
+                            are honoured as by curl and Go (loopback hosts go
+                            direct)
   -k                        do not verify the server's certificate (anyone
                             on the path can pose as the server; a warning
                             says so)
@@ -312,8 +314,8 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	}
 	if *proxyURL != "" {
 		pu, err := url.Parse(*proxyURL)
-		if err != nil || pu.Scheme != "http" || pu.Host == "" {
-			return c.misuse("-x %q is not an http://HOST:PORT proxy URL", *proxyURL)
+		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https" && pu.Scheme != "socks5" && pu.Scheme != "socks5h") || pu.Host == "" {
+			return c.misuse("-x %q is not a proxy URL (http://HOST:PORT, https://, socks5:// or socks5h://)", *proxyURL)
 		}
 		cfg.Proxy = http.ProxyURL(pu)
 	}

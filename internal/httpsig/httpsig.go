@@ -633,6 +633,9 @@ func LoadSigningKey(file string) (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signing key: %w", err)
 	}
+	if EncryptedPEM(data) {
+		return nil, fmt.Errorf("signing key %q: the private key is encrypted (a passphrase protects it): decrypt it first, e.g. openssl pkey -in %q -out key.pem", file, file)
+	}
 	if b, _ := pem.Decode(data); b != nil {
 		k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
 		if err != nil {
@@ -660,6 +663,15 @@ func LoadSigningKey(file string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("signing key %q: x is not the public key of d", file)
 	}
 	return k, nil
+}
+
+// EncryptedPEM reports whether the first PEM block in data is an encrypted
+// private key: PKCS #8's ENCRYPTED PRIVATE KEY (RFC 5958, Section 3), or
+// the legacy Proc-Type header of RFC 1421, Section 4.6.1.1, that OpenSSL
+// still writes.
+func EncryptedPEM(data []byte) bool {
+	b, _ := pem.Decode(data)
+	return b != nil && (b.Type == "ENCRYPTED PRIVATE KEY" || strings.HasSuffix(b.Headers["Proc-Type"], ",ENCRYPTED"))
 }
 
 // BotParams are Web Bot Auth's parameters for a signature made now by key
