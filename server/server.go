@@ -29,6 +29,7 @@ import (
 	"github.com/req-mtls/req-mtls/internal/auth"
 
 	"github.com/req-mtls/req-mtls/internal/certs"
+	"github.com/req-mtls/req-mtls/internal/fleetstate"
 	"github.com/req-mtls/req-mtls/internal/gateway"
 	"github.com/req-mtls/req-mtls/internal/httpsig"
 	"github.com/req-mtls/req-mtls/internal/metrics"
@@ -208,6 +209,23 @@ type Config struct {
 	// fail (default 1 hour). A directory answering 404 or 410 has
 	// withdrawn its keys: they go at once.
 	SignatureKeysMaxStale time.Duration
+
+	// Redis is the URL of a Redis the fleet shares, for Server:
+	// redis://[user:password@]host:port[/db], rediss:// (TLS, verified
+	// against RedisCAFile or the system roots), unix:///path[?db=N], a
+	// Cluster's seed nodes (redis://host:port?addr=host2:port2&...) or
+	// the Sentinels of a master (...&master_name=NAME). A verified
+	// signature's nonce is then stored there until the signature expires
+	// (plus SignatureSkew), so that a replay at any instance is refused,
+	// and in this process as well. Each call is bounded by RedisTimeout
+	// (default 50 ms); while Redis is slow or unreachable, this process's
+	// own store answers (one log line when the outage starts, one when
+	// it ends; reqmtls_redis_up, reqmtls_redis_errors_total and
+	// reqmtls_redis_request_duration_seconds tell), and a ping each
+	// second takes Redis back when it answers. No request fails because
+	// of Redis.
+	Redis, RedisCAFile string
+	RedisTimeout       time.Duration
 }
 
 func (c Config) auth() auth.Config {
@@ -435,16 +453,41 @@ func New(cfg Config) (*Server, error) {
 		}
 		dirKeys = append(dirKeys, k)
 	}
+	var shared *fleetstate.Redis
+	if cfg.Redis != "" {
+		rc := fleetstate.Config{URL: cfg.Redis, Timeout: cfg.RedisTimeout, Logger: cfg.Logger}
+		if cfg.RedisCAFile != "" {
+			pool, err := certs.LoadPool(cfg.RedisCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("redis CA: %w", err)
+			}
+			rc.RootCAs = pool
+		}
+		var err error
+		if shared, err = fleetstate.Open(rc); err != nil {
+			return nil, err
+		}
+	}
+	fail := func(err error) (*Server, error) {
+		if shared != nil {
+			shared.Close()
+		}
+		return nil, err
+	}
 	var sigs *webbotauth.Verifier
 	if cfg.SignatureAgentsFile != "" {
-		v, err := newSignatureVerifier(cfg.SignatureAgentsFile, cfg.SignatureAgentsCAFile, webbotauth.Config{
-			Skew: cfg.SignatureSkew, MaxValidity: cfg.SignatureMaxValidity, MaxStale: cfg.SignatureKeysMaxStale, Now: cfg.Now}, cfg.Logger)
+		vc := webbotauth.Config{Skew: cfg.SignatureSkew, MaxValidity: cfg.SignatureMaxValidity, MaxStale: cfg.SignatureKeysMaxStale, Now: cfg.Now}
+		if shared != nil {
+			vc.Nonces = shared.Nonces(webbotauth.NewMemoryNonces(webbotauth.DefaultMaxNonces, cfg.Now))
+		}
+		v, err := newSignatureVerifier(cfg.SignatureAgentsFile, cfg.SignatureAgentsCAFile, vc, cfg.Logger)
 		if err != nil {
-			return nil, err
+			return fail(err)
 		}
 		sigs = v.v
 	}
 	s, err := srv.New(srv.Config{
+		Redis:         shared,
 		Signatures:    sigs,
 		DirectoryKeys: dirKeys,
 		Files: srv.Files{Cert: cfg.CertFile, Key: cfg.KeyFile, ClientCA: cfg.ClientCAFile, BotCA: cfg.BotCAFile,
@@ -467,7 +510,7 @@ func New(cfg Config) (*Server, error) {
 		Now:               cfg.Now,
 	})
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	return &Server{s: s, a: &Authenticator{a: s.Auth()}}, nil
 }

@@ -113,6 +113,16 @@ Options:
                             /.well-known/http-message-signatures-directory,
                             signed, for a bot operator's site: Ed25519 signing
                             keys and the agent certificate's key (agent.key)
+  -redis URL                a Redis the fleet shares: each verified signature's
+                            nonce is stored there until it expires, so a replay
+                            at any instance is refused; redis://[user:pass@]
+                            host:port[/db], rediss:// (TLS), unix:///PATH, a
+                            Cluster (redis://h1:p1?addr=h2:p2&addr=...) or
+                            Sentinels (...&master_name=NAME) (default: none)
+  -redis-cacert FILE        roots for a rediss:// server (default: system)
+  -redis-timeout D          bound on each Redis call of a request; past it, or
+                            while Redis is down, this instance's own state
+                            answers (default 50ms)
   -upstream-max-conns N     connections open to the origin at most (default
                             1024; 0: no cap)
   -xfcc                     also send Envoy's x-forwarded-client-cert
@@ -206,6 +216,9 @@ func run(args []string, stderr io.Writer) int {
 		maxResp    = fs.String("max-response-body", "", "")
 		pages      = fs.String("pages", "", "")
 		accessLog  = fs.String("access-log", "", "")
+		redisURL   = fs.String("redis", "", "")
+		redisCA    = fs.String("redis-cacert", "", "")
+		redisTime  = fs.Duration("redis-timeout", 50*time.Millisecond, "")
 	)
 	misuse := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "server: "+format+"\n", a...)
@@ -307,6 +320,12 @@ func run(args []string, stderr io.Writer) int {
 	if *sigStale <= 0 {
 		return misuse("-signature-keys-max-stale must be positive, not %v", *sigStale)
 	}
+	if *redisCA != "" && !strings.HasPrefix(*redisURL, "rediss://") {
+		return misuse("-redis-cacert goes with a -redis rediss:// URL")
+	}
+	if *redisTime <= 0 {
+		return misuse("-redis-timeout must be positive, not %v", *redisTime)
+	}
 	if *sigAgentCA != "" && *sigAgents == "" {
 		return misuse("-signature-agents-cacert goes with -signature-agents")
 	}
@@ -342,7 +361,8 @@ func run(args []string, stderr io.Writer) int {
 		SignatureAgentsFile:        *sigAgents, SignatureAgentsCAFile: *sigAgentCA, SignatureSkew: *sigSkew,
 		SignatureMaxValidity:  *sigValid,
 		SignatureKeysMaxStale: *sigStale,
-		CertFile:              *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, ClientCRLFile: *clientCRL, DenyFile: *denyFile, TicketKeysFile: *ticketKeys,
+		Redis:                 *redisURL, RedisCAFile: *redisCA, RedisTimeout: *redisTime,
+		CertFile: *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, ClientCRLFile: *clientCRL, DenyFile: *denyFile, TicketKeysFile: *ticketKeys,
 		Policy:            policy,
 		ProxyProtocolFrom: proxyPrefixes,
 		DrainDelay:        *drainDelay,

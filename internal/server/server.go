@@ -31,6 +31,7 @@ import (
 	"golang.org/x/crypto/acme/autocert"
 
 	"github.com/req-mtls/req-mtls/internal/auth"
+	"github.com/req-mtls/req-mtls/internal/fleetstate"
 	"github.com/req-mtls/req-mtls/internal/metrics"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
 	"github.com/req-mtls/req-mtls/internal/webbotauth"
@@ -95,6 +96,10 @@ type Config struct {
 	// ACME, if set, replaces Files.Cert and Files.Key: the certificate
 	// comes from an ACME server and is renewed while the server runs.
 	ACME *ACME
+	// Redis, if set, is the state the fleet shares (the nonces of
+	// Signatures, when its Config.Nonces is Redis.Nonces): its metrics
+	// are served with the server's, and Shutdown closes it.
+	Redis *fleetstate.Redis
 
 	// DrainDelay is how long Shutdown keeps accepting and serving while
 	// /readyz already answers 503, so that a load balancer's health
@@ -243,6 +248,9 @@ func New(cfg Config) (*Server, error) {
 		mux.Handle("/", h)
 		h = mux
 	}
+	if cfg.Redis != nil {
+		cfg.Redis.SetObserver(m.AddRedis())
+	}
 	if cfg.Signatures != nil {
 		m.AddAgents(cfg.Signatures)
 		// A signature's @authority may be any name of the certificate
@@ -377,6 +385,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, hl := range hls {
 		hl.Close()
 		hl.wait()
+	}
+	if s.cfg.Redis != nil {
+		s.cfg.Redis.Close()
 	}
 	return err
 }

@@ -1,0 +1,248 @@
+package fleetstate
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/req-mtls/req-mtls/internal/testutil"
+	"github.com/req-mtls/req-mtls/internal/webbotauth"
+)
+
+// observer records what a Redis reports.
+type observer struct {
+	mu    sync.Mutex
+	ups   []bool
+	calls map[string]int
+	errs  []error
+}
+
+func (o *observer) Up(up bool) { o.mu.Lock(); o.ups = append(o.ups, up); o.mu.Unlock() }
+func (o *observer) Call(op string, _ time.Duration, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.calls == nil {
+		o.calls = map[string]int{}
+	}
+	o.calls[op]++
+	if err != nil {
+		o.errs = append(o.errs, err)
+	}
+}
+
+// instance is one server's view of the fleet's Redis.
+type instance struct {
+	r      *Redis
+	nonces *Nonces
+	log    *testutil.Buffer
+	obs    *observer
+}
+
+func open(t *testing.T, url string) *instance {
+	t.Helper()
+	in := &instance{log: &testutil.Buffer{}, obs: &observer{}}
+	r, err := Open(Config{URL: url, PingInterval: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(in.log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	r.SetObserver(in.obs)
+	in.r, in.nonces = r, r.Nonces(webbotauth.NewMemoryNonces(0, nil))
+	return in
+}
+
+// waitUp waits until in's Redis is up (or down), by its background ping.
+func waitUp(t *testing.T, in *instance, up bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if in.r.Up() == up {
+			return
+		}
+	}
+	t.Fatalf("redis up = %v after 10 s, want %v\n%s", in.r.Up(), up, in.log)
+}
+
+func seen(t *testing.T, in *instance, key string) bool {
+	t.Helper()
+	replayed, err := in.nonces.Seen(context.Background(), key, time.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatalf("Seen(%q): %v", key, err)
+	}
+	return replayed
+}
+
+// TestNoncesShared: a nonce seen at one instance is a replay at another,
+// and is kept in Redis until its expiry, not longer.
+func TestNoncesShared(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	a, b := open(t, srv.URL), open(t, srv.URL)
+	if seen(t, a, "k1 n1") {
+		t.Fatal("a first nonce is a replay at a")
+	}
+	if !seen(t, b, "k1 n1") {
+		t.Error("a nonce seen at a is no replay at b")
+	}
+	if !seen(t, a, "k1 n1") {
+		t.Error("a nonce seen at a is no replay at a")
+	}
+	if seen(t, b, "k1 n2") || seen(t, b, "k2 n1") {
+		t.Error("another nonce, or the same nonce of another key, is a replay")
+	}
+
+	// The key's lifetime is what is left of the nonce's.
+	expiry := time.Now().Add(1500 * time.Millisecond)
+	if r, err := a.nonces.Seen(context.Background(), "k1 short", expiry); r || err != nil {
+		t.Fatalf("Seen: %v, %v", r, err)
+	}
+	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer raw.Close()
+	ttl, err := raw.PTTL(context.Background(), a.r.key("nonce:", "k1 short")).Result()
+	if err != nil || ttl <= 0 || ttl > 1500*time.Millisecond {
+		t.Errorf("PTTL of a nonce expiring in 1.5 s: %v, %v; want at most 1.5 s", ttl, err)
+	}
+	keys, _ := raw.Keys(context.Background(), "*").Result()
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "reqmtls:nonce:") || len(k) != len("reqmtls:nonce:")+22 {
+			t.Errorf("key %q: want reqmtls:nonce: and 22 bytes", k)
+		}
+	}
+	if len(a.obs.errs)+len(b.obs.errs) != 0 || a.obs.calls["nonce"] == 0 {
+		t.Errorf("observed calls %v, errors %v %v", a.obs.calls, a.obs.errs, b.obs.errs)
+	}
+}
+
+// TestNoncesOutage: Redis stopped, every check still answers, from the
+// local store (the instance's own nonces, from before the outage too,
+// are still replays); one log line starts the outage and one ends it,
+// and once Redis is back (no restart) nonces are shared again.
+func TestNoncesOutage(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	a, b := open(t, srv.URL), open(t, srv.URL)
+	if seen(t, a, "k before") {
+		t.Fatal("first use is a replay")
+	}
+	srv.Stop()
+	for i := range 20 {
+		if seen(t, a, "k during "+string(rune('a'+i))) {
+			t.Fatalf("a first nonce during the outage is a replay")
+		}
+	}
+	if a.r.Up() {
+		t.Fatal("redis still up after failed calls")
+	}
+	if !seen(t, a, "k before") || !seen(t, a, "k during a") {
+		t.Error("during the outage, a nonce this instance saw is no replay")
+	}
+	// What the outage costs: b cannot know what a saw meanwhile.
+	waitUp(t, b, false)
+	if seen(t, b, "k during b") {
+		t.Error("b knew of a nonce a saw during the outage")
+	}
+	if n := strings.Count(a.log.String(), "redis unreachable"); n != 1 {
+		t.Errorf("%d lines for one outage, want 1:\n%s", n, a.log)
+	}
+
+	srv.Start()
+	waitUp(t, a, true)
+	waitUp(t, b, true)
+	if n := strings.Count(a.log.String(), "redis reachable again"); n != 1 {
+		t.Errorf("%d lines for the outage's end, want 1:\n%s", n, a.log)
+	}
+	if !strings.Contains(a.log.String(), "answered_locally=") {
+		t.Errorf("the outage's end says not how many calls were answered locally:\n%s", a.log)
+	}
+	if seen(t, a, "k after") {
+		t.Fatal("first use after the outage is a replay")
+	}
+	if !seen(t, b, "k after") {
+		t.Error("after the outage, a nonce seen at a is no replay at b")
+	}
+	a.obs.mu.Lock()
+	defer a.obs.mu.Unlock()
+	if want := []bool{true, false, true}; !equal(a.obs.ups, want) {
+		t.Errorf("observed states %v, want %v", a.obs.ups, want)
+	}
+}
+
+func equal(a, b []bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestNoncesSlowRedis: Redis paused (CLIENT PAUSE): the call ends at the
+// timeout, the nonce is answered locally, and Redis is taken back once it
+// answers in time again.
+func TestNoncesSlowRedis(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	a := open(t, srv.URL)
+	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer raw.Close()
+	if err := raw.Do(context.Background(), "CLIENT", "PAUSE", "1500", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if seen(t, a, "k slow") {
+		t.Fatal("a first nonce is a replay")
+	}
+	a.obs.mu.Lock()
+	var deadline bool
+	for _, err := range a.obs.errs {
+		var ne net.Error
+		deadline = deadline || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+	}
+	a.obs.mu.Unlock()
+	if !deadline {
+		t.Errorf("no call ended at its deadline: %v", a.obs.errs)
+	}
+	if !seen(t, a, "k slow") {
+		t.Error("a nonce answered locally is no replay locally")
+	}
+	waitUp(t, a, true)
+	if !seen(t, a, "k slow") {
+		t.Error("a nonce seen while redis was slow is no replay after")
+	}
+}
+
+// TestOpenURL: what Open takes and what it refuses, naming the URL
+// without its password.
+func TestOpenURL(t *testing.T) {
+	for _, tc := range []struct{ url, err string }{
+		{"http://localhost:6379", `redis URL "http://localhost:6379": redis: invalid URL scheme: http`},
+		{"redis://:secret@localhost:6379?pool_sise=3", `redis URL "redis://:xxxxx@localhost:6379?pool_sise=3": redis: unexpected option: pool_sise`},
+		{"redis://localhost:26379?master_name=", `redis URL "redis://localhost:26379?master_name=": master_name is empty`},
+		{"unix:///run/redis.sock?master_name=m", `redis URL "unix:///run/redis.sock?master_name=m": a Sentinel URL is redis:// or rediss://, not "unix://"`},
+		{"redis://localhost:6379?addr=nohost", `redis URL "redis://localhost:6379?addr=nohost": redis: unable to parse addr param: nohost`},
+	} {
+		_, err := Open(Config{URL: tc.url})
+		if err == nil || err.Error() != tc.err {
+			t.Errorf("Open(%q): %v, want %s", tc.url, err, tc.err)
+		}
+	}
+}
+
+// TestUnixSocket: unix:// reaches a redis-server on its socket.
+func TestUnixSocket(t *testing.T) {
+	sock := t.TempDir() + "/redis.sock"
+	testutil.StartRedis(t, "--unixsocket", sock)
+	a, b := open(t, "unix://"+sock), open(t, "unix://"+sock+"?db=0")
+	if !a.r.Up() {
+		t.Fatalf("not up over %s:\n%s", sock, a.log)
+	}
+	if seen(t, a, "k unix") || !seen(t, b, "k unix") {
+		t.Error("a nonce seen at a is no replay at b, over a unix socket")
+	}
+}
