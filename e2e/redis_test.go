@@ -285,4 +285,3 @@ func grepLines(s string, prefixes ...string) []string {
 	}
 	return out
 }
-
