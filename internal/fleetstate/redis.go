@@ -114,6 +114,7 @@ func Open(cfg Config) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
+	setLogger.Do(func() { redis.SetLogger(clientLog{cfg.Logger}) })
 	r := &Redis{client: client, timeout: cfg.Timeout, interval: cfg.PingInterval, prefix: cfg.Prefix,
 		log: cfg.Logger, stop: make(chan struct{}), done: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(context.Background(), max(time.Second, cfg.Timeout))
@@ -196,6 +197,19 @@ func newClient(cfg Config) (redis.UniversalClient, error) {
 		o.ContextTimeoutEnabled, o.MaxRetries, o.DisableIdentity = true, -1, true
 		return redis.NewClient(o), nil
 	}
+}
+
+// setLogger gives go-redis's own messages (one process-wide logger: the
+// first Open's) to slog.
+var setLogger sync.Once
+
+// clientLog logs go-redis's messages (a Sentinel's lookups, a Cluster's
+// node states) at debug level: under an outage they may come once a try,
+// and the outage has its own two lines.
+type clientLog struct{ log *slog.Logger }
+
+func (l clientLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "go-redis: "+fmt.Sprintf(format, v...))
 }
 
 // redactURL is u without its password, for logs and errors.

@@ -3,8 +3,10 @@ package fleetstate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +14,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/req-mtls/req-mtls/internal/certs"
+	"github.com/req-mtls/req-mtls/internal/testpki"
 	"github.com/req-mtls/req-mtls/internal/testutil"
 	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
@@ -244,5 +248,110 @@ func TestUnixSocket(t *testing.T) {
 	}
 	if seen(t, a, "k unix") || !seen(t, b, "k unix") {
 		t.Error("a nonce seen at a is no replay at b, over a unix socket")
+	}
+}
+
+// TestTLS: rediss:// verifies the server against the roots given, and
+// fails against others (the state then stays local, logged).
+func TestTLS(t *testing.T) {
+	p := testpki.New(t)
+	srv := testutil.StartRedisTLS(t, p.ServerCert, p.ServerKey)
+	roots, err := certs.LoadPool(p.RootCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &instance{log: &testutil.Buffer{}, obs: &observer{}}
+	r, err := Open(Config{URL: srv.URL, RootCAs: roots, Logger: slog.New(slog.NewTextHandler(in.log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if !r.Up() {
+		t.Fatalf("not up over TLS:\n%s", in.log)
+	}
+	in.r, in.nonces = r, r.Nonces(webbotauth.NewMemoryNonces(0, nil))
+	if seen(t, in, "k tls") || !seen(t, in, "k tls") {
+		t.Error("nonces over TLS: a first use is a replay, or a replay is not")
+	}
+
+	// The system roots do not know the test CA.
+	var log testutil.Buffer
+	r2, err := Open(Config{URL: srv.URL, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if r2.Up() || !strings.Contains(log.String(), "certificate signed by unknown authority") {
+		t.Errorf("a server the roots do not vouch for: up %v\n%s", r2.Up(), log.String())
+	}
+	if _, err := Open(Config{URL: "redis://" + srv.Addr, RootCAs: roots}); err == nil || !strings.Contains(err.Error(), "go with rediss://") {
+		t.Errorf("roots with redis://: %v", err)
+	}
+}
+
+// TestSentinel: a master_name URL reaches the master a Sentinel monitors.
+func TestSentinel(t *testing.T) {
+	master := testutil.StartRedis(t)
+	sentinel := testutil.StartSentinel(t, master.Addr, "fleet")
+	a := open(t, "redis://"+sentinel.Addr+"?master_name=fleet")
+	b := open(t, master.URL)
+	if !a.r.Up() {
+		t.Fatalf("not up through the Sentinel:\n%s", a.log)
+	}
+	if seen(t, a, "k sentinel") || !seen(t, b, "k sentinel") {
+		t.Error("a nonce seen through the Sentinel is not in its master")
+	}
+}
+
+// TestCluster: a URL with addr parameters is a Cluster; nonces and
+// buckets land on the nodes their keys hash to.
+func TestCluster(t *testing.T) {
+	var nodes []*testutil.RedisServer
+	for range 3 {
+		nodes = append(nodes, testutil.StartRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"))
+	}
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		t.Fatal("redis-cli (Debian package redis-tools, with redis-server) not found")
+	}
+	args := []string{"--cluster", "create"}
+	for _, n := range nodes {
+		args = append(args, n.Addr)
+	}
+	if out, err := exec.Command(cli, append(args, "--cluster-replicas", "0", "--cluster-yes")...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	url := nodes[0].URL + "?addr=" + nodes[1].Addr + "&addr=" + nodes[2].Addr
+	raw := redis.NewClient(&redis.Options{Addr: nodes[0].Addr})
+	defer raw.Close()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		info, _ := raw.ClusterInfo(context.Background()).Result()
+		if strings.Contains(info, "cluster_state:ok") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cluster is not ok after 20 s:\n%s", info)
+		}
+	}
+	a, b := open(t, url), open(t, url)
+	if !a.r.Up() {
+		t.Fatalf("not up on the cluster:\n%s", a.log)
+	}
+	for i := range 20 {
+		k := fmt.Sprint("k cluster ", i)
+		if seen(t, a, k) || !seen(t, b, k) {
+			t.Errorf("nonce %q: a first use is a replay, or a replay at b is not", k)
+		}
+	}
+	la, lb := a.r.Limiter(0), b.r.Limiter(0)
+	now := time.Now()
+	if ok, _ := la.Take("bot", 1, 1, now); !ok {
+		t.Error("the first take on the cluster refused")
+	}
+	if ok, _ := lb.Take("bot", 1, 1, now); ok {
+		t.Error("b took a token a took from the cluster's bucket")
+	}
+	if len(a.obs.errs) != 0 {
+		t.Errorf("errors on the cluster: %v", a.obs.errs)
 	}
 }
