@@ -254,7 +254,8 @@ func TestUnixSocket(t *testing.T) {
 // TestTLS: rediss:// verifies the server against the roots given, and
 // fails against others (the state then stays local, logged).
 func TestTLS(t *testing.T) {
-	p := testpki.New(t)
+	// redis-server and the client read the wall clock.
+	p := testpki.NewAt(t, time.Now())
 	srv := testutil.StartRedisTLS(t, p.ServerCert, p.ServerKey)
 	roots, err := certs.LoadPool(p.RootCA)
 	if err != nil {
