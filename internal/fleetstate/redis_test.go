@@ -356,3 +356,46 @@ func TestCluster(t *testing.T) {
 		t.Errorf("errors on the cluster: %v", a.obs.errs)
 	}
 }
+
+// TestACL: a Redis user allowed the commands this package sends, on its
+// keys alone, is enough (the ACL docs/fleet.md gives), and the password
+// in the URL is used.
+func TestACL(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer raw.Close()
+	acl := strings.Fields("ACL SETUSER reqmtls on >s3cret ~reqmtls:* resetchannels -@all +ping +hello +set +evalsha +eval +hmget +hset +pexpire")
+	args := make([]any, len(acl))
+	for i, a := range acl {
+		args[i] = a
+	}
+	if err := raw.Do(context.Background(), args...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	in := open(t, "redis://reqmtls:s3cret@"+srv.Addr)
+	if !in.r.Up() {
+		t.Fatalf("not up as the ACL user:\n%s", in.log)
+	}
+	if seen(t, in, "k acl") || !seen(t, in, "k acl") {
+		t.Error("nonces as the ACL user: a first use is a replay, or a replay is not")
+	}
+	l := in.r.Limiter(0)
+	now := time.Now()
+	if ok, _ := l.Take("bot", 1, 1, now); !ok {
+		t.Error("the first take as the ACL user refused")
+	}
+	if ok, _ := l.Take("bot", 1, 1, now); ok {
+		t.Error("a take past the burst as the ACL user admitted")
+	}
+	if len(in.obs.errs) != 0 {
+		t.Errorf("errors as the ACL user: %v", in.obs.errs)
+	}
+	// A wrong password: refused at start, so the state is local.
+	bad := open(t, "redis://reqmtls:wrong@"+srv.Addr)
+	if bad.r.Up() || !strings.Contains(bad.log.String(), "WRONGPASS") {
+		t.Errorf("a wrong password: up %v\n%s", bad.r.Up(), bad.log)
+	}
+	if strings.Contains(bad.log.String(), "wrong@") {
+		t.Errorf("the password is in the log:\n%s", bad.log)
+	}
+}
