@@ -118,7 +118,7 @@ func Open(cfg Config) (*Redis, error) {
 	r := &Redis{client: client, timeout: cfg.Timeout, interval: cfg.PingInterval, prefix: cfg.Prefix,
 		log: cfg.Logger, stop: make(chan struct{}), done: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(context.Background(), max(time.Second, cfg.Timeout))
-	err = r.client.Ping(ctx).Err()
+	err = r.probe(ctx)
 	cancel()
 	if err == nil {
 		r.up.Store(true)
@@ -253,7 +253,15 @@ func (r *Redis) Close() error {
 	return r.client.Close()
 }
 
-// pinger pings Redis every interval, bounded by the request timeout: a
+// probe asks whether Redis takes this server's writes: a key of its own,
+// set for a few seconds. A PING alone would take back a Redis that answers
+// but refuses writes (out of memory under noeviction, a read-only
+// replica), only to find it failing again at the next request.
+func (r *Redis) probe(ctx context.Context) error {
+	return r.client.Set(ctx, r.prefix+"probe", "1", 10*time.Second).Err()
+}
+
+// pinger probes Redis every interval, bounded by the request timeout: a
 // Redis too slow for requests is not taken back.
 func (r *Redis) pinger() {
 	defer close(r.done)
@@ -267,7 +275,7 @@ func (r *Redis) pinger() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 		start := time.Now()
-		err := r.client.Ping(ctx).Err()
+		err := r.probe(ctx)
 		cancel()
 		if o := r.observe(); o != nil {
 			o.Call("ping", time.Since(start), err)

@@ -112,7 +112,10 @@ func TestNoncesShared(t *testing.T) {
 	if err != nil || ttl <= 0 || ttl > 1500*time.Millisecond {
 		t.Errorf("PTTL of a nonce expiring in 1.5 s: %v, %v; want at most 1.5 s", ttl, err)
 	}
-	keys, _ := raw.Keys(context.Background(), "*").Result()
+	keys, _ := raw.Keys(context.Background(), "reqmtls:nonce:*").Result()
+	if len(keys) != 4 {
+		t.Errorf("%d nonce keys, want the 4 nonces seen: %v", len(keys), keys)
+	}
 	for _, k := range keys {
 		if !strings.HasPrefix(k, "reqmtls:nonce:") || len(k) != len("reqmtls:nonce:")+22 {
 			t.Errorf("key %q: want reqmtls:nonce: and 22 bytes", k)
@@ -364,7 +367,7 @@ func TestACL(t *testing.T) {
 	srv := testutil.StartRedis(t)
 	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer raw.Close()
-	acl := strings.Fields("ACL SETUSER reqmtls on >s3cret ~reqmtls:* resetchannels -@all +ping +hello +set +evalsha +eval +hmget +hset +pexpire")
+	acl := strings.Fields("ACL SETUSER reqmtls on >s3cret ~reqmtls:* resetchannels -@all +hello +set +evalsha +eval +hmget +hset +pexpire")
 	args := make([]any, len(acl))
 	for i, a := range acl {
 		args[i] = a
@@ -398,4 +401,48 @@ func TestACL(t *testing.T) {
 	if strings.Contains(bad.log.String(), "wrong@") {
 		t.Errorf("the password is in the log:\n%s", bad.log)
 	}
+}
+
+// TestRedisFull: a Redis out of memory under noeviction answers but
+// refuses writes: the nonces fall back to the local store, with one log
+// line, and Redis is not taken back while it still refuses them (its
+// ping is a write), only once it takes them again.
+func TestRedisFull(t *testing.T) {
+	srv := testutil.StartRedis(t, "--maxmemory", "2mb", "--maxmemory-policy", "noeviction")
+	a := open(t, srv.URL)
+	i := 0
+	for ; a.r.Up() && i < 100000; i++ {
+		if seen(t, a, fmt.Sprint("k full ", i)) {
+			t.Fatalf("nonce %d: a first use is a replay", i)
+		}
+	}
+	if a.r.Up() {
+		t.Fatalf("still up after %d nonces in 2 MB", i)
+	}
+	a.obs.mu.Lock()
+	oom := len(a.obs.errs) > 0 && strings.Contains(a.obs.errs[0].Error(), "OOM")
+	a.obs.mu.Unlock()
+	if !oom {
+		t.Fatalf("the first error is not Redis's OOM: %v", a.obs.errs)
+	}
+	// Three pings later, still down and one line: no flapping.
+	pings := func() int { a.obs.mu.Lock(); defer a.obs.mu.Unlock(); return a.obs.calls["ping"] }
+	for p := pings(); pings() < p+3; time.Sleep(10 * time.Millisecond) {
+	}
+	if a.r.Up() {
+		t.Error("taken back while Redis refuses writes")
+	}
+	if n := strings.Count(a.log.String(), "redis unreachable"); n != 1 {
+		t.Errorf("%d lines for one outage, want 1:\n%s", n, a.log)
+	}
+	if !seen(t, a, "k full 0") {
+		t.Error("a nonce seen before Redis filled is no replay locally")
+	}
+	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer raw.Close()
+	if err := raw.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitUp(t, a, true)
+	t.Logf("redis full after %d nonces in 2 MB, back once flushed", i)
 }
