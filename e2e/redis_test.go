@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +23,7 @@ import (
 
 	"github.com/req-mtls/req-mtls/internal/httpsig"
 	"github.com/req-mtls/req-mtls/internal/testutil"
+	"golang.org/x/net/http2"
 )
 
 // signedHeaders signs a GET of url as the bot, once, and returns the
@@ -296,4 +300,122 @@ func grepLines(s string, prefixes ...string) []string {
 		}
 	}
 	return out
+}
+
+// TestRedisCost measures what sharing nonces in Redis costs a gateway on
+// the kept-alive path, when REQ_MTLS_REDIS_COST is set (a measurement,
+// run by hand: go test -v -run TestRedisCost ./e2e): two gateways verify
+// signed requests, one with its own nonce store, one with a redis-server
+// on loopback; 4000 requests (signed beforehand) over one kept-alive
+// HTTP/2 connection, one at a time and four at a time, in 5 interleaved
+// rounds; the gateway's CPU time per request (/proc, Linux) and the
+// median latency, medians over the rounds.
+func TestRedisCost(t *testing.T) {
+	if os.Getenv("REQ_MTLS_REDIS_COST") == "" {
+		t.Skip("set REQ_MTLS_REDIS_COST=1 to measure the cost of the shared nonce check")
+	}
+	srv := testutil.StartRedis(t)
+	p := newPKI(t)
+	key, _, _, pubJWK := botKey(t)
+	dir := t.TempDir()
+	jwks := filepath.Join(dir, "bot.jwks")
+	pub, _ := os.ReadFile(pubJWK)
+	os.WriteFile(jwks, []byte(`{"keys":[`+string(pub)+`]}`), 0o600)
+	agents := filepath.Join(dir, "agents")
+	os.WriteFile(agents, []byte("https://bot.example "+jwks+"\n"), 0o600)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Header.Get("Web-Bot-Auth-Status"))
+	}))
+	defer origin.Close()
+	pool := x509.NewCertPool()
+	root, _ := os.ReadFile(p.f("rootCA.crt"))
+	pool.AppendCertsFromPEM(root)
+	type gateway struct {
+		name, addr string
+		pid        int
+	}
+	var gws []gateway
+	for _, g := range []struct {
+		name  string
+		extra []string
+	}{{"own store", nil}, {"redis", []string{"-redis", srv.URL}}} {
+		addr, proc, _ := startStoppable(t, "server", nil, listening, append([]string{"-cert", p.f("server.crt"), "-key", p.f("server.key"),
+			"-listen-addr", "127.0.0.1:0", "-upstream", origin.URL, "-signature-agents", agents}, g.extra...)...)
+		gws = append(gws, gateway{g.name, addr, proc.Pid})
+	}
+	const n = 4000
+	for _, conc := range []int{1, 4} {
+		cpu, p50 := map[string][]float64{}, map[string][]float64{}
+		for range 5 {
+			for _, g := range gws {
+				tr := &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: pool},
+					DialTLSContext: func(ctx context.Context, network, _ string, cfg *tls.Config) (net.Conn, error) {
+						return (&tls.Dialer{Config: cfg}).DialContext(ctx, network, g.addr)
+					}}
+				hc := &http.Client{Transport: tr}
+				url := "https://localhost:" + port(g.addr) + "/page"
+				signed := make([]http.Header, n+200)
+				for i := range signed {
+					signed[i] = signedHeaders(t, key, url)
+				}
+				var bad atomic.Int64
+				get := func(h http.Header) {
+					r, _ := http.NewRequest("GET", url, nil)
+					r.Header = h
+					resp, err := hc.Do(r)
+					if err != nil {
+						bad.Add(1)
+						return
+					}
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if string(b) != "valid" {
+						bad.Add(1)
+					}
+				}
+				for _, h := range signed[n:] { // warm up
+					get(h)
+				}
+				took := make([]time.Duration, n)
+				before := processCPU(t, g.pid)
+				var wg sync.WaitGroup
+				for w := range conc {
+					wg.Go(func() {
+						for i := w; i < n; i += conc {
+							start := time.Now()
+							get(signed[i])
+							took[i] = time.Since(start)
+						}
+					})
+				}
+				wg.Wait()
+				spent := processCPU(t, g.pid) - before
+				tr.CloseIdleConnections()
+				if bad.Load() != 0 {
+					t.Fatalf("%s: %d of %d requests not valid", g.name, bad.Load(), n)
+				}
+				slices.Sort(took)
+				cpu[g.name] = append(cpu[g.name], float64(spent.Microseconds())/n)
+				p50[g.name] = append(p50[g.name], float64(took[n/2].Microseconds())/1000)
+			}
+		}
+		median := func(v []float64) float64 { slices.Sort(v); return v[len(v)/2] }
+		own, shared := median(cpu["own store"]), median(cpu["redis"])
+		t.Logf("%d at a time: CPU per request %.0f µs with its own store, %.0f µs with redis (%+.0f%%); median latency %.2f ms and %.2f ms",
+			conc, own, shared, 100*(shared-own)/own, median(p50["own store"]), median(p50["redis"]))
+	}
+}
+
+// processCPU is the user and system time of process pid so far (Linux).
+func processCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ 100
 }
