@@ -137,7 +137,12 @@ func Open(cfg Config) (*Redis, error) {
 func newClient(cfg Config) (redis.UniversalClient, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil {
-		return nil, fmt.Errorf("redis URL %q: %w", redactURL(cfg.URL), err)
+		// url.Error repeats the URL, password and all: its reason alone.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("redis URL (unparsable URL): %w", err)
 	}
 	q := u.Query()
 	bad := func(err error) error { return fmt.Errorf("redis URL %q: %w", redactURL(cfg.URL), err) }

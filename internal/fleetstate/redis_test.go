@@ -233,6 +233,8 @@ func TestOpenURL(t *testing.T) {
 		{"redis://localhost:26379?master_name=", `redis URL "redis://localhost:26379?master_name=": master_name is empty`},
 		{"unix:///run/redis.sock?master_name=m", `redis URL "unix:///run/redis.sock?master_name=m": a Sentinel URL is redis:// or rediss://, not "unix://"`},
 		{"redis://localhost:6379?addr=nohost", `redis URL "redis://localhost:6379?addr=nohost": redis: unable to parse addr param: nohost`},
+		// Unparsable: the password is in no part of the message.
+		{"redis://user:secret@localhost:63x79", `redis URL (unparsable URL): invalid port ":63x79" after host`},
 	} {
 		_, err := Open(Config{URL: tc.url})
 		if err == nil || err.Error() != tc.err {
