@@ -23,7 +23,6 @@ import (
 
 	"github.com/req-mtls/req-mtls/internal/httpsig"
 	"github.com/req-mtls/req-mtls/internal/testutil"
-	"golang.org/x/net/http2"
 )
 
 // signedHeaders signs a GET of url as the bot, once, and returns the
@@ -348,12 +347,17 @@ func TestRedisCost(t *testing.T) {
 		cpu, p50 := map[string][]float64{}, map[string][]float64{}
 		for range 5 {
 			for _, g := range gws {
-				tr := &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: pool},
-					DialTLSContext: func(ctx context.Context, network, _ string, cfg *tls.Config) (net.Conn, error) {
-						return (&tls.Dialer{Config: cfg}).DialContext(ctx, network, g.addr)
+				tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true,
+					DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+						return (&net.Dialer{}).DialContext(ctx, network, g.addr)
 					}}
 				hc := &http.Client{Transport: tr}
 				url := "https://localhost:" + port(g.addr) + "/page"
+				if resp, err := hc.Get(url); err != nil || resp.ProtoMajor != 2 {
+					t.Fatalf("%s: not HTTP/2: %v", g.name, err)
+				} else {
+					resp.Body.Close()
+				}
 				signed := make([]http.Header, n+200)
 				for i := range signed {
 					signed[i] = signedHeaders(t, key, url)
