@@ -31,6 +31,7 @@ import (
 type instance struct {
 	addr, admin, accessLog string
 	cmd                    *exec.Cmd
+	log                    testutil.Buffer // its stderr
 }
 
 var adminListening = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
@@ -58,6 +59,7 @@ func startInstance(t *testing.T, p pki, args ...string) *instance {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
+			in.log.Write([]byte(line + "\n"))
 			if m := adminListening.FindStringSubmatch(line); m != nil {
 				in.admin = m[1]
 			}
