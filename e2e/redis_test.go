@@ -423,3 +423,88 @@ func processCPU(t *testing.T, pid int) time.Duration {
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ 100
 }
+
+// TestFleetRedisLimit: one identity under a limit rule of 10/s, burst 5,
+// through HAProxy to three instances that share their buckets in Redis:
+// the fleet together admits the rule's rate, not three times it.
+func TestFleetRedisLimit(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	p := newPKI(t)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer origin.Close()
+	var fleet []*instance
+	for i := range 3 {
+		dir := t.TempDir()
+		accessLog := filepath.Join(dir, "access.log")
+		conf := fmt.Sprintf(`cert: %s
+key: %s
+listen_addr: 127.0.0.1:0
+admin_addr: 127.0.0.1:0
+proxy_protocol_from: [127.0.0.0/8]
+access_log: %s
+upstream: %s
+redis: %s
+redis_timeout: 1s
+rules:
+  - name: ten-a-second
+    action: limit
+    rate: 10/s
+    burst: 5
+`, p.f("server.crt"), p.f("server.key"), accessLog, origin.URL, srv.URL)
+		file := filepath.Join(dir, fmt.Sprintf("instance%d.yaml", i+1))
+		if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fleet = append(fleet, startInstanceWith(t, accessLog, "-config", file))
+	}
+	lb := startHAProxy(t, fleet)
+	waitRedisUp(t, fleet, "1")
+	pool := x509.NewCertPool()
+	root, _ := os.ReadFile(p.f("rootCA.crt"))
+	pool.AppendCertsFromPEM(root)
+	// A new connection for each request, so that the balancer spreads
+	// them over the three.
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	const rate, seconds = 50, 5
+	tick := time.NewTicker(time.Second / rate)
+	defer tick.Stop()
+	admitted, refused := 0, 0
+	for start := time.Now(); ; {
+		<-tick.C
+		if time.Since(start) >= seconds*time.Second {
+			break
+		}
+		resp, err := c.Get("https://localhost:" + port(lb) + "/page")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusOK:
+			admitted++
+		case http.StatusTooManyRequests:
+			refused++
+		default:
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	// Per instance, from the access logs (written within 100 ms).
+	time.Sleep(300 * time.Millisecond)
+	var per []string
+	for i, in := range fleet {
+		log, _ := os.ReadFile(in.accessLog)
+		ok, limited := strings.Count(string(log), " status=200 "), strings.Count(string(log), " status=429 ")
+		if ok+limited == 0 {
+			t.Errorf("instance %d served none of the requests: the balancer did not spread them", i+1)
+		}
+		per = append(per, fmt.Sprintf("instance %d: %d admitted, %d refused", i+1, ok, limited))
+	}
+	t.Logf("%d requests at %d/s through HAProxy to 3 instances sharing Redis: %d admitted, %d refused with 429 (%s)",
+		admitted+refused, rate, admitted, refused, strings.Join(per, "; "))
+	// 5 + 10/s × 5 s = 55 for the fleet, within 15 %; three buckets of
+	// their own would admit about three times that.
+	if admitted < 47 || admitted > 63 {
+		t.Errorf("admitted %d, want 55 within 15 %% (47 to 63)", admitted)
+	}
+}
