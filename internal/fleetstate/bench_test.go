@@ -9,6 +9,8 @@ import (
 
 	"github.com/req-mtls/req-mtls/internal/testutil"
 	"github.com/req-mtls/req-mtls/internal/webbotauth"
+
+	"github.com/req-mtls/req-mtls/internal/policy"
 )
 
 // BenchmarkNonces is the cost of one nonce check (a first use: a replay
@@ -74,7 +76,7 @@ func BenchmarkLimiter(b *testing.B) {
 	for _, l := range []struct {
 		name string
 		l    taker
-	}{{"local", NewLocalLimiter(0)}, {"redis", r.Limiter(0)}} {
+	}{{"local", policy.NewLocal(0)}, {"redis", r.Limiter(0)}} {
 		b.Run(l.name, func(b *testing.B) {
 			cpu := processCPU()
 			for b.Loop() {

@@ -2,10 +2,11 @@ package fleetstate
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/req-mtls/req-mtls/internal/policy"
 )
 
 // takeScript is a token bucket in one Redis hash, taken from in one round
@@ -45,13 +46,13 @@ return {ok, wait}
 // rate on its own. Its Take has the method set of the rules' limiter.
 type Limiter struct {
 	r     *Redis
-	local *LocalLimiter
+	local *policy.Local
 }
 
-// Limiter returns the fleet's limiter, with local buckets (at most
-// maxLocal, see NewLocalLimiter) as its fallback.
+// Limiter returns the fleet's limiter, with buckets of this process (at
+// most maxLocal, see policy.NewLocal) as its fallback.
 func (r *Redis) Limiter(maxLocal int) *Limiter {
-	return &Limiter{r: r, local: NewLocalLimiter(maxLocal)}
+	return &Limiter{r: r, local: policy.NewLocal(maxLocal)}
 }
 
 // Take takes a token from the bucket named key, which holds at most burst
@@ -78,71 +79,4 @@ func (l *Limiter) Take(key string, rate float64, burst int, now time.Time) (bool
 		return l.local.Take(key, rate, burst, now)
 	}
 	return res[0] == 1, time.Duration(res[1]) * time.Microsecond
-}
-
-// LocalLimiter holds token buckets in this process.
-type LocalLimiter struct {
-	max int
-
-	mu      sync.Mutex
-	buckets map[string]*bucket
-}
-
-type bucket struct {
-	tokens float64
-	last   time.Time
-}
-
-// NewLocalLimiter returns buckets of this process, at most max of them
-// (default 1<<20 for 0): past it, the buckets that have filled up again,
-// as good as new, are dropped, or one at random when none has.
-func NewLocalLimiter(max int) *LocalLimiter {
-	if max <= 0 {
-		max = 1 << 20
-	}
-	return &LocalLimiter{max: max, buckets: map[string]*bucket{}}
-}
-
-// Take is Limiter.Take for this process alone.
-func (l *LocalLimiter) Take(key string, rate float64, burst int, now time.Time) (bool, time.Duration) {
-	if rate <= 0 || burst < 1 {
-		return false, 0
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.buckets[key]
-	if b == nil {
-		if len(l.buckets) >= l.max {
-			l.evict(now, rate, burst)
-		}
-		b = &bucket{tokens: float64(burst), last: now}
-		l.buckets[key] = b
-	}
-	if now.After(b.last) {
-		b.tokens = min(float64(burst), b.tokens+now.Sub(b.last).Seconds()*rate)
-		b.last = now
-	}
-	if b.tokens >= 1 {
-		b.tokens--
-		return true, 0
-	}
-	return false, time.Duration((1 - b.tokens) / rate * float64(time.Second))
-}
-
-// evict drops the buckets full again by now at this rate and burst, or
-// one at random when none is.
-func (l *LocalLimiter) evict(now time.Time, rate float64, burst int) {
-	full := time.Duration(float64(burst) / rate * float64(time.Second))
-	n := len(l.buckets)
-	for k, b := range l.buckets {
-		if now.Sub(b.last) >= full {
-			delete(l.buckets, k)
-		}
-	}
-	if len(l.buckets) == n {
-		for k := range l.buckets {
-			delete(l.buckets, k)
-			break
-		}
-	}
 }

@@ -1,12 +1,13 @@
 package fleetstate
 
 import (
-	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/req-mtls/req-mtls/internal/testutil"
+
+	"github.com/req-mtls/req-mtls/internal/policy"
 )
 
 type taker interface {
@@ -40,7 +41,7 @@ func TestBucket(t *testing.T) {
 	for _, l := range []struct {
 		name string
 		l    taker
-	}{{"redis", open(t, srv.URL).r.Limiter(0)}, {"local", NewLocalLimiter(0)}} {
+	}{{"redis", open(t, srv.URL).r.Limiter(0)}, {"local", policy.NewLocal(0)}} {
 		for i, s := range steps {
 			ok, wait := l.l.Take("bot", 2, 3, t0.Add(s.at))
 			if ok != s.ok || wait != s.wait {
@@ -100,7 +101,7 @@ func TestLimiterFleet(t *testing.T) {
 
 	// The same with each instance's own buckets, for comparison: the
 	// harness tells a shared bucket from three.
-	local := admit([]taker{NewLocalLimiter(0), NewLocalLimiter(0), NewLocalLimiter(0)}, time.Second)
+	local := admit([]taker{policy.NewLocal(0), policy.NewLocal(0), policy.NewLocal(0)}, time.Second)
 	t.Logf("without redis: admitted %v in 1 s", local)
 	if sum := local[0] + local[1] + local[2]; sum < 25 {
 		t.Errorf("three local limiters admitted %d in 1 s at 10/s each, want about 30", sum)
@@ -141,26 +142,5 @@ func TestLimiterOutage(t *testing.T) {
 	}
 	if ok, _ := lb.Take("bot", 1, 1, later); ok {
 		t.Error("after the outage, b took a token a took from the shared bucket")
-	}
-}
-
-// TestLocalLimiterBound: past its bound, the local limiter drops buckets
-// that are full again, then any.
-func TestLocalLimiterBound(t *testing.T) {
-	l := NewLocalLimiter(4)
-	t0 := time.Now()
-	for i := range 4 {
-		l.Take(fmt.Sprint("k", i), 1, 1, t0)
-	}
-	l.Take("k4", 1, 1, t0.Add(2*time.Second)) // the four are full again
-	if len(l.buckets) != 1 {
-		t.Errorf("%d buckets, want the new one alone", len(l.buckets))
-	}
-	for i := range 3 {
-		l.Take(fmt.Sprint("j", i), 1, 1, t0.Add(2*time.Second))
-	}
-	l.Take("j3", 1, 1, t0.Add(2*time.Second)) // none full: one goes
-	if len(l.buckets) != 4 {
-		t.Errorf("%d buckets, want 4", len(l.buckets))
 	}
 }

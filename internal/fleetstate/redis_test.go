@@ -337,16 +337,20 @@ func TestCluster(t *testing.T) {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
 	url := nodes[0].URL + "?addr=" + nodes[1].Addr + "&addr=" + nodes[2].Addr
-	raw := redis.NewClient(&redis.Options{Addr: nodes[0].Addr})
-	defer raw.Close()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		info, _ := raw.ClusterInfo(context.Background()).Result()
-		if strings.Contains(info, "cluster_state:ok") {
-			break
+	// Every node must say the cluster is ok: each learns it on its own,
+	// and one that has not yet answers CLUSTERDOWN.
+	for _, n := range nodes {
+		raw := redis.NewClient(&redis.Options{Addr: n.Addr})
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			info, _ := raw.ClusterInfo(context.Background()).Result()
+			if strings.Contains(info, "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %s: the cluster is not ok after 20 s:\n%s", n.Addr, info)
+			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the cluster is not ok after 20 s:\n%s", info)
-		}
+		raw.Close()
 	}
 	a, b := open(t, url), open(t, url)
 	if !a.r.Up() {

@@ -48,7 +48,11 @@ func NewLocal(maxBuckets int) *Local {
 }
 
 // Take implements Limiter.
+// A rate not above 0 or a burst below 1 admits nothing.
 func (l *Local) Take(key string, rate float64, burst int, now time.Time) (bool, time.Duration) {
+	if rate <= 0 || burst < 1 {
+		return false, 0
+	}
 	s := &l.shards[maphash.String(l.seed, key)%uint64(len(l.shards))]
 	s.mu.Lock()
 	defer s.mu.Unlock()

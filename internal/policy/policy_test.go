@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"hash/maphash"
 	"strings"
 	"testing"
 	"time"
@@ -179,5 +180,40 @@ func BenchmarkDecide(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestLocalBound: past its bound, the local limiter drops buckets that are
+// full again, then any, and never holds more than it may.
+func TestLocalBound(t *testing.T) {
+	l := NewLocal(16) // one bucket a shard
+	t0 := time.Unix(1800000000, 0)
+	count := func() int {
+		n := 0
+		for i := range l.shards {
+			n += len(l.shards[i].buckets)
+		}
+		return n
+	}
+	for i := range 100 {
+		l.Take(fmt.Sprint("k", i), 1, 1, t0)
+		if n := count(); n > 16 {
+			t.Fatalf("%d buckets after %d keys, want at most 16", n, i+1)
+		}
+	}
+	// A key whose bucket was dropped starts full again: as good as new
+	// only when it was full; here each was just emptied, so a taken
+	// token of a key still held is refused.
+	held := ""
+	for i := range 100 {
+		k := fmt.Sprint("k", i)
+		s := &l.shards[maphash.String(l.seed, k)%uint64(len(l.shards))]
+		if _, ok := s.buckets[k]; ok {
+			held = k
+			break
+		}
+	}
+	if ok, wait := l.Take(held, 1, 1, t0); ok || wait <= 0 {
+		t.Errorf("a held, emptied bucket: %v, %v; want refused with a wait", ok, wait)
 	}
 }
