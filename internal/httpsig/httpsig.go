@@ -27,6 +27,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -218,7 +219,9 @@ func componentValue(r *http.Request, it httpsfv.Item) (string, error) {
 	if len(values) == 0 {
 		return "", errors.New("not in the request")
 	}
-	// Section 2.1: each value trimmed, combined with ", ".
+	// Section 2.1: each value trimmed, combined with ", ". (A copy:
+	// Values is the request's own slice, which the base leaves alone.)
+	values = slices.Clone(values)
 	for i, v := range values {
 		values[i] = strings.TrimSpace(v)
 	}
