@@ -101,14 +101,33 @@ func (p *Proxy) authorized(r *http.Request) bool {
 	return ok && p.cfg.Auth(user, pass)
 }
 
+// validPort reports whether port is a TCP port number, 1 to 65535, in
+// decimal digits (RFC 3986, Section 3.2.3).
+func validPort(port string) bool {
+	if port == "" || len(port) > 5 {
+		return false
+	}
+	n := 0
+	for _, c := range port {
+		if c < '0' || c > '9' {
+			return false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n >= 1 && n <= 65535
+}
+
 // tunnel answers CONNECT: it terminates the client's TLS with a leaf for
 // the host and serves HTTP/2 or HTTP/1.1 inside, every request relayed to
 // the host.
 func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request) {
-	target := r.Host
+	// The tunnel's end is the request target (authority-form, RFC 9110,
+	// Section 9.3.6), never the Host field: net/http fills r.Host from
+	// Host when the request line's target is empty.
+	target := r.URL.Host
 	host, port, err := net.SplitHostPort(target)
-	if err != nil || host == "" || port == "" {
-		http.Error(w, fmt.Sprintf("CONNECT %q: want host:port", target), http.StatusBadRequest)
+	if err != nil || host == "" || !validPort(port) {
+		http.Error(w, fmt.Sprintf("CONNECT %q: want host:port, port a number from 1 to 65535", target), http.StatusBadRequest)
 		return
 	}
 	hj, ok := w.(http.Hijacker)
