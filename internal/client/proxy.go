@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/req-mtls/req-mtls/internal/safetext"
 )
 
 // ProxyFor returns the proxy for requests to u, from Config.Proxy: nil for
@@ -76,7 +78,9 @@ func (c *Client) dialTunnel(ctx context.Context, p *url.URL, addr string) (net.C
 	if resp.StatusCode/100 != 2 {
 		resp.Body.Close()
 		raw.Close()
-		return nil, &Error{Msg: fmt.Sprintf("proxy %s refused CONNECT %s: %s", p.Redacted(), addr, resp.Status),
+		// The status line is the proxy's to choose: escaped, so that no
+		// control character of it reaches a terminal or a log raw.
+		return nil, &Error{Msg: fmt.Sprintf("proxy %s refused CONNECT %s: %s", p.Redacted(), addr, safetext.Escape(resp.Status)),
 			Err:  errProxyRefused,
 			Hint: proxyHint(resp.StatusCode)}
 	}
