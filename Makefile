@@ -12,6 +12,7 @@ CA_NAME   ?=
 DEMO_DIR  ?= testdata/demo
 DEMO_KEY  := third_party/rfc9500/testRSA4096.key
 FUZZTIME  ?= 1m
+FUZZ_JOBS ?= 1
 DEMO_URL  ?= https://req-mtls.research.cloudflare.com/debug
 LDFLAGS   := -s -w
 
@@ -117,8 +118,8 @@ CAPTURE_PORT ?= 8775
 capture: build ## record a flagged exchange with tshark into OUT/demonstration-capture.pcapng (OUT=bin/assets; OUT=assets CAPTURE_PORT=443 remakes the committed one)
 	BIN=$(BIN) CAPTURE_PORT=$(CAPTURE_PORT) ./scripts/capture.sh $(OUT)/demonstration-capture.pcapng
 
-fuzz: ## run every fuzz target for FUZZTIME (default 1m), keep corpora in testdata/fuzz
-	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+fuzz: ## run every fuzz target go test -list finds for FUZZTIME (default 1m; FUZZ_JOBS=2: two at a time), keep corpora in testdata/fuzz
+	FUZZTIME=$(FUZZTIME) FUZZ_JOBS=$(FUZZ_JOBS) ./scripts/fuzz.sh
 
 BENCH_ROUNDS ?= 7
 BENCH_ONLY   ?=

@@ -8,7 +8,8 @@
 # duration, its execs, the inputs the fuzzer found new and the corpus size.
 #
 # FUZZ_TARGETS="FuzzA FuzzB" runs only those names; FUZZ_PARALLEL sets the
-# workers (default: the number of CPUs).
+# workers (default: the number of CPUs); FUZZ_JOBS=2 runs two targets at a
+# time, the workers shared between them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-1m}
@@ -51,20 +52,27 @@ fi
 
 count() { if [ -d "$1" ]; then find "$1" -maxdepth 1 -type f | wc -l; else echo 0; fi; }
 
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-summary=()
-failed=()
-for t in "${targets[@]}"; do
-	set -- $t
-	pkg=$1 name=$2
-	dst=$pkg/testdata/fuzz/$name
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# run_one PKG NAME INDEX fuzzes one target and leaves its summary line in
+# $work/INDEX.line, its status in $work/INDEX.status.
+run_one() {
+	local pkg=$1 name=$2 i=$3
+	local log=$work/$i.log dst=$pkg/testdata/fuzz/$name
+	local before after start secs execs found src status=ok
 	before=$(count "$dst")
 	start=$(date +%s)
-	status=ok
-	go test -run XXX -fuzz "^$name\$" -fuzztime "$fuzztime" -fuzzminimizetime 20x \
-		-parallel "$parallel" "$pkg" 2>&1 | tee "$log" || status=FAIL
-	secs=$(( $(date +%s) - start ))
+	if [ "$jobs" -gt 1 ]; then
+		go test -run XXX -fuzz "^$name\$" -fuzztime "$fuzztime" -fuzzminimizetime 20x \
+			-parallel "$parallel" "$pkg" >"$log" 2>&1 || status=FAIL
+		# Interleaved output would be unreadable: a failure's is shown whole.
+		[ "$status" = ok ] || cat "$log"
+	else
+		go test -run XXX -fuzz "^$name\$" -fuzztime "$fuzztime" -fuzzminimizetime 20x \
+			-parallel "$parallel" "$pkg" 2>&1 | tee "$log" || status=FAIL
+	fi
+	secs=$(($(date +%s) - start))
 	# The last progress line: "fuzz: elapsed: 10s, execs: 12345 (1234/sec),
 	# new interesting: 3 (total: 20)".
 	execs=$(sed -n 's/.*execs: \([0-9]*\).*/\1/p' "$log" | tail -n 1)
@@ -75,11 +83,43 @@ for t in "${targets[@]}"; do
 		cp -n "$src"/* "$dst"/ 2>/dev/null || true
 	fi
 	after=$(count "$dst")
-	[ "$status" = ok ] || failed+=("$pkg $name")
-	summary+=("$(printf '%-26s %-20s %-4s %5ss  execs %10s  new %4s  kept +%-4s corpus %5s' \
-		"${pkg#./}" "$name" "$status" "$secs" "${execs:-0}" "${found:-0}" "$((after - before))" "$after")")
+	echo "$status" >"$work/$i.status"
+	printf '%-26s %-20s %-4s %5ss  execs %10s  new %4s  kept +%-4s corpus %5s\n' \
+		"${pkg#./}" "$name" "$status" "$secs" "${execs:-0}" "${found:-0}" "$((after - before))" "$after" >"$work/$i.line"
+}
+
+# FUZZ_JOBS targets at a time (default 1), each with its share of the
+# workers: CI runs them in pairs.
+jobs=${FUZZ_JOBS:-1}
+if [ "$jobs" -gt 1 ]; then
+	parallel=$(((parallel + jobs - 1) / jobs))
+fi
+i=0
+running=0
+for t in "${targets[@]}"; do
+	set -- $t
+	echo "$1 $2" >"$work/$i.name"
+	if [ "$jobs" -gt 1 ]; then
+		if [ "$running" -ge "$jobs" ]; then
+			wait -n || true
+			running=$((running - 1))
+		fi
+		echo "fuzz: $1 $2"
+		run_one "$1" "$2" "$i" &
+		running=$((running + 1))
+	else
+		run_one "$1" "$2" "$i"
+	fi
+	i=$((i + 1))
 done
-printf '\nfuzz summary (FUZZTIME=%s, %s workers, %s targets):\n' "$fuzztime" "$parallel" "${#targets[@]}"
+wait
+summary=()
+failed=()
+for ((j = 0; j < i; j++)); do
+	summary+=("$(cat "$work/$j.line")")
+	[ "$(cat "$work/$j.status")" = ok ] || failed+=("$(cat "$work/$j.name")")
+done
+printf '\nfuzz summary (FUZZTIME=%s, %s at a time, %s workers each, %s targets):\n' "$fuzztime" "$jobs" "$parallel" "${#targets[@]}"
 printf '  %s\n' "${summary[@]}"
 if [ "${#failed[@]}" -gt 0 ]; then
 	printf '\nfuzz: failed (the input is under the package'"'"'s testdata/fuzz/<target>):\n' >&2
