@@ -18,7 +18,7 @@ LDFLAGS   := -s -w
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build test test-future race lint soak fuzz bench demo gen-cert start-test-server \
+.PHONY: help build test h2spec test-future race lint soak fuzz bench demo gen-cert start-test-server \
 	client-request-local client-request artefacts capture \
 	docker-build docker-start-test-server docker-client-request-local docker-client-request docker-test
 
@@ -29,7 +29,7 @@ help: ## print this help
 build: ## build client, server and gencert into bin/
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-PEER_TESTS := ^(TestDocsExamples|TestDocsPicture|TestWebBotAuthNPM|TestGatewayVerifiesWebBotAuthNPM|TestClientThroughProxy|TestForwardProxyClients|TestForwardProxyRefusals|TestCurl|TestOpenSSLClient|TestOpenSSLServer|TestTshark|TestChromium|TestGatewayNginx|TestFleetHAProxy|TestACMEPebble)$$
+PEER_TESTS := ^(TestH2spec|TestDocsExamples|TestDocsPicture|TestWebBotAuthNPM|TestGatewayVerifiesWebBotAuthNPM|TestClientThroughProxy|TestForwardProxyClients|TestForwardProxyRefusals|TestCurl|TestOpenSSLClient|TestOpenSSLServer|TestTshark|TestChromium|TestGatewayNginx|TestFleetHAProxy|TestACMEPebble)$$
 
 test: ## run every test (unit, handshake, end to end; peer tests verbose)
 	@# Cloudflare's web-bot-auth (pinned in e2e/wba/package.json), for the
@@ -37,13 +37,22 @@ test: ## run every test (unit, handshake, end to end; peer tests verbose)
 	@if command -v npm >/dev/null && [ ! -d e2e/wba/node_modules/web-bot-auth ]; then \
 		npm install --prefix e2e/wba --no-package-lock --no-audit --no-fund >/dev/null 2>&1 || \
 		echo "make test: npm install in e2e/wba failed: the Web Bot Auth interoperability tests will skip" >&2; fi
+	@# h2spec, the HTTP/2 conformance suite, for TestH2spec, once.
+	@test -x $(BIN)/h2spec || $(MAKE) --no-print-directory h2spec || \
+		echo "make test: building h2spec failed: TestH2spec will skip (fail under REQ_MTLS_REQUIRE_PEERS)" >&2
 	$(GO) vet ./...
 	$(GO) test -count=1 -skip '$(PEER_TESTS)' ./...
-	$(GO) test -count=1 -v -run '$(PEER_TESTS)' ./e2e
+	REQ_MTLS_H2SPEC=$(abspath $(BIN))/h2spec $(GO) test -count=1 -v -run '$(PEER_TESTS)' ./e2e
 	cd examples && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # The in-process tests again with every fixture made, and both sides of
 # every handshake checked, seven years from now: the suite holds on any date.
+# h2spec (github.com/summerwind/h2spec), pinned with its dependencies in
+# tools/h2spec/go.mod, a module of its own: the project's go.mod holds none
+# of it.
+h2spec: ## build the HTTP/2 conformance suite h2spec into BIN (pinned in tools/h2spec; TestH2spec runs it)
+	$(GO) build -C tools/h2spec -o $(abspath $(BIN))/h2spec github.com/summerwind/h2spec/cmd/h2spec
+
 test-future: ## the in-process tests with their clock seven years ahead (REQ_MTLS_TEST_YEARS=7)
 	REQ_MTLS_TEST_YEARS=7 $(GO) test -count=1 -skip '$(PEER_TESTS)' $$($(GO) list ./... | grep -v /e2e)
 
