@@ -10,6 +10,7 @@ require (
 	github.com/prometheus/common v0.66.1
 	github.com/refraction-networking/utls v1.8.2
 	github.com/rogpeppe/go-internal v1.14.1
+	go.uber.org/goleak v1.3.0
 	golang.org/x/crypto v0.58.0
 	golang.org/x/net v0.62.0
 )
