@@ -102,10 +102,10 @@ func runH2spec(t *testing.T, h2spec, addr string, cases ...string) h2specRun {
 // the gateway in front of an origin, and the same way against stock Go's
 // net/http server (HTTP/2 over TLS, the same x/net code underneath): ours
 // fail no case that stock Go passes. A case ours fails and stock Go
-// passes is run again, alone, three times on both: a case that passes on
-// ours once, or fails on stock Go once, depends on timing (the order in
-// which a response's end and h2spec's next frame meet), and is logged, not
-// failed. docs/protocol.md lists the cases every Go server fails, with
+// passes is run again, alone, up to five times on both: a case that
+// passes on ours once, or fails on stock Go once, depends on timing (the
+// order in which a response's end and h2spec's next frame meet; alone, the
+// server fails 8.1.2.6 about one run in seven), and is logged, not failed. docs/protocol.md lists the cases every Go server fails, with
 // the rule each breaks.
 func TestH2spec(t *testing.T) {
 	h2spec := h2specBinary(t)
@@ -146,7 +146,7 @@ func TestH2spec(t *testing.T) {
 					continue
 				}
 				timing := false
-				for range 3 {
+				for range 5 {
 					if len(runH2spec(t, h2spec, tg.addr, id).failed) == 0 ||
 						len(runH2spec(t, h2spec, stockAddr, id).failed) > 0 {
 						timing = true
@@ -157,7 +157,7 @@ func TestH2spec(t *testing.T) {
 					t.Logf("%s: %s failed once, and passes on a run alone or fails on stock Go too: timing", tg.name, id)
 					continue
 				}
-				t.Errorf("h2spec %s fails on the %s, and passes on stock Go's net/http server (three runs each)", id, tg.name)
+				t.Errorf("h2spec %s fails on the %s, and passes on stock Go's net/http server (five runs each)", id, tg.name)
 			}
 		})
 	}
