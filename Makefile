@@ -29,7 +29,7 @@ help: ## print this help
 build: ## build client, server and gencert into bin/
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-PEER_TESTS := ^(TestH2spec|TestDocsExamples|TestDocsPicture|TestWebBotAuthNPM|TestGatewayVerifiesWebBotAuthNPM|TestClientThroughProxy|TestForwardProxyClients|TestForwardProxyRefusals|TestCurl|TestOpenSSLClient|TestOpenSSLServer|TestTshark|TestChromium|TestGatewayNginx|TestFleetHAProxy|TestACMEPebble)$$
+PEER_TESTS := ^(TestH2spec|TestDocsExamples|TestDocsPicture|TestWebBotAuthNPM|TestWebBotAuthNPMDirectory|TestGatewayVerifiesWebBotAuthNPM|TestClientThroughProxy|TestForwardProxyClients|TestForwardProxyRefusals|TestCurl|TestOpenSSLClient|TestOpenSSLServer|TestTshark|TestChromium|TestGatewayNginx|TestFleetHAProxy|TestACMEPebble)$$
 
 test: ## run every test (unit, handshake, end to end; peer tests verbose)
 	@# Cloudflare's web-bot-auth (pinned in e2e/wba/package.json), for the
@@ -45,14 +45,14 @@ test: ## run every test (unit, handshake, end to end; peer tests verbose)
 	REQ_MTLS_H2SPEC=$(abspath $(BIN))/h2spec $(GO) test -count=1 -v -run '$(PEER_TESTS)' ./e2e
 	cd examples && $(GO) vet ./... && $(GO) test -count=1 ./...
 
-# The in-process tests again with every fixture made, and both sides of
-# every handshake checked, seven years from now: the suite holds on any date.
 # h2spec (github.com/summerwind/h2spec), pinned with its dependencies in
 # tools/h2spec/go.mod, a module of its own: the project's go.mod holds none
 # of it.
 h2spec: ## build the HTTP/2 conformance suite h2spec into BIN (pinned in tools/h2spec; TestH2spec runs it)
 	$(GO) build -C tools/h2spec -o $(abspath $(BIN))/h2spec github.com/summerwind/h2spec/cmd/h2spec
 
+# The in-process tests again with every fixture made, and both sides of
+# every handshake checked, seven years from now: the suite holds on any date.
 test-future: ## the in-process tests with their clock seven years ahead (REQ_MTLS_TEST_YEARS=7)
 	REQ_MTLS_TEST_YEARS=7 $(GO) test -count=1 -skip '$(PEER_TESTS)' $$($(GO) list ./... | grep -v /e2e)
 
@@ -133,7 +133,7 @@ fuzz: ## run every fuzz target go test -list finds for FUZZTIME (default 1m; FUZ
 BENCH_ROUNDS ?= 7
 BENCH_ONLY   ?=
 BENCH_ARGS   ?=
-BENCH_MICRO  := ./internal/tlsflags ./internal/clienthello
+BENCH_MICRO  := ./internal/tlsflags ./internal/clienthello ./internal/policy
 
 bench: build ## server CPU per handshake vs stock crypto/tls, throughput, the gateway vs nginx and Caddy, microbenchmarks; writes OUT/bench.* (OUT=bin/assets; OUT=assets updates the committed ones; BENCH_ONLY=handshake, gateway, memory or forward runs one part)
 	$(GO) build -o $(BIN)/bench ./tools/bench

@@ -13,14 +13,16 @@ package e2e
 //
 //	<!-- run: background -->        started, left running (its server ends
 //	                                 in &); the loopback ports it names
-//	                                 must accept connections
+//	                                 must accept connections, and one of
+//	                                 them at least be free before
 //	<!-- run: expect TEXT -->        must succeed with TEXT in its output
 //	<!-- run: fails TEXT -->         must fail with TEXT in its output
 //	<!-- covered-by: TestName -->    not run here: TestName (in e2e) runs
 //	                                 it, and its source names every flag
 //
 // and a block with no comment must succeed. Loopback ports in a page are
-// replaced by free ones, the same throughout the page.
+// replaced by free ones, the same throughout the page (in the TEXT of run
+// comments too).
 
 import (
 	"bytes"
@@ -37,6 +39,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/req-mtls/req-mtls/internal/testutil"
 )
 
 // mdFiles are the Markdown files the checks read.
@@ -386,7 +390,7 @@ func runPage(t *testing.T, file string) {
 	env = append(env, "HOME="+dir, "PATH="+shims+":"+binDir+":"+os.Getenv("PATH"))
 	e2eSource := e2eSources(t)
 	for _, b := range blocks {
-		body := rewrite(b.body)
+		body, arg := rewrite(b.body), rewrite(b.arg)
 		where := fmt.Sprintf("%s:%d", file, b.line)
 		switch b.how {
 		case "covered-by":
@@ -402,11 +406,11 @@ func runPage(t *testing.T, file string) {
 			cancel()
 			switch {
 			case b.how == "fails" && err == nil:
-				t.Errorf("%s: succeeded, want a failure with %q:\n%s\n%s", where, b.arg, body, out)
+				t.Errorf("%s: succeeded, want a failure with %q:\n%s\n%s", where, arg, body, out)
 			case b.how != "fails" && err != nil:
 				t.Errorf("%s: %v:\n%s\n%s", where, err, body, out)
-			case b.arg != "" && !bytes.Contains(out, []byte(b.arg)):
-				t.Errorf("%s: output lacks %q:\n%s\n%s", where, b.arg, body, out)
+			case arg != "" && !bytes.Contains(out, []byte(arg)):
+				t.Errorf("%s: output lacks %q:\n%s\n%s", where, arg, body, out)
 			default:
 				t.Logf("%s: ran (%s)", where, strings.SplitN(strings.TrimSpace(body), "\n", 2)[0])
 			}
@@ -420,9 +424,22 @@ func runPage(t *testing.T, file string) {
 }
 
 // startBlock runs a block in the background until the test ends and waits
-// for the loopback ports it names to accept connections.
+// for the loopback ports it names to accept connections. One of them at
+// least must be new: a block whose every port was taken before it started
+// clashes with an earlier one (its server cannot listen, and the earlier
+// server would answer in its place).
 func startBlock(t *testing.T, dir string, env []string, where, body string) {
 	t.Helper()
+	taken := map[string]bool{}
+	for _, m := range loopbackPort.FindAllStringSubmatch(body, -1) {
+		if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", m[2]), time.Second); err == nil {
+			c.Close()
+			taken[m[2]] = true
+		}
+	}
+	if ports := loopbackPort.FindAllStringSubmatch(body, -1); len(ports) > 0 && !slices.ContainsFunc(ports, func(m []string) bool { return !taken[m[2]] }) {
+		t.Fatalf("%s: every port the block names is in use before it starts: it clashes with an earlier block:\n%s", where, body)
+	}
 	cmd := exec.Command("bash", "-euo", "pipefail", "-c", body)
 	cmd.Dir, cmd.Env = dir, env
 	var out bytes.Buffer
@@ -559,5 +576,233 @@ func TestDocsBenchTables(t *testing.T) {
 	}
 	if rows < 20 {
 		t.Errorf("only %d table rows in assets/bench*.md", rows)
+	}
+}
+
+// TestDocsGoFromClone runs docs/go.md's lines for a module path no proxy
+// serves, as written, in a scratch directory where req-mtls is this
+// checkout instead of a fresh clone: the binaries install from it, a
+// module of one's own requires the packages through the replace directive,
+// and a crawler built on them sends flag 80 and has its certificate
+// validated by a server. The go.work route the page gives builds the same
+// crawler in a module that requires nothing. What the page says of proxies
+// holds for that crawler: HTTPS_PROXY is used for other hosts and ignored
+// for localhost and loopback addresses, and a proxy named in
+// ClientConfig.Proxy is used for them too.
+func TestDocsGoFromClone(t *testing.T) {
+	data, err := os.ReadFile("../docs/go.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var block *docBlock
+	for _, b := range shellBlocks(string(data)) {
+		if b.how == "covered-by" && b.arg == "TestDocsGoFromClone" {
+			block = &b
+		}
+	}
+	if block == nil {
+		t.Fatal("docs/go.md: no shell block covered by TestDocsGoFromClone: the page gives no route that works from a clone")
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(root, filepath.Join(dir, "req-mtls")); err != nil {
+		t.Fatal(err)
+	}
+	// The clone is this checkout: every other line runs as written.
+	const cloneLine = "git clone https://github.com/req-mtls/req-mtls"
+	script, cloned := "", false
+	for _, line := range strings.Split(block.body, "\n") {
+		if strings.TrimSpace(line) == cloneLine {
+			line, cloned = ": cloned", true
+		}
+		script += line + "\n"
+	}
+	if !cloned {
+		t.Fatalf("docs/go.md:%d: the block does not start from %q:\n%s", block.line, cloneLine, block.body)
+	}
+	gobin := filepath.Join(dir, "gobin")
+	var env []string
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); name != "GOBIN" && name != "GOWORK" {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "GOBIN="+gobin)
+	sh := func(dir, script string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
+		cmd.Dir, cmd.Env = dir, env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v:\n%s\n%s", err, script, out)
+		}
+		return string(out)
+	}
+	sh(dir, script)
+	for _, bin := range []string{"client", "server", "gencert"} {
+		if out, err := runErr(nil, filepath.Join(gobin, bin), "-version"); err != nil {
+			t.Errorf("%s, installed from the clone: %v\n%s", bin, err, out)
+		}
+	}
+
+	// A crawler of one's own, in the module the block made, and again in
+	// one that goes through a go.work.
+	const crawler = `package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+
+	reqmtls "github.com/req-mtls/req-mtls"
+)
+
+func main() {
+	roots, err := reqmtls.LoadCertPool(os.Args[1])
+	if err != nil {
+		panic(err)
+	}
+	cfg := reqmtls.ClientConfig{Flags: reqmtls.RequestMTLSFlags,
+		CertFile: os.Args[2], KeyFile: os.Args[3], RootCAs: roots}
+	if len(os.Args) > 5 { // a proxy named, as the page says
+		proxyURL, err := url.Parse(os.Args[5])
+		if err != nil {
+			panic(err)
+		}
+		cfg.Proxy = http.ProxyURL(proxyURL)
+	}
+	t, err := reqmtls.NewTransport(cfg)
+	if err != nil {
+		panic(err)
+	}
+	resp, err := (&http.Client{Transport: t}).Get(os.Args[4])
+	if err != nil {
+		panic(err)
+	}
+	defer resp.Body.Close()
+	io.Copy(os.Stdout, resp.Body)
+	fmt.Println(resp.Status)
+}
+`
+	work := filepath.Join(dir, "workcrawler")
+	os.Mkdir(work, 0o755)
+	sh(work, "go mod init example.com/workcrawler\ngo work init . ../req-mtls\n")
+	p := pki{filepath.Join(dir, "certs")}
+	run(t, nil, filepath.Join(binDir, "gencert"), "-dir", p.dir, "-host", "bots.example")
+	addr := startServer(t, p, nil)
+	_, port, _ := net.SplitHostPort(addr)
+	fetch := func(env []string, args ...string) string {
+		t.Helper()
+		args = append([]string{p.f("rootCA.crt"), p.f("client.crt"), p.f("client.key")}, args...)
+		out := run(t, env, filepath.Join(dir, "mycrawler", "crawler"), args...)
+		if !strings.Contains(out, "Cert validated: true") || !strings.Contains(out, "200 OK") {
+			t.Errorf("crawler %s: not validated:\n%s", args[3], out)
+		}
+		return out
+	}
+	for _, mod := range []string{filepath.Join(dir, "mycrawler"), work} {
+		if err := os.WriteFile(filepath.Join(mod, "main.go"), []byte(crawler), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sh(mod, "go build -o crawler .")
+		out := run(t, nil, filepath.Join(mod, "crawler"), p.f("rootCA.crt"), p.f("client.crt"), p.f("client.key"), "https://"+addr+"/debug")
+		if !strings.Contains(out, "Cert validated: true") || !strings.Contains(out, "200 OK") {
+			t.Errorf("%s: the crawler built on the clone was not validated:\n%s", filepath.Base(mod), out)
+		}
+	}
+
+	// The page's word on proxies: HTTPS_PROXY for other hosts, ignored
+	// for localhost and loopback addresses whatever NO_PROXY says, and
+	// a proxy named in Proxy used for them too.
+	paragraph := ""
+	for _, par := range strings.Split(string(data), "\n\n") {
+		if strings.Contains(par, "HTTPS_PROXY") && strings.Contains(par, "localhost") && strings.Contains(par, "loopback") && strings.Contains(par, "http.ProxyURL") {
+			paragraph = par
+		}
+	}
+	if paragraph == "" {
+		t.Error("docs/go.md does not say that HTTPS_PROXY is ignored for localhost and loopback addresses, nor how to proxy them")
+	}
+	cp, proxyURL := testutil.StartConnectProxy(t, map[string]string{"bots.example": "127.0.0.1"})
+	proxyEnv := []string{"HTTPS_PROXY=" + proxyURL.String(), "https_proxy=", "NO_PROXY=", "no_proxy="}
+	fetch(proxyEnv, "https://bots.example:"+port+"/debug")
+	if got := cp.Tunnels(); len(got) != 1 || got[0] != "bots.example:"+port {
+		t.Fatalf("HTTPS_PROXY: tunnels %q, want bots.example:%s alone", got, port)
+	}
+	for _, host := range []string{"localhost", "127.0.0.1"} {
+		fetch(proxyEnv, "https://"+host+":"+port+"/debug")
+	}
+	if got := cp.Tunnels(); len(got) != 1 {
+		t.Errorf("HTTPS_PROXY used for loopback hosts: tunnels %q", got)
+	}
+	fetch(nil, "https://localhost:"+port+"/debug", proxyURL.String())
+	if got := cp.Tunnels(); len(got) != 2 || got[1] != "localhost:"+port {
+		t.Errorf("Proxy: http.ProxyURL not used for localhost: tunnels %q", got)
+	}
+}
+
+// TestDocsBothSides: docs/bot.md has a recipe that runs an origin, the
+// gateway and the forward proxy together, each started by a block of its
+// own, on loopback ports that no other part of docs/bot.md or docs/site.md
+// names, so that it runs beside either page's servers (TestDocsExamples
+// runs it).
+func TestDocsBothSides(t *testing.T) {
+	const heading = "## Both sides on one machine\n"
+	bot, err := os.ReadFile("../docs/bot.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	site, err := os.ReadFile("../docs/site.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, section, ok := strings.Cut(string(bot), heading)
+	if !ok {
+		t.Fatalf("docs/bot.md: no section %q runs the gateway, an origin and the forward proxy together", strings.TrimSpace(heading))
+	}
+	after := ""
+	if i := strings.Index(section, "\n## "); i >= 0 {
+		section, after = section[:i], section[i:]
+	}
+	var origin, gateway, proxy bool
+	for _, b := range shellBlocks(section) {
+		if b.how != "background" {
+			continue
+		}
+		switch {
+		case strings.Contains(b.body, "bin/server ") && strings.Contains(b.body, "-upstream http://127.0.0.1:"):
+			gateway = true
+		case strings.Contains(b.body, "bin/client -listen 127.0.0.1:"):
+			proxy = true
+		case strings.Contains(b.body, "python3 "):
+			origin = true
+		}
+	}
+	if !origin || !gateway || !proxy {
+		t.Errorf("docs/bot.md, %q: background blocks start an origin %t, the gateway %t, the forward proxy %t", strings.TrimSpace(heading), origin, gateway, proxy)
+	}
+	elsewhere := map[string]string{}
+	for name, md := range map[string]string{"docs/bot.md": before + after, "docs/site.md": string(site)} {
+		for _, m := range loopbackPort.FindAllStringSubmatch(md, -1) {
+			elsewhere[m[2]] = name
+		}
+	}
+	ports := loopbackPort.FindAllStringSubmatch(section, -1)
+	if len(ports) < 3 {
+		t.Errorf("docs/bot.md, %q names %d loopback ports", strings.TrimSpace(heading), len(ports))
+	}
+	reported := map[string]bool{}
+	for _, m := range ports {
+		if page := elsewhere[m[2]]; page != "" && !reported[m[2]] {
+			reported[m[2]] = true
+			t.Errorf("docs/bot.md, %q: port %s is also used in %s", strings.TrimSpace(heading), m[2], page)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -16,11 +17,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/req-mtls/req-mtls/internal/testutil"
 )
 
 // instance is one server process of a fleet.
@@ -315,4 +319,239 @@ func promQuery(addr, q string) float64 {
 		return -1
 	}
 	return v
+}
+
+// indentedBlock returns the indented code block of md whose first line,
+// trimmed, starts with first, as lines without their indent.
+func indentedBlock(t *testing.T, md, first string) []string {
+	t.Helper()
+	lines := strings.Split(md, "\n")
+	for i, l := range lines {
+		if !strings.HasPrefix(l, "    ") || !strings.HasPrefix(strings.TrimSpace(l), first) || i == 0 || strings.TrimSpace(lines[i-1]) != "" {
+			continue
+		}
+		var block []string
+		for ; i < len(lines) && (strings.HasPrefix(lines[i], "    ") || strings.TrimSpace(lines[i]) == ""); i++ {
+			block = append(block, strings.TrimPrefix(lines[i], "    "))
+		}
+		for len(block) > 0 && strings.TrimSpace(block[len(block)-1]) == "" {
+			block = block[:len(block)-1]
+		}
+		return block
+	}
+	t.Fatalf("docs/fleet.md has no indented block starting with %q", first)
+	return nil
+}
+
+var (
+	docDrainDelay = regexp.MustCompile(`-drain-delay[ ,"]+(\d+)s\b`)
+	docAdminAddr  = regexp.MustCompile(`-admin-addr[ ,"]+([^\s,"\]]+)`)
+	docCheckInter = regexp.MustCompile(`\binter (\d+)s\b`)
+	docCheckFall  = regexp.MustCompile(`\bfall (\d+)\b`)
+)
+
+// TestFleetDocs runs docs/fleet.md as it is written: its instance command
+// three times, for instances a, b and c, and its HAProxy configuration in
+// front of them. The page's addresses become loopback ones, each instance
+// its own (10.0.0.11 is 127.X.Y.11, and so on, in a /16 of loopback drawn
+// at random), the balancer's 10.0.0.2 becomes 127.0.0.1 (where HAProxy's
+// connections to loopback come from), and the frontend binds a free port;
+// nothing else changes. Every server must pass HAProxy's health check at
+// the page's admin address, a client is served through it, and an
+// instance sent SIGTERM is taken out by failed checks while it still
+// answers them, as the page's rule for the drain delay says. The rule is
+// also checked on every command of the page.
+func TestFleetDocs(t *testing.T) {
+	haproxy := needPeer(t, "haproxy")
+	data, err := os.ReadFile("../docs/fleet.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(data)
+	cmdBlock := indentedBlock(t, md, "openssl rand")
+	conf := strings.Join(indentedBlock(t, md, "defaults"), "\n") + "\n"
+
+	// The rule: the drain delay is longer than inter times fall (the
+	// page's server lines; HAProxy's fall is 3 when unsaid).
+	var window int
+	for _, line := range strings.Split(conf, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "server ") {
+			continue
+		}
+		m := docCheckInter.FindStringSubmatch(line)
+		if m == nil {
+			t.Fatalf("docs/fleet.md: a server line without inter: %s", line)
+		}
+		inter, _ := strconv.Atoi(m[1])
+		fall := 3
+		if m := docCheckFall.FindStringSubmatch(line); m != nil {
+			fall, _ = strconv.Atoi(m[1])
+		}
+		window = max(window, inter*fall)
+	}
+	delays := docDrainDelay.FindAllStringSubmatch(md, -1)
+	if window == 0 || len(delays) < 3 {
+		t.Fatalf("docs/fleet.md: %d HAProxy check window, %d -drain-delay values found", window, len(delays))
+	}
+	for _, m := range delays {
+		if d, _ := strconv.Atoi(m[1]); d <= window {
+			t.Errorf("docs/fleet.md: %q is not longer than the page's inter times fall, %d s", m[0], window)
+		}
+	}
+	// The admin port serves the balancer's checks and Prometheus, so it
+	// listens where they reach it, never on loopback alone.
+	for _, m := range docAdminAddr.FindAllStringSubmatch(md, -1) {
+		if host, _, _ := net.SplitHostPort(m[1]); strings.HasPrefix(host, "127.") || host == "localhost" || host == "::1" {
+			t.Errorf("docs/fleet.md: %q: the balancer's health checks cannot reach a loopback admin address", m[0])
+		}
+	}
+
+	// The page, run.
+	prefix := fmt.Sprintf("127.%d.%d.", 1+mrand.IntN(250), 1+mrand.IntN(250))
+	local := strings.NewReplacer("10.0.0.2 ", "127.0.0.1 ", "10.0.0.", prefix)
+	p := newPKI(t)
+	dir := t.TempDir()
+	for from, to := range map[string]string{"server.crt": "tls.crt", "server.key": "tls.key", "rootCA.crt": "bots.pem"} {
+		b, err := os.ReadFile(p.f(from))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, to), b, 0o600)
+	}
+	var serverLine string
+	for _, line := range strings.Split(strings.ReplaceAll(strings.Join(cmdBlock, "\n"), "\\\n", " "), "\n") {
+		if strings.HasPrefix(line, "bin/server ") {
+			serverLine = line
+			continue
+		}
+		sh := exec.Command("bash", "-euo", "pipefail", "-c", line)
+		sh.Dir = dir
+		if out, err := sh.CombinedOutput(); err != nil {
+			t.Fatalf("docs/fleet.md: %s: %v\n%s", line, err, out)
+		}
+	}
+	if serverLine == "" {
+		t.Fatal("docs/fleet.md: no bin/server command in the instance's block")
+	}
+	instances := map[string]*exec.Cmd{}
+	exited := map[string]chan struct{}{}
+	logs := map[string]*testutil.Buffer{}
+	for i, name := range []string{"a", "b", "c"} {
+		line := local.Replace(strings.ReplaceAll(serverLine, "10.0.0.11", fmt.Sprintf("10.0.0.%d", 11+i)))
+		args := strings.Fields(strings.TrimPrefix(line, "bin/server "))
+		cmd := exec.Command(filepath.Join(binDir, "server"), args...)
+		cmd.Dir = dir
+		logs[name] = &testutil.Buffer{}
+		cmd.Stdout, cmd.Stderr = logs[name], logs[name]
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		t.Cleanup(func() { cmd.Process.Kill(); <-done })
+		instances[name], exited[name] = cmd, done
+		t.Logf("instance %s: server %s", name, strings.Join(args, " "))
+	}
+
+	lb := freeAddr(t)
+	sock := filepath.Join(dir, "haproxy.sock")
+	conf = local.Replace(conf)
+	if !strings.Contains(conf, "bind :443\n") {
+		t.Fatalf("docs/fleet.md: the frontend does not bind :443:\n%s", conf)
+	}
+	conf = "global\n    stats socket " + sock + " level admin\n" + strings.Replace(conf, "bind :443\n", "bind "+lb+"\n", 1)
+	cfgFile := filepath.Join(dir, "haproxy.cfg")
+	os.WriteFile(cfgFile, []byte(conf), 0o600)
+	hp := exec.Command(haproxy, "-f", cfgFile, "-db")
+	var hpLog testutil.Buffer
+	hp.Stdout, hp.Stderr = &hpLog, &hpLog
+	if err := hp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hp.Process.Kill(); hp.Wait() })
+	diag := func() string {
+		s := "haproxy.cfg:\n" + conf + "\nhaproxy:\n" + hpLog.String()
+		for _, name := range []string{"a", "b", "c"} {
+			s += "\ninstance " + name + ":\n" + logs[name].String()
+		}
+		return s
+	}
+	waitListening(t, lb, diag)
+
+	// Every server passes a real check: L7OK, from GET /readyz at the
+	// address and port HAProxy checks.
+	var stats map[string][2]string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		stats = haproxyStats(sock)
+		if stats["a"][1] == "L7OK" && stats["b"][1] == "L7OK" && stats["c"][1] == "L7OK" {
+			break
+		}
+	}
+	for _, name := range []string{"a", "b", "c"} {
+		if st := stats[name]; st[0] != "UP" || st[1] != "L7OK" {
+			t.Fatalf("HAProxy server %s: %s, check %s; want UP after a passed check (L7OK)\n%s", name, st[0], st[1], diag())
+		}
+	}
+	t.Logf("HAProxy: servers a, b, c UP, checks L7OK at %s{11,12,13}:9100", prefix)
+	flagged := []string{"-tlsflags", "80", "-cert", p.f("client.crt"), "-key", p.f("client.key"), "-server-cacert", p.f("rootCA.crt"),
+		"-connect", "https://localhost:" + port(lb) + "/debug"}
+	if out := client(t, nil, flagged...); !strings.Contains(out, "Cert validated: true") {
+		t.Fatalf("flagged client through the page's HAProxy:\n%s", out)
+	}
+
+	// A drain: b is taken out by failed checks (L7STS, its /readyz
+	// answering 503) while it is still running, and then stops.
+	instances["b"].Process.Signal(syscall.SIGTERM)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if stats = haproxyStats(sock); stats["b"][0] == "DOWN" {
+			break
+		}
+	}
+	select {
+	case <-exited["b"]:
+		t.Errorf("instance b stopped before HAProxy took it out: the drain delay is too short")
+	default:
+	}
+	if st := stats["b"]; st[0] != "DOWN" || st[1] != "L7STS" {
+		t.Errorf("HAProxy server b after SIGTERM: %s, check %s; want DOWN on its /readyz 503 (L7STS)\n%s", st[0], st[1], diag())
+	}
+	if out := client(t, nil, flagged...); !strings.Contains(out, "Cert validated: true") {
+		t.Errorf("flagged client through HAProxy during b's drain:\n%s", out)
+	}
+	select {
+	case <-exited["b"]:
+	case <-time.After(60 * time.Second):
+		t.Errorf("instance b did not stop after its drain")
+	}
+	t.Logf("drain: b out of rotation on failed checks (%s) while serving, then stopped", stats["b"][1])
+}
+
+// haproxyStats returns, by server name, the status and the last check's
+// status of HAProxy's servers, read with "show stat" on its socket.
+func haproxyStats(sock string) map[string][2]string {
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		return nil
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "show stat\n")
+	out, _ := io.ReadAll(c)
+	lines := strings.Split(string(out), "\n")
+	if len(lines) == 0 {
+		return nil
+	}
+	cols := strings.Split(strings.TrimPrefix(lines[0], "# "), ",")
+	status, check := slices.Index(cols, "status"), slices.Index(cols, "check_status")
+	if status < 0 || check < 0 {
+		return nil
+	}
+	st := map[string][2]string{}
+	for _, l := range lines[1:] {
+		f := strings.Split(l, ",")
+		if len(f) > max(status, check) && f[1] != "FRONTEND" && f[1] != "BACKEND" {
+			st[f[1]] = [2]string{f[status], f[check]}
+		}
+	}
+	return st
 }

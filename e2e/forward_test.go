@@ -8,8 +8,10 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,7 +67,7 @@ const [host, port] = process.env.PROXY.split(':');
 const target = new URL(process.argv[2]);
 http.request({host, port, method: 'CONNECT', path: target.host}).on('connect', (res, socket) => {
   if (res.statusCode !== 200) { console.error('proxy answered', res.statusCode); process.exit(1); }
-  https.get({host: target.hostname, servername: target.hostname, path: target.pathname, socket, agent: false}, (r) => {
+  https.get({host: target.hostname, port: target.port, servername: target.hostname, path: target.pathname, socket, agent: false}, (r) => {
     let body = '';
     r.on('data', (d) => body += d);
     r.on('end', () => { process.stdout.write('status ' + r.statusCode + ' ' + r.headers['req-mtls-cert-requested'] + '\n' + body); });
@@ -241,4 +243,34 @@ func TestForwardProxyWebSocket(t *testing.T) {
 		}
 	}
 	t.Logf("WebSocket through the forward proxy and the gateway: two messages echoed, the origin saw the bot's certificate")
+}
+
+// TestForwardProxyLoop: a proxy whose own HTTP_PROXY and HTTPS_PROXY point
+// at itself answers 508 at once, for http:// and inside a CONNECT tunnel,
+// instead of sending the request to itself until it runs out of files.
+func TestForwardProxyLoop(t *testing.T) {
+	addr := freeAddr(t)
+	caDir := filepath.Join(t.TempDir(), "ca")
+	self := "http://" + addr
+	startBinary(t, "client", []string{"HTTPS_PROXY=" + self, "HTTP_PROXY=" + self, "NO_PROXY="}, spkiLine, "-listen", addr, "-mitm-ca", caDir)
+	pool := x509.NewCertPool()
+	data, err := os.ReadFile(filepath.Join(caDir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(data)
+	proxyURL, _ := url.Parse(self)
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL), TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	for _, u := range []string{"http://loop.invalid/", "https://loop.invalid/"} {
+		resp, err := c.Get(u)
+		if err != nil {
+			t.Errorf("%s through a proxy that proxies through itself: %v", u, err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusLoopDetected || !strings.Contains(string(body), "is this proxy itself") {
+			t.Errorf("%s: %s\n%s", u, resp.Status, body)
+		}
+	}
 }

@@ -70,6 +70,7 @@ func TestScripts(t *testing.T) {
 			"waitlog":     cmdWaitLog,
 			"mode":        cmdMode,
 			"replace":     cmdReplace,
+			"stalledfifo": cmdStalledFIFO,
 		},
 	})
 }
@@ -89,7 +90,7 @@ func cmdStartServer(ts *testscript.TestScript, neg bool, args []string) {
 	if neg {
 		ts.Fatalf("unsupported: ! startserver")
 	}
-	if !contains(args, "-listen-addr") {
+	if !contains(args, "-listen-addr") && !contains(args, "-config") {
 		args = append(args, "-listen-addr", "127.0.0.1:0")
 	}
 	logf, err := os.Create(ts.MkAbs("server.log"))
@@ -202,6 +203,20 @@ func cmdReplace(ts *testscript.TestScript, neg bool, args []string) {
 	tmp := ts.MkAbs(args[1] + ".new")
 	ts.Check(os.WriteFile(tmp, data, 0o600))
 	ts.Check(os.Rename(tmp, ts.MkAbs(args[1])))
+}
+
+// stalledfifo NAME makes a FIFO and opens it for reading until the script
+// ends, reading nothing: once the pipe is full, a writer's writes wait.
+func cmdStalledFIFO(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: stalledfifo NAME")
+	}
+	path := ts.MkAbs(args[0])
+	ts.Check(syscall.Mkfifo(path, 0o600))
+	// Non-blocking: opening waits for no writer.
+	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	ts.Check(err)
+	ts.Defer(func() { r.Close() })
 }
 
 func contains(list []string, s string) bool {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,6 +82,14 @@ func startServer(t *testing.T, p pki, env []string, args ...string) string {
 // once one does.
 func startBinary(t *testing.T, name string, env []string, ready *regexp.Regexp, args ...string) string {
 	t.Helper()
+	v, _, _ := startStoppable(t, name, env, ready, args...)
+	return v
+}
+
+// startStoppable is startBinary, also returning the process (to signal) and
+// a function that stops it (killed) and waits for it, before the test ends.
+func startStoppable(t *testing.T, name string, env []string, ready *regexp.Regexp, args ...string) (string, *os.Process, func()) {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, name), args...)
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
@@ -90,7 +99,9 @@ func startBinary(t *testing.T, name string, env []string, ready *regexp.Regexp, 
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	var once sync.Once
+	stop := func() { once.Do(func() { cmd.Process.Kill(); cmd.Wait() }) }
+	t.Cleanup(stop)
 	found := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -104,10 +115,10 @@ func startBinary(t *testing.T, name string, env []string, ready *regexp.Regexp, 
 	}()
 	select {
 	case v := <-found:
-		return v
+		return v, cmd.Process, stop
 	case <-time.After(20 * time.Second):
 		t.Fatalf("%s did not start", name)
-		return ""
+		return "", cmd.Process, stop
 	}
 }
 

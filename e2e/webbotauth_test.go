@@ -2,12 +2,16 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -194,6 +198,14 @@ func TestGatewayVerifiesWebBotAuthNPM(t *testing.T) {
 		t.Errorf("a signature for another authority, at the origin:\n%s", out)
 	}
 	t.Logf("signed for another authority, the origin sees:\n%s", out)
+	// The same signature for evil.example, sent in absolute form on a
+	// connection made for localhost: its @authority is evil.example, as
+	// signed, but the connection is not that site's.
+	out = get(append(sign("evil.example"), "--http1.1", "--request-target", "https://evil.example/page")...)
+	if !strings.Contains(out, `Web-Bot-Auth-Status: invalid;reason="@authority \"evil.example\" is not a name this connection was made for"`) {
+		t.Errorf("a signature for evil.example replayed in absolute form to localhost, at the origin:\n%s", out)
+	}
+	t.Logf("signed for evil.example, sent in absolute form to localhost, the origin sees:\n%s", out)
 }
 
 // TestDirectoryPublishedAndFetched: a bot operator's key, made by gencert,
@@ -235,3 +247,70 @@ func TestDirectoryPublishedAndFetched(t *testing.T) {
 }
 
 func strconvQuote(s string) string { return `"` + s + `"` }
+
+// TestWebBotAuthMaxValidity: -signature-max-validity sets how long a
+// signature may be valid for (expires - created): under it, valid; over
+// it, invalid, the reason naming the bound. A bound of 0 is misuse.
+func TestWebBotAuthMaxValidity(t *testing.T) {
+	p := newPKI(t)
+	key, _, _, pubJWK := botKey(t)
+	dir := t.TempDir()
+	jwks := filepath.Join(dir, "bot.jwks")
+	pub, _ := os.ReadFile(pubJWK)
+	os.WriteFile(jwks, []byte(`{"keys":[`+string(pub)+`]}`), 0o600)
+	agents := filepath.Join(dir, "agents")
+	os.WriteFile(agents, []byte("https://bot.example "+jwks+"\n"), 0o600)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, r.Header.Get("Web-Bot-Auth-Status"))
+	}))
+	defer origin.Close()
+	gw, _ := startGateway(t, p, origin.URL, "-signature-agents", agents, "-signature-max-validity", "2h")
+	_, port, _ := strings.Cut(gw, ":")
+
+	pool := x509.NewCertPool()
+	root, _ := os.ReadFile(p.f("rootCA.crt"))
+	pool.AppendCertsFromPEM(root)
+	hc := &http.Client{Transport: &http.Transport{
+		TLSClientConfig: tlsConfig(pool),
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, gw)
+		},
+	}}
+	defer hc.CloseIdleConnections()
+	status := func(validity time.Duration) string {
+		r, _ := http.NewRequest("GET", "https://localhost:"+port+"/page", nil)
+		r.Header.Set("Signature-Agent", `"https://bot.example"`)
+		params, err := httpsig.BotParams(key.Public().(ed25519.PublicKey), time.Now(), validity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := httpsig.Sign(r, "sig1", httpsig.NewCovered([]string{"@authority", "signature-agent"}, params), key); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := hc.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	for _, tc := range []struct {
+		validity time.Duration
+		want     string
+	}{
+		{90 * time.Minute, "valid"},
+		{3 * time.Hour, `invalid;reason="valid for longer than 2h0m0s"`},
+	} {
+		if got := status(tc.validity); got != tc.want {
+			t.Errorf("a signature valid for %v, with -signature-max-validity 2h: %s, want %s", tc.validity, got, tc.want)
+		}
+	}
+
+	out, err := runErr(nil, filepath.Join(binDir, "server"), "-cert", p.f("server.crt"), "-key", p.f("server.key"),
+		"-signature-agents", agents, "-signature-max-validity", "0")
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(out, "-signature-max-validity must be positive, not 0s") {
+		t.Errorf("-signature-max-validity 0: %v, want exit code 2 and a message saying why:\n%s", err, out)
+	}
+}

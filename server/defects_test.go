@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/req-mtls/req-mtls/internal/testpki"
+	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
 
 // tlsServe serves h over TLS on a loopback listener with a config from
@@ -611,7 +612,7 @@ func TestSignatureVerifierMiddleware(t *testing.T) {
 	p := testpki.New(t)
 	_, key, _ := ed25519.GenerateKey(nil)
 	// As NewSignatureVerifier, on the tests' clock (the client signs by it).
-	v, err := newSignatureVerifier(botAgents(t, key), "", 0, testpki.Clock, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	v, err := newSignatureVerifier(botAgents(t, key), "", webbotauth.Config{Now: testpki.Clock}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ package server
 
 import (
 	"context"
-	"crypto/ed25519"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +33,7 @@ import (
 	"github.com/req-mtls/req-mtls/internal/gateway"
 	"github.com/req-mtls/req-mtls/internal/httpsig"
 	"github.com/req-mtls/req-mtls/internal/metrics"
+	"github.com/req-mtls/req-mtls/internal/policy"
 	srv "github.com/req-mtls/req-mtls/internal/server"
 	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
@@ -42,6 +44,9 @@ import (
 var (
 	ErrRevoked    = auth.ErrRevoked
 	ErrCRLExpired = auth.ErrCRLExpired
+	// ErrDenied is wrapped by Info.Err for a certificate that DenyFile
+	// lists.
+	ErrDenied = auth.ErrDenied
 )
 
 // Policy says when a server asks for a client certificate and what it does
@@ -72,21 +77,51 @@ func ParsePolicy(s string) (Policy, error) {
 
 func (p Policy) String() string { return auth.Policy(p).String() }
 
+// MarshalText and UnmarshalText write and read a Policy by its name, for
+// flags and configuration files.
+func (p Policy) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+func (p *Policy) UnmarshalText(b []byte) error {
+	v, err := ParsePolicy(string(b))
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}
+
+// A Rule is one of a site's rules: a name, a match (every key given must
+// hold: path prefix, method, cert valid|invalid|none, store
+// client|bot|agent, san, cert_sha256, agent, signature valid|invalid|none,
+// identity_match), an action (allow; deny with status and reason; require
+// with what: cert|signature|both; limit with rate and burst) and shadow,
+// which only records what the rule would have done. docs/site.md describes
+// each key.
+type Rule = policy.Rule
+
+// RuleMatch is a Rule's match.
+type RuleMatch = policy.Match
+
 // Config configures an Authenticator, and a Server. Every field is
 // optional; the zero value asks flagged clients for a certificate and
 // validates it against nothing (so Info reports it as not validated).
 type Config struct {
-	Policy Policy
+	// The yaml tags are the keys of bin/server's -config file, whose
+	// flags have the same names with '-' for '_' (docs/site.md).
+
+	Policy Policy `yaml:"client_auth"`
 
 	// CertFile and KeyFile name the server's certificate chain and key
 	// (PEM), reloaded when they change. Without them the base config
 	// given to TLSConfig provides the certificate (Server needs them).
-	CertFile, KeyFile string
+	CertFile string `yaml:"cert"`
+	KeyFile  string `yaml:"key"`
 	// ClientCAFile is a PEM bundle of CA certificates that client
 	// certificates must chain to. BotCAFile, if set, is the store for
 	// flagged clients alone: they are checked against it and never
 	// against ClientCAFile. A bundle entry that is not a CA is refused.
-	ClientCAFile, BotCAFile string
+	ClientCAFile string `yaml:"client_cacert"`
+	BotCAFile    string `yaml:"bot_cacert"`
 	// ClientCRLFile holds certificate revocation lists (RFC 5280), PEM
 	// or DER, each signed by a CA of the client or bot store (another is
 	// refused at load, naming the file and the issuer). A listed
@@ -96,7 +131,17 @@ type Config struct {
 	// issuer whose CRL is past its nextUpdate (ErrCRLExpired): fail
 	// closed, as nginx and OpenSSL. Reloaded like the other files, and
 	// open connections it revokes are closed under enforcing policies.
-	ClientCRLFile string
+	ClientCRLFile string `yaml:"client_crl"`
+	// DenyFile holds a deny list, revoking without any CA's key: lines of
+	// cert-sha256:HEX (a certificate), spki-sha256:HEX (every certificate
+	// of a key), jwk:THUMBPRINT (a signing key) and agent:URL (an agent,
+	// on both layers), with # comments; gencert -fingerprint prints them.
+	// A denied certificate does not validate (Info.Err wraps ErrDenied;
+	// certificate_revoked under the enforcing policies, and open
+	// connections are closed); a denied key or agent's signature is
+	// invalid, reason "denied". Reloaded like the other files; it applies
+	// to every site.
+	DenyFile string `yaml:"deny"`
 	// TicketKeysFile holds session ticket keys shared by the instances of
 	// a fleet, so that a session made on one resumes on another: one key
 	// a line, 32 random bytes in standard base64 (`openssl rand -base64
@@ -104,18 +149,18 @@ type Config struct {
 	// reloaded like the certificates. Tickets say which trust-store
 	// contents accepted their certificate, so instances that load the
 	// same files agree. Empty: keys of this process alone.
-	TicketKeysFile string
+	TicketKeysFile string `yaml:"ticket_keys"`
 
 	// RecheckInterval is how often Watch compares the files with what was
 	// loaded when no file event came (default 1 minute).
-	RecheckInterval time.Duration
+	RecheckInterval time.Duration `yaml:"-"`
 	// Logger receives reloads, closed connections and, for Server,
 	// handshake failures and a debug line per connection (default
 	// slog.Default()).
-	Logger *slog.Logger
+	Logger *slog.Logger `yaml:"-"`
 	// Now is the clock for certificate validity (default time.Now); for
 	// tests.
-	Now func() time.Time
+	Now func() time.Time `yaml:"-"`
 
 	// HandshakeTimeout bounds a TLS handshake from the accept (default
 	// 10 s): a connection from Listener whose handshake has not reached
@@ -123,8 +168,8 @@ type Config struct {
 	// the bytes all connections hold at once while their ClientHellos
 	// are read (default 32 MiB); past it a ClientHello is refused with
 	// an internal_error alert. Negative values turn either off.
-	HandshakeTimeout time.Duration
-	MaxHelloBytes    int64
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	MaxHelloBytes    int64         `yaml:"max_hello_memory"`
 
 	// The fields below are Server's alone.
 
@@ -133,55 +178,168 @@ type Config struct {
 	// reqmtls_handshake_failures_total{reason="too_many_handshakes"}.
 	// ReadHeaderTimeout and IdleTimeout are net/http's (defaults 10 s and
 	// 2 minutes).
-	MaxHandshakes     int
-	ReadHeaderTimeout time.Duration
-	IdleTimeout       time.Duration
+	MaxHandshakes     int           `yaml:"max_handshakes"`
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout"`
 	// ACME, if set, replaces CertFile and KeyFile for Server: the
 	// certificate is obtained from an ACME server, cached and renewed
 	// while the server runs.
-	ACME *ACMEConfig
+	ACME *ACMEConfig `yaml:"-"`
 	// DrainDelay is how long Shutdown keeps serving while /readyz already
 	// answers 503, so that a load balancer's health checks take the
 	// instance out of rotation before it stops accepting (default 0).
-	DrainDelay time.Duration
+	DrainDelay time.Duration `yaml:"drain_delay"`
 	// ProxyProtocolFrom lists the load balancers' addresses: connections
 	// from them must start with a PROXY protocol header (v1 or v2, as
 	// HAProxy's send-proxy and send-proxy-v2 write), and the client
 	// address it carries is the one the server logs, reports and
 	// forwards; from any other address a header is refused.
-	ProxyProtocolFrom []netip.Prefix
+	ProxyProtocolFrom []netip.Prefix `yaml:"proxy_protocol_from"`
 	// Handler serves requests (default: the server's own pages, the index
 	// at / and the connection report at /debug, as DebugHandler); a
 	// gateway from NewGateway, say. PagesPath, with a Handler, mounts
 	// the server's own pages under that path (ending in "/") in front of
 	// it; empty leaves them out.
-	Handler   http.Handler
-	PagesPath string
+	Handler   http.Handler `yaml:"-"`
+	PagesPath string       `yaml:"pages"`
 	// AccessLog, if set, receives one line per request: client address,
 	// flags, certificate requested, subject, first DNS name, SHA-256,
 	// validation result and error, resumed, method, host, path, status,
 	// bytes, duration and the origin's time. NewAccessLog makes one that
 	// writes these lines at a fraction of a generic slog handler's cost.
-	AccessLog *slog.Logger
+	AccessLog *slog.Logger `yaml:"-"`
+	// AccessLogDropped, if set, is read at every metrics scrape: the
+	// access log's lines dropped so far, because a write failed or
+	// because lines came faster than the file took them (as
+	// logbuf.Writer.Dropped counts them).
+	AccessLogDropped func() (failed, behind uint64) `yaml:"-"`
 	// KeyLog receives TLS secrets in NSS key log format, for debugging.
-	KeyLog io.Writer
-	// SignatureDirectoryKeyFiles, for a bot operator's site, are Ed25519
-	// keys (PEM or JWK) whose Web Bot Auth directory the server serves at
-	// /.well-known/http-message-signatures-directory: their public JWKS
-	// with the directory's media type, each response signed by every key
-	// and cacheable as long as its signatures last (5 minutes).
-	SignatureDirectoryKeyFiles []string
+	KeyLog io.Writer `yaml:"-"`
+	// SignatureDirectoryKeyFiles, for a bot operator's site, are the keys
+	// whose Web Bot Auth directory the server serves at
+	// /.well-known/http-message-signatures-directory: Ed25519 signing keys
+	// (PEM or JWK) and the ECDSA P-256 key of the agent's TLS client
+	// certificate (PEM, as gencert -agent writes agent.key), so that sites
+	// listing the agent trust that certificate by its key. The response is
+	// their public JWKS with the directory's media type, signed by every
+	// key and cacheable as long as its signatures last (5 minutes).
+	SignatureDirectoryKeyFiles []string `yaml:"signature_directory"`
 	// SignatureAgentsFile lists the Web Bot Auth agents the site trusts,
 	// and SignatureAgentsCAFile the roots for their directories (see
-	// NewSignatureVerifier). With it, each request's signature is
-	// verified once: a gateway tells the origin (Web-Bot-Auth-Status,
+	// NewSignatureVerifier). Each agent also vouches for TLS client
+	// certificates: one whose subjectAltName URI is exactly the agent's
+	// URL and whose public key the agent's directory lists validates,
+	// whoever issued it, as store "agent" (Info.Agent names it). With
+	// it, each request's signature is verified once: a gateway tells the origin (Web-Bot-Auth-Status,
 	// -Agent, -Keyid, Bot-Identity-Match), /debug?format=json reports it
 	// (web_bot_auth), the access log and reqmtls_web_bot_auth_requests_total
 	// count it.
-	SignatureAgentsFile, SignatureAgentsCAFile string
+	SignatureAgentsFile   string `yaml:"signature_agents"`
+	SignatureAgentsCAFile string `yaml:"signature_agents_cacert"`
 	// SignatureSkew is how far a signature's created may be in the future
 	// and its expires in the past (default 1 minute).
-	SignatureSkew time.Duration
+	SignatureSkew time.Duration `yaml:"signature_skew"`
+	// SignatureMaxValidity is how long a signature may be valid for,
+	// expires - created (default 1 hour): a longer one is invalid.
+	SignatureMaxValidity time.Duration `yaml:"signature_max_validity"`
+	// SignatureKeysMaxStale is how long the last good keys of an agent's
+	// directory stay in force past their cache lifetime while refreshes
+	// fail (default 1 hour). A directory answering 404 or 410 has
+	// withdrawn its keys: they go at once.
+	SignatureKeysMaxStale time.Duration `yaml:"signature_keys_max_stale"`
+
+	// Rules are the site's rules, in order, the first that matches
+	// deciding (see Rule); none matching allows the request. Each
+	// request's verdict is in the access log (rule, action) and counted
+	// in reqmtls_rule_requests_total. Server.SetRules replaces them on a
+	// running server.
+	Rules []Rule `yaml:"rules"`
+
+	// Sites, if set, are the sites served on the address, each with
+	// its own names (Hosts, matched against SNI and Host), certificate,
+	// client authentication, origin, agents and rules: a handshake gets
+	// the site whose Hosts hold its SNI, the first when none does (as
+	// nginx's default server), and a request whose Host names another
+	// site than its handshake's is answered 421 Misdirected Request.
+	// The keys Config gives are the defaults of every site's; with
+	// Sites, Config's own are no site of their own.
+	Sites []Site `yaml:"sites"`
+}
+
+// A Site is one of Config.Sites. A key left out (empty, or nil) is
+// Config's.
+type Site struct {
+	// Hosts are the site's names, without regard to case;
+	// "*.example.com" matches one label in front of example.com.
+	Hosts []string `yaml:"hosts"`
+
+	CertFile      string  `yaml:"cert"`
+	KeyFile       string  `yaml:"key"`
+	ClientCAFile  string  `yaml:"client_cacert"`
+	BotCAFile     string  `yaml:"bot_cacert"`
+	ClientCRLFile string  `yaml:"client_crl"`
+	Policy        *Policy `yaml:"client_auth"`
+
+	// SignatureAgentsFile lists the agents whose Web Bot Auth
+	// signatures the site verifies (with Config's
+	// SignatureAgentsCAFile and SignatureSkew).
+	SignatureAgentsFile string `yaml:"signature_agents"`
+	// Upstream is the site's origin, for bin/server, which makes the
+	// site's Handler a gateway to it (with the rest of its
+	// GatewayConfig); Go programs set Handler.
+	Upstream string       `yaml:"upstream"`
+	Handler  http.Handler `yaml:"-"`
+	// Rules are the site's rules; nil is Config's, an empty list none.
+	Rules []Rule `yaml:"rules"`
+}
+
+// Resolved returns the site as served: each key it leaves out filled from
+// c.
+func (st Site) Resolved(c Config) Site {
+	if st.CertFile == "" && st.KeyFile == "" {
+		st.CertFile, st.KeyFile = c.CertFile, c.KeyFile
+	}
+	for _, f := range []struct {
+		site *string
+		top  string
+	}{
+		{&st.ClientCAFile, c.ClientCAFile}, {&st.BotCAFile, c.BotCAFile}, {&st.ClientCRLFile, c.ClientCRLFile},
+		{&st.SignatureAgentsFile, c.SignatureAgentsFile},
+	} {
+		if *f.site == "" {
+			*f.site = f.top
+		}
+	}
+	if st.Policy == nil {
+		st.Policy = &c.Policy
+	}
+	if st.Handler == nil {
+		st.Handler = c.Handler
+	}
+	if st.Rules == nil {
+		st.Rules = c.Rules
+	}
+	return st
+}
+
+// SitesOf returns the sites c describes, resolved: Config.Sites, or the
+// one site of Config's own keys.
+func (c Config) SitesOf() []Site {
+	if len(c.Sites) == 0 {
+		p := c.Policy
+		return []Site{{CertFile: c.CertFile, KeyFile: c.KeyFile, ClientCAFile: c.ClientCAFile, BotCAFile: c.BotCAFile,
+			ClientCRLFile: c.ClientCRLFile, Policy: &p, SignatureAgentsFile: c.SignatureAgentsFile, Handler: c.Handler, Rules: c.Rules}}
+	}
+	out := make([]Site, len(c.Sites))
+	for i, st := range c.Sites {
+		out[i] = st.Resolved(c)
+	}
+	return out
+}
+
+// verifierConfig is what a SignatureVerifier takes of c.
+func (c Config) verifierConfig() webbotauth.Config {
+	return webbotauth.Config{Skew: c.SignatureSkew, MaxValidity: c.SignatureMaxValidity, MaxStale: c.SignatureKeysMaxStale, Now: c.Now}
 }
 
 func (c Config) auth() auth.Config {
@@ -189,6 +347,7 @@ func (c Config) auth() auth.Config {
 		Policy:   auth.Policy(c.Policy),
 		CertFile: c.CertFile, KeyFile: c.KeyFile,
 		ClientCAFile: c.ClientCAFile, BotCAFile: c.BotCAFile, ClientCRLFile: c.ClientCRLFile,
+		DenyFile:        c.DenyFile,
 		TicketKeysFile:  c.TicketKeysFile,
 		RecheckInterval: c.RecheckInterval,
 		Logger:          c.Logger,
@@ -208,9 +367,20 @@ type Authenticator struct {
 }
 
 // NewAuthenticator loads the files named in cfg; any failure is an error
-// that names the file and why.
+// that names the file and why. With SignatureAgentsFile, the agents listed
+// vouch for client certificates that name them (store "agent"); signatures
+// are verified by a SignatureVerifier's Middleware.
 func NewAuthenticator(cfg Config) (*Authenticator, error) {
 	ac := cfg.auth()
+	var agents *webbotauth.Verifier
+	if cfg.SignatureAgentsFile != "" {
+		// The agents vouch for certificates that name them.
+		v, err := newSignatureVerifier(cfg.SignatureAgentsFile, cfg.SignatureAgentsCAFile, cfg.verifierConfig(), cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		agents, ac.Agents = v.v, v.v
+	}
 	var a *auth.Authenticator
 	m := metrics.NewAuth(func() (*x509.Certificate, map[string][]*x509.Certificate) { return a.Certificates() },
 		func() []auth.CRLInfo { return a.CRLs() })
@@ -218,6 +388,9 @@ func NewAuthenticator(cfg Config) (*Authenticator, error) {
 	a, err := auth.New(ac)
 	if err != nil {
 		return nil, err
+	}
+	if agents != nil {
+		agents.OnKeysDropped(func(agent string) { a.Recheck("keys dropped by agent " + agent) })
 	}
 	return &Authenticator{a: a, metrics: m}, nil
 }
@@ -327,8 +500,8 @@ type Info struct {
 	Resumed       bool
 	// Chain is the client's certificate chain, leaf first (nil when none
 	// came), Store the trust store it was checked against ("client",
-	// "bot", or "none" when none was configured; "" without a
-	// certificate), and Err why it did not validate: nil when it did, and
+	// "bot", "agent" for one a trusted agent vouched for, or "none" when
+	// none was configured; "" without a certificate), and Err why it did not validate: nil when it did, and
 	// nil too when no certificate came (Chain is empty then; Validated
 	// tells the two apart).
 	Chain []*x509.Certificate
@@ -338,6 +511,10 @@ type Info struct {
 	// last (what net/http users look for in TLS.VerifiedChains, which
 	// stays empty here); nil unless the certificate validated.
 	Verified []*x509.Certificate
+	// Agent is the URL of the trusted agent whose key directory vouched
+	// for the certificate (Store "agent"), as SignatureAgentsFile lists
+	// it; empty otherwise.
+	Agent string
 }
 
 // Validated reports whether a certificate came and validated, against the
@@ -364,7 +541,7 @@ func connInfo(c *auth.Conn) *Info {
 	if d := c.Decision(); d != nil {
 		i.CertRequested, i.Resumed = d.Requested, d.Resumed
 		if len(d.Chain) > 0 {
-			i.Chain, i.Store, i.Err, i.Verified = d.Chain, d.Store.String(), d.Err, d.Verified
+			i.Chain, i.Store, i.Err, i.Verified, i.Agent = d.Chain, d.Store.String(), d.Err, d.Verified, d.Agent
 		}
 	}
 	return i
@@ -381,40 +558,63 @@ type Server struct {
 
 // New loads the files in cfg (CertFile and KeyFile are required).
 func New(cfg Config) (*Server, error) {
-	var dirKeys []ed25519.PrivateKey
+	var dirKeys []crypto.Signer
 	for _, f := range cfg.SignatureDirectoryKeyFiles {
-		k, err := httpsig.LoadSigningKey(f)
+		k, err := httpsig.LoadDirectoryKey(f)
 		if err != nil {
 			return nil, fmt.Errorf("signature directory: %w", err)
 		}
 		dirKeys = append(dirKeys, k)
 	}
-	var sigs *webbotauth.Verifier
-	if cfg.SignatureAgentsFile != "" {
-		v, err := newSignatureVerifier(cfg.SignatureAgentsFile, cfg.SignatureAgentsCAFile, cfg.SignatureSkew, cfg.Now, cfg.Logger)
-		if err != nil {
-			return nil, err
+	lim := policy.NewLocal(0)
+	var sites []srv.Site
+	for i, st := range cfg.SitesOf() {
+		where := func(err error) error {
+			if len(cfg.Sites) == 0 {
+				return err
+			}
+			return fmt.Errorf("sites[%d] %q: %w", i, strings.Join(st.Hosts, ","), err)
 		}
-		sigs = v.v
+		var sigs *webbotauth.Verifier
+		if st.SignatureAgentsFile != "" {
+			v, err := newSignatureVerifier(st.SignatureAgentsFile, cfg.SignatureAgentsCAFile, cfg.verifierConfig(), cfg.Logger)
+			if err != nil {
+				return nil, where(err)
+			}
+			sigs = v.v
+		}
+		rules, err := compileRules(st.Rules, siteLimiter(lim, i))
+		if err != nil {
+			return nil, where(err)
+		}
+		sites = append(sites, srv.Site{Hosts: st.Hosts,
+			Files:  srv.Files{Cert: st.CertFile, Key: st.KeyFile, ClientCA: st.ClientCAFile, BotCA: st.BotCAFile, ClientCRL: st.ClientCRLFile, Deny: cfg.DenyFile},
+			Policy: auth.Policy(*st.Policy), Handler: st.Handler, Signatures: sigs, Rules: rules})
 	}
+	first := sites[0]
+	first.Files.TicketKeys = cfg.TicketKeysFile
 	s, err := srv.New(srv.Config{
-		Signatures:    sigs,
-		DirectoryKeys: dirKeys,
-		Files: srv.Files{Cert: cfg.CertFile, Key: cfg.KeyFile, ClientCA: cfg.ClientCAFile, BotCA: cfg.BotCAFile,
-			TicketKeys: cfg.TicketKeysFile, ClientCRL: cfg.ClientCRLFile},
-		Policy:            auth.Policy(cfg.Policy),
+		Hosts:             first.Hosts,
+		Sites:             sites[1:],
+		Rules:             first.Rules,
+		Limiter:           lim,
+		Signatures:        first.Signatures,
+		DirectoryKeys:     dirKeys,
+		Files:             first.Files,
+		Policy:            first.Policy,
 		HandshakeTimeout:  cfg.HandshakeTimeout,
 		MaxHandshakes:     cfg.MaxHandshakes,
 		MaxHelloBytes:     cfg.MaxHelloBytes,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		RecheckInterval:   cfg.RecheckInterval,
-		Handler:           cfg.Handler,
+		Handler:           first.Handler,
 		PagesPath:         cfg.PagesPath,
 		ProxyProtocolFrom: cfg.ProxyProtocolFrom,
 		DrainDelay:        cfg.DrainDelay,
 		ACME:              (*srv.ACME)(cfg.ACME),
 		AccessLog:         cfg.AccessLog,
+		AccessLogDropped:  cfg.AccessLogDropped,
 		KeyLog:            cfg.KeyLog,
 		Logger:            cfg.Logger,
 		Now:               cfg.Now,
@@ -423,6 +623,75 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	return &Server{s: s, a: &Authenticator{a: s.Auth()}}, nil
+}
+
+// siteLimiter is lim for the limit rules of site i (of Config.Sites):
+// their buckets are apart from those of another site's rule of the same
+// name. (The first site's are lim's own, as a server of one site has
+// them.)
+func siteLimiter(lim policy.Limiter, i int) policy.Limiter {
+	if i == 0 {
+		return lim
+	}
+	return prefixedLimiter{lim, "site " + strconv.Itoa(i) + ": "}
+}
+
+// prefixedLimiter names its buckets with a prefix.
+type prefixedLimiter struct {
+	policy.Limiter
+	prefix string
+}
+
+func (p prefixedLimiter) Take(key string, rate float64, burst int, now time.Time) (bool, time.Duration) {
+	return p.Limiter.Take(p.prefix+key, rate, burst, now)
+}
+
+// compileRules compiles rules, or says every problem they have.
+func compileRules(rules []Rule, lim policy.Limiter) (*policy.Engine, error) {
+	e, probs := policy.Compile(rules, lim)
+	if probs != nil {
+		errs := make([]error, len(probs))
+		for i, p := range probs {
+			errs[i] = p
+		}
+		return nil, errors.Join(errs...)
+	}
+	return e, nil
+}
+
+// SetRules replaces the server's rules (the first site's, with
+// Config.Sites: SetConfigRules sets every site's): the requests that come
+// after are decided by them. Rules that do not compile are an error, every
+// problem named, and the rules in force stay. Limit rules keep their
+// buckets across calls as long as their names do.
+func (s *Server) SetRules(rules []Rule) error {
+	e, err := compileRules(rules, s.s.Limiter())
+	if err != nil {
+		return err
+	}
+	s.s.SetRules(e)
+	return nil
+}
+
+// SetConfigRules puts in force the rules cfg gives each site (Config.Rules,
+// or each of Config.Sites' own): all of them or, when any does not compile,
+// none, every problem named. The sites themselves (their number and order)
+// are the server's since New.
+func (s *Server) SetConfigRules(cfg Config) error {
+	var engines []*policy.Engine
+	var errs []error
+	for i, st := range cfg.SitesOf() {
+		e, err := compileRules(st.Rules, siteLimiter(s.s.Limiter(), i))
+		if err != nil && len(cfg.Sites) > 0 {
+			err = fmt.Errorf("sites[%d] %q: %w", i, strings.Join(st.Hosts, ","), err)
+		}
+		engines = append(engines, e)
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return s.s.SetSitesRules(engines)
 }
 
 // Authenticator returns the server's Authenticator.
@@ -463,26 +732,30 @@ func (s *Server) Watching() <-chan struct{} { return s.s.Auth().Watching() }
 type GatewayConfig struct {
 	// Upstream is the origin: http://HOST[:PORT], https://HOST[:PORT] or
 	// unix:/PATH (HTTP over a Unix socket).
-	Upstream string
+	Upstream string `yaml:"upstream"`
 	// UpstreamCertFile and UpstreamKeyFile are a client certificate the
 	// gateway presents to an https origin (mTLS), so that the origin
 	// can trust the identity fields came from the gateway;
 	// UpstreamCAFile verifies the origin (default: the system roots).
-	UpstreamCertFile, UpstreamKeyFile, UpstreamCAFile string
+	UpstreamCertFile string `yaml:"upstream_cert"`
+	UpstreamKeyFile  string `yaml:"upstream_key"`
+	UpstreamCAFile   string `yaml:"upstream_cacert"`
 	// XFCC adds Envoy's x-forwarded-client-cert field for origins that
 	// already read it.
-	XFCC bool
+	XFCC bool `yaml:"xfcc"`
 	// MaxRequestBody (0: 10 MiB) and MaxResponseBody (0: none) bound
 	// bodies, a negative value meaning no limit; DialTimeout (default
 	// 5 s) and ResponseHeaderTimeout (default 30 s) bound waiting for the
 	// origin (504 after). A 101 (WebSocket) is never bounded.
-	MaxRequestBody, MaxResponseBody    int64
-	DialTimeout, ResponseHeaderTimeout time.Duration
+	MaxRequestBody        int64         `yaml:"max_request_body"`
+	MaxResponseBody       int64         `yaml:"max_response_body"`
+	DialTimeout           time.Duration `yaml:"-"`
+	ResponseHeaderTimeout time.Duration `yaml:"upstream_timeout"`
 	// MaxUpstreamConns caps the connections open to the origin (0: 1024,
 	// negative: no cap); requests beyond it wait for one.
-	MaxUpstreamConns int
+	MaxUpstreamConns int `yaml:"upstream_max_conns"`
 	// Logger receives origin failures (default slog.Default()).
-	Logger *slog.Logger
+	Logger *slog.Logger `yaml:"-"`
 }
 
 // NewGateway returns a handler that proxies every request to the origin,
@@ -546,20 +819,20 @@ func NewGateway(cfg GatewayConfig) (http.Handler, error) {
 // Server.HTTPHandler is served on port 80.
 type ACMEConfig struct {
 	// Domains the certificate is for; other names are refused.
-	Domains []string
+	Domains []string `yaml:"acme_domain"`
 	// DirectoryURL is the ACME directory (default Let's Encrypt's).
-	DirectoryURL string
+	DirectoryURL string `yaml:"acme_directory"`
 	// Email is the account's contact, optional.
-	Email string
+	Email string `yaml:"acme_email"`
 	// CacheDir keeps the account key and certificates (mode 0700, files
 	// 0600), so that a restart serves the cached certificate.
-	CacheDir string
+	CacheDir string `yaml:"acme_cache"`
 	// RootCAs verifies the ACME server (default: the system roots), for
 	// a private one.
-	RootCAs *x509.CertPool
+	RootCAs *x509.CertPool `yaml:"-"`
 	// RenewBefore renews that long before expiry (default: a third of
 	// the certificate's lifetime, at most 30 days).
-	RenewBefore time.Duration
+	RenewBefore time.Duration `yaml:"-"`
 }
 
 // A SignatureVerifier checks Web Bot Auth signatures (HTTP Message
@@ -575,22 +848,27 @@ type SignatureVerifier struct{ v *webbotauth.Verifier }
 // NewSignatureVerifier reads agentsFile, one agent a line: "URL" (its key
 // directory fetched from URL/.well-known/http-message-signatures-directory
 // over HTTPS, trusting caFile or the system roots; the response's own
-// signature checked; again when its Cache-Control says, within a minute and
-// an hour; the last good keys kept, and logged, when a fetch fails) or
+// signatures checked and only the keys that signed it taken; again when
+// its Cache-Control says, within a minute and an hour; redirects not
+// followed; a 404 or 410 drops its keys; another failure keeps the last
+// good keys, and logs it, for an hour past their cache lifetime; the first
+// fetches are waited for, 6 s at most, so the first requests are judged
+// with the keys in hand) or
 // "URL JWKSFILE" (keys pinned). A Server made with SignatureAgentsFile
 // makes its own.
 func NewSignatureVerifier(agentsFile, caFile string, logger *slog.Logger) (*SignatureVerifier, error) {
-	return newSignatureVerifier(agentsFile, caFile, 0, nil, logger)
+	return newSignatureVerifier(agentsFile, caFile, webbotauth.Config{}, logger)
 }
 
-// newSignatureVerifier is NewSignatureVerifier with a skew and a clock (the
-// Server's Config.Now).
-func newSignatureVerifier(agentsFile, caFile string, skew time.Duration, now func() time.Time, logger *slog.Logger) (*SignatureVerifier, error) {
+// newSignatureVerifier is NewSignatureVerifier with the settings of vc
+// (from the Server's Config), its agents read from agentsFile.
+func newSignatureVerifier(agentsFile, caFile string, vc webbotauth.Config, logger *slog.Logger) (*SignatureVerifier, error) {
 	agents, err := webbotauth.ParseAgentsFile(agentsFile)
 	if err != nil {
 		return nil, err
 	}
-	v := webbotauth.New(webbotauth.Config{Agents: agents, Skew: skew, Now: now})
+	vc.Agents = agents
+	v := webbotauth.New(vc)
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caFile != "" {
 		pool, err := certs.LoadPool(caFile)
@@ -603,6 +881,12 @@ func newSignatureVerifier(agentsFile, caFile string, skew time.Duration, now fun
 		logger = slog.Default()
 	}
 	v.Refresh(context.Background(), &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}, logger)
+	// The first fetches, before the first request: each is bounded (5 s),
+	// and one that fails leaves its agent's signatures invalid until a
+	// later one succeeds.
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
+	defer cancel()
+	v.FirstFetches(ctx)
 	return &SignatureVerifier{v: v}, nil
 }
 

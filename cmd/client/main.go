@@ -59,10 +59,12 @@ Connection:
                             Signature-Agent and covered by the signature
   -signature-agent-dict     send Signature-Agent as the working group's
                             dictionary (sig1="URL") rather than a string
-  -x URL, --proxy URL       go through this HTTP proxy (http://[USER:PASS@]HOST:PORT),
-                            for every host, loopback ones too; without it,
-                            HTTPS_PROXY, HTTP_PROXY and NO_PROXY are honoured
-                            as by curl and Go (loopback hosts go direct)
+  -x URL, --proxy URL       go through this proxy (http://[USER:PASS@]HOST:PORT,
+                            https:// for TLS to the proxy, socks5:// or
+                            socks5h://), for every host, loopback ones too;
+                            without it, HTTPS_PROXY, HTTP_PROXY and NO_PROXY
+                            are honoured as by curl and Go (loopback hosts go
+                            direct)
   -k                        do not verify the server's certificate (anyone
                             on the path can pose as the server; a warning
                             says so)
@@ -97,9 +99,21 @@ Forward proxy (any HTTP client gets request mTLS through it):
   -mitm-ca DIR              the proxy's root, ca.crt and ca.key, made on first
                             run (default: ~/.config/req-mtls/forward-proxy-ca)
   -proxy-auth FILE          require Basic credentials (user:password lines);
-                            needed to listen on a non-loopback address
+                            needed to listen on a non-loopback address;
+                            read again when it changes and at SIGHUP
   -flag-hosts PATTERNS      hosts that get the flags and the certificate,
                             comma-separated (*.example.com; default: all)
+  -allow-destinations LIST  CIDR prefixes or addresses, comma-separated, that
+                            clients reaching the proxy off loopback may
+                            connect to all the same: by default they get a
+                            403 for loopback, link-local and unspecified
+                            addresses and the proxy host's own
+  -shutdown-timeout D       at SIGTERM, how long requests in flight have to
+                            finish before they are cut (default 10s)
+  -idle-timeout D           close a client's connection, or a tunnel, idle
+                            for D (default 2m)
+  -max-tunnels N            CONNECT tunnels open at once; past them a CONNECT
+                            gets a 503 (default 1024)
 
 Load (for operators):
   -n N                      send N requests (default 1) and print a summary
@@ -255,6 +269,10 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	mitmCA := fs.String("mitm-ca", "", "")
 	proxyAuth := fs.String("proxy-auth", "", "")
 	flagHosts := fs.String("flag-hosts", "", "")
+	allowDest := fs.String("allow-destinations", "", "")
+	grace := fs.Duration("shutdown-timeout", 10*time.Second, "")
+	idle := fs.Duration("idle-timeout", 2*time.Minute, "")
+	maxTunnels := fs.Int("max-tunnels", reqmtls.DefaultMaxTunnels, "")
 	fs.StringVar(proxyURL, "proxy", "", "")
 	insecure := fs.Bool("k", false, "")
 	if err := fs.Parse(args); err != nil {
@@ -296,8 +314,8 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	}
 	if *proxyURL != "" {
 		pu, err := url.Parse(*proxyURL)
-		if err != nil || pu.Scheme != "http" || pu.Host == "" {
-			return c.misuse("-x %q is not an http://HOST:PORT proxy URL", *proxyURL)
+		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https" && pu.Scheme != "socks5" && pu.Scheme != "socks5h") || pu.Host == "" {
+			return c.misuse("-x %q is not a proxy URL (http://HOST:PORT, https://, socks5:// or socks5h://)", *proxyURL)
 		}
 		cfg.Proxy = http.ProxyURL(pu)
 	}
@@ -371,19 +389,28 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		defer f.Close()
 		cfg.KeyLog = f
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if *listen != "" {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		if !set["tlsflags"] {
 			cfg.Flags = reqmtls.RequestMTLSFlags // the proxy's default: flag 80
 		}
 		if cfg.Flags.Has(reqmtls.FlagRequestMTLS) && cfg.CertFile == "" {
 			c.hintf("flag 80 tells sites you hold a client certificate, but no -cert/-key was given: none will be sent")
 		}
-		return c.serveProxy(ctx, cfg, proxyOpts{listen: *listen, caDir: *mitmCA, authFile: *proxyAuth, flagHosts: *flagHosts})
+		if *grace <= 0 || *idle <= 0 {
+			return c.misuse("-shutdown-timeout and -idle-timeout must be positive")
+		}
+		if *maxTunnels < 1 {
+			return c.misuse("-max-tunnels must be at least 1")
+		}
+		return c.serveProxy(ctx, cfg, proxyOpts{listen: *listen, caDir: *mitmCA, authFile: *proxyAuth, flagHosts: *flagHosts, allow: *allowDest,
+			grace: *grace, idle: *idle, maxTunnels: *maxTunnels})
 	}
-	if *mitmCA != "" || *proxyAuth != "" || *flagHosts != "" {
-		return c.misuse("-mitm-ca, -proxy-auth and -flag-hosts go with -listen")
+	for _, name := range []string{"mitm-ca", "proxy-auth", "flag-hosts", "allow-destinations", "shutdown-timeout", "idle-timeout", "max-tunnels"} {
+		if set[name] {
+			return c.misuse("-%s: the forward proxy's flags go with -listen", name)
+		}
 	}
 	cl, err := reqmtls.NewDialer(cfg)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -220,5 +221,24 @@ func TestResolveServerNameInsecureCLI(t *testing.T) {
 	}
 	if code, _, stderr := runCLI(t, "--resolve", "bot.invalid:443", "-connect", url); code != 2 || !strings.Contains(stderr, "is not HOST:PORT:ADDR: no address") {
 		t.Errorf("bad --resolve: exit %d\n%s", code, stderr)
+	}
+}
+
+func TestParsePrefixes(t *testing.T) {
+	got, err := parsePrefixes("127.0.0.0/8, ::1,169.254.169.254,10.1.2.3/8")
+	if want := "[127.0.0.0/8 ::1/128 169.254.169.254/32 10.0.0.0/8]"; err != nil || fmt.Sprint(got) != want {
+		t.Errorf("got %v, %v; want %s", got, err, want)
+	}
+	for _, bad := range []string{"localhost", "127.0.0.0/33", "fe80::1%eth0", "10.0.0.0/8,"} {
+		if _, err := parsePrefixes(bad); err == nil || !strings.Contains(err.Error(), "is not a CIDR prefix") {
+			t.Errorf("parsePrefixes(%q): %v", bad, err)
+		}
+	}
+	if code, _, stderr := runCLI(t, "-allow-destinations", "127.0.0.1"); code != 2 || !strings.Contains(stderr, "go with -listen") {
+		t.Errorf("-allow-destinations without -listen: exit %d\n%s", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, "-listen", "127.0.0.1:0", "-mitm-ca", t.TempDir(), "-allow-destinations", "nope"); code != 2 ||
+		!strings.Contains(stderr, `client: -allow-destinations: "nope" is not a CIDR prefix`) {
+		t.Errorf("bad -allow-destinations: exit %d\n%s", code, stderr)
 	}
 }

@@ -21,6 +21,8 @@ import (
 const usage = `usage: gencert [-dir DIR] [-host NAME]... [-client-name NAME] [-ca-name NAME] [-force]
        gencert -ca-cert FILE -ca-key FILE [-client-only] [-client-name NAME] [-dir DIR] [-force]
        gencert -ca-key testRSA4096.key -client-only [-client-name NAME] [-dir DIR] [-force]
+       gencert -agent URL [-signature-key FILE] [-ca-cert FILE -ca-key FILE] [-dir DIR] [-force]
+       gencert -fingerprint FILE
        gencert -check-demo FILE [-ca-key testRSA4096.key]
        gencert -check-root FILE
 
@@ -68,6 +70,20 @@ Web Bot Auth:
                      own directory), and print its keyid (JWK thumbprint);
                      an existing FILE is kept unless -force
 
+One bot identity on both layers, published once:
+  -agent URL         write agent.crt and agent.key into DIR: a client
+                     certificate (clientAuth) whose only name is the URI URL,
+                     your agent's URL as sites list it (-signature-agents),
+                     with a new ECDSA P-256 key. Self-signed unless
+                     -ca-cert and -ca-key issue it: sites that list the agent
+                     trust the certificate because its key is in the agent's
+                     directory. With -signature-key FILE, the Ed25519 key for
+                     signing requests too. Then serve the directory with both
+                     keys:  server -signature-directory FILE,DIR/agent.key
+  -fingerprint FILE  print the lines a site's deny list (-deny) takes for the
+                     certificate or key in FILE (PEM, or a JWK): cert-sha256,
+                     spki-sha256 and jwk
+
 Checking:
   -check-demo FILE   check that the certificate in FILE is issued under the
                      public demo's root subject and valid now (with -ca-key
@@ -114,6 +130,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	checkRoot := fs.String("check-root", "", "")
 	showVersion := fs.Bool("version", false, "")
 	sigKey := fs.String("signature-key", "", "")
+	agent := fs.String("agent", "", "")
+	fingerprint := fs.String("fingerprint", "", "")
 	fs.Var(&hosts, "host", "")
 	misuse := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "gencert: "+format+"\nrun 'gencert -h' for usage\n", a...)
@@ -136,6 +154,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "gencert: error: %v\n", err)
 		return 1
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *fingerprint != "" {
+		lines, err := certs.DescribeFile(*fingerprint)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintln(stdout, strings.Join(lines, "\n"))
+		return 0
+	}
+	if set["agent"] {
+		for _, f := range []string{"host", "client-name", "ca-name", "client-only", "check-demo", "check-root"} {
+			if set[f] {
+				return misuse("-%s does not go with -agent, which writes the agent certificate alone", f)
+			}
+		}
+		if (*caCertFile == "") != (*caKeyFile == "") {
+			return misuse("-agent issues under a CA only with both -ca-cert and -ca-key")
+		}
+		return writeAgent(*agent, *dir, *caCertFile, *caKeyFile, *sigKey, *force, stdout, stderr)
 	}
 	if *sigKey != "" {
 		keyid, err := certs.WriteSignatureKey(*sigKey, *force)
@@ -164,8 +203,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: no certificate has a public test key\n", *checkRoot)
 		return 0
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	switch {
 	case *caCertFile != "" && *caKeyFile == "":
 		return misuse("-ca-cert needs -ca-key, the CA's private key")
@@ -215,6 +252,62 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case opts.CA != nil:
 		fmt.Fprintf(stdout, "issued under %s\n", safetext.Escape(opts.CA.Cert.Subject.String()))
 	}
+	return 0
+}
+
+// writeAgent is -agent: the agent certificate and key, and with sigKey the
+// signing key, then what to publish.
+func writeAgent(agentURL, dir, caCert, caKey, sigKey string, force bool, stdout, stderr io.Writer) int {
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "gencert: error: %v\n", err)
+		return 1
+	}
+	if err := certs.CheckAgentURL(agentURL); err != nil {
+		fmt.Fprintf(stderr, "gencert: -agent: %v\nrun 'gencert -h' for usage\n", err)
+		return 2
+	}
+	o := certs.AgentOptions{Dir: dir, URL: agentURL, Force: force}
+	if caCert != "" {
+		ca, err := certs.LoadAuthority(caCert, caKey)
+		if err != nil {
+			return fail(err)
+		}
+		o.CA = ca
+	}
+	if sigKey != "" && !force {
+		// Refuse before anything is written, not halfway.
+		if _, err := os.Stat(sigKey); err == nil {
+			return fail(fmt.Errorf("%s exists; use -force to overwrite", sigKey))
+		}
+	}
+	files, cert, err := certs.WriteAgent(o)
+	if err != nil {
+		return fail(err)
+	}
+	for _, f := range files {
+		fmt.Fprintf(stdout, "wrote %s\n", f)
+	}
+	if o.CA != nil {
+		fmt.Fprintf(stdout, "issued under %s\n", safetext.Escape(o.CA.Cert.Subject.String()))
+	} else {
+		fmt.Fprintln(stdout, "self-signed: sites trust it by its key, listed in your directory")
+	}
+	lines, err := certs.Describe(cert)
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Fprintln(stdout, strings.Join(lines, "\n"))
+	dirKeys := files[1]
+	if sigKey != "" {
+		keyid, err := certs.WriteSignatureKey(sigKey, force)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stdout, "wrote %s and %s.jwks\nkeyid (JWK SHA-256 thumbprint): %s\n", sigKey, sigKey, keyid)
+		dirKeys = sigKey + "," + dirKeys
+	}
+	fmt.Fprintf(stdout, "publish both keys at %s/.well-known/http-message-signatures-directory, e.g.\n  server -signature-directory %s ...\n",
+		strings.TrimSuffix(agentURL, "/"), dirKeys)
 	return 0
 }
 

@@ -4,32 +4,31 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
-	_ "net/http/pprof"
-	"net/netip" // for -pprof-addr only: the server's own mux is separate
+	_ "net/http/pprof" // for -pprof-addr only: the server's own mux is separate
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strconv"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	reqmtls "github.com/req-mtls/req-mtls"
+	"github.com/req-mtls/req-mtls/internal/config"
 	"github.com/req-mtls/req-mtls/internal/logbuf"
 	"github.com/req-mtls/req-mtls/server"
 )
 
 const usage = `usage: server -cert FILE -key FILE [-client-cacert FILE] [options]
+       server -config FILE [-check]
 
 Serves HTTPS (HTTP/2 and HTTP/1.1) on -listen-addr. A client that sets the
 request-mTLS flag (TLS flag 80) is sent a CertificateRequest; no one else is,
@@ -43,7 +42,17 @@ decision in Req-Mtls-* fields; the server's own pages are off unless -pages.
 Certificate files are reloaded when they change, and on SIGHUP; a bad file
 keeps the last good state. SIGINT or SIGTERM shuts down gracefully.
 
+With -config, every setting comes from a YAML file instead, whose keys are
+the flags' names with _ for - (listen_addr, client_cacert, ...), plus the
+site's rules and several sites on one address (docs/config.md); the file is
+read again on SIGHUP and when it changes, and a bad one keeps the running
+configuration.
+
 Options:
+  -config FILE              read the settings from this YAML file (no other
+                            flags with it)
+  -check                    load the settings and every file they name,
+                            report, and exit: 0 when valid, 1 otherwise
   -cert FILE                server certificate chain (PEM)
   -key FILE                 server private key (PEM)
   -acme-domain NAME,...     instead of -cert and -key: get the certificate for
@@ -62,6 +71,10 @@ Options:
                             signed by a CA of -client-cacert or -bot-cacert:
                             revoked certificates, and any of an issuer whose
                             CRL is past its nextUpdate, do not validate
+  -deny FILE                deny list: cert-sha256:HEX, spki-sha256:HEX,
+                            jwk:THUMBPRINT, agent:URL a line (gencert
+                            -fingerprint prints them); refused on both layers,
+                            reloaded on change and SIGHUP
   -ticket-keys FILE         session ticket keys shared by a fleet: one a line,
                             32 bytes in base64 (openssl rand -base64 32); the
                             first encrypts, all decrypt (default: per process)
@@ -94,14 +107,22 @@ Options:
                             one a line: URL (its key directory fetched over
                             HTTPS) or URL JWKSFILE (its keys pinned); the origin
                             gets Web-Bot-Auth-Status and, when valid,
-                            Web-Bot-Auth-Agent and -Keyid
+                            Web-Bot-Auth-Agent and -Keyid; the agents also vouch
+                            for client certificates naming them (store agent)
   -signature-agents-cacert FILE  roots for the agents' directories (default:
                             the system roots)
   -signature-skew D         how far a signature's created may be ahead and its
                             expires behind (default 1m)
-  -signature-directory KEYFILE,...  serve these Ed25519 keys' directory at
+  -signature-max-validity D  how long a signature may be valid for, from its
+                            created to its expires (default 1h): a signature
+                            valid for longer is invalid
+  -signature-keys-max-stale D  how long a directory's last good keys stay in
+                            force past their cache lifetime while fetches
+                            fail (default 1h; a 404 or 410 drops them at once)
+  -signature-directory KEYFILE,...  serve these keys' directory at
                             /.well-known/http-message-signatures-directory,
-                            signed, for a bot operator's site
+                            signed, for a bot operator's site: Ed25519 signing
+                            keys and the agent certificate's key (agent.key)
   -upstream-max-conns N     connections open to the origin at most (default
                             1024; 0: no cap)
   -xfcc                     also send Envoy's x-forwarded-client-cert
@@ -148,50 +169,14 @@ func tuneGC() {
 func run(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
+	// One model: every flag fills a field of cfg, as the file's key of
+	// the same name would (internal/config).
+	cfg := config.Defaults()
+	cfg.Flags(fs)
 	var (
-		certFile   = fs.String("cert", "", "")
-		acmeDomain = fs.String("acme-domain", "", "")
-		acmeDir    = fs.String("acme-directory", "", "")
-		acmeEmail  = fs.String("acme-email", "", "")
-		acmeCache  = fs.String("acme-cache", "acme-cache", "")
-		acmeCA     = fs.String("acme-cacert", "", "")
-		httpAddr   = fs.String("http-addr", "", "")
-		keyFile    = fs.String("key", "", "")
-		clientCA   = fs.String("client-cacert", "", "")
-		botCA      = fs.String("bot-cacert", "", "")
-		clientCRL  = fs.String("client-crl", "", "")
-		ticketKeys = fs.String("ticket-keys", "", "")
-		proxyFrom  = fs.String("proxy-protocol-from", "", "")
-		addr       = fs.String("listen-addr", "localhost:8775", "")
-		policyName = fs.String("client-auth", "request", "")
-		hsTimeout  = fs.Duration("handshake-timeout", 10*time.Second, "")
-		maxHS      = fs.Int("max-handshakes", 1024, "")
-		maxHello   = fs.String("max-hello-memory", "32MiB", "")
-		rhTimeout  = fs.Duration("read-header-timeout", 10*time.Second, "")
-		idle       = fs.Duration("idle-timeout", 2*time.Minute, "")
-		grace      = fs.Duration("shutdown-timeout", 10*time.Second, "")
-		drainDelay = fs.Duration("drain-delay", 0, "")
-		logFormat  = fs.String("log-format", "text", "")
-		pprofAddr  = fs.String("pprof-addr", "", "")
-		adminAddr  = fs.String("admin-addr", "", "")
-		adminPprof = fs.Bool("admin-pprof", false, "")
-		verbose    = fs.Bool("v", false, "")
+		configFile = fs.String("config", "", "")
+		check      = fs.Bool("check", false, "")
 		showVer    = fs.Bool("version", false, "")
-		upstream   = fs.String("upstream", "", "")
-		upCert     = fs.String("upstream-cert", "", "")
-		upKey      = fs.String("upstream-key", "", "")
-		upCA       = fs.String("upstream-cacert", "", "")
-		upTimeout  = fs.Duration("upstream-timeout", 30*time.Second, "")
-		upConns    = fs.Int("upstream-max-conns", 1024, "")
-		sigAgents  = fs.String("signature-agents", "", "")
-		sigAgentCA = fs.String("signature-agents-cacert", "", "")
-		sigSkew    = fs.Duration("signature-skew", time.Minute, "")
-		sigDir     = fs.String("signature-directory", "", "")
-		xfcc       = fs.Bool("xfcc", false, "")
-		maxReq     = fs.String("max-request-body", "10MiB", "")
-		maxResp    = fs.String("max-response-body", "", "")
-		pages      = fs.String("pages", "", "")
-		accessLog  = fs.String("access-log", "", "")
 	)
 	misuse := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "server: "+format+"\n", a...)
@@ -212,179 +197,90 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(os.Stdout, reqmtls.Version("server"))
 		return 0
 	}
-	switch {
-	case *acmeDomain != "" && (*certFile != "" || *keyFile != ""):
-		return misuse("-acme-domain replaces -cert and -key: give one or the other")
-	case *acmeDomain == "" && (*certFile == "" || *keyFile == ""):
-		return misuse("-cert and -key are required (or -acme-domain)")
-	case *acmeDomain == "" && (*acmeDir != "" || *acmeEmail != "" || *acmeCA != ""):
-		return misuse("-acme-directory, -acme-email and -acme-cacert go with -acme-domain")
-	}
-	policy, err := server.ParsePolicy(*policyName)
-	if err != nil {
-		return misuse("-client-auth: %v", err)
-	}
-	if *clientCRL != "" && *clientCA == "" && *botCA == "" {
-		return misuse("-client-crl needs -client-cacert or -bot-cacert: the CRLs are checked against their CAs")
-	}
-	if policy != server.PolicyRequest && *clientCA == "" && *botCA == "" {
-		return misuse("-client-auth %s needs -client-cacert or -bot-cacert", policy)
-	}
-	if policy == server.PolicyAlways && *clientCA == "" {
-		return misuse("-client-auth always needs -client-cacert (for clients that send no flag)")
-	}
-	if *pprofAddr != "" {
-		if err := checkLoopback(*pprofAddr); err != nil {
-			return misuse("-pprof-addr: %v", err)
+	if *configFile != "" {
+		var others []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name != "config" && f.Name != "check" {
+				others = append(others, "-"+f.Name)
+			}
+		})
+		if len(others) > 0 {
+			return misuse("-config FILE takes every setting from the file: give %s there (as %s)", strings.Join(others, ", "), strings.ReplaceAll(strings.TrimPrefix(others[0], "-"), "-", "_"))
 		}
-	}
-	if *adminPprof {
-		if *adminAddr == "" {
-			return misuse("-admin-pprof needs -admin-addr")
+		f, err := loadConfig(*configFile)
+		if err != nil {
+			printErrors(stderr, err)
+			return 1
 		}
-		if err := checkLoopback(*adminAddr); err != nil {
-			return misuse("-admin-pprof: -admin-addr %v", err)
+		cfg = f.Config
+	} else if probs := cfg.Validate(func(key string) string { return "-" + config.FlagName(key) }); len(probs) > 0 {
+		for _, p := range probs[:len(probs)-1] {
+			fmt.Fprintf(stderr, "server: %s\n", p.Msg)
 		}
-	}
-	proxyPrefixes, err := parsePrefixes(*proxyFrom)
-	if err != nil {
-		return misuse("-proxy-protocol-from: %v", err)
-	}
-	if *maxHS <= 0 {
-		return misuse("-max-handshakes must be positive, not %d", *maxHS)
-	}
-	maxHelloBytes, err := parseSize(*maxHello)
-	if err != nil || maxHelloBytes <= 0 {
-		return misuse("-max-hello-memory: want a positive size, not %q", *maxHello)
-	}
-	maxReqBytes, err := parseSize(*maxReq)
-	if err != nil {
-		return misuse("-max-request-body: %v", err)
-	}
-	maxRespBytes, err := parseSize(*maxResp)
-	if err != nil {
-		return misuse("-max-response-body: %v", err)
-	}
-	pagesPath := *pages
-	switch {
-	case pagesPath == "" && *upstream == "":
-		pagesPath = "/"
-	case pagesPath == "off" || pagesPath == "":
-		pagesPath = ""
-	case !strings.HasPrefix(pagesPath, "/"):
-		return misuse("-pages must be a path starting with / or off, not %q", pagesPath)
-	default:
-		if !strings.HasSuffix(pagesPath, "/") {
-			pagesPath += "/"
-		}
-	}
-	if *upstream == "" && pagesPath == "" {
-		return misuse("-pages off leaves nothing to serve without -upstream")
-	}
-	if *upConns < 0 {
-		return misuse("-upstream-max-conns must be 0 (no cap) or more, not %d", *upConns)
-	}
-	if *sigSkew <= 0 || *sigSkew > time.Hour {
-		return misuse("-signature-skew must be positive and at most an hour, not %v", *sigSkew)
-	}
-	if *sigAgentCA != "" && *sigAgents == "" {
-		return misuse("-signature-agents-cacert goes with -signature-agents")
-	}
-	if *upstream == "" && (*upCert != "" || *upKey != "" || *upCA != "" || *xfcc || *maxResp != "") {
-		return misuse("-upstream-* , -xfcc and -max-response-body go with -upstream")
-	}
-	for name, d := range map[string]time.Duration{"-upstream-timeout": *upTimeout, "-handshake-timeout": *hsTimeout, "-read-header-timeout": *rhTimeout, "-idle-timeout": *idle, "-shutdown-timeout": *grace} {
-		if d <= 0 {
-			return misuse("%s must be positive, not %v", name, d)
-		}
+		return misuse("%s", probs[len(probs)-1].Msg)
 	}
 	level := slog.LevelInfo
-	if *verbose {
+	if cfg.Verbose {
 		level = slog.LevelDebug
 	}
 	var handler slog.Handler
-	switch *logFormat {
-	case "text":
-		handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
-	case "json":
+	if cfg.LogFormat == "json" {
 		handler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
-	default:
-		return misuse("-log-format must be text or json, not %q", *logFormat)
+	} else {
+		handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
 	}
 	log := slog.New(handler)
-
-	var dirKeys []string
-	if *sigDir != "" {
-		dirKeys = strings.Split(*sigDir, ",")
+	sc := cfg.Config
+	sc.Logger = log
+	if *check {
+		// Load every file as serving would, and stop there.
+		if _, err := build(&cfg, &sc, log); err != nil {
+			printErrors(stderr, err)
+			return 1
+		}
+		if _, err := server.New(sc); err != nil {
+			printErrors(stderr, err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "server: the configuration is valid\n")
+		return 0
 	}
-	cfg := server.Config{
-		SignatureDirectoryKeyFiles: dirKeys,
-		SignatureAgentsFile:        *sigAgents, SignatureAgentsCAFile: *sigAgentCA, SignatureSkew: *sigSkew,
-		CertFile: *certFile, KeyFile: *keyFile, ClientCAFile: *clientCA, BotCAFile: *botCA, ClientCRLFile: *clientCRL, TicketKeysFile: *ticketKeys,
-		Policy:            policy,
-		ProxyProtocolFrom: proxyPrefixes,
-		DrainDelay:        *drainDelay,
-		HandshakeTimeout:  *hsTimeout,
-		MaxHandshakes:     *maxHS,
-		MaxHelloBytes:     maxHelloBytes,
-		ReadHeaderTimeout: *rhTimeout,
-		IdleTimeout:       *idle,
-		Logger:            log,
-	}
-	switch *accessLog {
+	switch cfg.AccessLog {
 	case "", "off":
 	case "-":
-		cfg.AccessLog = server.NewAccessLog(stderr, *logFormat == "json")
+		sc.AccessLog = server.NewAccessLog(stderr, cfg.LogFormat == "json")
 	default:
-		f, err := os.OpenFile(*accessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		f, err := os.OpenFile(cfg.AccessLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 		if err != nil {
-			log.Error("cannot open the access log", "file", *accessLog, "err", err)
+			log.Error("cannot open the access log", "file", cfg.AccessLog, "err", err)
 			return 1
 		}
 		defer f.Close()
 		// Buffered: a write per line would cost a system call per
 		// request. Written 100 ms after the first line it holds, and
-		// at exit (SIGTERM too).
+		// at exit (SIGTERM too), by a goroutine of its own: a file
+		// that takes nothing (a FIFO nobody reads) holds up no
+		// request, and the exit waits for it at most 5 s.
 		lw := logbuf.New(f, 100*time.Millisecond)
 		lw.OnError = func(err error, dropped int) {
 			if err != nil {
-				log.Error("cannot write the access log: lines dropped until it works again", "file", *accessLog, "err", err, "bytes_dropped", dropped)
+				log.Error("cannot write the access log: lines dropped until it works again", "file", cfg.AccessLog, "err", err, "bytes_dropped", dropped)
 			} else {
-				log.Info("the access log is written again", "file", *accessLog, "bytes_dropped", dropped)
+				log.Info("the access log is written again", "file", cfg.AccessLog, "bytes_dropped", dropped)
 			}
 		}
-		defer lw.Close()
-		cfg.AccessLog = server.NewAccessLog(lw, *logFormat == "json")
-	}
-	if *upstream != "" {
-		gw, err := server.NewGateway(server.GatewayConfig{
-			Upstream:         *upstream,
-			UpstreamCertFile: *upCert, UpstreamKeyFile: *upKey, UpstreamCAFile: *upCA,
-			XFCC:                  *xfcc,
-			MaxRequestBody:        maxReqBytes,
-			MaxResponseBody:       maxRespBytes,
-			ResponseHeaderTimeout: *upTimeout,
-			MaxUpstreamConns:      cmp.Or(*upConns, -1),
-			Logger:                log,
-		})
-		if err != nil {
-			log.Error("cannot start", "err", err)
-			return 1
-		}
-		cfg.Handler, cfg.PagesPath = gw, pagesPath
-	} else if pagesPath != "/" {
-		cfg.Handler = http.NotFoundHandler()
-		cfg.PagesPath = pagesPath
-	}
-	if *acmeDomain != "" {
-		ac := &server.ACMEConfig{Domains: strings.Split(*acmeDomain, ","), DirectoryURL: *acmeDir, Email: *acmeEmail, CacheDir: *acmeCache}
-		if *acmeCA != "" {
-			if ac.RootCAs, err = reqmtls.LoadCertPool(*acmeCA); err != nil {
-				log.Error("cannot start", "err", fmt.Errorf("-acme-cacert: %w", err))
-				return 1
+		defer func() {
+			// (A failed write was reported by OnError.)
+			if err := lw.Close(); errors.Is(err, logbuf.ErrCloseTimeout) {
+				log.Error("cannot write the access log at exit", "file", cfg.AccessLog, "err", err)
 			}
-		}
-		cfg.ACME = ac
+		}()
+		sc.AccessLog = server.NewAccessLog(lw, cfg.LogFormat == "json")
+		sc.AccessLogDropped = lw.Dropped
+	}
+	if _, err := build(&cfg, &sc, log); err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
 	}
 	if name := os.Getenv("SSLKEYLOGFILE"); name != "" {
 		f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
@@ -393,17 +289,17 @@ func run(args []string, stderr io.Writer) int {
 			return 1
 		}
 		defer f.Close()
-		cfg.KeyLog = f
+		sc.KeyLog = f
 		log.Warn("writing TLS secrets to SSLKEYLOGFILE: anyone with this file can decrypt the traffic", "file", name)
 	}
-	srv, err := server.New(cfg)
+	srv, err := server.New(sc)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
-		log.Error("cannot listen", "addr", *addr, "err", err)
+		log.Error("cannot listen", "addr", cfg.ListenAddr, "err", err)
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -415,28 +311,42 @@ func run(args []string, stderr io.Writer) int {
 	}()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	var reload func(trigger string)
+	if *configFile != "" {
+		reload = configReloader(*configFile, cfg, srv, log)
+		go watchFile(ctx, *configFile, time.Second, func() { reload("file change") })
+	}
 	go func() {
 		for range hup {
 			srv.Reload("SIGHUP")
+			if reload != nil {
+				reload("SIGHUP")
+			}
 		}
 	}()
-	if *pprofAddr != "" {
-		pl, err := net.Listen("tcp", *pprofAddr)
+	if cfg.PprofAddr != "" {
+		pl, err := net.Listen("tcp", cfg.PprofAddr)
 		if err != nil {
-			log.Error("cannot listen for pprof", "addr", *pprofAddr, "err", err)
+			log.Error("cannot listen for pprof", "addr", cfg.PprofAddr, "err", err)
 			return 1
 		}
 		log.Info("pprof listening", "addr", pl.Addr().String())
 		go (&http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}).Serve(pl)
 	}
-	attrs := []any{"addr", ln.Addr().String(), "client_auth", policy.String()}
-	if *upstream != "" {
-		attrs = append(attrs, "upstream", *upstream)
+	attrs := []any{"addr", ln.Addr().String(), "client_auth", cfg.Policy.String()}
+	if cfg.Upstream != "" {
+		attrs = append(attrs, "upstream", cfg.Upstream)
 	}
-	if *httpAddr != "" {
-		hl, err := net.Listen("tcp", *httpAddr)
+	if len(cfg.Sites) > 0 {
+		attrs = append(attrs, "sites", len(cfg.Sites))
+	}
+	if len(cfg.Rules) > 0 {
+		attrs = append(attrs, "rules", len(cfg.Rules))
+	}
+	if cfg.HTTPAddr != "" {
+		hl, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
-			log.Error("cannot listen for plain HTTP", "addr", *httpAddr, "err", err)
+			log.Error("cannot listen for plain HTTP", "addr", cfg.HTTPAddr, "err", err)
 			return 1
 		}
 		log.Info("http listening", "addr", hl.Addr().String())
@@ -444,14 +354,14 @@ func run(args []string, stderr io.Writer) int {
 		go plain.Serve(hl)
 		defer plain.Close()
 	}
-	if *adminAddr != "" {
-		al, err := net.Listen("tcp", *adminAddr)
+	if cfg.AdminAddr != "" {
+		al, err := net.Listen("tcp", cfg.AdminAddr)
 		if err != nil {
-			log.Error("cannot listen for the admin endpoints", "addr", *adminAddr, "err", err)
+			log.Error("cannot listen for the admin endpoints", "addr", cfg.AdminAddr, "err", err)
 			return 1
 		}
 		log.Info("admin listening", "addr", al.Addr().String())
-		admin := &http.Server{Handler: srv.AdminHandler(*adminPprof), ReadHeaderTimeout: 10 * time.Second}
+		admin := &http.Server{Handler: srv.AdminHandler(cfg.AdminPprof), ReadHeaderTimeout: 10 * time.Second}
 		go admin.Serve(al)
 		defer admin.Close()
 	}
@@ -474,8 +384,8 @@ func run(args []string, stderr io.Writer) int {
 	case <-ctx.Done():
 	}
 	stop()
-	log.Info("shutting down", "grace", grace.String())
-	sctx, cancel := context.WithTimeout(context.Background(), *drainDelay+*grace)
+	log.Info("shutting down", "grace", cfg.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainDelay+cfg.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown cut requests short", "err", err)
@@ -485,67 +395,53 @@ func run(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// checkLoopback accepts host:port addresses whose host is a loopback IP or
-// "localhost": pprof exposes the process's memory and must not face a
-// network.
-func checkLoopback(addr string) error {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return err
+// printErrors writes err on stderr, a "server: " line for each of its
+// lines (a file's problems are one error of a line each).
+func printErrors(stderr io.Writer, err error) {
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintf(stderr, "server: %s\n", line)
 	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return nil
-	}
-	return fmt.Errorf("%q is not a loopback address (use 127.0.0.1:PORT, [::1]:PORT or localhost:PORT)", addr)
 }
 
-// parseSize parses a byte count: digits, optionally followed by KiB, MiB or
-// GiB (or k, M, G, as powers of 1024). Empty and 0 are no limit, returned
-// as -1; a size past what 63 bits hold is an error.
-func parseSize(s string) (int64, error) {
-	if s == "" {
-		return -1, nil
+// build completes sc, the server's part of cfg, with what the other keys
+// make: the gateway (with upstream), the pages' handler, ACME.
+func build(cfg *config.Config, sc *server.Config, log *slog.Logger) (http.Handler, error) {
+	sc.PagesPath = cfg.PagesPath
+	gateway := func(upstream string) (http.Handler, error) {
+		gc := cfg.GatewayConfig
+		gc.Upstream, gc.Logger = upstream, log
+		return server.NewGateway(gc)
 	}
-	num := strings.TrimRight(s, "KMGiBkb")
-	unit := s[len(num):]
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a size (bytes, or a number with KiB, MiB or GiB)", s)
-	}
-	shift, ok := map[string]uint{"": 0, "k": 10, "K": 10, "KiB": 10, "M": 20, "MiB": 20, "G": 30, "GiB": 30}[unit]
-	if !ok {
-		return 0, fmt.Errorf("%q: unknown unit %q (want KiB, MiB or GiB)", s, unit)
-	}
-	if n > math.MaxInt64>>shift {
-		return 0, fmt.Errorf("%q is too large (at most %d bytes)", s, int64(math.MaxInt64))
-	}
-	if n == 0 {
-		return -1, nil
-	}
-	return n << shift, nil
-}
-
-// parsePrefixes parses a comma-separated list of CIDR prefixes or single
-// addresses.
-func parsePrefixes(list string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, f := range strings.Split(list, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		if p, err := netip.ParsePrefix(f); err == nil {
-			out = append(out, p.Masked())
-			continue
-		}
-		a, err := netip.ParseAddr(f)
+	if cfg.Upstream != "" {
+		gw, err := gateway(cfg.Upstream)
 		if err != nil {
-			return nil, fmt.Errorf("%q is neither an address nor a CIDR prefix", f)
+			return nil, err
 		}
-		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		sc.Handler = gw
+	} else if cfg.PagesPath != "/" {
+		sc.Handler = http.NotFoundHandler()
 	}
-	return out, nil
+	// Each site with an origin of its own gets a gateway to it; the others
+	// take the top level's handler. (A copy: cfg's sites stay as read.)
+	sc.Sites = slices.Clone(sc.Sites)
+	for i, st := range sc.Sites {
+		if st.Upstream != "" && st.Upstream != cfg.Upstream {
+			gw, err := gateway(st.Upstream)
+			if err != nil {
+				return nil, fmt.Errorf("sites[%d]: %w", i, err)
+			}
+			sc.Sites[i].Handler = gw
+		}
+	}
+	if len(cfg.Domains) > 0 {
+		ac := cfg.ACMEConfig
+		if cfg.ACMECACert != "" {
+			var err error
+			if ac.RootCAs, err = reqmtls.LoadCertPool(cfg.ACMECACert); err != nil {
+				return nil, fmt.Errorf("-acme-cacert: %w", err)
+			}
+		}
+		sc.ACME = &ac
+	}
+	return sc.Handler, nil
 }

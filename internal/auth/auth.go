@@ -69,6 +69,16 @@ type Config struct {
 	// not validate. Reloaded as a part of its own.
 	ClientCRLFile string
 
+	// Agents, if set, vouch for client certificates by key: a
+	// certificate whose subjectAltName URI names a trusted agent, and
+	// whose key that agent's directory lists, validates whoever issued
+	// it (StoreAgent). Agents alone may stand in for the CA bundles.
+	Agents AgentVoucher
+	// DenyFile holds a deny list (package deny): certificates, keys and
+	// agents refused whatever vouches for them, with certificate_revoked
+	// under a policy that enforces. Reloaded as a part of its own.
+	DenyFile string
+
 	// MaxHelloBytes bounds the bytes all connections together hold while
 	// their ClientHellos are read and replayed (default 32 MiB; negative:
 	// no bound); past it, a ClientHello is refused with internal_error.
@@ -112,11 +122,11 @@ func New(cfg Config) (*Authenticator, error) {
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 		return nil, errors.New("a server certificate needs both a certificate and a key file")
 	}
-	if cfg.Policy != PolicyRequest && cfg.ClientCAFile == "" && cfg.BotCAFile == "" {
-		return nil, fmt.Errorf("client-auth policy %s needs a client CA or a bot CA bundle", cfg.Policy)
+	if cfg.Policy != PolicyRequest && cfg.ClientCAFile == "" && cfg.BotCAFile == "" && cfg.Agents == nil {
+		return nil, fmt.Errorf("client-auth policy %s needs a client CA or a bot CA bundle, or trusted agents", cfg.Policy)
 	}
-	if cfg.Policy == PolicyAlways && cfg.ClientCAFile == "" {
-		return nil, errors.New("client-auth policy always needs a client CA bundle (for clients that send no flag)")
+	if cfg.Policy == PolicyAlways && cfg.ClientCAFile == "" && cfg.Agents == nil {
+		return nil, errors.New("client-auth policy always needs a client CA bundle (for clients that send no flag) or trusted agents")
 	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
@@ -219,9 +229,7 @@ func (a *Authenticator) ValidatesNow(d *Decision) bool {
 	if len(d.Chain) == 0 {
 		return false
 	}
-	st := a.state.Load()
-	_, err := a.verified.validate(d.Chain, st.storeFor(d.Flagged), st.crls, a.cfg.Now())
-	return err == nil
+	return a.check(d.Chain, a.state.Load(), d.Flagged, a.cfg.Now()).err == nil
 }
 
 // TLSConfig returns a server config built on base (nil for none), whose
@@ -377,8 +385,8 @@ type cfgTemplate struct {
 func (t *cfgTemplate) perConn(b *binding, c net.Conn) *tls.Config {
 	cfg := t.Config.Clone()
 	ac, _ := c.(*Conn)
-	if ac != nil && t.st.crls != nil && b.a.cfg.Policy.enforces() && cfg.ClientAuth != tls.NoClientCert {
-		// A revoked certificate is refused with certificate_revoked
+	if ac != nil && (t.st.crls != nil || t.st.deny != nil) && b.a.cfg.Policy.enforces() && cfg.ClientAuth != tls.NoClientCert {
+		// A revoked or denied certificate is refused with certificate_revoked
 		// (alert.go): the connection learns the traffic key for that.
 		ac.alerts = &alertRewriter{next: cfg.KeyLogWriter}
 		cfg.KeyLogWriter = ac.alerts
@@ -502,9 +510,8 @@ func (a *Authenticator) decide(c *Conn, st *state, flagged bool, cs tls.Connecti
 		Chain:     cs.PeerCertificates,
 	}
 	if len(d.Chain) > 0 {
-		store := st.storeFor(flagged)
-		d.Store = store.ref().kind
-		d.Verified, d.Err = a.verified.validate(d.Chain, store, st.crls, a.cfg.Now())
+		v := a.check(d.Chain, st, flagged, a.cfg.Now())
+		d.Verified, d.Store, d.Agent, d.Err = v.verified, v.store, v.agent, v.err
 	}
 	if a.cfg.OnDecision != nil {
 		a.cfg.OnDecision(d)
@@ -512,11 +519,11 @@ func (a *Authenticator) decide(c *Conn, st *state, flagged bool, cs tls.Connecti
 	if c != nil {
 		c.decision.Store(d)
 		if len(d.Chain) > 0 {
-			c.track()
+			c.track(a)
 		}
 	}
 	if d.Err != nil && policy.enforces() {
-		if c != nil && c.alerts != nil && errors.Is(d.Err, ErrRevoked) {
+		if c != nil && c.alerts != nil && (errors.Is(d.Err, ErrRevoked) || errors.Is(d.Err, ErrDenied)) {
 			c.alerts.mu.Lock()
 			c.alerts.want = alertCertificateRevoked
 			c.alerts.mu.Unlock()
@@ -545,7 +552,7 @@ func (a *Authenticator) reload(trigger string, force bool) error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	old := a.state.Load()
-	next := &state{cert: old.cert, client: old.client, bot: old.bot, ticketKeys: old.ticketKeys, crls: old.crls}
+	next := &state{cert: old.cert, client: old.client, bot: old.bot, ticketKeys: old.ticketKeys, crls: old.crls, deny: old.deny}
 	var errs []error
 	var took []string
 	storesTook := false
@@ -576,7 +583,7 @@ func (a *Authenticator) reload(trigger string, force bool) error {
 		attrs = append(attrs, "cert_expires", next.cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	a.log.Info("reloaded certificates", attrs...)
-	if next.client != old.client || next.bot != old.bot || next.crls != old.crls {
+	if next.client != old.client || next.bot != old.bot || next.crls != old.crls || next.deny != old.deny {
 		a.recheck(next)
 	}
 	return errors.Join(errs...)
@@ -602,7 +609,7 @@ func (a *Authenticator) recheck(st *state) {
 		if d == nil || len(d.Chain) == 0 {
 			continue
 		}
-		if _, err := a.verified.validate(d.Chain, st.storeFor(d.Flagged), st.crls, now); err != nil {
+		if err := a.check(d.Chain, st, d.Flagged, now).err; err != nil {
 			a.log.Warn("closing connection: its client certificate no longer validates",
 				"remote", c.RemoteAddr().String(), "cert", CertName(d.Chain[0]), "err", err)
 			c.Close()

@@ -30,8 +30,12 @@ type Decision struct {
 	// last, built from the store's roots and the certificates the client
 	// sent (which may hold others); nil unless the certificate validated.
 	Verified []*x509.Certificate
-	// Store is the trust store the certificate was checked against.
+	// Store is the trust store the certificate was checked against:
+	// StoreAgent when it names a trusted agent.
 	Store StoreKind
+	// Agent is the URL of the trusted agent whose directory vouched for
+	// the certificate's key (Store is StoreAgent); empty otherwise.
+	Agent string
 	// Err is why the certificate did not validate; nil when it did, or
 	// when there was none.
 	Err error
@@ -47,7 +51,12 @@ type Conn struct {
 	a        *Authenticator
 	decision atomic.Pointer[Decision]
 	close    sync.Once
-	closed   bool // guarded by a.connsMu
+	closed   atomic.Bool
+	// tracker is the Authenticator that decided the handshake and tracks
+	// the connection (track): the one whose TLSConfig served it, which
+	// may not be a, the one whose listener accepted it (a server of
+	// several sites has one per site).
+	tracker atomic.Pointer[Authenticator]
 	// handshakeOK is set when the handshake passed VerifyConnection.
 	handshakeOK atomic.Bool
 	onClose     func()
@@ -166,10 +175,12 @@ func (c *Conn) forget() {
 	if c.hsTimer != nil {
 		c.hsTimer.Stop()
 	}
-	c.a.connsMu.Lock()
-	c.closed = true
-	delete(c.a.conns, c)
-	c.a.connsMu.Unlock()
+	c.closed.Store(true)
+	if t := c.tracker.Load(); t != nil {
+		t.connsMu.Lock()
+		delete(t.conns, c)
+		t.connsMu.Unlock()
+	}
 	if c.onClose != nil {
 		c.onClose()
 	}
@@ -179,12 +190,17 @@ func (c *Conn) forget() {
 // it before the connection is in use.
 func (c *Conn) OnClose(f func()) { c.onClose = f }
 
-// track remembers a connection that holds a client certificate, so that a
-// change of trust stores can be applied to it (Authenticator.recheck).
-func (c *Conn) track() {
-	c.a.connsMu.Lock()
-	defer c.a.connsMu.Unlock()
-	if !c.closed {
-		c.a.conns[c] = struct{}{}
+// track remembers a connection that holds a client certificate in a, the
+// Authenticator that decided its handshake, so that a change of a's trust
+// stores can be applied to it (Authenticator.recheck). (The tracker is
+// published before closed is read, and forget sets closed before it reads
+// the tracker: one of the two sees the other, so a connection closed
+// meanwhile is never left in a map.)
+func (c *Conn) track(a *Authenticator) {
+	a.connsMu.Lock()
+	defer a.connsMu.Unlock()
+	c.tracker.Store(a)
+	if !c.closed.Load() {
+		a.conns[c] = struct{}{}
 	}
 }

@@ -164,3 +164,60 @@ func TestVerifyCache(t *testing.T) {
 		t.Errorf("other CA's certificate: %v, %d entries (failures must not be cached)", err, len(vc.m))
 	}
 }
+
+// TestConnTrackedByDecider: a connection accepted through one
+// Authenticator (a server's listener) and decided by another (the site its
+// SNI named) is tracked by the one that decided, whose trust stores its
+// certificate was checked against: a reload of the other's never closes
+// it, and closing it forgets it.
+func TestConnTrackedByDecider(t *testing.T) {
+	p := testpki.New(t)
+	now := func() time.Time { return testpki.Now }
+	lis, err := New(Config{Policy: PolicyVerify, ClientCAFile: p.RootCA, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// (PolicyAlways: the client sends its certificate without the flag.)
+	site, err := New(Config{Policy: PolicyAlways, ClientCAFile: p.OtherCA, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
+	cfg := site.TLSConfig(&tls.Config{Time: testpki.Clock, Certificates: []tls.Certificate{cert}})
+	clientCert, err := tls.LoadX509KeyPair(p.Clients["other-ca"][0], p.Clients["other-ca"][1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, sc := net.Pipe()
+	pool := x509.NewCertPool()
+	pool.AddCert(p.CA.Cert)
+	go tls.Client(cc, &tls.Config{Time: testpki.Clock, RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS13,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &clientCert, nil }}).Handshake()
+	ac := lis.WrapConn(sc)
+	tc := tls.Server(ac, cfg)
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	if d := ac.Decision(); d == nil || !d.Validated() {
+		t.Fatalf("decision %+v, want a validated certificate", d)
+	}
+	inLis, inSite := tracked(lis, ac), tracked(site, ac)
+	if inLis || !inSite {
+		t.Fatalf("tracked by the listener's Authenticator: %v, by the deciding one: %v; want false, true", inLis, inSite)
+	}
+	lis.Reload("test")
+	if ac.closed.Load() {
+		t.Fatal("a reload of the listener's Authenticator closed a connection the other decided")
+	}
+	tc.Close()
+	if tracked(site, ac) {
+		t.Error("closed, and still tracked")
+	}
+}
+
+func tracked(a *Authenticator, c *Conn) bool {
+	a.connsMu.Lock()
+	defer a.connsMu.Unlock()
+	_, ok := a.conns[c]
+	return ok
+}

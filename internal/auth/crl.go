@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/binary"
 	"encoding/pem"
 	"errors"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/req-mtls/req-mtls/internal/safetext"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // ErrRevoked and ErrCRLExpired are why a certificate does not validate
@@ -38,6 +41,115 @@ type crl struct {
 	thisUpdate time.Time
 	nextUpdate time.Time // zero when the CRL names none
 	staleOnce  sync.Once // the first refusal for staleness is logged
+	// userOnly: the CRL lists end-entity certificates only (its Issuing
+	// Distribution Point says onlyContainsUserCerts), so it says nothing
+	// of the CA certificates its issuer signed.
+	userOnly bool
+}
+
+// The CRL extensions that bear on how a CRL is used (RFC 5280, Section 5.2).
+var (
+	oidDeltaCRLIndicator = asn1.ObjectIdentifier{2, 5, 29, 27} // Section 5.2.4
+	oidIssuingDistPoint  = asn1.ObjectIdentifier{2, 5, 29, 28} // Section 5.2.5
+)
+
+// crlScope refuses a CRL that carries a critical extension, or an entry
+// with a critical extension, that is not processed here: RFC 5280, Section
+// 5.2 (and 5.3 for entries) forbids using such a CRL to decide a
+// certificate's status. A CRL read here is taken as the complete list of
+// its issuer's revocations, so a delta CRL (Section 5.2.4, which lists
+// only what changed since its base) is refused, and so is an Issuing
+// Distribution Point that narrows the list to CA certificates, some
+// reasons, attribute certificates or other issuers' certificates (Section
+// 5.2.5). Of that extension, the distribution point's name (where the
+// list is published) and onlyContainsUserCerts are processed; the second
+// is returned, and such a list is not applied to CA certificates.
+func crlScope(rl *x509.RevocationList) (userOnly bool, err error) {
+	for _, e := range rl.Extensions {
+		switch {
+		case e.Id.Equal(oidDeltaCRLIndicator):
+			// Always critical (Section 5.2.4); refused whatever it says.
+			return false, errors.New("a delta CRL (Delta CRL Indicator extension)")
+		case e.Id.Equal(oidIssuingDistPoint):
+			if userOnly, err = parseIssuingDistPoint(e.Value); err != nil {
+				return false, err
+			}
+		case e.Critical:
+			// crypto/x509 parses the authority key identifier and
+			// the CRL number, which are never critical (Sections
+			// 5.2.1 and 5.2.3); any other critical one is unknown.
+			return false, fmt.Errorf("critical extension %s, not processed", e.Id)
+		}
+	}
+	for _, r := range rl.RevokedCertificateEntries {
+		for _, e := range r.Extensions {
+			// Section 5.3: the reason code and the invalidity date are
+			// never critical; the certificate issuer (5.3.3), of
+			// indirect CRLs, always is.
+			if e.Critical {
+				return false, fmt.Errorf("critical extension %s of entry %s, not processed", e.Id, r.SerialNumber.Text(16))
+			}
+		}
+	}
+	return userOnly, nil
+}
+
+// parseIssuingDistPoint reads the Issuing Distribution Point extension
+// (RFC 5280, Section 5.2.5, tagged implicitly):
+//
+//	IssuingDistributionPoint ::= SEQUENCE {
+//	     distributionPoint          [0] DistributionPointName OPTIONAL,
+//	     onlyContainsUserCerts      [1] BOOLEAN DEFAULT FALSE,
+//	     onlyContainsCACerts        [2] BOOLEAN DEFAULT FALSE,
+//	     onlySomeReasons            [3] ReasonFlags OPTIONAL,
+//	     indirectCRL                [4] BOOLEAN DEFAULT FALSE,
+//	     onlyContainsAttributeCerts [5] BOOLEAN DEFAULT FALSE }
+//
+// and refuses the fields that narrow the list in ways not processed here.
+func parseIssuingDistPoint(der []byte) (userOnly bool, err error) {
+	input := cryptobyte.String(der)
+	var idp cryptobyte.String
+	if !input.ReadASN1(&idp, cbasn1.SEQUENCE) || !input.Empty() {
+		return false, errors.New("malformed Issuing Distribution Point extension")
+	}
+	// DistributionPointName is a CHOICE, so its implicit tag is explicit.
+	if !idp.SkipOptionalASN1(cbasn1.Tag(0).ContextSpecific().Constructed()) {
+		return false, errors.New("malformed Issuing Distribution Point extension")
+	}
+	flag := func(n int) (bool, error) {
+		var v cryptobyte.String
+		var present bool
+		if !idp.ReadOptionalASN1(&v, &present, cbasn1.Tag(n).ContextSpecific()) {
+			return false, errors.New("malformed Issuing Distribution Point extension")
+		}
+		if !present {
+			return false, nil
+		}
+		if n == 3 { // onlySomeReasons, a BIT STRING: present is enough
+			return true, nil
+		}
+		if len(v) != 1 || (v[0] != 0 && v[0] != 0xff) {
+			return false, errors.New("malformed Issuing Distribution Point extension: a boolean that is neither true nor false")
+		}
+		return v[0] == 0xff, nil
+	}
+	names := []string{1: "onlyContainsUserCerts", "onlyContainsCACerts", "onlySomeReasons", "indirectCRL", "onlyContainsAttributeCerts"}
+	for n := 1; n <= 5; n++ {
+		set, err := flag(n)
+		if err != nil {
+			return false, err
+		}
+		switch {
+		case n == 1:
+			userOnly = set
+		case set:
+			return false, fmt.Errorf("an Issuing Distribution Point with %s", names[n])
+		}
+	}
+	if !idp.Empty() {
+		return false, errors.New("malformed Issuing Distribution Point extension: trailing data")
+	}
+	return userOnly, nil
 }
 
 // CRLInfo describes one CRL in force, for metrics.
@@ -80,6 +192,11 @@ func loadCRLs(file string, stores ...*store) (*crlSet, error) {
 		if err != nil {
 			return nil, fmt.Errorf("load CRL file %q: CRL %d: %v", file, i+1, err)
 		}
+		userOnly, err := crlScope(rl)
+		if err != nil {
+			return nil, fmt.Errorf("load CRL file %q: CRL %d (issuer %s): %v; such a CRL must not be used (RFC 5280, Section 5.2)",
+				file, i+1, safetext.Escape(rl.Issuer.String()), err)
+		}
 		issuer := crlIssuer(rl, stores)
 		if issuer == nil {
 			return nil, fmt.Errorf("load CRL file %q: CRL %d (issuer %s) is not signed by a CA of the client or bot store",
@@ -88,7 +205,7 @@ func loadCRLs(file string, stores ...*store) (*crlSet, error) {
 		if _, dup := set.byIssuer[caKey(issuer)]; dup {
 			return nil, fmt.Errorf("load CRL file %q: CRL %d: a second CRL of %s", file, i+1, safetext.Escape(issuer.Subject.String()))
 		}
-		c := &crl{issuer: issuer, revoked: map[string]bool{}, thisUpdate: rl.ThisUpdate, nextUpdate: rl.NextUpdate}
+		c := &crl{issuer: issuer, revoked: map[string]bool{}, thisUpdate: rl.ThisUpdate, nextUpdate: rl.NextUpdate, userOnly: userOnly}
 		for _, e := range rl.RevokedCertificateEntries {
 			c.revoked[e.SerialNumber.String()] = true
 		}
@@ -122,9 +239,10 @@ func crlIssuer(rl *x509.RevocationList, stores []*store) *x509.Certificate {
 	return nil
 }
 
-// check says whether a verified path (leaf first, root last) stands under
-// the CRLs at now: every certificate whose issuer has a CRL must not be
-// listed, and that CRL must not be past its nextUpdate. It also returns
+// check says whether a verified path (leaf first, trust anchor last)
+// stands under the CRLs at now: every certificate whose issuer has a CRL,
+// the anchor too when it is an intermediate, must not be listed, and that
+// CRL must not be past its nextUpdate. It also returns
 // the earliest nextUpdate it relied on (zero for none), after which the
 // answer must be asked again.
 func (set *crlSet) check(path []*x509.Certificate, now time.Time, log func(msg string, args ...any)) (time.Time, error) {
@@ -132,9 +250,9 @@ func (set *crlSet) check(path []*x509.Certificate, now time.Time, log func(msg s
 	if set == nil {
 		return until, nil
 	}
-	for i := 0; i+1 < len(path); i++ {
-		c := set.byIssuer[caKey(path[i+1])]
-		if c == nil {
+	for i, cert := range path {
+		c := set.issuerCRL(path, i)
+		if c == nil || (c.userOnly && cert.IsCA) {
 			continue
 		}
 		if !c.nextUpdate.IsZero() {
@@ -154,6 +272,25 @@ func (set *crlSet) check(path []*x509.Certificate, now time.Time, log func(msg s
 		}
 	}
 	return until, nil
+}
+
+// issuerCRL returns the CRL of the issuer of path[i], or nil. The issuer is
+// the next certificate of the path; for the last, the trust anchor, it is
+// the CA of a CRL that signed it, when the anchor is not a root: a CA
+// bundle may hold intermediates beside their root, and a path then ends
+// at the intermediate, which the root's CRL may list.
+func (set *crlSet) issuerCRL(path []*x509.Certificate, i int) *crl {
+	if i+1 < len(path) {
+		return set.byIssuer[caKey(path[i+1])]
+	}
+	anchor := path[i]
+	for _, c := range set.list {
+		if bytes.Equal(c.issuer.RawSubject, anchor.RawIssuer) && caKey(c.issuer) != caKey(anchor) &&
+			anchor.CheckSignatureFrom(c.issuer) == nil {
+			return c
+		}
+	}
+	return nil
 }
 
 // info describes the CRLs in force.

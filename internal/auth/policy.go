@@ -204,9 +204,13 @@ func (vc *verifyCache) validate(chain []*x509.Certificate, s *store, crls *crlSe
 }
 
 // CertName is how a client certificate is named in reports, logs and
-// errors: its first DNS name, escaped, since its maker chose it.
+// errors: its first DNS name, or without one its first URI (an agent's
+// certificate), escaped, since its maker chose it.
 func CertName(leaf *x509.Certificate) string {
 	if len(leaf.DNSNames) == 0 {
+		if len(leaf.URIs) > 0 {
+			return safetext.Escape(leaf.URIs[0].String())
+		}
 		return "(no DNS name)"
 	}
 	return safetext.Escape(leaf.DNSNames[0])

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/req-mtls/req-mtls/internal/certs"
+	"github.com/req-mtls/req-mtls/internal/deny"
 )
 
 // StoreKind names the trust store that a client certificate is checked
@@ -21,6 +22,10 @@ const (
 	StoreNone   StoreKind = iota // no store applies (none configured)
 	StoreClient                  // -client-cacert
 	StoreBot                     // -bot-cacert, for flagged clients only
+	// StoreAgent is a certificate vouched for by a trusted agent's key
+	// directory: its subjectAltName URI is the agent's URL and its public
+	// key is in the agent's directory, whoever issued it.
+	StoreAgent
 )
 
 func (k StoreKind) String() string {
@@ -29,6 +34,8 @@ func (k StoreKind) String() string {
 		return "client"
 	case StoreBot:
 		return "bot"
+	case StoreAgent:
+		return "agent"
 	}
 	return "none"
 }
@@ -108,7 +115,8 @@ type state struct {
 	// ticketKeys owns the shared session ticket keys (SetSessionTicketKeys);
 	// nil without Config.TicketKeysFile.
 	ticketKeys *tls.Config
-	crls       *crlSet // nil without Config.ClientCRLFile
+	crls       *crlSet    // nil without Config.ClientCRLFile
+	deny       *deny.List // nil without Config.DenyFile
 }
 
 // storeFor returns the trust store for a client: flagged clients are
@@ -181,6 +189,15 @@ func (a *Authenticator) parts() []part {
 				for _, i := range set.info() {
 					a.log.Info("client CRL loaded", "issuer", i.Issuer, "revoked", i.Revoked, "next_update", i.NextUpdate.UTC().Format(time.RFC3339))
 				}
+			}
+			return err
+		}})
+	}
+	if c.DenyFile != "" {
+		ps = append(ps, part{name: "deny list", files: []string{c.DenyFile}, load: func(next *state) error {
+			l, err := deny.Load(c.DenyFile)
+			if err == nil {
+				next.deny = l
 			}
 			return err
 		}})

@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	utls "github.com/refraction-networking/utls"
+
+	"github.com/req-mtls/req-mtls/internal/httpsig"
 )
 
 // certSource holds the client certificate and reloads it when its files
@@ -43,6 +45,9 @@ func (s *certSource) reloadLocked() error {
 	stamp := fileStamp(s.certFile) + " " + fileStamp(s.keyFile)
 	c, err := tls.LoadX509KeyPair(s.certFile, s.keyFile)
 	if err != nil {
+		if data, rerr := os.ReadFile(s.keyFile); rerr == nil && httpsig.EncryptedPEM(data) {
+			return fmt.Errorf("KeyFile %q: the private key is encrypted (a passphrase protects it): decrypt it first, e.g. openssl pkey -in %q -out key.pem", s.keyFile, s.keyFile)
+		}
 		return fmt.Errorf("load client certificate %q and key %q: %w", s.certFile, s.keyFile, err)
 	}
 	s.cert = &utls.Certificate{Certificate: c.Certificate, PrivateKey: c.PrivateKey, Leaf: c.Leaf}

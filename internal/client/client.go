@@ -63,17 +63,24 @@ type Config struct {
 	InsecureSkipVerify bool
 	// Signing, if set, signs every request (Web Bot Auth).
 	Signing *Signing
-	// Proxy chooses an HTTP proxy for a request, as http.Transport.Proxy
-	// does; nil for direct connections. HTTPS goes through a CONNECT
-	// tunnel, the handshake inside it unchanged.
+	// Proxy chooses a proxy for a request, as http.Transport.Proxy does
+	// (http, https, socks5 and socks5h); nil for direct connections.
+	// HTTPS goes through a CONNECT (or SOCKS5) tunnel, the handshake
+	// inside it unchanged.
 	Proxy func(*http.Request) (*url.URL, error)
+	// DialControl, if set, is the net.Dialer's ControlContext for direct
+	// connections to servers (not to a proxy): an error refuses the
+	// address before anything is sent to it.
+	DialControl func(ctx context.Context, network, address string, c syscall.RawConn) error
 	// Resolve maps "host:port" (as net.JoinHostPort writes it) to the
 	// "addr:port" to connect to instead, as curl's --resolve does; SNI,
 	// verification and the Host header keep the URL's host. Hosts match
-	// without regard to case.
+	// without regard to case. Through a proxy it is not used: the proxy
+	// is asked for the host by name.
 	Resolve map[string]string
 	// Timeout bounds each request, connection and handshake included
-	// (default 30 s).
+	// (default 30 s); for a Transport, connecting (http URLs too) and the
+	// handshake.
 	Timeout time.Duration
 	// TLS12Only offers TLS 1.2 alone (no flags can be sent then).
 	TLS12Only bool
@@ -138,7 +145,7 @@ func New(cfg Config) (*Client, error) {
 		for k, v := range cfg.Resolve {
 			host, port, err := net.SplitHostPort(k)
 			if err != nil {
-				return nil, fmt.Errorf("resolve %q: %v", k, err)
+				return nil, fmt.Errorf("Config.Resolve %q: want host:port (%v)", k, err)
 			}
 			m[net.JoinHostPort(strings.ToLower(host), port)] = v
 		}
@@ -195,12 +202,20 @@ func (c *Client) fromGetter(get func(*tls.CertificateRequestInfo) (*tls.Certific
 // from parent) when a context ended it, naming the one whose deadline
 // fired: the caller's own, or the Timeout. It returns nil otherwise.
 func (c *Client) ended(parent, ctx context.Context, err error, during string) *Error {
+	// A dialer's timer for a deadline may fire a moment before the
+	// context's: a timeout once a deadline has passed is that deadline's.
+	var ne net.Error
+	timedOut := errors.As(err, &ne) && ne.Timeout()
+	passed := func(ctx context.Context) bool {
+		dl, ok := ctx.Deadline()
+		return ok && !time.Now().Before(dl)
+	}
 	switch {
-	case errors.Is(parent.Err(), context.DeadlineExceeded):
+	case errors.Is(parent.Err(), context.DeadlineExceeded) || timedOut && passed(parent):
 		return &Error{Err: err, Msg: fmt.Sprintf("%s: the request's own deadline passed (before the %v timeout)", during, c.cfg.Timeout)}
 	case parent.Err() != nil:
 		return &Error{Err: err, Msg: during + ": the request was canceled"}
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) || timedOut && passed(ctx):
 		return &Error{Err: err, Msg: fmt.Sprintf("%s: timed out after %v", during, c.cfg.Timeout)}
 	}
 	return nil
@@ -224,7 +239,8 @@ type Handshake struct {
 	ServerName    string        `json:"server_name"`
 	Proxy         string        `json:"proxy,omitempty"` // the proxy tunnelled through, its password hidden
 	Duration      time.Duration `json:"handshake_ns"`
-	// Addr is the address connected to (after Config.Resolve).
+	// Addr is the address connected to (after Config.Resolve), or asked
+	// of the proxy.
 	Addr string `json:"addr"`
 	// ServerCert describes the server's certificate (its leaf),
 	// PeerCertificates is the chain it sent. On a resumed session they
@@ -325,7 +341,11 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string, proxy *ur
 	if c.cfg.ServerName != "" {
 		serverName = c.cfg.ServerName
 	}
-	addr = c.resolve(addr)
+	if proxy == nil {
+		// Through a proxy, the proxy is asked for the host by name and
+		// resolves it, as curl does: Resolve is for direct connections.
+		addr = c.resolve(addr)
+	}
 	hs := &Handshake{FlagsSent: c.cfg.Flags, ServerName: serverName, Addr: addr}
 	if !c.cfg.Flags.IsEmpty() {
 		cp := c.cfg.Codepoint
@@ -410,28 +430,10 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string, proxy *ur
 		hs.Proxy = proxy.Redacted()
 		raw, err = c.dialTunnel(ctx, proxy, addr)
 	} else {
-		raw, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		raw, err = (&net.Dialer{ControlContext: c.cfg.DialControl}).DialContext(ctx, "tcp", addr)
 	}
 	if err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			return nil, nil, e
-		}
-		if proxy != nil {
-			// The proxy failed, not the site: say so, and where to look.
-			during := fmt.Sprintf("proxy %s (tunnel to %s)", proxy.Redacted(), addr)
-			e := c.ended(parent, ctx, err, during)
-			if e == nil && !errors.As(c.explain(err, during), &e) {
-				e = &Error{Err: err, Msg: during + ": " + err.Error()}
-			}
-			e.Hint = "check the proxy's URL (Proxy, HTTPS_PROXY) and that it is running"
-			return nil, nil, e
-		}
-		if e := c.ended(parent, ctx, err, "connect to "+addr); e != nil {
-			e.Hint = "nothing answered at that address: check the host, the port and any firewall; raise Timeout if the network is slow"
-			return nil, nil, e
-		}
-		return nil, nil, c.explain(err, "connect to "+addr)
+		return nil, nil, c.connectError(parent, ctx, err, addr, proxy, fmt.Sprintf("proxy %s (tunnel to %s)", redacted(proxy), addr))
 	}
 	tc, err := hello.Client(raw, ucfg)
 	if err != nil {
@@ -460,6 +462,59 @@ func (c *Client) DialTLS(ctx context.Context, addr, serverName string, proxy *ur
 	}
 	hs.Verified = !c.cfg.InsecureSkipVerify
 	return &AlertConn{Conn: tc}, hs, nil
+}
+
+// DialPlain connects, for a plain http request, to addr: the site's, or
+// that of proxy (nil for none), which forwards the request. Connecting
+// is bounded by Config.Timeout, as for DialTLS, and a failure is told
+// the same way.
+func (c *Client) DialPlain(ctx context.Context, addr string, proxy *url.URL) (net.Conn, error) {
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	d := &net.Dialer{}
+	if proxy == nil {
+		// A direct connection: the same rule as for https.
+		d.ControlContext = c.cfg.DialControl
+	}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, c.connectError(parent, ctx, err, addr, proxy, "proxy "+redacted(proxy))
+	}
+	return raw, nil
+}
+
+// connectError explains a failure to connect to addr, or through proxy
+// when not nil (the step named viaProxy), under ctx, the Timeout's,
+// derived from parent.
+func (c *Client) connectError(parent, ctx context.Context, err error, addr string, proxy *url.URL, viaProxy string) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	if proxy != nil {
+		// The proxy failed, not the site: say so, and where to look.
+		e := c.ended(parent, ctx, err, viaProxy)
+		if e == nil && !errors.As(c.explain(err, viaProxy), &e) {
+			e = &Error{Err: err, Msg: viaProxy + ": " + err.Error()}
+		}
+		e.Hint = "check the proxy's URL (Proxy, HTTPS_PROXY) and that it is running"
+		return e
+	}
+	if e := c.ended(parent, ctx, err, "connect to "+addr); e != nil {
+		e.Hint = "nothing answered at that address: check the host, the port and any firewall; raise Timeout if the network is slow"
+		return e
+	}
+	errors.As(c.explain(err, "connect to "+addr), &e)
+	return e
+}
+
+// redacted is u's text with its password hidden, "" for nil.
+func redacted(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	return u.Redacted()
 }
 
 // resolve returns where to connect for addr, after Config.Resolve.

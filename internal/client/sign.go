@@ -3,7 +3,7 @@ package client
 import (
 	"crypto"
 	"crypto/ed25519"
-	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -36,7 +36,7 @@ type Signing struct {
 // check says why s cannot sign, or nil.
 func (s *Signing) check() error {
 	if _, ok := s.Key.Public().(ed25519.PublicKey); !ok {
-		return errors.New("the signing key must be Ed25519")
+		return fmt.Errorf("signing key: a %T, want an Ed25519 key", s.Key)
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -44,8 +45,9 @@ const maxLeaves = 10000
 
 // LoadOrCreateCA reads dir/ca.crt and dir/ca.key, or makes them when
 // neither exists (the directory 0700, the key 0600). It returns whether it
-// made them.
-func LoadOrCreateCA(dir string) (*CA, bool, error) {
+// made them. A key that other users may read is loaded all the same, with
+// a warning to warn.
+func LoadOrCreateCA(dir string, warn func(format string, a ...any)) (*CA, bool, error) {
 	certFile, keyFile := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
 	_, errC := os.Stat(certFile)
 	_, errK := os.Stat(keyFile)
@@ -62,6 +64,12 @@ func LoadOrCreateCA(dir string) (*CA, bool, error) {
 	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, false, fmt.Errorf("proxy CA in %q: %w", dir, err)
+	}
+	// Whoever reads the key mints certificates the proxy's clients trust
+	// for any site. (Windows has no such mode bits.)
+	if fi, err := os.Stat(keyFile); err == nil && runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0 {
+		warn("the proxy's root key %q is open to other users (mode %04o): anyone who reads it can pose as any site to the proxy's clients; chmod 600 it",
+			keyFile, fi.Mode().Perm())
 	}
 	if !pair.Leaf.IsCA {
 		return nil, false, fmt.Errorf("proxy CA %q is not a CA certificate", certFile)

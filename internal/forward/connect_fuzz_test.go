@@ -20,7 +20,7 @@ import (
 // for a target of the form host:port with a port number, and flags (asks
 // FlagHost about) exactly that host; its refusals print the target escaped.
 func FuzzConnect(f *testing.F) {
-	ca, _, err := LoadOrCreateCA(f.TempDir())
+	ca, _, err := LoadOrCreateCA(f.TempDir(), func(string, ...any) {})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -145,8 +145,12 @@ func FuzzConnect(f *testing.F) {
 		if req.URL.Host != req.Host {
 			t.Fatalf("%q: tunnel opened to %q, the Host field, not the request target %q", head, req.Host, req.URL.Host)
 		}
-		// The proxy asks once the 200 is written, before the handshake
-		// (which ends at once: the client closes).
+		// The proxy asks once the client's first byte in the tunnel
+		// opens a TLS record (ContentType 22), before the handshake
+		// (which ends when the client closes).
+		if _, err := c.Write([]byte{22}); err != nil {
+			t.Fatalf("%q: tunnel to %q closed at once: %v", head, req.Host, err)
+		}
 		select {
 		case got := <-asked:
 			if got != h {

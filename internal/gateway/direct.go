@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -44,6 +46,7 @@ type direct struct {
 // pconn is one kept-alive connection to the origin.
 type pconn struct {
 	net.Conn
+	lim  headerLimit // under br
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	used time.Time // when it went idle
@@ -61,13 +64,48 @@ func newPconn(c net.Conn) *pconn {
 	if pc.sock != nil {
 		rw = pc.sock
 	}
-	pc.br, pc.bw = bufio.NewReaderSize(rw, 4096), bufio.NewWriterSize(rw, 4096)
+	pc.lim = headerLimit{r: rw, left: math.MaxInt64}
+	pc.br, pc.bw = bufio.NewReaderSize(&pc.lim, 4096), bufio.NewWriterSize(rw, 4096)
 	if sc, ok := c.(syscall.Conn); ok && pc.sock == nil {
 		// For alive, once: it is a new value each time.
 		pc.raw, _ = sc.SyscallConn()
 	}
 	return pc
 }
+
+// maxHeaderBytes bounds an origin's response header, the informational
+// answers before it included unless they went to the client: the limit
+// of the Transport (MaxResponseHeaderBytes), which takes the other
+// requests.
+const maxHeaderBytes = 10 << 20
+
+// headerLimit counts what a connection reads against what is left of
+// the limit on the header being read (as the Transport does): every byte
+// read, the body's first bytes that came with the header included.
+// It keeps the socket's last error, which a header parser may turn into
+// another (a line cut by the header timeout is a malformed one).
+type headerLimit struct {
+	r    io.Reader
+	left int64
+	err  error
+}
+
+func (l *headerLimit) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		return 0, errHeaderTooLarge
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	if err != nil {
+		l.err = err
+	}
+	return n, err
+}
+
+var errHeaderTooLarge = fmt.Errorf("origin response header exceeded %d bytes", maxHeaderBytes)
 
 // maxIdle is how many idle connections the pool keeps (as the Transport's
 // MaxIdleConnsPerHost here).
@@ -173,15 +211,17 @@ func unwrapNoAnswer(err error) error {
 	return err
 }
 
+// isTimeout reports whether err is a timeout (a deadline that passed).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 // connGone reports whether err says the origin closed the connection.
 func connGone(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED)
 }
-
-// max1xx bounds the informational answers before the answer, as the
-// Transport does.
-const max1xx = 5
 
 // send writes r on pc and reads the response header.
 func (d *direct) send(pc *pconn, r *http.Request, got1xx func(int, textproto.MIMEHeader) error) (*http.Response, error) {
@@ -191,6 +231,7 @@ func (d *direct) send(pc *pconn, r *http.Request, got1xx func(int, textproto.MIM
 	}
 	// The request's end (the client went away) ends the wait.
 	stop := context.AfterFunc(ctx, func() { pc.SetDeadline(time.Unix(1, 0)) })
+	pc.lim.left, pc.lim.err = maxHeaderBytes, nil
 	err := writeRequest(pc.bw, r)
 	if err == nil {
 		err = pc.bw.Flush()
@@ -202,21 +243,31 @@ func (d *direct) send(pc *pconn, r *http.Request, got1xx func(int, textproto.MIM
 		err = noAnswer{err}
 	}
 	var resp *http.Response
-	for n := 0; err == nil; n++ {
+	for err == nil {
 		resp, err = http.ReadResponse(pc.br, r)
 		if err != nil || resp.StatusCode < 100 || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
 		}
 		// An informational answer (103 Early Hints) goes to the
-		// client (through the proxy's trace, as from the Transport).
-		if n == max1xx {
-			err = errors.New("origin sent too many informational responses")
-			break
-		}
+		// client (through the proxy's trace, as from the Transport),
+		// however many come: the header timeout bounds them all.
 		if got1xx != nil {
 			err = got1xx(resp.StatusCode, textproto.MIMEHeader(resp.Header))
+			// Passed on: the client's to bound. The next header
+			// has the whole limit.
+			pc.lim.left = maxHeaderBytes
 		}
 	}
+	switch {
+	case err == nil:
+	case pc.lim.left <= 0:
+		err = errHeaderTooLarge
+	case isTimeout(pc.lim.err) && !isTimeout(err):
+		// The header timeout, whatever the parser made of the
+		// header it cut.
+		err = fmt.Errorf("awaiting the origin's response header: %w", pc.lim.err)
+	}
+	pc.lim.left = math.MaxInt64 // the body's length is the origin's
 	if err == nil {
 		pc.SetDeadline(time.Time{})
 		if ctx.Err() != nil {
@@ -236,7 +287,7 @@ func (d *direct) send(pc *pconn, r *http.Request, got1xx func(int, textproto.MIM
 		stop()
 		return nil, errors.New("origin switched protocols on a request that did not ask to")
 	}
-	resp.Body = &directBody{body: resp.Body, pc: pc, d: d, stop: stop, reuse: !resp.Close && !r.Close, eof: resp.Body == http.NoBody}
+	resp.Body = &directBody{body: resp.Body, ctx: ctx, pc: pc, d: d, stop: stop, reuse: !resp.Close && !r.Close, eof: resp.Body == http.NoBody}
 	return resp, nil
 }
 
@@ -334,6 +385,7 @@ func (pc *pconn) close(s *slots) {
 // close, or the body was not read to its end.
 type directBody struct {
 	body  io.ReadCloser
+	ctx   context.Context // the request's
 	pc    *pconn
 	d     *direct
 	stop  func() bool
@@ -347,6 +399,11 @@ func (b *directBody) Read(p []byte) (int, error) {
 	if err == io.EOF {
 		b.eof = true
 		b.done()
+	} else if err != nil && b.ctx.Err() != nil {
+		// The request ended (the client went away), which set the
+		// deadline that failed the read: the request's error, as
+		// from the Transport, not the origin's.
+		err = b.ctx.Err()
 	}
 	return n, err
 }

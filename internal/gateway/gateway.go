@@ -21,6 +21,7 @@ import (
 
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/bufpool"
+	"github.com/req-mtls/req-mtls/internal/policy"
 	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
 
@@ -92,13 +93,14 @@ func New(cfg Config) (http.Handler, error) {
 		newSlots(max(cfg.MaxUpstreamConns, 0)), cfg.ResponseHeaderTimeout, 90*time.Second,
 		func(counted dialFunc) http.RoundTripper {
 			return &http.Transport{
-				DialContext:           counted,
-				TLSClientConfig:       cfg.UpstreamTLS,
-				TLSHandshakeTimeout:   cfg.DialTimeout,
-				ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
-				MaxIdleConnsPerHost:   64,
-				IdleConnTimeout:       90 * time.Second,
-				ForceAttemptHTTP2:     cfg.UpstreamTLS != nil,
+				DialContext:            counted,
+				TLSClientConfig:        cfg.UpstreamTLS,
+				TLSHandshakeTimeout:    cfg.DialTimeout,
+				ResponseHeaderTimeout:  cfg.ResponseHeaderTimeout,
+				MaxResponseHeaderBytes: maxHeaderBytes,
+				MaxIdleConnsPerHost:    64,
+				IdleConnTimeout:        90 * time.Second,
+				ForceAttemptHTTP2:      cfg.UpstreamTLS != nil,
 			}
 		})
 	g := &gateway{cfg: cfg, log: cfg.Logger, target: target, direct: up, fast: fastTarget(target)}
@@ -158,6 +160,15 @@ type Timing struct {
 	Status   int           // the origin's status code, 0 when none came
 	Upstream time.Duration // from sending the request to the origin's response header
 	Err      string        // why the origin failed, if it did
+	// Verdict is the site's rules' verdict on the request, for the
+	// access log (the server sets it before the gateway runs).
+	Verdict policy.Verdict
+}
+
+// TimingOf returns the Timing r carries (WithTiming), or nil.
+func TimingOf(r *http.Request) *Timing {
+	t, _ := r.Context().Value(timingKey).(*Timing)
+	return t
 }
 
 // WithTiming returns a request whose context carries t for the gateway to
@@ -204,7 +215,8 @@ func (g *gateway) setOurs(out http.Header, in *http.Request) {
 	}
 	out["Forwarded"] = []string{forwarded}
 	id := Identity{}
-	if c := g.cfg.ConnOf(in); c != nil && c.Decision() != nil {
+	c := g.cfg.ConnOf(in)
+	if c != nil && c.Decision() != nil {
 		// The identity fields come from the handshake's decision, which
 		// never changes: encoded once per connection (the leaf's
 		// base64 and hash are most of their cost), copied per request.
@@ -223,12 +235,27 @@ func (g *gateway) setOurs(out http.Header, in *http.Request) {
 		}
 		id.Set(out, g.cfg.XFCC, g.cfg.XFCCBy)
 	}
-	if res, ok := webbotauth.ResultOf(in); ok {
+	res, ok := webbotauth.ResultOf(in)
+	if ok {
 		// The verdict the server made on this request (one per
 		// request, webbotauth.WithResult).
 		SetWebBotAuth(out, res, id.Decision)
 	}
+	var bi string
+	if res.Status != "valid" && c != nil && id.Decision != nil {
+		// The certificate alone: the same on every request of the
+		// connection.
+		bi = c.Memo(botIdentityKey{}, func() any { return BotIdentity(id.Decision, res) }).(string)
+	} else {
+		bi = BotIdentity(id.Decision, res)
+	}
+	if bi != "" {
+		out[HeaderBotIdentity] = []string{bi}
+	}
 }
+
+// botIdentityKey keys a connection's Bot-Identity in auth.Conn.Memo.
+type botIdentityKey struct{}
 
 // timed measures the origin's time to its response header for the access
 // log.

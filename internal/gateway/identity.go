@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dunglas/httpsfv"
+
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/safetext"
 	"github.com/req-mtls/req-mtls/internal/webbotauth"
@@ -26,7 +28,8 @@ const (
 	HeaderCertRequested   = "Req-Mtls-Cert-Requested"
 	HeaderCertStatus      = "Req-Mtls-Cert-Status" // sf-token none, valid or invalid;reason="..."
 	HeaderCertSHA256      = "Req-Mtls-Cert-Sha256" // sf-binary: SHA-256 of the leaf's DER, for any certificate received
-	HeaderCertStore       = "Req-Mtls-Cert-Store"  // sf-token client or bot: the store it was checked against
+	HeaderCertStore       = "Req-Mtls-Cert-Store"  // sf-token client, bot or agent: the store it was checked against
+	HeaderCertAgent       = "Req-Mtls-Cert-Agent"  // sf-string: the URL of the trusted agent whose directory vouched for the certificate (store agent)
 	HeaderResumed         = "Req-Mtls-Resumed"
 	HeaderXFCC            = "X-Forwarded-Client-Cert" // Envoy's format, when asked for
 )
@@ -40,6 +43,7 @@ var spoofable = map[string]bool{
 	"client-cert": true, "client-cert-chain": true, "x-forwarded-client-cert": true, "x-forwarded-client-cert-info": true,
 	"forwarded": true, "x-forwarded-for": true, "x-forwarded-proto": true, "x-forwarded-host": true,
 	"x-real-ip": true, "x-client-ip": true, "true-client-ip": true, "cf-connecting-ip": true, "bot-identity-match": true,
+	"bot-identity": true,
 }
 
 // spoofablePrefixes are families of such fields: ours, nginx- and
@@ -186,6 +190,9 @@ func (id Identity) Set(h http.Header, xfcc bool, by string) {
 		return
 	}
 	h.Set(HeaderCertStatus, "valid")
+	if d.Agent != "" {
+		h.Set(HeaderCertAgent, sfString(d.Agent))
+	}
 	// RFC 9440, Section 2: only for a certificate that validated; the
 	// field itself says nothing of validation.
 	h.Set(HeaderClientCert, sfBinary(leaf.Raw))
@@ -255,8 +262,9 @@ const (
 	HeaderWBAAgent  = "Web-Bot-Auth-Agent"  // sf-string: the agent's URL as the agents file lists it, when valid
 	HeaderWBAKeyID  = "Web-Bot-Auth-Keyid"  // sf-string: the key's JWK SHA-256 thumbprint, when valid
 	// HeaderSameBot is set when a certificate validated and a signature
-	// verified: ?1 when they name the same agent (one of the
-	// certificate's DNS names is the agent URL's host), ?0 otherwise.
+	// verified: ?1 when they name the same agent (the agent that vouched
+	// for the certificate is the signature's, or, for a CA-issued one,
+	// one of its DNS names is the agent URL's host), ?0 otherwise.
 	HeaderSameBot = "Bot-Identity-Match"
 )
 
@@ -269,13 +277,85 @@ func SetWebBotAuth(h http.Header, res webbotauth.Result, d *auth.Decision) {
 		h.Set(HeaderWBAAgent, sfString(res.Agent))
 		h.Set(HeaderWBAKeyID, sfString(res.KeyID))
 		if d != nil && d.Validated() {
-			h.Set(HeaderSameBot, sfBool(SameBot(d.Chain[0], res.Agent)))
+			h.Set(HeaderSameBot, sfBool(SameAgent(d, res.Agent)))
 		}
 	case "invalid":
 		h.Set(HeaderWBAStatus, "invalid;reason="+sfString(res.Reason))
 	default:
 		h.Set(HeaderWBAStatus, "none")
 	}
+}
+
+// SameAgent reports whether the validated certificate of d and a Web Bot
+// Auth agent name the same bot: the agent that vouched for the
+// certificate is agent itself, or (a certificate of a CA store) SameBot.
+func SameAgent(d *auth.Decision, agent string) bool {
+	if d.Agent != "" {
+		return d.Agent == agent
+	}
+	return SameBot(d.Chain[0], agent)
+}
+
+// HeaderBotIdentity is the identity the origin can act on without an X.509
+// parser: an RFC 9651 Dictionary with agent (sf-string: the agent's URL,
+// when a layer verified one), dns (sf-string: the validated certificate's
+// first DNS name) and layers (an inner list of the tokens tls and
+// signature, the layers that verified). Absent when none did.
+const HeaderBotIdentity = "Bot-Identity"
+
+// BotIdentity serialises Bot-Identity for the decision d (nil for none)
+// and the signature's verdict res; "" when no layer verified.
+func BotIdentity(d *auth.Decision, res webbotauth.Result) string {
+	tlsOK := d != nil && d.Validated()
+	sigOK := res.Status == "valid"
+	if !tlsOK && !sigOK {
+		return ""
+	}
+	dict := httpsfv.NewDictionary()
+	switch {
+	case sigOK:
+		dict.Add("agent", httpsfv.NewItem(sfASCII(res.Agent)))
+	case tlsOK && d.Agent != "":
+		// The agent whose directory vouched for the certificate.
+		dict.Add("agent", httpsfv.NewItem(sfASCII(d.Agent)))
+	}
+	if tlsOK && len(d.Chain[0].DNSNames) > 0 {
+		dict.Add("dns", httpsfv.NewItem(sfASCII(d.Chain[0].DNSNames[0])))
+	}
+	layers := httpsfv.InnerList{Params: httpsfv.NewParams()}
+	if tlsOK {
+		layers.Items = append(layers.Items, httpsfv.NewItem(httpsfv.Token("tls")))
+	}
+	if sigOK {
+		layers.Items = append(layers.Items, httpsfv.NewItem(httpsfv.Token("signature")))
+	}
+	dict.Add("layers", layers)
+	v, err := httpsfv.Marshal(dict)
+	if err != nil {
+		// (Not reached: every string is made printable ASCII first.)
+		return ""
+	}
+	return v
+}
+
+// sfASCII makes s fit an RFC 9651 String, which holds printable ASCII
+// alone: each other character is written in Go's ASCII escaping (a
+// newline as \n, ü as \u00fc); quotes and backslashes are left to the
+// serialiser.
+func sfASCII(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r >= 0x7f }) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if r < 0x20 || r >= 0x7f {
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // SameBot reports whether a client certificate and a Web Bot Auth agent

@@ -1,9 +1,15 @@
 package gateway
 
 import (
+	"crypto/x509"
+	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/req-mtls/req-mtls/internal/auth"
+	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
 
 func TestSfString(t *testing.T) {
@@ -22,7 +28,7 @@ func TestSfString(t *testing.T) {
 
 func TestStripSpoofable(t *testing.T) {
 	h := http.Header{}
-	for _, name := range []string{"Client-Cert", "Client_cert", "CLIENT_CERT", "Client-Cert-Chain", "X-Forwarded-Client-Cert",
+	for _, name := range []string{"Client-Cert", "Client_cert", "CLIENT_CERT", "Bot-Identity", "bot_identity", "BOT_IDENTITY", "Client-Cert-Chain", "X-Forwarded-Client-Cert",
 		"X_forwarded_for", "Forwarded", "Req-Mtls-Cert-Status", "Req_mtls_anything", "X-Real-Ip",
 		"X-Ssl-Client-Verify", "X_SSL_CLIENT_S_DN", "Ssl_Client_Verify", "True-Client-Ip", "Cf-Connecting-Ip", "X-Forwarded-Client-Cert-Info",
 		"X-Forwarded-Tls-Client-Cert", "X-Forwarded-Tls-Client-Cert-Info", "X-Client-Cert", "X_Client_Cert_Chain"} {
@@ -104,6 +110,70 @@ func BenchmarkIsSpoofable(b *testing.B) {
 				for _, n := range names {
 					f.fn(n)
 				}
+			}
+		})
+	}
+}
+
+// TestAgentIdentity: a certificate an agent vouched for tells the origin
+// store agent and the agent's URL, and Bot-Identity-Match compares that
+// agent with the signature's, not DNS names (it has none).
+func TestAgentIdentity(t *testing.T) {
+	u, _ := url.Parse("https://bot.example/")
+	leaf := &x509.Certificate{Raw: []byte("leaf"), URIs: []*url.URL{u}}
+	d := &auth.Decision{Requested: true, Chain: []*x509.Certificate{leaf}, Verified: []*x509.Certificate{leaf}, Store: auth.StoreAgent, Agent: u.String()}
+	h := http.Header{}
+	Identity{Flags: []int{80}, Decision: d}.Set(h, false, "")
+	if h.Get(HeaderCertStatus) != "valid" || h.Get(HeaderCertStore) != "agent" || h.Get(HeaderCertAgent) != `"https://bot.example/"` {
+		t.Errorf("origin sees %v", h)
+	}
+	for agent, want := range map[string]string{"https://bot.example/": "?1", "https://other.example/": "?0"} {
+		h := http.Header{}
+		SetWebBotAuth(h, webbotauth.Result{Status: "valid", Agent: agent, KeyID: "k"}, d)
+		if got := h.Get(HeaderSameBot); got != want {
+			t.Errorf("signature by %s: Bot-Identity-Match %q, want %q", agent, got, want)
+		}
+	}
+	// Bot-Identity names the agent that vouched, from the TLS layer alone.
+	if got, want := BotIdentity(d, webbotauth.Result{Status: "none"}), `agent="https://bot.example/", layers=(tls)`; got != want {
+		t.Errorf("Bot-Identity %q, want %q", got, want)
+	}
+	// A certificate of a CA store names no agent: no field.
+	h = http.Header{}
+	Identity{Decision: &auth.Decision{Chain: []*x509.Certificate{leaf}, Store: auth.StoreClient}}.Set(h, false, "")
+	if v, ok := h[HeaderCertAgent]; ok {
+		t.Errorf("a CA store's certificate sets %s: %v", HeaderCertAgent, v)
+	}
+}
+
+// TestBotIdentity: the field for each combination of verified layers, as
+// an RFC 9651 Dictionary.
+func TestBotIdentity(t *testing.T) {
+	leaf := &x509.Certificate{DNSNames: []string{"crawler.example", "other.example"}}
+	noDNS := &x509.Certificate{}
+	valid := &auth.Decision{Chain: []*x509.Certificate{leaf}}
+	invalid := &auth.Decision{Chain: []*x509.Certificate{leaf}, Err: errors.New("unknown authority")}
+	sig := webbotauth.Result{Status: "valid", Agent: "https://crawler.example/bot"}
+	for _, tc := range []struct {
+		name string
+		d    *auth.Decision
+		res  webbotauth.Result
+		want string
+	}{
+		{"Nothing", nil, webbotauth.Result{}, ""},
+		{"NoCert_NoSignature", &auth.Decision{}, webbotauth.Result{Status: "none"}, ""},
+		{"InvalidCert_InvalidSignature", invalid, webbotauth.Result{Status: "invalid", Agent: "https://x.example"}, ""},
+		{"CertOnly", valid, webbotauth.Result{Status: "none"}, `dns="crawler.example", layers=(tls)`},
+		{"CertWithoutDNS", &auth.Decision{Chain: []*x509.Certificate{noDNS}}, webbotauth.Result{}, `layers=(tls)`},
+		{"SignatureOnly", nil, sig, `agent="https://crawler.example/bot", layers=(signature)`},
+		{"SignatureOnly_InvalidCert", invalid, sig, `agent="https://crawler.example/bot", layers=(signature)`},
+		{"Both", valid, sig, `agent="https://crawler.example/bot", dns="crawler.example", layers=(tls signature)`},
+		{"Escaped", &auth.Decision{Chain: []*x509.Certificate{{DNSNames: []string{"b\"ü\n"}}}}, webbotauth.Result{},
+			`dns="b\"\\u00fc\\n", layers=(tls)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := BotIdentity(tc.d, tc.res); got != tc.want {
+				t.Errorf("BotIdentity = %s, want %s", got, tc.want)
 			}
 		})
 	}

@@ -9,6 +9,7 @@
 package httpsig
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -18,6 +19,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -28,6 +30,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -93,7 +96,13 @@ func Parse(h http.Header) (map[string]*Signature, error) {
 	}
 	sv, err := httpsfv.UnmarshalDictionary(sigs)
 	if err != nil {
-		return nil, fmt.Errorf("Signature: %w", err)
+		// RFC 8941, Section 4.2.7: parsers SHOULD NOT fail when a
+		// byte sequence lacks base64's "=" padding (httpsfv does);
+		// the padding is added and the field parsed again.
+		var err2 error
+		if sv, err2 = httpsfv.UnmarshalDictionary(padByteSequences(sigs)); err2 != nil {
+			return nil, fmt.Errorf("Signature: %w", err)
+		}
 	}
 	out := map[string]*Signature{}
 	for _, label := range in.Names() {
@@ -128,6 +137,42 @@ func Parse(h http.Header) (map[string]*Signature, error) {
 		}
 	}
 	return out, nil
+}
+
+// padByteSequences returns values with "=" padding added to each byte
+// sequence (":" base64 ":", RFC 8941, Section 3.3.5) whose length is not
+// a multiple of 4. Colons inside strings (Section 3.3.3, where a
+// backslash escapes the next character) are left alone; anything else is
+// copied as it is, for the structured-field parser to judge.
+func padByteSequences(values []string) []string {
+	out := make([]string, len(values))
+	for i, v := range values {
+		var b strings.Builder
+		inString := false
+		for j := 0; j < len(v); j++ {
+			c := v[j]
+			switch {
+			case inString && c == '\\' && j+1 < len(v):
+				b.WriteByte(c)
+				j++
+				c = v[j]
+			case c == '"':
+				inString = !inString
+			case !inString && c == ':':
+				end := strings.IndexByte(v[j+1:], ':')
+				if end < 0 {
+					break
+				}
+				data := v[j+1 : j+1+end]
+				b.WriteString(":" + data + strings.Repeat("=", (4-len(data)%4)%4) + ":")
+				j += end + 1
+				continue
+			}
+			b.WriteByte(c)
+		}
+		out[i] = b.String()
+	}
+	return out
 }
 
 // readParams reads the parameters RFC 9421, Section 2.3 defines, with the
@@ -166,10 +211,36 @@ func readParams(p *httpsfv.Params) (Params, error) {
 	return out, nil
 }
 
+// A Response is the response a signature covers (RFC 9421, Section 2.4):
+// its status and its header. The request it answers is the signature's
+// other half: components covered with req come from the request.
+type Response struct {
+	Status int // 0 when not known (then @status cannot be covered)
+	Header http.Header
+}
+
+// message is what a signature covers: a request alone, or a response
+// (resp not nil) and the request it answers.
+type message struct {
+	req  *http.Request
+	resp *Response
+}
+
 // Base returns the signature base of r for the covered components and
 // parameters of covered (RFC 9421, Section 2.5): a line per component,
 // then the @signature-params line.
 func Base(r *http.Request, covered httpsfv.InnerList) (string, error) {
+	return signatureBase(message{req: r}, covered)
+}
+
+// ResponseBase returns the signature base of resp, the answer to r, for
+// covered: components with req from r, the others from resp (RFC 9421,
+// Section 2.4).
+func ResponseBase(r *http.Request, resp *Response, covered httpsfv.InnerList) (string, error) {
+	return signatureBase(message{req: r, resp: resp}, covered)
+}
+
+func signatureBase(m message, covered httpsfv.InnerList) (string, error) {
 	var b strings.Builder
 	seen := map[string]bool{}
 	for _, it := range covered.Items {
@@ -181,7 +252,7 @@ func Base(r *http.Request, covered httpsfv.InnerList) (string, error) {
 			return "", fmt.Errorf("component %s covered twice", id)
 		}
 		seen[id] = true
-		v, err := componentValue(r, it)
+		v, err := componentValue(m, it)
 		if err != nil {
 			return "", fmt.Errorf("component %s: %w", id, err)
 		}
@@ -196,31 +267,60 @@ func Base(r *http.Request, covered httpsfv.InnerList) (string, error) {
 }
 
 // componentValue is a covered component's value: a derived component
-// (Section 2.2) or an HTTP field (Section 2.1).
-func componentValue(r *http.Request, it httpsfv.Item) (string, error) {
+// (Section 2.2) or an HTTP field (Section 2.1), of the message's request
+// or response. Section 2.4: in a response's signature, a component with
+// req is the request's, one without the response's; a request's
+// signature has only the request to cover (req on it is tolerated on
+// derived components, where it can name nothing else).
+func componentValue(m message, it httpsfv.Item) (string, error) {
 	name := it.Value.(string)
+	req := false
+	if v, ok := it.Params.Get("req"); ok {
+		if v != true {
+			return "", errors.New("req is a boolean")
+		}
+		req = true
+	}
+	fromResponse := m.resp != nil && !req
 	if strings.HasPrefix(name, "@") {
-		// Section 2.4: with req, a response's signature covers the
-		// request's component; r is the request either way.
 		for _, p := range it.Params.Names() {
-			if v, _ := it.Params.Get(p); p != "req" || v != true {
+			if p != "req" {
 				return "", errors.New("parameters on a derived component other than req are not supported")
 			}
 		}
-		return derived(r, name)
+		if name == "@status" {
+			// Section 2.2.9: the response's status, three digits.
+			if !fromResponse || m.resp.Status < 100 || m.resp.Status > 999 {
+				return "", errors.New("@status is the status of a response")
+			}
+			return strconv.Itoa(m.resp.Status), nil
+		}
+		if fromResponse {
+			return "", fmt.Errorf("derived component %s is the request's: a response covers it with req", name)
+		}
+		return derived(m.req, name)
+	}
+	if m.req == nil && !fromResponse {
+		return "", errors.New("no request")
 	}
 	if name != strings.ToLower(name) {
 		return "", errors.New("field names are covered in lower case")
 	}
-	values := r.Header.Values(name)
-	if name == "host" && len(values) == 0 && r.Host != "" {
-		values = []string{r.Host}
+	var values []string
+	where := "request"
+	if fromResponse {
+		values, where = m.resp.Header.Values(name), "response"
+	} else {
+		values = m.req.Header.Values(name)
+		if name == "host" && len(values) == 0 && m.req.Host != "" {
+			values = []string{m.req.Host}
+		}
 	}
 	if len(values) == 0 {
-		return "", errors.New("not in the request")
+		return "", errors.New("not in the " + where)
 	}
-	// Section 2.1: each value trimmed, combined with ", ". (A copy:
-	// Values is the request's own slice, which the base leaves alone.)
+	// Section 2.1: each value trimmed, combined with ", " (a copy: the
+	// header's own values are left as they are).
 	values = slices.Clone(values)
 	for i, v := range values {
 		values[i] = strings.TrimSpace(v)
@@ -233,12 +333,12 @@ func componentValue(r *http.Request, it httpsfv.Item) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("key=%q: the field is not a dictionary: %w", k, err)
 		}
-		m, ok := d.Get(k)
+		member, ok := d.Get(k)
 		if !ok {
 			return "", fmt.Errorf("key=%q: no such member", k)
 		}
 		one := httpsfv.NewDictionary()
-		one.Add(k, m)
+		one.Add(k, member)
 		s, err := httpsfv.Marshal(one)
 		if err != nil {
 			return "", err
@@ -336,25 +436,27 @@ func NewCovered(components []string, p Params) httpsfv.InnerList {
 }
 
 // Sign signs r with key under label, covering covered, and sets its
-// Signature-Input and Signature fields (adding to any already there). Only
-// Ed25519 keys are supported for signing: a crypto.Signer whose public key
-// is an ed25519.PublicKey (a KMS's will do).
+// Signature-Input and Signature fields (adding to any already there). Keys
+// that sign are Ed25519 and ECDSA P-256: a crypto.Signer whose public key is
+// an ed25519.PublicKey or a P-256 *ecdsa.PublicKey (a KMS's will do).
 func Sign(r *http.Request, label string, covered httpsfv.InnerList, key crypto.Signer) error {
-	return SignInto(r.Header, r, label, covered, key)
+	return sign(r.Header, message{req: r}, label, covered, key)
 }
 
-// SignInto signs r's components as Sign does and adds the fields to h: a
-// response's header, for a signature whose components are the request's
-// (covered with req).
+// SignInto signs the response whose header is h, the answer to r, and
+// adds the fields to h: components covered with req are r's, the others
+// the response's (RFC 9421, Section 2.4; @status cannot be covered, the
+// status not being known here).
 func SignInto(h http.Header, r *http.Request, label string, covered httpsfv.InnerList, key crypto.Signer) error {
-	if _, ok := key.Public().(ed25519.PublicKey); !ok {
-		return fmt.Errorf("httpsig: signing key is %T, want Ed25519", key.Public())
-	}
-	base, err := Base(r, covered)
+	return sign(h, message{req: r, resp: &Response{Header: h}}, label, covered, key)
+}
+
+func sign(h http.Header, m message, label string, covered httpsfv.InnerList, key crypto.Signer) error {
+	base, err := signatureBase(m, covered)
 	if err != nil {
 		return err
 	}
-	sig, err := key.Sign(nil, []byte(base), crypto.Hash(0))
+	sig, err := signBase(key, base)
 	if err != nil {
 		return err
 	}
@@ -375,6 +477,78 @@ func SignInto(h http.Header, r *http.Request, label string, covered httpsfv.Inne
 	return nil
 }
 
+// signBase signs a signature base with key: ed25519 (RFC 9421, Section 3.3.6),
+// or ecdsa-p256-sha256 (Section 3.3.4: SHA-256, then r and s as two
+// 32-byte big-endian integers, not ASN.1).
+func signBase(key crypto.Signer, base string) ([]byte, error) {
+	switch pub := key.Public().(type) {
+	case ed25519.PublicKey:
+		return key.Sign(nil, []byte(base), crypto.Hash(0))
+	case *ecdsa.PublicKey:
+		if pub.Curve != elliptic.P256() {
+			break
+		}
+		sum := sha256.Sum256([]byte(base))
+		der, err := key.Sign(rand.Reader, sum[:], crypto.SHA256)
+		if err != nil {
+			return nil, err
+		}
+		var rs struct{ R, S *big.Int }
+		if rest, err := asn1.Unmarshal(der, &rs); err != nil || len(rest) > 0 {
+			return nil, fmt.Errorf("httpsig: ECDSA signature is not ASN.1: %v", err)
+		}
+		out := make([]byte, 64)
+		rs.R.FillBytes(out[:32])
+		rs.S.FillBytes(out[32:])
+		return out, nil
+	}
+	return nil, fmt.Errorf("httpsig: signing key is %T, want Ed25519 or ECDSA P-256", key.Public())
+}
+
+// CheckContentDigest checks the Content-Digest field of h, when there is
+// one, against body (RFC 9530, Section 2): each sha-256 and sha-512
+// member must be the digest of body, and one of them must be there;
+// members of other algorithms are passed over (Section 5 leaves them to
+// the recipient).
+func CheckContentDigest(h http.Header, body []byte) error {
+	values := h.Values("Content-Digest")
+	if len(values) == 0 {
+		return nil
+	}
+	d, err := httpsfv.UnmarshalDictionary(values)
+	if err != nil {
+		return fmt.Errorf("Content-Digest: %w", err)
+	}
+	checked := 0
+	for _, alg := range d.Names() {
+		var sum []byte
+		switch alg {
+		case "sha-256":
+			s := sha256.Sum256(body)
+			sum = s[:]
+		case "sha-512":
+			s := sha512.Sum512(body)
+			sum = s[:]
+		default:
+			continue
+		}
+		m, _ := d.Get(alg)
+		it, ok := m.(httpsfv.Item)
+		got, isBytes := it.Value.([]byte)
+		if !ok || !isBytes {
+			return fmt.Errorf("Content-Digest %s: not a byte sequence", alg)
+		}
+		if !bytes.Equal(got, sum) {
+			return fmt.Errorf("Content-Digest %s: not the digest of the body", alg)
+		}
+		checked++
+	}
+	if checked == 0 {
+		return errors.New("Content-Digest: no sha-256 or sha-512 member")
+	}
+	return nil
+}
+
 // ErrBadSignature is a signature that does not verify.
 var ErrBadSignature = errors.New("signature does not verify")
 
@@ -385,6 +559,17 @@ var ErrBadSignature = errors.New("signature does not verify")
 // key's. It checks the signature, never whether its parameters are
 // acceptable: that is the caller's policy.
 func Verify(r *http.Request, s *Signature, pub crypto.PublicKey) error {
+	return verify(message{req: r}, s, pub)
+}
+
+// VerifyResponse checks s, a signature of resp (the answer to r), as
+// Verify does: components with req are r's, the others resp's (RFC 9421,
+// Section 2.4).
+func VerifyResponse(r *http.Request, resp *Response, s *Signature, pub crypto.PublicKey) error {
+	return verify(message{req: r, resp: resp}, s, pub)
+}
+
+func verify(m message, s *Signature, pub crypto.PublicKey) error {
 	alg := AlgOf(pub)
 	if alg == "" {
 		return fmt.Errorf("httpsig: key is %T; Ed25519, ECDSA P-256 and RSA keys are supported", pub)
@@ -392,7 +577,7 @@ func Verify(r *http.Request, s *Signature, pub crypto.PublicKey) error {
 	if s.Params.Alg != "" && s.Params.Alg != alg {
 		return fmt.Errorf("httpsig: alg %q does not match the key (%s)", s.Params.Alg, alg)
 	}
-	base, err := Base(r, s.Covered)
+	base, err := signatureBase(m, s.Covered)
 	if err != nil {
 		return err
 	}
@@ -448,6 +633,9 @@ func LoadSigningKey(file string) (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signing key: %w", err)
 	}
+	if EncryptedPEM(data) {
+		return nil, fmt.Errorf("signing key %q: the private key is encrypted (a passphrase protects it): decrypt it first, e.g. openssl pkey -in %q -out key.pem", file, file)
+	}
 	if b, _ := pem.Decode(data); b != nil {
 		k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
 		if err != nil {
@@ -475,6 +663,15 @@ func LoadSigningKey(file string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("signing key %q: x is not the public key of d", file)
 	}
 	return k, nil
+}
+
+// EncryptedPEM reports whether the first PEM block in data is an encrypted
+// private key: PKCS #8's ENCRYPTED PRIVATE KEY (RFC 5958, Section 3), or
+// the legacy Proc-Type header of RFC 1421, Section 4.6.1.1, that OpenSSL
+// still writes.
+func EncryptedPEM(data []byte) bool {
+	b, _ := pem.Decode(data)
+	return b != nil && (b.Type == "ENCRYPTED PRIVATE KEY" || strings.HasSuffix(b.Headers["Proc-Type"], ",ENCRYPTED"))
 }
 
 // BotParams are Web Bot Auth's parameters for a signature made now by key

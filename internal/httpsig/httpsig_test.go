@@ -3,6 +3,7 @@ package httpsig
 import (
 	"crypto/ed25519"
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -165,5 +166,68 @@ func TestThumbprint(t *testing.T) {
 	x, _ := base64.RawURLEncoding.DecodeString("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
 	if got := Thumbprint(ed25519.PublicKey(x)); got != "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k" {
 		t.Errorf("thumbprint %s", got)
+	}
+}
+
+// TestCheckContentDigest: RFC 9530's example body, {"hello": "world"},
+// and its digests (Section 2 and Appendix B).
+func TestCheckContentDigest(t *testing.T) {
+	body := []byte(`{"hello": "world"}`)
+	for _, tc := range []struct {
+		name, field, err string
+	}{
+		{"SHA256", `sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:`, ""},
+		{"SHA512", `sha-512=:WZDPaVn/7XgHaAy8pmojAkGWoRx2UFChF41A2svX+TaPm+AbwAgBWnrIiYllu7BNNyealdVLvRwEmTHWXvJwew==:`, ""},
+		{"Both", `sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:, sha-512=:WZDPaVn/7XgHaAy8pmojAkGWoRx2UFChF41A2svX+TaPm+AbwAgBWnrIiYllu7BNNyealdVLvRwEmTHWXvJwew==:`, ""},
+		{"UnknownBeside", `md5=:AAAA:, sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:`, ""},
+		{"None", ``, ""},
+		{"Wrong", `sha-256=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:`, "Content-Digest sha-256: not the digest of the body"},
+		{"OneWrong", `sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:, sha-512=:AAAA:`, "Content-Digest sha-512: not the digest of the body"},
+		{"OnlyUnknown", `md5=:AAAA:`, "Content-Digest: no sha-256 or sha-512 member"},
+		{"NotBytes", `sha-256="x"`, "Content-Digest sha-256: not a byte sequence"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.Header{}
+			if tc.field != "" {
+				h.Set("Content-Digest", tc.field)
+			}
+			err := CheckContentDigest(h, body)
+			if got := fmt.Sprint(err); tc.err == "" && err != nil || tc.err != "" && got != tc.err {
+				t.Errorf("got %v, want %q", err, tc.err)
+			}
+		})
+	}
+}
+
+// TestResponseComponents: a response's signature takes components with
+// req from the request and the others from the response (RFC 9421,
+// Section 2.4), @status included.
+func TestResponseComponents(t *testing.T) {
+	r, _ := http.NewRequest("GET", "https://agent.example/.well-known/x", nil)
+	r.Header.Set("Accept", "application/json")
+	resp := &Response{Status: 200, Header: http.Header{"Content-Type": {"text/plain"}, "Accept": {"not the request's"}}}
+	covered := NewCovered([]string{"@authority;req", "accept;req", "content-type", "@status"}, Params{})
+	got, err := ResponseBase(r, resp, covered)
+	want := `"@authority";req: agent.example` + "\n" + `"accept";req: application/json` + "\n" + `"content-type": text/plain` + "\n" + `"@status": 200` + "\n" +
+		`"@signature-params": ("@authority";req "accept";req "content-type" "@status")`
+	if err != nil || got != want {
+		t.Errorf("got %q, %v\nwant %q", got, err, want)
+	}
+	if _, err := ResponseBase(r, resp, NewCovered([]string{"@method"}, Params{})); err == nil {
+		t.Error("@method without req in a response's signature was taken")
+	}
+}
+
+func TestPadByteSequences(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`sig1=:AAA:`, `sig1=:AAA=:`},
+		{`sig1=:AA:, sig2=:AAAA:`, `sig1=:AA==:, sig2=:AAAA:`},
+		{`sig1=:AAAA:;p="a:b"`, `sig1=:AAAA:;p="a:b"`},
+		{`s="x\":y", b=:A:`, `s="x\":y", b=:A===:`},
+		{`sig1=:AAA`, `sig1=:AAA`},
+	} {
+		if got := padByteSequences([]string{tc.in})[0]; got != tc.want {
+			t.Errorf("padByteSequences(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }

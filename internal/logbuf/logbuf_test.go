@@ -23,7 +23,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // TestWriter: lines wait in the buffer, reach the writer on the timer (set
-// again by the next line after a flush), and nothing is lost at Close.
+// again by the next line after a flush), nothing is lost at Close, and a
+// line after Close goes out without waiting for a timer.
 func TestWriter(t *testing.T) {
 	var out testutil.Buffer
 	w := New(&out, 50*time.Millisecond)
@@ -40,9 +41,7 @@ func TestWriter(t *testing.T) {
 		t.Fatalf("after Close: %q", out.String())
 	}
 	w.Write([]byte("four\n"))
-	if out.String() != "one\ntwo\nthree\nfour\n" {
-		t.Fatalf("a write after Close: %q", out.String())
-	}
+	waitFor(t, "a write after Close", func() bool { return out.String() == "one\ntwo\nthree\nfour\n" })
 }
 
 // chunks records each write it gets.
@@ -93,14 +92,16 @@ func TestFullBuffer(t *testing.T) {
 		w.Write([]byte(line))
 		want.WriteString(line)
 	}
-	n, got := out.all()
-	if n != 1 || got != strings.Repeat(line, Size/len(line)) {
-		t.Fatalf("after %d lines of %d bytes (buffer %d): %d writes of %d bytes", Size/len(line)+1, len(line), Size, n, len(got))
+	waitFor(t, "the full buffer's write", func() bool { n, _ := out.all(); return n == 1 })
+	if _, got := out.all(); got != strings.Repeat(line, Size/len(line)) {
+		t.Fatalf("after %d lines of %d bytes (buffer %d): a write of %d bytes", Size/len(line)+1, len(line), Size, len(got))
 	}
+	w.Flush()
 	big := strings.Repeat("y", Size+1)
 	w.Write([]byte(big))
 	want.WriteString(big)
-	n, got = out.all()
+	w.Flush()
+	n, got := out.all()
 	if n != 3 || got != want.String() {
 		t.Fatalf("after a line larger than the buffer: %d writes, in order %v", n, got == want.String())
 	}
@@ -111,7 +112,8 @@ func TestFullBuffer(t *testing.T) {
 	}
 }
 
-// TestConcurrentLines: lines from many goroutines all arrive, each whole.
+// TestConcurrentLines: lines from many goroutines arrive, each whole; the
+// lines that do not (both buffers full, one being written) are counted.
 func TestConcurrentLines(t *testing.T) {
 	out := &chunks{}
 	w := New(out, 5*time.Millisecond)
@@ -142,8 +144,9 @@ func TestConcurrentLines(t *testing.T) {
 		}
 		seen[fmt.Sprint(g, i)] = true
 	}
-	if len(seen) != writers*lines {
-		t.Fatalf("%d lines arrived, want %d", len(seen), writers*lines)
+	failed, behind := w.Dropped()
+	if failed != 0 || uint64(len(seen))+behind != writers*lines {
+		t.Fatalf("%d lines arrived and %d+%d dropped, of %d", len(seen), failed, behind, writers*lines)
 	}
 }
 

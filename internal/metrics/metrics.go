@@ -40,13 +40,15 @@ type Metrics struct {
 	reloads           *prometheus.CounterVec
 	upstreamRequests  *prometheus.CounterVec
 	webBotAuth        *prometheus.CounterVec
+	rules             *prometheus.CounterVec
 	upstreamDuration  prometheus.Histogram
 }
 
 // New registers the collectors; certs, if not nil, is read at every scrape
-// for certificate expiry, and so are inFlight (handshakes in progress) and
+// for certificate expiry (the server certificates of every site, and the
+// roots of their stores), and so are inFlight (handshakes in progress) and
 // helloBytes (bytes held for ClientHellos), when not nil.
-func New(certs func() (server *x509.Certificate, roots map[string][]*x509.Certificate), crls func() []auth.CRLInfo, inFlight, helloBytes func() float64) *Metrics {
+func New(certs func() (servers []*x509.Certificate, roots map[string][]*x509.Certificate), crls func() []auth.CRLInfo, inFlight, helloBytes func() float64) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 	m.connsOpen = prometheus.NewGauge(prometheus.GaugeOpts{Name: "reqmtls_connections_open",
@@ -74,8 +76,11 @@ func New(certs func() (server *x509.Certificate, roots map[string][]*x509.Certif
 		Buckets: prometheus.DefBuckets})
 	m.webBotAuth = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reqmtls_web_bot_auth_requests_total",
 		Help: "Requests by the verdict on their Web Bot Auth signature: none, valid or invalid."}, []string{"status"})
+	m.rules = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reqmtls_rule_requests_total",
+		Help: "Requests a rule decided, by rule name, action, whether the rule is a shadow, and result: refused (the rule answered, or a shadow would have) or passed."},
+		[]string{"rule", "action", "shadow", "result"})
 	for _, c := range []prometheus.Collector{m.connsOpen, m.handshakes, m.failures, m.handshakeDuration, m.helloRejections,
-		m.reloads, m.upstreamRequests, m.upstreamDuration, m.webBotAuth} {
+		m.reloads, m.upstreamRequests, m.upstreamDuration, m.webBotAuth, m.rules} {
 		f(c)
 	}
 	if crls != nil {
@@ -190,6 +195,15 @@ func FailureReason(err error) string {
 // WebBotAuth counts a request's signature verdict.
 func (m *Metrics) WebBotAuth(status string) { m.webBotAuth.WithLabelValues(status).Inc() }
 
+// Rule counts a request a rule decided (or, shadow, would have).
+func (m *Metrics) Rule(name, action string, shadow, refused bool) {
+	result := "passed"
+	if refused {
+		result = "refused"
+	}
+	m.rules.WithLabelValues(name, action, strconv.FormatBool(shadow), result).Inc()
+}
+
 // Reload counts a reload of one part.
 func (m *Metrics) Reload(part string, err error) {
 	m.reloads.WithLabelValues(strings.ReplaceAll(part, " ", "_"), reloadResult(err)).Inc()
@@ -214,25 +228,27 @@ func (m *Metrics) Upstream(status int, took time.Duration) {
 
 // expiry reports certificates' not-after times at scrape time.
 type expiry struct {
-	certs func() (*x509.Certificate, map[string][]*x509.Certificate)
+	certs func() (servers []*x509.Certificate, roots map[string][]*x509.Certificate)
 	desc  *prometheus.Desc
 }
 
 func (e *expiry) Describe(ch chan<- *prometheus.Desc) { ch <- e.desc }
 
 func (e *expiry) Collect(ch chan<- prometheus.Metric) {
-	server, roots := e.certs()
+	servers, roots := e.certs()
 	seen := map[[2]string]bool{}
 	emit := func(role string, c *x509.Certificate) {
 		key := [2]string{role, c.Subject.String()}
 		if seen[key] {
-			return // two roots of one subject: the first
+			return // two of one subject (a root two sites share): the first
 		}
 		seen[key] = true
 		ch <- prometheus.MustNewConstMetric(e.desc, prometheus.GaugeValue, float64(c.NotAfter.Unix()), role, c.Subject.String())
 	}
-	if server != nil {
-		emit("server", server)
+	for _, c := range servers {
+		if c != nil {
+			emit("server", c)
+		}
 	}
 	for role, rs := range roots {
 		for _, c := range rs {
@@ -259,7 +275,12 @@ type crlCollector struct {
 func (c *crlCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.next; ch <- c.revoked }
 
 func (c *crlCollector) Collect(ch chan<- prometheus.Metric) {
+	seen := map[string]bool{}
 	for _, i := range c.crls() {
+		if seen[i.Issuer] {
+			continue // a CRL two sites share: once
+		}
+		seen[i.Issuer] = true
 		if !i.NextUpdate.IsZero() {
 			ch <- prometheus.MustNewConstMetric(c.next, prometheus.GaugeValue, float64(i.NextUpdate.Unix()), i.Issuer)
 		}
@@ -288,7 +309,11 @@ func NewAuth(certs func() (*x509.Certificate, map[string][]*x509.Certificate), c
 			Help: "Reloads of each part (server certificate, client CA bundle, bot CA bundle, session ticket keys, client CRL), by result."},
 			[]string{"part", "result"}),
 	}
-	m.others = append(m.others, &expiry{certs: certs, desc: prometheus.NewDesc("reqmtls_certificate_not_after_seconds",
+	one := func() ([]*x509.Certificate, map[string][]*x509.Certificate) {
+		server, roots := certs()
+		return []*x509.Certificate{server}, roots
+	}
+	m.others = append(m.others, &expiry{certs: one, desc: prometheus.NewDesc("reqmtls_certificate_not_after_seconds",
 		"End of validity (Unix time) of the server certificate and of every root in the client and bot stores.",
 		[]string{"role", "subject"}, nil)})
 	m.others = append(m.others, newCRLCollector(crls))
@@ -335,6 +360,29 @@ func (m *Metrics) AddAgents(v *webbotauth.Verifier) {
 		keys: prometheus.NewDesc("reqmtls_web_bot_auth_agent_keys", "Keys in force for each Web Bot Auth agent the site trusts.", []string{"agent"}, nil),
 		fetches: prometheus.NewDesc("reqmtls_web_bot_auth_directory_fetches_total",
 			"Fetches of each agent's key directory, by result (ok, error); an error keeps the last good keys.", []string{"agent", "result"}, nil)})
+}
+
+// AddAccessLog reports, at every scrape, the access log's lines dropped
+// so far, by reason: a write that failed (write_error), or lines that came
+// faster than the file took them (behind).
+func (m *Metrics) AddAccessLog(dropped func() (failed, behind uint64)) {
+	m.reg.MustRegister(&accessLogCollector{dropped: dropped,
+		desc: prometheus.NewDesc("reqmtls_access_log_lines_dropped_total",
+			"Access log lines dropped, by reason: write_error (a write to the file failed) or behind (the file took lines slower than they came).",
+			[]string{"reason"}, nil)})
+}
+
+type accessLogCollector struct {
+	dropped func() (failed, behind uint64)
+	desc    *prometheus.Desc
+}
+
+func (c *accessLogCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *accessLogCollector) Collect(ch chan<- prometheus.Metric) {
+	failed, behind := c.dropped()
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(failed), "write_error")
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(behind), "behind")
 }
 
 type agentCollector struct {

@@ -40,7 +40,7 @@ type connPart struct {
 	flags                        tlsflags.Set
 	requested, resumed, hasChain bool
 	store                        auth.StoreKind
-	err                          string
+	err, agent                   string
 	text                         []byte
 }
 
@@ -58,6 +58,7 @@ func (h *AccessHandler) connPart(c *auth.Conn) []byte {
 		if d.Err != nil {
 			want.err = d.Err.Error()
 		}
+		want.agent = d.Agent
 		if len(d.Chain) > 0 {
 			raw = d.Chain[0].Raw
 		}
@@ -66,7 +67,7 @@ func (h *AccessHandler) connPart(c *auth.Conn) []byte {
 	got, ok := h.parts[string(raw)]
 	h.partsMu.Unlock()
 	if ok && got.flags == want.flags && got.requested == want.requested && got.resumed == want.resumed &&
-		got.hasChain == want.hasChain && got.store == want.store && got.err == want.err {
+		got.hasChain == want.hasChain && got.store == want.store && got.err == want.err && got.agent == want.agent {
 		return got.text
 	}
 	want.text = h.formatAttrs(append([]slog.Attr{slog.Any("tls_flags", c.Flags())}, decisionAttrs(d)...))
@@ -195,6 +196,12 @@ func (l *line) str(k, v string) {
 func (l *line) int(k string, v int64) {
 	l.key(k)
 	l.buf = strconv.AppendInt(l.buf, v, 10)
+}
+
+// flag is a true boolean.
+func (l *line) flag(k string) {
+	l.key(k)
+	l.buf = append(l.buf, "true"...)
 }
 
 // dur is a duration: its String in text, nanoseconds in JSON (as slog).

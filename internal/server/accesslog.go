@@ -44,27 +44,34 @@ func observe(h http.Handler, m *metrics.Metrics, log *slog.Logger, sigs *webbota
 		} else {
 			timing = new(gateway.Timing)
 		}
+		// The line and the metrics are written in a defer: a response
+		// the handler aborts (panic(http.ErrAbortHandler): an origin's
+		// body cut short, a client gone) needs them most.
+		aborted := true
+		defer func() {
+			if timing.Sent {
+				m.Upstream(timing.Status, timing.Upstream)
+			}
+			if log == nil {
+				return
+			}
+			// One reading of the clock: the request's end, and the
+			// fast line's time.
+			now := time.Now()
+			if ah, ok := log.Handler().(*AccessHandler); ok {
+				// The same line, written without slog's generic
+				// formatting (accessline.go).
+				l := ah.begin(now, "request")
+				describeRequest(l, r, rec, now.Sub(start), timing, &wba, aborted)
+				ah.end(l)
+				return
+			}
+			f := &attrFields{attrs: make([]slog.Attr, 0, 20)}
+			describeRequest(f, r, rec, now.Sub(start), timing, &wba, aborted)
+			log.LogAttrs(r.Context(), slog.LevelInfo, "request", f.attrs...)
+		}()
 		h.ServeHTTP(w, gateway.WithTiming(r, timing))
-		if timing.Sent {
-			m.Upstream(timing.Status, timing.Upstream)
-		}
-		if log == nil {
-			return
-		}
-		// One reading of the clock: the request's end, and the fast
-		// line's time.
-		now := time.Now()
-		if ah, ok := log.Handler().(*AccessHandler); ok {
-			// The same line, written without slog's generic
-			// formatting (accessline.go).
-			l := ah.begin(now, "request")
-			describeRequest(l, r, rec, now.Sub(start), timing, &wba)
-			ah.end(l)
-			return
-		}
-		f := &attrFields{attrs: make([]slog.Attr, 0, 20)}
-		describeRequest(f, r, rec, now.Sub(start), timing, &wba)
-		log.LogAttrs(r.Context(), slog.LevelInfo, "request", f.attrs...)
+		aborted = false
 	})
 }
 
@@ -73,14 +80,15 @@ type fields interface {
 	str(k, v string)
 	int(k string, v int64)
 	dur(k string, d time.Duration)
+	flag(k string)     // k=true
 	conn(c *auth.Conn) // the connection's part
 }
 
 // describeRequest gives f the fields of a request's line: who (address,
 // flags, certificate and the handshake's decision), what (method, host,
 // path), and how it went (status, bytes, duration, the origin's time, the
-// signature's verdict).
-func describeRequest(f fields, r *http.Request, rec *recorder, took time.Duration, timing *gateway.Timing, wba *webbotauth.Result) {
+// signature's verdict), and whether the handler aborted the response.
+func describeRequest(f fields, r *http.Request, rec *recorder, took time.Duration, timing *gateway.Timing, wba *webbotauth.Result, aborted bool) {
 	f.str("client", r.RemoteAddr)
 	if c := ConnOf(r); c != nil {
 		f.conn(c)
@@ -97,6 +105,20 @@ func describeRequest(f fields, r *http.Request, rec *recorder, took time.Duratio
 	}
 	if timing.Err != "" {
 		f.str("upstream_error", timing.Err)
+	}
+	if v := &timing.Verdict; v.Rule != "" || v.Shadow != "" {
+		if v.Rule != "" {
+			f.str("rule", v.Rule)
+			f.str("action", v.Action.String())
+		}
+		if v.Shadow != "" {
+			f.str("shadow_rule", v.Shadow)
+			f.str("shadow_action", v.ShadowAction.String())
+			f.int("shadow_status", int64(v.ShadowStatus))
+		}
+	}
+	if aborted {
+		f.flag("aborted")
 	}
 	if wba.Status != "" {
 		f.str("web_bot_auth", wba.Status)
@@ -124,6 +146,7 @@ type attrFields struct{ attrs []slog.Attr }
 func (f *attrFields) str(k, v string)               { f.attrs = append(f.attrs, slog.String(k, v)) }
 func (f *attrFields) int(k string, v int64)         { f.attrs = append(f.attrs, slog.Int64(k, v)) }
 func (f *attrFields) dur(k string, d time.Duration) { f.attrs = append(f.attrs, slog.Duration(k, d)) }
+func (f *attrFields) flag(k string)                 { f.attrs = append(f.attrs, slog.Bool(k, true)) }
 func (f *attrFields) conn(c *auth.Conn)             { f.attrs = append(f.attrs, connAttrs(c)...) }
 
 // conn writes the connection's part of a line: formatted once per
@@ -151,6 +174,9 @@ func decisionAttrs(d *auth.Decision) []slog.Attr {
 		slog.String("cert_sha256", gateway.CertSHA256(leaf.Raw)), // as Req-Mtls-Cert-Sha256
 		slog.String("cert_store", d.Store.String()),
 	)
+	if d.Agent != "" {
+		attrs = append(attrs, slog.String("cert_agent", safetext.Escape(d.Agent)))
+	}
 	if d.Err != nil {
 		return append(attrs, slog.String("cert", "invalid"), slog.String("cert_error", safetext.Escape(d.Err.Error())))
 	}

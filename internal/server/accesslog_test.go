@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/x509"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -109,6 +111,8 @@ func TestAccessLineMatchesSlog(t *testing.T) {
 		l.int("bytes", -3)
 		l.dur("duration", 659024*time.Nanosecond)
 		l.dur("zero", 0)
+		r.AddAttrs(slog.Bool("aborted", true))
+		l.flag("aborted")
 		if err := std.Handle(context.Background(), r); err != nil {
 			t.Fatal(err)
 		}
@@ -240,6 +244,7 @@ type keyFields struct{ keys []string }
 func (k *keyFields) str(key, _ string)               { k.keys = append(k.keys, key) }
 func (k *keyFields) int(key string, _ int64)         { k.keys = append(k.keys, key) }
 func (k *keyFields) dur(key string, _ time.Duration) { k.keys = append(k.keys, key) }
+func (k *keyFields) flag(key string)                 { k.keys = append(k.keys, key) }
 func (k *keyFields) conn(*auth.Conn)                 {}
 
 // TestAccessLineKeysPlain: every key a request's line can have is one the
@@ -249,7 +254,7 @@ func TestAccessLineKeysPlain(t *testing.T) {
 	var k keyFields
 	describeRequest(&k, r, &recorder{status: 200}, time.Millisecond,
 		&gateway.Timing{Sent: true, Status: 502, Upstream: time.Millisecond, Err: "refused"},
-		&webbotauth.Result{Status: "invalid", Reason: "r", Agent: "https://a.example", KeyID: "k"})
+		&webbotauth.Result{Status: "invalid", Reason: "r", Agent: "https://a.example", KeyID: "k"}, true)
 	if len(k.keys) < 13 {
 		t.Fatalf("only %d keys: %v", len(k.keys), k.keys)
 	}
@@ -262,5 +267,62 @@ func TestAccessLineKeysPlain(t *testing.T) {
 				t.Errorf("key %q: not plain", key)
 			}
 		}
+	}
+}
+
+// TestAccessLogAbortedResponse: a response the gateway had to abort (the
+// origin's body cut short by a reset, the handler ended by
+// http.ErrAbortHandler) still gets its access log line, marked aborted,
+// and its origin request is counted in the metrics.
+func TestAccessLogAbortedResponse(t *testing.T) {
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	go func() {
+		for {
+			c, err := up.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
+				c.(*net.TCPConn).SetLinger(0) // a reset, mid-body
+			}()
+		}
+	}()
+	gw, err := gateway.New(gateway.Config{Upstream: "http://" + up.Addr().String(), ConnOf: ConnOf, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs testutil.Buffer
+	m := metrics.New(nil, nil, nil, nil)
+	front := httptest.NewServer(observe(gw, m, slog.New(NewAccessHandler(&logs, false)), nil))
+	defer front.Close()
+	resp, err := http.Get(front.URL + "/cut")
+	if err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "\n"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no access log line 5 s after an aborted response")
+		}
+	}
+	line := logs.String()
+	for _, want := range []string{"path=/cut", "status=200", "aborted=true"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("line lacks %q: %s", want, line)
+		}
+	}
+	w := httptest.NewRecorder()
+	m.Handler().ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	if want := `reqmtls_upstream_requests_total{code="200"} 1`; !strings.Contains(w.Body.String(), want) {
+		t.Errorf("metrics lack %s", want)
 	}
 }

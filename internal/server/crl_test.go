@@ -3,9 +3,12 @@ package server
 import (
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -289,9 +292,14 @@ func watchedServer(t *testing.T, p *testpki.PKI, cfg Config) *testServer {
 // name that only the server closes, and makes one request on it.
 func liveConn(t *testing.T, ts *testServer, p *testpki.PKI, name string) (*client.Client, *client.Conn) {
 	t.Helper()
+	return liveConnWith(t, ts, p, withCert(p, name, 80))
+}
+
+// liveConnWith is liveConn for a client config of the caller's.
+func liveConnWith(t *testing.T, ts *testServer, p *testpki.PKI, cfg client.Config) (*client.Client, *client.Conn) {
+	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AddCert(p.CA.Cert)
-	cfg := withCert(p, name, 80)
 	cfg.RootCAs = pool
 	cfg.IdleTimeout = time.Minute // the client keeps it: only the server may close it
 	cl, err := client.New(cfg)
@@ -307,4 +315,202 @@ func liveConn(t *testing.T, ts *testServer, p *testpki.PKI, name string) (*clien
 		t.Fatalf("a request on the live connection: %v", err)
 	}
 	return cl, conn
+}
+
+// makeCRL signs a CRL of ca listing revoked, valid from a day before
+// testpki.Now to a day after, with extra CRL extensions and, when
+// entryExt is set, that extension on each entry.
+func makeCRL(t *testing.T, ca *certs.Authority, revoked []*x509.Certificate, extra []pkix.Extension, entryExt *pkix.Extension) []byte {
+	t.Helper()
+	tmpl := &x509.RevocationList{
+		Number:          big.NewInt(time.Now().UnixNano()),
+		ThisUpdate:      testpki.Now.AddDate(0, 0, -1),
+		NextUpdate:      testpki.Now.AddDate(0, 0, 1),
+		ExtraExtensions: extra,
+	}
+	for _, c := range revoked {
+		e := x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: testpki.Now.Add(-time.Hour)}
+		if entryExt != nil {
+			e.ExtraExtensions = []pkix.Extension{*entryExt}
+		}
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, e)
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+}
+
+// TestCRLCriticalExtensions: a CRL with a critical extension that the
+// server does not process is not a complete list of its issuer's
+// revocations (RFC 5280, Section 5.2): refused at load, and at reload,
+// where the last good list stays in force.
+func TestCRLCriticalExtensions(t *testing.T) {
+	p := testpki.New(t)
+	valid, err := certs.LoadCertificate(p.Clients["valid"][0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the refused lists revoke: another client, so that "valid"
+	// stays refused only while the last good list stays in force.
+	other, err := certs.LoadCertificate(p.Clients["no-san"][0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp := func(der ...byte) []pkix.Extension {
+		return []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 28}, Critical: true, Value: append([]byte{0x30, byte(len(der))}, der...)}}
+	}
+	refused := []struct {
+		name, why string
+		extra     []pkix.Extension
+		entry     *pkix.Extension
+	}{
+		// RFC 5280, Section 5.2.4: a delta CRL lists only what changed
+		// since its base CRL (number 1 here).
+		{"DeltaCRL", "delta CRL", []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 27}, Critical: true, Value: []byte{0x02, 0x01, 0x01}}}, nil},
+		// RFC 5280, Section 5.2.5: the scope of the list narrowed.
+		{"OnlyContainsCACerts", "onlyContainsCACerts", idp(0x82, 0x01, 0xff), nil},
+		{"OnlySomeReasons", "onlySomeReasons", idp(0x83, 0x02, 0x06, 0x40), nil},
+		{"IndirectCRL", "indirectCRL", idp(0x84, 0x01, 0xff), nil},
+		{"OnlyContainsAttributeCerts", "onlyContainsAttributeCerts", idp(0x85, 0x01, 0xff), nil},
+		{"UnknownCritical", "critical extension 1.3.6.1.4.1.55555.1", []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 55555, 1}, Critical: true, Value: []byte{0x05, 0x00}}}, nil},
+		// RFC 5280, Section 5.3: the same for an entry's extensions
+		// (certificateIssuer, of indirect CRLs, is always critical).
+		{"CriticalEntryExtension", "critical extension 2.5.29.29 of entry", nil,
+			&pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 29}, Critical: true, Value: []byte{0x30, 0x00}}},
+	}
+	files := livePKI(t, p)
+	files.ClientCRL = filepath.Join(filepath.Dir(files.ClientCA), "crl.pem")
+	for _, c := range refused {
+		t.Run("Load_"+c.name, func(t *testing.T) {
+			f := files
+			f.ClientCRL = filepath.Join(t.TempDir(), "crl.pem")
+			os.WriteFile(f.ClientCRL, makeCRL(t, p.CA, []*x509.Certificate{other}, c.extra, c.entry), 0o600)
+			_, err := New(Config{Files: f})
+			if err == nil || !strings.Contains(err.Error(), f.ClientCRL) || !strings.Contains(err.Error(), c.why) {
+				t.Errorf("loading a CRL with %s: %v, want an error naming the file and %q", c.name, err, c.why)
+			}
+		})
+	}
+
+	// Scopes the server does process: the distribution point where the
+	// list is published, and a list of end-entity certificates only.
+	for name, ext := range map[string][]pkix.Extension{
+		"DistributionPoint":     idp(append([]byte{0xa0, 0x18, 0xa0, 0x16, 0x86, 0x14}, "http://ca.test/a.crl"...)...),
+		"OnlyContainsUserCerts": idp(0x81, 0x01, 0xff),
+	} {
+		t.Run("Accepted_"+name, func(t *testing.T) {
+			f := files
+			f.ClientCRL = filepath.Join(t.TempDir(), "crl.pem")
+			os.WriteFile(f.ClientCRL, makeCRL(t, p.CA, []*x509.Certificate{valid}, ext, nil), 0o600)
+			ts := startServer(t, p, Config{Policy: PolicyRequire, Files: f})
+			if o := fetch(t, ts, p, withCert(p, "valid", 80), "/debug"); o.err == nil || !strings.Contains(o.err.Error(), "certificate_revoked") {
+				t.Errorf("revoked client under a CRL with %s: %v, want certificate_revoked", name, o.err)
+			}
+		})
+	}
+
+	// At reload: the list in force, which revokes "valid", stays when
+	// the new one is refused.
+	writeRename(t, files.ClientCRL, makeCRL(t, p.CA, []*x509.Certificate{valid}, nil, nil))
+	ts := watchedServer(t, p, Config{Policy: PolicyRequire, Files: files})
+	for _, c := range refused {
+		writeRename(t, files.ClientCRL, makeCRL(t, p.CA, []*x509.Certificate{other}, c.extra, c.entry))
+		waitFor(t, "the refused reload of a CRL with "+c.name, func() bool {
+			return strings.Contains(ts.logs.String(), c.why)
+		})
+		if !strings.Contains(ts.logs.String(), `msg="reload failed; keeping the last good certificates" trigger="file change" part="client CRL"`) {
+			t.Errorf("no refused reload in the log:\n%s", ts.logs)
+		}
+		if o := fetch(t, ts, p, withCert(p, "valid", 80), "/debug"); o.err == nil || !strings.Contains(o.err.Error(), "certificate_revoked") {
+			t.Errorf("revoked client after a reload to a CRL with %s: %v, want certificate_revoked", c.name, o.err)
+		}
+	}
+}
+
+// TestCRLRevokesIntermediate: the root's CRL lists the intermediate CA
+// that issued the client: the client is refused with certificate_revoked,
+// and a client of another intermediate of the same root is served.
+func TestCRLRevokesIntermediate(t *testing.T) {
+	p := testpki.New(t)
+	root := newRootCA(t, "intermediate test root")
+	inter := func(name string) *certs.Authority {
+		key, err := certs.NewKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+			NotBefore: p.Now.AddDate(-1, 0, 0), NotAfter: p.Now.AddDate(5, 0, 0),
+			KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, root.Cert, key.Public(), root.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := x509.ParseCertificate(der)
+		return &certs.Authority{Cert: c, Key: key}
+	}
+	revokedCA, goodCA := inter("revoked intermediate"), inter("good intermediate")
+	client := func(ca *certs.Authority) client.Config {
+		c, k, err := ca.Issue(certs.Leaf{Hosts: []string{"client.example"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+			NotBefore: p.Now.AddDate(0, -1, 0), NotAfter: p.Now.AddDate(0, 6, 0)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := withCert(p, "", 80)
+		chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})...)
+		cfg.CertFile, cfg.KeyFile = filepath.Join(t.TempDir(), "chain.pem"), writeKey(t, k)
+		os.WriteFile(cfg.CertFile, chain, 0o600)
+		return cfg
+	}
+	files := Files{Cert: p.ServerCert, Key: p.ServerKey, ClientCA: writePEM(t, "CERTIFICATE", root.Cert.Raw)}
+	files.ClientCRL = filepath.Join(t.TempDir(), "crl.pem")
+	os.WriteFile(files.ClientCRL, makeCRL(t, root, []*x509.Certificate{revokedCA.Cert}, nil, nil), 0o600)
+	ts := startServer(t, p, Config{Policy: PolicyRequire, Files: files})
+	if o := fetch(t, ts, p, client(revokedCA), "/debug"); o.err == nil || !strings.Contains(o.err.Error(), "certificate_revoked") {
+		t.Errorf("client of a revoked intermediate: %v, want certificate_revoked", o.err)
+	}
+	if o := fetch(t, ts, p, client(goodCA), "/debug"); o.err != nil || !strings.HasSuffix(o.body, "Cert validated: true\n") {
+		t.Errorf("client of an intermediate not revoked: %v\n%s", o.err, o.body)
+	}
+	rs := startServer(t, p, Config{Policy: PolicyRequest, Files: files})
+	if o := fetch(t, rs, p, client(revokedCA), "/debug?format=json"); o.err != nil || !strings.Contains(o.body, `is in the CRL of CN=intermediate test root`) {
+		t.Errorf("client of a revoked intermediate under request: %v\n%s", o.err, o.body)
+	}
+
+	// The intermediates in the CA bundle beside the root, as bundles
+	// often are: the verified path then ends at the intermediate, whose
+	// issuer's CRL still applies to it.
+	bundle := filepath.Join(t.TempDir(), "bundle.pem")
+	var b []byte
+	for _, c := range []*x509.Certificate{root.Cert, revokedCA.Cert, goodCA.Cert} {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	os.WriteFile(bundle, b, 0o600)
+	files.ClientCA = bundle
+	bs := startServer(t, p, Config{Policy: PolicyRequire, Files: files})
+	if o := fetch(t, bs, p, client(revokedCA), "/debug"); o.err == nil || !strings.Contains(o.err.Error(), "certificate_revoked") {
+		t.Errorf("client of a revoked intermediate held in the CA bundle: %v, want certificate_revoked", o.err)
+	}
+	if o := fetch(t, bs, p, client(goodCA), "/debug"); o.err != nil || !strings.HasSuffix(o.body, "Cert validated: true\n") {
+		t.Errorf("client of an intermediate not revoked, held in the CA bundle: %v\n%s", o.err, o.body)
+	}
+}
+
+// newRootCA makes a root that may sign intermediate CAs.
+func newRootCA(t *testing.T, name string) *certs.Authority {
+	t.Helper()
+	key, err := certs.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: testpki.Now.AddDate(-1, 0, 0), NotAfter: testpki.Now.AddDate(5, 0, 0),
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, BasicConstraintsValid: true, IsCA: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return &certs.Authority{Cert: c, Key: key}
 }

@@ -1,11 +1,14 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
+	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -15,7 +18,7 @@ import (
 // headerConn: the same server as net/http's own (its configuration comes
 // from hs, graceful shutdown included), writing most responses in one
 // system call instead of two.
-func serveHTTP2(hs *http.Server) error {
+func serveHTTP2(hs *http.Server, hold time.Duration) error {
 	//lint:ignore SA1019 net/http's own HTTP/2 server takes only a *tls.Conn (TLSNextProto); x/net's serves any net.Conn, the headerConn around it.
 	h2 := &http2.Server{}
 	//lint:ignore SA1019 see above
@@ -29,10 +32,10 @@ func serveHTTP2(hs *http.Server) error {
 		if bc, ok := h.(interface{ BaseContext() context.Context }); ok {
 			ctx = bc.BaseContext()
 		}
-		hc := &headerConn{Conn: c}
+		hc := &headerConn{Conn: c, hold: hold}
 		defer hc.stop()
 		//lint:ignore SA1019 see ConfigureServer above
-		h2.ServeConn(hc, &http2.ServeConnOpts{Context: ctx, Handler: h, BaseConfig: hs})
+		h2.ServeConn(hc, &http2.ServeConnOpts{Context: ctx, Handler: &flushHandler{h: h, hc: hc}, BaseConfig: hs})
 	}
 	return nil
 }
@@ -58,6 +61,80 @@ var joinPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &
 // between responses (response headers are mostly far smaller).
 const heldKept = 1 << 10
 
+// A flushHandler tells its connection's headerConn when a handler waits
+// for what it sends: a flush (http.Flusher, http.ResponseController), an
+// informational response (103 Early Hints), the first read of a request
+// body (which sends 100 Continue to a client that asked for it).
+type flushHandler struct {
+	h  http.Handler
+	hc *headerConn
+}
+
+func (f *flushHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 && r.Method != http.MethodConnect {
+		// A body (x/net's server takes Expect: 100-continue out of the
+		// header: any request with a body may be waiting for a 100; a
+		// tunnel's first read may wait long, and no 100 is sent).
+		r.Body = &firstRead{ReadCloser: r.Body, hc: f.hc}
+	}
+	f.h.ServeHTTP(&flushWriter{ResponseWriter: w, hc: f.hc}, r)
+}
+
+// A flushWriter is a response's http.ResponseWriter, telling the
+// headerConn of what the handler waits for.
+type flushWriter struct {
+	http.ResponseWriter
+	hc *headerConn
+}
+
+func (w *flushWriter) WriteHeader(code int) {
+	if code < http.StatusOK {
+		w.hc.hurry()
+		defer w.hc.hurried()
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *flushWriter) WriteString(s string) (int, error) {
+	return io.WriteString(w.ResponseWriter, s)
+}
+
+func (w *flushWriter) Flush() { w.FlushError() }
+
+func (w *flushWriter) FlushError() error {
+	w.hc.hurry()
+	defer w.hc.hurried()
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *flushWriter) Push(target string, opts *http.PushOptions) error {
+	if p, ok := w.ResponseWriter.(http.Pusher); ok {
+		return p.Push(target, opts)
+	}
+	return http.ErrNotSupported
+}
+
+// Unwrap is for http.ResponseController (deadlines, full duplex).
+func (w *flushWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// firstRead is a request body whose first read may send 100 Continue.
+type firstRead struct {
+	io.ReadCloser
+	hc   *headerConn
+	read bool
+}
+
+func (b *firstRead) Read(p []byte) (int, error) {
+	if !b.read {
+		// The 100 Continue is queued by this read, which then waits
+		// for the body the client sends once it has it.
+		b.read = true
+		b.hc.hurry()
+		defer b.hc.hurried()
+	}
+	return b.ReadCloser.Read(p)
+}
+
 // headerConn is the TLS connection an HTTP/2 server writes to. The server
 // flushes a response's HEADERS frame on its own, waits for its handler to
 // hand over the body, then flushes the DATA: two TLS records and two system
@@ -65,10 +142,22 @@ const heldKept = 1 << 10
 // proxied request's cost. A headerConn holds a flush that is only HEADERS
 // frames opening responses (no END_STREAM: a body follows) and writes it
 // with the next flush of anything else; when none comes within
-// headerHold (a stream whose body is not ready, a 103 Early Hints), it
-// writes it alone. The bytes and their order are the server's.
+// headerHold (a body slower than the handler's return), it writes it
+// alone. The bytes and their order are the server's.
+//
+// Nothing is held while a handler waits for what it sent to reach the
+// client (a flush, an informational response, a 100 Continue): between a
+// handler's hurry and the first write after its hurried, which carries
+// what it sent (the server has it buffered by then), every write goes at
+// once. A hold is for headers nothing waits for, which the handler's body
+// follows within microseconds.
 type headerConn struct {
 	*tls.Conn
+
+	urgent   atomic.Int32 // handlers between hurry and the write after hurried
+	clearing atomic.Int32 // of them, those past hurried
+
+	hold time.Duration // headerHold
 
 	mu    sync.Mutex
 	held  []byte // HEADERS frames, or nothing
@@ -82,14 +171,17 @@ func (c *headerConn) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
-	if len(c.held)+len(p) <= maxHeld && opensResponses(p) {
+	// This write carries what the handlers past hurried sent.
+	urgent := c.urgent.Load() > 0
+	c.urgent.Add(-c.clearing.Swap(0))
+	if !urgent && len(c.held)+len(p) <= maxHeld && opensResponses(p) {
 		// Held, with those held before it (another stream's header
 		// came between a header and its body).
 		if len(c.held) == 0 {
 			if c.timer == nil {
-				c.timer = time.AfterFunc(headerHold, c.release)
+				c.timer = time.AfterFunc(cmp.Or(c.hold, headerHold), c.release)
 			} else {
-				c.timer.Reset(headerHold)
+				c.timer.Reset(cmp.Or(c.hold, headerHold))
 			}
 		}
 		c.held = append(c.held, p...)
@@ -122,6 +214,16 @@ func (c *headerConn) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// hurry tells c that a handler is about to send something it waits for:
+// nothing is held from now until the write after hurried. A frame held
+// already goes out with that write.
+func (c *headerConn) hurry() { c.urgent.Add(1) }
+
+// hurried tells c that what the handler sent since hurry is in the
+// server's buffer (x/net's server answers a handler's write once the frame
+// is in it, before it writes the buffer to c): the next write carries it.
+func (c *headerConn) hurried() { c.clearing.Add(1) }
 
 // release writes the held frame: no other write came in time.
 func (c *headerConn) release() {

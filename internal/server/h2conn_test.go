@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,10 +50,15 @@ func (c *countedWrites) Write(p []byte) (int, error) {
 
 // startH2 serves h over HTTP/2 with the server's TLS and returns a client
 // for it and the listener counting the server's writes.
-func startH2(t *testing.T, h http.Handler) (*http.Client, string, *writeCounter) {
+func startH2(t testing.TB, h http.Handler) (*http.Client, string, *writeCounter) {
+	return startH2Hold(t, 0, h)
+}
+
+// startH2Hold is startH2 with a header held for hold, not headerHold.
+func startH2Hold(t testing.TB, hold time.Duration, h http.Handler) (*http.Client, string, *writeCounter) {
 	t.Helper()
 	p := testpki.New(t)
-	s, err := New(Config{Files: Files{Cert: p.ServerCert, Key: p.ServerKey, ClientCA: p.RootCA}, Handler: h, Now: testpki.Clock})
+	s, err := New(Config{Files: Files{Cert: p.ServerCert, Key: p.ServerKey, ClientCA: p.RootCA}, Handler: h, Now: testpki.Clock, headerHold: hold})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,6 +156,84 @@ func TestHTTP2HeaderBeforeBody(t *testing.T) {
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || string(b) != "data: late\n\n" {
 		t.Errorf("body %q, %v", b, err)
+	}
+}
+
+// TestHTTP2FlushedNotHeld: what a handler flushes reaches the client at
+// once, while the handler waits for it: headers flushed (http.Flusher, or
+// http.ResponseController), a 103 Early Hints, a 100 Continue asked for by
+// the request. The header hold is stretched to an hour: a header held
+// never arrives while the handler waits.
+func TestHTTP2FlushedNotHeld(t *testing.T) {
+	const hour = time.Hour
+	arrived := make(chan string, 1) // what the client got, the handler waits for it
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		switch r.URL.Path {
+		case "/flusher":
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+		case "/controller":
+			w.WriteHeader(http.StatusOK)
+			if err := http.NewResponseController(w).Flush(); err != nil {
+				t.Error(err)
+			}
+		case "/early-hints":
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+		case "/continue":
+			b, err := io.ReadAll(r.Body) // sends 100 Continue first
+			if err != nil || string(b) != "body" {
+				t.Errorf("request body %q, %v", b, err)
+			}
+			io.WriteString(w, "read")
+			return
+		}
+		select {
+		case got := <-arrived:
+			io.WriteString(w, got)
+		case <-r.Context().Done():
+		}
+	})
+	for _, path := range []string{"/flusher", "/controller", "/early-hints", "/continue"} {
+		t.Run(strings.TrimPrefix(path, "/"), func(t *testing.T) {
+			cl, u, _ := startH2Hold(t, hour, h)
+			cl.Transport.(*http.Transport).ExpectContinueTimeout = hour              // the body waits for the 100
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // a guard, not a measure
+			defer cancel()
+			var req *http.Request
+			if path == "/continue" {
+				req, _ = http.NewRequestWithContext(ctx, "POST", u+path, strings.NewReader("body"))
+				req.Header.Set("Expect", "100-continue")
+			} else {
+				req, _ = http.NewRequestWithContext(ctx, "GET", u+path, nil)
+			}
+			req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+				Got1xxResponse: func(code int, header textproto.MIMEHeader) error {
+					if code == http.StatusEarlyHints {
+						arrived <- "103 " + header.Get("Link")
+					}
+					return nil
+				},
+			}))
+			resp, err := cl.Do(req)
+			if err != nil {
+				t.Fatalf("%s: %v: the flushed header was held while the handler waited for it", path, err)
+			}
+			defer resp.Body.Close()
+			want := "read"
+			switch path {
+			case "/flusher", "/controller":
+				arrived <- "200 " + resp.Header.Get("Content-Type")
+				want = "200 text/event-stream"
+			case "/early-hints":
+				want = "103 </style.css>; rel=preload"
+			}
+			b, err := io.ReadAll(resp.Body)
+			if err != nil || string(b) != want {
+				t.Errorf("%s: body %q (%v), want %q", path, b, err, want)
+			}
+		})
 	}
 }
 
@@ -442,4 +527,63 @@ func TestHeaderConnCloseStuckPeer(t *testing.T) {
 		t.Fatal("Close still blocked on a peer that reads nothing")
 	}
 	cc.Close()
+}
+
+// BenchmarkHTTP2Response: a small response over one HTTP/2 connection, kept
+// alive; writes/op counts the server's system calls to send it (one: the
+// header joined to its body).
+func BenchmarkHTTP2Response(b *testing.B) {
+	cl, u, wc := startH2(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "6")
+		io.WriteString(w, "hello\n")
+	}))
+	read := func() {
+		resp, err := cl.Get(u)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	read()
+	b.ReportAllocs()
+	before := wc.writes.Load()
+	n := 0
+	for b.Loop() {
+		read()
+		n++
+	}
+	b.ReportMetric(float64(wc.writes.Load()-before)/float64(n), "writes/op")
+}
+
+// BenchmarkHTTP2FlushedHeader: a handler that flushes its header, then
+// waits for the client to have it before it writes its body (a stream).
+// A header held for headerHold adds it to every op.
+func BenchmarkHTTP2FlushedHeader(b *testing.B) {
+	got := make(chan struct{})
+	cl, u, _ := startH2(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		select {
+		case <-got:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "data: 1\n\n")
+	}))
+	read := func() {
+		resp, err := cl.Get(u)
+		if err != nil {
+			b.Fatal(err)
+		}
+		got <- struct{}{}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	read()
+	b.ReportAllocs()
+	for b.Loop() {
+		read()
+	}
 }

@@ -22,10 +22,13 @@ var indexTmpl = template.Must(template.New("index").Funcs(template.FuncMap{
 // Pages returns the server's own pages under prefix (which ends in "/"):
 // the index page at prefix and the connection report at prefix+"debug".
 // Other paths are 404.
-func (s *Server) Pages(prefix string) http.Handler {
+func (s *Server) Pages(prefix string) http.Handler { return s.pagesFor(s.auth, prefix) }
+
+// pagesFor is Pages for the site whose Authenticator is a.
+func (s *Server) pagesFor(a *auth.Authenticator, prefix string) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET "+prefix+"debug", DebugHandler(s.auth))
-	mux.Handle("GET "+prefix+"{$}", IndexHandler(s.auth, prefix+"debug"))
+	mux.Handle("GET "+prefix+"debug", DebugHandler(a))
+	mux.Handle("GET "+prefix+"{$}", IndexHandler(a, prefix+"debug"))
 	return http.MaxBytesHandler(securityHeaders(mux), s.cfg.MaxBodyBytes)
 }
 

@@ -42,6 +42,7 @@ type Report struct {
 	CertValidated  *bool        `json:"cert_validated,omitempty"`
 	VerifyError    string       `json:"verify_error,omitempty"`
 	TrustStore     string       `json:"trust_store,omitempty"`
+	CertAgent      string       `json:"cert_agent,omitempty"` // the trusted agent that vouched for the certificate (store agent)
 	ValidatesNow   *bool        `json:"cert_validates_now,omitempty"`
 
 	Policy      string               `json:"client_auth_policy"`
@@ -128,7 +129,7 @@ func NewReport(a *auth.Authenticator, req *http.Request) *Report {
 		w := &WebBotAuthReport{Status: res.Status, Reason: safetext.Escape(res.Reason), Agent: safetext.Escape(res.Agent), KeyID: res.KeyID}
 		if c != nil && res.Status == "valid" {
 			if d := c.Decision(); d != nil && d.Validated() {
-				same := gateway.SameBot(d.Chain[0], res.Agent)
+				same := gateway.SameAgent(d, res.Agent)
 				w.SameBot = &same
 			}
 		}
@@ -186,6 +187,9 @@ func (r *Report) fillDecision(d *auth.Decision) {
 	ok := d.Err == nil
 	r.CertValidated = &ok
 	r.TrustStore = d.Store.String()
+	if d.Agent != "" {
+		r.CertAgent = safetext.Escape(d.Agent)
+	}
 	if d.Err != nil {
 		r.VerifyError = safetext.Escape(d.Err.Error())
 	}
@@ -205,6 +209,9 @@ func (s *Server) logHandshake(c *auth.Conn, cs tls.ConnectionState) {
 		attrs = append(attrs, "cert_requested", d.Requested)
 		if len(d.Chain) > 0 {
 			attrs = append(attrs, "cert", auth.CertName(d.Chain[0]), "store", d.Store.String(), "validated", d.Err == nil)
+			if d.Agent != "" {
+				attrs = append(attrs, "agent", safetext.Escape(d.Agent))
+			}
 			if d.Err != nil {
 				attrs = append(attrs, "verify_error", d.Err.Error())
 			}

@@ -9,8 +9,9 @@
 package server
 
 import (
+	"cmp"
 	"context"
-	"crypto/ed25519"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -32,6 +33,7 @@ import (
 
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/metrics"
+	"github.com/req-mtls/req-mtls/internal/policy"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
 	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
@@ -49,6 +51,9 @@ type Files struct {
 	TicketKeys string
 	// ClientCRL is an optional file of CRLs (-client-crl).
 	ClientCRL string
+	// Deny is an optional deny list (-deny): certificates, keys and
+	// agents refused on both layers (package deny).
+	Deny string
 }
 
 // Config configures a Server. The zero value of every optional field is a
@@ -84,7 +89,9 @@ type Config struct {
 	Signatures *webbotauth.Verifier
 	// DirectoryKeys, if set, are served as a Web Bot Auth key directory
 	// (webbotauth.DirectoryHandler) at its well-known path.
-	DirectoryKeys []ed25519.PrivateKey
+	// They are Ed25519 signing keys or the ECDSA P-256 key of the agent's
+	// TLS client certificate.
+	DirectoryKeys []crypto.Signer
 	// ACME, if set, replaces Files.Cert and Files.Key: the certificate
 	// comes from an ACME server and is renewed while the server runs.
 	ACME *ACME
@@ -104,11 +111,32 @@ type Config struct {
 	// Handler serves requests (default: the server's own pages, the index
 	// at / and the report at /debug).
 	Handler http.Handler
+
+	// headerHold, for tests, replaces headerHold.
+	headerHold time.Duration
 	// PagesPath, with a Handler, mounts the server's own pages under this
 	// path (ending in "/") in front of it; empty leaves them out.
 	PagesPath string
 	// AccessLog, if set, receives a line per request.
 	AccessLog *slog.Logger
+	// Hosts names the site that Config's own fields describe (Files,
+	// Policy, Handler, Signatures, Rules), when Sites lists others.
+	// Sites are more sites served on the same listeners, each with its
+	// own certificate, client authentication, handler, signatures and
+	// rules (sites.go): a handshake is served by the site whose Hosts
+	// hold its SNI, the first (Config's own) when none does, and a
+	// request whose Host names another site than its handshake's is
+	// answered 421 Misdirected Request.
+	Hosts []string
+	Sites []Site
+	// Rules are the rules in force at the start (SetRules replaces
+	// them), Limiter the buckets of their limit rules (default: this
+	// process's, policy.NewLocal).
+	Rules   *policy.Engine
+	Limiter policy.Limiter
+	// AccessLogDropped, if set, counts the access log's lines dropped
+	// (metrics.AddAccessLog).
+	AccessLogDropped func() (failed, behind uint64)
 	// TLS is a base config for what request mTLS leaves alone (curves,
 	// say); see auth.Authenticator.TLSConfig. May be nil.
 	TLS *tls.Config
@@ -138,7 +166,11 @@ type Server struct {
 	refusedLimit *rateLimiter // "too many handshakes" log lines
 	metrics      *metrics.Metrics
 	draining     atomic.Bool
-	inFlight     atomic.Int64 // handshakes in progress, over every listener
+	sites        []*site // the first is Config's own (sites.go)
+	limiter      policy.Limiter
+	verifiers    []*webbotauth.Verifier // the sites' signature verifiers, fetched again at Reload
+	directory    http.Handler           // the key directory of Config.DirectoryKeys, if any
+	inFlight     atomic.Int64           // handshakes in progress, over every listener
 }
 
 // New loads the files in cfg and returns a Server ready to Serve.
@@ -183,22 +215,34 @@ func New(cfg Config) (*Server, error) {
 	var m *metrics.Metrics
 	var a *auth.Authenticator
 	var s *Server
-	m = metrics.New(func() (*x509.Certificate, map[string][]*x509.Certificate) { return a.Certificates() },
-		func() []auth.CRLInfo { return a.CRLs() },
+	m = metrics.New(func() ([]*x509.Certificate, map[string][]*x509.Certificate) { return s.certificates() },
+		func() []auth.CRLInfo { return s.crls() },
 		func() float64 { return float64(s.inFlight.Load()) }, func() float64 { return float64(a.HelloBytes()) })
-	a, err := auth.New(auth.Config{
-		OnReload: m.Reload,
-		Policy:   cfg.Policy,
-		CertFile: cfg.Files.Cert, KeyFile: cfg.Files.Key,
-		ClientCAFile: cfg.Files.ClientCA, BotCAFile: cfg.Files.BotCA, ClientCRLFile: cfg.Files.ClientCRL,
-		TicketKeysFile:  cfg.Files.TicketKeys,
-		RecheckInterval: cfg.RecheckInterval,
-		Logger:          cfg.Logger,
-		Now:             cfg.Now,
-		MaxHelloBytes:   cfg.MaxHelloBytes,
-		// The handshake listener bounds handshakes itself.
-		HandshakeTimeout: -1,
-	})
+	if cfg.AccessLogDropped != nil {
+		m.AddAccessLog(cfg.AccessLogDropped)
+	}
+	newAuth := func(files Files, policy auth.Policy, sigs *webbotauth.Verifier) (*auth.Authenticator, error) {
+		// A site's agents vouch for client certificates naming them.
+		var agents auth.AgentVoucher
+		if sigs != nil {
+			agents = sigs
+		}
+		return auth.New(auth.Config{
+			OnReload: m.Reload,
+			Policy:   policy,
+			CertFile: files.Cert, KeyFile: files.Key,
+			ClientCAFile: files.ClientCA, BotCAFile: files.BotCA, ClientCRLFile: files.ClientCRL,
+			Agents: agents, DenyFile: files.Deny,
+			TicketKeysFile:  cfg.Files.TicketKeys,
+			RecheckInterval: cfg.RecheckInterval,
+			Logger:          cfg.Logger,
+			Now:             cfg.Now,
+			MaxHelloBytes:   cfg.MaxHelloBytes,
+			// The handshake listener bounds handshakes itself.
+			HandshakeTimeout: -1,
+		})
+	}
+	a, err := newAuth(cfg.Files, cfg.Policy, cfg.Signatures)
 	if err != nil {
 		return nil, err
 	}
@@ -217,31 +261,56 @@ func New(cfg Config) (*Server, error) {
 		// handshake.
 		base.NextProtos = []string{"h2", "http/1.1", acme.ALPNProto}
 	}
-	s = &Server{cfg: cfg, log: cfg.Logger, auth: a, base: a.TLSConfig(base), hsLimit: newRateLimiter(10, 50), refusedLimit: newRateLimiter(1, 5), metrics: m, acme: manager}
-	h := cfg.Handler
-	switch {
-	case h == nil:
-		h = s.Pages("/")
-	case cfg.PagesPath != "":
-		if !strings.HasPrefix(cfg.PagesPath, "/") || !strings.HasSuffix(cfg.PagesPath, "/") {
-			return nil, fmt.Errorf("pages path %q must start and end with /", cfg.PagesPath)
-		}
-		mux := http.NewServeMux()
-		mux.Handle(cfg.PagesPath, s.Pages(cfg.PagesPath))
-		mux.Handle("/", h)
-		h = mux
-	}
-	if cfg.Signatures != nil {
-		m.AddAgents(cfg.Signatures)
+	s = &Server{cfg: cfg, log: cfg.Logger, auth: a, hsLimit: newRateLimiter(10, 50), refusedLimit: newRateLimiter(1, 5), metrics: m, acme: manager}
+	if cfg.PagesPath != "" && (!strings.HasPrefix(cfg.PagesPath, "/") || !strings.HasSuffix(cfg.PagesPath, "/")) {
+		return nil, fmt.Errorf("pages path %q must start and end with /", cfg.PagesPath)
 	}
 	if len(cfg.DirectoryKeys) > 0 {
 		// A bot operator's site: its key directory, signed.
-		mux := http.NewServeMux()
-		mux.Handle(webbotauth.DirectoryPath, webbotauth.DirectoryHandler(cfg.DirectoryKeys, nil))
-		mux.Handle("/", h)
-		h = mux
+		if s.directory, err = webbotauth.DirectoryHandler(cfg.DirectoryKeys, nil); err != nil {
+			return nil, err
+		}
 	}
-	h = observe(h, m, cfg.AccessLog, cfg.Signatures)
+	s.limiter = cfg.Limiter
+	if s.limiter == nil {
+		s.limiter = policy.NewLocal(0)
+	}
+	sites := append([]Site{{Hosts: cfg.Hosts, Files: cfg.Files, Policy: cfg.Policy, Handler: cfg.Handler, Signatures: cfg.Signatures, Rules: cfg.Rules}}, cfg.Sites...)
+	for i, sc := range sites {
+		sa := a
+		if i > 0 {
+			if sc.Files.Cert == "" && sc.Files.Key == "" && manager == nil {
+				return nil, fmt.Errorf("sites[%d] %q: a server certificate and key are required", i, strings.Join(sc.Hosts, ","))
+			}
+			if sa, err = newAuth(sc.Files, sc.Policy, sc.Signatures); err != nil {
+				return nil, fmt.Errorf("sites[%d] %q: %w", i, strings.Join(sc.Hosts, ","), err)
+			}
+		}
+		st := &site{hosts: lowerAll(sc.Hosts), auth: sa, tls: sa.TLSConfig(base)}
+		st.rules.Store(sc.Rules)
+		if v := sc.Signatures; v != nil {
+			m.AddAgents(v)
+			// A signature's @authority may be any name of the site's
+			// certificate in force, not only the SNI.
+			v.SetSiteCertificate(func() *x509.Certificate { leaf, _ := sa.Certificates(); return leaf })
+			v.SetDenyList(sa.Denied)
+			// A key an agent no longer lists vouches for no open
+			// connection either.
+			v.OnKeysDropped(func(agent string) { sa.Recheck("keys dropped by agent " + agent) })
+			s.verifiers = append(s.verifiers, v)
+		}
+		st.handler = observe(s.misdirected(st, s.enforce(st, s.siteHandler(sa, sc.Handler))), m, cfg.AccessLog, sc.Signatures)
+		s.sites = append(s.sites, st)
+	}
+	if err := checkHosts(s.sites); err != nil {
+		return nil, err
+	}
+	h := s.sites[0].handler
+	s.base = s.sites[0].tls
+	if len(s.sites) > 1 {
+		h = http.HandlerFunc(s.serveSite)
+		s.base = s.dispatchTLS()
+	}
 	s.http = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
@@ -250,7 +319,7 @@ func New(cfg Config) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 		ConnContext:       ConnContext,
 	}
-	if err := serveHTTP2(s.http); err != nil {
+	if err := serveHTTP2(s.http, cmp.Or(cfg.headerHold, headerHold)); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -286,11 +355,37 @@ func (s *Server) AdminHandler(pprof bool) http.Handler {
 // Auth returns the server's Authenticator.
 func (s *Server) Auth() *auth.Authenticator { return s.auth }
 
-// Reload loads every certificate file again (see auth.Authenticator.Reload).
-func (s *Server) Reload(trigger string) error { return s.auth.Reload(trigger) }
+// Reload loads every certificate file of every site again (see
+// auth.Authenticator.Reload) and asks for a fetch of every agent's key
+// directory.
+func (s *Server) Reload(trigger string) error {
+	for _, v := range s.verifiers {
+		v.RefreshNow()
+	}
+	var errs []error
+	for _, st := range s.sites {
+		errs = append(errs, st.auth.Reload(trigger))
+	}
+	return errors.Join(errs...)
+}
 
 // Watch reloads certificate files as they change, until ctx ends.
-func (s *Server) Watch(ctx context.Context) error { return s.auth.Watch(ctx) }
+func (s *Server) Watch(ctx context.Context) error {
+	if len(s.sites) == 1 {
+		return s.auth.Watch(ctx)
+	}
+	errs := make([]error, len(s.sites))
+	var wg sync.WaitGroup
+	for i, st := range s.sites {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = st.auth.Watch(ctx)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
 
 // Serve accepts connections on l (a plain TCP listener) until Shutdown.
 func (s *Server) Serve(l net.Listener) error {

@@ -18,21 +18,27 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dunglas/httpsfv"
 
+	"github.com/req-mtls/req-mtls/internal/deny"
 	"github.com/req-mtls/req-mtls/internal/httpsig"
 )
 
 // Tag is the tag parameter of a Web Bot Auth signature.
 const Tag = "web-bot-auth"
+
+// DefaultMaxStale is Config.MaxStale's default.
+const DefaultMaxStale = time.Hour
 
 // An Agent is a signer the site trusts: its URL, exactly as the agents file
 // lists it, and the keys of its directory, by thumbprint.
@@ -45,16 +51,19 @@ type Agent struct {
 }
 
 // NewFetchedAgent is an agent whose keys are fetched from its directory.
-func NewFetchedAgent(url string) *Agent { return &Agent{URL: url, fetch: &fetched{}} }
+func NewFetchedAgent(url string) *Agent {
+	return &Agent{URL: url, fetch: &fetched{kicks: make(chan struct{}, 1), tried: make(chan struct{})}}
+}
 
-// keysNow returns the agent's keys in force: pinned, or the last good ones
-// fetched (none before the first fetch).
-func (a *Agent) keysNow() map[string]crypto.PublicKey {
+// keysAt returns the agent's keys in force at now: pinned, or the last
+// good ones fetched while they last (none before the first fetch, after a
+// withdrawal, or once stale past the Verifier's MaxStale).
+func (a *Agent) keysAt(now time.Time) map[string]crypto.PublicKey {
 	if a.fetch == nil {
 		return a.Keys
 	}
-	if k := a.fetch.keys.Load(); k != nil {
-		return *k
+	if h := a.fetch.keys.Load(); h != nil && now.Before(h.until) {
+		return h.keys
 	}
 	return nil
 }
@@ -78,15 +87,86 @@ type Config struct {
 	// past (default 1 minute); MaxValidity bounds expires - created
 	// (default 1 hour).
 	Skew, MaxValidity time.Duration
+	// MaxStale is how long the last good keys of a fetched directory stay
+	// in force past the cache lifetime of the answer that gave them,
+	// while refreshes fail (default 1 hour): long enough to ride out an
+	// outage of the agent's site, bounded so that keys it can no longer
+	// vouch for do not last forever. A directory answering 404 or 410
+	// has withdrawn its keys: they go at once.
+	MaxStale time.Duration
+	// Nonces remembers the nonces of the signatures that verified
+	// (default: NewMemoryNonces(DefaultMaxNonces, Now)).
+	Nonces NonceStore
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
 
 // A Verifier checks requests' signatures. It is safe for concurrent use.
 type Verifier struct {
-	cfg    Config
-	byURL  map[string]*Agent
-	nonces nonceCache
+	cfg      Config
+	byURL    map[string]*Agent
+	nonces   NonceStore
+	siteCert atomic.Pointer[func() *x509.Certificate]
+	deny     atomic.Pointer[func() *deny.List]
+	vouchState
+}
+
+// SetSiteCertificate gives the Verifier the site's certificate in force
+// (f is called per request that needs it, and may return nil): besides
+// the name a TLS connection was made for, the signed @authority may be
+// any name it covers (a client reusing a connection for another name of
+// the same certificate, RFC 9113, Section 9.1.1).
+func (v *Verifier) SetSiteCertificate(f func() *x509.Certificate) { v.siteCert.Store(&f) }
+
+// authorityHost is the host of r's authority, in lower case, without its
+// port, brackets or a final dot.
+func authorityHost(r *http.Request) string {
+	host := r.Host
+	if host == "" {
+		host = r.URL.Host
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+}
+
+// servedHere reports, for a request that came over TLS, whether its
+// authority is a name the connection was made for: the SNI the client
+// sent, or a name the site's certificate covers, or without either the
+// connection's own address. A request in absolute form
+// (https://other.example/) on a connection to this site names another
+// site: a signature made for that site, replayed here, must not count as
+// one made for this one. The port is not compared: a site behind a port
+// mapping is reached on another port than it listens on. Without TLS
+// (plain HTTP, or TLS ended before this server) there is no connection's
+// name to compare with, and nothing is checked.
+func (v *Verifier) servedHere(r *http.Request) bool {
+	if r.TLS == nil {
+		return true
+	}
+	host := authorityHost(r)
+	if host == "" {
+		return false
+	}
+	if sni := r.TLS.ServerName; sni != "" && strings.EqualFold(host, strings.TrimSuffix(sni, ".")) {
+		return true
+	}
+	if f := v.siteCert.Load(); f != nil {
+		if leaf := (*f)(); leaf != nil && leaf.VerifyHostname(host) == nil {
+			return true
+		}
+	}
+	if r.TLS.ServerName == "" {
+		if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			if ap, err := netip.ParseAddrPort(la.String()); err == nil {
+				if ip, err := netip.ParseAddr(host); err == nil && ip.Unmap() == ap.Addr().Unmap() {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // New returns a Verifier for cfg.
@@ -97,37 +177,63 @@ func New(cfg Config) *Verifier {
 	if cfg.MaxValidity <= 0 {
 		cfg.MaxValidity = time.Hour
 	}
+	if cfg.MaxStale <= 0 {
+		cfg.MaxStale = DefaultMaxStale
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	v := &Verifier{cfg: cfg, byURL: map[string]*Agent{}}
+	if cfg.Nonces == nil {
+		cfg.Nonces = NewMemoryNonces(DefaultMaxNonces, cfg.Now)
+	}
+	v := &Verifier{cfg: cfg, byURL: map[string]*Agent{}, nonces: cfg.Nonces}
 	for _, a := range cfg.Agents {
 		v.byURL[a.URL] = a
 	}
 	return v
 }
 
-// Verify decides on r: the first signature tagged web-bot-auth is checked
-// (RFC 9421 signatures with other tags are not Web Bot Auth's and are left
-// alone).
+// Verify decides on r: each signature tagged web-bot-auth is checked, in
+// label order, and the first that is valid decides
+// (draft-ietf-webbotauth-httpsig-protocol-01: every Web Bot Auth
+// signature of a request is checked, so one an intermediary or a stranger
+// added cannot void the bot's own); when none is valid, the reason is the
+// first label's. RFC 9421 signatures with other tags are not Web Bot
+// Auth's and are left alone.
 func (v *Verifier) Verify(r *http.Request) Result {
-	if r.Header.Get("Signature-Input") == "" && r.Header.Get("Signature") == "" {
+	if len(r.Header.Values("Signature-Input")) == 0 {
+		// Every RFC 9421 signature is described in Signature-Input. A
+		// Signature field alone is another scheme's (the older
+		// draft-cavage-http-signatures form, which some clients still
+		// send): no Web Bot Auth signature, rather than a bad one.
 		return Result{Status: "none"}
 	}
 	sigs, err := httpsig.Parse(r.Header)
 	if err != nil {
 		return invalid("malformed signature fields: " + err.Error())
 	}
-	var s *httpsig.Signature
+	var first *Result
 	for _, label := range sortedLabels(sigs) {
-		if sigs[label].Params.Tag == Tag {
-			s = sigs[label]
-			break
+		s := sigs[label]
+		if s.Params.Tag != Tag {
+			continue
+		}
+		res := v.check(r, s)
+		if res.Status == "valid" {
+			return res
+		}
+		if first == nil {
+			first = &res
 		}
 	}
-	if s == nil {
+	if first == nil {
 		return Result{Status: "none"}
 	}
+	return *first
+}
+
+// check decides on one Web Bot Auth signature of r.
+func (v *Verifier) check(r *http.Request, s *httpsig.Signature) Result {
 	agentURL, agentKey, err := signatureAgent(r.Header, s.Label)
 	if err != nil {
 		return invalid(err.Error())
@@ -139,12 +245,21 @@ func (v *Verifier) Verify(r *http.Request) Result {
 	if agentURL != "" && !s.Covers("signature-agent", agentKey) {
 		return invalid("Signature-Agent is sent but not covered")
 	}
+	// The authority covered must be this site's: a signature is made
+	// for one site, and the connection says which site this is.
+	if !v.servedHere(r) {
+		return invalid(fmt.Sprintf("@authority %q is not a name this connection was made for", authorityHost(r)))
+	}
 	// Time.
 	now := v.cfg.Now()
 	p := s.Params
 	switch {
 	case p.Created.IsZero() || p.Expires.IsZero():
 		return invalid("created and expires are required")
+	case p.Created.After(p.Expires):
+		// RFC 9421, Section 2.3: expires is when the signature stops
+		// being valid; before its own creation it never was.
+		return invalid("created after expires")
 	case p.Created.After(now.Add(v.cfg.Skew)):
 		return invalid("created in the future")
 	case p.Expires.Before(now.Add(-v.cfg.Skew)):
@@ -154,35 +269,63 @@ func (v *Verifier) Verify(r *http.Request) Result {
 	case p.KeyID == "":
 		return invalid("no keyid")
 	}
-	// The key, of the agent that is named, or of the one that holds it.
-	var agent *Agent
-	if agentURL != "" {
-		if agent = v.byURL[agentURL]; agent == nil {
-			return invalid("agent not trusted: " + agentURL)
-		}
-	} else {
-		for _, a := range v.cfg.Agents {
-			if _, ok := a.keysNow()[p.KeyID]; ok {
-				agent = a
-				break
-			}
-		}
-		if agent == nil {
-			return invalid("unknown key")
-		}
-	}
-	pub, ok := agent.keysNow()[p.KeyID]
-	if !ok {
-		return invalid("unknown key for agent " + agent.URL)
+	agent, pub, reason := v.key(agentURL, p.KeyID, now)
+	if agent == nil {
+		return invalid(reason)
 	}
 	if err := httpsig.Verify(r, s, pub); err != nil {
 		return invalid(err.Error())
 	}
+	if l := v.denied(); l.Key(p.KeyID) || l.Agent(agent.URL) {
+		// Revoked by the site, whatever the directory says.
+		return invalid("denied")
+	}
 	// A nonce is good once within its signature's validity.
-	if p.Nonce != "" && !v.nonces.first(p.KeyID+" "+p.Nonce, p.Expires.Add(v.cfg.Skew), now) {
-		return invalid("nonce replayed")
+	if p.Nonce != "" {
+		replayed, err := v.nonces.Seen(r.Context(), p.KeyID+" "+p.Nonce, p.Expires.Add(v.cfg.Skew))
+		if err != nil {
+			return invalid("nonce not checked: " + err.Error())
+		}
+		if replayed {
+			return invalid("nonce replayed")
+		}
 	}
 	return Result{Status: "valid", Agent: agent.URL, KeyID: p.KeyID}
+}
+
+// key finds the key keyid by the (agent, key) pair (draft-ietf-webbotauth-
+// httpsig-protocol-01): the key of the agent Signature-Agent names, and
+// of no other. Without Signature-Agent the key names its agent only when
+// exactly one agent lists it: a key two agents list is credited to
+// neither (whichever the file lists first would otherwise take the
+// credit for the other's requests), and the reason says to send
+// Signature-Agent.
+func (v *Verifier) key(agentURL, keyid string, now time.Time) (*Agent, crypto.PublicKey, string) {
+	if agentURL != "" {
+		agent := v.byURL[agentURL]
+		if agent == nil {
+			return nil, nil, "agent not trusted: " + agentURL
+		}
+		pub, ok := agent.keysAt(now)[keyid]
+		if !ok {
+			return nil, nil, "unknown key for agent " + agent.URL
+		}
+		return agent, pub, ""
+	}
+	var agent *Agent
+	var pub crypto.PublicKey
+	for _, a := range v.cfg.Agents {
+		if k, ok := a.keysAt(now)[keyid]; ok {
+			if agent != nil {
+				return nil, nil, "key listed by more than one agent: send Signature-Agent"
+			}
+			agent, pub = a, k
+		}
+	}
+	if agent == nil {
+		return nil, nil, "unknown key"
+	}
+	return agent, pub, ""
 }
 
 func invalid(reason string) Result { return Result{Status: "invalid", Reason: reason} }
@@ -199,7 +342,12 @@ func sortedLabels(m map[string]*httpsig.Signature) []string {
 // signatureAgent reads Signature-Agent in either spelling: the sf-string
 // deployed signers send ("URL"), or the working group's dictionary keyed by
 // signature label (label="URL"), whose member is covered with key=label.
-// It returns the URL, and the key for coverage ("" for the string).
+// It returns the URL, and the key for coverage ("" for the string). A
+// value of a type this verifier does not support, anything but a string
+// holding an https URL (a data: URI carrying keys inline, a plain-HTTP
+// URL, a token), is ignored, as draft-ietf-webbotauth-httpsig-protocol-01
+// has verifiers do: the signature is then judged as if no Signature-Agent
+// were sent for it ("", "", nil), its key naming its agent.
 func signatureAgent(h http.Header, label string) (string, string, error) {
 	values := h.Values("Signature-Agent")
 	if len(values) == 0 {
@@ -207,6 +355,9 @@ func signatureAgent(h http.Header, label string) (string, string, error) {
 	}
 	if it, err := httpsfv.UnmarshalItem(values); err == nil {
 		if s, ok := it.Value.(string); ok {
+			if !supportedAgent(s) {
+				return "", "", nil
+			}
 			return s, "", nil
 		}
 	}
@@ -220,42 +371,17 @@ func signatureAgent(h http.Header, label string) (string, string, error) {
 	}
 	it, ok := m.(httpsfv.Item)
 	s, isString := it.Value.(string)
-	if !ok || !isString {
-		return "", "", fmt.Errorf("Signature-Agent member %q is not a string", label)
+	if !ok || !isString || !supportedAgent(s) {
+		return "", "", nil
 	}
 	return s, label, nil
 }
 
-// nonceCache remembers nonces until their signatures expire, at most
-// maxNonces at once (when full, the expired ones go, then the oldest).
-type nonceCache struct {
-	mu sync.Mutex
-	m  map[string]time.Time // nonce -> until
-}
-
-const maxNonces = 100000
-
-func (c *nonceCache) first(nonce string, until, now time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[string]time.Time{}
-	}
-	if t, ok := c.m[nonce]; ok && now.Before(t) {
-		return false
-	}
-	if len(c.m) >= maxNonces {
-		for k, t := range c.m {
-			if !now.Before(t) {
-				delete(c.m, k)
-			}
-		}
-		if len(c.m) >= maxNonces {
-			clear(c.m) // under a flood: refuse none rather than grow
-		}
-	}
-	c.m[nonce] = until
-	return true
+// supportedAgent reports whether a Signature-Agent value is one this
+// verifier can use: an https URL, whose directory it would fetch.
+func supportedAgent(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && u.Scheme == "https" && u.Host != ""
 }
 
 // ParseAgentsFile reads the agents a site trusts, one a line: "URL" (keys

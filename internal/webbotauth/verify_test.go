@@ -1,6 +1,7 @@
 package webbotauth
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -9,13 +10,17 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
-	"github.com/dunglas/httpsfv"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dunglas/httpsfv"
 
 	"github.com/req-mtls/req-mtls/internal/httpsig"
 )
@@ -189,4 +194,185 @@ func dictOf(label string, l httpsfv.InnerList) *httpsfv.Dictionary {
 	d := httpsfv.NewDictionary()
 	d.Add(label, l)
 	return d
+}
+
+// TestSharedKeyNeedsSignatureAgent: two agents list the same key. With
+// Signature-Agent the signature is the named agent's, whichever is listed
+// first; without it the key names no one agent and is not credited to
+// either.
+func TestSharedKeyNeedsSignatureAgent(t *testing.T) {
+	_, k, _ := ed25519.GenerateKey(nil)
+	pub := k.Public().(ed25519.PublicKey)
+	id := httpsig.Thumbprint(pub)
+	first := &Agent{URL: "https://first.example", Keys: map[string]crypto.PublicKey{id: pub}}
+	second := &Agent{URL: "https://second.example", Keys: map[string]crypto.PublicKey{id: pub}}
+	v := New(Config{Agents: []*Agent{first, second}, Now: func() time.Time { return now }})
+	p := httpsig.Params{Created: now, Expires: now.Add(time.Minute), KeyID: id, Alg: "ed25519", Tag: Tag}
+	for _, tc := range []struct {
+		name, agent string
+		want        Result
+	}{
+		{"NamedSecond", second.URL, Result{Status: "valid", Agent: second.URL, KeyID: id}},
+		{"NamedFirst", first.URL, Result{Status: "valid", Agent: first.URL, KeyID: id}},
+		{"Unnamed", "", Result{Status: "invalid", Reason: "key listed by more than one agent: send Signature-Agent"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := v.Verify(signed(t, "site.example", k, tc.agent, true, p)); got != tc.want {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestEverySignatureChecked: a request carrying a valid Web Bot Auth
+// signature is valid whatever other Web Bot Auth signatures it carries
+// (here one by an unknown key, under a label that sorts first); with no
+// valid one, the reason is the first label's.
+func TestEverySignatureChecked(t *testing.T) {
+	_, k, _ := ed25519.GenerateKey(nil)
+	_, stranger, _ := ed25519.GenerateKey(nil)
+	pub := k.Public().(ed25519.PublicKey)
+	bot := &Agent{URL: "https://bot.example", Keys: map[string]crypto.PublicKey{httpsig.Thumbprint(pub): pub}}
+	v := New(Config{Agents: []*Agent{bot}, Now: func() time.Time { return now }})
+	params := func(k ed25519.PrivateKey) httpsig.Params {
+		return httpsig.Params{Created: now, Expires: now.Add(time.Minute), KeyID: httpsig.Thumbprint(k.Public().(ed25519.PublicKey)), Alg: "ed25519", Tag: Tag}
+	}
+	r := signed(t, "site.example", k, bot.URL, false, params(k))
+	if err := httpsig.Sign(r, "a", httpsig.NewCovered([]string{"@authority", "signature-agent"}, params(stranger)), stranger); err != nil {
+		t.Fatal(err)
+	}
+	if got := v.Verify(r); got.Status != "valid" || got.Agent != bot.URL {
+		t.Errorf("a valid signature beside an unknown key's: %+v", got)
+	}
+	only, _ := http.NewRequest("GET", "https://site.example/page", nil)
+	only.Header.Set("Signature-Agent", strconv.Quote(bot.URL))
+	httpsig.Sign(only, "b", httpsig.NewCovered([]string{"@authority", "signature-agent"}, params(stranger)), stranger)
+	expired := params(k)
+	expired.Created, expired.Expires = now.Add(-time.Hour), now.Add(-30*time.Minute)
+	httpsig.Sign(only, "c", httpsig.NewCovered([]string{"@authority", "signature-agent"}, expired), k)
+	if got, want := v.Verify(only), (Result{Status: "invalid", Reason: "unknown key for agent https://bot.example"}); got != want {
+		t.Errorf("no valid signature: got %+v, want %+v", got, want)
+	}
+}
+
+// TestAuthorityOfTheConnection: over TLS, the signed @authority must be a
+// name the connection was made for (its SNI) or one the site's
+// certificate covers; a signature for another site, replayed here in
+// absolute form, is invalid.
+func TestAuthorityOfTheConnection(t *testing.T) {
+	_, k, _ := ed25519.GenerateKey(nil)
+	pub := k.Public().(ed25519.PublicKey)
+	bot := &Agent{URL: "https://bot.example", Keys: map[string]crypto.PublicKey{httpsig.Thumbprint(pub): pub}}
+	cert := &x509.Certificate{DNSNames: []string{"localhost", "www.site.example"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	for _, tc := range []struct {
+		name, authority, sni string
+		local                string // the connection's local address, when the test sets one
+		withCert             bool
+		want                 string
+	}{
+		{"SNI", "site.example", "site.example", "", false, "valid"},
+		{"SNIWithPort", "site.example:8443", "site.example", "", false, "valid"},
+		{"SNICase", "Site.Example", "site.example", "", false, "valid"},
+		{"OtherThanSNI", "evil.example", "localhost", "", false, `invalid @authority "evil.example" is not a name this connection was made for`},
+		{"OtherThanSNIAndCertificate", "evil.example", "localhost", "", true, `invalid @authority "evil.example" is not a name this connection was made for`},
+		{"CoveredByTheCertificate", "www.site.example", "localhost", "", true, "valid"},
+		{"NoSNICertificateIP", "127.0.0.1:8443", "", "", true, "valid"},
+		{"NoSNILocalAddress", "127.0.0.1:8443", "", "127.0.0.1:8443", false, "valid"},
+		{"NoSNIOtherName", "evil.example", "", "127.0.0.1:8443", false, `invalid @authority "evil.example" is not a name this connection was made for`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := New(Config{Agents: []*Agent{bot}, Now: func() time.Time { return now }})
+			if tc.withCert {
+				v.SetSiteCertificate(func() *x509.Certificate { return cert })
+			}
+			p := httpsig.Params{Created: now, Expires: now.Add(time.Minute), KeyID: httpsig.Thumbprint(pub), Alg: "ed25519", Tag: Tag}
+			r := signed(t, tc.authority, k, bot.URL, true, p)
+			r.TLS = &tls.ConnectionState{ServerName: tc.sni}
+			if tc.local != "" {
+				addr, _ := net.ResolveTCPAddr("tcp", tc.local)
+				r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, addr))
+			}
+			got := v.Verify(r)
+			if s := strings.TrimSpace(got.Status + " " + got.Reason); s != tc.want {
+				t.Errorf("got %q, want %q", s, tc.want)
+			}
+		})
+	}
+}
+
+// TestInvertedWindow: a signature whose expires comes before its created
+// has no moment of validity, however near both are to now.
+func TestInvertedWindow(t *testing.T) {
+	_, k, _ := ed25519.GenerateKey(nil)
+	pub := k.Public().(ed25519.PublicKey)
+	bot := &Agent{URL: "https://bot.example", Keys: map[string]crypto.PublicKey{httpsig.Thumbprint(pub): pub}}
+	v := New(Config{Agents: []*Agent{bot}, Now: func() time.Time { return now }})
+	p := httpsig.Params{Created: now, Expires: now.Add(-30 * time.Second), KeyID: httpsig.Thumbprint(pub), Alg: "ed25519", Tag: Tag}
+	if got, want := v.Verify(signed(t, "site.example", k, bot.URL, true, p)), (Result{Status: "invalid", Reason: "created after expires"}); got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+}
+
+// TestCavageSignatureIsNone: a Signature field alone, in the older
+// draft-cavage-http-signatures form that some clients still send, is not
+// an RFC 9421 signature (which always comes with Signature-Input): the
+// request carries no Web Bot Auth signature, rather than a bad one.
+func TestCavageSignatureIsNone(t *testing.T) {
+	v := New(Config{Agents: []*Agent{{URL: "https://bot.example", Keys: map[string]crypto.PublicKey{}}}, Now: func() time.Time { return now }})
+	r, _ := http.NewRequest("GET", "https://site.example/", nil)
+	r.Header.Set("Signature", `keyId="rsa-key-1",algorithm="hs2019",headers="(request-target) host date",signature="c2lnbmF0dXJl"`)
+	if got := v.Verify(r); got != (Result{Status: "none"}) {
+		t.Errorf("got %+v, want none", got)
+	}
+}
+
+// TestUnpaddedSignature: a signature whose byte sequence comes without
+// base64's "=" padding is read (RFC 8941, Section 4.2.7: parsers SHOULD
+// NOT fail when the padding is absent).
+func TestUnpaddedSignature(t *testing.T) {
+	_, k, _ := ed25519.GenerateKey(nil)
+	pub := k.Public().(ed25519.PublicKey)
+	bot := &Agent{URL: "https://bot.example", Keys: map[string]crypto.PublicKey{httpsig.Thumbprint(pub): pub}}
+	v := New(Config{Agents: []*Agent{bot}, Now: func() time.Time { return now }})
+	p := httpsig.Params{Created: now, Expires: now.Add(time.Minute), KeyID: httpsig.Thumbprint(pub), Alg: "ed25519", Tag: Tag}
+	r := signed(t, "site.example", k, bot.URL, true, p)
+	padded := r.Header.Get("Signature")
+	unpadded := strings.Replace(padded, "==:", ":", 1)
+	if unpadded == padded {
+		t.Fatalf("no padding to take off %q", padded)
+	}
+	r.Header.Set("Signature", unpadded)
+	if got := v.Verify(r); got.Status != "valid" {
+		t.Errorf("Signature %s: got %+v, want valid", unpadded, got)
+	}
+}
+
+// TestUnsupportedSignatureAgentIgnored: a Signature-Agent member this
+// verifier cannot use (not an https URL: a data: URI carrying keys
+// inline, a plain-HTTP URL, a value that is not a string) is ignored: the
+// signature is judged as if no Signature-Agent were sent for it, its key
+// naming its agent.
+func TestUnsupportedSignatureAgentIgnored(t *testing.T) {
+	_, k, _ := ed25519.GenerateKey(nil)
+	pub := k.Public().(ed25519.PublicKey)
+	bot := &Agent{URL: "https://bot.example", Keys: map[string]crypto.PublicKey{httpsig.Thumbprint(pub): pub}}
+	v := New(Config{Agents: []*Agent{bot}, Now: func() time.Time { return now }})
+	for _, tc := range []struct{ name, member string }{
+		{"DataURI", `"data:application/jwk-set+json;base64,e30="`},
+		{"PlainHTTP", `"http://bot.example"`},
+		{"Token", `bot`},
+		{"ByteSequence", `:AAAA:`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := httpsig.Params{Created: now, Expires: now.Add(time.Minute), KeyID: httpsig.Thumbprint(pub), Alg: "ed25519", Tag: Tag}
+			r, _ := http.NewRequest("GET", "https://site.example/page", nil)
+			r.Header.Set("Signature-Agent", "sig1="+tc.member)
+			if err := httpsig.Sign(r, "sig1", httpsig.NewCovered([]string{"@authority", "signature-agent;key=sig1"}, p), k); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := v.Verify(r), (Result{Status: "valid", Agent: bot.URL, KeyID: p.KeyID}); got != want {
+				t.Errorf("got %+v, want %+v", got, want)
+			}
+		})
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -96,19 +97,36 @@ func FuzzSignatureAgent(f *testing.F) {
 			return // the agent found by its key
 		}
 		// A valid verdict with the field sent: the field names the agent,
-		// as a string or as the member of the signature's label. (An
-		// empty string names none, today: the key alone decides, as
-		// without the field.)
-		if it, err := httpsfv.UnmarshalItem(lines); err == nil && (it.Value == agentURL || it.Value == "") {
-			return
+		// as a string or as the member of the signature's label; or it
+		// holds a value of a type the verifier does not use (anything
+		// but a string holding an https URL), which is ignored, the key
+		// alone naming its agent (draft-ietf-webbotauth-httpsig-protocol-01).
+		used := func(v any) bool {
+			s, ok := v.(string)
+			if !ok {
+				return false
+			}
+			u, err := url.Parse(s)
+			return err == nil && u.Scheme == "https" && u.Host != ""
+		}
+		if it, err := httpsfv.UnmarshalItem(lines); err == nil {
+			if _, ok := it.Value.(string); ok {
+				if it.Value != agentURL && used(it.Value) {
+					t.Fatalf("Signature-Agent %q: valid, yet it names another agent", lines)
+				}
+				return
+			}
 		}
 		d, err := httpsfv.UnmarshalDictionary(lines)
 		if err != nil {
 			t.Fatalf("Signature-Agent %q: valid, yet neither a string nor a dictionary", lines)
 		}
-		m, _ := d.Get("sig1")
-		if it, ok := m.(httpsfv.Item); !ok || it.Value != agentURL && it.Value != "" {
-			t.Fatalf("Signature-Agent %q: valid, yet member sig1 is %#v", lines, m)
+		m, ok := d.Get("sig1")
+		if !ok {
+			t.Fatalf("Signature-Agent %q: valid, yet no member sig1", lines)
+		}
+		if it, ok := m.(httpsfv.Item); ok && it.Value != agentURL && used(it.Value) {
+			t.Fatalf("Signature-Agent %q: valid, yet member sig1 names another agent: %#v", lines, m)
 		}
 	})
 }

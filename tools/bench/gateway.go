@@ -104,6 +104,7 @@ type gatewayEnv struct {
 	pprofAddr string // ours serves pprof here when set
 	pprofLog  bool   // and, when profiled, writes its access log
 	accessLog bool   // also run ours with its access log on, to price it
+	rules     bool   // also run ours with benchRules rules, to price them
 	baseline  string // also run this server binary (an earlier build), to price a change
 }
 
@@ -169,6 +170,20 @@ func startTerminators(env *gatewayEnv) ([]*terminator, error) {
 		}
 		ts = append(ts, &terminator{name: oursLogged, conf: "the same with -access-log FILE: a line per request", p: p, url: siteURL(p.addr)})
 	}
+	if env.rules {
+		// The same by a configuration file, with rules that every
+		// request reads to the end: each one's path, method and
+		// certificate hold, its name does not.
+		conf := filepath.Join(env.dir, "rules.yaml")
+		if err := os.WriteFile(conf, []byte(rulesConfig(env)), 0o600); err != nil {
+			return ts, err
+		}
+		p, err := startListening(true, env.serverBin, "-config", conf)
+		if err != nil {
+			return ts, err
+		}
+		ts = append(ts, &terminator{name: oursRules, conf: fmt.Sprintf("the same with %d rules, none matching, each read to its last predicate (path, method, cert: valid hold; san does not)", benchRules), p: p, url: siteURL(p.addr)})
+	}
 	if env.caddy != "" {
 		for _, verify := range []bool{true, false} {
 			t, err := startCaddy(env, verify)
@@ -190,12 +205,28 @@ func startTerminators(env *gatewayEnv) ([]*terminator, error) {
 	return ts, nil
 }
 
-// oursLogged names this server with its access log on, oursBaseline an
-// earlier build of it.
+// oursLogged names this server with its access log on, oursRules with
+// benchRules rules, oursBaseline an earlier build of it.
 const (
 	oursLogged   = "ours, access log"
+	oursRules    = "ours, 50 rules"
 	oursBaseline = "ours, baseline"
 )
+
+// benchRules is how many rules oursRules reads per request.
+const benchRules = 50
+
+// rulesConfig is ours as startTerminators runs it, by a configuration
+// file, with benchRules rules none of which matches the load's requests.
+func rulesConfig(env *gatewayEnv) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "cert: %s\nkey: %s\nclient_cacert: %s\nupstream: http://%s\nlisten_addr: 127.0.0.1:0\nrules:\n",
+		env.pki.serverCert, env.pki.serverKey, env.pki.rootCA, env.origin)
+	for i := range benchRules {
+		fmt.Fprintf(&b, "  - name: rule-%d\n    match: {path: /, method: GET, cert: valid, san: bot-%d.example}\n    action: deny\n", i, i)
+	}
+	return b.String()
+}
 
 // siteURL is the URL the load asks for: by the name localhost, so that the
 // client sends it as SNI, as a browser would (Caddy, when it asks for
@@ -838,7 +869,8 @@ func (r *gatewayResults) bars() []bar {
 // request (median of per-round ratios): on new connections at most 0.85
 // times Caddy's and 0.8 times nginx's; kept alive at most 0.75 times
 // Caddy's and 2.3 times nginx's (Go's own HTTP/2 server and reverse proxy
-// are the floor there); the access log adding at most 3 %. Every
+// are the floor there); the access log adding at most 3 %, and so do 50
+// rules on the kept-alive path. Every
 // configuration of each peer is held to them.
 func (r *gatewayResults) goals() string {
 	var b strings.Builder
@@ -854,6 +886,15 @@ func (r *gatewayResults) goals() string {
 			if t.name == oursLogged {
 				got := 1 / r.ratio(i, m)
 				fmt.Fprintf(&b, "- %s, access log on ÷ off: %.3f, goal at most 1.03: %s\n", mode.label, got, verdict(got, 1.03))
+				continue
+			}
+			if t.name == oursRules {
+				got := 1 / r.ratio(i, m)
+				if mode.newConn {
+					fmt.Fprintf(&b, "- %s, %d rules ÷ none: %.3f\n", mode.label, benchRules, got)
+				} else {
+					fmt.Fprintf(&b, "- %s, %d rules ÷ none: %.3f, goal at most 1.03: %s\n", mode.label, benchRules, got, verdict(got, 1.03))
+				}
 				continue
 			}
 			var limit float64
@@ -894,7 +935,7 @@ func gatewayBench(dir, binDir string, gp gatewayParams, nginxFlag, caddyFlag, ba
 	check(err)
 	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "gateway", false), origin: origin.addr,
 		serverBin: filepath.Join(binDir, "server"), nginx: findPeer("nginx", nginxFlag), caddy: findPeer("caddy", caddyFlag),
-		accessLog: true, baseline: baseline}
+		accessLog: true, rules: true, baseline: baseline}
 	var skipped []string
 	if env.caddy == "" {
 		skipped = append(skipped, "Caddy: not installed, skipped")

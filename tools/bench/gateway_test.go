@@ -19,7 +19,7 @@ func TestGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(stopOrigin)
-	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "gateway", false), origin: origin, serverBin: serverBin, accessLog: true}
+	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "gateway", false), origin: origin, serverBin: serverBin, accessLog: true, rules: true}
 	for _, peer := range []struct {
 		name string
 		path *string
@@ -40,7 +40,7 @@ func TestGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := 2
+	want := 3
 	if env.nginx != "" {
 		want += 2
 	}
@@ -76,8 +76,8 @@ func TestGateway(t *testing.T) {
 			t.Errorf("no row for %s in:\n%s", term.name, md)
 		}
 	}
-	if g := res.goals(); !strings.Contains(g, "access log on ÷ off") {
-		t.Errorf("no access log goal in:\n%s", g)
+	if g := res.goals(); !strings.Contains(g, "access log on ÷ off") || !strings.Contains(g, "one kept-alive HTTP/2 connection, 50 rules ÷ none") {
+		t.Errorf("no access log or rules goal in:\n%s", g)
 	}
 	if s := svg(res.bars(), gatewayChart); !strings.Contains(s, "<rect") || !strings.Contains(s, "ours") {
 		t.Errorf("chart without bars: %s", s)

@@ -1,4 +1,4 @@
-package main
+package config
 
 import (
 	"strings"
@@ -26,15 +26,15 @@ func TestParseSize(t *testing.T) {
 		{"5TiB", 0, "is not a size"},
 		{"5kiB", 0, "unknown unit"},
 	} {
-		got, err := parseSize(tc.in)
+		got, err := ParseSize(tc.in)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("parseSize(%q) = %d, %v; want an error with %q", tc.in, got, err, tc.err)
+				t.Errorf("ParseSize(%q) = %d, %v; want an error with %q", tc.in, got, err, tc.err)
 			}
 			continue
 		}
 		if err != nil || got != tc.want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
 		}
 	}
 }

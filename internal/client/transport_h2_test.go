@@ -1,4 +1,4 @@
-package reqmtls
+package client
 
 // The Transport against an HTTP/2 server written frame by frame, for
 // orders of frames a real server gives only by chance.
@@ -158,7 +158,7 @@ func TestStreamErrorKeepsOtherRequests(t *testing.T) {
 			}
 		}
 	})
-	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, RootCAs: roots(p)})
+	tr, err := NewTransport(TransportConfig{Config: Config{Time: testpki.Clock, RootCAs: rootPool(p)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestMaxConnsAwaitsSettings(t *testing.T) {
 			wmu.Unlock()
 		}
 	})
-	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, RootCAs: roots(p), MaxConnsPerHost: 1})
+	tr, err := NewTransport(TransportConfig{Config: Config{Time: testpki.Clock, RootCAs: rootPool(p)}, MaxConnsPerHost: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +298,7 @@ func TestGoAwayUnprocessedSentAgain(t *testing.T) {
 			}
 		}
 	})
-	tr, err := NewTransport(ClientConfig{Time: testpki.Clock, RootCAs: roots(p)})
+	tr, err := NewTransport(TransportConfig{Config: Config{Time: testpki.Clock, RootCAs: rootPool(p)}})
 	if err != nil {
 		t.Fatal(err)
 	}
