@@ -31,6 +31,7 @@ import (
 type instance struct {
 	addr, admin, accessLog string
 	cmd                    *exec.Cmd
+	log                    testutil.Buffer // its stderr
 }
 
 var adminListening = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
@@ -39,11 +40,17 @@ var adminListening = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
 // protocol from loopback, an access log, and args.
 func startInstance(t *testing.T, p pki, args ...string) *instance {
 	t.Helper()
-	dir := t.TempDir()
-	in := &instance{accessLog: filepath.Join(dir, "access.log")}
-	args = append([]string{"-cert", p.f("server.crt"), "-key", p.f("server.key"), "-client-cacert", p.f("rootCA.crt"),
+	accessLog := filepath.Join(t.TempDir(), "access.log")
+	return startInstanceWith(t, accessLog, append([]string{"-cert", p.f("server.crt"), "-key", p.f("server.key"), "-client-cacert", p.f("rootCA.crt"),
 		"-listen-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-proxy-protocol-from", "127.0.0.0/8",
-		"-access-log", in.accessLog, "-drain-delay", "1s"}, args...)
+		"-access-log", accessLog, "-drain-delay", "1s"}, args...)...)
+}
+
+// startInstanceWith runs the server binary with args alone (which must
+// give an admin address and the access log accessLog).
+func startInstanceWith(t *testing.T, accessLog string, args ...string) *instance {
+	t.Helper()
+	in := &instance{accessLog: accessLog}
 	in.cmd = exec.Command(filepath.Join(binDir, "server"), args...)
 	stderr, err := in.cmd.StderrPipe()
 	if err != nil {
@@ -58,6 +65,7 @@ func startInstance(t *testing.T, p pki, args ...string) *instance {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
+			in.log.Write([]byte(line + "\n"))
 			if m := adminListening.FindStringSubmatch(line); m != nil {
 				in.admin = m[1]
 			}

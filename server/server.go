@@ -30,6 +30,7 @@ import (
 	"github.com/req-mtls/req-mtls/internal/auth"
 
 	"github.com/req-mtls/req-mtls/internal/certs"
+	"github.com/req-mtls/req-mtls/internal/fleetstate"
 	"github.com/req-mtls/req-mtls/internal/gateway"
 	"github.com/req-mtls/req-mtls/internal/httpsig"
 	"github.com/req-mtls/req-mtls/internal/metrics"
@@ -247,6 +248,25 @@ type Config struct {
 	// fail (default 1 hour). A directory answering 404 or 410 has
 	// withdrawn its keys: they go at once.
 	SignatureKeysMaxStale time.Duration `yaml:"signature_keys_max_stale"`
+
+	// Redis is the URL of a Redis the fleet shares, for Server:
+	// redis://[user:password@]host:port[/db], rediss:// (TLS, verified
+	// against RedisCAFile or the system roots), unix:///path[?db=N], a
+	// Cluster's seed nodes (redis://host:port?addr=host2:port2&...) or
+	// the Sentinels of a master (...&master_name=NAME). A verified
+	// signature's nonce is then stored there until the signature expires
+	// (plus SignatureSkew), so that a replay at any instance is refused,
+	// and in this process as well; the buckets of limit rules live there
+	// too, so that the fleet together admits a rule's rate. Each call is
+	// bounded by RedisTimeout (default 50 ms); while Redis is slow or
+	// unreachable, this process's own state answers (one log line when
+	// the outage starts, one when it ends; reqmtls_redis_up,
+	// reqmtls_redis_errors_total and reqmtls_redis_request_duration_seconds
+	// tell), and a check each second takes Redis back when it answers.
+	// No request fails because of Redis.
+	Redis        string        `yaml:"redis"`
+	RedisCAFile  string        `yaml:"redis_cacert"`
+	RedisTimeout time.Duration `yaml:"redis_timeout"`
 
 	// Rules are the site's rules, in order, the first that matches
 	// deciding (see Rule); none matching allows the request. Each
@@ -566,7 +586,32 @@ func New(cfg Config) (*Server, error) {
 		}
 		dirKeys = append(dirKeys, k)
 	}
-	lim := policy.NewLocal(0)
+	var shared *fleetstate.Redis
+	if cfg.Redis != "" {
+		rc := fleetstate.Config{URL: cfg.Redis, Timeout: cfg.RedisTimeout, Logger: cfg.Logger}
+		if cfg.RedisCAFile != "" {
+			pool, err := certs.LoadPool(cfg.RedisCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("redis CA: %w", err)
+			}
+			rc.RootCAs = pool
+		}
+		var err error
+		if shared, err = fleetstate.Open(rc); err != nil {
+			return nil, err
+		}
+	}
+	fail := func(err error) (*Server, error) {
+		if shared != nil {
+			shared.Close()
+		}
+		return nil, err
+	}
+	var lim policy.Limiter = policy.NewLocal(0)
+	if shared != nil {
+		// The limit rules' buckets, the fleet's.
+		lim = shared.Limiter(0)
+	}
 	var sites []srv.Site
 	for i, st := range cfg.SitesOf() {
 		where := func(err error) error {
@@ -577,15 +622,20 @@ func New(cfg Config) (*Server, error) {
 		}
 		var sigs *webbotauth.Verifier
 		if st.SignatureAgentsFile != "" {
-			v, err := newSignatureVerifier(st.SignatureAgentsFile, cfg.SignatureAgentsCAFile, cfg.verifierConfig(), cfg.Logger)
+			vc := cfg.verifierConfig()
+			if shared != nil {
+				// Nonces the fleet's, this process's own as well.
+				vc.Nonces = shared.Nonces(webbotauth.NewMemoryNonces(webbotauth.DefaultMaxNonces, cfg.Now))
+			}
+			v, err := newSignatureVerifier(st.SignatureAgentsFile, cfg.SignatureAgentsCAFile, vc, cfg.Logger)
 			if err != nil {
-				return nil, where(err)
+				return fail(where(err))
 			}
 			sigs = v.v
 		}
 		rules, err := compileRules(st.Rules, siteLimiter(lim, i))
 		if err != nil {
-			return nil, where(err)
+			return fail(where(err))
 		}
 		sites = append(sites, srv.Site{Hosts: st.Hosts,
 			Files:  srv.Files{Cert: st.CertFile, Key: st.KeyFile, ClientCA: st.ClientCAFile, BotCA: st.BotCAFile, ClientCRL: st.ClientCRLFile, Deny: cfg.DenyFile},
@@ -594,6 +644,7 @@ func New(cfg Config) (*Server, error) {
 	first := sites[0]
 	first.Files.TicketKeys = cfg.TicketKeysFile
 	s, err := srv.New(srv.Config{
+		Redis:             shared,
 		Hosts:             first.Hosts,
 		Sites:             sites[1:],
 		Rules:             first.Rules,
@@ -620,7 +671,7 @@ func New(cfg Config) (*Server, error) {
 		Now:               cfg.Now,
 	})
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	return &Server{s: s, a: &Authenticator{a: s.Auth()}}, nil
 }

@@ -123,6 +123,17 @@ Options:
                             /.well-known/http-message-signatures-directory,
                             signed, for a bot operator's site: Ed25519 signing
                             keys and the agent certificate's key (agent.key)
+  -redis URL                a Redis the fleet shares: each verified signature's
+                            nonce is stored there until it expires, so a replay
+                            at any instance is refused, and limit rules'
+                            buckets; redis://[user:pass@]host:port[/db],
+                            rediss:// (TLS), unix:///PATH, a Cluster
+                            (redis://h1:p1?addr=h2:p2&addr=...) or Sentinels
+                            (...&master_name=NAME) (default: none)
+  -redis-cacert FILE        roots for a rediss:// server (default: system)
+  -redis-timeout D          bound on each Redis call of a request; past it, or
+                            while Redis is down, this instance's own state
+                            answers (default 50ms)
   -upstream-max-conns N     connections open to the origin at most (default
                             1024; 0: no cap)
   -xfcc                     also send Envoy's x-forwarded-client-cert

@@ -76,6 +76,7 @@ func Defaults() Config {
 	c.SignatureSkew = time.Minute
 	c.SignatureMaxValidity = time.Hour
 	c.SignatureKeysMaxStale = time.Hour
+	c.RedisTimeout = 50 * time.Millisecond
 	c.CacheDir = "acme-cache"
 	return c
 }
@@ -488,6 +489,12 @@ func (c *Config) Validate(name func(key string) string) []Problem {
 	}
 	if c.SignatureKeysMaxStale <= 0 {
 		bad("signature_keys_max_stale", "%s must be positive, not %v", k("signature_keys_max_stale"), c.SignatureKeysMaxStale)
+	}
+	if c.RedisCAFile != "" && !strings.HasPrefix(c.Redis, "rediss://") {
+		bad("redis_cacert", "%s goes with a %s rediss:// URL", k("redis_cacert"), k("redis"))
+	}
+	if c.RedisTimeout <= 0 {
+		bad("redis_timeout", "%s must be positive, not %v", k("redis_timeout"), c.RedisTimeout)
 	}
 	if c.SignatureAgentsCAFile != "" && c.SignatureAgentsFile == "" {
 		bad("signature_agents_cacert", "%s goes with %s", k("signature_agents_cacert"), k("signature_agents"))

@@ -401,3 +401,48 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+// RedisMetrics are the metrics of the fleet's Redis (package fleetstate's
+// Observer): reqmtls_redis_up, and each call's errors and latency by op
+// (nonce, limit, ping).
+type RedisMetrics struct {
+	up       prometheus.Gauge
+	errors   *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// AddRedis registers the Redis metrics, for a server that shares its
+// state in Redis.
+func (m *Metrics) AddRedis() *RedisMetrics {
+	r := &RedisMetrics{
+		up: prometheus.NewGauge(prometheus.GaugeOpts{Name: "reqmtls_redis_up",
+			Help: "1 while the fleet's Redis answers and holds nonces and limits, 0 while this instance keeps its own."}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reqmtls_redis_errors_total",
+			Help: "Redis calls that failed or passed their timeout, by op (nonce, limit, ping); each answered locally."}, []string{"op"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "reqmtls_redis_request_duration_seconds",
+			Help:    "Time of each Redis call, by op (nonce, limit, ping), failed ones included.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25}}, []string{"op"}),
+	}
+	for _, op := range []string{"nonce", "limit", "ping"} {
+		r.errors.WithLabelValues(op)
+	}
+	m.reg.MustRegister(r.up, r.errors, r.duration)
+	return r
+}
+
+// Up sets reqmtls_redis_up.
+func (r *RedisMetrics) Up(up bool) {
+	if up {
+		r.up.Set(1)
+	} else {
+		r.up.Set(0)
+	}
+}
+
+// Call counts one Redis call.
+func (r *RedisMetrics) Call(op string, took time.Duration, err error) {
+	r.duration.WithLabelValues(op).Observe(took.Seconds())
+	if err != nil {
+		r.errors.WithLabelValues(op).Inc()
+	}
+}

@@ -32,6 +32,7 @@ import (
 	"golang.org/x/crypto/acme/autocert"
 
 	"github.com/req-mtls/req-mtls/internal/auth"
+	"github.com/req-mtls/req-mtls/internal/fleetstate"
 	"github.com/req-mtls/req-mtls/internal/metrics"
 	"github.com/req-mtls/req-mtls/internal/policy"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
@@ -95,6 +96,10 @@ type Config struct {
 	// ACME, if set, replaces Files.Cert and Files.Key: the certificate
 	// comes from an ACME server and is renewed while the server runs.
 	ACME *ACME
+	// Redis, if set, is the state the fleet shares (the nonces of
+	// Signatures, when its Config.Nonces is Redis.Nonces): its metrics
+	// are served with the server's, and Shutdown closes it.
+	Redis *fleetstate.Redis
 
 	// DrainDelay is how long Shutdown keeps accepting and serving while
 	// /readyz already answers 503, so that a load balancer's health
@@ -264,6 +269,9 @@ func New(cfg Config) (*Server, error) {
 	s = &Server{cfg: cfg, log: cfg.Logger, auth: a, hsLimit: newRateLimiter(10, 50), refusedLimit: newRateLimiter(1, 5), metrics: m, acme: manager}
 	if cfg.PagesPath != "" && (!strings.HasPrefix(cfg.PagesPath, "/") || !strings.HasSuffix(cfg.PagesPath, "/")) {
 		return nil, fmt.Errorf("pages path %q must start and end with /", cfg.PagesPath)
+	}
+	if cfg.Redis != nil {
+		cfg.Redis.SetObserver(m.AddRedis())
 	}
 	if len(cfg.DirectoryKeys) > 0 {
 		// A bot operator's site: its key directory, signed.
@@ -443,6 +451,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, hl := range hls {
 		hl.Close()
 		hl.wait()
+	}
+	if s.cfg.Redis != nil {
+		s.cfg.Redis.Close()
 	}
 	return err
 }
