@@ -12,12 +12,13 @@ CA_NAME   ?=
 DEMO_DIR  ?= testdata/demo
 DEMO_KEY  := third_party/rfc9500/testRSA4096.key
 FUZZTIME  ?= 1m
+FUZZ_JOBS ?= 1
 DEMO_URL  ?= https://req-mtls.research.cloudflare.com/debug
 LDFLAGS   := -s -w
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build test test-future race lint soak fuzz bench demo gen-cert start-test-server \
+.PHONY: help build test h2spec test-future race lint soak fuzz bench demo gen-cert start-test-server \
 	client-request-local client-request artefacts capture \
 	docker-build docker-start-test-server docker-client-request-local docker-client-request docker-test
 
@@ -28,7 +29,7 @@ help: ## print this help
 build: ## build client, server and gencert into bin/
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-PEER_TESTS := ^(TestDocsExamples|TestDocsPicture|TestWebBotAuthNPM|TestWebBotAuthNPMDirectory|TestGatewayVerifiesWebBotAuthNPM|TestClientThroughProxy|TestForwardProxyClients|TestForwardProxyRefusals|TestCurl|TestOpenSSLClient|TestOpenSSLServer|TestTshark|TestChromium|TestGatewayNginx|TestFleetHAProxy|TestACMEPebble)$$
+PEER_TESTS := ^(TestH2spec|TestDocsExamples|TestDocsPicture|TestWebBotAuthNPM|TestWebBotAuthNPMDirectory|TestGatewayVerifiesWebBotAuthNPM|TestClientThroughProxy|TestForwardProxyClients|TestForwardProxyRefusals|TestCurl|TestOpenSSLClient|TestOpenSSLServer|TestTshark|TestChromium|TestGatewayNginx|TestFleetHAProxy|TestACMEPebble)$$
 
 test: ## run every test (unit, handshake, end to end; peer tests verbose)
 	@# Cloudflare's web-bot-auth (pinned in e2e/wba/package.json), for the
@@ -36,10 +37,19 @@ test: ## run every test (unit, handshake, end to end; peer tests verbose)
 	@if command -v npm >/dev/null && [ ! -d e2e/wba/node_modules/web-bot-auth ]; then \
 		npm install --prefix e2e/wba --no-package-lock --no-audit --no-fund >/dev/null 2>&1 || \
 		echo "make test: npm install in e2e/wba failed: the Web Bot Auth interoperability tests will skip" >&2; fi
+	@# h2spec, the HTTP/2 conformance suite, for TestH2spec, once.
+	@test -x $(BIN)/h2spec || $(MAKE) --no-print-directory h2spec || \
+		echo "make test: building h2spec failed: TestH2spec will skip (fail under REQ_MTLS_REQUIRE_PEERS)" >&2
 	$(GO) vet ./...
 	$(GO) test -count=1 -skip '$(PEER_TESTS)' ./...
-	$(GO) test -count=1 -v -run '$(PEER_TESTS)' ./e2e
+	REQ_MTLS_H2SPEC=$(abspath $(BIN))/h2spec $(GO) test -count=1 -v -run '$(PEER_TESTS)' ./e2e
 	cd examples && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+# h2spec (github.com/summerwind/h2spec), pinned with its dependencies in
+# tools/h2spec/go.mod, a module of its own: the project's go.mod holds none
+# of it.
+h2spec: ## build the HTTP/2 conformance suite h2spec into BIN (pinned in tools/h2spec; TestH2spec runs it)
+	$(GO) build -C tools/h2spec -o $(abspath $(BIN))/h2spec github.com/summerwind/h2spec/cmd/h2spec
 
 # The in-process tests again with every fixture made, and both sides of
 # every handshake checked, seven years from now: the suite holds on any date.
@@ -117,8 +127,8 @@ CAPTURE_PORT ?= 8775
 capture: build ## record a flagged exchange with tshark into OUT/demonstration-capture.pcapng (OUT=bin/assets; OUT=assets CAPTURE_PORT=443 remakes the committed one)
 	BIN=$(BIN) CAPTURE_PORT=$(CAPTURE_PORT) ./scripts/capture.sh $(OUT)/demonstration-capture.pcapng
 
-fuzz: ## run every fuzz target for FUZZTIME (default 1m), keep corpora in testdata/fuzz
-	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+fuzz: ## run every fuzz target go test -list finds for FUZZTIME (default 1m; FUZZ_JOBS=2: two at a time), keep corpora in testdata/fuzz
+	FUZZTIME=$(FUZZTIME) FUZZ_JOBS=$(FUZZ_JOBS) ./scripts/fuzz.sh
 
 BENCH_ROUNDS ?= 7
 BENCH_ONLY   ?=

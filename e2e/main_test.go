@@ -13,16 +13,23 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+	"go.uber.org/goleak"
 )
 
 // binDir holds the binaries built for this test run.
 var binDir string
+
+// buildFlags are go build's flags for the binaries: -race when the tests
+// run under the race detector (race_test.go), so that the binaries they
+// drive are checked too.
+var buildFlags []string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "req-mtls-e2e-bin")
@@ -31,7 +38,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "../cmd/...")
+	build := exec.Command("go", slices.Concat([]string{"build"}, buildFlags, []string{"-o", dir + string(os.PathSeparator), "../cmd/..."})...)
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build binaries:", err)
@@ -40,6 +47,11 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	// No goroutine a test started may outlive the tests.
+	if err := goleak.Find(); code == 0 && err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
 	os.Exit(code)
 }
 

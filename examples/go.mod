@@ -2,7 +2,10 @@ module github.com/req-mtls/req-mtls/examples
 
 go 1.26.0
 
-require github.com/req-mtls/req-mtls v0.0.0
+require (
+	github.com/req-mtls/req-mtls v0.0.0
+	go.uber.org/goleak v1.3.0
+)
 
 require (
 	github.com/andybalholm/brotli v1.0.6 // indirect

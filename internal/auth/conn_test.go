@@ -12,10 +12,17 @@ import (
 	"github.com/req-mtls/req-mtls/internal/testpki"
 )
 
-// blockReads lets a crypto/tls client send its ClientHello and then stall.
-type blockReads struct{ net.Conn }
+// blockReads lets a crypto/tls client send its ClientHello and then stall
+// until stop is closed.
+type blockReads struct {
+	net.Conn
+	stop chan struct{}
+}
 
-func (b blockReads) Read(p []byte) (int, error) { select {} }
+func (b blockReads) Read(p []byte) (int, error) {
+	<-b.stop
+	return 0, net.ErrClosed
+}
 
 // Close from another goroutine while the handshake waits for the client's
 // second flight (as http.Server.Shutdown does to StateNew conns after 5 s,
@@ -30,14 +37,19 @@ func TestCloseDuringHandshake(t *testing.T) {
 	cfg := a.TLSConfig(&tls.Config{Time: testpki.Clock, Certificates: []tls.Certificate{cert}})
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	defer ln.Close()
+	stop := make(chan struct{})
+	clientDone := make(chan struct{})
+	defer func() { close(stop); <-clientDone }()
 	go func() {
+		defer close(clientDone)
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
 			return
 		}
+		defer c.Close()
 		pool := x509.NewCertPool()
 		pool.AddCert(p.CA.Cert)
-		tls.Client(blockReads{c}, &tls.Config{Time: testpki.Clock, RootCAs: pool, ServerName: "localhost"}).Handshake()
+		tls.Client(blockReads{c, stop}, &tls.Config{Time: testpki.Clock, RootCAs: pool, ServerName: "localhost"}).Handshake()
 	}()
 	raw, err := ln.Accept()
 	if err != nil {

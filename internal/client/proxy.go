@@ -16,6 +16,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/req-mtls/req-mtls/internal/safetext"
 )
 
 // ProxyFor returns the proxy for requests to u, from Config.Proxy: nil for
@@ -142,7 +144,9 @@ func httpConnect(conn net.Conn, p *url.URL, addr string) (net.Conn, error) {
 	// RFC 9110, Section 9.3.6: the tunnel starts right after it.)
 	if resp.StatusCode/100 != 2 {
 		resp.Body.Close()
-		return nil, &Error{Msg: fmt.Sprintf("proxy %s refused CONNECT %s: %s", p.Redacted(), addr, resp.Status),
+		// The status line is the proxy's to choose: escaped, so that no
+		// control character of it reaches a terminal or a log raw.
+		return nil, &Error{Msg: fmt.Sprintf("proxy %s refused CONNECT %s: %s", p.Redacted(), addr, safetext.Escape(resp.Status)),
 			Err:  errProxyRefused,
 			Hint: proxyHint(resp.StatusCode)}
 	}

@@ -477,10 +477,18 @@ func TestH1PoolsPerProxyFreed(t *testing.T) {
 	const urls = 50
 	p := testpki.New(t)
 	site, states := plainServer(t, p, tls.NoClientCert, true)
+	stop, drained := make(chan struct{}), make(chan struct{})
 	go func() {
-		for range states { // what plainServer reports, unread here
+		defer close(drained)
+		for { // what plainServer reports, unread here
+			select {
+			case <-states:
+			case <-stop:
+				return
+			}
 		}
 	}()
+	defer func() { close(stop); <-drained }()
 	_, proxyURL := testutil.StartConnectProxy(t, nil)
 	var n atomic.Int64
 	tr, err := NewTransport(TransportConfig{Config: Config{Time: testpki.Clock, RootCAs: rootPool(p), IdleTimeout: 100 * time.Millisecond,

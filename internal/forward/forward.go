@@ -243,7 +243,10 @@ func (p *Proxy) authorized(r *http.Request) bool {
 // the host and serves HTTP/2 or HTTP/1.1 inside, every request relayed to
 // the host.
 func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, up Upstream, far bool) {
-	target := r.Host
+	// The tunnel's end is the request target (authority-form, RFC 9110,
+	// Section 9.3.6), never the Host field: net/http fills r.Host from
+	// Host when the request line's target is empty.
+	target := r.URL.Host
 	host, port, err := net.SplitHostPort(target)
 	if err != nil || host == "" || port == "" {
 		http.Error(w, fmt.Sprintf("CONNECT %q: want host:port", target), http.StatusBadRequest)

@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // serverBin is bin/server, built by TestMain into a temporary directory,
@@ -31,8 +33,14 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	serverBin = filepath.Join(dir, "server")
-	defer stopAll()
-	return m.Run()
+	code := m.Run()
+	stopAll()
+	// No goroutine a test started may outlive the tests.
+	if err := goleak.Find(); code == 0 && err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return code
 }
 
 // TestThroughput runs the throughput measurement briefly, with several
