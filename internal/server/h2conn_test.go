@@ -587,3 +587,63 @@ func BenchmarkHTTP2FlushedHeader(b *testing.B) {
 		read()
 	}
 }
+
+// TestHTTP2BodyLengthChecked: a request to the server's pages whose DATA
+// frames do not add up to its content-length is a stream error,
+// PROTOCOL_ERROR (RFC 9113, Section 8.1.1; h2spec 8.1.2.6), not answered
+// as if its body were whole: the pages read the body before answering.
+func TestHTTP2BodyLengthChecked(t *testing.T) {
+	p := testpki.New(t)
+	ts := startServer(t, p, Config{})
+	pool := x509.NewCertPool()
+	pool.AddCert(p.CA.Cert)
+	c, err := tls.Dial("tcp", ts.url.Host, &tls.Config{RootCAs: pool, ServerName: "localhost", NextProtos: []string{"h2"}, Time: testpki.Clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", "localhost"}, {":path", "/"}, {"content-length", "1"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	fr.WriteSettings()
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true})
+	fr.WriteData(1, false, []byte("a"))
+	// The rest of the body once the server has read all this (its PING
+	// answer comes after): a server that answers without the body has
+	// answered by then.
+	fr.WritePing(false, [8]byte{1})
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no answer on stream 1: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.HeadersFrame:
+			if f.StreamID == 1 {
+				t.Fatal("a response to a body that breaks its content-length, want RST_STREAM PROTOCOL_ERROR")
+			}
+		case *http2.PingFrame:
+			if f.IsAck() {
+				fr.WriteData(1, true, []byte("b"))
+			}
+		case *http2.RSTStreamFrame:
+			if f.StreamID == 1 {
+				if f.ErrCode != http2.ErrCodeProtocol {
+					t.Fatalf("RST_STREAM %v, want PROTOCOL_ERROR", f.ErrCode)
+				}
+				return
+			}
+		case *http2.GoAwayFrame:
+			t.Fatalf("GOAWAY %v, want a stream error", f.ErrCode)
+		}
+	}
+}

@@ -5,9 +5,11 @@ import (
 	_ "embed"
 	"encoding/json"
 	"html/template"
+	"io"
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/req-mtls/req-mtls/internal/auth"
 )
@@ -29,7 +31,29 @@ func (s *Server) pagesFor(a *auth.Authenticator, prefix string) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET "+prefix+"debug", DebugHandler(a))
 	mux.Handle("GET "+prefix+"{$}", IndexHandler(a, prefix+"debug"))
-	return http.MaxBytesHandler(securityHeaders(mux), s.cfg.MaxBodyBytes)
+	return http.MaxBytesHandler(securityHeaders(readBody(mux, s.cfg.ReadHeaderTimeout)), s.cfg.MaxBodyBytes)
+}
+
+// readBody reads a request's body (within MaxBodyBytes, and within
+// timeout) before h answers: the pages take none, but a body that breaks
+// HTTP/2's rules, a content-length its DATA frames do not add up to, must
+// be refused with the stream error RFC 9113 (Section 8.1.1) asks for,
+// which the body's reader sends, rather than answered as if it were whole
+// (h2spec 8.1.2.6); the deadline keeps a body that never ends from
+// holding its handler.
+func readBody(h http.Handler, timeout time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			rc := http.NewResponseController(w)
+			rc.SetReadDeadline(time.Now().Add(timeout))
+			_, err := io.Copy(io.Discard, r.Body)
+			rc.SetReadDeadline(time.Time{})
+			if err != nil {
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func securityHeaders(h http.Handler) http.Handler {
