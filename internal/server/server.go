@@ -117,8 +117,10 @@ type Config struct {
 	// at / and the report at /debug).
 	Handler http.Handler
 
-	// headerHold, for tests, replaces headerHold.
-	headerHold time.Duration
+	// headerHold, for tests, replaces headerHold; readFrameSize, for
+	// benchmarks, replaces x/net's HTTP/2 read frame size.
+	headerHold    time.Duration
+	readFrameSize uint32
 	// PagesPath, with a Handler, mounts the server's own pages under this
 	// path (ending in "/") in front of it; empty leaves them out.
 	PagesPath string
@@ -327,7 +329,7 @@ func New(cfg Config) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 		ConnContext:       ConnContext,
 	}
-	if err := serveHTTP2(s.http, cmp.Or(cfg.headerHold, headerHold)); err != nil {
+	if err := serveHTTP2(s.http, cmp.Or(cfg.headerHold, headerHold), cfg.readFrameSize); err != nil {
 		return nil, err
 	}
 	return s, nil
