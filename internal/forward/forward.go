@@ -248,7 +248,10 @@ func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, up Upstream, far 
 	// Host when the request line's target is empty.
 	target := r.URL.Host
 	host, port, err := net.SplitHostPort(target)
-	if err != nil || host == "" || port == "" {
+	// The request line holds the authority alone: no user information,
+	// which net/http parses apart and would have the tunnel pass over.
+	if err != nil || host == "" || port == "" || r.URL.User != nil {
+		target = r.RequestURI
 		http.Error(w, fmt.Sprintf("CONNECT %q: want host:port", target), http.StatusBadRequest)
 		return
 	}
