@@ -252,7 +252,14 @@ func Load(name string) (*File, error) {
 }
 
 // Parse is Load for the file's contents.
-func Parse(name string, data []byte) (*File, error) {
+func Parse(name string, data []byte) (_ *File, err error) {
+	defer func() {
+		// go-yaml panics on some malformed documents (a nil node under
+		// a tag, FuzzParse found): the file is refused, not the process.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s: not a YAML document the parser can read (%v)", name, r)
+		}
+	}()
 	f := &File{Config: Defaults(), Name: name, lines: map[string]int{}, values: map[string]string{}}
 	file, err := parser.ParseBytes(data, 0)
 	if err != nil {
