@@ -355,12 +355,23 @@ func runPage(t *testing.T, file string) {
 			needPeer(t, tool)
 		}
 	}
-	// The same free port for each port the page names.
+	// The same free port for each port the page names, a different one for
+	// each: the listeners stay open until all are chosen, or the kernel may
+	// hand out a port just closed again.
 	ports := map[string]string{}
+	var held []net.Listener
 	for _, m := range loopbackPort.FindAllStringSubmatch(md, -1) {
 		if ports[m[2]] == "" {
-			_, ports[m[2]], _ = net.SplitHostPort(freePort(t))
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			held = append(held, ln)
+			_, ports[m[2]], _ = net.SplitHostPort(ln.Addr().String())
 		}
+	}
+	for _, ln := range held {
+		ln.Close()
 	}
 	rewrite := func(s string) string {
 		return loopbackPort.ReplaceAllStringFunc(s, func(hp string) string {
