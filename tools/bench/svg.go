@@ -15,6 +15,7 @@ type bar struct {
 type chart struct {
 	title  string
 	colors map[string]string // by bar label
+	unit   string            // after each value; µs when empty
 }
 
 var handshakeChart = chart{
@@ -25,6 +26,23 @@ var handshakeChart = chart{
 		"ours, no flag":               "#2e7d32",
 		"stock, never requests":       "#8fd694",
 	},
+}
+
+var loadChart = chart{
+	title: "TLS terminators at saturation, per core of the terminator (higher is better)",
+	colors: map[string]string{
+		"ours":             "#1f5fa8",
+		"ours, access log": "#5b8fd0",
+		"ours, baseline":   "#9db9dc",
+		"Caddy":            "#2e7d32",
+		"nginx":            "#c0392b",
+	},
+	unit: "/s",
+}
+
+var latencyChart = chart{
+	title:  "TLS terminators: latency at fixed rates (µs, lower is better)",
+	colors: loadChart.colors,
 }
 
 var gatewayChart = chart{
@@ -63,7 +81,11 @@ func svg(bars []bar, c chart) string {
 		w := int(b.value / max * width)
 		fmt.Fprintf(&body, `<text x="%d" y="%d" text-anchor="end" fill="#444">%s</text>`+"\n", left-8, y+12, html.EscapeString(b.label))
 		fmt.Fprintf(&body, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"/>`+"\n", left, y, w, barH, c.colors[b.label])
-		fmt.Fprintf(&body, `<text x="%d" y="%d" fill="#222">%.0f µs</text>`+"\n", left+w+6, y+12, b.value)
+		unit := c.unit
+		if unit == "" {
+			unit = " µs"
+		}
+		fmt.Fprintf(&body, `<text x="%d" y="%d" fill="#222">%.0f%s</text>`+"\n", left+w+6, y+12, b.value, html.EscapeString(unit))
 		y += barH + gap
 	}
 	h := y + 20
