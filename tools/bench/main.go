@@ -101,7 +101,7 @@ func main() {
 	hsProfileStock := flag.Bool("profile-handshakes-stock", false, "-profile-handshakes profiles the stock crypto/tls server that always requests a certificate instead")
 	warmMax := flag.Int("warm-max", 2000, "handshake, gateway: at most so many handshakes or requests warm a server started for a round, until a batch of 50 takes fewer than one page fault each")
 	var prof profileParams
-	flag.StringVar(&prof.file, "profile", "", "gateway, load: also write a CPU profile of this server under the new-connection load (load: h2load's) to this file")
+	flag.StringVar(&prof.file, "profile", "", "gateway, load: also write a CPU profile of this server under the new-connection load (with -only load: h2load's) to this file")
 	flag.DurationVar(&prof.d, "profile-time", 10*time.Second, "gateway: how long -profile samples")
 	flag.BoolVar(&prof.keepAlive, "profile-keepalive", false, "gateway, load: -profile samples the kept-alive load instead")
 	flag.BoolVar(&prof.accessLog, "profile-access-log", false, "gateway, load: -profile samples the server with its access log on")
@@ -150,7 +150,12 @@ func main() {
 	}
 	if *only == "" || *only == "load" {
 		// The terminators under h2load have a file of their own.
-		md, bars, latBars := loadBench(dir, *binDir, lp, *nginxBin, *caddyBin, *baseline, prof)
+		// -profile samples the gateway's load, or with -only load h2load's.
+		var lprof profileParams
+		if *only == "load" {
+			lprof = prof
+		}
+		md, bars, latBars := loadBench(dir, *binDir, lp, *nginxBin, *caddyBin, *baseline, lprof)
 		check(os.MkdirAll(*outDir, 0o755))
 		check(os.WriteFile(filepath.Join(*outDir, "bench-load.md"), []byte(md), 0o644))
 		check(os.WriteFile(filepath.Join(*outDir, "bench-load.svg"), []byte(svg(bars, loadChart)), 0o644))
