@@ -185,3 +185,15 @@ func TestFindVariants(t *testing.T) {
 		t.Errorf("an unknown variant: err = %v", err)
 	}
 }
+
+// TestSVGPerGroup: a chart scaled per group draws each group's largest bar
+// full width; the others share one scale.
+func TestSVGPerGroup(t *testing.T) {
+	bars := []bar{{group: "p99", label: "ours", value: 10000}, {group: "p50", label: "ours", value: 100}}
+	if s := svg(bars, latencyChart); strings.Count(s, `width="420"`) != 2 {
+		t.Errorf("per group: want both bars 420 wide:\n%s", s)
+	}
+	if s := svg(bars, gatewayChart); strings.Count(s, `width="420"`) != 1 || !strings.Contains(s, `width="4" `) {
+		t.Errorf("one scale: want bars 420 and 4 wide:\n%s", s)
+	}
+}
