@@ -135,7 +135,7 @@ BENCH_ONLY   ?=
 BENCH_ARGS   ?=
 BENCH_MICRO  := ./internal/tlsflags ./internal/clienthello ./internal/policy
 
-bench: build ## server CPU per handshake vs stock crypto/tls, throughput, the gateway vs nginx and Caddy, microbenchmarks; writes OUT/bench.* (OUT=bin/assets; OUT=assets updates the committed ones; BENCH_ONLY=handshake, gateway, memory or forward runs one part)
+bench: build ## server CPU per handshake vs stock crypto/tls, throughput, the gateway vs nginx and Caddy (CPU, and h2load's saturation and latency), microbenchmarks; writes OUT/bench.* (OUT=bin/assets; OUT=assets updates the committed ones; BENCH_ONLY=handshake, gateway, load, memory or forward runs one part)
 	$(GO) build -o $(BIN)/bench ./tools/bench
 	@if command -v taskset >/dev/null && [ "$$(nproc)" -ge 2 ]; then \
 		echo "taskset -c 0 $(BIN)/bench -server-cpu 1 $(if $(BENCH_ONLY),-only $(BENCH_ONLY) )..."; \
@@ -147,7 +147,7 @@ bench: build ## server CPU per handshake vs stock crypto/tls, throughput, the ga
 		echo "$(GO) test -run XXX -bench . -benchmem $(BENCH_MICRO) | tee $(OUT)/bench-micro.txt"; \
 		{ $(GO) test -run XXX -bench . -benchmem $(BENCH_MICRO); echo $$? >$(OUT)/.bench-micro.status; } | tee $(OUT)/bench-micro.txt; \
 		status=$$(cat $(OUT)/.bench-micro.status); rm -f $(OUT)/.bench-micro.status; \
-		[ $$status -eq 0 ] && echo "bench: wrote $(OUT)/bench.md, $(OUT)/bench.svg, $(OUT)/bench-gateway.svg and $(OUT)/bench-micro.txt"; exit $$status
+		[ $$status -eq 0 ] && echo "bench: wrote $(OUT)/bench.md, $(OUT)/bench.svg, $(OUT)/bench-gateway.svg, $(OUT)/bench-load.*, $(OUT)/bench-latency.svg and $(OUT)/bench-micro.txt"; exit $$status
 
 # The containers run as you (REQ_MTLS_USER, see docker-compose.yml): the keys
 # that make gen-cert writes are yours, with mode 0600.

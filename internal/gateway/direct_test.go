@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -357,5 +358,51 @@ func BenchmarkUpstream(b *testing.B) {
 				resp.Body.Close()
 			}
 		})
+	}
+}
+
+// TestDirectKeepsHundredIdle: after a hundred requests at once (h2load's
+// ten connections of ten streams), the pool keeps their hundred
+// connections, and the next hundred at once travel on them without a dial.
+func TestDirectKeepsHundredIdle(t *testing.T) {
+	const n = 100
+	var mu sync.Mutex
+	inside := 0
+	release := make(chan struct{})
+	o := newOrigin(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inside++
+		if inside == n {
+			close(release)
+		}
+		rel := release
+		mu.Unlock()
+		<-rel // all n at the origin at once
+		io.WriteString(w, "ok")
+	})
+	d, _ := newTestDirect(t, o, 1024, 10*time.Second)
+	for wave := range 2 {
+		mu.Lock()
+		inside, release = 0, make(chan struct{})
+		mu.Unlock()
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, body, err := get(t, d, o.URL+"/"); err != nil || body != "ok" {
+					errs <- fmt.Errorf("%q, %v", body, err)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("wave %d: %v", wave+1, err)
+		}
+	}
+	if got := o.total.Load(); got != n {
+		t.Errorf("%d connections to the origin over two waves of %d requests at once, want %d (the second on the first's)", got, n, n)
 	}
 }

@@ -106,6 +106,11 @@ type gatewayEnv struct {
 	accessLog bool   // also run ours with its access log on, to price it
 	rules     bool   // also run ours with benchRules rules, to price them
 	baseline  string // also run this server binary (an earlier build), to price a change
+	// variants are this server again with more on (the load comparison's).
+	variants []loadVariant
+	// verifyingOnly runs only the peers' configurations that verify the
+	// client certificate, as ours does.
+	verifyingOnly bool
 }
 
 // findPeer returns the path of a peer terminator, or "" with a message
@@ -184,8 +189,19 @@ func startTerminators(env *gatewayEnv) ([]*terminator, error) {
 		}
 		ts = append(ts, &terminator{name: oursRules, conf: fmt.Sprintf("the same with %d rules, none matching, each read to its last predicate (path, method, cert: valid hold; san does not)", benchRules), p: p, url: siteURL(p.addr)})
 	}
+	for _, v := range env.variants {
+		p, err := startListening(true, env.serverBin, append(slices.Clone(common), v.args(env)...)...)
+		if err != nil {
+			return ts, fmt.Errorf("%s: %w", v.label, err)
+		}
+		ts = append(ts, &terminator{name: v.label, conf: v.conf, p: p, url: siteURL(p.addr)})
+	}
+	verifies := []bool{true, false}
+	if env.verifyingOnly {
+		verifies = verifies[:1]
+	}
 	if env.caddy != "" {
-		for _, verify := range []bool{true, false} {
+		for _, verify := range verifies {
 			t, err := startCaddy(env, verify)
 			if err != nil {
 				return ts, err
@@ -194,7 +210,7 @@ func startTerminators(env *gatewayEnv) ([]*terminator, error) {
 		}
 	}
 	if env.nginx != "" {
-		for _, verify := range []bool{true, false} {
+		for _, verify := range verifies {
 			t, err := startNginx(env, verify)
 			if err != nil {
 				return ts, err
@@ -269,7 +285,10 @@ http {
 	scgi_temp_path {{.Dir}}/scgi;
 	upstream origin {
 		server {{.Origin}};
-		keepalive 16;
+		# Room for h2load's hundred requests at a time (the load
+		# comparison): with fewer idle connections kept, nginx opens
+		# and closes connections to the origin under it.
+		keepalive 256;
 		keepalive_requests 1000000;
 	}
 	server {
@@ -617,9 +636,10 @@ func gatewayLoad(t *terminator, cl *client.Client, newConn bool, n, conc int) (g
 
 // A gatewaySample adds up the loads a terminator took in a round.
 type gatewaySample struct {
-	cpu time.Duration
-	n   int
-	lat []time.Duration
+	cpu  time.Duration
+	wall time.Duration // the measured loads' time
+	n    int
+	lat  []time.Duration
 }
 
 func (s *gatewaySample) result() gatewayResult {
@@ -671,6 +691,7 @@ func (s *gatewaySample) load(t *terminator, cl *client.Client, newConn bool, n, 
 	before := t.p.treeCPU()
 	lat := make([]time.Duration, 0, n)
 	var mu sync.Mutex
+	t0 := time.Now()
 	err := parallel(n, conc, func(int) error {
 		d, err := one()
 		if err != nil {
@@ -684,6 +705,7 @@ func (s *gatewaySample) load(t *terminator, cl *client.Client, newConn bool, n, 
 	if err != nil {
 		return fmt.Errorf("%s: %w", t.name, err)
 	}
+	s.wall += time.Since(t0)
 	time.Sleep(50 * time.Millisecond) // let the terminator finish closing
 	s.cpu += t.p.treeCPU() - before
 	s.n += n

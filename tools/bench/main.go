@@ -68,7 +68,7 @@ func main() {
 	}
 	binDir := flag.String("bin", "bin", "directory with the server binary")
 	outDir := flag.String("out", filepath.Join("bin", "assets"), "where to write bench.md, bench.svg and bench-gateway.svg")
-	only := flag.String("only", "", "run one part only: handshake (CPU per handshake, GET /debug throughput), gateway (the TLS terminator comparison; bench.md keeps the other part's last results), memory (memory per open connection against nginx and Caddy, in bench-memory.md) or forward (the forward proxy against mitmproxy, in bench-forward.md)")
+	only := flag.String("only", "", "run one part only: handshake (CPU per handshake, GET /debug throughput), gateway (the TLS terminator comparison; bench.md keeps the other part's last results), load (the terminators under h2load: saturation and latency at fixed rates, in bench-load.md), memory (memory per open connection against nginx and Caddy, in bench-memory.md) or forward (the forward proxy against mitmproxy, in bench-forward.md)")
 	rounds := flag.Int("rounds", 5, "interleaved rounds")
 	handshakes := flag.Int("handshakes", 500, "handshakes per configuration per round")
 	requests := flag.Int("requests", 2000, "requests per throughput measurement")
@@ -83,6 +83,17 @@ func main() {
 	flag.IntVar(&gp.newConnConc, "gateway-conc", 2, "gateway: new connections at a time")
 	flag.IntVar(&gp.keepAliveN, "gateway-keepalive-requests", 10000, "gateway: requests on the kept-alive connection per terminator per round")
 	flag.IntVar(&gp.keepAliveConc, "gateway-keepalive-conc", 2, "gateway: requests at a time on the kept-alive connection")
+	var lp loadParams
+	flag.StringVar(&lp.h2load, "h2load", "", "load: the h2load binary (default: h2load from PATH)")
+	flag.DurationVar(&lp.duration, "load-time", 3*time.Second, "load: how long each saturation and fixed-rate measurement lasts")
+	flag.IntVar(&lp.clients, "load-clients", 10, "load: h2load -c, kept alive and at fixed rates")
+	flag.IntVar(&lp.streams, "load-streams", 10, "load: h2load -m, streams at a time per connection")
+	flag.IntVar(&lp.newConns, "load-new-conns", 100, "load: h2load -c N -n N, new connections per h2load run")
+	flag.IntVar(&lp.flagged, "load-flagged", 2000, "load: new flagged connections per terminator per round (the bench's client)")
+	flag.IntVar(&lp.flagConc, "load-flagged-conc", 8, "load: new flagged connections at a time")
+	flag.IntVar(&lp.idleRate, "load-idle-rate", 200, "load: requests per second, one at a time on a kept-alive connection")
+	flag.IntVar(&lp.idleN, "load-idle-requests", 1000, "load: requests one at a time per terminator per round")
+	loadVariantList := flag.String("load-variants", "access-log", "load: this server again with these on, comma-separated ("+variantNames()+"; \"\" for none)")
 	nginxBin := flag.String("nginx", "", "gateway: the nginx binary (default: nginx from PATH or /usr/sbin)")
 	caddyBin := flag.String("caddy", "", "gateway: the caddy binary (default: caddy from PATH)")
 	baseline := flag.String("baseline", "", "gateway: also run this server binary (an earlier build) as \"ours, baseline\", to price a change in the same interleaved run")
@@ -90,17 +101,24 @@ func main() {
 	hsProfileStock := flag.Bool("profile-handshakes-stock", false, "-profile-handshakes profiles the stock crypto/tls server that always requests a certificate instead")
 	warmMax := flag.Int("warm-max", 2000, "handshake, gateway: at most so many handshakes or requests warm a server started for a round, until a batch of 50 takes fewer than one page fault each")
 	var prof profileParams
-	flag.StringVar(&prof.file, "profile", "", "gateway: also write a CPU profile of this server under the new-connection load to this file")
+	flag.StringVar(&prof.file, "profile", "", "gateway, load: also write a CPU profile of this server under the new-connection load (with -only load: h2load's) to this file")
 	flag.DurationVar(&prof.d, "profile-time", 10*time.Second, "gateway: how long -profile samples")
-	flag.BoolVar(&prof.keepAlive, "profile-keepalive", false, "gateway: -profile samples the kept-alive load instead")
-	flag.BoolVar(&prof.accessLog, "profile-access-log", false, "gateway: -profile samples the server with its access log on")
+	flag.BoolVar(&prof.keepAlive, "profile-keepalive", false, "gateway, load: -profile samples the kept-alive load instead")
+	flag.BoolVar(&prof.accessLog, "profile-access-log", false, "gateway, load: -profile samples the server with its access log on")
 	flag.StringVar(&serverCPU, "server-cpu", "", "run the servers on this CPU (taskset -c), apart from the load")
 	flag.Parse()
-	if *only != "" && *only != "handshake" && *only != "gateway" && *only != "memory" && *only != "forward" {
-		log.Fatalf("-only must be handshake, gateway, memory or forward, not %q", *only)
+	if *only != "" && *only != "handshake" && *only != "gateway" && *only != "load" && *only != "memory" && *only != "forward" {
+		log.Fatalf("-only must be handshake, gateway, load, memory or forward, not %q", *only)
 	}
 	gp.rounds = *rounds
 	gp.warmMax = *warmMax
+	lp.rounds, lp.warmMax, lp.fracs = *rounds, *warmMax, []float64{0.25, 0.5, 0.75}
+	if *loadVariantList != "" {
+		lp.variants = strings.Split(*loadVariantList, ",")
+	}
+	if _, err := findVariants(lp.variants); err != nil {
+		log.Fatalf("-load-variants: %v", err)
+	}
 
 	dir, err := os.MkdirTemp("", "req-mtls-bench")
 	check(err)
@@ -127,6 +145,23 @@ func main() {
 		check(os.WriteFile(filepath.Join(*outDir, "bench-forward.md"), []byte(md), 0o644))
 		log.Printf("wrote %s:\n%s", filepath.Join(*outDir, "bench-forward.md"), md)
 		if *only == "forward" {
+			return
+		}
+	}
+	if *only == "" || *only == "load" {
+		// The terminators under h2load have a file of their own.
+		// -profile samples the gateway's load, or with -only load h2load's.
+		var lprof profileParams
+		if *only == "load" {
+			lprof = prof
+		}
+		md, bars, latBars := loadBench(dir, *binDir, lp, *nginxBin, *caddyBin, *baseline, lprof)
+		check(os.MkdirAll(*outDir, 0o755))
+		check(os.WriteFile(filepath.Join(*outDir, "bench-load.md"), []byte(md), 0o644))
+		check(os.WriteFile(filepath.Join(*outDir, "bench-load.svg"), []byte(svg(bars, loadChart)), 0o644))
+		check(os.WriteFile(filepath.Join(*outDir, "bench-latency.svg"), []byte(svg(latBars, latencyChart)), 0o644))
+		log.Printf("wrote %s, %s and %s", filepath.Join(*outDir, "bench-load.md"), filepath.Join(*outDir, "bench-load.svg"), filepath.Join(*outDir, "bench-latency.svg"))
+		if *only == "load" {
 			return
 		}
 	}

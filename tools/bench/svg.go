@@ -15,6 +15,10 @@ type bar struct {
 type chart struct {
 	title  string
 	colors map[string]string // by bar label
+	unit   string            // after each value; µs when empty
+	// perGroup scales each group's bars to its own largest (groups of
+	// different sizes: a p99 under load and a p50 one at a time).
+	perGroup bool
 }
 
 var handshakeChart = chart{
@@ -25,6 +29,24 @@ var handshakeChart = chart{
 		"ours, no flag":               "#2e7d32",
 		"stock, never requests":       "#8fd694",
 	},
+}
+
+var loadChart = chart{
+	title: "TLS terminators at saturation, per core of the terminator (higher is better)",
+	colors: map[string]string{
+		"ours":             "#1f5fa8",
+		"ours, access log": "#5b8fd0",
+		"ours, baseline":   "#9db9dc",
+		"Caddy":            "#2e7d32",
+		"nginx":            "#c0392b",
+	},
+	unit: "/s",
+}
+
+var latencyChart = chart{
+	title:    "TLS terminators: latency (µs, lower is better; each group to its own scale)",
+	colors:   loadChart.colors,
+	perGroup: true,
 }
 
 var gatewayChart = chart{
@@ -45,8 +67,10 @@ func svg(bars []bar, c chart) string {
 		left, width, barH, gap, groupGap = 250, 420, 16, 3, 26
 	)
 	max := 0.0
+	groupMax := map[string]float64{}
 	for _, b := range bars {
 		max = float64(max2(max, b.value))
+		groupMax[b.group] = max2(groupMax[b.group], b.value)
 	}
 	var body strings.Builder
 	y := 40
@@ -60,10 +84,18 @@ func svg(bars []bar, c chart) string {
 			fmt.Fprintf(&body, `<text x="10" y="%d" font-weight="600">%s</text>`+"\n", y+12, html.EscapeString(group))
 			y += 20
 		}
-		w := int(b.value / max * width)
+		scale := max
+		if c.perGroup {
+			scale = groupMax[b.group]
+		}
+		w := int(b.value / scale * width)
 		fmt.Fprintf(&body, `<text x="%d" y="%d" text-anchor="end" fill="#444">%s</text>`+"\n", left-8, y+12, html.EscapeString(b.label))
 		fmt.Fprintf(&body, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"/>`+"\n", left, y, w, barH, c.colors[b.label])
-		fmt.Fprintf(&body, `<text x="%d" y="%d" fill="#222">%.0f µs</text>`+"\n", left+w+6, y+12, b.value)
+		unit := c.unit
+		if unit == "" {
+			unit = " µs"
+		}
+		fmt.Fprintf(&body, `<text x="%d" y="%d" fill="#222">%.0f%s</text>`+"\n", left+w+6, y+12, b.value, html.EscapeString(unit))
 		y += barH + gap
 	}
 	h := y + 20

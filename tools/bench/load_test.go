@@ -1,0 +1,199 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestLoad runs the load comparison briefly, unpinned, against this server
+// with its access log variant, and nginx and Caddy when installed: every
+// load through h2load and the bench's client, every table and chart.
+// h2load is needed (nghttp2-client): without it the test skips, or fails
+// where REQ_MTLS_REQUIRE_PEERS is set.
+func TestLoad(t *testing.T) {
+	h2load, err := exec.LookPath("h2load")
+	if err != nil {
+		if os.Getenv("REQ_MTLS_REQUIRE_PEERS") != "" {
+			t.Fatalf("h2load is not installed (REQ_MTLS_REQUIRE_PEERS is set): apt-get install nghttp2-client")
+		}
+		t.Skip("h2load is not installed: apt-get install nghttp2-client")
+	}
+	dir := t.TempDir()
+	origin, stopOrigin, err := startOriginInProcess()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stopOrigin)
+	vs, err := findVariants([]string{"access-log"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "load", false), origin: origin, serverBin: serverBin,
+		nginx: findPeer("nginx", ""), caddy: findPeer("caddy", ""), verifyingOnly: true, variants: vs}
+	lp := loadParams{rounds: 2, h2load: h2load, duration: 300 * time.Millisecond, clients: 2, streams: 2, newConns: 4,
+		flagged: 10, flagConc: 2, idleRate: 100, idleN: 10, fracs: []float64{0.25, 0.5, 0.75}, warmMax: warmBatch}
+	starts := 0
+	res, err := runLoad(func() ([]*terminator, error) { starts++; return startTerminators(env) }, env.pki, lp, func(s string) { t.Log(s) })
+	t.Cleanup(stopAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if starts != lp.rounds {
+		t.Errorf("the terminators were started %d times in %d rounds, want once per round", starts, lp.rounds)
+	}
+	want := []string{"ours", oursLogged}
+	if env.caddy != "" {
+		want = append(want, "Caddy")
+	}
+	if env.nginx != "" {
+		want = append(want, "nginx")
+	}
+	var got []string
+	for _, term := range res.ts {
+		got = append(got, term.name)
+	}
+	if strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Fatalf("terminators %q, want %q", got, want)
+	}
+	for i, term := range res.ts {
+		for _, x := range res.res[i] {
+			if x.keptAlive.wall <= 0 || x.keptAlive.perCore <= 0 || x.newConns.perCore <= 0 || x.flagged.perCore <= 0 {
+				t.Errorf("%s: a rate not measured: %+v", term.name, x)
+			}
+			if len(x.fixed) != len(lp.fracs) {
+				t.Fatalf("%s: %d fixed-rate measurements, want %d", term.name, len(x.fixed), len(lp.fracs))
+			}
+			for _, l := range append(x.fixed, x.oneAtATime) {
+				if l.n == 0 || l.p50 <= 0 || l.p99 < l.p50 || l.p999 < l.p99 {
+					t.Errorf("%s: implausible latencies %+v", term.name, l)
+				}
+			}
+		}
+	}
+	if len(res.targets) != len(lp.fracs) || res.targets[1] != 2*res.targets[0] {
+		t.Errorf("fixed rates %v: want 25, 50 and 75 %% of one saturation", res.targets)
+	}
+	md := res.markdown(lp, nil)
+	for _, term := range res.ts {
+		if !strings.Contains(md, "| "+term.name+" | ") || !strings.Contains(md, "| "+term.name+" | one at a time |") {
+			t.Errorf("no rows for %s in:\n%s", term.name, md)
+		}
+	}
+	g := res.goals(lp)
+	if !strings.Contains(g, oursLogged+" ÷ ours") {
+		t.Errorf("no line for the access log variant in:\n%s", g)
+	}
+	if env.nginx != "" {
+		for _, goal := range []string{"ours ÷ nginx", "new flagged connections/s", "p99 at 50 %", "one request at a time, p50, ours − nginx"} {
+			if !strings.Contains(g, goal) {
+				t.Errorf("no %q goal in:\n%s", goal, g)
+			}
+		}
+	}
+	for _, s := range []string{svg(res.bars(), loadChart), svg(res.latencyBars(lp), latencyChart)} {
+		if !strings.Contains(s, "<rect") || !strings.Contains(s, ">ours<") {
+			t.Errorf("chart without bars: %s", s)
+		}
+	}
+	if s := svg(res.bars(), loadChart); !strings.Contains(s, "/s</text>") {
+		t.Errorf("saturation chart without its unit: %s", s)
+	}
+}
+
+// TestParseH2load reads h2load's summaries: a run whose every request got
+// a 2xx, and the ones the bench must refuse.
+func TestParseH2load(t *testing.T) {
+	const timed = `finished in 3.00s, 19203.00 req/s, 845.55KB/s
+requests: 57609 total, 57709 started, 57609 done, 57609 succeeded, 0 failed, 0 errored, 0 timeout
+status codes: 57620 2xx, 0 3xx, 0 4xx, 0 5xx
+`
+	r, err := parseH2load(timed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.done != 57609 || r.elapsed != 3*time.Second {
+		t.Errorf("timed run: %d requests in %v, want 57609 in 3s", r.done, r.elapsed)
+	}
+	r, err = parseH2load(strings.NewReplacer("3.00s", "61.52ms").Replace(timed))
+	if err != nil || r.elapsed != 61520*time.Microsecond {
+		t.Errorf("run in milliseconds: %v, %v", r.elapsed, err)
+	}
+	for _, c := range []struct{ name, out string }{
+		{"Failed", strings.Replace(timed, "57609 succeeded, 0 failed", "57600 succeeded, 9 failed", 1)},
+		{"Status4xx", strings.Replace(timed, "0 4xx", "3 4xx", 1)},
+		{"Status5xx", strings.Replace(timed, "0 5xx", "1 5xx", 1)},
+		{"NoSummary", "starting benchmark...\n"},
+		{"NoRequests", strings.NewReplacer("57609", "0", "57620", "0").Replace(timed)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if r, err := parseH2load(c.out); err == nil {
+				t.Errorf("accepted: %+v", r)
+			}
+		})
+	}
+}
+
+// TestReadH2loadLog reads the per-request log's third column, and refuses
+// a line it cannot read.
+func TestReadH2loadLog(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "log")
+	os.WriteFile(f, []byte("1733580000000000\t200\t512\n1733580000000100\t200\t1024\n"), 0o600)
+	lat, err := readH2loadLog(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lat) != 2 || lat[0] != 512*time.Microsecond || lat[1] != 1024*time.Microsecond {
+		t.Errorf("latencies %v, want [512µs 1.024ms]", lat)
+	}
+	os.WriteFile(f, []byte("1733580000000000\t200\tsoon\n"), 0o600)
+	if _, err := readH2loadLog(f); err == nil || !strings.Contains(err.Error(), `"soon"`) {
+		t.Errorf("a bad line: err = %v, want one quoting it", err)
+	}
+}
+
+// TestQuantile: nearest rank, on a thousand values 1..1000 µs.
+func TestQuantile(t *testing.T) {
+	var v []time.Duration
+	for i := 1; i <= 1000; i++ {
+		v = append(v, time.Duration(i)*time.Microsecond)
+	}
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 500 * time.Microsecond}, {0.99, 990 * time.Microsecond}, {0.999, 999 * time.Microsecond}, {1, 1000 * time.Microsecond}} {
+		if got := quantile(v, c.q); got != c.want {
+			t.Errorf("quantile %v = %v, want %v", c.q, got, c.want)
+		}
+	}
+	if got := quantile([]time.Duration{7}, 0.999); got != 7 {
+		t.Errorf("quantile of one value = %v", got)
+	}
+}
+
+// TestFindVariants: a variant this build lacks is named in the error, with
+// those it has.
+func TestFindVariants(t *testing.T) {
+	if vs, err := findVariants([]string{"access-log"}); err != nil || len(vs) != 1 || vs[0].label != oursLogged {
+		t.Errorf("access-log: %v, %v", vs, err)
+	}
+	_, err := findVariants([]string{"access-log", "rules"})
+	if err == nil || !strings.Contains(err.Error(), `"rules"`) || !strings.Contains(err.Error(), "access-log") {
+		t.Errorf("an unknown variant: err = %v", err)
+	}
+}
+
+// TestSVGPerGroup: a chart scaled per group draws each group's largest bar
+// full width; the others share one scale.
+func TestSVGPerGroup(t *testing.T) {
+	bars := []bar{{group: "p99", label: "ours", value: 10000}, {group: "p50", label: "ours", value: 100}}
+	if s := svg(bars, latencyChart); strings.Count(s, `width="420"`) != 2 {
+		t.Errorf("per group: want both bars 420 wide:\n%s", s)
+	}
+	if s := svg(bars, gatewayChart); strings.Count(s, `width="420"`) != 1 || !strings.Contains(s, `width="4" `) {
+		t.Errorf("one scale: want bars 420 and 4 wide:\n%s", s)
+	}
+}
