@@ -91,6 +91,17 @@ type terminator struct {
 	conf string // what it is configured to do with client certificates
 	p    *proc
 	url  *url.URL
+	// cl, when set, is the client of its flagged loads (a certificate of
+	// its own), instead of the comparison's.
+	cl *client.Client
+}
+
+// client is the client of t's flagged loads: its own, or cl.
+func (t *terminator) client(cl *client.Client) *client.Client {
+	if t.cl != nil {
+		return t.cl
+	}
+	return cl
 }
 
 // gatewayEnv is what the terminators share.
@@ -108,6 +119,10 @@ type gatewayEnv struct {
 	baseline  string // also run this server binary (an earlier build), to price a change
 	// variants are this server again with more on (the load comparison's).
 	variants []loadVariant
+	// redisAddr is the redis-server the redis variant counts in; agent
+	// the agent identity of the agent variant.
+	redisAddr string
+	agent     struct{ cert, key, list string }
 	// verifyingOnly runs only the peers' configurations that verify the
 	// client certificate, as ours does.
 	verifyingOnly bool
@@ -190,11 +205,21 @@ func startTerminators(env *gatewayEnv) ([]*terminator, error) {
 		ts = append(ts, &terminator{name: oursRules, conf: fmt.Sprintf("the same with %d rules, none matching, each read to its last predicate (path, method, cert: valid hold; san does not)", benchRules), p: p, url: siteURL(p.addr)})
 	}
 	for _, v := range env.variants {
-		p, err := startListening(true, env.serverBin, append(slices.Clone(common), v.args(env)...)...)
+		args, err := v.args(env, slices.Clone(common))
 		if err != nil {
 			return ts, fmt.Errorf("%s: %w", v.label, err)
 		}
-		ts = append(ts, &terminator{name: v.label, conf: v.conf, p: p, url: siteURL(p.addr)})
+		p, err := startListening(true, env.serverBin, args...)
+		if err != nil {
+			return ts, fmt.Errorf("%s: %w", v.label, err)
+		}
+		t := &terminator{name: v.label, conf: v.conf, p: p, url: siteURL(p.addr)}
+		if v.client != nil {
+			if t.cl, err = v.client(env); err != nil {
+				return ts, fmt.Errorf("%s: %w", v.label, err)
+			}
+		}
+		ts = append(ts, t)
 	}
 	verifies := []bool{true, false}
 	if env.verifyingOnly {
@@ -226,6 +251,8 @@ func startTerminators(env *gatewayEnv) ([]*terminator, error) {
 const (
 	oursLogged   = "ours, access log"
 	oursRules    = "ours, 50 rules"
+	oursAgent    = "ours, agent-vouched"
+	oursRedis    = "ours, Redis limit"
 	oursBaseline = "ours, baseline"
 )
 
@@ -236,12 +263,17 @@ const benchRules = 50
 // file, with benchRules rules none of which matches the load's requests.
 func rulesConfig(env *gatewayEnv) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "cert: %s\nkey: %s\nclient_cacert: %s\nupstream: http://%s\nlisten_addr: 127.0.0.1:0\nrules:\n",
-		env.pki.serverCert, env.pki.serverKey, env.pki.rootCA, env.origin)
+	b.WriteString(baseConfig(env) + "rules:\n")
 	for i := range benchRules {
 		fmt.Fprintf(&b, "  - name: rule-%d\n    match: {path: /, method: GET, cert: valid, san: bot-%d.example}\n    action: deny\n", i, i)
 	}
 	return b.String()
+}
+
+// baseConfig is the plain server's settings as a configuration file.
+func baseConfig(env *gatewayEnv) string {
+	return fmt.Sprintf("cert: %s\nkey: %s\nclient_cacert: %s\nupstream: http://%s\nlisten_addr: 127.0.0.1:0\n",
+		env.pki.serverCert, env.pki.serverKey, env.pki.rootCA, env.origin)
 }
 
 // siteURL is the URL the load asks for: by the name localhost, so that the
@@ -433,9 +465,7 @@ func startAt(addr, logFile string, env []string, graceful syscall.Signal, name s
 	}
 	p := &proc{cmd: cmd, addr: addr, graceful: graceful, exited: make(chan struct{})}
 	go func() { cmd.Wait(); close(p.exited) }()
-	startedMu.Lock()
-	started = append(started, p)
-	startedMu.Unlock()
+	addStarted(p)
 	diag := func() string { b, _ := os.ReadFile(logFile); return strings.TrimSpace(string(b)) }
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		select {

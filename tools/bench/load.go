@@ -35,12 +35,14 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/req-mtls/req-mtls/internal/client"
@@ -64,23 +66,119 @@ type loadParams struct {
 }
 
 // A loadVariant is this server run once more beside the plain one, with
-// something on that the request path pays for. Adding one is a line here:
-// its name (for -load-variants), its label in the tables, and the flags it
-// adds to the plain server's.
+// something on that the request path pays for. Adding one is an entry
+// here: its name (for -load-variants), its label in the tables, what it
+// starts beside the server once per run, the server's arguments, and the
+// client of the flagged loads when it needs a certificate of its own.
 type loadVariant struct {
 	name, label, conf string
-	args              func(env *gatewayEnv) []string
+	// setup, when set, starts what the variant needs beside the server
+	// (on the load's core: it stands for another machine) once per run.
+	setup func(env *gatewayEnv) error
+	// args are the server's arguments, given the plain server's.
+	args func(env *gatewayEnv, common []string) ([]string, error)
+	// client, when set, makes the client of the flagged loads and of the
+	// warm-up: the certificate it presents is the variant's.
+	client func(env *gatewayEnv) (*client.Client, error)
 }
 
-// loadVariants are the variants this build can run. The rules engine, the
-// agent-vouched handshake and the Redis-shared nonce check and limiter go
-// here once the server has them, each with the flags that turn it on (and,
-// for Redis, a redis-server the bench starts as it starts the origin).
+// loadVariants are the variants this build can run.
 var loadVariants = []loadVariant{
 	{name: "access-log", label: oursLogged, conf: "the same with -access-log FILE: a line per request",
-		args: func(env *gatewayEnv) []string {
-			return []string{"-access-log", filepath.Join(env.dir, "access-load.log")}
+		args: func(env *gatewayEnv, common []string) ([]string, error) {
+			return append(common, "-access-log", filepath.Join(env.dir, "access-load.log")), nil
 		}},
+	{name: "rules", label: oursRules, conf: fmt.Sprintf("the same by a configuration file with %d rules, none matching, each read to its last predicate", benchRules),
+		args: func(env *gatewayEnv, _ []string) ([]string, error) {
+			return configArgs(env, "rules-load.yaml", rulesConfig(env))
+		}},
+	{name: "agent", label: oursAgent, conf: "-signature-agents: the flagged client's certificate is an agent's (gencert -agent), vouched for by its directory (bin/server -signature-directory on the load's core), with no client CA",
+		setup: setupAgent,
+		args: func(env *gatewayEnv, _ []string) ([]string, error) {
+			return []string{"-cert", env.pki.serverCert, "-key", env.pki.serverKey, "-upstream", "http://" + env.origin,
+				"-listen-addr", "127.0.0.1:0", "-signature-agents", env.agent.list, "-signature-agents-cacert", env.pki.rootCA}, nil
+		},
+		client: func(env *gatewayEnv) (*client.Client, error) {
+			c := gatewayClientConfig(env.pki)
+			c.CertFile, c.KeyFile = env.agent.cert, env.agent.key
+			return client.New(c)
+		}},
+	{name: "redis", label: oursRedis, conf: "a limit rule that every request takes (1,000,000/s per identity, never reached), its counts in a redis-server (-redis, over TCP on the load's core)",
+		setup: setupRedis,
+		args: func(env *gatewayEnv, _ []string) ([]string, error) {
+			return configArgs(env, "redis-load.yaml", baseConfig(env)+"redis: redis://"+env.redisAddr+"\nrules:\n"+
+				"  - name: everyone\n    action: limit\n    rate: 1000000/s\n    burst: 1000000\n")
+		}},
+}
+
+// configArgs writes a configuration file for ours and returns the
+// arguments that run it.
+func configArgs(env *gatewayEnv, name, conf string) ([]string, error) {
+	f := filepath.Join(env.dir, name)
+	if err := os.WriteFile(f, []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	return []string{"-config", f}, nil
+}
+
+// setupAgent makes an agent identity with gencert -agent (its URL the
+// address its directory will listen on), starts that directory, and
+// writes the list of trusted agents that names it.
+func setupAgent(env *gatewayEnv) error {
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	agentURL := "https://localhost:" + port
+	dir := filepath.Join(env.dir, "agent")
+	sign := filepath.Join(env.dir, "agent-sign.key")
+	gencert := filepath.Join(filepath.Dir(env.serverBin), "gencert")
+	if out, err := exec.Command(gencert, "-agent", agentURL, "-signature-key", sign, "-dir", dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("gencert -agent: %v: %s", err, out)
+	}
+	env.agent.cert, env.agent.key = filepath.Join(dir, "agent.crt"), filepath.Join(dir, "agent.key")
+	if _, err := startListening(false, env.serverBin, "-cert", env.pki.serverCert, "-key", env.pki.serverKey,
+		"-signature-directory", sign+","+env.agent.key, "-listen-addr", addr); err != nil {
+		return fmt.Errorf("the agent's directory: %w", err)
+	}
+	env.agent.list = filepath.Join(env.dir, "trusted-agents")
+	return os.WriteFile(env.agent.list, []byte(agentURL+"\n"), 0o600)
+}
+
+// setupRedis starts a redis-server on a free loopback port, keeping
+// nothing on disk, and waits until it answers.
+func setupRedis(env *gatewayEnv) error {
+	bin := findPeer("redis-server", "")
+	if bin == "" {
+		return fmt.Errorf("redis-server is not installed (on Debian: apt-get install redis-server)")
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", env.dir)
+	setDeathSignal(cmd, syscall.SIGKILL)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	addStarted(&proc{cmd: cmd, addr: addr})
+	for range 100 {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Write([]byte("PING\r\n"))
+			buf := make([]byte, 7)
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			n, _ := c.Read(buf)
+			c.Close()
+			if strings.HasPrefix(string(buf[:n]), "+PONG") {
+				env.redisAddr = addr
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("redis-server on %s did not answer PING", addr)
 }
 
 // variantNames lists the variants' names.
@@ -292,7 +390,7 @@ func newConnSaturation(t *terminator, lp loadParams) (rate, error) {
 // a certificate on each, lp.flagConc at a time.
 func flaggedSaturation(t *terminator, cl *client.Client, lp loadParams) (rate, error) {
 	var s gatewaySample
-	if err := s.load(t, cl, true, lp.flagged, lp.flagConc); err != nil {
+	if err := s.load(t, t.client(cl), true, lp.flagged, lp.flagConc); err != nil {
 		return rate{}, err
 	}
 	return rate{wall: float64(s.n) / s.wall.Seconds(), perCore: float64(s.n) / s.cpu.Seconds()}, nil
@@ -346,12 +444,13 @@ func runLoad(start func() ([]*terminator, error), p *benchPKI, lp loadParams, pr
 		order := func(k int) int { return (k + round) % len(ts) }
 		for _, t := range ts {
 			if _, err := warmUntilSettled(t.p, lp.warmMax, func() error {
-				cn, err := cl.Dial(context.Background(), t.url)
+				tc := t.client(cl)
+				cn, err := tc.Dial(context.Background(), t.url)
 				if err != nil {
 					return err
 				}
 				defer cn.Close()
-				return gatewayGet(context.Background(), cl, cn, t.url)
+				return gatewayGet(context.Background(), tc, cn, t.url)
 			}); err != nil {
 				return fail(fmt.Errorf("%s: %w", t.name, err))
 			}
@@ -624,6 +723,13 @@ func loadBench(dir, binDir string, lp loadParams, nginxFlag, caddyFlag, baseline
 	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "load", false), origin: origin.addr,
 		serverBin: filepath.Join(binDir, "server"), nginx: findPeer("nginx", nginxFlag), caddy: findPeer("caddy", caddyFlag),
 		baseline: baseline, verifyingOnly: true, variants: vs}
+	for _, v := range vs {
+		if v.setup != nil {
+			if err := v.setup(env); err != nil {
+				fatalf("load variant %s: %v", v.name, err)
+			}
+		}
+	}
 	var skipped []string
 	if env.caddy == "" {
 		skipped = append(skipped, "Caddy: not installed, skipped")

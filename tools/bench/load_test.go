@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,12 +31,25 @@ func TestLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(stopOrigin)
-	vs, err := findVariants([]string{"access-log"})
+	names := []string{"access-log", "rules", "agent", "redis"}
+	want := []string{"ours", oursLogged, oursRules, oursAgent, oursRedis}
+	if _, err := exec.LookPath("redis-server"); err != nil && os.Getenv("REQ_MTLS_REQUIRE_PEERS") == "" {
+		t.Log("redis-server is not installed: the Redis variant left out")
+		names, want = names[:3], want[:4]
+	}
+	vs, err := findVariants(names)
 	if err != nil {
 		t.Fatal(err)
 	}
 	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "load", false), origin: origin, serverBin: serverBin,
 		nginx: findPeer("nginx", ""), caddy: findPeer("caddy", ""), verifyingOnly: true, variants: vs}
+	for _, v := range vs {
+		if v.setup != nil {
+			if err := v.setup(env); err != nil {
+				t.Fatalf("%s: %v", v.name, err)
+			}
+		}
+	}
 	lp := loadParams{rounds: 2, h2load: h2load, duration: 300 * time.Millisecond, clients: 2, streams: 2, newConns: 4,
 		flagged: 10, flagConc: 2, idleRate: 100, idleN: 10, fracs: []float64{0.25, 0.5, 0.75}, warmMax: warmBatch}
 	starts := 0
@@ -45,7 +61,6 @@ func TestLoad(t *testing.T) {
 	if starts != lp.rounds {
 		t.Errorf("the terminators were started %d times in %d rounds, want once per round", starts, lp.rounds)
 	}
-	want := []string{"ours", oursLogged}
 	if env.caddy != "" {
 		want = append(want, "Caddy")
 	}
@@ -72,6 +87,15 @@ func TestLoad(t *testing.T) {
 					t.Errorf("%s: implausible latencies %+v", term.name, l)
 				}
 			}
+		}
+	}
+	// The Redis variant's limit was counted in Redis: a command or more
+	// per request (the loads sent thousands).
+	if env.redisAddr != "" {
+		if n := redisCommandsProcessed(t, env.redisAddr); n < 1000 {
+			t.Errorf("redis-server processed %d commands: the Redis variant did not count its requests there", n)
+		} else {
+			t.Logf("redis-server processed %d commands", n)
 		}
 	}
 	if len(res.targets) != len(lp.fracs) || res.targets[1] != 2*res.targets[0] {
@@ -180,8 +204,8 @@ func TestFindVariants(t *testing.T) {
 	if vs, err := findVariants([]string{"access-log"}); err != nil || len(vs) != 1 || vs[0].label != oursLogged {
 		t.Errorf("access-log: %v, %v", vs, err)
 	}
-	_, err := findVariants([]string{"access-log", "rules"})
-	if err == nil || !strings.Contains(err.Error(), `"rules"`) || !strings.Contains(err.Error(), "access-log") {
+	_, err := findVariants([]string{"access-log", "quic"})
+	if err == nil || !strings.Contains(err.Error(), `"quic"`) || !strings.Contains(err.Error(), "access-log, rules, agent, redis") {
 		t.Errorf("an unknown variant: err = %v", err)
 	}
 }
@@ -196,4 +220,30 @@ func TestSVGPerGroup(t *testing.T) {
 	if s := svg(bars, gatewayChart); strings.Count(s, `width="420"`) != 1 || !strings.Contains(s, `width="4" `) {
 		t.Errorf("one scale: want bars 420 and 4 wide:\n%s", s)
 	}
+}
+
+// redisCommandsProcessed asks a redis-server for INFO stats'
+// total_commands_processed.
+func redisCommandsProcessed(t *testing.T, addr string) int {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("INFO stats\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(c)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "total_commands_processed:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("INFO stats from %s: no total_commands_processed (%v)", addr, sc.Err())
+	return 0
 }

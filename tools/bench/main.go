@@ -93,7 +93,7 @@ func main() {
 	flag.IntVar(&lp.flagConc, "load-flagged-conc", 8, "load: new flagged connections at a time")
 	flag.IntVar(&lp.idleRate, "load-idle-rate", 200, "load: requests per second, one at a time on a kept-alive connection")
 	flag.IntVar(&lp.idleN, "load-idle-requests", 1000, "load: requests one at a time per terminator per round")
-	loadVariantList := flag.String("load-variants", "access-log", "load: this server again with these on, comma-separated ("+variantNames()+"; \"\" for none)")
+	loadVariantList := flag.String("load-variants", "access-log,rules,agent,redis", "load: this server again with these on, comma-separated ("+variantNames()+"; \"\" for none)")
 	nginxBin := flag.String("nginx", "", "gateway: the nginx binary (default: nginx from PATH or /usr/sbin)")
 	caddyBin := flag.String("caddy", "", "gateway: the caddy binary (default: caddy from PATH)")
 	baseline := flag.String("baseline", "", "gateway: also run this server binary (an earlier build) as \"ours, baseline\", to price a change in the same interleaved run")
@@ -382,6 +382,13 @@ var (
 	started   []*proc
 )
 
+// addStarted records p for stopAll.
+func addStarted(p *proc) {
+	startedMu.Lock()
+	started = append(started, p)
+	startedMu.Unlock()
+}
+
 func stopAll() {
 	startedMu.Lock()
 	defer startedMu.Unlock()
@@ -548,9 +555,7 @@ func startListening(pin bool, name string, args ...string) (*proc, error) {
 	select {
 	case a := <-addr:
 		p := &proc{cmd: cmd, addr: a}
-		startedMu.Lock()
-		started = append(started, p)
-		startedMu.Unlock()
+		addStarted(p)
 		return p, nil
 	case <-time.After(20 * time.Second):
 		cmd.Process.Kill()

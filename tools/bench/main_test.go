@@ -26,10 +26,10 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "github.com/req-mtls/req-mtls/cmd/server")
+	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "github.com/req-mtls/req-mtls/cmd/server", "github.com/req-mtls/req-mtls/cmd/gencert")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build ./cmd/server: %v\n", err)
+		fmt.Fprintf(os.Stderr, "go build ./cmd/server ./cmd/gencert: %v\n", err)
 		return 1
 	}
 	serverBin = filepath.Join(dir, "server")
