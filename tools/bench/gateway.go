@@ -44,6 +44,10 @@ const originBody = "hello from the origin\n"
 // terminator forwards the certificate.
 const originSawCert = "Origin-Saw-Client-Cert"
 
+// originSawSignature is the response field in which the origin repeats
+// the Web-Bot-Auth-Status the gateway sent it, if any.
+const originSawSignature = "Origin-Saw-Signature"
+
 func originHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -52,6 +56,9 @@ func originHandler() http.Handler {
 			saw = "?1"
 		}
 		w.Header().Set(originSawCert, saw)
+		if st := r.Header.Get("Web-Bot-Auth-Status"); st != "" {
+			w.Header().Set(originSawSignature, st)
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Content-Length", strconv.Itoa(len(originBody)))
 		io.WriteString(w, originBody)
@@ -94,6 +101,9 @@ type terminator struct {
 	// cl, when set, is the client of its flagged loads (a certificate of
 	// its own), instead of the comparison's.
 	cl *client.Client
+	// signed: its requests are signed, and the gateway must say the
+	// signature verified.
+	signed bool
 }
 
 // client is the client of t's flagged loads: its own, or cl.
@@ -626,6 +636,12 @@ func gatewayClientConfig(p *benchPKI) client.Config {
 // gatewayGet sends one GET on cn and checks the answer came from the
 // origin with the client certificate forwarded.
 func gatewayGet(ctx context.Context, cl *client.Client, cn *client.Conn, u *url.URL) error {
+	return gatewayGetSigned(ctx, cl, cn, u, false)
+}
+
+// gatewayGetSigned is gatewayGet that, when signed, also checks that the
+// gateway told the origin the request's signature verified.
+func gatewayGetSigned(ctx context.Context, cl *client.Client, cn *client.Conn, u *url.URL, signed bool) error {
 	req, err := http.NewRequestWithContext(ctx, "GET", u.String(), nil)
 	if err != nil {
 		return err
@@ -639,6 +655,9 @@ func gatewayGet(ctx context.Context, cl *client.Client, cn *client.Conn, u *url.
 	}
 	if got := resp.Header.Get(originSawCert); got != "?1" {
 		return fmt.Errorf("GET %s: the origin received no Client-Cert field (%s: %q)", u, originSawCert, got)
+	}
+	if got := resp.Header.Get(originSawSignature); signed && got != "valid" {
+		return fmt.Errorf("GET %s: the origin saw Web-Bot-Auth-Status %q, want valid", u, got)
 	}
 	return nil
 }
@@ -705,7 +724,7 @@ func (s *gatewaySample) load(t *terminator, cl *client.Client, newConn bool, n, 
 				return 0, err
 			}
 		}
-		if err := gatewayGet(ctx, cl, cn, t.url); err != nil {
+		if err := gatewayGetSigned(ctx, cl, cn, t.url, t.signed); err != nil {
 			return 0, err
 		}
 		return time.Since(t0), nil

@@ -62,6 +62,7 @@ type loadParams struct {
 	idleN    int           // requests one at a time per terminator per round
 	fracs    []float64     // fixed rates, as fractions of nginx's saturation
 	variants []string      // loadVariants names to run beside ours
+	shared   sharedParams  // the shared-state comparison (none when n is 0)
 	warmMax  int
 }
 
@@ -753,6 +754,11 @@ func loadBench(dir, binDir string, lp loadParams, nginxFlag, caddyFlag, baseline
 	md := res.markdown(lp, skipped)
 	if g := res.goals(lp); g != "" {
 		md += "\nGoals (ratios of this run, median per round):\n\n" + g
+	}
+	if lp.shared.n > 0 {
+		sr, err := runShared(env, lp.shared, func(s string) { log.Print(s) })
+		check(err)
+		md += "\n" + sr.markdown(lp.shared)
 	}
 	fmt.Print("\n" + md)
 	if prof.file != "" {

@@ -247,3 +247,43 @@ func redisCommandsProcessed(t *testing.T, addr string) int {
 	t.Fatalf("INFO stats from %s: no total_commands_processed (%v)", addr, sc.Err())
 	return 0
 }
+
+// TestShared runs the shared-state comparison briefly: every signed request
+// verified at both servers (gatewayGetSigned), and the Redis server's
+// nonces and limits counted in Redis, two commands or more a request.
+func TestShared(t *testing.T) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("REQ_MTLS_REQUIRE_PEERS") != "" {
+			t.Fatalf("redis-server is not installed (REQ_MTLS_REQUIRE_PEERS is set): apt-get install redis-server")
+		}
+		t.Skip("redis-server is not installed: apt-get install redis-server")
+	}
+	dir := t.TempDir()
+	origin, stopOrigin, err := startOriginInProcess()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stopOrigin)
+	t.Cleanup(stopAll)
+	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "shared", false), origin: origin, serverBin: serverBin}
+	sp := sharedParams{rounds: 2, n: 100, concs: []int{1, 4}}
+	r, err := runShared(env, sp, func(s string) { t.Log(s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each server's loads: warm-up (5 a load) and measured, per round and
+	// concurrency; the Redis server's each took a nonce and a limit there.
+	perServer := sp.rounds * len(sp.concs) * (sp.n + 5)
+	if n := redisCommandsProcessed(t, env.redisAddr); n < 2*perServer {
+		t.Errorf("redis-server processed %d commands, want at least %d (a nonce and a limit for each of %d requests)", n, 2*perServer, perServer)
+	} else {
+		t.Logf("redis-server processed %d commands for %d requests", n, perServer)
+	}
+	md := r.markdown(sp)
+	for _, want := range []string{"| 1 | ", "| 4 | ", "1 at a time, CPU per request: ", "4 at a time, p50: "} {
+		if !strings.Contains(md, want) {
+			t.Errorf("the table lacks %q:\n%s", want, md)
+		}
+	}
+	t.Log("\n" + md)
+}

@@ -93,6 +93,7 @@ func main() {
 	flag.IntVar(&lp.flagConc, "load-flagged-conc", 8, "load: new flagged connections at a time")
 	flag.IntVar(&lp.idleRate, "load-idle-rate", 200, "load: requests per second, one at a time on a kept-alive connection")
 	flag.IntVar(&lp.idleN, "load-idle-requests", 1000, "load: requests one at a time per terminator per round")
+	flag.IntVar(&lp.shared.n, "shared-requests", 4000, "load: signed requests per server, round and concurrency in the shared-state comparison (own store against Redis; 0 skips it)")
 	loadVariantList := flag.String("load-variants", "access-log,rules,agent,redis", "load: this server again with these on, comma-separated ("+variantNames()+"; \"\" for none)")
 	nginxBin := flag.String("nginx", "", "gateway: the nginx binary (default: nginx from PATH or /usr/sbin)")
 	caddyBin := flag.String("caddy", "", "gateway: the caddy binary (default: caddy from PATH)")
@@ -113,6 +114,7 @@ func main() {
 	gp.rounds = *rounds
 	gp.warmMax = *warmMax
 	lp.rounds, lp.warmMax, lp.fracs = *rounds, *warmMax, []float64{0.25, 0.5, 0.75}
+	lp.shared.rounds, lp.shared.concs = *rounds, []int{1, 4}
 	if *loadVariantList != "" {
 		lp.variants = strings.Split(*loadVariantList, ",")
 	}

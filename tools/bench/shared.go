@@ -1,0 +1,177 @@
+package main
+
+// The price of the fleet's shared state, in the load part's run: ours
+// verifying a Web Bot Auth signature (a nonce each) and taking a limit on
+// every request, over one kept-alive HTTP/2 connection, with its own nonce
+// store and buckets against the same with both in a redis-server (the
+// redis variant's, on the load's core). The bench's client signs each
+// request (Ed25519) and presents its certificate; every answer is checked
+// to say the signature verified.
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/req-mtls/req-mtls/internal/client"
+)
+
+// sharedParams sizes the shared-state comparison.
+type sharedParams struct {
+	rounds int
+	n      int   // signed requests per server, per round and concurrency
+	concs  []int // requests at a time
+}
+
+// sharedAgent is the signing bot's agent URL, listed with a local JWKS.
+const sharedAgent = "https://bot.example"
+
+// sharedRule is the limit every request of the comparison takes.
+const sharedRule = "rules:\n  - name: everyone\n    action: limit\n    rate: 1000000/s\n    burst: 1000000\n"
+
+// sharedResults holds, per server, concurrency and round, the CPU per
+// request and the median latency.
+type sharedResults struct {
+	ts  []*terminator
+	res [][][]gatewayResult // [server][concurrency][round]
+}
+
+// setupSigner makes the signing key, its JWKS and the agents file that
+// lists it, and returns the client that signs with it.
+func setupSigner(env *gatewayEnv) (string, *client.Client, error) {
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", nil, err
+	}
+	jwks := filepath.Join(env.dir, "bot.jwks")
+	if err := os.WriteFile(jwks, fmt.Appendf(nil, `{"keys":[{"kty":"OKP","crv":"Ed25519","x":%q}]}`,
+		base64.RawURLEncoding.EncodeToString(pub)), 0o600); err != nil {
+		return "", nil, err
+	}
+	agents := filepath.Join(env.dir, "signing-agents")
+	if err := os.WriteFile(agents, []byte(sharedAgent+" "+jwks+"\n"), 0o600); err != nil {
+		return "", nil, err
+	}
+	c := gatewayClientConfig(env.pki)
+	c.Signing = &client.Signing{Key: key, Agent: sharedAgent}
+	cl, err := client.New(c)
+	return agents, cl, err
+}
+
+// startShared starts the two servers: own store, then Redis.
+func startShared(env *gatewayEnv, agents string) ([]*terminator, error) {
+	var ts []*terminator
+	for _, s := range []struct{ name, file, extra string }{
+		{"ours, own store", "shared-own.yaml", ""},
+		{"ours, Redis", "shared-redis.yaml", "redis: redis://" + env.redisAddr + "\n"},
+	} {
+		args, err := configArgs(env, s.file, baseConfig(env)+"signature_agents: "+agents+"\n"+s.extra+sharedRule)
+		if err != nil {
+			return ts, err
+		}
+		p, err := startListening(true, env.serverBin, args...)
+		if err != nil {
+			return ts, fmt.Errorf("%s: %w", s.name, err)
+		}
+		ts = append(ts, &terminator{name: s.name, p: p, url: siteURL(p.addr), signed: true})
+	}
+	return ts, nil
+}
+
+// runShared measures the two servers over the rounds, interleaved as the
+// other parts are (started anew each round, the order rotated).
+func runShared(env *gatewayEnv, sp sharedParams, progress func(string)) (*sharedResults, error) {
+	if env.redisAddr == "" {
+		if err := setupRedis(env); err != nil {
+			return nil, err
+		}
+	}
+	agents, cl, err := setupSigner(env)
+	if err != nil {
+		return nil, err
+	}
+	r := &sharedResults{}
+	for round := range sp.rounds {
+		ts, err := startShared(env, agents)
+		if err != nil {
+			stopTerminators(ts)
+			return nil, err
+		}
+		if r.ts == nil {
+			r.ts, r.res = ts, make([][][]gatewayResult, len(ts))
+			for i := range ts {
+				r.res[i] = make([][]gatewayResult, len(sp.concs))
+			}
+		}
+		for ci, conc := range sp.concs {
+			for k := range ts {
+				i := (k + round) % len(ts)
+				var s gatewaySample
+				if err := s.load(ts[i], cl, false, sp.n, conc); err != nil {
+					stopTerminators(ts)
+					return nil, err
+				}
+				g := s.result()
+				r.res[i][ci] = append(r.res[i][ci], g)
+				if progress != nil {
+					progress(fmt.Sprintf("shared state round %d, %s, %d at a time: %.0f µs CPU per request, p50 %s", round+1, ts[i].name, conc, g.cpuUS, us(g.p50)))
+				}
+			}
+		}
+		stopTerminators(ts)
+	}
+	return r, nil
+}
+
+// ratios returns, per concurrency, the medians over the rounds of Redis's
+// CPU per request over the own store's and of the difference of their
+// p50s.
+func (r *sharedResults) ratios() (cpu []float64, p50 []time.Duration) {
+	for ci := range r.res[0] {
+		var rs []float64
+		var ds []time.Duration
+		for k := range r.res[0][ci] {
+			own, red := r.res[0][ci][k], r.res[1][ci][k]
+			rs = append(rs, red.cpuUS/own.cpuUS)
+			ds = append(ds, red.p50-own.p50)
+		}
+		slices.Sort(ds)
+		cpu, p50 = append(cpu, median(rs)), append(p50, ds[len(ds)/2])
+	}
+	return cpu, p50
+}
+
+// markdown is the comparison's table and its goals: at most +20 % CPU per
+// request and +0.3 ms at the median with Redis.
+func (r *sharedResults) markdown(sp sharedParams) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Shared state: ours verifying a Web Bot Auth signature (Ed25519, a nonce each, signed by the bench's client) and taking a limit rule (1,000,000/s, never reached) on every request, over one kept-alive HTTP/2 connection, %d requests per round, with its own nonce store and buckets, or with both in a redis-server on the load's core (TCP over loopback); median of %d interleaved rounds:\n\n", sp.n, sp.rounds)
+	b.WriteString("| requests at a time | own store: CPU per request | p50 | Redis: CPU per request | p50 | Redis ÷ own, CPU | Redis − own, p50 |\n|---|---|---|---|---|---|---|\n")
+	cpu, p50 := r.ratios()
+	med := func(i, ci int, f func(gatewayResult) float64) float64 {
+		var v []float64
+		for _, g := range r.res[i][ci] {
+			v = append(v, f(g))
+		}
+		return median(v)
+	}
+	cpuOf := func(g gatewayResult) float64 { return g.cpuUS }
+	p50Of := func(g gatewayResult) float64 { return float64(g.p50) }
+	for ci, conc := range sp.concs {
+		fmt.Fprintf(&b, "| %d | %.0f µs | %s | %.0f µs | %s | %.3f | %+d µs |\n", conc,
+			med(0, ci, cpuOf), us(time.Duration(med(0, ci, p50Of))), med(1, ci, cpuOf), us(time.Duration(med(1, ci, p50Of))),
+			cpu[ci], p50[ci].Microseconds())
+	}
+	b.WriteString("\nGoals (Redis against the own store, median per round):\n\n")
+	for ci, conc := range sp.concs {
+		fmt.Fprintf(&b, "- %d at a time, CPU per request: %+.1f %%, goal at most +20 %%: %s\n", conc, (cpu[ci]-1)*100, verdict(cpu[ci], 1.2))
+		fmt.Fprintf(&b, "- %d at a time, p50: %+d µs, goal at most +300 µs: %s\n", conc, p50[ci].Microseconds(), verdict(float64(p50[ci].Microseconds()), 300))
+	}
+	return b.String()
+}
