@@ -270,12 +270,19 @@ const (
 const benchRules = 50
 
 // rulesConfig is ours as startTerminators runs it, by a configuration
-// file, with benchRules rules none of which matches the load's requests.
+// file, with benchRules rules none of which matches the load's requests:
+// each one's path, method and certificate hold, its name does not.
 func rulesConfig(env *gatewayEnv) string {
+	return rulesConfigMatching(env, "path: /, method: GET, cert: valid, san: bot-%d.example")
+}
+
+// rulesConfigMatching is rulesConfig with each rule's match (its %d the
+// rule's number).
+func rulesConfigMatching(env *gatewayEnv, match string) string {
 	var b strings.Builder
 	b.WriteString(baseConfig(env) + "rules:\n")
 	for i := range benchRules {
-		fmt.Fprintf(&b, "  - name: rule-%d\n    match: {path: /, method: GET, cert: valid, san: bot-%d.example}\n    action: deny\n", i, i)
+		fmt.Fprintf(&b, "  - name: rule-%d\n    match: {"+match+"}\n    action: deny\n", i, i)
 	}
 	return b.String()
 }

@@ -114,7 +114,7 @@ func main() {
 	gp.rounds = *rounds
 	gp.warmMax = *warmMax
 	lp.rounds, lp.warmMax, lp.fracs = *rounds, *warmMax, []float64{0.25, 0.5, 0.75}
-	lp.shared.rounds, lp.shared.concs = *rounds, []int{1, 4}
+	lp.shared.rounds, lp.shared.concs, lp.shared.warmMax = *rounds, []int{1, 4}, *warmMax
 	if *loadVariantList != "" {
 		lp.variants = strings.Split(*loadVariantList, ",")
 	}
@@ -150,7 +150,21 @@ func main() {
 			return
 		}
 	}
-	if *only == "" || *only == "load" {
+	skipLoad := false
+	if *only == "" {
+		// make bench runs every part: the load part's peers, when
+		// missing, leave out what needs them (with -only load they are
+		// required).
+		if findPeer("h2load", lp.h2load) == "" {
+			log.Print("load: h2load is not installed: the load part skipped (on Debian: apt-get install nghttp2-client)")
+			skipLoad = true
+		} else if findPeer("redis-server", "") == "" {
+			log.Print("load: redis-server is not installed: the Redis variant and the shared-state comparison skipped (on Debian: apt-get install redis-server)")
+			lp.variants = slices.DeleteFunc(lp.variants, func(v string) bool { return v == "redis" })
+			lp.shared.n = 0
+		}
+	}
+	if (*only == "" && !skipLoad) || *only == "load" {
 		// The terminators under h2load have a file of their own.
 		// -profile samples the gateway's load, or with -only load h2load's.
 		var lprof profileParams

@@ -9,13 +9,13 @@ package main
 // to say the signature verified.
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -24,9 +24,10 @@ import (
 
 // sharedParams sizes the shared-state comparison.
 type sharedParams struct {
-	rounds int
-	n      int   // signed requests per server, per round and concurrency
-	concs  []int // requests at a time
+	rounds  int
+	n       int   // signed requests per server, per round and concurrency
+	concs   []int // requests at a time
+	warmMax int   // at most so many requests warm a server (warmUntilSettled)
 }
 
 // sharedAgent is the signing bot's agent URL, listed with a local JWKS.
@@ -40,7 +41,13 @@ const sharedRule = "rules:\n  - name: everyone\n    action: limit\n    rate: 100
 type sharedResults struct {
 	ts  []*terminator
 	res [][][]gatewayResult // [server][concurrency][round]
+	// sent counts the signed requests sent to each server, warm-ups
+	// included.
+	sent []int
 }
+
+// requests is how many signed requests the Redis server was sent.
+func (r *sharedResults) requests() int { return r.sent[1] }
 
 // setupSigner makes the signing key, its JWKS and the agents file that
 // lists it, and returns the client that signs with it.
@@ -104,10 +111,25 @@ func runShared(env *gatewayEnv, sp sharedParams, progress func(string)) (*shared
 			return nil, err
 		}
 		if r.ts == nil {
-			r.ts, r.res = ts, make([][][]gatewayResult, len(ts))
+			r.ts, r.res, r.sent = ts, make([][][]gatewayResult, len(ts)), make([]int, len(ts))
 			for i := range ts {
 				r.res[i] = make([][]gatewayResult, len(sp.concs))
 			}
+		}
+		for i, t := range ts {
+			w, err := warmUntilSettled(t.p, sp.warmMax, func() error {
+				cn, err := cl.Dial(context.Background(), t.url)
+				if err != nil {
+					return err
+				}
+				defer cn.Close()
+				return gatewayGetSigned(context.Background(), cl, cn, t.url, true)
+			})
+			if err != nil {
+				stopTerminators(ts)
+				return nil, fmt.Errorf("%s: %w", t.name, err)
+			}
+			r.sent[i] += w.calls
 		}
 		for ci, conc := range sp.concs {
 			for k := range ts {
@@ -117,6 +139,7 @@ func runShared(env *gatewayEnv, sp sharedParams, progress func(string)) (*shared
 					stopTerminators(ts)
 					return nil, err
 				}
+				r.sent[i] += sp.n + max(5, sp.n/50) // gatewaySample.load's warm-up and its load
 				g := s.result()
 				r.res[i][ci] = append(r.res[i][ci], g)
 				if progress != nil {
@@ -134,15 +157,13 @@ func runShared(env *gatewayEnv, sp sharedParams, progress func(string)) (*shared
 // p50s.
 func (r *sharedResults) ratios() (cpu []float64, p50 []time.Duration) {
 	for ci := range r.res[0] {
-		var rs []float64
-		var ds []time.Duration
+		var rs, ds []float64
 		for k := range r.res[0][ci] {
 			own, red := r.res[0][ci][k], r.res[1][ci][k]
 			rs = append(rs, red.cpuUS/own.cpuUS)
-			ds = append(ds, red.p50-own.p50)
+			ds = append(ds, float64(red.p50-own.p50))
 		}
-		slices.Sort(ds)
-		cpu, p50 = append(cpu, median(rs)), append(p50, ds[len(ds)/2])
+		cpu, p50 = append(cpu, median(rs)), append(p50, time.Duration(median(ds)))
 	}
 	return cpu, p50
 }

@@ -34,11 +34,14 @@ var handshakeChart = chart{
 var loadChart = chart{
 	title: "TLS terminators at saturation, per core of the terminator (higher is better)",
 	colors: map[string]string{
-		"ours":             "#1f5fa8",
-		"ours, access log": "#5b8fd0",
-		"ours, baseline":   "#9db9dc",
-		"Caddy":            "#2e7d32",
-		"nginx":            "#c0392b",
+		"ours":       "#1f5fa8",
+		oursLogged:   "#5b8fd0",
+		oursBaseline: "#9db9dc",
+		oursRules:    "#3f6fb0",
+		oursAgent:    "#7ea6d8",
+		oursRedis:    "#6a4c9c",
+		"Caddy":      "#2e7d32",
+		"nginx":      "#c0392b",
 	},
 	unit: "/s",
 }
