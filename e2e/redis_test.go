@@ -150,16 +150,8 @@ func TestFleetRedis(t *testing.T) {
 	srv := testutil.StartRedis(t)
 	p := newPKI(t)
 	key, _, _, pubJWK := botKey(t)
-	dir := t.TempDir()
-	jwks := filepath.Join(dir, "bot.jwks")
-	pub, _ := os.ReadFile(pubJWK)
-	os.WriteFile(jwks, []byte(`{"keys":[`+string(pub)+`]}`), 0o600)
-	agents := filepath.Join(dir, "agents")
-	os.WriteFile(agents, []byte("https://bot.example "+jwks+"\n"), 0o600)
-	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, r.Header.Get("Web-Bot-Auth-Status"))
-	}))
-	defer origin.Close()
+	agents := agentsListing(t, pubJWK)
+	origin := statusOrigin(t)
 
 	// A second's timeout rather than the default 50 ms: a machine this
 	// busy may hold a call that long, and the replays below must be
@@ -316,16 +308,8 @@ func TestRedisCost(t *testing.T) {
 	srv := testutil.StartRedis(t)
 	p := newPKI(t)
 	key, _, _, pubJWK := botKey(t)
-	dir := t.TempDir()
-	jwks := filepath.Join(dir, "bot.jwks")
-	pub, _ := os.ReadFile(pubJWK)
-	os.WriteFile(jwks, []byte(`{"keys":[`+string(pub)+`]}`), 0o600)
-	agents := filepath.Join(dir, "agents")
-	os.WriteFile(agents, []byte("https://bot.example "+jwks+"\n"), 0o600)
-	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, r.Header.Get("Web-Bot-Auth-Status"))
-	}))
-	defer origin.Close()
+	agents := agentsListing(t, pubJWK)
+	origin := statusOrigin(t)
 	pool := x509.NewCertPool()
 	root, _ := os.ReadFile(p.f("rootCA.crt"))
 	pool.AppendCertsFromPEM(root)

@@ -41,6 +41,32 @@ func needWebBotAuth(t *testing.T) (dir, node string) {
 
 // botKey writes an Ed25519 key as PEM (PKCS #8) and as private and public
 // JWKs, and returns it with the three files.
+// agentsListing writes a list of trusted agents naming https://bot.example
+// with the public JWK in pubJWK as its directory, and returns its path.
+func agentsListing(t *testing.T, pubJWK string) string {
+	t.Helper()
+	dir := t.TempDir()
+	jwks := filepath.Join(dir, "bot.jwks")
+	pub, err := os.ReadFile(pubJWK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(jwks, []byte(`{"keys":[`+string(pub)+`]}`), 0o600)
+	agents := filepath.Join(dir, "agents")
+	os.WriteFile(agents, []byte("https://bot.example "+jwks+"\n"), 0o600)
+	return agents
+}
+
+// statusOrigin is an origin that answers with the Web-Bot-Auth-Status
+// field the gateway sent it.
+func statusOrigin(t *testing.T) *httptest.Server {
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Header.Get("Web-Bot-Auth-Status"))
+	}))
+	t.Cleanup(origin.Close)
+	return origin
+}
+
 func botKey(t *testing.T) (key ed25519.PrivateKey, pemFile, privJWK, pubJWK string) {
 	t.Helper()
 	_, key, _ = ed25519.GenerateKey(nil)
@@ -150,12 +176,7 @@ func TestGatewayVerifiesWebBotAuthNPM(t *testing.T) {
 	curl := needPeer(t, "curl")
 	p := newPKI(t)
 	_, _, privJWK, pubJWK := botKey(t)
-	dir := t.TempDir()
-	jwks := filepath.Join(dir, "bot.jwks")
-	pub, _ := os.ReadFile(pubJWK)
-	os.WriteFile(jwks, []byte(`{"keys":[`+string(pub)+`]}`), 0o600)
-	agents := filepath.Join(dir, "agents")
-	os.WriteFile(agents, []byte("https://bot.example "+jwks+"\n"), 0o600)
+	agents := agentsListing(t, pubJWK)
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		for _, f := range []string{"Web-Bot-Auth-Status", "Web-Bot-Auth-Agent", "Web-Bot-Auth-Keyid"} {
 			fmt.Fprintf(w, "%s: %s\n", f, r.Header.Get(f))
@@ -254,16 +275,8 @@ func strconvQuote(s string) string { return `"` + s + `"` }
 func TestWebBotAuthMaxValidity(t *testing.T) {
 	p := newPKI(t)
 	key, _, _, pubJWK := botKey(t)
-	dir := t.TempDir()
-	jwks := filepath.Join(dir, "bot.jwks")
-	pub, _ := os.ReadFile(pubJWK)
-	os.WriteFile(jwks, []byte(`{"keys":[`+string(pub)+`]}`), 0o600)
-	agents := filepath.Join(dir, "agents")
-	os.WriteFile(agents, []byte("https://bot.example "+jwks+"\n"), 0o600)
-	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, r.Header.Get("Web-Bot-Auth-Status"))
-	}))
-	defer origin.Close()
+	agents := agentsListing(t, pubJWK)
+	origin := statusOrigin(t)
 	gw, _ := startGateway(t, p, origin.URL, "-signature-agents", agents, "-signature-max-validity", "2h")
 	_, port, _ := strings.Cut(gw, ":")
 

@@ -993,6 +993,34 @@ func (r *gatewayResults) goals() string {
 	return b.String()
 }
 
+// peerSkips says which peers of the comparison are not installed.
+func peerSkips(env *gatewayEnv) []string {
+	var skipped []string
+	if env.caddy == "" {
+		skipped = append(skipped, "Caddy: not installed, skipped")
+	}
+	if env.nginx == "" {
+		skipped = append(skipped, "nginx: not installed, skipped")
+	}
+	return skipped
+}
+
+// starter starts the terminators of a part each round, and logs what
+// each is the first time.
+func starter(env *gatewayEnv, part string) func() ([]*terminator, error) {
+	first := true
+	return func() ([]*terminator, error) {
+		ts, err := startTerminators(env)
+		if err == nil && first {
+			first = false
+			for _, t := range ts {
+				log.Printf("%s: %s (%s)", part, t.name, t.conf)
+			}
+		}
+		return ts, err
+	}
+}
+
 func verdict(got, limit float64) string {
 	if got > limit {
 		return "missed"
@@ -1014,24 +1042,7 @@ func gatewayBench(dir, binDir string, gp gatewayParams, nginxFlag, caddyFlag, ba
 	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "gateway", false), origin: origin.addr,
 		serverBin: filepath.Join(binDir, "server"), nginx: findPeer("nginx", nginxFlag), caddy: findPeer("caddy", caddyFlag),
 		accessLog: true, rules: true, baseline: baseline}
-	var skipped []string
-	if env.caddy == "" {
-		skipped = append(skipped, "Caddy: not installed, skipped")
-	}
-	if env.nginx == "" {
-		skipped = append(skipped, "nginx: not installed, skipped")
-	}
-	first := true
-	start := func() ([]*terminator, error) {
-		ts, err := startTerminators(env)
-		if err == nil && first {
-			first = false
-			for _, t := range ts {
-				log.Printf("gateway: %s (%s)", t.name, t.conf)
-			}
-		}
-		return ts, err
-	}
+	skipped, start := peerSkips(env), starter(env, "gateway")
 	res, err := runGateway(start, env.pki, gp, func(s string) { log.Print(s) })
 	check(err)
 	md := res.markdown(gp, skipped)

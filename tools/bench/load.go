@@ -815,24 +815,7 @@ func loadBench(dir, binDir string, lp loadParams, nginxFlag, caddyFlag, baseline
 			}
 		}
 	}
-	var skipped []string
-	if env.caddy == "" {
-		skipped = append(skipped, "Caddy: not installed, skipped")
-	}
-	if env.nginx == "" {
-		skipped = append(skipped, "nginx: not installed, skipped")
-	}
-	first := true
-	start := func() ([]*terminator, error) {
-		ts, err := startTerminators(env)
-		if err == nil && first {
-			first = false
-			for _, t := range ts {
-				log.Printf("load: %s (%s)", t.name, t.conf)
-			}
-		}
-		return ts, err
-	}
+	skipped, start := peerSkips(env), starter(env, "load")
 	res, err := runLoad(start, env.pki, lp, func(s string) { log.Print(s) })
 	check(err)
 	md := res.markdown(lp, skipped)
