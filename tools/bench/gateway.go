@@ -1064,20 +1064,34 @@ type profileParams struct {
 	accessLog bool // with the access log on
 }
 
+// startProfiled starts this server alone as the gateway once more, with
+// pprof on a free address (and, with accessLog, its access log): none of
+// the peers, variants or earlier builds of env. It returns the server
+// and its pprof address.
+func startProfiled(env *gatewayEnv, accessLog bool) (*terminator, string, error) {
+	pa, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	e := *env
+	e.pprofAddr, e.pprofLog = pa, accessLog
+	e.caddy, e.nginx, e.accessLog, e.rules, e.variants, e.baseline = "", "", false, false, nil, ""
+	ts, err := startTerminators(&e)
+	if err != nil {
+		stopTerminators(ts)
+		return nil, "", err
+	}
+	return ts[0], pa, nil
+}
+
 // profileOurs runs this server as the gateway once more, with pprof on,
 // and writes a CPU profile taken under one of the loads.
 func profileOurs(env *gatewayEnv, gp gatewayParams, prof profileParams) error {
-	pa, err := freeAddr()
+	t, pa, err := startProfiled(env, prof.accessLog)
 	if err != nil {
 		return err
 	}
-	e := *env
-	e.pprofAddr, e.pprofLog, e.caddy, e.nginx, e.accessLog, e.baseline = pa, prof.accessLog, "", "", false, ""
-	ts, err := startTerminators(&e)
-	if err != nil {
-		return err
-	}
-	defer ts[0].p.stop()
+	defer t.p.stop()
 	cl, err := newGatewayClient(env.pki)
 	if err != nil {
 		return err
@@ -1088,7 +1102,7 @@ func profileOurs(env *gatewayEnv, gp gatewayParams, prof profileParams) error {
 	}
 	log.Printf("profiling ours under the %s load for %v (access log %v)", load, prof.d, prof.accessLog)
 	return profileWhile(pa, prof.file, prof.d, env.serverBin, "requests", func() (int, error) {
-		_, err := gatewayLoad(ts[0], cl, !prof.keepAlive, n, conc)
+		_, err := gatewayLoad(t, cl, !prof.keepAlive, n, conc)
 		return n, err
 	})
 }

@@ -862,22 +862,16 @@ func loadBench(dir, binDir string, lp loadParams, nginxFlag, caddyFlag, baseline
 // and -m as the saturation's), or its new connections with
 // -profile-new-conns.
 func profileOursH2load(env *gatewayEnv, lp loadParams, prof profileParams) error {
-	pa, err := freeAddr()
+	t, pa, err := startProfiled(env, prof.accessLog)
 	if err != nil {
 		return err
 	}
-	e := *env
-	e.pprofAddr, e.pprofLog, e.caddy, e.nginx, e.variants, e.baseline = pa, prof.accessLog, "", "", nil, ""
-	ts, err := startTerminators(&e)
-	if err != nil {
-		return err
-	}
-	defer ts[0].p.stop()
-	args := []string{"-c", strconv.Itoa(lp.clients), "-m", strconv.Itoa(lp.streams), "-n", "20000", h2url(ts[0])}
+	defer t.p.stop()
+	args := []string{"-c", strconv.Itoa(lp.clients), "-m", strconv.Itoa(lp.streams), "-n", "20000", h2url(t)}
 	what := "kept-alive"
 	if !prof.keepAlive {
 		n := strconv.Itoa(lp.newConns)
-		args, what = []string{"-c", n, "-n", n, h2url(ts[0])}, "new-connection"
+		args, what = []string{"-c", n, "-n", n, h2url(t)}, "new-connection"
 	}
 	log.Printf("profiling ours under h2load's %s load for %v (access log %v)", what, prof.d, prof.accessLog)
 	return profileWhile(pa, prof.file, prof.d, env.serverBin, "requests", func() (int, error) {

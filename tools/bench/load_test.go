@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -296,5 +297,45 @@ func TestLoadChartColors(t *testing.T) {
 		if loadChart.colors[n] == "" {
 			t.Errorf("%q has no colour in the load chart", n)
 		}
+	}
+}
+
+// TestStartProfiledAlone: the profiled server starts alone, whatever else
+// the part's environment runs (access log, rules, variants, peers), and
+// serves pprof.
+func TestStartProfiledAlone(t *testing.T) {
+	dir := t.TempDir()
+	origin, stopOrigin, err := startOriginInProcess()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stopOrigin)
+	t.Cleanup(stopAll)
+	vs, err := findVariants([]string{"access-log", "rules"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "profiled", false), origin: origin, serverBin: serverBin,
+		accessLog: true, rules: true, variants: vs, nginx: findPeer("nginx", ""), caddy: findPeer("caddy", "")}
+	startedMu.Lock()
+	before := len(started)
+	startedMu.Unlock()
+	term, pa, err := startProfiled(env, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startedMu.Lock()
+	n := len(started) - before
+	startedMu.Unlock()
+	if n != 1 || term.name != "ours" {
+		t.Errorf("started %d processes (the first %q), want ours alone", n, term.name)
+	}
+	resp, err := http.Get("http://" + pa + "/debug/pprof/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("pprof at %s: %s", pa, resp.Status)
 	}
 }
