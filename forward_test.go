@@ -25,34 +25,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/testpki"
+	"github.com/req-mtls/req-mtls/internal/testutil"
 )
 
 // fpSite serves h over TLS with request mTLS (the certificate asked for
 // when flag 80 comes) on loopback, and returns its address.
 func fpSite(t *testing.T, p *testpki.PKI, h http.Handler, opts ...func(*tls.Config)) string {
 	t.Helper()
-	a, err := auth.New(auth.Config{ClientCAFile: p.RootCA, Now: time.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: h}
-	tc := a.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})
-	for _, o := range opts {
-		o(tc)
-	}
-	go srv.Serve(tls.NewListener(a.NewListener(ln), tc))
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
+	return testutil.ServeRequestMTLS(t, p, time.Now, h, opts...)
 }
 
 // farAddr is the address a far listener says it listens on: what a proxy

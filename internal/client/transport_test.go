@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/testpki"
 	"github.com/req-mtls/req-mtls/internal/testutil"
 	"github.com/req-mtls/req-mtls/internal/tlsflags"
@@ -36,29 +35,16 @@ type testSrv struct {
 // connections; /slow?ms=N answers after N ms.
 func testServer(t *testing.T, p *testpki.PKI) *testSrv {
 	t.Helper()
-	a, err := auth.New(auth.Config{ClientCAFile: p.RootCA, Now: testpki.Clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &testSrv{url: "https://" + ln.Addr().String(), addr: ln.Addr().String(), addrs: map[string]bool{}}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s := &testSrv{addrs: map[string]bool{}}
+	s.addr = testutil.ServeRequestMTLS(t, p, testpki.Clock, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		s.addrs[r.RemoteAddr] = true
 		s.mu.Unlock()
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 		fmt.Fprintf(w, "%s ok", r.Proto)
-	})}
-	go srv.Serve(tls.NewListener(a.NewListener(ln), a.TLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}, Time: testpki.Clock})))
-	t.Cleanup(func() { srv.Close() })
+	}))
+	s.url = "https://" + s.addr
 	return s
 }
 
