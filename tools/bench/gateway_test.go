@@ -13,12 +13,7 @@ import (
 // as the gateway always, nginx and Caddy when installed (the subtests say
 // when they are not), through every round, table and chart.
 func TestGateway(t *testing.T) {
-	dir := t.TempDir()
-	origin, stopOrigin, err := startOriginInProcess()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stopOrigin)
+	dir, origin := t.TempDir(), testOrigin(t)
 	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "gateway", false), origin: origin, serverBin: serverBin, accessLog: true, rules: true}
 	for _, peer := range []struct {
 		name string
@@ -109,12 +104,7 @@ func TestBenchMDParts(t *testing.T) {
 // TestMemory measures this server's memory per idle connection and per
 // half-sent ClientHello, briefly.
 func TestMemory(t *testing.T) {
-	dir := t.TempDir()
-	origin, stopOrigin, err := startOriginInProcess()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stopOrigin)
+	dir, origin := t.TempDir(), testOrigin(t)
 	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "memory", false), origin: origin, serverBin: serverBin}
 	ts, err := startTerminators(env)
 	t.Cleanup(stopAll)

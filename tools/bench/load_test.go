@@ -12,24 +12,13 @@ import (
 )
 
 // TestLoad runs the load comparison briefly, unpinned, against this server
-// with its access log variant, and nginx and Caddy when installed: every
+// with its four variants, and nginx and Caddy when installed: every
 // load through h2load and the bench's client, every table and chart.
 // h2load is needed (nghttp2-client): without it the test skips, or fails
 // where REQ_MTLS_REQUIRE_PEERS is set.
 func TestLoad(t *testing.T) {
-	h2load, err := exec.LookPath("h2load")
-	if err != nil {
-		if os.Getenv("REQ_MTLS_REQUIRE_PEERS") != "" {
-			t.Fatalf("h2load is not installed (REQ_MTLS_REQUIRE_PEERS is set): apt-get install nghttp2-client")
-		}
-		t.Skip("h2load is not installed: apt-get install nghttp2-client")
-	}
-	dir := t.TempDir()
-	origin, stopOrigin, err := startOriginInProcess()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stopOrigin)
+	h2load := needPeer(t, "h2load", "nghttp2-client")
+	dir, origin := t.TempDir(), testOrigin(t)
 	names := []string{"access-log", "rules", "agent", "redis"}
 	want := []string{"ours", oursLogged, oursRules, oursAgent, oursRedis}
 	if _, err := exec.LookPath("redis-server"); err != nil && os.Getenv("REQ_MTLS_REQUIRE_PEERS") == "" {
@@ -245,20 +234,11 @@ func TestSVGPerGroup(t *testing.T) {
 
 // TestShared runs the shared-state comparison briefly: every signed request
 // verified at both servers (gatewayGetSigned), and the Redis server's
-// nonces and limits counted in Redis, two commands or more a request.
+// nonces and limits counted in Redis, a SET and an EVALSHA at least for
+// each request.
 func TestShared(t *testing.T) {
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("REQ_MTLS_REQUIRE_PEERS") != "" {
-			t.Fatalf("redis-server is not installed (REQ_MTLS_REQUIRE_PEERS is set): apt-get install redis-server")
-		}
-		t.Skip("redis-server is not installed: apt-get install redis-server")
-	}
-	dir := t.TempDir()
-	origin, stopOrigin, err := startOriginInProcess()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stopOrigin)
+	needPeer(t, "redis-server", "redis-server")
+	dir, origin := t.TempDir(), testOrigin(t)
 	t.Cleanup(stopAll)
 	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "shared", false), origin: origin, serverBin: serverBin}
 	sp := sharedParams{rounds: 2, n: 100, concs: []int{1, 4}, warmMax: warmBatch}
@@ -304,12 +284,7 @@ func TestLoadChartColors(t *testing.T) {
 // the part's environment runs (access log, rules, variants, peers), and
 // serves pprof.
 func TestStartProfiledAlone(t *testing.T) {
-	dir := t.TempDir()
-	origin, stopOrigin, err := startOriginInProcess()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stopOrigin)
+	dir, origin := t.TempDir(), testOrigin(t)
 	t.Cleanup(stopAll)
 	vs, err := findVariants([]string{"access-log", "rules"})
 	if err != nil {
@@ -338,4 +313,30 @@ func TestStartProfiledAlone(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("pprof at %s: %s", pa, resp.Status)
 	}
+}
+
+// needPeer returns the path of a program the test needs, from the Debian
+// package pkg: without it the test skips, or fails where
+// REQ_MTLS_REQUIRE_PEERS is set.
+func needPeer(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("REQ_MTLS_REQUIRE_PEERS") != "" {
+			t.Fatalf("%s is not installed (REQ_MTLS_REQUIRE_PEERS is set): apt-get install %s", name, pkg)
+		}
+		t.Skipf("%s is not installed: apt-get install %s", name, pkg)
+	}
+	return p
+}
+
+// testOrigin runs the bench's origin in the test's process until it ends.
+func testOrigin(t *testing.T) string {
+	t.Helper()
+	origin, stop, err := startOriginInProcess()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return origin
 }
