@@ -110,8 +110,7 @@ var loadVariants = []loadVariant{
 	{name: "redis", label: oursRedis, conf: "a limit rule that every request takes (1,000,000/s per identity, never reached), its counts in a redis-server (-redis, over TCP on the load's core)",
 		setup: setupRedis,
 		args: func(env *gatewayEnv, _ []string) ([]string, error) {
-			return configArgs(env, "redis-load.yaml", baseConfig(env)+"redis: redis://"+env.redisAddr+"\nrules:\n"+
-				"  - name: everyone\n    action: limit\n    rate: 1000000/s\n    burst: 1000000\n")
+			return configArgs(env, "redis-load.yaml", baseConfig(env)+"redis: redis://"+env.redisAddr+"\n"+limitRule)
 		}},
 }
 

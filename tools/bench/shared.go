@@ -33,8 +33,9 @@ type sharedParams struct {
 // sharedAgent is the signing bot's agent URL, listed with a local JWKS.
 const sharedAgent = "https://bot.example"
 
-// sharedRule is the limit every request of the comparison takes.
-const sharedRule = "rules:\n  - name: everyone\n    action: limit\n    rate: 1000000/s\n    burst: 1000000\n"
+// limitRule is the limit every request takes in the Redis variant and the
+// shared-state comparison: high enough never to be reached.
+const limitRule = "rules:\n  - name: everyone\n    action: limit\n    rate: 1000000/s\n    burst: 1000000\n"
 
 // sharedResults holds, per server, concurrency and round, the CPU per
 // request and the median latency.
@@ -78,7 +79,7 @@ func startShared(env *gatewayEnv, agents string) ([]*terminator, error) {
 		{"ours, own store", "shared-own.yaml", ""},
 		{"ours, Redis", "shared-redis.yaml", "redis: redis://" + env.redisAddr + "\n"},
 	} {
-		args, err := configArgs(env, s.file, baseConfig(env)+"signature_agents: "+agents+"\n"+s.extra+sharedRule)
+		args, err := configArgs(env, s.file, baseConfig(env)+"signature_agents: "+agents+"\n"+s.extra+limitRule)
 		if err != nil {
 			return ts, err
 		}
