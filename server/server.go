@@ -633,7 +633,7 @@ func New(cfg Config) (*Server, error) {
 			}
 			sigs = v.v
 		}
-		rules, err := compileRules(st.Rules, siteLimiter(lim, i))
+		rules, err := compileRules(st.Rules, lim, i)
 		if err != nil {
 			return fail(where(err))
 		}
@@ -676,30 +676,19 @@ func New(cfg Config) (*Server, error) {
 	return &Server{s: s, a: &Authenticator{a: s.Auth()}}, nil
 }
 
-// siteLimiter is lim for the limit rules of site i (of Config.Sites):
-// their buckets are apart from those of another site's rule of the same
-// name. (The first site's are lim's own, as a server of one site has
-// them.)
-func siteLimiter(lim policy.Limiter, i int) policy.Limiter {
+// bucketPrefix starts the names of the buckets of site i's limit rules
+// (of Config.Sites): they are apart from those of another site's rule of
+// the same name. (The first site's have none, as a server of one site.)
+func bucketPrefix(i int) string {
 	if i == 0 {
-		return lim
+		return ""
 	}
-	return prefixedLimiter{lim, "site " + strconv.Itoa(i) + ": "}
+	return "site " + strconv.Itoa(i) + ": "
 }
 
-// prefixedLimiter names its buckets with a prefix.
-type prefixedLimiter struct {
-	policy.Limiter
-	prefix string
-}
-
-func (p prefixedLimiter) Take(key string, rate float64, burst int, now time.Time) (bool, time.Duration) {
-	return p.Limiter.Take(p.prefix+key, rate, burst, now)
-}
-
-// compileRules compiles rules, or says every problem they have.
-func compileRules(rules []Rule, lim policy.Limiter) (*policy.Engine, error) {
-	e, probs := policy.Compile(rules, lim)
+// compileRules compiles site i's rules, or says every problem they have.
+func compileRules(rules []Rule, lim policy.Limiter, i int) (*policy.Engine, error) {
+	e, probs := policy.CompileSite(rules, lim, bucketPrefix(i))
 	if probs != nil {
 		errs := make([]error, len(probs))
 		for i, p := range probs {
@@ -716,7 +705,7 @@ func compileRules(rules []Rule, lim policy.Limiter) (*policy.Engine, error) {
 // problem named, and the rules in force stay. Limit rules keep their
 // buckets across calls as long as their names do.
 func (s *Server) SetRules(rules []Rule) error {
-	e, err := compileRules(rules, s.s.Limiter())
+	e, err := compileRules(rules, s.s.Limiter(), 0)
 	if err != nil {
 		return err
 	}
@@ -732,7 +721,7 @@ func (s *Server) SetConfigRules(cfg Config) error {
 	var engines []*policy.Engine
 	var errs []error
 	for i, st := range cfg.SitesOf() {
-		e, err := compileRules(st.Rules, siteLimiter(s.s.Limiter(), i))
+		e, err := compileRules(st.Rules, s.s.Limiter(), i)
 		if err != nil && len(cfg.Sites) > 0 {
 			err = fmt.Errorf("sites[%d] %q: %w", i, strings.Join(st.Hosts, ","), err)
 		}

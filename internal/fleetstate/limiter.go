@@ -9,33 +9,41 @@ import (
 	"github.com/req-mtls/req-mtls/internal/policy"
 )
 
-// takeScript is a token bucket in one Redis hash, taken from in one round
-// trip (EVALSHA): t holds the tokens, l the time of the last take in
-// microseconds. The bucket fills at rate tokens a second up to burst; a
-// bucket left alone until it is full again is as good as none, so it
-// expires then. It returns {1, 0} when a token was taken, or {0, the
-// microseconds until there is one}.
-var takeScript = redis.NewScript(`
-local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local b = redis.call('HMGET', KEYS[1], 't', 'l')
-local tokens, last = tonumber(b[1]), tonumber(b[2])
-if tokens == nil or last == nil then
-	tokens, last = burst, now
+// bucketLua takes a token from the bucket in the Redis hash key: t holds
+// the tokens, l the time of the last take in microseconds. The bucket
+// fills at rate tokens a second up to burst; a bucket left alone until it
+// is full again is as good as none, so it expires then. It returns 1, 0
+// when a token was taken, or 0 and the microseconds until there is one.
+const bucketLua = `
+local function take(key, rate, burst, now)
+	local b = redis.call('HMGET', key, 't', 'l')
+	local tokens, last = tonumber(b[1]), tonumber(b[2])
+	if tokens == nil or last == nil then
+		tokens, last = burst, now
+	end
+	if now > last then
+		tokens = math.min(burst, tokens + (now - last) / 1e6 * rate)
+		last = now
+	end
+	local ok, wait = 0, 0
+	if tokens >= 1 then
+		tokens = tokens - 1
+		ok = 1
+	else
+		wait = math.ceil((1 - tokens) / rate * 1e6)
+	end
+	-- %.17g: tostring keeps 14 digits, too few for microseconds since 1970.
+	redis.call('HSET', key, 't', string.format('%.17g', tokens), 'l', string.format('%.17g', last))
+	redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 1000)
+	return ok, wait
 end
-if now > last then
-	tokens = math.min(burst, tokens + (now - last) / 1e6 * rate)
-	last = now
-end
-local ok, wait = 0, 0
-if tokens >= 1 then
-	tokens = tokens - 1
-	ok = 1
-else
-	wait = math.ceil((1 - tokens) / rate * 1e6)
-end
--- %.17g: tostring keeps 14 digits, too few for microseconds since 1970.
-redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens), 'l', string.format('%.17g', last))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+`
+
+// takeScript takes one token (bucketLua) in one round trip (EVALSHA):
+// KEYS[1] the bucket, ARGV rate, burst and now (µs). It returns {1, 0}
+// when a token was taken, or {0, the microseconds until there is one}.
+var takeScript = redis.NewScript(bucketLua + `
+local ok, wait = take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
 return {ok, wait}
 `)
 

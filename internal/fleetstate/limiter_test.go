@@ -1,13 +1,17 @@
 package fleetstate
 
 import (
+	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/req-mtls/req-mtls/internal/testutil"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/req-mtls/req-mtls/internal/policy"
+	"github.com/req-mtls/req-mtls/internal/testutil"
+	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
 
 type taker interface {
@@ -142,5 +146,70 @@ func TestLimiterOutage(t *testing.T) {
 	}
 	if ok, _ := lb.Take("bot", 1, 1, later); ok {
 		t.Error("after the outage, b took a token a took from the shared bucket")
+	}
+}
+
+// seenAhead is Seen for a request whose signature, if its nonce is new,
+// verifies as agent's and whose rules then take the tokens of plan: it
+// returns the replay verdict and the tokens taken in advance.
+func seenAhead(t *testing.T, in *instance, key, agent string, plan []policy.Take) (bool, []policy.Taken) {
+	t.Helper()
+	adv := &policy.Advance{Plan: func(a string) []policy.Take {
+		if a != agent {
+			t.Errorf("Plan(%q), want the presumed agent %q", a, agent)
+		}
+		return plan
+	}}
+	ctx := webbotauth.WithPresumed(policy.WithAdvance(context.Background(), adv), webbotauth.Result{Status: "valid", Agent: agent})
+	replayed, err := in.nonces.Seen(ctx, key, time.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatalf("Seen(%q): %v", key, err)
+	}
+	return replayed, adv.Taken
+}
+
+// TestNoncesTakeAhead: a signed request's nonce check takes its rules'
+// limit tokens in the same call to Redis (one script: no call of the
+// limiter's), from the buckets the limiter uses, and only for a nonce new
+// to the fleet.
+func TestNoncesTakeAhead(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	a, b := open(t, srv.URL), open(t, srv.URL)
+	plan := []policy.Take{{Key: "shadow agent x", Rate: 1000, Burst: 1000}, {Key: "slow agent x", Rate: 0.5, Burst: 2}}
+	var oks []bool
+	for i, in := range []*instance{a, b, a} {
+		replayed, taken := seenAhead(t, in, fmt.Sprint("k n", i), "https://x.example", plan)
+		if replayed || len(taken) != 2 || taken[0].Take != plan[0] || taken[1].Take != plan[1] || !taken[0].OK {
+			t.Fatalf("nonce %d: replayed %v, taken %+v; want new, both buckets taken", i, replayed, taken)
+		}
+		oks = append(oks, taken[1].OK)
+		if i == 2 && (taken[1].Wait < time.Second || taken[1].Wait > 2*time.Second) {
+			t.Errorf("the third take of a bucket of 2 at 0.5/s: wait %v, want about 2 s", taken[1].Wait)
+		}
+	}
+	if !oks[0] || !oks[1] || oks[2] {
+		t.Errorf("takes of a bucket of 2 by a, b, a: %v; want true true false (one bucket for the fleet)", oks)
+	}
+	// The limiter's Take reads the same bucket: empty.
+	if ok, _ := b.r.Limiter(0).Take("slow agent x", 0.5, 2, time.Now()); ok {
+		t.Error("the limiter took a token from the bucket the nonce checks emptied")
+	}
+	// A replay, at either instance, takes nothing.
+	for _, in := range []*instance{a, b} {
+		if replayed, taken := seenAhead(t, in, "k n0", "https://x.example", plan); !replayed || len(taken) != 0 {
+			t.Errorf("a replay: replayed %v, taken %+v; want a replay and no token taken", replayed, taken)
+		}
+	}
+	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer raw.Close()
+	if tok, err := raw.HGet(context.Background(), a.r.key("limit:", "shadow agent x"), "t").Float64(); err != nil || tok < 996 || tok > 998 {
+		t.Errorf("the shadow bucket holds %v tokens (%v), want 997 (1000, 3 taken, none by the replays)", tok, err)
+	}
+	// One call to Redis for each check, none of the limiter's but the
+	// one above.
+	a.obs.mu.Lock()
+	defer a.obs.mu.Unlock()
+	if a.obs.calls["nonce"] != 3 || a.obs.calls["limit"] != 0 || len(a.obs.errs) != 0 {
+		t.Errorf("a's calls %v, errors %v; want 3 nonce calls and no limit call", a.obs.calls, a.obs.errs)
 	}
 }

@@ -82,6 +82,7 @@ type Redis struct {
 	interval time.Duration
 	prefix   string
 	log      *slog.Logger
+	cluster  bool // a Cluster: a script's keys must share a node
 
 	up atomic.Bool
 
@@ -115,7 +116,8 @@ func Open(cfg Config) (*Redis, error) {
 		return nil, err
 	}
 	setLogger.Do(func() { redis.SetLogger(clientLog{cfg.Logger}) })
-	r := &Redis{client: client, timeout: cfg.Timeout, interval: cfg.PingInterval, prefix: cfg.Prefix,
+	_, cluster := client.(*redis.ClusterClient)
+	r := &Redis{client: client, cluster: cluster, timeout: cfg.Timeout, interval: cfg.PingInterval, prefix: cfg.Prefix,
 		log: cfg.Logger, stop: make(chan struct{}), done: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(context.Background(), max(time.Second, cfg.Timeout))
 	err = r.probe(ctx)

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/req-mtls/req-mtls/internal/certs"
+	"github.com/req-mtls/req-mtls/internal/policy"
 	"github.com/req-mtls/req-mtls/internal/testpki"
 	"github.com/req-mtls/req-mtls/internal/testutil"
 	"github.com/req-mtls/req-mtls/internal/webbotauth"
@@ -361,6 +362,11 @@ func TestCluster(t *testing.T) {
 		if seen(t, a, k) || !seen(t, b, k) {
 			t.Errorf("nonce %q: a first use is a replay, or a replay at b is not", k)
 		}
+	}
+	// One script cannot span the nodes: the nonce is checked alone and
+	// the rules take their tokens themselves.
+	if replayed, taken := seenAhead(t, a, "k cluster ahead", "https://x.example", []policy.Take{{Key: "x", Rate: 1, Burst: 1}}); replayed || len(taken) != 0 {
+		t.Errorf("on a cluster: replayed %v, taken %+v; want a new nonce and no token taken ahead", replayed, taken)
 	}
 	la, lb := a.r.Limiter(0), b.r.Limiter(0)
 	now := time.Now()

@@ -76,6 +76,9 @@ type Identity struct {
 	SameBot int8
 	// Client is the client's address, the limit key of last resort.
 	Client string
+	// Advance holds tokens taken ahead of the rules (see Advance): a limit
+	// rule uses the one taken for its bucket instead of taking another.
+	Advance []Taken
 }
 
 // limitKey is whom a limit rule's bucket counts: the agent when a layer
@@ -127,8 +130,9 @@ type Verdict struct {
 // Engine evaluates compiled rules. It is safe for concurrent use and never
 // changes; a new set of rules is a new Engine.
 type Engine struct {
-	rules []rule
-	lim   Limiter
+	rules  []rule
+	lim    Limiter
+	limits bool // a rule limits
 }
 
 type rule struct {
@@ -153,6 +157,12 @@ func (p Problem) Error() string { return fmt.Sprintf("rules[%d].%s: %s", p.Index
 // buckets of limit rules (NewLocal's, say). Every problem is returned, each
 // naming its rule and key.
 func Compile(rules []Rule, lim Limiter) (*Engine, []Problem) {
+	return CompileSite(rules, lim, "")
+}
+
+// CompileSite is Compile for one site of a server: the names of its limit
+// rules' buckets start with prefix, apart from another site's.
+func CompileSite(rules []Rule, lim Limiter, prefix string) (*Engine, []Problem) {
 	var probs []Problem
 	bad := func(i int, key, format string, a ...any) {
 		probs = append(probs, Problem{i, key, fmt.Sprintf(format, a...)})
@@ -238,6 +248,7 @@ func Compile(rules []Rule, lim Limiter) (*Engine, []Problem) {
 			}
 		case "limit":
 			c.action = Limit
+			e.limits = true
 			rate, err := ParseRate(r.Rate)
 			if r.Rate == "" {
 				bad(i, "rate", "a limit needs a rate, such as 10/s or 600/m")
@@ -253,7 +264,7 @@ func Compile(rules []Rule, lim Limiter) (*Engine, []Problem) {
 		default:
 			bad(i, "action", "%q: want allow, deny, require or limit", r.Action)
 		}
-		c.bucket = r.Name + " "
+		c.bucket = prefix + r.Name + " "
 		e.rules = append(e.rules, c)
 	}
 	if len(probs) > 0 {
@@ -341,7 +352,11 @@ func (e *Engine) apply(r *rule, id *Identity, now time.Time) Verdict {
 		v.AcceptSignature = sig && id.Signature != "valid"
 		v.Body = requireBody[r.What][v.Status == 403]
 	case Limit:
-		ok, wait := e.lim.Take(r.bucket+id.limitKey(), r.rate, r.Burst, now)
+		t := r.take(id)
+		ok, wait, found := id.takeAdvanced(t)
+		if !found {
+			ok, wait = e.lim.Take(t.Key, t.Rate, t.Burst, now)
+		}
 		if !ok {
 			v.Status, v.Body = 429, "too many requests: rule "+r.Name+" allows "+r.Rate+" per identity"
 			v.RetryAfter = max(1, int(math.Ceil(wait.Seconds())))

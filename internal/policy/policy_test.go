@@ -218,3 +218,96 @@ func TestLocalBound(t *testing.T) {
 		t.Errorf("a held, emptied bucket: %v, %v; want refused with a wait", ok, wait)
 	}
 }
+
+// recorder is a Limiter that records the takes asked of it and grants
+// them.
+type recorder struct{ takes []Take }
+
+func (r *recorder) Take(key string, rate float64, burst int, _ time.Time) (bool, time.Duration) {
+	r.takes = append(r.takes, Take{key, rate, burst})
+	return true, 0
+}
+
+// TestPlan: Plan names the tokens Decide takes, in its order (shadow limits
+// before the deciding one, none after it); given them taken in advance,
+// Decide uses their answers and asks its limiter for none, each answer
+// once.
+func TestPlan(t *testing.T) {
+	rules := []Rule{
+		{Name: "watch", Match: Match{Signature: "valid"}, Action: "limit", Rate: "100/s", Burst: 100, Shadow: true},
+		{Name: "admin", Match: Match{Path: "/admin/"}, Action: "deny"},
+		{Name: "agents", Match: Match{Agent: "https://a.example"}, Action: "limit", Rate: "2/s", Burst: 3},
+		{Name: "after", Action: "limit", Rate: "1/s", Burst: 1},
+	}
+	lim := &recorder{}
+	e, probs := Compile(rules, lim)
+	if probs != nil || !e.HasLimits() {
+		t.Fatal(probs, e.HasLimits())
+	}
+	for _, tc := range []struct {
+		name    string
+		id      Identity
+		limited bool // a limit decides
+	}{
+		{"ShadowAndLimit", Identity{Path: "/", Signature: "valid", Agent: "https://a.example"}, true},
+		{"ShadowThenDeny", Identity{Path: "/admin/", Signature: "valid", Agent: "https://a.example"}, false},
+		{"LastRule", Identity{Path: "/", Signature: "none", Client: "192.0.2.1"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lim.takes = nil
+			id := tc.id
+			plan := e.Plan(&id)
+			want := e.Decide(&id, t0)
+			if fmt.Sprint(plan) != fmt.Sprint(lim.takes) {
+				t.Fatalf("Plan = %v, Decide took %v", plan, lim.takes)
+			}
+			// Taken in advance: the last one refused.
+			lim.takes = nil
+			id.Advance = nil
+			for i, p := range plan {
+				id.Advance = append(id.Advance, Taken{Take: p, OK: i < len(plan)-1, Wait: 1500 * time.Millisecond})
+			}
+			v := e.Decide(&id, t0)
+			if len(lim.takes) != 0 {
+				t.Errorf("with the tokens taken in advance, Decide asked its limiter for %v", lim.takes)
+			}
+			if tc.limited && (v.Status != 429 || v.RetryAfter != 2) {
+				t.Errorf("the deciding limit refused in advance: %+v, want 429, Retry-After 2", v)
+			}
+			if v.Rule != want.Rule || v.Shadow != want.Shadow {
+				t.Errorf("Decide with tokens in advance: %+v, without: %+v", v, want)
+			}
+			// Each answer serves once: a second decision takes anew.
+			e.Decide(&id, t0)
+			if fmt.Sprint(lim.takes) != fmt.Sprint(plan) {
+				t.Errorf("a second Decide with the answers used took %v, want %v", lim.takes, plan)
+			}
+		})
+	}
+	// A bucket of another rate (rules reloaded since) is taken anew.
+	id := Identity{Path: "/", Signature: "valid", Agent: "https://a.example"}
+	lim.takes = nil
+	id.Advance = []Taken{{Take: Take{Key: "agents agent https://a.example", Rate: 5, Burst: 3}, OK: false}}
+	if v := e.Decide(&id, t0); v.Status != 0 || len(lim.takes) != 2 {
+		t.Errorf("a token taken in advance at another rate: %+v, limiter asked %v; want both taken anew", v, lim.takes)
+	}
+}
+
+// TestCompileSitePrefix: two sites' rules of one name count apart on one
+// limiter, and Plan names a site's buckets as Decide takes them.
+func TestCompileSitePrefix(t *testing.T) {
+	lim := NewLocal(0)
+	rules := []Rule{{Name: "one", Action: "limit", Rate: "1/m", Burst: 1}}
+	a, _ := Compile(rules, lim)
+	b, _ := CompileSite(rules, lim, "site 1: ")
+	id := Identity{Path: "/", Client: "192.0.2.1"}
+	if va, vb := a.Decide(&id, t0), b.Decide(&id, t0); va.Status != 0 || vb.Status != 0 {
+		t.Errorf("first requests at two sites: %d and %d, want both admitted (a bucket each)", va.Status, vb.Status)
+	}
+	if vb := b.Decide(&id, t0); vb.Status != 429 {
+		t.Errorf("second request at site 1: %d, want 429", vb.Status)
+	}
+	if p := b.Plan(&id); len(p) != 1 || p[0].Key != "site 1: one addr 192.0.2.1" {
+		t.Errorf("Plan at site 1 = %v, want the bucket \"site 1: one addr 192.0.2.1\"", p)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/req-mtls/req-mtls/internal/auth"
 	"github.com/req-mtls/req-mtls/internal/gateway"
 	"github.com/req-mtls/req-mtls/internal/metrics"
+	"github.com/req-mtls/req-mtls/internal/policy"
 	"github.com/req-mtls/req-mtls/internal/safetext"
 	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
@@ -20,11 +21,16 @@ import (
 // log is not nil, to write one line per request to it: who (address,
 // flags, certificate and the handshake's decision), what (method, host,
 // path), and how it went (status, bytes, duration, the origin's time).
-func observe(h http.Handler, m *metrics.Metrics, log *slog.Logger, sigs *webbotauth.Verifier) http.Handler {
+func observe(h http.Handler, m *metrics.Metrics, log *slog.Logger, sigs *webbotauth.Verifier, st *site) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		var wba webbotauth.Result
 		if sigs != nil {
+			// The limit tokens the site's rules will take, taken with
+			// the nonce check when the fleet's store can.
+			if adv := st.advance(r); adv != nil {
+				r = r.WithContext(policy.WithAdvance(r.Context(), adv))
+			}
 			// The request's signature verdict, made once: the gateway's
 			// fields, /debug, this log line and the metrics read it.
 			wba = sigs.Verify(r)

@@ -57,7 +57,7 @@ func BenchmarkAccessLog(b *testing.B) {
 	}{{"off", nil}, {"slog", slog.New(slog.NewTextHandler(io.Discard, nil))}, {"NewAccessHandler", slog.New(NewAccessHandler(io.Discard, false))}} {
 		log := c.log
 		b.Run(c.name, func(b *testing.B) {
-			o := observe(h, metrics.New(nil, nil, nil, nil), log, nil)
+			o := observe(h, metrics.New(nil, nil, nil, nil), log, nil, nil)
 			r := httptest.NewRequest("GET", "https://site.example/some/path?q=1", nil)
 			b.ReportAllocs()
 			for b.Loop() {
@@ -139,8 +139,8 @@ func TestAccessLogFastPathSameLine(t *testing.T) {
 		}
 		r := httptest.NewRequest("GET", "https://site.example/a%20b?q=\"x\"", nil)
 		r.RemoteAddr = "192.0.2.1:4242"
-		observe(h, metrics.New(nil, nil, nil, nil), slog.New(sh), nil).ServeHTTP(httptest.NewRecorder(), r)
-		observe(h, metrics.New(nil, nil, nil, nil), slog.New(NewAccessHandler(&fast, json)), nil).ServeHTTP(httptest.NewRecorder(), r)
+		observe(h, metrics.New(nil, nil, nil, nil), slog.New(sh), nil, nil).ServeHTTP(httptest.NewRecorder(), r)
+		observe(h, metrics.New(nil, nil, nil, nil), slog.New(NewAccessHandler(&fast, json)), nil, nil).ServeHTTP(httptest.NewRecorder(), r)
 		a, b := stamp.ReplaceAllString(std.String(), "T"), stamp.ReplaceAllString(fast.String(), "T")
 		if a != b || !strings.Contains(a, "418") {
 			t.Errorf("json %v:\nslog %s\nfast %s", json, a, b)
@@ -302,7 +302,7 @@ func TestAccessLogAbortedResponse(t *testing.T) {
 	}
 	var logs testutil.Buffer
 	m := metrics.New(nil, nil, nil, nil)
-	front := httptest.NewServer(observe(gw, m, slog.New(NewAccessHandler(&logs, false)), nil))
+	front := httptest.NewServer(observe(gw, m, slog.New(NewAccessHandler(&logs, false)), nil, nil))
 	defer front.Close()
 	resp, err := http.Get(front.URL + "/cut")
 	if err == nil {

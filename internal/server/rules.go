@@ -132,8 +132,37 @@ func connIdentityOf(c *auth.Conn) *connIdentity {
 }
 
 // requestIdentity is what r proved, as recorded: the handshake's decision
-// on its connection and the signature's verdict on it.
+// on its connection and the signature's verdict on it, with the limit
+// tokens taken for it in advance.
 func requestIdentity(r *http.Request) policy.Identity {
+	res, ok := webbotauth.ResultOf(r)
+	id := identityWith(r, res, ok)
+	if adv := policy.AdvanceOf(r.Context()); adv != nil {
+		id.Advance = adv.Taken
+	}
+	return id
+}
+
+// advance returns the Advance for a signed request on a site whose rules
+// limit, for its nonce check to take the tokens its rules will take
+// (policy.Advance), or nil.
+func (st *site) advance(r *http.Request) *policy.Advance {
+	if st == nil {
+		return nil
+	}
+	e := st.rules.Load()
+	if !e.HasLimits() || r.Header.Get("Signature") == "" {
+		return nil
+	}
+	return &policy.Advance{Plan: func(agent string) []policy.Take {
+		id := identityWith(r, webbotauth.Result{Status: "valid", Agent: agent}, true)
+		return e.Plan(&id)
+	}}
+}
+
+// identityWith is what r proved with res as its signature's verdict
+// (hasRes false: none recorded).
+func identityWith(r *http.Request, res webbotauth.Result, hasRes bool) policy.Identity {
 	id := policy.Identity{Method: r.Method, Path: r.URL.Path, Cert: "none", Signature: "none"}
 	id.Client, _, _ = net.SplitHostPort(r.RemoteAddr)
 	var d *auth.Decision
@@ -145,7 +174,7 @@ func requestIdentity(r *http.Request) policy.Identity {
 		id.Agent = ci.agent
 		d = c.Decision()
 	}
-	if res, ok := webbotauth.ResultOf(r); ok {
+	if hasRes {
 		id.Signature = res.Status
 		if res.Status == "valid" {
 			id.Agent = res.Agent

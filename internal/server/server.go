@@ -309,7 +309,7 @@ func New(cfg Config) (*Server, error) {
 			v.OnKeysDropped(func(agent string) { sa.Recheck("keys dropped by agent " + agent) })
 			s.verifiers = append(s.verifiers, v)
 		}
-		st.handler = observe(s.misdirected(st, s.enforce(st, s.siteHandler(sa, sc.Handler))), m, cfg.AccessLog, sc.Signatures)
+		st.handler = observe(s.misdirected(st, s.enforce(st, s.siteHandler(sa, sc.Handler))), m, cfg.AccessLog, sc.Signatures, st)
 		s.sites = append(s.sites, st)
 	}
 	if err := checkHosts(s.sites); err != nil {

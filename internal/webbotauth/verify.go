@@ -281,8 +281,10 @@ func (v *Verifier) check(r *http.Request, s *httpsig.Signature) Result {
 		return invalid("denied")
 	}
 	// A nonce is good once within its signature's validity.
+	valid := Result{Status: "valid", Agent: agent.URL, KeyID: p.KeyID}
 	if p.Nonce != "" {
-		replayed, err := v.nonces.Seen(r.Context(), p.KeyID+" "+p.Nonce, p.Expires.Add(v.cfg.Skew))
+		ctx := WithPresumed(r.Context(), valid)
+		replayed, err := v.nonces.Seen(ctx, p.KeyID+" "+p.Nonce, p.Expires.Add(v.cfg.Skew))
 		if err != nil {
 			return invalid("nonce not checked: " + err.Error())
 		}
@@ -290,7 +292,24 @@ func (v *Verifier) check(r *http.Request, s *httpsig.Signature) Result {
 			return invalid("nonce replayed")
 		}
 	}
-	return Result{Status: "valid", Agent: agent.URL, KeyID: p.KeyID}
+	return valid
+}
+
+type presumedKey struct{}
+
+// WithPresumed returns ctx telling a NonceStore's Seen the result its
+// request has if the nonce is new (Presumed).
+func WithPresumed(ctx context.Context, res Result) context.Context {
+	return context.WithValue(ctx, presumedKey{}, res)
+}
+
+// Presumed returns, to a NonceStore's Seen, the result the request has if
+// the nonce is new: its signature verified, its agent and key known. A
+// store that does more for a request than keep its nonce (a fleet's, in
+// the same round trip) decides by it.
+func Presumed(ctx context.Context) (Result, bool) {
+	res, ok := ctx.Value(presumedKey{}).(Result)
+	return res, ok
 }
 
 // key finds the key keyid by the (agent, key) pair (draft-ietf-webbotauth-
