@@ -181,11 +181,13 @@ func newClient(cfg Config) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, bad(err)
 		}
+		tc := tlsConf(o.TLSConfig)
 		return redis.NewFailoverClient(&redis.FailoverOptions{
 			MasterName: master, SentinelAddrs: o.Addrs,
 			Username: o.Username, Password: o.Password, DB: db,
-			TLSConfig: tlsConf(o.TLSConfig), ContextTimeoutEnabled: true, MaxRetries: -1,
+			TLSConfig: tc, ContextTimeoutEnabled: true, MaxRetries: -1,
 			DialTimeout: o.DialTimeout, PoolSize: o.PoolSize, DisableIdentity: true,
+			Dialer: dialer(o.DialTimeout, tc),
 		}), nil
 	case q.Has("addr"):
 		o, err := redis.ParseClusterURL(cfg.URL)
@@ -194,6 +196,7 @@ func newClient(cfg Config) (redis.UniversalClient, error) {
 		}
 		o.TLSConfig = tlsConf(o.TLSConfig)
 		o.ContextTimeoutEnabled, o.MaxRetries, o.DisableIdentity = true, -1, true
+		o.Dialer = dialer(o.DialTimeout, o.TLSConfig)
 		return redis.NewClusterClient(o), nil
 	default:
 		o, err := redis.ParseURL(cfg.URL)
@@ -202,6 +205,7 @@ func newClient(cfg Config) (redis.UniversalClient, error) {
 		}
 		o.TLSConfig = tlsConf(o.TLSConfig)
 		o.ContextTimeoutEnabled, o.MaxRetries, o.DisableIdentity = true, -1, true
+		o.Dialer = dialer(o.DialTimeout, o.TLSConfig)
 		return redis.NewClient(o), nil
 	}
 }

@@ -472,3 +472,33 @@ func TestRedisFull(t *testing.T) {
 	waitUp(t, a, true)
 	t.Logf("redis full after %d nonces in 2 MB, back once flushed", i)
 }
+
+// TestPooledConnClosedByRedis: a pooled connection Redis closed (its
+// timeout, CLIENT KILL, a restart) is found before use and replaced, not
+// used and failed: no call fails, no outage is logged. (The connections
+// are read and written with raw calls; go-redis's check before use must
+// still see the close.)
+func TestPooledConnClosedByRedis(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	in := openTimeout(t, srv.URL, time.Second)
+	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer raw.Close()
+	for i := range 5 {
+		if seen(t, in, fmt.Sprint("k before ", i)) {
+			t.Fatal("a new nonce is a replay")
+		}
+		killed, err := raw.ClientKillByFilter(context.Background(), "TYPE", "normal", "SKIPME", "yes").Result()
+		if err != nil || killed == 0 {
+			t.Fatalf("CLIENT KILL: %d killed, %v", killed, err)
+		}
+		time.Sleep(20 * time.Millisecond) // the close reaches the client
+		if seen(t, in, fmt.Sprint("k after ", i)) {
+			t.Fatal("a new nonce is a replay")
+		}
+	}
+	in.obs.mu.Lock()
+	defer in.obs.mu.Unlock()
+	if len(in.obs.errs) != 0 || strings.Contains(in.log.String(), "unreachable") || !in.r.Up() {
+		t.Errorf("calls failed on connections Redis closed: %v\n%s", in.obs.errs, in.log)
+	}
+}
