@@ -135,7 +135,7 @@ BENCH_ONLY   ?=
 BENCH_ARGS   ?=
 BENCH_MICRO  := ./internal/tlsflags ./internal/clienthello ./internal/policy
 
-bench: build ## server CPU per handshake vs stock crypto/tls, throughput, the gateway vs nginx and Caddy (CPU, and h2load's saturation and latency), microbenchmarks; writes OUT/bench.* (OUT=bin/assets; OUT=assets updates the committed ones; BENCH_ONLY=handshake, gateway, load, memory or forward runs one part)
+bench: build ## server CPU per handshake vs stock crypto/tls, throughput, the gateway vs nginx and Caddy (CPU, and h2load's saturation and latency), microbenchmarks; writes OUT/bench.* (OUT=bin/assets; OUT=assets updates the committed ones; BENCH_ONLY=handshake, gateway, load, shared, memory or forward runs one part)
 	$(GO) build -o $(BIN)/bench ./tools/bench
 	@if command -v taskset >/dev/null && [ "$$(nproc)" -ge 2 ]; then \
 		echo "taskset -c 0 $(BIN)/bench -server-cpu 1 $(if $(BENCH_ONLY),-only $(BENCH_ONLY) )..."; \

@@ -62,7 +62,6 @@ type loadParams struct {
 	idleN    int           // requests one at a time per terminator per round
 	fracs    []float64     // fixed rates, as fractions of nginx's saturation
 	variants []string      // loadVariants names to run beside ours
-	shared   sharedParams  // the shared-state comparison (none when n is 0)
 	warmMax  int
 }
 
@@ -846,28 +845,38 @@ func loadBench(dir, binDir string, lp loadParams, nginxFlag, caddyFlag, baseline
 		}
 		md += fmt.Sprintf("\nredis-server ran %d EVALSHA (the Redis variant's limits) in the load.\n", calls["evalsha"])
 	}
-	if lp.shared.n > 0 {
-		before := map[string]int{}
-		if env.redisAddr != "" {
-			before, err = redisCalls(env.redisAddr)
-			check(err)
-		}
-		sr, err := runShared(env, lp.shared, func(s string) { log.Print(s) })
-		check(err)
-		md += "\n" + sr.markdown(lp.shared)
-		calls, err := redisCalls(env.redisAddr)
-		check(err)
-		line, err := sharedCalls(before, calls, sr.requests())
-		if err != nil {
-			fatalf("shared state: %v", err)
-		}
-		md += "\n" + line + "\n"
-	}
 	fmt.Print("\n" + md)
 	if prof.file != "" {
 		check(profileOursH2load(env, lp, prof))
 	}
 	return md, res.bars(), res.latencyBars(lp)
+}
+
+// sharedBench runs the shared-state comparison (own store against Redis),
+// the origin on the load's CPU, and returns its Markdown.
+func sharedBench(dir, binDir string, sp sharedParams) string {
+	self, err := os.Executable()
+	check(err)
+	defer stopAll()
+	origin, err := startListening(false, self, "serve-origin", "-addr", "127.0.0.1:0")
+	check(err)
+	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "shared", false), origin: origin.addr,
+		serverBin: filepath.Join(binDir, "server"), verifyingOnly: true}
+	check(setupRedis(env))
+	before, err := redisCalls(env.redisAddr)
+	check(err)
+	sr, err := runShared(env, sp, func(s string) { log.Print(s) })
+	check(err)
+	md := sr.markdown(sp)
+	calls, err := redisCalls(env.redisAddr)
+	check(err)
+	line, err := sharedCalls(before, calls, sr.requests())
+	if err != nil {
+		fatalf("shared state: %v", err)
+	}
+	md += "\n" + line + "\n"
+	fmt.Print("\n" + md)
+	return md
 }
 
 // profileOursH2load runs this server as the gateway once more, with pprof

@@ -68,7 +68,7 @@ func main() {
 	}
 	binDir := flag.String("bin", "bin", "directory with the server binary")
 	outDir := flag.String("out", filepath.Join("bin", "assets"), "where to write bench.md, bench.svg and bench-gateway.svg")
-	only := flag.String("only", "", "run one part only: handshake (CPU per handshake, GET /debug throughput), gateway (the TLS terminator comparison; bench.md keeps the other part's last results), load (the terminators under h2load: saturation and latency at fixed rates, in bench-load.md), memory (memory per open connection against nginx and Caddy, in bench-memory.md) or forward (the forward proxy against mitmproxy, in bench-forward.md)")
+	only := flag.String("only", "", "run one part only: handshake (CPU per handshake, GET /debug throughput), gateway (the TLS terminator comparison; bench.md keeps the other part's last results), load (the terminators under h2load: saturation and latency at fixed rates, in bench-load.md), shared (the fleet's shared state: signed requests with a limit, own store against Redis, in bench-shared.md), memory (memory per open connection against nginx and Caddy, in bench-memory.md) or forward (the forward proxy against mitmproxy, in bench-forward.md)")
 	rounds := flag.Int("rounds", 5, "interleaved rounds")
 	handshakes := flag.Int("handshakes", 500, "handshakes per configuration per round")
 	requests := flag.Int("requests", 2000, "requests per throughput measurement")
@@ -93,7 +93,8 @@ func main() {
 	flag.IntVar(&lp.flagConc, "load-flagged-conc", 8, "load: new flagged connections at a time")
 	flag.IntVar(&lp.idleRate, "load-idle-rate", 200, "load: requests per second, one at a time on a kept-alive connection")
 	flag.IntVar(&lp.idleN, "load-idle-requests", 1000, "load: requests one at a time per terminator per round")
-	flag.IntVar(&lp.shared.n, "shared-requests", 4000, "load: signed requests per server, round and concurrency in the shared-state comparison (own store against Redis; 0 skips it)")
+	var sp sharedParams
+	flag.IntVar(&sp.n, "shared-requests", 4000, "shared: signed requests per server, round and concurrency in the shared-state comparison (own store against Redis)")
 	loadVariantList := flag.String("load-variants", "access-log,rules,agent,redis", "load: this server again with these on, comma-separated ("+variantNames()+"; \"\" for none)")
 	nginxBin := flag.String("nginx", "", "gateway: the nginx binary (default: nginx from PATH or /usr/sbin)")
 	caddyBin := flag.String("caddy", "", "gateway: the caddy binary (default: caddy from PATH)")
@@ -108,13 +109,13 @@ func main() {
 	flag.BoolVar(&prof.accessLog, "profile-access-log", false, "gateway, load: -profile samples the server with its access log on")
 	flag.StringVar(&serverCPU, "server-cpu", "", "run the servers on this CPU (taskset -c), apart from the load")
 	flag.Parse()
-	if *only != "" && *only != "handshake" && *only != "gateway" && *only != "load" && *only != "memory" && *only != "forward" {
-		log.Fatalf("-only must be handshake, gateway, load, memory or forward, not %q", *only)
+	if *only != "" && *only != "handshake" && *only != "gateway" && *only != "load" && *only != "shared" && *only != "memory" && *only != "forward" {
+		log.Fatalf("-only must be handshake, gateway, load, shared, memory or forward, not %q", *only)
 	}
 	gp.rounds = *rounds
 	gp.warmMax = *warmMax
 	lp.rounds, lp.warmMax, lp.fracs = *rounds, *warmMax, []float64{0.25, 0.5, 0.75}
-	lp.shared.rounds, lp.shared.concs, lp.shared.warmMax = *rounds, []int{1, 4}, *warmMax
+	sp.rounds, sp.concs, sp.warmMax = *rounds, []int{1, 4}, *warmMax
 	if *loadVariantList != "" {
 		lp.variants = strings.Split(*loadVariantList, ",")
 	}
@@ -159,9 +160,8 @@ func main() {
 			log.Print("load: h2load is not installed: the load part skipped (on Debian: apt-get install nghttp2-client)")
 			skipLoad = true
 		} else if findPeer("redis-server", "") == "" {
-			log.Print("load: redis-server is not installed: the Redis variant and the shared-state comparison skipped (on Debian: apt-get install redis-server)")
+			log.Print("load: redis-server is not installed: the Redis variant skipped (on Debian: apt-get install redis-server)")
 			lp.variants = slices.DeleteFunc(lp.variants, func(v string) bool { return v == "redis" })
-			lp.shared.n = 0
 		}
 	}
 	if (*only == "" && !skipLoad) || *only == "load" {
@@ -180,6 +180,18 @@ func main() {
 		if *only == "load" {
 			return
 		}
+	}
+	if *only == "shared" || *only == "" && findPeer("redis-server", "") != "" {
+		// The fleet's shared state: own store against Redis.
+		md := sharedBench(dir, *binDir, sp)
+		check(os.MkdirAll(*outDir, 0o755))
+		check(os.WriteFile(filepath.Join(*outDir, "bench-shared.md"), []byte(md), 0o644))
+		log.Printf("wrote %s", filepath.Join(*outDir, "bench-shared.md"))
+		if *only == "shared" {
+			return
+		}
+	} else if *only == "" {
+		log.Print("shared: redis-server is not installed: the shared-state comparison skipped (on Debian: apt-get install redis-server)")
 	}
 	if *only == "" || *only == "memory" {
 		md := memoryBench(dir, *binDir, mp, *nginxBin, *caddyBin, *heapProfile)
