@@ -80,7 +80,7 @@ func (l *Limiter) Take(key string, rate float64, burst int, now time.Time) (bool
 	var res []int64
 	if l.r.call(context.Background(), "limit", func(ctx context.Context) error {
 		var err error
-		res, err = takeScript.Run(ctx, l.r.client, []string{l.r.key("limit:", key)}, rate, burst, now.UnixMicro()).Int64Slice()
+		res, err = l.r.pipe.do(ctx, takeScript, []string{l.r.key("limit:", key)}, rate, burst, now.UnixMicro())
 		return err
 	}) != nil || len(res) != 2 {
 		l.r.local()

@@ -14,8 +14,8 @@ import (
 )
 
 // Nonces is a webbotauth.NonceStore shared by the fleet: a nonce is set in
-// Redis (SET NX with the time left until its expiry), once for every
-// instance, and kept in a local store as well. A nonce either has seen is
+// Redis (SET NX with the time left until its expiry, in a script that
+// takes the request's limit tokens too), once for every instance, and kept in a local store as well. A nonce either has seen is
 // a replay. While Redis is down, or when a call fails or passes the
 // timeout, the local store alone answers: it refuses the nonces this
 // instance saw (before the outage too), not those another instance saw.
@@ -58,11 +58,6 @@ func (n *Nonces) Seen(ctx context.Context, key string, expiry time.Time) (bool, 
 	var set bool
 	var taken []int64
 	if n.r.call(ctx, "nonce", func(ctx context.Context) error {
-		var err error
-		if len(takes) == 0 {
-			set, err = n.r.client.SetNX(ctx, n.r.key("nonce:", key), "1", ttl).Result()
-			return err
-		}
 		keys := make([]string, 0, 1+len(takes))
 		args := make([]any, 0, 2+2*len(takes))
 		keys = append(keys, n.r.key("nonce:", key))
@@ -71,7 +66,7 @@ func (n *Nonces) Seen(ctx context.Context, key string, expiry time.Time) (bool, 
 			keys = append(keys, n.r.key("limit:", t.Key))
 			args = append(args, t.Rate, t.Burst)
 		}
-		res, err := nonceScript.Run(ctx, n.r.client, keys, args...).Int64Slice()
+		res, err := n.r.pipe.do(ctx, nonceScript, keys, args...)
 		if err == nil && (len(res) == 0 || res[0] == 1 && len(res) != 1+2*len(takes)) {
 			err = fmt.Errorf("nonce script: %d values for %d buckets", len(res), len(takes))
 		}

@@ -78,6 +78,7 @@ type Observer interface {
 // down) kept by a background ping. It is safe for concurrent use.
 type Redis struct {
 	client   redis.UniversalClient
+	pipe     *pipeline // the requests' calls
 	timeout  time.Duration
 	interval time.Duration
 	prefix   string
@@ -117,7 +118,7 @@ func Open(cfg Config) (*Redis, error) {
 	}
 	setLogger.Do(func() { redis.SetLogger(clientLog{cfg.Logger}) })
 	_, cluster := client.(*redis.ClusterClient)
-	r := &Redis{client: client, cluster: cluster, timeout: cfg.Timeout, interval: cfg.PingInterval, prefix: cfg.Prefix,
+	r := &Redis{client: client, pipe: newPipeline(client, cfg.Timeout), cluster: cluster, timeout: cfg.Timeout, interval: cfg.PingInterval, prefix: cfg.Prefix,
 		log: cfg.Logger, stop: make(chan struct{}), done: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(context.Background(), max(time.Second, cfg.Timeout))
 	err = r.probe(ctx)
@@ -261,6 +262,7 @@ func (r *Redis) Close() error {
 		close(r.stop)
 	}
 	<-r.done
+	r.pipe.close()
 	return r.client.Close()
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -411,6 +412,10 @@ func TestACL(t *testing.T) {
 	if ok, _ := l.Take("bot", 1, 1, now); ok {
 		t.Error("a take past the burst as the ACL user admitted")
 	}
+	// The nonce and a token in one script: its commands are the user's.
+	if replayed, taken := seenAhead(t, in, "k acl ahead", "https://x.example", []policy.Take{{Key: "bot2", Rate: 1, Burst: 1}}); replayed || len(taken) != 1 || !taken[0].OK {
+		t.Errorf("a nonce and a token in one script as the ACL user: replayed %v, taken %+v", replayed, taken)
+	}
 	if len(in.obs.errs) != 0 {
 		t.Errorf("errors as the ACL user: %v", in.obs.errs)
 	}
@@ -447,10 +452,25 @@ func TestRedisFull(t *testing.T) {
 		t.Fatalf("the first error is not Redis's OOM: %v", a.obs.errs)
 	}
 	// Filled to its bound, Redis takes a write now and then as its
-	// buffers shrink; with the bound halved it refuses every one.
+	// buffers shrink; with the bound 300 KB under what it holds it
+	// refuses every one (and takes them again once the nonces are gone:
+	// they hold about 1 MB).
 	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer raw.Close()
-	if err := raw.ConfigSet(context.Background(), "maxmemory", "1mb").Err(); err != nil {
+	mem, err := raw.Info(context.Background(), "memory").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var used int
+	for _, line := range strings.Split(mem, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+			used, _ = strconv.Atoi(v)
+		}
+	}
+	if used < 1<<20 {
+		t.Fatalf("used_memory %d when full, want over 1 MB (INFO memory:\n%s)", used, mem)
+	}
+	if err := raw.ConfigSet(context.Background(), "maxmemory", strconv.Itoa(used-300<<10)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	// Three pings later, still down and one line: no flapping.

@@ -409,6 +409,12 @@ type RedisMetrics struct {
 	up       prometheus.Gauge
 	errors   *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	ops      map[string]redisOp // the series of each op, looked up once
+}
+
+type redisOp struct {
+	duration prometheus.Observer
+	errors   prometheus.Counter
 }
 
 // AddRedis registers the Redis metrics, for a server that shares its
@@ -420,11 +426,12 @@ func (m *Metrics) AddRedis() *RedisMetrics {
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reqmtls_redis_errors_total",
 			Help: "Redis calls that failed or passed their timeout, by op (nonce, limit, ping); each answered locally."}, []string{"op"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "reqmtls_redis_request_duration_seconds",
-			Help:    "Time of each Redis call, by op (nonce, limit, ping), failed ones included.",
+			Help:    "Time of each Redis call, by op (nonce: a signature's nonce, with the request's limit tokens in the same script; limit; ping), failed ones included.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25}}, []string{"op"}),
 	}
+	r.ops = map[string]redisOp{}
 	for _, op := range []string{"nonce", "limit", "ping"} {
-		r.errors.WithLabelValues(op)
+		r.ops[op] = redisOp{duration: r.duration.WithLabelValues(op), errors: r.errors.WithLabelValues(op)}
 	}
 	m.reg.MustRegister(r.up, r.errors, r.duration)
 	return r
@@ -441,8 +448,12 @@ func (r *RedisMetrics) Up(up bool) {
 
 // Call counts one Redis call.
 func (r *RedisMetrics) Call(op string, took time.Duration, err error) {
-	r.duration.WithLabelValues(op).Observe(took.Seconds())
+	o, ok := r.ops[op]
+	if !ok {
+		o = redisOp{duration: r.duration.WithLabelValues(op), errors: r.errors.WithLabelValues(op)}
+	}
+	o.duration.Observe(took.Seconds())
 	if err != nil {
-		r.errors.WithLabelValues(op).Inc()
+		o.errors.Inc()
 	}
 }

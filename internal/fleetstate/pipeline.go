@@ -1,0 +1,157 @@
+package fleetstate
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// maxBatch bounds the calls sent to Redis in one pipeline.
+const maxBatch = 128
+
+// queueLen bounds the calls waiting for the pipeline: past it, a call is
+// answered locally at once (Redis is not keeping up).
+const queueLen = 1024
+
+var errQueueFull = errors.New("too many Redis calls waiting")
+
+// A pipeline sends the Redis calls of concurrent requests together. A
+// call (a script: the nonce check, a token) made while no other is out is
+// made at once by its caller. One made while another is out waits in a
+// queue; one goroutine takes all that are waiting, up to maxBatch, sends
+// them in one write (a pipeline of EVALSHA), reads their answers and hands
+// each back, then takes the next batch. One request at a time, every call
+// is made at once, with no handoff; under load, the calls that arrive
+// while others are out go together, so that a write and a read to Redis
+// serve many requests: the busier the server, the fewer system calls per
+// request.
+type pipeline struct {
+	client   redis.UniversalClient
+	timeout  time.Duration
+	queue    chan *queued
+	inflight atomic.Int32 // calls and batches out
+	trips    atomic.Int64 // round trips made (a call at once, or a batch)
+	calls    atomic.Int64 // calls made
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+// queued is one call and, once done is closed, its answer.
+type queued struct {
+	ctx    context.Context // the caller's: done, it no longer waits
+	script *redis.Script
+	keys   []string
+	args   []any
+	res    []int64
+	err    error
+	done   chan struct{}
+}
+
+func newPipeline(client redis.UniversalClient, timeout time.Duration) *pipeline {
+	p := &pipeline{client: client, timeout: timeout, queue: make(chan *queued, queueLen),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go p.run()
+	return p
+}
+
+// close stops the pipeline's goroutine; calls still queued are not
+// answered (their callers time out).
+func (p *pipeline) close() {
+	close(p.stop)
+	<-p.done
+}
+
+// run sends the batches, one at a time.
+func (p *pipeline) run() {
+	defer close(p.done)
+	batch := make([]*queued, 0, maxBatch)
+	for {
+		select {
+		case q := <-p.queue:
+			batch = append(batch[:0], q)
+		case <-p.stop:
+			return
+		}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case q := <-p.queue:
+				batch = append(batch, q)
+			default:
+				break fill
+			}
+		}
+		// Calls whose callers stopped waiting (Redis slow, the queue
+		// long) are not made: they were answered locally.
+		batch = slices.DeleteFunc(batch, func(q *queued) bool { return q.ctx.Err() != nil })
+		if len(batch) > 0 {
+			p.send(batch)
+		}
+		clear(batch[:cap(batch)])
+		select {
+		case <-p.stop:
+			return
+		default:
+		}
+	}
+}
+
+// send runs a batch and answers each of its calls.
+func (p *pipeline) send(batch []*queued) {
+	p.inflight.Add(1)
+	defer p.inflight.Add(-1)
+	p.trips.Add(1)
+	p.calls.Add(int64(len(batch)))
+	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
+	defer cancel()
+	if len(batch) == 1 {
+		q := batch[0]
+		q.res, q.err = q.script.Run(ctx, p.client, q.keys, q.args...).Int64Slice()
+		close(q.done)
+		return
+	}
+	pipe := p.client.Pipeline()
+	cmds := make([]*redis.Cmd, len(batch))
+	for i, q := range batch {
+		cmds[i] = pipe.EvalSha(ctx, q.script.Hash(), q.keys, q.args...)
+	}
+	pipe.Exec(ctx) // each command holds its own error
+	for i, q := range batch {
+		if redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") {
+			// Redis lost its scripts (restarted, or SCRIPT FLUSH): Run
+			// loads it again.
+			q.res, q.err = q.script.Run(ctx, p.client, q.keys, q.args...).Int64Slice()
+		} else {
+			q.res, q.err = cmds[i].Int64Slice()
+		}
+		close(q.done)
+	}
+}
+
+// do runs script with keys and args, at once when no other call is out or
+// else in the next batch, and returns its answer, or ctx's error if that
+// comes first.
+func (p *pipeline) do(ctx context.Context, script *redis.Script, keys []string, args ...any) ([]int64, error) {
+	if p.inflight.CompareAndSwap(0, 1) {
+		defer p.inflight.Add(-1)
+		p.trips.Add(1)
+		p.calls.Add(1)
+		return script.Run(ctx, p.client, keys, args...).Int64Slice()
+	}
+	q := &queued{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})}
+	select {
+	case p.queue <- q:
+	default:
+		return nil, errQueueFull
+	}
+	select {
+	case <-q.done:
+		return q.res, q.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
