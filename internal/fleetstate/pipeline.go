@@ -13,6 +13,9 @@ import (
 // maxBatch bounds the calls sent to Redis in one pipeline.
 const maxBatch = 128
 
+// maxDirect is how many calls may be out before more wait for a batch.
+const maxDirect = 4
+
 // queueLen bounds the calls waiting for the pipeline: past it, a call is
 // answered locally at once (Redis is not keeping up).
 const queueLen = 1024
@@ -20,15 +23,16 @@ const queueLen = 1024
 var errQueueFull = errors.New("too many Redis calls waiting")
 
 // A pipeline sends the Redis calls of concurrent requests together. A
-// call (a script: the nonce check, a token) made while no other is out is
-// made at once by its caller. One made while another is out waits in a
-// queue; one goroutine takes all that are waiting, up to maxBatch, sends
-// them in one write (a pipeline of EVALSHA), reads their answers and hands
-// each back, then takes the next batch. One request at a time, every call
-// is made at once, with no handoff; under load, the calls that arrive
-// while others are out go together, so that a write and a read to Redis
-// serve many requests: the busier the server, the fewer system calls per
-// request.
+// call (a script: the nonce check, a token) made while fewer than
+// maxDirect others are out is made at once by its caller. One made while
+// more are out waits in a queue; one goroutine takes all that are
+// waiting, up to maxBatch, sends them in one write (a pipeline of
+// EVALSHA), reads their answers and hands each back, then takes the next
+// batch. A few requests at a time, every call is made at once, with no
+// handoff (batches of one or two cost more than they save); under load,
+// the calls that arrive while others are out go together, so that a
+// write and a read to Redis serve many requests: the busier the server,
+// the fewer system calls per request.
 type pipeline struct {
 	client   redis.UniversalClient
 	timeout  time.Duration
@@ -132,15 +136,17 @@ func (p *pipeline) send(batch []*queued) {
 	}
 }
 
-// do runs script with keys and args, at once when no other call is out or
-// else in the next batch, and returns its answer, or ctx's error if that
+// do runs script with keys and args, at once when fewer than maxDirect
+// calls are out or else in the next batch, and returns its answer, or ctx's error if that
 // comes first.
 func (p *pipeline) do(ctx context.Context, script *redis.Script, keys []string, args ...any) ([]int64, error) {
-	if p.inflight.CompareAndSwap(0, 1) {
-		defer p.inflight.Add(-1)
-		p.trips.Add(1)
-		p.calls.Add(1)
-		return script.Run(ctx, p.client, keys, args...).Int64Slice()
+	for n := p.inflight.Load(); n < maxDirect; n = p.inflight.Load() {
+		if p.inflight.CompareAndSwap(n, n+1) {
+			defer p.inflight.Add(-1)
+			p.trips.Add(1)
+			p.calls.Add(1)
+			return script.Run(ctx, p.client, keys, args...).Int64Slice()
+		}
 	}
 	q := &queued{ctx: ctx, script: script, keys: keys, args: args, done: make(chan struct{})}
 	select {

@@ -115,7 +115,7 @@ func main() {
 	gp.rounds = *rounds
 	gp.warmMax = *warmMax
 	lp.rounds, lp.warmMax, lp.fracs = *rounds, *warmMax, []float64{0.25, 0.5, 0.75}
-	sp.rounds, sp.concs, sp.warmMax = *rounds, []int{1, 4}, *warmMax
+	sp.rounds, sp.concs, sp.warmMax = *rounds, []int{1, 4, 32}, *warmMax
 	if *loadVariantList != "" {
 		lp.variants = strings.Split(*loadVariantList, ",")
 	}
