@@ -570,7 +570,7 @@ func TestDocsBenchTables(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows := 0
-	for _, f := range []string{"../assets/bench.md", "../assets/bench-load.md", "../assets/bench-memory.md", "../assets/bench-forward.md"} {
+	for _, f := range []string{"../assets/bench.md", "../assets/bench-load.md", "../assets/bench-memory.md", "../assets/bench-forward.md", "../assets/bench-shared.md"} {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)

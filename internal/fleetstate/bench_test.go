@@ -15,7 +15,8 @@ import (
 
 // BenchmarkNonces is the cost of one nonce check (a first use: a replay
 // costs the same): this process's store alone, and with Redis on loopback
-// (one SET NX round trip more), one at a time and from parallel requests.
+// (one round trip more: the nonce script), one at a time and from parallel
+// requests.
 // cpu-ns/op is this process's CPU time (user and system) per check, what
 // a gateway spends; ns/op, the time a request waits, includes
 // redis-server's part, on the same cores.

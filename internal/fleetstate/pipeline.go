@@ -137,8 +137,8 @@ func (p *pipeline) send(batch []*queued) {
 }
 
 // do runs script with keys and args, at once when fewer than maxDirect
-// calls are out or else in the next batch, and returns its answer, or ctx's error if that
-// comes first.
+// calls are out or else in the next batch, and returns its answer, or
+// ctx's error if that comes first.
 func (p *pipeline) do(ctx context.Context, script *redis.Script, keys []string, args ...any) ([]int64, error) {
 	for n := p.inflight.Load(); n < maxDirect; n = p.inflight.Load() {
 		if p.inflight.CompareAndSwap(n, n+1) {
