@@ -111,28 +111,39 @@ func TestPipelineQueueFull(t *testing.T) {
 		}
 	}()
 	client := redis.NewClient(&redis.Options{Addr: l.Addr().String(), MaxRetries: -1, ContextTimeoutEnabled: true, DisableIdentity: true, Protocol: 2})
-	p := newPipeline(client, 2*time.Second)
-	defer func() { p.close(); client.Close(); l.Close() }()
+	p := newPipeline(client, time.Minute)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() {
+		// The callers leave, the batch out fails with its connection,
+		// and the pipeline stops.
+		cancel()
+		wg.Wait()
+		client.Close()
+		p.close()
+		l.Close()
+	}()
 	call := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
 		_, err := p.do(ctx, takeScript, []string{"k"}, 1, 1, 0)
 		return err
 	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	// One call out, a batch out, and the queue filled behind them.
-	for range 1 + maxBatch + queueLen {
+	// As many calls out as go at once, so that the others wait for
+	// batches: a batch out (never answered), and the queue filled behind
+	// it.
+	p.inflight.Add(maxDirect)
+	defer p.inflight.Add(-maxDirect)
+	for range maxBatch + queueLen {
 		wg.Go(func() { call() })
 	}
-	for deadline := time.Now().Add(10 * time.Second); len(p.queue) < queueLen; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); len(p.queue) < queueLen; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the queue holds %d, want %d", len(p.queue), queueLen)
 		}
 	}
-	start := time.Now()
-	err = call()
-	if !errors.Is(err, errQueueFull) || time.Since(start) > 100*time.Millisecond {
-		t.Errorf("a call past a full queue: %v after %v, want errQueueFull at once", err, time.Since(start))
+	// Without the bound, this call would wait its 10 s out.
+	late, stop := context.WithTimeout(ctx, 10*time.Second)
+	defer stop()
+	if _, err := p.do(late, takeScript, []string{"k"}, 1, 1, 0); !errors.Is(err, errQueueFull) {
+		t.Errorf("a call past a full queue: %v, want errQueueFull at once", err)
 	}
 }

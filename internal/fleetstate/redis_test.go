@@ -511,7 +511,7 @@ func TestPooledConnClosedByRedis(t *testing.T) {
 		if err != nil || killed == 0 {
 			t.Fatalf("CLIENT KILL: %d killed, %v", killed, err)
 		}
-		time.Sleep(20 * time.Millisecond) // the close reaches the client
+		time.Sleep(100 * time.Millisecond) // the close reaches the client
 		if seen(t, in, fmt.Sprint("k after ", i)) {
 			t.Fatal("a new nonce is a replay")
 		}
