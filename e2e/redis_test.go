@@ -416,6 +416,8 @@ func TestFleetRedisLimit(t *testing.T) {
 	p := newPKI(t)
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	defer origin.Close()
+	key, _, _, pubJWK := botKey(t)
+	agents := agentsListing(t, pubJWK)
 	var fleet []*instance
 	for i := range 3 {
 		dir := t.TempDir()
@@ -427,6 +429,7 @@ admin_addr: 127.0.0.1:0
 proxy_protocol_from: [127.0.0.0/8]
 access_log: %s
 upstream: %s
+signature_agents: %s
 redis: %s
 redis_timeout: 1s
 rules:
@@ -434,7 +437,7 @@ rules:
     action: limit
     rate: 10/s
     burst: 5
-`, p.f("server.crt"), p.f("server.key"), accessLog, origin.URL, srv.URL)
+`, p.f("server.crt"), p.f("server.key"), accessLog, origin.URL, agents, srv.URL)
 		file := filepath.Join(dir, fmt.Sprintf("instance%d.yaml", i+1))
 		if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
@@ -470,4 +473,54 @@ rules:
 		per = append(per, fmt.Sprintf("instance %d: %d admitted, %d refused", i+1, ok, limited))
 	}
 	t.Logf("by instance, from their access logs: %s", strings.Join(per, "; "))
+
+	// Signed requests: the agent's bucket, each request's nonce and token
+	// taken in one call to Redis (the instances count nonce calls, and no
+	// limit call of their own).
+	before := make([]map[string]int, len(fleet))
+	for i, in := range fleet {
+		before[i] = redisCalls(t, in)
+	}
+	u := "https://localhost:" + port(lb) + "/page"
+	var signed atomic.Int64
+	driveLimit(t, func() (int, string, error) {
+		h, err := sign(key, u)
+		if err != nil {
+			return 0, "", err
+		}
+		r, _ := http.NewRequest("GET", u, nil)
+		r.Header = h
+		signed.Add(1)
+		resp, err := c.Do(r)
+		if err != nil {
+			return 0, "", err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Retry-After"), nil
+	}, 10, 5)
+	nonces, limits := 0, 0
+	per = per[:0]
+	for i, in := range fleet {
+		after := redisCalls(t, in)
+		n, l := after["nonce"]-before[i]["nonce"], after["limit"]-before[i]["limit"]
+		nonces, limits = nonces+n, limits+l
+		per = append(per, fmt.Sprintf("instance %d: %d nonce calls, %d limit calls", i+1, n, l))
+	}
+	if nonces != int(signed.Load()) || limits != 0 {
+		t.Errorf("%d signed requests made %d nonce calls and %d limit calls to Redis (%s); want one nonce call each, carrying its token, and no limit call", signed.Load(), nonces, limits, strings.Join(per, "; "))
+	}
+	t.Logf("signed: %s", strings.Join(per, "; "))
+}
+
+var redisCallsLine = regexp.MustCompile(`(?m)^reqmtls_redis_request_duration_seconds_count\{op="(\w+)"\} (\d+)$`)
+
+// redisCalls returns the instance's count of Redis calls by op.
+func redisCalls(t *testing.T, in *instance) map[string]int {
+	t.Helper()
+	calls := map[string]int{}
+	for _, m := range redisCallsLine.FindAllStringSubmatch(metricsOf(t, in), -1) {
+		calls[m[1]], _ = strconv.Atoi(m[2])
+	}
+	return calls
 }
