@@ -200,8 +200,19 @@ func TestNoncesTakeAhead(t *testing.T) {
 			t.Errorf("a replay: replayed %v, taken %+v; want a replay and no token taken", replayed, taken)
 		}
 	}
+	// Rules whose buckets are another limiter's (this process's own)
+	// are not taken from in Redis: the nonce alone.
+	local, _ := policy.Compile([]policy.Rule{{Name: "local", Action: "limit", Rate: "1/s", Burst: 1}}, policy.NewLocal(0))
+	adv := local.NewAdvance(func(agent string) policy.Identity { return policy.Identity{Signature: "valid", Agent: agent} })
+	ctx := webbotauth.WithPresumed(policy.WithAdvance(context.Background(), adv), webbotauth.Result{Status: "valid", Agent: "https://x.example"})
+	if replayed, err := a.nonces.Seen(ctx, "k local", time.Now().Add(time.Minute)); replayed || err != nil || len(adv.Taken) != 0 {
+		t.Errorf("rules of another limiter: replayed %v (%v), taken %+v; want a new nonce and nothing taken in Redis", replayed, err, adv.Taken)
+	}
 	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer raw.Close()
+	if n, _ := raw.Exists(context.Background(), a.r.key("limit:", "local agent https://x.example")).Result(); n != 0 {
+		t.Error("a bucket of another limiter's rules was made in Redis")
+	}
 	if tok, err := raw.HGet(context.Background(), a.r.key("limit:", "shadow agent x"), "t").Float64(); err != nil || tok < 996.9 || tok > 997.1 {
 		t.Errorf("the shadow bucket holds %v tokens (%v), want 997 (1000, 3 taken, none by the replays)", tok, err)
 	}
@@ -209,7 +220,7 @@ func TestNoncesTakeAhead(t *testing.T) {
 	// one above.
 	a.obs.mu.Lock()
 	defer a.obs.mu.Unlock()
-	if a.obs.calls["nonce"] != 3 || a.obs.calls["limit"] != 0 || len(a.obs.errs) != 0 {
-		t.Errorf("a's calls %v, errors %v; want 3 nonce calls and no limit call", a.obs.calls, a.obs.errs)
+	if a.obs.calls["nonce"] != 4 || a.obs.calls["limit"] != 0 || len(a.obs.errs) != 0 {
+		t.Errorf("a's calls %v, errors %v; want 4 nonce calls and no limit call", a.obs.calls, a.obs.errs)
 	}
 }

@@ -49,7 +49,7 @@ func (n *Nonces) Seen(ctx context.Context, key string, expiry time.Time) (bool, 
 	var adv *policy.Advance
 	var takes []policy.Take
 	if !seen && !n.r.cluster {
-		if adv = policy.AdvanceOf(ctx); adv != nil && adv.Plan != nil {
+		if adv = policy.AdvanceOf(ctx); adv != nil && adv.Plan != nil && n.r.holds(adv.Limiter()) {
 			if res, ok := webbotauth.Presumed(ctx); ok {
 				takes = adv.Plan(res.Agent)
 			}
@@ -90,11 +90,25 @@ func (n *Nonces) Seen(ctx context.Context, key string, expiry time.Time) (bool, 
 	return seen || !set, nil
 }
 
+// holds reports whether lim's buckets are this Redis's (its Limiter), so
+// that a nonce check may take their tokens; nil (an Advance made by hand)
+// counts as this Redis's.
+func (r *Redis) holds(lim policy.Limiter) bool {
+	if lim == nil {
+		return true
+	}
+	l, ok := lim.(*Limiter)
+	return ok && l.r == r
+}
+
 // nonceScript sets a nonce (KEYS[1], for ARGV[1] milliseconds) if it is
 // new and then only takes a token from each bucket KEYS[2], KEYS[3], ...
 // (bucketLua at ARGV[2] µs, with rate and burst from ARGV[3] and ARGV[4],
 // ARGV[5] and ARGV[6], ...). It returns {0} for a nonce Redis had, or {1}
-// followed by each bucket's ok and wait.
+// followed by each bucket's ok and wait. It is not all or nothing: a
+// bucket key of another type fails the script after the nonce (and the
+// buckets before it) were written; the request is then answered locally,
+// as for any failed call.
 var nonceScript = redis.NewScript(bucketLua + `
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
 	return {0}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +42,7 @@ type pipeline struct {
 	trips    atomic.Int64 // round trips made (a call at once, or a batch)
 	calls    atomic.Int64 // calls made
 	stop     chan struct{}
+	closing  sync.Once
 	done     chan struct{}
 }
 
@@ -65,7 +67,7 @@ func newPipeline(client redis.UniversalClient, timeout time.Duration) *pipeline 
 // close stops the pipeline's goroutine; calls still queued are not
 // answered (their callers time out).
 func (p *pipeline) close() {
-	close(p.stop)
+	p.closing.Do(func() { close(p.stop) })
 	<-p.done
 }
 
@@ -110,7 +112,20 @@ func (p *pipeline) send(batch []*queued) {
 	defer p.inflight.Add(-1)
 	p.trips.Add(1)
 	p.calls.Add(int64(len(batch)))
-	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
+	// Bounded by the last of its callers' deadlines: none waits longer.
+	deadline := time.Now().Add(p.timeout)
+	last := time.Time{}
+	for _, q := range batch {
+		if d, ok := q.ctx.Deadline(); ok && d.After(last) {
+			last = d
+		} else if !ok {
+			last = deadline
+		}
+	}
+	if last.Before(deadline) {
+		deadline = last
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	if len(batch) == 1 {
 		q := batch[0]
@@ -124,14 +139,30 @@ func (p *pipeline) send(batch []*queued) {
 		cmds[i] = pipe.EvalSha(ctx, q.script.Hash(), q.keys, q.args...)
 	}
 	pipe.Exec(ctx) // each command holds its own error
+	// Redis lost its scripts (restarted, or SCRIPT FLUSH): a call that
+	// met NOSCRIPT did nothing; each script is loaded once and those
+	// calls sent again, together.
+	var again []int
+	loaded := map[*redis.Script]bool{}
 	for i, q := range batch {
 		if redis.HasErrorPrefix(cmds[i].Err(), "NOSCRIPT") {
-			// Redis lost its scripts (restarted, or SCRIPT FLUSH): Run
-			// loads it again.
-			q.res, q.err = q.script.Run(ctx, p.client, q.keys, q.args...).Int64Slice()
-		} else {
-			q.res, q.err = cmds[i].Int64Slice()
+			again = append(again, i)
+			if !loaded[q.script] {
+				loaded[q.script] = true
+				q.script.Load(ctx, p.client)
+			}
 		}
+	}
+	if len(again) > 0 {
+		pipe := p.client.Pipeline()
+		for _, i := range again {
+			q := batch[i]
+			cmds[i] = pipe.EvalSha(ctx, q.script.Hash(), q.keys, q.args...)
+		}
+		pipe.Exec(ctx)
+	}
+	for i, q := range batch {
+		q.res, q.err = cmds[i].Int64Slice()
 		close(q.done)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -146,4 +147,29 @@ func TestPipelineQueueFull(t *testing.T) {
 	if _, err := p.do(late, takeScript, []string{"k"}, 1, 1, 0); !errors.Is(err, errQueueFull) {
 		t.Errorf("a call past a full queue: %v, want errQueueFull at once", err)
 	}
+}
+
+// TestQueueFullIsNoOutage: a call answered locally because the queue was
+// full leaves Redis in use (no outage line, reqmtls_redis_up stays 1):
+// the burst is this instance's, not Redis's failure.
+func TestQueueFullIsNoOutage(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	in := open(t, srv.URL)
+	if err := in.r.call(context.Background(), "nonce", func(context.Context) error { return errQueueFull }); !errors.Is(err, errQueueFull) {
+		t.Fatalf("call: %v", err)
+	}
+	if !in.r.Up() || strings.Contains(in.log.String(), "unreachable") {
+		t.Errorf("a full queue marked Redis down:\n%s", in.log)
+	}
+}
+
+// TestCloseTwice: Close may be called again (a server shut down twice).
+func TestCloseTwice(t *testing.T) {
+	srv := testutil.StartRedis(t)
+	r, err := Open(Config{URL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	r.Close()
 }

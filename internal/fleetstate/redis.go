@@ -260,9 +260,9 @@ func (r *Redis) Close() error {
 	case <-r.stop:
 	default:
 		close(r.stop)
+		<-r.done
+		r.pipe.close()
 	}
-	<-r.done
-	r.pipe.close()
 	return r.client.Close()
 }
 
@@ -311,7 +311,9 @@ func (r *Redis) call(ctx context.Context, op string, f func(ctx context.Context)
 	if o := r.observe(); o != nil {
 		o.Call(op, time.Since(start), err)
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, errQueueFull) {
+		// A full queue is this instance's burst, not Redis's failure:
+		// the call is answered locally, Redis stays in use.
 		r.failed(err)
 	}
 	return err

@@ -34,6 +34,34 @@ type Advance struct {
 	Plan func(agent string) []Take
 	// Taken are the tokens taken, set by the store.
 	Taken []Taken
+	// engine is the engine that planned, and decides the request
+	// (NewAdvance): nil for an Advance made by hand.
+	engine *Engine
+}
+
+// NewAdvance returns the Advance of a request e will decide: identity
+// is what the request proves if its signature verifies as agent's. The
+// request is decided by e even if other rules come into force meanwhile
+// (Engine), so that the tokens planned are the tokens its rules take.
+func (e *Engine) NewAdvance(identity func(agent string) Identity) *Advance {
+	return &Advance{engine: e, Plan: func(agent string) []Take {
+		id := identity(agent)
+		return e.Plan(&id)
+	}}
+}
+
+// Engine is the engine that made a, which decides its request; nil for
+// an Advance made by hand.
+func (a *Advance) Engine() *Engine { return a.engine }
+
+// Limiter is the limiter whose buckets a's tokens come from: the
+// engine's (nil for an Advance made by hand). A store takes them in
+// advance only from buckets it holds itself.
+func (a *Advance) Limiter() Limiter {
+	if a.engine == nil {
+		return nil
+	}
+	return a.engine.lim
 }
 
 type advanceKey struct{}

@@ -17,18 +17,26 @@ import (
 	"github.com/req-mtls/req-mtls/internal/webbotauth"
 )
 
+// advanceOf is advance(r), or nil without advance.
+func advanceOf(advance func(*http.Request) *policy.Advance, r *http.Request) *policy.Advance {
+	if advance == nil {
+		return nil
+	}
+	return advance(r)
+}
+
 // observe wraps h to count the gateway's origin requests in m and, when
 // log is not nil, to write one line per request to it: who (address,
 // flags, certificate and the handshake's decision), what (method, host,
 // path), and how it went (status, bytes, duration, the origin's time).
-func observe(h http.Handler, m *metrics.Metrics, log *slog.Logger, sigs *webbotauth.Verifier, st *site) http.Handler {
+func observe(h http.Handler, m *metrics.Metrics, log *slog.Logger, sigs *webbotauth.Verifier, advance func(*http.Request) *policy.Advance) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		var wba webbotauth.Result
 		if sigs != nil {
 			// The limit tokens the site's rules will take, taken with
 			// the nonce check when the fleet's store can.
-			if adv := st.advance(r); adv != nil {
+			if adv := advanceOf(advance, r); adv != nil {
 				r = r.WithContext(policy.WithAdvance(r.Context(), adv))
 			}
 			// The request's signature verdict, made once: the gateway's

@@ -43,6 +43,11 @@ func (s *Server) Limiter() policy.Limiter { return s.limiter }
 func (s *Server) enforce(st *site, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e := st.rules.Load()
+		if adv := policy.AdvanceOf(r.Context()); adv != nil && adv.Engine() != nil {
+			// The rules that planned its tokens decide it, even if
+			// others came into force since.
+			e = adv.Engine()
+		}
 		if e == nil || e.Len() == 0 {
 			h.ServeHTTP(w, r)
 			return
@@ -145,19 +150,16 @@ func requestIdentity(r *http.Request) policy.Identity {
 
 // advance returns the Advance for a signed request on a site whose rules
 // limit, for its nonce check to take the tokens its rules will take
-// (policy.Advance), or nil.
-func (st *site) advance(r *http.Request) *policy.Advance {
-	if st == nil {
-		return nil
-	}
+// (policy.Advance), or nil; none for a request this site will not serve
+// (another site's host: 421, no rule judges it).
+func (s *Server) advance(st *site, r *http.Request) *policy.Advance {
 	e := st.rules.Load()
-	if !e.HasLimits() || r.Header.Get("Signature") == "" {
+	if !e.HasLimits() || r.Header.Get("Signature") == "" || s.misdirectedTo(st, r) {
 		return nil
 	}
-	return &policy.Advance{Plan: func(agent string) []policy.Take {
-		id := identityWith(r, webbotauth.Result{Status: "valid", Agent: agent}, true)
-		return e.Plan(&id)
-	}}
+	return e.NewAdvance(func(agent string) policy.Identity {
+		return identityWith(r, webbotauth.Result{Status: "valid", Agent: agent}, true)
+	})
 }
 
 // identityWith is what r proved with res as its signature's verdict

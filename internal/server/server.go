@@ -309,7 +309,8 @@ func New(cfg Config) (*Server, error) {
 			v.OnKeysDropped(func(agent string) { sa.Recheck("keys dropped by agent " + agent) })
 			s.verifiers = append(s.verifiers, v)
 		}
-		st.handler = observe(s.misdirected(st, s.enforce(st, s.siteHandler(sa, sc.Handler))), m, cfg.AccessLog, sc.Signatures, st)
+		st.handler = observe(s.misdirected(st, s.enforce(st, s.siteHandler(sa, sc.Handler))), m, cfg.AccessLog, sc.Signatures,
+			func(r *http.Request) *policy.Advance { return s.advance(st, r) })
 		s.sites = append(s.sites, st)
 	}
 	if err := checkHosts(s.sites); err != nil {

@@ -137,22 +137,30 @@ func (s *Server) serveSite(w http.ResponseWriter, r *http.Request) {
 // A Host that names no site is st's to serve.
 func (s *Server) misdirected(st *site, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if len(s.sites) > 1 {
-			host := r.Host
-			if hp, _, err := net.SplitHostPort(host); err == nil {
-				host = hp
-			}
-			if other := s.siteNamed(host); other != nil && other != st {
-				hd := w.Header()
-				hd.Set("Content-Type", "text/plain; charset=utf-8")
-				hd.Set("X-Content-Type-Options", "nosniff")
-				w.WriteHeader(http.StatusMisdirectedRequest)
-				w.Write([]byte("misdirected request: this connection was opened for another site; open a new one for this host\n"))
-				return
-			}
+		if s.misdirectedTo(st, r) {
+			hd := w.Header()
+			hd.Set("Content-Type", "text/plain; charset=utf-8")
+			hd.Set("X-Content-Type-Options", "nosniff")
+			w.WriteHeader(http.StatusMisdirectedRequest)
+			w.Write([]byte("misdirected request: this connection was opened for another site; open a new one for this host\n"))
+			return
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// misdirectedTo reports whether r, on a connection of site st, names
+// another site's host.
+func (s *Server) misdirectedTo(st *site, r *http.Request) bool {
+	if len(s.sites) < 2 {
+		return false
+	}
+	host := r.Host
+	if hp, _, err := net.SplitHostPort(host); err == nil {
+		host = hp
+	}
+	other := s.siteNamed(host)
+	return other != nil && other != st
 }
 
 // siteHandler is what a site serves: h, with the server's own pages
