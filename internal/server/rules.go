@@ -43,7 +43,8 @@ func (s *Server) Limiter() policy.Limiter { return s.limiter }
 func (s *Server) enforce(st *site, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e := st.rules.Load()
-		if adv := policy.AdvanceOf(r.Context()); adv != nil && adv.Engine() != nil {
+		adv := policy.AdvanceOf(r.Context())
+		if adv != nil && adv.Engine() != nil {
 			// The rules that planned its tokens decide it, even if
 			// others came into force since.
 			e = adv.Engine()
@@ -52,7 +53,12 @@ func (s *Server) enforce(st *site, h http.Handler) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		id := requestIdentity(r)
+		res, ok := webbotauth.ResultOf(r)
+		id := identityWith(r, res, ok)
+		if adv != nil {
+			// The limit tokens taken for it in advance.
+			id.Advance = adv.Taken
+		}
 		v := e.Decide(&id, time.Now())
 		if t := gateway.TimingOf(r); t != nil {
 			t.Verdict = v
@@ -136,18 +142,6 @@ func connIdentityOf(c *auth.Conn) *connIdentity {
 	}).(*connIdentity)
 }
 
-// requestIdentity is what r proved, as recorded: the handshake's decision
-// on its connection and the signature's verdict on it, with the limit
-// tokens taken for it in advance.
-func requestIdentity(r *http.Request) policy.Identity {
-	res, ok := webbotauth.ResultOf(r)
-	id := identityWith(r, res, ok)
-	if adv := policy.AdvanceOf(r.Context()); adv != nil {
-		id.Advance = adv.Taken
-	}
-	return id
-}
-
 // advance returns the Advance for a signed request on a site whose rules
 // limit, for its nonce check to take the tokens its rules will take
 // (policy.Advance), or nil; none for a request this site will not serve
@@ -162,8 +156,9 @@ func (s *Server) advance(st *site, r *http.Request) *policy.Advance {
 	})
 }
 
-// identityWith is what r proved with res as its signature's verdict
-// (hasRes false: none recorded).
+// identityWith is what r proved, as recorded: the handshake's decision on
+// its connection, and res as its signature's verdict (hasRes false: none
+// recorded).
 func identityWith(r *http.Request, res webbotauth.Result, hasRes bool) policy.Identity {
 	id := policy.Identity{Method: r.Method, Path: r.URL.Path, Cert: "none", Signature: "none"}
 	id.Client, _, _ = net.SplitHostPort(r.RemoteAddr)

@@ -1028,18 +1028,23 @@ func verdict(got, limit float64) string {
 	return "met"
 }
 
+// startOrigin starts the bench's origin (serve-origin) and returns its
+// address. The origin is not measured: it runs beside the load, unpinned
+// from the terminators' CPU (the bench itself runs on the load's).
+func startOrigin() string {
+	self, err := os.Executable()
+	check(err)
+	origin, err := startListening(false, self, "serve-origin", "-addr", "127.0.0.1:0")
+	check(err)
+	return origin.addr
+}
+
 // gatewayBench runs the comparison: the origin on the load's CPU, the
 // terminators on the server CPU. It returns the Markdown and the chart's
 // bars.
 func gatewayBench(dir, binDir string, gp gatewayParams, nginxFlag, caddyFlag, baseline string, prof profileParams) (string, []bar) {
-	self, err := os.Executable()
-	check(err)
 	defer stopAll()
-	// The origin is not measured: it runs beside the load, unpinned
-	// from the terminators' CPU (the bench itself runs on the load's).
-	origin, err := startListening(false, self, "serve-origin", "-addr", "127.0.0.1:0")
-	check(err)
-	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "gateway", false), origin: origin.addr,
+	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "gateway", false), origin: startOrigin(),
 		serverBin: filepath.Join(binDir, "server"), nginx: findPeer("nginx", nginxFlag), caddy: findPeer("caddy", caddyFlag),
 		accessLog: true, rules: true, baseline: baseline}
 	skipped, start := peerSkips(env), starter(env, "gateway")

@@ -806,8 +806,6 @@ func (r *loadResults) latencyBars(lp loadParams) []bar {
 // terminators on the server CPU. It returns the Markdown and the two
 // charts' bars.
 func loadBench(dir, binDir string, lp loadParams, nginxFlag, caddyFlag, baseline string, prof profileParams) (string, []bar, []bar) {
-	self, err := os.Executable()
-	check(err)
 	defer stopAll()
 	lp.h2load = findPeer("h2load", lp.h2load)
 	if lp.h2load == "" {
@@ -815,9 +813,7 @@ func loadBench(dir, binDir string, lp loadParams, nginxFlag, caddyFlag, baseline
 	}
 	vs, err := findVariants(lp.variants)
 	check(err)
-	origin, err := startListening(false, self, "serve-origin", "-addr", "127.0.0.1:0")
-	check(err)
-	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "load", false), origin: origin.addr,
+	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "load", false), origin: startOrigin(),
 		serverBin: filepath.Join(binDir, "server"), nginx: findPeer("nginx", nginxFlag), caddy: findPeer("caddy", caddyFlag),
 		baseline: baseline, verifyingOnly: true, variants: vs}
 	for _, v := range vs {
@@ -855,12 +851,8 @@ func loadBench(dir, binDir string, lp loadParams, nginxFlag, caddyFlag, baseline
 // sharedBench runs the shared-state comparison (own store against Redis),
 // the origin on the load's CPU, and returns its Markdown.
 func sharedBench(dir, binDir string, sp sharedParams) string {
-	self, err := os.Executable()
-	check(err)
 	defer stopAll()
-	origin, err := startListening(false, self, "serve-origin", "-addr", "127.0.0.1:0")
-	check(err)
-	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "shared", false), origin: origin.addr,
+	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "shared", false), origin: startOrigin(),
 		serverBin: filepath.Join(binDir, "server"), verifyingOnly: true}
 	check(setupRedis(env))
 	before, err := redisCalls(env.redisAddr)

@@ -218,12 +218,8 @@ func halfCost(t *terminator, half []byte, n int) (float64, error) {
 
 // memoryBench runs the comparison and returns its Markdown.
 func memoryBench(dir, binDir string, mp memoryParams, nginxFlag, caddyFlag, heapFile string) string {
-	self, err := os.Executable()
-	check(err)
 	defer stopAll()
-	origin, err := startListening(false, self, "serve-origin", "-addr", "127.0.0.1:0")
-	check(err)
-	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "memory", false), origin: origin.addr,
+	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "memory", false), origin: startOrigin(),
 		serverBin: filepath.Join(binDir, "server"), nginx: findPeer("nginx", nginxFlag), caddy: findPeer("caddy", caddyFlag)}
 	// The client keeps its idle connections open (its default closes
 	// them after a second).
