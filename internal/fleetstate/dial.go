@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,7 +31,7 @@ func dialer(timeout time.Duration, tlsConf *tls.Config) func(ctx context.Context
 			return nil, err
 		}
 		if s := rawio.New(c); s != nil {
-			c = &redisConn{Conn: c, s: s}
+			c = &redisConn{Conn: c, s: s, fresh: freshRead}
 		}
 		if tlsConf == nil {
 			return c, nil
@@ -52,13 +53,32 @@ func dialer(timeout time.Duration, tlsConf *tls.Config) func(ctx context.Context
 	}
 }
 
+// freshRead is how long after it last read an answer a connection is
+// taken as open without looking (go-redis's check before each use): see
+// checkedConn.
+const freshRead = time.Millisecond
+
+// epoch is the start of the monotonic clock redisConn reads.
+var epoch = time.Now()
+
 // redisConn is a TCP connection to Redis read and written by its Socket.
 type redisConn struct {
 	net.Conn
 	s *rawio.Socket
+	// read is when a Read last returned bytes (time since epoch); fresh
+	// is freshRead (tests change it).
+	read  atomic.Int64
+	fresh time.Duration
 }
 
-func (c *redisConn) Read(p []byte) (int, error)  { return c.s.Read(p) }
+func (c *redisConn) Read(p []byte) (int, error) {
+	n, err := c.s.Read(p)
+	if n > 0 {
+		c.read.Store(int64(time.Since(epoch)))
+	}
+	return n, err
+}
+
 func (c *redisConn) Write(p []byte) (int, error) { return c.s.Write(p) }
 
 // SyscallConn is for go-redis's check of a pooled connection before each
@@ -70,19 +90,25 @@ func (c *redisConn) SyscallConn() (syscall.RawConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return checkedConn{RawConn: rc, s: c.s}, nil
+	return checkedConn{RawConn: rc, c: c}, nil
 }
 
-// checkedConn is a RawConn whose Read first peeks at the socket with a raw
-// call (rawio.Socket.Idle): open with nothing to read, the callback, a
+// checkedConn is a RawConn whose Read answers go-redis's check without the
+// callback's read where it can. A connection that read an answer within
+// the last freshRead is taken as open without a look: Redis closes a
+// connection that sat idle (its timeout), and a close from elsewhere
+// (CLIENT KILL, a restart) may come just after any look, so looking that
+// soon after an answer would rarely find a close and costs a system call
+// on every call made back to back. Otherwise it peeks at the socket with a
+// raw call (rawio.Socket.Idle): open with nothing to read, the callback, a
 // read that would only find the same, is not made; otherwise it is.
 type checkedConn struct {
 	syscall.RawConn
-	s *rawio.Socket
+	c *redisConn
 }
 
 func (c checkedConn) Read(f func(fd uintptr) bool) error {
-	if c.s.Idle() {
+	if time.Since(epoch)-time.Duration(c.c.read.Load()) < c.c.fresh || c.c.s.Idle() {
 		return nil
 	}
 	return c.RawConn.Read(f)

@@ -62,9 +62,15 @@ func open(t *testing.T, url string) *instance {
 
 func openTimeout(t *testing.T, url string, timeout time.Duration) *instance {
 	t.Helper()
+	return openConfig(t, Config{URL: url, PingInterval: 50 * time.Millisecond, Timeout: timeout})
+}
+
+// openConfig opens cfg's Redis as an instance, logging to its buffer.
+func openConfig(t *testing.T, cfg Config) *instance {
+	t.Helper()
 	in := &instance{log: &testutil.Buffer{}, obs: &observer{}}
-	r, err := Open(Config{URL: url, PingInterval: 50 * time.Millisecond, Timeout: timeout,
-		Logger: slog.New(slog.NewTextHandler(in.log, nil))})
+	cfg.Logger = slog.New(slog.NewTextHandler(in.log, nil))
+	r, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -497,10 +503,11 @@ func TestRedisFull(t *testing.T) {
 // timeout, CLIENT KILL, a restart) is found before use and replaced, not
 // used and failed: no call fails, no outage is logged. (The connections
 // are read and written with raw calls; go-redis's check before use must
-// still see the close.)
+// still see the close.) The background ping is kept out of the way: a
+// ping under way when CLIENT KILL comes fails, as any call would.
 func TestPooledConnClosedByRedis(t *testing.T) {
 	srv := testutil.StartRedis(t)
-	in := openTimeout(t, srv.URL, time.Second)
+	in := openConfig(t, Config{URL: srv.URL, PingInterval: time.Hour, Timeout: time.Second})
 	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer raw.Close()
 	for i := range 5 {

@@ -850,11 +850,15 @@ func loadBench(dir, binDir string, lp loadParams, nginxFlag, caddyFlag, baseline
 
 // sharedBench runs the shared-state comparison (own store against Redis),
 // the origin on the load's CPU, and returns its Markdown.
-func sharedBench(dir, binDir string, sp sharedParams) string {
+func sharedBench(dir, binDir string, sp sharedParams, prof profileParams) string {
 	defer stopAll()
 	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "shared", false), origin: startOrigin(),
 		serverBin: filepath.Join(binDir, "server"), verifyingOnly: true}
 	check(setupRedis(env))
+	if prof.file != "" {
+		check(profileShared(env, sp, prof))
+		return ""
+	}
 	before, err := redisCalls(env.redisAddr)
 	check(err)
 	sr, err := runShared(env, sp, func(s string) { log.Print(s) })

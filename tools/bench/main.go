@@ -103,7 +103,7 @@ func main() {
 	hsProfileStock := flag.Bool("profile-handshakes-stock", false, "-profile-handshakes profiles the stock crypto/tls server that always requests a certificate instead")
 	warmMax := flag.Int("warm-max", 2000, "handshake, gateway: at most so many handshakes or requests warm a server started for a round, until a batch of 50 takes fewer than one page fault each")
 	var prof profileParams
-	flag.StringVar(&prof.file, "profile", "", "gateway, load: also write a CPU profile of this server under the new-connection load (with -only load: h2load's) to this file")
+	flag.StringVar(&prof.file, "profile", "", "gateway, load: also write a CPU profile of this server under the new-connection load (with -only load: h2load's) to this file; with -only shared, only profiles: the Redis server's signed requests one at a time to this file, the own store's to this file with .own added")
 	flag.DurationVar(&prof.d, "profile-time", 10*time.Second, "gateway: how long -profile samples")
 	flag.BoolVar(&prof.keepAlive, "profile-keepalive", false, "gateway, load: -profile samples the kept-alive load instead")
 	flag.BoolVar(&prof.accessLog, "profile-access-log", false, "gateway, load: -profile samples the server with its access log on")
@@ -183,7 +183,14 @@ func main() {
 	}
 	if *only == "shared" || *only == "" && findPeer("redis-server", "") != "" {
 		// The fleet's shared state: own store against Redis.
-		md := sharedBench(dir, *binDir, sp)
+		var sprof profileParams
+		if *only == "shared" {
+			sprof = prof
+		}
+		md := sharedBench(dir, *binDir, sp, sprof)
+		if sprof.file != "" {
+			return
+		}
 		check(os.MkdirAll(*outDir, 0o755))
 		check(os.WriteFile(filepath.Join(*outDir, "bench-shared.md"), []byte(md), 0o644))
 		log.Printf("wrote %s", filepath.Join(*outDir, "bench-shared.md"))

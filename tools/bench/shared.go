@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"log"
 	"os"
 	"path/filepath"
 	"strings"
@@ -72,13 +73,17 @@ func setupSigner(env *gatewayEnv) (string, *client.Client, error) {
 	return agents, cl, err
 }
 
-// startShared starts the two servers: own store, then Redis.
-func startShared(env *gatewayEnv, agents string) ([]*terminator, error) {
+// startShared starts the two servers: own store, then Redis; with
+// pprofAddrs, each serves pprof on its address.
+func startShared(env *gatewayEnv, agents string, pprofAddrs ...string) ([]*terminator, error) {
 	var ts []*terminator
 	for _, s := range []struct{ name, file, extra string }{
 		{"ours, own store", "shared-own.yaml", ""},
 		{"ours, Redis", "shared-redis.yaml", "redis: redis://" + env.redisAddr + "\n"},
 	} {
+		if len(pprofAddrs) > len(ts) {
+			s.extra += "pprof_addr: " + pprofAddrs[len(ts)] + "\n"
+		}
 		args, err := configArgs(env, s.file, baseConfig(env)+"signature_agents: "+agents+"\n"+s.extra+limitRule)
 		if err != nil {
 			return ts, err
@@ -196,4 +201,37 @@ func (r *sharedResults) markdown(sp sharedParams) string {
 		fmt.Fprintf(&b, "- %d at a time, p50: %+d µs, goal at most +300 µs: %s\n", conc, p50[ci].Microseconds(), verdict(float64(p50[ci].Microseconds()), 300))
 	}
 	return b.String()
+}
+
+// profileShared writes CPU profiles of the two servers, each taken while
+// it serves signed requests one at a time over one kept-alive connection:
+// the Redis server's to file, the own store's to file+".own" (to compare:
+// go tool pprof -diff_base file.own bin/server file).
+func profileShared(env *gatewayEnv, sp sharedParams, prof profileParams) error {
+	agents, cl, err := setupSigner(env)
+	if err != nil {
+		return err
+	}
+	pas := make([]string, 2)
+	for i := range pas {
+		if pas[i], err = freeAddr(); err != nil {
+			return err
+		}
+	}
+	ts, err := startShared(env, agents, pas...)
+	defer stopTerminators(ts)
+	if err != nil {
+		return err
+	}
+	for i, file := range []string{prof.file + ".own", prof.file} {
+		log.Printf("profiling %s, signed requests one at a time, for %v", ts[i].name, prof.d)
+		err := profileWhile(pas[i], file, prof.d, env.serverBin, "requests", func() (int, error) {
+			var s gatewaySample
+			return sp.n, s.load(ts[i], cl, false, sp.n, 1)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
