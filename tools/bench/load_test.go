@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -243,7 +244,7 @@ func TestShared(t *testing.T) {
 	dir, origin := t.TempDir(), testOrigin(t)
 	t.Cleanup(stopAll)
 	env := &gatewayEnv{dir: dir, pki: makePKI(dir, "shared", false), origin: origin, serverBin: serverBin}
-	sp := sharedParams{rounds: 2, n: 100, concs: []int{1, 4}, warmMax: warmBatch}
+	sp := sharedParams{rounds: 2, n: 100, chunks: 3, concs: []int{1, 4}, warmMax: warmBatch, floorN: 200}
 	if err := setupRedis(env); err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +273,10 @@ func TestShared(t *testing.T) {
 		t.Log(line)
 	}
 	md := r.markdown(sp)
-	for _, want := range []string{"| 1 | ", "| 4 | ", "1 at a time, CPU per request: ", "4 at a time, p50: "} {
+	if len(r.floor) != sp.rounds || slices.Contains(r.floor, 0) {
+		t.Errorf("the bare round trips to Redis, per round: %v", r.floor)
+	}
+	for _, want := range []string{"| 1 | ", "| 4 | ", "1 at a time, CPU per request: ", "4 at a time, p50: ", "in 3 loads alternating", "a bare round trip to this redis-server"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("the table lacks %q:\n%s", want, md)
 		}

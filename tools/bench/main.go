@@ -95,6 +95,7 @@ func main() {
 	flag.IntVar(&lp.idleN, "load-idle-requests", 1000, "load: requests one at a time per terminator per round")
 	var sp sharedParams
 	flag.IntVar(&sp.n, "shared-requests", 4000, "shared: signed requests per server, round and concurrency in the shared-state comparison (own store against Redis)")
+	flag.IntVar(&sp.chunks, "shared-chunks", 8, "shared: each round's requests in so many loads, alternating between the two servers")
 	loadVariantList := flag.String("load-variants", "access-log,rules,agent,redis", "load: this server again with these on, comma-separated ("+variantNames()+"; \"\" for none)")
 	nginxBin := flag.String("nginx", "", "gateway: the nginx binary (default: nginx from PATH or /usr/sbin)")
 	caddyBin := flag.String("caddy", "", "gateway: the caddy binary (default: caddy from PATH)")
@@ -115,7 +116,7 @@ func main() {
 	gp.rounds = *rounds
 	gp.warmMax = *warmMax
 	lp.rounds, lp.warmMax, lp.fracs = *rounds, *warmMax, []float64{0.25, 0.5, 0.75}
-	sp.rounds, sp.concs, sp.warmMax = *rounds, []int{1, 4, 32}, *warmMax
+	sp.rounds, sp.concs, sp.warmMax, sp.floorN = *rounds, []int{1, 2, 4, 32}, *warmMax, 10000
 	if *loadVariantList != "" {
 		lp.variants = strings.Split(*loadVariantList, ",")
 	}

@@ -15,9 +15,13 @@ import (
 	"encoding/base64"
 	"fmt"
 	"log"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/req-mtls/req-mtls/internal/client"
@@ -25,10 +29,17 @@ import (
 
 // sharedParams sizes the shared-state comparison.
 type sharedParams struct {
-	rounds  int
-	n       int   // signed requests per server, per round and concurrency
+	rounds int
+	n      int // signed requests per server, per round and concurrency
+	// chunks splits each round's n requests into loads of n/chunks that
+	// alternate between the two servers, so that both meet the machine
+	// in the same state (a shared VM's speed drifts over seconds).
+	chunks  int
 	concs   []int // requests at a time
 	warmMax int   // at most so many requests warm a server (warmUntilSettled)
+	// floorN PINGs measure a bare round trip to Redis each round
+	// (redisFloor); 0: not measured.
+	floorN int
 }
 
 // sharedAgent is the signing bot's agent URL, listed with a local JWKS.
@@ -46,6 +57,8 @@ type sharedResults struct {
 	// sent counts the signed requests sent to each server, warm-ups
 	// included.
 	sent []int
+	// floor is each round's bare round trip to Redis (redisFloor).
+	floor []time.Duration
 }
 
 // requests is how many signed requests the Redis server was sent.
@@ -98,7 +111,8 @@ func startShared(env *gatewayEnv, agents string, pprofAddrs ...string) ([]*termi
 }
 
 // runShared measures the two servers over the rounds, interleaved as the
-// other parts are (started anew each round, the order rotated).
+// other parts are (started anew each round, the order rotated), and within
+// a round in alternating chunks.
 func runShared(env *gatewayEnv, sp sharedParams, progress func(string)) (*sharedResults, error) {
 	if env.redisAddr == "" {
 		if err := setupRedis(env); err != nil {
@@ -137,20 +151,40 @@ func runShared(env *gatewayEnv, sp sharedParams, progress func(string)) (*shared
 			}
 			r.sent[i] += w.calls
 		}
+		chunks := max(1, min(sp.chunks, sp.n))
 		for ci, conc := range sp.concs {
-			for k := range ts {
-				i := (k + round) % len(ts)
-				var s gatewaySample
-				if err := s.load(ts[i], cl, false, sp.n, conc); err != nil {
-					stopTerminators(ts)
-					return nil, err
+			samples := make([]gatewaySample, len(ts))
+			for c := range chunks {
+				n := sp.n / chunks
+				if c < sp.n%chunks {
+					n++
 				}
-				r.sent[i] += sp.n + max(5, sp.n/50) // gatewaySample.load's warm-up and its load
+				for k := range ts {
+					i := (k + round + c) % len(ts)
+					if err := samples[i].load(ts[i], cl, false, n, conc); err != nil {
+						stopTerminators(ts)
+						return nil, err
+					}
+					r.sent[i] += n + max(5, n/50) // gatewaySample.load's warm-up and its load
+				}
+			}
+			for i, s := range samples {
 				g := s.result()
 				r.res[i][ci] = append(r.res[i][ci], g)
 				if progress != nil {
 					progress(fmt.Sprintf("shared state round %d, %s, %d at a time: %.0f µs CPU per request, p50 %s", round+1, ts[i].name, conc, g.cpuUS, us(g.p50)))
 				}
+			}
+		}
+		if sp.floorN > 0 {
+			f, err := redisFloor(env, sp.floorN)
+			if err != nil {
+				stopTerminators(ts)
+				return nil, err
+			}
+			r.floor = append(r.floor, f)
+			if progress != nil {
+				progress(fmt.Sprintf("shared state round %d: a bare round trip to Redis (redis-benchmark PING) cost its client %.1f µs CPU", round+1, float64(f)/1e3))
 			}
 		}
 		stopTerminators(ts)
@@ -178,7 +212,7 @@ func (r *sharedResults) ratios() (cpu []float64, p50 []time.Duration) {
 // request and +0.3 ms at the median with Redis.
 func (r *sharedResults) markdown(sp sharedParams) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Shared state: ours verifying a Web Bot Auth signature (Ed25519, a nonce each, signed by the bench's client) and taking a limit rule (1,000,000/s, never reached) on every request, over one kept-alive HTTP/2 connection, %d requests per round, with its own nonce store and buckets, or with both in a redis-server on the load's core (TCP over loopback); median of %d interleaved rounds:\n\n", sp.n, sp.rounds)
+	fmt.Fprintf(&b, "Shared state: ours verifying a Web Bot Auth signature (Ed25519, a nonce each, signed by the bench's client) and taking a limit rule (1,000,000/s, never reached) on every request, over one kept-alive HTTP/2 connection (the gateway part's kept-alive load is 2 at a time), %d requests per round in %d loads alternating between the two servers, with its own nonce store and buckets, or with both in a redis-server on the load's core (TCP over loopback); median of %d interleaved rounds:\n\n", sp.n, max(1, min(sp.chunks, sp.n)), sp.rounds)
 	b.WriteString("| requests at a time | own store: CPU per request | p50 | Redis: CPU per request | p50 | Redis ÷ own, CPU | Redis − own, p50 |\n|---|---|---|---|---|---|---|\n")
 	cpu, p50 := r.ratios()
 	med := func(i, ci int, f func(gatewayResult) float64) float64 {
@@ -194,6 +228,19 @@ func (r *sharedResults) markdown(sp sharedParams) string {
 		fmt.Fprintf(&b, "| %d | %.0f µs | %s | %.0f µs | %s | %.3f | %+d µs |\n", conc,
 			med(0, ci, cpuOf), us(time.Duration(med(0, ci, p50Of))), med(1, ci, cpuOf), us(time.Duration(med(1, ci, p50Of))),
 			cpu[ci], p50[ci].Microseconds())
+	}
+	if len(r.floor) > 0 {
+		fl := make([]float64, len(r.floor))
+		for i, f := range r.floor {
+			fl[i] = float64(f) / 1e3
+		}
+		// The Redis server's CPU per request over the own store's, one
+		// at a time, median per round.
+		var extra []float64
+		for round := range r.res[0][0] {
+			extra = append(extra, r.res[1][0][round].cpuUS-r.res[0][0][round].cpuUS)
+		}
+		fmt.Fprintf(&b, "\nThe least a Redis call on loopback costs here: a bare round trip to this redis-server, one at a time from the servers' CPU (redis-benchmark, written in C, %d PINGs a round), cost its client %.1f µs of CPU (median per round); ours with Redis spent %.1f µs more per request than with its own store at %d at a time.\n", sp.floorN, median(fl), median(extra), sp.concs[0])
 	}
 	b.WriteString("\nGoals (Redis against the own store, median per round):\n\n")
 	for ci, conc := range sp.concs {
@@ -234,4 +281,33 @@ func profileShared(env *gatewayEnv, sp sharedParams, prof profileParams) error {
 		}
 	}
 	return nil
+}
+
+// redisFloor is what a bare round trip to the bench's redis-server costs a
+// client alone on the servers' CPU, one at a time: redis-benchmark (C, from
+// the Debian package redis-tools) sending n PINGs on one connection, its
+// CPU time per PING. It is the least a Redis call on loopback can add to a
+// request on this machine (one write that runs the server's side of TCP
+// and wakes it, one wait, one read), whatever the client.
+func redisFloor(env *gatewayEnv, n int) (time.Duration, error) {
+	bin := findPeer("redis-benchmark", "")
+	if bin == "" {
+		return 0, fmt.Errorf("redis-benchmark is not installed (on Debian: apt-get install redis-tools)")
+	}
+	host, port, _ := net.SplitHostPort(env.redisAddr)
+	name, args := bin, []string{"-h", host, "-p", port, "-c", "1", "-n", strconv.Itoa(n), "-q", "-t", "ping_mbulk"}
+	if serverCPU != "" {
+		name, args = "taskset", append([]string{"-c", serverCPU, bin}, args...)
+	}
+	cmd := exec.Command(name, args...)
+	setDeathSignal(cmd, syscall.SIGKILL)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %v: %s", bin, err, out)
+	}
+	if !strings.Contains(string(out), "PING_MBULK") {
+		return 0, fmt.Errorf("%s: no PING_MBULK result: %s", bin, out)
+	}
+	cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	return cpu / time.Duration(n), nil
 }
