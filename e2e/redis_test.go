@@ -503,7 +503,11 @@ rules:
 		after := redisCalls(t, in)
 		n, l := after["nonce"]-before[i]["nonce"], after["limit"]-before[i]["limit"]
 		nonces, limits = nonces+n, limits+l
-		per = append(per, fmt.Sprintf("instance %d: %d nonce calls, %d limit calls", i+1, n, l))
+		// A round trip per call made at once or batch made together.
+		if trips := after[roundTrips] - before[i][roundTrips]; trips < 1 || trips > n {
+			t.Errorf("instance %d: %d round trips to Redis for %d nonce calls, want at least one and at most one a call", i+1, trips, n)
+		}
+		per = append(per, fmt.Sprintf("instance %d: %d nonce calls in %d round trips, %d limit calls", i+1, n, after[roundTrips]-before[i][roundTrips], l))
 	}
 	if nonces != int(signed.Load()) || limits != 0 {
 		t.Errorf("%d signed requests made %d nonce calls and %d limit calls to Redis (%s); want one nonce call each, carrying its token, and no limit call", signed.Load(), nonces, limits, strings.Join(per, "; "))
@@ -511,14 +515,27 @@ rules:
 	t.Logf("signed: %s", strings.Join(per, "; "))
 }
 
-var redisCallsLine = regexp.MustCompile(`(?m)^reqmtls_redis_request_duration_seconds_count\{op="(\w+)"\} (\d+)$`)
+var (
+	redisCallsLine = regexp.MustCompile(`(?m)^reqmtls_redis_request_duration_seconds_count\{op="(\w+)"\} (\d+)$`)
+	roundTripsLine = regexp.MustCompile(`(?m)^reqmtls_redis_round_trips_total (\d+)$`)
+)
 
-// redisCalls returns the instance's count of Redis calls by op.
+// roundTrips is redisCalls's key for reqmtls_redis_round_trips_total.
+const roundTrips = "round trips"
+
+// redisCalls returns the instance's count of Redis calls by op, and of
+// their round trips.
 func redisCalls(t *testing.T, in *instance) map[string]int {
 	t.Helper()
+	m := metricsOf(t, in)
 	calls := map[string]int{}
-	for _, m := range redisCallsLine.FindAllStringSubmatch(metricsOf(t, in), -1) {
-		calls[m[1]], _ = strconv.Atoi(m[2])
+	for _, c := range redisCallsLine.FindAllStringSubmatch(m, -1) {
+		calls[c[1]], _ = strconv.Atoi(c[2])
+	}
+	if c := roundTripsLine.FindStringSubmatch(m); c != nil {
+		calls[roundTrips], _ = strconv.Atoi(c[1])
+	} else {
+		t.Errorf("instance %s: no reqmtls_redis_round_trips_total", in.addr)
 	}
 	return calls
 }

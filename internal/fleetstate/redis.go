@@ -301,6 +301,11 @@ func (r *Redis) pinger() {
 	}
 }
 
+// RoundTrips is how many round trips to Redis the requests' calls have
+// made: one for each call made at once, one for each batch of calls made
+// together (the background ping not counted).
+func (r *Redis) RoundTrips() int64 { return r.pipe.trips.Load() }
+
 // call runs f under the request timeout and reports it; an error marks
 // Redis down.
 func (r *Redis) call(ctx context.Context, op string, f func(ctx context.Context) error) error {

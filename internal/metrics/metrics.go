@@ -418,8 +418,9 @@ type redisOp struct {
 }
 
 // AddRedis registers the Redis metrics, for a server that shares its
-// state in Redis.
-func (m *Metrics) AddRedis() *RedisMetrics {
+// state in Redis; roundTrips reads how many round trips the requests'
+// calls have made (reqmtls_redis_round_trips_total).
+func (m *Metrics) AddRedis(roundTrips func() int64) *RedisMetrics {
 	r := &RedisMetrics{
 		up: prometheus.NewGauge(prometheus.GaugeOpts{Name: "reqmtls_redis_up",
 			Help: "1 while the fleet's Redis answers and holds nonces and limits, 0 while this instance keeps its own."}),
@@ -433,7 +434,10 @@ func (m *Metrics) AddRedis() *RedisMetrics {
 	for _, op := range []string{"nonce", "limit", "ping"} {
 		r.ops[op] = redisOp{duration: r.duration.WithLabelValues(op), errors: r.errors.WithLabelValues(op)}
 	}
-	m.reg.MustRegister(r.up, r.errors, r.duration)
+	trips := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "reqmtls_redis_round_trips_total",
+		Help: "Round trips to Redis for the requests' nonce and limit calls: one for a call made at once, one for a batch of calls made together; calls per round trip show the batching."},
+		func() float64 { return float64(roundTrips()) })
+	m.reg.MustRegister(r.up, r.errors, r.duration, trips)
 	return r
 }
 
