@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,7 +30,7 @@ func dialer(timeout time.Duration, tlsConf *tls.Config) func(ctx context.Context
 			return nil, err
 		}
 		if s := rawio.New(c); s != nil {
-			c = &redisConn{Conn: c, s: s, fresh: freshRead}
+			c = &redisConn{Conn: c, s: s}
 		}
 		if tlsConf == nil {
 			return c, nil
@@ -49,36 +48,20 @@ func dialer(timeout time.Duration, tlsConf *tls.Config) func(ctx context.Context
 			c.Close()
 			return nil, err
 		}
+		if rc, ok := c.(*redisConn); ok {
+			return &tlsRedisConn{Conn: tc, raw: rc}, nil
+		}
 		return tc, nil
 	}
 }
-
-// freshRead is how long after it last read an answer a connection is
-// taken as open without looking (go-redis's check before each use): see
-// checkedConn.
-const freshRead = time.Millisecond
-
-// epoch is the start of the monotonic clock redisConn reads.
-var epoch = time.Now()
 
 // redisConn is a TCP connection to Redis read and written by its Socket.
 type redisConn struct {
 	net.Conn
 	s *rawio.Socket
-	// read is when a Read last returned bytes (time since epoch); fresh
-	// is freshRead (tests change it).
-	read  atomic.Int64
-	fresh time.Duration
 }
 
-func (c *redisConn) Read(p []byte) (int, error) {
-	n, err := c.s.Read(p)
-	if n > 0 {
-		c.read.Store(int64(time.Since(epoch)))
-	}
-	return n, err
-}
-
+func (c *redisConn) Read(p []byte) (int, error)  { return c.s.Read(p) }
 func (c *redisConn) Write(p []byte) (int, error) { return c.s.Write(p) }
 
 // SyscallConn is for go-redis's check of a pooled connection before each
@@ -90,26 +73,34 @@ func (c *redisConn) SyscallConn() (syscall.RawConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return checkedConn{RawConn: rc, c: c}, nil
+	return checkedConn{RawConn: rc, s: c.s}, nil
 }
 
-// checkedConn is a RawConn whose Read answers go-redis's check without the
-// callback's read where it can. A connection that read an answer within
-// the last freshRead is taken as open without a look: Redis closes a
-// connection that sat idle (its timeout), and a close from elsewhere
-// (CLIENT KILL, a restart) may come just after any look, so looking that
-// soon after an answer would rarely find a close and costs a system call
-// on every call made back to back. Otherwise it peeks at the socket with a
-// raw call (rawio.Socket.Idle): open with nothing to read, the callback, a
+// checkedConn is a RawConn whose Read first peeks at the socket with a raw
+// call (rawio.Socket.Idle): open with nothing to read, the callback, a
 // read that would only find the same, is not made; otherwise it is.
 type checkedConn struct {
 	syscall.RawConn
-	c *redisConn
+	s *rawio.Socket
 }
 
 func (c checkedConn) Read(f func(fd uintptr) bool) error {
-	if time.Since(epoch)-time.Duration(c.c.read.Load()) < c.c.fresh || c.c.s.Idle() {
+	if c.s.Idle() {
 		return nil
 	}
 	return c.RawConn.Read(f)
 }
+
+// tlsRedisConn is a TLS connection over a redisConn. A *tls.Conn has no
+// SyscallConn, and without one go-redis checks nothing before using a
+// pooled connection: one Redis closed would fail the next call. Its
+// SyscallConn is the socket's under TLS, where a close shows as under a
+// plain connection, and anything Redis sent unasked (a TLS record: an
+// alert) as a byte to read: the check's read takes that byte from under
+// TLS, and go-redis then closes the connection, as for any such byte.
+type tlsRedisConn struct {
+	*tls.Conn
+	raw *redisConn
+}
+
+func (c *tlsRedisConn) SyscallConn() (syscall.RawConn, error) { return c.raw.SyscallConn() }

@@ -2,6 +2,7 @@ package fleetstate
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -501,16 +502,35 @@ func TestRedisFull(t *testing.T) {
 
 // TestPooledConnClosedByRedis: a pooled connection Redis closed (its
 // timeout, CLIENT KILL, a restart) is found before use and replaced, not
-// used and failed: no call fails, no outage is logged. (The connections
-// are read and written with raw calls; go-redis's check before use must
-// still see the close.) The background ping is kept out of the way: a
-// ping under way when CLIENT KILL comes fails, as any call would.
+// used and failed: no call fails, no outage is logged; also when the close
+// comes right after an answer, and over TLS. (The connections are read
+// and written with raw calls; go-redis's check before use must still see
+// the close, under TLS too.) The background ping is kept out of the way:
+// a ping under way when CLIENT KILL comes fails, as any call would.
 func TestPooledConnClosedByRedis(t *testing.T) {
-	srv := testutil.StartRedis(t)
-	in := openConfig(t, Config{URL: srv.URL, PingInterval: time.Hour, Timeout: time.Second})
-	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Run("tcp", func(t *testing.T) {
+		srv := testutil.StartRedis(t)
+		in := openConfig(t, Config{URL: srv.URL, PingInterval: time.Hour, Timeout: time.Second})
+		killPooled(t, in, redis.NewClient(&redis.Options{Addr: srv.Addr}))
+	})
+	t.Run("tls", func(t *testing.T) {
+		p := testpki.NewAt(t, time.Now()) // redis-server reads the wall clock
+		srv := testutil.StartRedisTLS(t, p.ServerCert, p.ServerKey)
+		roots, err := certs.LoadPool(p.RootCA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := openConfig(t, Config{URL: srv.URL, RootCAs: roots, PingInterval: time.Hour, Timeout: time.Second})
+		killPooled(t, in, redis.NewClient(&redis.Options{Addr: srv.Addr, TLSConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}}))
+	})
+}
+
+// killPooled has raw kill in's connections to Redis between its calls,
+// five times after 100 ms and five times at once, and checks that none of
+// in's calls failed.
+func killPooled(t *testing.T, in *instance, raw *redis.Client) {
 	defer raw.Close()
-	for i := range 5 {
+	for i := range 10 {
 		if seen(t, in, fmt.Sprint("k before ", i)) {
 			t.Fatal("a new nonce is a replay")
 		}
@@ -518,7 +538,14 @@ func TestPooledConnClosedByRedis(t *testing.T) {
 		if err != nil || killed == 0 {
 			t.Fatalf("CLIENT KILL: %d killed, %v", killed, err)
 		}
-		time.Sleep(100 * time.Millisecond) // the close reaches the client
+		if i < 5 {
+			time.Sleep(100 * time.Millisecond) // the close reaches the client
+		} else {
+			// Right after the answer (a close from elsewhere is on the
+			// wire before CLIENT KILL's answer reaches its caller).
+			for start := time.Now(); time.Since(start) < 300*time.Microsecond; {
+			}
+		}
 		if seen(t, in, fmt.Sprint("k after ", i)) {
 			t.Fatal("a new nonce is a replay")
 		}
