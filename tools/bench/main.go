@@ -56,15 +56,8 @@ import (
 func main() {
 	log.SetFlags(0)
 	log.SetPrefix("bench: ")
-	if len(os.Args) > 1 {
-		switch os.Args[1] {
-		case "serve-stock":
-			serveStock(os.Args[2:])
-			return
-		case "serve-origin":
-			serveOrigin(os.Args[2:])
-			return
-		}
+	if subcommand(os.Args[1:]) {
+		return
 	}
 	binDir := flag.String("bin", "bin", "directory with the server binary")
 	outDir := flag.String("out", filepath.Join("bin", "assets"), "where to write bench.md, bench.svg and bench-gateway.svg")
@@ -767,6 +760,37 @@ func throughput(p *benchPKI, u *url.URL, keepAlive bool, c, n int) (float64, tim
 	elapsed := time.Since(start)
 	slices.Sort(lat)
 	return float64(n) / elapsed.Seconds(), lat[len(lat)/2], lat[len(lat)*99/100]
+}
+
+// subcommand runs the bench's helper processes, when args name one, and
+// reports whether it did: serve-stock, serve-origin, and ping-redis ADDR
+// N (redisFloor's client: prints its CPU time per PING in nanoseconds).
+// The tests' binary runs them too (TestMain), so that the bench's tests
+// can start them.
+func subcommand(args []string) bool {
+	if len(args) == 0 {
+		return false
+	}
+	switch args[0] {
+	case "serve-stock":
+		serveStock(args[1:])
+	case "serve-origin":
+		serveOrigin(args[1:])
+	case "ping-redis":
+		if len(args) != 3 {
+			fatalf("usage: bench ping-redis ADDR N")
+		}
+		n, err := strconv.Atoi(args[2])
+		if err != nil || n < 1 {
+			fatalf("ping-redis: %q is not a count", args[2])
+		}
+		per, err := pingRedis(args[1], n)
+		check(err)
+		fmt.Println(int64(per))
+	default:
+		return false
+	}
+	return true
 }
 
 // serveStock runs a stock crypto/tls HTTPS server, no inspection layer,

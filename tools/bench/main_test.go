@@ -16,6 +16,9 @@ import (
 var serverBin string
 
 func TestMain(m *testing.M) {
+	if subcommand(os.Args[1:]) {
+		return
+	}
 	os.Exit(runTests(m))
 }
 

@@ -15,10 +15,10 @@ import (
 	"encoding/base64"
 	"fmt"
 	"log"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -184,7 +184,7 @@ func runShared(env *gatewayEnv, sp sharedParams, progress func(string)) (*shared
 			}
 			r.floor = append(r.floor, f)
 			if progress != nil {
-				progress(fmt.Sprintf("shared state round %d: a bare round trip to Redis (redis-benchmark PING) cost its client %.1f µs CPU", round+1, float64(f)/1e3))
+				progress(fmt.Sprintf("shared state round %d: a bare round trip to Redis (PING on a blocking socket) cost its client %.1f µs CPU", round+1, float64(f)/1e3))
 			}
 		}
 		stopTerminators(ts)
@@ -234,13 +234,17 @@ func (r *sharedResults) markdown(sp sharedParams) string {
 		for i, f := range r.floor {
 			fl[i] = float64(f) / 1e3
 		}
-		// The Redis server's CPU per request over the own store's, one
-		// at a time, median per round.
-		var extra []float64
-		for round := range r.res[0][0] {
-			extra = append(extra, r.res[1][0][round].cpuUS-r.res[0][0][round].cpuUS)
+		fmt.Fprintf(&b, "\nThe least a Redis call on loopback costs a client here: a bare round trip to this redis-server, one at a time from the servers' CPU (a blocking socket, a write and a read a PING, %d PINGs a round), cost %.1f µs of CPU (median per round).", sp.floorN, median(fl))
+		if one := slices.Index(sp.concs, 1); one >= 0 {
+			// The Redis server's CPU per request over the own store's,
+			// one at a time, median of the rounds' differences.
+			var extra []float64
+			for round := range r.res[0][one] {
+				extra = append(extra, r.res[1][one][round].cpuUS-r.res[0][one][round].cpuUS)
+			}
+			fmt.Fprintf(&b, " Ours with Redis spent %.1f µs more per request than with its own store one at a time (median of the rounds' differences).", median(extra))
 		}
-		fmt.Fprintf(&b, "\nThe least a Redis call on loopback costs here: a bare round trip to this redis-server, one at a time from the servers' CPU (redis-benchmark, written in C, %d PINGs a round), cost its client %.1f µs of CPU (median per round); ours with Redis spent %.1f µs more per request than with its own store at %d at a time.\n", sp.floorN, median(fl), median(extra), sp.concs[0])
+		b.WriteString("\n")
 	}
 	b.WriteString("\nGoals (Redis against the own store, median per round):\n\n")
 	for ci, conc := range sp.concs {
@@ -284,30 +288,29 @@ func profileShared(env *gatewayEnv, sp sharedParams, prof profileParams) error {
 }
 
 // redisFloor is what a bare round trip to the bench's redis-server costs a
-// client alone on the servers' CPU, one at a time: redis-benchmark (C, from
-// the Debian package redis-tools) sending n PINGs on one connection, its
-// CPU time per PING. It is the least a Redis call on loopback can add to a
-// request on this machine (one write that runs the server's side of TCP
-// and wakes it, one wait, one read), whatever the client.
+// client alone on the servers' CPU, one at a time: this program's
+// ping-redis (pingRedis: a blocking socket, a raw write and read a PING)
+// sending n PINGs, its CPU time per PING. It is the least a Redis call on
+// loopback costs a client on this machine: one write that also runs the
+// server's side of TCP and wakes it, one wait, one read.
 func redisFloor(env *gatewayEnv, n int) (time.Duration, error) {
-	bin := findPeer("redis-benchmark", "")
-	if bin == "" {
-		return 0, fmt.Errorf("redis-benchmark is not installed (on Debian: apt-get install redis-tools)")
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
 	}
-	host, port, _ := net.SplitHostPort(env.redisAddr)
-	name, args := bin, []string{"-h", host, "-p", port, "-c", "1", "-n", strconv.Itoa(n), "-q", "-t", "ping_mbulk"}
+	name, args := self, []string{"ping-redis", env.redisAddr, strconv.Itoa(n)}
 	if serverCPU != "" {
-		name, args = "taskset", append([]string{"-c", serverCPU, bin}, args...)
+		name, args = "taskset", append([]string{"-c", serverCPU, self}, args...)
 	}
 	cmd := exec.Command(name, args...)
 	setDeathSignal(cmd, syscall.SIGKILL)
-	out, err := cmd.CombinedOutput()
+	out, err := cmd.Output()
 	if err != nil {
-		return 0, fmt.Errorf("%s: %v: %s", bin, err, out)
+		return 0, fmt.Errorf("bench ping-redis: %v", err)
 	}
-	if !strings.Contains(string(out), "PING_MBULK") {
-		return 0, fmt.Errorf("%s: no PING_MBULK result: %s", bin, out)
+	ns, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("bench ping-redis: %q", out)
 	}
-	cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
-	return cpu / time.Duration(n), nil
+	return time.Duration(ns), nil
 }
