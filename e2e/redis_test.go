@@ -503,11 +503,12 @@ rules:
 		after := redisCalls(t, in)
 		n, l := after["nonce"]-before[i]["nonce"], after["limit"]-before[i]["limit"]
 		nonces, limits = nonces+n, limits+l
-		// A round trip per call made at once or batch made together.
-		if trips := after[roundTrips] - before[i][roundTrips]; trips < 1 || trips > n {
-			t.Errorf("instance %d: %d round trips to Redis for %d nonce calls, want at least one and at most one a call", i+1, trips, n)
+		// A send per call made at once or batch made together.
+		sends, sent := after[sendsKey]-before[i][sendsKey], after[sentKey]-before[i][sentKey]
+		if sent != n || sends < 1 || sends > sent {
+			t.Errorf("instance %d: %d sends to Redis carrying %d calls for %d nonce calls, want all the calls sent, in at least one send and at most one a call", i+1, sends, sent, n)
 		}
-		per = append(per, fmt.Sprintf("instance %d: %d nonce calls in %d round trips, %d limit calls", i+1, n, after[roundTrips]-before[i][roundTrips], l))
+		per = append(per, fmt.Sprintf("instance %d: %d nonce calls in %d sends, %d limit calls", i+1, n, sends, l))
 	}
 	if nonces != int(signed.Load()) || limits != 0 {
 		t.Errorf("%d signed requests made %d nonce calls and %d limit calls to Redis (%s); want one nonce call each, carrying its token, and no limit call", signed.Load(), nonces, limits, strings.Join(per, "; "))
@@ -517,14 +518,15 @@ rules:
 
 var (
 	redisCallsLine = regexp.MustCompile(`(?m)^reqmtls_redis_request_duration_seconds_count\{op="(\w+)"\} (\d+)$`)
-	roundTripsLine = regexp.MustCompile(`(?m)^reqmtls_redis_round_trips_total (\d+)$`)
+	redisSentLine  = regexp.MustCompile(`(?m)^reqmtls_redis_(sends|sent_calls)_total (\d+)$`)
 )
 
-// roundTrips is redisCalls's key for reqmtls_redis_round_trips_total.
-const roundTrips = "round trips"
+// redisCalls's keys for reqmtls_redis_sends_total and
+// reqmtls_redis_sent_calls_total.
+const sendsKey, sentKey = "sends", "sent_calls"
 
 // redisCalls returns the instance's count of Redis calls by op, and of
-// their round trips.
+// their sends and the calls those carried.
 func redisCalls(t *testing.T, in *instance) map[string]int {
 	t.Helper()
 	m := metricsOf(t, in)
@@ -532,10 +534,12 @@ func redisCalls(t *testing.T, in *instance) map[string]int {
 	for _, c := range redisCallsLine.FindAllStringSubmatch(m, -1) {
 		calls[c[1]], _ = strconv.Atoi(c[2])
 	}
-	if c := roundTripsLine.FindStringSubmatch(m); c != nil {
-		calls[roundTrips], _ = strconv.Atoi(c[1])
-	} else {
-		t.Errorf("instance %s: no reqmtls_redis_round_trips_total", in.addr)
+	sent := redisSentLine.FindAllStringSubmatch(m, -1)
+	for _, c := range sent {
+		calls[c[1]], _ = strconv.Atoi(c[2])
+	}
+	if len(sent) != 2 {
+		t.Errorf("instance %s: reqmtls_redis_sends_total and reqmtls_redis_sent_calls_total not both reported", in.addr)
 	}
 	return calls
 }

@@ -262,7 +262,7 @@ type Config struct {
 	// unreachable, this process's own state answers (one log line when
 	// the outage starts, one when it ends; reqmtls_redis_up,
 	// reqmtls_redis_errors_total and reqmtls_redis_request_duration_seconds
-	// tell, and reqmtls_redis_round_trips_total how many round trips the
+	// tell, and reqmtls_redis_sends_total how many sends to Redis the
 	// calls took), and a check each second takes Redis back when it
 	// answers.
 	// No request fails because of Redis.

@@ -301,10 +301,13 @@ func (r *Redis) pinger() {
 	}
 }
 
-// RoundTrips is how many round trips to Redis the requests' calls have
-// made: one for each call made at once, one for each batch of calls made
-// together (the background ping not counted).
-func (r *Redis) RoundTrips() int64 { return r.pipe.trips.Load() }
+// Sent is how many sends to Redis the requests' nonce and limit calls
+// have made, and how many calls they carried: a call made at once is a
+// send of its own, a batch of calls made together one send (a script
+// loaded again, or a Cluster's batch split by node, is not counted
+// apart). Calls answered locally without a send are not counted; the
+// background ping is not either.
+func (r *Redis) Sent() (sends, calls int64) { return r.pipe.trips.Load(), r.pipe.calls.Load() }
 
 // call runs f under the request timeout and reports it; an error marks
 // Redis down.

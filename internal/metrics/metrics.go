@@ -418,9 +418,10 @@ type redisOp struct {
 }
 
 // AddRedis registers the Redis metrics, for a server that shares its
-// state in Redis; roundTrips reads how many round trips the requests'
-// calls have made (reqmtls_redis_round_trips_total).
-func (m *Metrics) AddRedis(roundTrips func() int64) *RedisMetrics {
+// state in Redis; sent reads how many sends to Redis the requests' calls
+// made and how many calls those carried (reqmtls_redis_sends_total,
+// reqmtls_redis_sent_calls_total).
+func (m *Metrics) AddRedis(sent func() (sends, calls int64)) *RedisMetrics {
 	r := &RedisMetrics{
 		up: prometheus.NewGauge(prometheus.GaugeOpts{Name: "reqmtls_redis_up",
 			Help: "1 while the fleet's Redis answers and holds nonces and limits, 0 while this instance keeps its own."}),
@@ -434,10 +435,13 @@ func (m *Metrics) AddRedis(roundTrips func() int64) *RedisMetrics {
 	for _, op := range []string{"nonce", "limit", "ping"} {
 		r.ops[op] = redisOp{duration: r.duration.WithLabelValues(op), errors: r.errors.WithLabelValues(op)}
 	}
-	trips := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "reqmtls_redis_round_trips_total",
-		Help: "Round trips to Redis for the requests' nonce and limit calls: one for a call made at once, one for a batch of calls made together; calls per round trip show the batching."},
-		func() float64 { return float64(roundTrips()) })
-	m.reg.MustRegister(r.up, r.errors, r.duration, trips)
+	sends := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "reqmtls_redis_sends_total",
+		Help: "Sends of the requests' nonce and limit calls to Redis: one for a call made at once, one for a batch of calls made together."},
+		func() float64 { s, _ := sent(); return float64(s) })
+	calls := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "reqmtls_redis_sent_calls_total",
+		Help: "The nonce and limit calls those sends carried; sent calls per send is the batching."},
+		func() float64 { _, c := sent(); return float64(c) })
+	m.reg.MustRegister(r.up, r.errors, r.duration, sends, calls)
 	return r
 }
 

@@ -273,7 +273,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("pages path %q must start and end with /", cfg.PagesPath)
 	}
 	if cfg.Redis != nil {
-		cfg.Redis.SetObserver(m.AddRedis(cfg.Redis.RoundTrips))
+		cfg.Redis.SetObserver(m.AddRedis(cfg.Redis.Sent))
 	}
 	if len(cfg.DirectoryKeys) > 0 {
 		// A bot operator's site: its key directory, signed.
