@@ -1,8 +1,10 @@
 package fleetstate
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"syscall"
 	"time"
@@ -48,11 +50,43 @@ func dialer(timeout time.Duration, tlsConf *tls.Config) func(ctx context.Context
 			c.Close()
 			return nil, err
 		}
-		if rc, ok := c.(*redisConn); ok {
-			return &tlsRedisConn{Conn: tc, raw: rc}, nil
+		if err := settle(hctx, tc); err != nil {
+			tc.Close()
+			return nil, err
+		}
+		if sc, ok := c.(syscall.Conn); ok {
+			return &tlsRedisConn{Conn: tc, raw: sc}, nil
 		}
 		return tc, nil
 	}
+}
+
+// settle makes one round trip on a new TLS connection (a PING, answered
+// even before AUTH: PONG or an error), so that the records Redis sends
+// after the handshake (TLS 1.3 session tickets) are read and not left on
+// the socket, where go-redis's check before use of a connection dialled
+// ahead (min_idle_conns) would take them for an answer out of step and
+// close it.
+func settle(ctx context.Context, tc *tls.Conn) error {
+	if d, ok := ctx.Deadline(); ok {
+		tc.SetDeadline(d)
+		defer tc.SetDeadline(time.Time{})
+	}
+	if _, err := tc.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
+		return err
+	}
+	var line []byte
+	b := make([]byte, 64)
+	for !bytes.HasSuffix(line, []byte("\r\n")) {
+		n, err := tc.Read(b)
+		if err != nil {
+			return fmt.Errorf("redis over TLS: no answer to PING: %w", err)
+		}
+		if line = append(line, b[:n]...); len(line) > 1024 {
+			return fmt.Errorf("redis over TLS: an answer to PING of %d bytes", len(line))
+		}
+	}
+	return nil
 }
 
 // redisConn is a TCP connection to Redis read and written by its Socket.
@@ -91,7 +125,7 @@ func (c checkedConn) Read(f func(fd uintptr) bool) error {
 	return c.RawConn.Read(f)
 }
 
-// tlsRedisConn is a TLS connection over a redisConn. A *tls.Conn has no
+// tlsRedisConn is a TLS connection to Redis. A *tls.Conn has no
 // SyscallConn, and without one go-redis checks nothing before using a
 // pooled connection: one Redis closed would fail the next call. Its
 // SyscallConn is the socket's under TLS, where a close shows as under a
@@ -100,7 +134,7 @@ func (c checkedConn) Read(f func(fd uintptr) bool) error {
 // TLS, and go-redis then closes the connection, as for any such byte.
 type tlsRedisConn struct {
 	*tls.Conn
-	raw *redisConn
+	raw syscall.Conn // a redisConn, or the net.Conn without raw calls
 }
 
 func (c *tlsRedisConn) SyscallConn() (syscall.RawConn, error) { return c.raw.SyscallConn() }

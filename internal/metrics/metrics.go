@@ -436,7 +436,7 @@ func (m *Metrics) AddRedis(sent func() (sends, calls int64)) *RedisMetrics {
 		r.ops[op] = redisOp{duration: r.duration.WithLabelValues(op), errors: r.errors.WithLabelValues(op)}
 	}
 	sends := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "reqmtls_redis_sends_total",
-		Help: "Sends of the requests' nonce and limit calls to Redis: one for a call made at once, one for a batch of calls made together."},
+		Help: "Sends of the requests' nonce and limit calls to Redis, attempted: one for a call made at once, one for a batch of calls made together (a script loaded again, or a Cluster batch split by node, not counted apart)."},
 		func() float64 { s, _ := sent(); return float64(s) })
 	calls := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "reqmtls_redis_sent_calls_total",
 		Help: "The nonce and limit calls those sends carried; sent calls per send is the batching."},

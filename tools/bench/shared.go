@@ -9,10 +9,12 @@ package main
 // to say the signature verified.
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -306,6 +308,10 @@ func redisFloor(env *gatewayEnv, n int) (time.Duration, error) {
 	setDeathSignal(cmd, syscall.SIGKILL)
 	out, err := cmd.Output()
 	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return 0, fmt.Errorf("bench ping-redis: %v: %s", err, bytes.TrimSpace(ee.Stderr))
+		}
 		return 0, fmt.Errorf("bench ping-redis: %v", err)
 	}
 	ns, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
