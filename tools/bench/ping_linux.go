@@ -28,23 +28,40 @@ func pingRedis(addr string, n int) (time.Duration, error) {
 	if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1); err != nil {
 		return 0, err
 	}
+	// A Redis that stops answering ends the run (EAGAIN) instead of
+	// holding it.
+	tv := syscall.NsecToTimeval(int64(5 * time.Second))
+	for _, opt := range []int{syscall.SO_RCVTIMEO, syscall.SO_SNDTIMEO} {
+		if err := syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, opt, &tv); err != nil {
+			return 0, err
+		}
+	}
 	ping, pong := []byte("PING\r\n"), "+PONG\r\n"
 	buf := make([]byte, 64)
 	raw := func(trap uintptr, p []byte) (int, error) {
+		// The runtime's preemption signal interrupts a blocking call
+		// (EINTR), which then starts its timeout anew: this bounds the
+		// whole call.
+		deadline := time.Now().Add(5 * time.Second)
 		for {
 			k, _, errno := syscall.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
 			switch errno {
 			case 0:
 				return int(k), nil
-			case syscall.EINTR: // the runtime's preemption signal
+			case syscall.EINTR:
+				if time.Now().After(deadline) {
+					return 0, fmt.Errorf("no answer within 5 s")
+				}
+			case syscall.EAGAIN:
+				return 0, fmt.Errorf("no answer within 5 s")
 			default:
 				return 0, errno
 			}
 		}
 	}
 	one := func() error {
-		if _, err := raw(syscall.SYS_WRITE, ping); err != nil {
-			return err
+		if k, err := raw(syscall.SYS_WRITE, ping); err != nil || k != len(ping) {
+			return fmt.Errorf("ping-redis: wrote %d of %d bytes: %v", k, len(ping), err)
 		}
 		got := 0
 		for got < len(pong) {
