@@ -15,10 +15,11 @@ import (
 
 // Nonces is a webbotauth.NonceStore shared by the fleet: a nonce is set in
 // Redis (SET NX with the time left until its expiry, in a script that
-// takes the request's limit tokens too), once for every instance, and kept in a local store as well. A nonce either has seen is
-// a replay. While Redis is down, or when a call fails or passes the
-// timeout, the local store alone answers: it refuses the nonces this
-// instance saw (before the outage too), not those another instance saw.
+// takes the request's limit tokens too), once for every instance, and
+// kept in a local store as well. A nonce either has seen is a replay.
+// While Redis is down, or when a call fails or passes the timeout, the
+// local store alone answers: it refuses the nonces this instance saw
+// (before the outage too), not those another instance saw.
 type Nonces struct {
 	r     *Redis
 	local webbotauth.NonceStore

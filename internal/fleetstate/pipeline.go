@@ -39,8 +39,8 @@ type pipeline struct {
 	timeout  time.Duration
 	queue    chan *queued
 	inflight atomic.Int32 // calls and batches out
-	trips    atomic.Int64 // round trips made (a call at once, or a batch)
-	calls    atomic.Int64 // calls made
+	sends    atomic.Int64 // sends to Redis (a call made at once, or a batch: Redis.Sent)
+	calls    atomic.Int64 // the calls they carried
 	stop     chan struct{}
 	closing  sync.Once
 	done     chan struct{}
@@ -110,7 +110,7 @@ func (p *pipeline) run() {
 func (p *pipeline) send(batch []*queued) {
 	p.inflight.Add(1)
 	defer p.inflight.Add(-1)
-	p.trips.Add(1)
+	p.sends.Add(1)
 	p.calls.Add(int64(len(batch)))
 	// Bounded by the last of its callers' deadlines: none waits longer.
 	deadline := time.Now().Add(p.timeout)
@@ -174,7 +174,7 @@ func (p *pipeline) do(ctx context.Context, script *redis.Script, keys []string, 
 	for n := p.inflight.Load(); n < maxDirect; n = p.inflight.Load() {
 		if p.inflight.CompareAndSwap(n, n+1) {
 			defer p.inflight.Add(-1)
-			p.trips.Add(1)
+			p.sends.Add(1)
 			p.calls.Add(1)
 			return script.Run(ctx, p.client, keys, args...).Int64Slice()
 		}

@@ -28,7 +28,7 @@ func TestPipelineBatches(t *testing.T) {
 	if ok, _ := l.Take("alone", 1, 1, now); !ok {
 		t.Fatal("a first take refused")
 	}
-	if trips, calls := in.r.pipe.trips.Load(), in.r.pipe.calls.Load(); trips != 1 || calls != 1 {
+	if trips, calls := in.r.pipe.sends.Load(), in.r.pipe.calls.Load(); trips != 1 || calls != 1 {
 		t.Fatalf("one call alone: %d round trips for %d calls, want 1 and 1", trips, calls)
 	}
 	var admitted atomic.Int64
@@ -41,7 +41,7 @@ func TestPipelineBatches(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	trips, calls := in.r.pipe.trips.Load()-1, in.r.pipe.calls.Load()-1
+	trips, calls := in.r.pipe.sends.Load()-1, in.r.pipe.calls.Load()-1
 	if admitted.Load() != 100 || calls != 400 || trips >= calls {
 		t.Errorf("400 takes at once from a bucket of 100: %d admitted in %d calls and %d round trips; want 100, 400 and fewer trips than calls", admitted.Load(), calls, trips)
 	}

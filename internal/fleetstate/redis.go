@@ -307,7 +307,7 @@ func (r *Redis) pinger() {
 // loaded again, or a Cluster's batch split by node, is not counted
 // apart). Calls answered locally without a send are not counted; the
 // background ping is not either.
-func (r *Redis) Sent() (sends, calls int64) { return r.pipe.trips.Load(), r.pipe.calls.Load() }
+func (r *Redis) Sent() (sends, calls int64) { return r.pipe.sends.Load(), r.pipe.calls.Load() }
 
 // call runs f under the request timeout and reports it; an error marks
 // Redis down.
