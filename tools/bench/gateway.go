@@ -466,9 +466,7 @@ func startCaddy(env *gatewayEnv, verify bool) (*terminator, error) {
 // configuration), pinned like the others, with its output in logFile, and
 // waits until addr accepts connections. stop sends it graceful first.
 func startAt(addr, logFile string, env []string, graceful syscall.Signal, name string, args ...string) (*proc, error) {
-	if serverCPU != "" {
-		name, args = "taskset", append([]string{"-c", serverCPU, name}, args...)
-	}
+	name, args = onServerCPU(name, args...)
 	out, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err

@@ -536,11 +536,20 @@ func start(name string, args ...string) *proc {
 	return p
 }
 
+// onServerCPU is the command that runs name with args on serverCPU
+// (taskset), when it is set.
+func onServerCPU(name string, args ...string) (string, []string) {
+	if serverCPU == "" {
+		return name, args
+	}
+	return "taskset", append([]string{"-c", serverCPU, name}, args...)
+}
+
 // startListening starts a server, pinned to serverCPU if pin, and returns
 // once it has logged the address it listens on.
 func startListening(pin bool, name string, args ...string) (*proc, error) {
-	if pin && serverCPU != "" {
-		name, args = "taskset", append([]string{"-c", serverCPU, name}, args...)
+	if pin {
+		name, args = onServerCPU(name, args...)
 	}
 	cmd := exec.Command(name, args...)
 	setDeathSignal(cmd, syscall.SIGKILL)

@@ -44,6 +44,10 @@ type sharedParams struct {
 	floorN int
 }
 
+// loads is how many loads each round's n requests per server come in:
+// chunks, at least one and at most n.
+func (sp sharedParams) loads() int { return max(1, min(sp.chunks, sp.n)) }
+
 // sharedAgent is the signing bot's agent URL, listed with a local JWKS.
 const sharedAgent = "https://bot.example"
 
@@ -153,7 +157,7 @@ func runShared(env *gatewayEnv, sp sharedParams, progress func(string)) (*shared
 			}
 			r.sent[i] += w.calls
 		}
-		chunks := max(1, min(sp.chunks, sp.n))
+		chunks := sp.loads()
 		for ci, conc := range sp.concs {
 			samples := make([]gatewaySample, len(ts))
 			for c := range chunks {
@@ -214,7 +218,7 @@ func (r *sharedResults) ratios() (cpu []float64, p50 []time.Duration) {
 // request and +0.3 ms at the median with Redis.
 func (r *sharedResults) markdown(sp sharedParams) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Shared state: ours verifying a Web Bot Auth signature (Ed25519, a nonce each, signed by the bench's client) and taking a limit rule (1,000,000/s, never reached) on every request, over one kept-alive HTTP/2 connection (the gateway part's kept-alive load is 2 at a time), %d requests per round in %d loads alternating between the two servers, with its own nonce store and buckets, or with both in a redis-server on the load's core (TCP over loopback); median of %d interleaved rounds:\n\n", sp.n, max(1, min(sp.chunks, sp.n)), sp.rounds)
+	fmt.Fprintf(&b, "Shared state: ours verifying a Web Bot Auth signature (Ed25519, a nonce each, signed by the bench's client) and taking a limit rule (1,000,000/s, never reached) on every request, over one kept-alive HTTP/2 connection (the gateway part's kept-alive load is 2 at a time), %d requests per round in %d loads alternating between the two servers, with its own nonce store and buckets, or with both in a redis-server on the load's core (TCP over loopback); median of %d interleaved rounds:\n\n", sp.n, sp.loads(), sp.rounds)
 	b.WriteString("| requests at a time | own store: CPU per request | p50 | Redis: CPU per request | p50 | Redis ÷ own, CPU | Redis − own, p50 |\n|---|---|---|---|---|---|---|\n")
 	cpu, p50 := r.ratios()
 	med := func(i, ci int, f func(gatewayResult) float64) float64 {
@@ -300,10 +304,7 @@ func redisFloor(env *gatewayEnv, n int) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	name, args := self, []string{"ping-redis", env.redisAddr, strconv.Itoa(n)}
-	if serverCPU != "" {
-		name, args = "taskset", append([]string{"-c", serverCPU, self}, args...)
-	}
+	name, args := onServerCPU(self, "ping-redis", env.redisAddr, strconv.Itoa(n))
 	cmd := exec.Command(name, args...)
 	setDeathSignal(cmd, syscall.SIGKILL)
 	out, err := cmd.Output()
